@@ -1,0 +1,61 @@
+// `rar info CKPT` — what a checkpoint holds: format, model config, tensor table, parameter count.
+// `rar info --preset NAME` — the config and parameter count of a published preset.
+#include <cstdio>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "io/checkpoint.h"
+#include "model/generator_config.h"
+#include "util/error.h"
+
+namespace rar::cli {
+
+static std::string human(int64_t n) {
+  char buf[32];
+  if (n >= 1000000000) std::snprintf(buf, sizeof buf, "%.2fB", n / 1e9);
+  else if (n >= 1000000) std::snprintf(buf, sizeof buf, "%.1fM", n / 1e6);
+  else if (n >= 1000) std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
+  else std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(n));
+  return buf;
+}
+
+static void print_generator_config(const model::GeneratorConfig& c) {
+  std::printf("generator: H=%lld L=%lld heads=%lld (head dim %lld) I=%lld V=%lld C=%lld S=%lld\n",
+              (long long)c.hidden, (long long)c.layers, (long long)c.heads, (long long)c.head_dim(),
+              (long long)c.mlp, (long long)c.codebook, (long long)c.classes, (long long)c.seq_len);
+  std::printf("parameters: %lld (%s)\n", (long long)c.parameter_count(), human(c.parameter_count()).c_str());
+}
+
+void add_info(CLI::App& app) {
+  auto* cmd = app.add_subcommand("info", "Show a checkpoint's format, model config and tensors, or a preset");
+  auto path = std::make_shared<std::string>();
+  auto preset = std::make_shared<std::string>();
+  auto quiet = std::make_shared<bool>(false);
+  cmd->add_option("checkpoint", *path, "checkpoint (.bin/.pt/.pth torch.save zip, or .safetensors)");
+  cmd->add_option("--preset", *preset, "show a preset instead: rar_b, rar_l, rar_xl, rar_xxl");
+  cmd->add_flag("--no-tensors", *quiet, "omit the tensor table");
+  cmd->callback([=] {
+    check(!path->empty() != !preset->empty(), "info: give either a checkpoint or --preset");
+    if (!preset->empty()) return print_generator_config(model::GeneratorConfig::preset(*preset));
+    auto format = io::detect_checkpoint_format(*path);
+    io::StateDict sd = io::read_checkpoint(*path);
+    std::printf("file: %s\nformat: %s\ntensors: %zu\n", path->c_str(), io::format_name(format), sd.size());
+    for (auto& [k, v] : sd.metadata) std::printf("metadata %s: %s\n", k.c_str(), v.c_str());
+    if (model::is_generator_state_dict(sd)) {
+      print_generator_config(model::GeneratorConfig::infer(sd));
+    } else {
+      std::printf("model: unrecognised state dict\nparameters: %lld (%s)\n", (long long)sd.numel(),
+                  human(sd.numel()).c_str());
+    }
+    if (*quiet) return;
+    std::printf("\n%-56s %-9s %s\n", "name", "dtype", "shape");
+    for (const auto& n : sd.names()) {
+      const auto& t = sd.at(n);
+      std::ostringstream shape;
+      shape << t.sizes();
+      std::printf("%-56s %-9s %s\n", n.c_str(), c10::toString(t.scalar_type()), shape.str().c_str());
+    }
+  });
+}
+
+}  // namespace rar::cli

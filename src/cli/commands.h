@@ -1,0 +1,11 @@
+// commands.h — each `rar` subcommand registers itself on the app; main() only dispatches.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace rar::cli {
+
+void add_info(CLI::App& app);
+void add_convert(CLI::App& app);
+void add_score(CLI::App& app);
+
+}  // namespace rar::cli

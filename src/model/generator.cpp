@@ -1,0 +1,253 @@
+// generator.cpp — the RAR generator, written to read like SPEC §3: each step of the forward
+// pass is one commented statement. The speed work lives elsewhere (sampling/, cuda/).
+#include "model/generator.h"
+
+#include "model/init.h"
+#include "util/error.h"
+
+namespace rar::model {
+
+namespace F = torch::nn::functional;
+using torch::indexing::Slice;
+
+namespace {
+
+torch::nn::LayerNorm layer_norm(int64_t dim, bool affine = true) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6).elementwise_affine(affine));
+}
+
+// x * (1 + scale) + shift
+torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
+  return x * (1 + scale) + shift;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- attention
+
+AttentionImpl::AttentionImpl(int64_t dim, int64_t heads_, double attn_drop_, double proj_drop_)
+    : heads(heads_), attn_drop(attn_drop_) {
+  qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
+  q_norm = register_module("q_norm", layer_norm(dim / heads));
+  k_norm = register_module("k_norm", layer_norm(dim / heads));
+  proj = register_module("proj", torch::nn::Linear(dim, dim));
+  proj_drop = register_module("proj_drop", torch::nn::Dropout(proj_drop_));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_cache, torch::Tensor* v_cache,
+                                     int64_t past) {
+  const int64_t B = x.size(0), N = x.size(1), H = x.size(2), hd = H / heads;
+  // qkv projection, split into q, k, v per head: each [B,h,N,hd]
+  auto qkv_ = qkv(x).view({B, N, 3, heads, hd}).permute({2, 0, 3, 1, 4});
+  auto q = q_norm(qkv_[0]), k = k_norm(qkv_[1]), v = qkv_[2];
+  bool causal = true;
+  if (k_cache) {
+    // Append this step's keys/values, then attend over everything cached so far.
+    k_cache->index({Slice(), Slice(), Slice(past, past + N)}).copy_(k);
+    v_cache->index({Slice(), Slice(), Slice(past, past + N)}).copy_(v);
+    k = k_cache->index({Slice(), Slice(), Slice(0, past + N)});
+    v = v_cache->index({Slice(), Slice(), Slice(0, past + N)});
+    // One new query sees every cached key; several new queries (prefill) need the causal mask,
+    // which is aligned to the top-left, so it is only right when nothing was cached before.
+    causal = N > 1;
+    check(!causal || past == 0, "attention: several new positions on a non-empty KV cache");
+  }
+  // softmax(q·kᵀ/√hd + causal mask)·v
+  auto o = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, is_training() ? attn_drop : 0.0, causal);
+  o = o.transpose(1, 2).reshape({B, N, H});
+  return proj_drop(proj(o));
+}
+
+// ---------------------------------------------------------------- MLP
+
+MlpImpl::MlpImpl(int64_t dim, int64_t hidden, double p) {
+  fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
+  fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
+  drop = register_module("drop", torch::nn::Dropout(p));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  return drop(fc2(drop(F::gelu(fc1(x), F::GELUFuncOptions().approximate("none")))));
+}
+
+// ---------------------------------------------------------------- block
+
+BlockImpl::BlockImpl(const GeneratorConfig& cfg) {
+  norm1 = register_module("norm1", layer_norm(cfg.hidden));
+  attn = register_module("attn", Attention(cfg.hidden, cfg.heads, cfg.attn_dropout, cfg.dropout));
+  norm2 = register_module("norm2", layer_norm(cfg.hidden));
+  mlp = register_module("mlp", Mlp(cfg.hidden, cfg.mlp, cfg.dropout));
+  adaLN_modulation = register_module(
+      "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(cfg.hidden, 6 * cfg.hidden)));
+}
+
+torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor& c, torch::Tensor* k_cache,
+                                 torch::Tensor* v_cache, int64_t past) {
+  // (shift_a, scale_a, gate_a, shift_m, scale_m, gate_m) = split6(W·SiLU(c) + b)
+  auto m = adaLN_modulation->forward(c).chunk(6, -1);
+  // h += gate_a * Attn(LN1(h) * (1 + scale_a) + shift_a)
+  auto x = x_in + m[2] * attn(modulate(norm1(x_in), m[0], m[1]), k_cache, v_cache, past);
+  // h += gate_m * MLP(LN2(h) * (1 + scale_m) + shift_m)
+  return x + m[5] * mlp(modulate(norm2(x), m[3], m[4]));
+}
+
+// ---------------------------------------------------------------- final layer
+
+FinalLayerImpl::FinalLayerImpl(int64_t dim) {
+  norm_final = register_module("norm_final", layer_norm(dim, /*affine=*/false));
+  adaLN_modulation =
+      register_module("adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(dim, 2 * dim)));
+}
+
+torch::Tensor FinalLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& c) {
+  // (scale, shift) = split2(W·SiLU(c) + b) — scale first here
+  auto m = adaLN_modulation->forward(c).chunk(2, -1);
+  return modulate(norm_final(x), m[1], m[0]);
+}
+
+// ---------------------------------------------------------------- generator
+
+GeneratorImpl::GeneratorImpl(const GeneratorConfig& c) : cfg(c) {
+  cfg.validate();
+  const int64_t H = cfg.hidden;
+  cls_token = register_parameter("cls_token", torch::zeros({1, 1, H}));
+  embeddings = register_module("embeddings", torch::nn::Embedding(cfg.vocab_rows(), H));
+  pos_embed = register_parameter("pos_embed", torch::zeros({1, cfg.pos_rows(), H}));
+  target_aware_pos_embed = register_parameter("target_aware_pos_embed", torch::zeros({1, cfg.pos_rows(), H}));
+  timesteps_embeddings = register_parameter("timesteps_embeddings", torch::zeros({1, cfg.timestep_rows(), H}));
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < cfg.layers; ++i) {
+    block_list.push_back(Block(cfg));
+    blocks->push_back(block_list.back());
+  }
+  adaln_before_head = register_module("adaln_before_head", FinalLayer(H));
+  lm_head = register_module("lm_head", torch::nn::Linear(H, cfg.codebook));
+  reset_parameters();
+}
+
+void GeneratorImpl::reset_parameters() {
+  torch::NoGradGuard no_grad;
+  for (auto& mod : modules(/*include_self=*/false)) {
+    if (auto* lin = mod->as<torch::nn::Linear>()) {
+      trunc_normal_(lin->weight);
+      lin->bias.zero_();
+    } else if (auto* emb = mod->as<torch::nn::Embedding>()) {
+      trunc_normal_(emb->weight);
+    } else if (auto* ln = mod->as<torch::nn::LayerNorm>()) {
+      if (ln->weight.defined()) ln->weight.fill_(1.0);
+      if (ln->bias.defined()) ln->bias.zero_();
+    }
+  }
+  trunc_normal_(pos_embed);
+  trunc_normal_(target_aware_pos_embed);
+  trunc_normal_(timesteps_embeddings);
+  cls_token.zero_();
+  auto zero_adaln = [](torch::nn::Sequential& seq) {
+    auto* lin = seq[1]->as<torch::nn::Linear>();
+    lin->weight.zero_();
+    lin->bias.zero_();
+  };
+  for (auto& b : block_list) zero_adaln(b->adaLN_modulation);
+  zero_adaln(adaln_before_head->adaLN_modulation);
+}
+
+torch::Tensor GeneratorImpl::condition_tokens(const torch::Tensor& classes, const torch::Tensor& drop) const {
+  auto ids = classes + (cfg.codebook + 1);
+  if (drop.defined()) ids = torch::where(drop, torch::full_like(ids, cfg.null_class_token()), ids);
+  return ids;
+}
+
+torch::Tensor GeneratorImpl::run_blocks(torch::Tensor h, const torch::Tensor& c, KVCache* cache) {
+  const int64_t past = cache ? cache->length : 0;
+  for (size_t l = 0; l < block_list.size(); ++l) {
+    if (cache) h = block_list[l](h, c, &cache->k[l], &cache->v[l], past);
+    else h = block_list[l](h, c);
+  }
+  if (cache) cache->length += h.size(1);
+  return h;
+}
+
+torch::Tensor GeneratorImpl::head(const torch::Tensor& h, const torch::Tensor& c) {
+  // h = LN_noaffine(h) * (1 + scale) + shift; logits = lm_head(h)
+  return lm_head(adaln_before_head(h, c));
+}
+
+torch::Tensor GeneratorImpl::forward(const torch::Tensor& tokens, const torch::Tensor& condition,
+                                     const torch::Tensor& orders) {
+  const int64_t B = tokens.size(0), S = cfg.seq_len, H = cfg.hidden;
+  check(tokens.dim() == 2 && tokens.size(1) == S, "generator: tokens must be [B,", S, "], got ", tokens.sizes());
+  check(condition.dim() == 1 && condition.size(0) == B, "generator: condition must be [", B, "]");
+  check(!orders.defined() || orders.sizes() == tokens.sizes(), "generator: orders must be [B,", S, "]");
+  const auto P = pos_embed[0], T = target_aware_pos_embed[0], E = timesteps_embeddings[0];
+
+  // 1-2. Sequence of S+2 vectors: cls token, embedding of the class id, then the image tokens in
+  //      the order τ: index 1+k holds x[τ_k].
+  auto cond = embeddings(condition);                                        // [B,H]
+  auto ordered = orders.defined() ? tokens.gather(1, orders) : tokens;      // [B,S]
+  auto h = torch::cat({cls_token.expand({B, 1, H}), cond.unsqueeze(1), embeddings(ordered)}, 1);
+
+  // 3. Position: h[0] += P[0]; h[1] += P[1]; h[1+k] += P[2+τ_k].
+  // 4. Target-aware position: h[1+k] += T[2+τ_{k+1}] for k = 0..S-1 (nothing on h[0], h[S+1]).
+  //    Rows are gathered straight from the tables: no per-sample copy of a whole table.
+  torch::Tensor image_pos, target_pos;  // [B,S,H] or [1,S,H]
+  if (orders.defined()) {
+    image_pos = F::embedding(orders + 2, P);
+    target_pos = F::embedding(orders + 2, T);
+  } else {
+    image_pos = P.narrow(0, 2, S).unsqueeze(0);
+    target_pos = T.narrow(0, 2, S).unsqueeze(0);
+  }
+  auto zero = torch::zeros({1, 1, H}, h.options()).expand({target_pos.size(0), 1, H});
+  auto position = torch::cat({P.narrow(0, 0, 2).unsqueeze(0).expand({image_pos.size(0), 2, H}), image_pos}, 1);
+  auto target_aware = torch::cat({zero, target_pos, zero}, 1);
+  h = h + position + target_aware;
+
+  // 5. Condition per position: c[j] = embedding(class id) + E[j], j = 0..S+1.
+  auto c = cond.unsqueeze(1) + E.narrow(0, 0, S + 2).unsqueeze(0);
+
+  // 6. L blocks of causal self-attention.
+  h = run_blocks(h, c, nullptr);
+
+  // 7. Drop index 0; adaLN head on the remaining S+1 positions.
+  return head(h.narrow(1, 1, S + 1), c.narrow(1, 1, S + 1));
+}
+
+KVCache GeneratorImpl::make_cache(int64_t batch, int64_t capacity) const {
+  KVCache cache;
+  auto opts = cls_token.options().requires_grad(false);
+  for (int64_t l = 0; l < cfg.layers; ++l) {
+    cache.k.push_back(torch::empty({batch, cfg.heads, capacity, cfg.head_dim()}, opts));
+    cache.v.push_back(torch::empty({batch, cfg.heads, capacity, cfg.head_dim()}, opts));
+  }
+  return cache;
+}
+
+torch::Tensor GeneratorImpl::decode_prefill(const torch::Tensor& condition, int64_t first_pos, KVCache& cache) {
+  const int64_t B = condition.size(0), H = cfg.hidden;
+  check(cache.batch() == B && cache.capacity() >= 2, "generator: KV cache does not fit batch ", B);
+  const auto P = pos_embed[0], T = target_aware_pos_embed[0], E = timesteps_embeddings[0];
+  cache.length = 0;
+  auto cond = embeddings(condition);  // [B,H]
+  // index 0: cls + P[0]; index 1: class token + P[1] + T[2+τ_1]
+  auto h0 = cls_token.view({1, H}) + P[0];
+  auto h1 = cond + P[1] + T[2 + first_pos];
+  auto h = torch::stack({h0.expand({B, H}), h1}, 1);
+  auto c = cond.unsqueeze(1) + E.narrow(0, 0, 2).unsqueeze(0);
+  h = run_blocks(h, c, &cache);
+  return head(h.narrow(1, 1, 1), c.narrow(1, 1, 1)).select(1, 0).to(torch::kFloat32);
+}
+
+torch::Tensor GeneratorImpl::decode_step(const torch::Tensor& token, int64_t t, int64_t pos, int64_t next_pos,
+                                         const torch::Tensor& condition, KVCache& cache) {
+  check(cache.length == t + 1, "generator: decode step ", t, " on a cache holding ", cache.length, " positions");
+  check(t + 2 <= cache.capacity(), "generator: KV cache capacity ", cache.capacity(), " exceeded");
+  const auto P = pos_embed[0], T = target_aware_pos_embed[0], E = timesteps_embeddings[0];
+  // index 1+t: x[τ_t] + P[2+τ_t] + T[2+τ_{t+1}]; condition E[1+t]
+  auto h = embeddings(token) + P[2 + pos];
+  if (next_pos >= 0) h = h + T[2 + next_pos];
+  auto c = embeddings(condition) + E[1 + t];
+  h = run_blocks(h.unsqueeze(1), c.unsqueeze(1), &cache);
+  return head(h, c.unsqueeze(1)).select(1, 0).to(torch::kFloat32);
+}
+
+}  // namespace rar::model

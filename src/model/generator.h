@@ -1,0 +1,115 @@
+// generator.h — the RAR generator (SPEC §2–3, §5): a class-conditional decoder-only transformer
+// with adaLN-modulated blocks. Submodules and parameters carry the published state-dict names
+// (`blocks.{i}.attn.qkv.weight`, `adaln_before_head.adaLN_modulation.1.bias`, ...), so a
+// published checkpoint maps 1:1 onto named_parameters().
+//
+// Shapes: B batch, S image tokens, N new positions, H hidden, V codebook, h heads, hd = H/h.
+#pragma once
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "model/generator_config.h"
+
+namespace rar::model {
+
+// Keys and values of every layer for the positions fed so far, preallocated once for a batch:
+// k[l], v[l] are [B, heads, capacity, hd]; `length` positions are filled.
+struct KVCache {
+  std::vector<torch::Tensor> k, v;
+  int64_t length = 0;
+  int64_t capacity() const { return k.empty() ? 0 : k[0].size(2); }
+  int64_t batch() const { return k.empty() ? 0 : k[0].size(0); }
+};
+
+struct AttentionImpl : torch::nn::Module {
+  AttentionImpl(int64_t dim, int64_t heads, double attn_drop, double proj_drop);
+  // x [B,N,H] -> [B,N,H]. Without a cache: causal attention over the N positions. With one:
+  // this step's keys/values are written at cache positions [past, past+N) and the N queries
+  // attend causally over all past+N positions.
+  torch::Tensor forward(const torch::Tensor& x, torch::Tensor* k_cache = nullptr, torch::Tensor* v_cache = nullptr,
+                        int64_t past = 0);
+
+  int64_t heads;
+  double attn_drop;
+  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  torch::nn::LayerNorm q_norm{nullptr}, k_norm{nullptr};
+  torch::nn::Dropout proj_drop{nullptr};
+};
+TORCH_MODULE(Attention);
+
+// timm's Mlp: fc1 -> exact GELU -> dropout -> fc2 -> dropout.
+struct MlpImpl : torch::nn::Module {
+  MlpImpl(int64_t dim, int64_t hidden, double drop);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+// One transformer block with adaLN modulation from the per-position condition c (SPEC §3.6).
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(const GeneratorConfig& cfg);
+  // x, c [B,N,H] -> [B,N,H]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& c, torch::Tensor* k_cache = nullptr,
+                        torch::Tensor* v_cache = nullptr, int64_t past = 0);
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  Attention attn{nullptr};
+  Mlp mlp{nullptr};
+  torch::nn::Sequential adaLN_modulation{nullptr};  // SiLU, Linear(H, 6H)
+};
+TORCH_MODULE(Block);
+
+// `adaln_before_head`: non-affine LayerNorm modulated by the condition (scale first, SPEC §3.7).
+struct FinalLayerImpl : torch::nn::Module {
+  explicit FinalLayerImpl(int64_t dim);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& c);
+  torch::nn::LayerNorm norm_final{nullptr};
+  torch::nn::Sequential adaLN_modulation{nullptr};  // SiLU, Linear(H, 2H)
+};
+TORCH_MODULE(FinalLayer);
+
+struct GeneratorImpl : torch::nn::Module {
+  explicit GeneratorImpl(const GeneratorConfig& cfg);
+
+  // The published initialisation (SPEC §4): truncated normal 0.02 for linear/embedding weights
+  // and the position/timestep tables, zero biases, unit LayerNorm weights, zero cls_token, and
+  // every adaLN output layer zeroed.
+  void reset_parameters();
+
+  // Class ids [B] -> condition token ids (SPEC §3.1); drop[b] (optional bool [B]) selects the null class.
+  torch::Tensor condition_tokens(const torch::Tensor& classes, const torch::Tensor& drop = {}) const;
+
+  // Training / scoring forward (SPEC §3). tokens [B,S] int64 in raster layout, condition [B]
+  // condition token ids, orders [B,S] a permutation per sample (undefined = raster).
+  // Returns logits [B,S+1,V]: position j < S predicts tokens[τ_{j+1}]; position S is unused.
+  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& condition,
+                        const torch::Tensor& orders = {});
+
+  // --- incremental decoding with a KV cache (SPEC §5) ---
+  KVCache make_cache(int64_t batch, int64_t capacity) const;
+  // Step 0: feeds cls (index 0) and the class token (index 1, target position first_pos).
+  // Returns the logits for the first token [B,V] (float32).
+  torch::Tensor decode_prefill(const torch::Tensor& condition, int64_t first_pos, KVCache& cache);
+  // Step t >= 1: feeds token x[τ_t] [B] (sampled at step t-1) at index 1+t with its position
+  // `pos` = τ_t and target position `next_pos` = τ_{t+1}. Returns logits [B,V] for x[τ_{t+1}].
+  torch::Tensor decode_step(const torch::Tensor& token, int64_t t, int64_t pos, int64_t next_pos,
+                            const torch::Tensor& condition, KVCache& cache);
+
+  GeneratorConfig cfg;
+  torch::Tensor cls_token, pos_embed, target_aware_pos_embed, timesteps_embeddings;
+  torch::nn::Embedding embeddings{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+  std::vector<Block> block_list;  // the same modules, typed
+  FinalLayer adaln_before_head{nullptr};
+  torch::nn::Linear lm_head{nullptr};
+
+ private:
+  // SPEC §3.6: the L blocks over new positions h, c [B,N,H] (appending to the cache if given).
+  torch::Tensor run_blocks(torch::Tensor h, const torch::Tensor& c, KVCache* cache);
+  // SPEC §3.7: adaLN head, h, c [B,N,H] -> logits [B,N,V].
+  torch::Tensor head(const torch::Tensor& h, const torch::Tensor& c);
+};
+TORCH_MODULE(Generator);
+
+}  // namespace rar::model

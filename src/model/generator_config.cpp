@@ -1,0 +1,109 @@
+#include "model/generator_config.h"
+
+#include <regex>
+#include <set>
+
+#include "util/error.h"
+
+namespace rar::model {
+
+int64_t GeneratorConfig::parameter_count() const {
+  const int64_t H = hidden, hd = head_dim();
+  int64_t per_block = 2 * 2 * H              // norm1, norm2
+                      + 3 * H * H + 3 * H    // qkv
+                      + 2 * 2 * hd           // q_norm, k_norm
+                      + H * H + H            // proj
+                      + mlp * H + mlp        // fc1
+                      + H * mlp + H          // fc2
+                      + 6 * H * H + 6 * H;   // adaLN_modulation
+  return H                                   // cls_token
+         + vocab_rows() * H                  // embeddings
+         + 2 * pos_rows() * H                // pos_embed, target_aware_pos_embed
+         + timestep_rows() * H               // timesteps_embeddings
+         + layers * per_block                //
+         + 2 * H * H + 2 * H                 // adaln_before_head
+         + codebook * H + codebook;          // lm_head
+}
+
+void GeneratorConfig::validate() const {
+  check(hidden > 0 && layers > 0 && heads > 0 && mlp > 0 && codebook > 0 && classes > 0 && seq_len > 0,
+        "generator config: every size must be positive");
+  check(hidden % heads == 0, "generator config: hidden size ", hidden, " is not divisible by ", heads, " heads");
+  check(dropout >= 0 && dropout < 1 && attn_dropout >= 0 && attn_dropout < 1,
+        "generator config: dropout rates must be in [0, 1)");
+}
+
+nlohmann::json GeneratorConfig::to_json() const {
+  return {{"hidden_size", hidden},     {"num_hidden_layers", layers}, {"num_attention_heads", heads},
+          {"intermediate_size", mlp},  {"codebook_size", codebook},   {"condition_num_classes", classes},
+          {"image_seq_len", seq_len},  {"dropout", dropout},          {"attn_drop", attn_dropout}};
+}
+
+GeneratorConfig GeneratorConfig::from_json(const nlohmann::json& j) {
+  GeneratorConfig c;
+  auto get = [&](const char* key, auto& field) {
+    if (!j.contains(key)) return;
+    check(j[key].is_number(), "generator config: '", key, "' must be a number");
+    field = j[key].get<std::decay_t<decltype(field)>>();
+  };
+  get("hidden_size", c.hidden);
+  get("num_hidden_layers", c.layers);
+  get("num_attention_heads", c.heads);
+  get("intermediate_size", c.mlp);
+  get("codebook_size", c.codebook);
+  get("condition_num_classes", c.classes);
+  get("image_seq_len", c.seq_len);
+  get("dropout", c.dropout);
+  get("attn_drop", c.attn_dropout);
+  c.validate();
+  return c;
+}
+
+std::vector<std::string> GeneratorConfig::preset_names() { return {"rar_b", "rar_l", "rar_xl", "rar_xxl"}; }
+
+GeneratorConfig GeneratorConfig::preset(const std::string& name) {
+  GeneratorConfig c;
+  if (name == "rar_b") c.hidden = 768, c.layers = 24, c.mlp = 3072;
+  else if (name == "rar_l") c.hidden = 1024, c.layers = 24, c.mlp = 4096;
+  else if (name == "rar_xl") c.hidden = 1280, c.layers = 32, c.mlp = 5120;
+  else if (name == "rar_xxl") c.hidden = 1408, c.layers = 40, c.mlp = 6144;
+  else fail("unknown generator preset '", name, "' (expected rar_b, rar_l, rar_xl or rar_xxl)");
+  return c;
+}
+
+bool is_generator_state_dict(const io::StateDict& sd) {
+  return sd.has("lm_head.weight") && sd.has("pos_embed") && sd.has("target_aware_pos_embed") &&
+         sd.has("blocks.0.attn.qkv.weight");
+}
+
+GeneratorConfig GeneratorConfig::infer(const io::StateDict& sd) {
+  auto shape = [&](const std::string& key, int64_t dims) {
+    const auto& t = sd.at(key);
+    check(t.dim() == dims, sd.source, ": tensor '", key, "' has ", t.dim(), " dims, expected ", dims);
+    return t.sizes().vec();
+  };
+  GeneratorConfig c;
+  auto lm = shape("lm_head.weight", 2);
+  c.codebook = lm[0];
+  c.hidden = lm[1];
+  c.classes = shape("embeddings.weight", 2)[0] - c.codebook - 2;
+  c.seq_len = shape("pos_embed", 3)[1] - 1024;
+  int64_t hd = shape("blocks.0.attn.q_norm.weight", 1)[0];
+  check(hd > 0 && c.hidden % hd == 0, sd.source, ": q_norm width ", hd, " does not divide hidden size ", c.hidden);
+  c.heads = c.hidden / hd;
+  c.mlp = shape("blocks.0.mlp.fc1.weight", 2)[0];
+  std::regex block(R"(blocks\.(\d+)\..*)");
+  std::set<int64_t> ids;
+  for (const auto& n : sd.names()) {
+    std::smatch m;
+    if (std::regex_match(n, m, block)) ids.insert(std::stoll(m[1]));
+  }
+  c.layers = static_cast<int64_t>(ids.size());
+  check(c.classes > 0, sd.source, ": embeddings.weight has too few rows for codebook ", c.codebook);
+  check(c.seq_len > 0, sd.source, ": pos_embed must have more than 1024 rows");
+  check(!ids.empty() && *ids.rbegin() == c.layers - 1, sd.source, ": block indices are not 0..L-1");
+  c.validate();
+  return c;
+}
+
+}  // namespace rar::model

@@ -1,0 +1,31 @@
+// weights.h — moving tensors between modules and state dicts by their names. Loading is strict:
+// every parameter and buffer must be present with its exact shape, and nothing else may be in
+// the file; a mismatch is one error that lists what is missing, unexpected or mis-shaped.
+#pragma once
+#include <string>
+
+#include <torch/torch.h>
+
+#include "io/state_dict.h"
+#include "model/generator.h"
+
+namespace rar::model {
+
+void load_weights(torch::nn::Module& module, const io::StateDict& sd, const std::string& what);
+io::StateDict state_dict_of(const torch::nn::Module& module);
+
+// Reads a generator from any checkpoint format: the config comes from the safetensors metadata
+// ("rar.generator_config") when present, else it is inferred from the tensor shapes.
+struct LoadedGenerator {
+  GeneratorConfig cfg;
+  Generator model{nullptr};
+};
+LoadedGenerator load_generator(const std::string& path, const torch::Device& device = torch::kCPU,
+                               torch::ScalarType dtype = torch::kFloat32);
+
+// Saves a generator as safetensors with its config in the metadata (atomic).
+void save_generator(const std::string& path, Generator& model);
+
+constexpr const char* kGeneratorConfigKey = "rar.generator_config";
+
+}  // namespace rar::model

@@ -1,0 +1,35 @@
+// atomic_file.h — write a file so that readers see either the old version or the complete new
+// one, never a half-written file: data goes to "<path>.tmp-<pid>", is flushed and fsync'ed, then
+// renamed over <path>. A writer destroyed before commit() removes its temp file.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace rar {
+
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const void* data, size_t n);
+  void write(const std::string& s) { write(s.data(), s.size()); }
+  const std::string& temp_path() const { return tmp_; }
+  // Flushes, fsyncs and renames the temp file onto the final path.
+  void commit();
+
+ private:
+  std::string path_, tmp_;
+  std::FILE* f_ = nullptr;
+  bool committed_ = false;
+};
+
+// Writes a whole string atomically.
+void write_file_atomic(const std::string& path, const std::string& content);
+// Reads a whole file; throws rar::Error naming the file when it cannot be read.
+std::string read_file(const std::string& path);
+
+}  // namespace rar

@@ -1,0 +1,30 @@
+#include "util/device.h"
+
+#include <torch/torch.h>
+
+#include "util/error.h"
+
+namespace rar {
+
+torch::Device parse_device(const std::string& s) {
+  check(s == "cpu" || s.rfind("cuda", 0) == 0, "--device: expected cpu, cuda or cuda:N, got '", s, "'");
+  if (s == "cpu") return torch::kCPU;
+  check(torch::cuda::is_available(), "--device ", s, ": CUDA is not available in this build or on this machine");
+  torch::Device d(s);
+  check(!d.has_index() || d.index() < static_cast<int>(torch::cuda::device_count()), "--device ", s,
+        ": no such GPU (", torch::cuda::device_count(), " visible)");
+  return d;
+}
+
+torch::ScalarType parse_precision(const std::string& s) {
+  if (s == "fp32") {
+    at::globalContext().setAllowTF32CuBLAS(false);
+    at::globalContext().setAllowTF32CuDNN(false);
+    return torch::kFloat32;
+  }
+  if (s == "bf16") return torch::kBFloat16;
+  if (s == "fp16") return torch::kFloat16;
+  fail("--precision: expected fp32, bf16 or fp16, got '", s, "'");
+}
+
+}  // namespace rar
