@@ -60,6 +60,16 @@ void ZipReader::read(const std::string& name, void* dst, uint64_t n) const {
     }
     got += static_cast<uint64_t>(r);
   }
+  // libzip verifies the CRC only on reaching the end of the member: when the whole member was
+  // asked for, read once more so that corruption is reported.
+  if (n == size(name)) {
+    char extra;
+    if (zip_fread(f, &extra, 1) != 0) {
+      std::string msg = zip_error_strerror(zip_file_get_error(f));
+      zip_fclose(f);
+      fail(path_, ": member '", name, "': read failed (", msg, ")");
+    }
+  }
   zip_fclose(f);
 }
 

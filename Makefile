@@ -1,0 +1,38 @@
+# The two commands of the README, plus the build steps they share.
+#   make demo   install missing packages, build, run the main job
+#   make test   install missing packages, build, run the whole test suite
+#   make gpu    (on the GPU machine) CUDA build against the LibTorch inside its PyTorch, then tests
+BUILD ?= build
+JOBS ?= $(shell nproc)
+
+.PHONY: all deps build test demo gpu gpu-test clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/build.ninja: | deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+demo: build
+	@scripts/demo.sh $(BUILD)/rar
+
+# GPU machine: see README "Building with CUDA". Needs libzip from carried .deb files (scripts/gpu-env.sh).
+GPU_BUILD ?= build-gpu
+gpu:
+	. scripts/gpu-env.sh && cmake -S . -B $(GPU_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DRAR_CUDA=ON \
+	  -DCMAKE_PREFIX_PATH="$$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" \
+	  $${RAR_SHARED_DIR:+-DRAR_SHARED_DIR=$$RAR_SHARED_DIR} && cmake --build $(GPU_BUILD) -j $(JOBS)
+
+gpu-test: gpu
+	. scripts/gpu-env.sh && cd $(GPU_BUILD) && ctest --output-on-failure -j 4
+
+clean:
+	rm -rf $(BUILD) $(GPU_BUILD)

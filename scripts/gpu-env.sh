@@ -1,0 +1,12 @@
+# Sourced before building or running on the GPU machine (Ubuntu 24.04, CUDA 13, PyTorch 2.11).
+# That machine lacks libzip and has no package registry: scripts/gpu-pack.sh (run here) puts the
+# Debian .deb files into .devrun/debs; this unpacks them into /opt/deps (never into /) and points
+# pkg-config and the loader there.
+if [ -d .devrun/debs ] && [ ! -f /opt/deps/.unpacked ]; then
+  mkdir -p /opt/deps
+  for f in .devrun/debs/*.deb; do dpkg -x "$f" /opt/deps; done
+  touch /opt/deps/.unpacked
+fi
+export PKG_CONFIG_PATH=/opt/deps/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+export PKG_CONFIG_SYSROOT_DIR=/opt/deps
+export LD_LIBRARY_PATH=/opt/deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}

@@ -1,0 +1,73 @@
+// helpers.h — shared test utilities: fixture paths, a scratch directory, running the CLI.
+#pragma once
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace rar::test {
+
+inline std::string shared_ref(const std::string& name) { return std::string(RAR_SHARED_DIR) + "/reference/" + name; }
+inline std::string fixture(const std::string& name) { return std::string(RAR_TEST_DATA) + "/" + name; }
+
+// A fresh directory per test, removed afterwards.
+class TempDir {
+ public:
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = std::filesystem::temp_directory_path() /
+            ("rar_test_" + std::to_string(::getpid()) + "_" + (info ? info->name() : "x"));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct RunResult {
+  int status;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs the rar binary with `args` (shell syntax) and captures its output and exit status.
+inline RunResult run_rar(const std::string& args) {
+  std::string cmd = std::string(RAR_BIN) + " " + args + " 2>&1";
+  RunResult r{0, ""};
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+inline void write_bytes(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary).write(data.data(), static_cast<std::streamsize>(data.size()));
+}
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Expects `fn` to throw rar::Error whose message contains `needle` and is a single line.
+#define EXPECT_RAR_ERROR(stmt, needle)                                                        \
+  do {                                                                                        \
+    try {                                                                                     \
+      stmt;                                                                                   \
+      ADD_FAILURE() << "expected rar::Error containing '" << needle << "'";                   \
+    } catch (const rar::Error& e) {                                                           \
+      std::string msg = e.what();                                                             \
+      EXPECT_NE(msg.find(needle), std::string::npos) << "message: " << msg;                   \
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << "not one line: " << msg;                \
+    }                                                                                         \
+  } while (0)
+
+}  // namespace rar::test

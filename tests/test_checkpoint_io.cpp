@@ -1,0 +1,151 @@
+// Checkpoint reading: real torch.save files (reference), emulated PyTorch 1.x / protocol-4 files,
+// safetensors round trips, and every kind of bad file giving a one-line error.
+#include <torch/torch.h>
+
+#include "helpers.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "io/torch_checkpoint.h"
+#include "util/error.h"
+
+using namespace rar;
+using namespace rar::test;
+
+TEST(TorchCheckpoint, ReadsReferenceGeneratorFromPyTorch2) {
+  auto sd = io::read_checkpoint(shared_ref("tiny_rar.bin"));
+  EXPECT_EQ(sd.size(), 45u);
+  EXPECT_EQ(sd.names().front(), "cls_token");
+  EXPECT_EQ(sd.at("pos_embed").sizes(), (std::vector<int64_t>{1, 1280, 64}));
+  EXPECT_EQ(sd.at("blocks.1.adaLN_modulation.1.weight").sizes(), (std::vector<int64_t>{384, 64}));
+  EXPECT_EQ(sd.at("lm_head.weight").scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::isfinite(sd.at("embeddings.weight")).all().item<bool>());
+}
+
+static void expect_mixed_fixture(const io::StateDict& sd) {
+  auto f32 = torch::arange(6, torch::kFloat32).reshape({2, 3});
+  EXPECT_TRUE(sd.at("w.f32").equal(f32));
+  EXPECT_TRUE(sd.at("w.transposed").equal(f32.t()));
+  EXPECT_FALSE(sd.at("w.transposed").is_contiguous());
+  EXPECT_EQ(sd.at("w.f16").scalar_type(), torch::kFloat16);
+  EXPECT_TRUE(sd.at("w.f16").to(torch::kFloat32).equal(torch::tensor({0.5f, -1.25f, 2.0f})));
+  EXPECT_EQ(sd.at("w.bf16").scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(sd.at("w.bf16").to(torch::kFloat32).equal(torch::tensor({1.0f, -2.0f, 0.15625f, 3.0f}).reshape({2, 2})));
+  EXPECT_TRUE(sd.at("w.i64").equal(torch::tensor(std::vector<int64_t>{-7, 0, 5000000000LL})));
+  EXPECT_TRUE(sd.at("w.f64").equal(torch::tensor({0.1, 0.2, 0.3, 0.4}, torch::kFloat64).reshape({2, 2})));
+  EXPECT_TRUE(sd.at("w.u8").equal(torch::tensor({0, 1, 2, 254, 255}).to(torch::kUInt8)));
+  EXPECT_TRUE(sd.at("w.bool").equal(torch::tensor({true, false, true})));
+  EXPECT_TRUE(sd.at("shared.a").equal(torch::tensor({10.f, 11.f})));
+  EXPECT_TRUE(sd.at("shared.b").equal(torch::tensor({12.f, 13.f, 14.f})));
+  EXPECT_TRUE(sd.at("param").equal(torch::tensor({11.f, 12.f, 13.f, 14.f}).reshape({2, 2})));
+  EXPECT_EQ(sd.at("scalar").dim(), 0);
+  EXPECT_EQ(sd.at("scalar").item<float>(), 14.f);
+  // Views of one storage share memory, as in PyTorch.
+  EXPECT_EQ(sd.at("shared.a").data_ptr<float>() + 2, sd.at("shared.b").data_ptr<float>());
+}
+
+TEST(TorchCheckpoint, ReadsPyTorch1xStyleNestedCheckpoint) {
+  auto sd = io::read_checkpoint(fixture("pt1x_nested.pt"));
+  EXPECT_EQ(sd.size(), 12u);
+  expect_mixed_fixture(sd);
+}
+
+TEST(TorchCheckpoint, ReadsProtocol4Pickles) { expect_mixed_fixture(io::read_checkpoint(fixture("pt_proto4.pt"))); }
+
+TEST(TorchCheckpoint, RefusesToExecuteArbitraryGlobals) {
+  EXPECT_RAR_ERROR(io::read_checkpoint(fixture("evil_system.pt")), "refusing global 'posix.system'");
+  EXPECT_RAR_ERROR(io::read_checkpoint(fixture("evil_eval.pt")), "refusing global 'builtins.eval'");
+}
+
+TEST(TorchCheckpoint, BadFilesGiveOneLineErrors) {
+  EXPECT_RAR_ERROR(io::read_checkpoint(fixture("not_state_dict.pt")), "not a state dict (the pickle holds a list)");
+  EXPECT_RAR_ERROR(io::read_checkpoint(fixture("short_storage.pt")), "storage '0' holds 8 bytes, expected 400");
+  EXPECT_RAR_ERROR(io::read_checkpoint(fixture("view_out_of_range.pt")), "exceeds its storage of 4 elements");
+  EXPECT_RAR_ERROR(io::read_checkpoint(fixture("missing_storage.pt")), "storage '0' is missing");
+  EXPECT_RAR_ERROR(io::read_checkpoint(fixture("legacy.pt")), "legacy (pre-1.6, non-zip)");
+  EXPECT_RAR_ERROR(io::read_checkpoint(fixture("does_not_exist.bin")), "cannot open");
+}
+
+TEST(TorchCheckpoint, TruncatedAndCorruptedFilesAreRejected) {
+  TempDir dir;
+  std::string b = read_bytes(shared_ref("tiny_rar.bin"));
+  write_bytes(dir / "trunc.bin", b.substr(0, b.size() - 1000));
+  EXPECT_RAR_ERROR(io::read_checkpoint(dir / "trunc.bin"), "not a readable zip archive");
+  write_bytes(dir / "short.bin", b.substr(0, 3));
+  EXPECT_RAR_ERROR(io::read_checkpoint(dir / "short.bin"), "not a readable zip archive");
+  // Flip bytes inside the pickle: the zip CRC check catches it before the unpickler sees it.
+  std::string corrupt = b;
+  size_t pkl = corrupt.find("collections");
+  ASSERT_NE(pkl, std::string::npos);
+  corrupt[pkl] ^= 0x20;
+  write_bytes(dir / "crc.bin", corrupt);
+  EXPECT_RAR_ERROR(io::read_checkpoint(dir / "crc.bin"), "read failed");
+}
+
+TEST(Safetensors, RoundTripsDtypesShapesAndMetadata) {
+  TempDir dir;
+  io::StateDict sd;
+  sd.set("z.first", torch::randn({3, 4}));
+  sd.set("a.bf16", torch::randn({5}).to(torch::kBFloat16));
+  sd.set("f16", torch::randn({2, 2}).to(torch::kFloat16));
+  sd.set("f64", torch::randn({2}, torch::kFloat64));
+  sd.set("i64", torch::tensor(std::vector<int64_t>{-1, int64_t(1) << 40}));
+  sd.set("i32", torch::tensor({-5, 5}, torch::kInt32));
+  sd.set("u8", torch::tensor({0, 255}).to(torch::kUInt8));
+  sd.set("b", torch::tensor({true, false}));
+  sd.set("empty", torch::empty({0, 3}));
+  sd.set("scalar", torch::tensor(2.5f));
+  sd.set("view", torch::arange(12, torch::kFloat32).reshape({3, 4}).t());
+  sd.metadata["hello"] = "world";
+  io::write_safetensors(dir / "a.safetensors", sd);
+  auto back = io::read_checkpoint(dir / "a.safetensors");
+  EXPECT_EQ(back.names(), sd.names());  // written order is kept
+  for (const auto& n : sd.names()) {
+    EXPECT_EQ(back.at(n).scalar_type(), sd.at(n).scalar_type()) << n;
+    EXPECT_TRUE(back.at(n).equal(sd.at(n))) << n;
+  }
+  EXPECT_EQ(back.metadata.at("hello"), "world");
+  // No temp file is left behind.
+  int files = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir.path())) files += e.is_regular_file();
+  EXPECT_EQ(files, 1);
+}
+
+TEST(Safetensors, CorruptFilesGiveOneLineErrors) {
+  TempDir dir;
+  io::StateDict sd;
+  sd.set("w", torch::arange(16, torch::kFloat32));
+  io::write_safetensors(dir / "a.safetensors", sd);
+  std::string b = read_bytes(dir / "a.safetensors");
+  write_bytes(dir / "trunc.safetensors", b.substr(0, b.size() - 4));
+  EXPECT_RAR_ERROR(io::read_safetensors(dir / "trunc.safetensors"), "outside the data");
+  std::string huge = b;
+  huge[5] = 0x7f;
+  write_bytes(dir / "huge.safetensors", huge);
+  EXPECT_RAR_ERROR(io::read_safetensors(dir / "huge.safetensors"), "does not fit the file");
+  std::string json = b;
+  json[8] = '[';
+  write_bytes(dir / "json.safetensors", json);
+  EXPECT_RAR_ERROR(io::read_safetensors(dir / "json.safetensors"), "header is not a JSON object");
+  std::string dtype = b;
+  dtype.replace(dtype.find("\"F32\""), 5, "\"X32\"");
+  write_bytes(dir / "dtype.safetensors", dtype);
+  EXPECT_RAR_ERROR(io::read_safetensors(dir / "dtype.safetensors"), "unsupported dtype 'X32'");
+  std::string shape = b;
+  shape.replace(shape.find("[16]"), 4, "[15]");
+  write_bytes(dir / "shape.safetensors", shape);
+  EXPECT_RAR_ERROR(io::read_safetensors(dir / "shape.safetensors"), "64 bytes for shape [15]");
+  write_bytes(dir / "tiny.safetensors", "abc");
+  EXPECT_RAR_ERROR(io::read_checkpoint(dir / "tiny.safetensors"), "too short to be a checkpoint");
+}
+
+TEST(AtomicWrite, FailedWriteKeepsTheOldFile) {
+  TempDir dir;
+  io::StateDict good;
+  good.set("w", torch::ones({4}));
+  io::write_safetensors(dir / "m.safetensors", good);
+  io::StateDict bad;
+  bad.set("w", torch::ones({2}, torch::kComplexFloat));  // unsupported: fails before anything is written
+  EXPECT_RAR_ERROR(io::write_safetensors(dir / "m.safetensors", bad), "cannot store tensors of type");
+  EXPECT_TRUE(io::read_safetensors(dir / "m.safetensors").at("w").equal(torch::ones({4})));
+  EXPECT_RAR_ERROR(io::write_safetensors(dir / "no/such/dir/m.safetensors", good), "cannot open for writing");
+}

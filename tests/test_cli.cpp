@@ -1,0 +1,87 @@
+// The `rar` command line: info, convert and score end to end, and one-line errors.
+#include <torch/torch.h>
+
+#include "helpers.h"
+#include "io/npy.h"
+
+using namespace rar;
+using namespace rar::test;
+
+namespace {
+std::string ref_args() {
+  return "--generator " + shared_ref("tiny_rar.bin") + " --tokens " + shared_ref("ref_tokens.npy") + " --classes " +
+         shared_ref("ref_classes.npy");
+}
+void expect_matches_row(const std::string& out_npy, int row) {
+  auto got = io::read_npy(out_npy), want = io::read_npy(shared_ref("ref_nll.npy"))[row];
+  ASSERT_EQ(got.scalar_type(), torch::kFloat64);
+  EXPECT_TRUE(torch::allclose(got, want, 1e-5, 0)) << got << want;
+}
+}  // namespace
+
+TEST(Cli, ScoreReproducesReferenceRows) {
+  TempDir dir;
+  auto r = run_rar("score " + ref_args() + " --out " + (dir / "nll0.npy"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("0\t7.02378"), std::string::npos) << r.output;
+  expect_matches_row(dir / "nll0.npy", 0);
+  ASSERT_EQ(run_rar("score " + ref_args() + " --orders " + shared_ref("ref_orders.npy") + " --out " +
+                    (dir / "nll1.npy")).status, 0);
+  expect_matches_row(dir / "nll1.npy", 1);
+  ASSERT_EQ(run_rar("score " + ref_args() + " --null-class --batch 1 --out " + (dir / "nll2.npy")).status, 0);
+  expect_matches_row(dir / "nll2.npy", 2);
+}
+
+TEST(Cli, InfoShowsConfigAndTensors) {
+  auto r = run_rar("info " + shared_ref("tiny_rar.bin"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("generator: H=64 L=2 heads=4 (head dim 16) I=256 V=1024 C=10 S=256"), std::string::npos);
+  EXPECT_NE(r.output.find("parameters: 477888"), std::string::npos);
+  EXPECT_NE(r.output.find("blocks.1.adaLN_modulation.1.weight"), std::string::npos);
+  auto p = run_rar("info --preset rar_xl");
+  ASSERT_EQ(p.status, 0);
+  EXPECT_NE(p.output.find("H=1280 L=32 heads=16"), std::string::npos) << p.output;
+}
+
+TEST(Cli, ConvertToSafetensorsKeepsScores) {
+  TempDir dir;
+  auto c = run_rar("convert " + shared_ref("tiny_rar.bin") + " " + (dir / "g.safetensors"));
+  ASSERT_EQ(c.status, 0) << c.output;
+  auto info = run_rar("info --no-tensors " + (dir / "g.safetensors"));
+  EXPECT_NE(info.output.find("format: safetensors"), std::string::npos) << info.output;
+  EXPECT_NE(info.output.find("metadata rar.generator_config"), std::string::npos) << info.output;
+  auto r = run_rar("score --generator " + (dir / "g.safetensors") + " --tokens " + shared_ref("ref_tokens.npy") +
+                   " --classes " + shared_ref("ref_classes.npy") + " --out " + (dir / "nll.npy"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  expect_matches_row(dir / "nll.npy", 0);
+  // bf16 conversion halves the file and still loads.
+  ASSERT_EQ(run_rar("convert --dtype bf16 " + shared_ref("tiny_rar.bin") + " " + (dir / "h.safetensors")).status, 0);
+  EXPECT_LT(std::filesystem::file_size(dir / "h.safetensors"), std::filesystem::file_size(dir / "g.safetensors") * 0.6);
+  EXPECT_EQ(run_rar("score --generator " + (dir / "h.safetensors") + " --tokens " + shared_ref("ref_tokens.npy") +
+                    " --classes " + shared_ref("ref_classes.npy")).status, 0);
+}
+
+TEST(Cli, ErrorsAreOneLine) {
+  TempDir dir;
+  io::write_npy(dir / "bad_classes.npy", torch::tensor({3, 7, 0, 10}, torch::kInt64));
+  struct Case {
+    std::string args, needle;
+  } cases[] = {
+      {"score --generator " + (dir / "missing.bin") + " --tokens " + shared_ref("ref_tokens.npy") + " --classes " +
+           shared_ref("ref_classes.npy"), "missing.bin: cannot open"},
+      {"score --generator " + shared_ref("tiny_rar.bin") + " --tokens " + shared_ref("ref_tokens.npy") +
+           " --classes " + (dir / "bad_classes.npy"), "classes: ids must lie in [0, 10)"},
+      {"score " + ref_args() + " --device tpu", "--device: expected cpu, cuda or cuda:N"},
+      {"score " + ref_args() + " --precision fp8", "--precision: expected fp32, bf16 or fp16"},
+      {"info " + fixture("evil_system.pt"), "refusing global 'posix.system'"},
+      {"score " + ref_args() + " --out " + (dir / "no/such/dir/x.npy"), "cannot open for writing"},
+  };
+  for (auto& c : cases) {
+    auto r = run_rar(c.args);
+    EXPECT_EQ(r.status, 1) << c.args << "\n" << r.output;
+    auto err = r.output.substr(r.output.find("rar: error: ") == std::string::npos ? 0 : r.output.find("rar: error: "));
+    EXPECT_EQ(err.rfind("rar: error: ", 0), 0u) << r.output;
+    EXPECT_NE(err.find(c.needle), std::string::npos) << r.output;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << r.output;
+  }
+}

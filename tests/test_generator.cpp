@@ -1,0 +1,267 @@
+// The RAR generator: exact equivalence with the reference code (ref_nll.npy), config inference,
+// parameter names and counts, the published init, the KV-cache path against the full forward,
+// and strict loading.
+#include <set>
+
+#include <torch/torch.h>
+
+#include "eval/nll.h"
+#include "helpers.h"
+#include "io/checkpoint.h"
+#include "io/npy.h"
+#include "model/weights.h"
+#include "util/device.h"
+#include "util/error.h"
+
+using namespace rar;
+using namespace rar::test;
+
+namespace {
+
+struct Reference {
+  torch::Tensor tokens = io::read_npy(shared_ref("ref_tokens.npy"));
+  torch::Tensor classes = io::read_npy(shared_ref("ref_classes.npy"));
+  torch::Tensor orders = io::read_npy(shared_ref("ref_orders.npy"));
+  torch::Tensor nll = io::read_npy(shared_ref("ref_nll.npy"));
+};
+
+void expect_rel_close(const torch::Tensor& got, const torch::Tensor& want, double rel) {
+  ASSERT_EQ(got.sizes(), want.sizes());
+  for (int64_t i = 0; i < got.numel(); ++i) {
+    double g = got[i].item<double>(), w = want[i].item<double>();
+    EXPECT_LE(std::abs(g - w), rel * std::abs(w)) << "index " << i << ": " << g << " vs " << w;
+  }
+}
+
+model::GeneratorConfig tiny_config() {
+  model::GeneratorConfig c;
+  c.hidden = 32, c.layers = 2, c.heads = 4, c.mlp = 64, c.codebook = 16, c.classes = 3, c.seq_len = 9;
+  return c;
+}
+
+}  // namespace
+
+TEST(Generator, ReproducesReferenceNllInAllThreeSettings) {
+  Reference ref;
+  auto g = model::load_generator(shared_ref("tiny_rar.bin"));
+  auto raster = eval::sequence_nll(g.model, ref.tokens, ref.classes, {}, false);
+  auto permuted = eval::sequence_nll(g.model, ref.tokens, ref.classes, ref.orders, false);
+  auto null = eval::sequence_nll(g.model, ref.tokens, ref.classes, {}, true);
+  expect_rel_close(raster, ref.nll[0], 1e-5);
+  expect_rel_close(permuted, ref.nll[1], 1e-5);
+  expect_rel_close(null, ref.nll[2], 1e-5);
+  // The README's printed values for row 0, independently of our npy reader.
+  expect_rel_close(raster, torch::tensor({7.0237815, 6.9917118, 6.9981713, 7.0341908}, torch::kFloat64), 1e-6);
+}
+
+TEST(Generator, ExplicitIdentityOrderEqualsRaster) {
+  Reference ref;
+  auto g = model::load_generator(shared_ref("tiny_rar.bin"));
+  auto identity = torch::arange(256, torch::kInt64).repeat({4, 1});
+  torch::NoGradGuard ng;
+  auto cond = g.model->condition_tokens(ref.classes);
+  auto a = g.model->forward(ref.tokens, cond), b = g.model->forward(ref.tokens, cond, identity);
+  EXPECT_TRUE(torch::allclose(a, b, 0, 0));
+}
+
+TEST(Generator, BatchSplitDoesNotChangeScores) {
+  Reference ref;
+  auto g = model::load_generator(shared_ref("tiny_rar.bin"));
+  auto whole = eval::sequence_nll(g.model, ref.tokens, ref.classes, ref.orders, false, 64);
+  auto split = eval::sequence_nll(g.model, ref.tokens, ref.classes, ref.orders, false, 3);
+  EXPECT_TRUE(torch::allclose(whole, split, 1e-6, 0));
+}
+
+TEST(GeneratorConfig, InferredFromReferenceCheckpoint) {
+  auto c = model::GeneratorConfig::infer(io::read_checkpoint(shared_ref("tiny_rar.bin")));
+  EXPECT_EQ(c.hidden, 64);
+  EXPECT_EQ(c.layers, 2);
+  EXPECT_EQ(c.heads, 4);
+  EXPECT_EQ(c.mlp, 256);
+  EXPECT_EQ(c.codebook, 1024);
+  EXPECT_EQ(c.classes, 10);
+  EXPECT_EQ(c.seq_len, 256);
+}
+
+TEST(GeneratorConfig, ParameterNamesAreTheStateDictKeys) {
+  auto sd = io::read_checkpoint(shared_ref("tiny_rar.bin"));
+  model::Generator g(model::GeneratorConfig::infer(sd));
+  std::set<std::string> ours, theirs(sd.names().begin(), sd.names().end());
+  for (auto& p : g->named_parameters()) ours.insert(p.key());
+  EXPECT_EQ(ours, theirs);
+  EXPECT_EQ(g->named_buffers().size(), 0u);
+}
+
+TEST(GeneratorConfig, ParameterCountFormulaMatchesModules) {
+  for (auto cfg : {tiny_config(), model::GeneratorConfig::preset("rar_b")}) {
+    model::Generator g(cfg);
+    int64_t n = 0;
+    for (auto& p : g->parameters()) n += p.numel();
+    EXPECT_EQ(n, cfg.parameter_count());
+  }
+}
+
+TEST(GeneratorConfig, PresetsHaveThePublishedSizes) {
+  // Published: 261M, 462M, 955M, 1.5B.
+  auto millions = [](const char* p) { return std::lround(model::GeneratorConfig::preset(p).parameter_count() / 1e6); };
+  EXPECT_EQ(millions("rar_b"), 261);
+  EXPECT_EQ(millions("rar_l"), 462);
+  EXPECT_EQ(millions("rar_xl"), 955);
+  EXPECT_NEAR(model::GeneratorConfig::preset("rar_xxl").parameter_count() / 1e9, 1.5, 0.01);
+  EXPECT_RAR_ERROR(model::GeneratorConfig::preset("rar_s"), "unknown generator preset 'rar_s'");
+}
+
+TEST(GeneratorConfig, JsonRoundTripAndValidation) {
+  auto c = tiny_config();
+  auto back = model::GeneratorConfig::from_json(c.to_json());
+  EXPECT_EQ(back.to_json(), c.to_json());
+  auto j = c.to_json();
+  j["num_attention_heads"] = 5;
+  EXPECT_RAR_ERROR(model::GeneratorConfig::from_json(j), "not divisible by 5 heads");
+}
+
+TEST(Generator, PublishedInitialisation) {
+  torch::manual_seed(0);
+  model::Generator g(model::GeneratorConfig::preset("rar_b"));
+  EXPECT_EQ(g->cls_token.abs().max().item<float>(), 0.f);
+  for (auto& b : g->block_list) {
+    auto* lin = b->adaLN_modulation[1]->as<torch::nn::Linear>();
+    EXPECT_EQ(lin->weight.abs().max().item<float>(), 0.f);
+    EXPECT_EQ(lin->bias.abs().max().item<float>(), 0.f);
+    EXPECT_EQ(b->norm1->weight.min().item<float>(), 1.f);
+    EXPECT_EQ(b->attn->qkv->bias.abs().max().item<float>(), 0.f);
+  }
+  auto w = g->block_list[0]->attn->qkv->weight;
+  EXPECT_NEAR(w.std().item<double>(), 0.02, 0.0005);
+  EXPECT_NEAR(g->pos_embed.std().item<double>(), 0.02, 0.0005);
+  EXPECT_NEAR(g->embeddings->weight.std().item<double>(), 0.02, 0.0005);
+  EXPECT_LE(w.abs().max().item<float>(), 2.f);
+}
+
+// Feeding tokens one at a time through the KV cache gives the logits of the full forward.
+static void check_cache_against_forward(model::Generator& g, const torch::Tensor& order) {
+  torch::NoGradGuard ng;
+  const int64_t B = 3, S = g->cfg.seq_len;
+  auto tokens = torch::randint(0, g->cfg.codebook, {B, S}, torch::kInt64);
+  auto cond = g->condition_tokens(torch::tensor({0, 2, 1}, torch::kInt64));
+  auto full = g->forward(tokens, cond, order.unsqueeze(0).expand({B, S}).contiguous());  // [B,S+1,V]
+  auto cache = g->make_cache(B, S + 1);
+  auto tau = order.accessor<int64_t, 1>();
+  auto logits = g->decode_prefill(cond, tau[0], cache);
+  EXPECT_TRUE(torch::allclose(logits, full.select(1, 0), 1e-4, 1e-5)) << "step 0";
+  for (int64_t t = 1; t < S; ++t) {
+    auto token = tokens.select(1, tau[t - 1]);
+    logits = g->decode_step(token, t, tau[t - 1], tau[t], cond, cache);
+    EXPECT_TRUE(torch::allclose(logits, full.select(1, t), 1e-4, 1e-5)) << "step " << t;
+  }
+  EXPECT_EQ(cache.length, S + 1);
+}
+
+TEST(Generator, KvCacheDecodingMatchesFullForward) {
+  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
+  torch::manual_seed(1);
+  check_cache_against_forward(g, torch::arange(256, torch::kInt64));
+  check_cache_against_forward(g, torch::randperm(256, torch::kInt64));
+}
+
+TEST(Generator, TrainingModeAppliesDropoutAndBackpropagates) {
+  torch::manual_seed(2);
+  model::Generator g(tiny_config());
+  for (auto& p : g->parameters()) p.data().add_(torch::randn_like(p) * 0.05);  // leave adaLN-zero
+  auto tokens = torch::randint(0, 16, {2, 9}, torch::kInt64);
+  auto cond = g->condition_tokens(torch::tensor({0, 1}, torch::kInt64));
+  g->eval();
+  auto a = g->forward(tokens, cond), b = g->forward(tokens, cond);
+  EXPECT_TRUE(a.equal(b));
+  g->train();
+  auto c = g->forward(tokens, cond);
+  EXPECT_FALSE(torch::allclose(a, c));
+  c.sum().backward();
+  EXPECT_TRUE(g->pos_embed.grad().defined());
+  EXPECT_GT(g->block_list[0]->adaLN_modulation[1]->as<torch::nn::Linear>()->weight.grad().abs().sum().item<float>(), 0);
+}
+
+TEST(Generator, SafetensorsRoundTripKeepsConfigAndScores) {
+  TempDir dir;
+  Reference ref;
+  auto g = model::load_generator(shared_ref("tiny_rar.bin"));
+  model::save_generator(dir / "g.safetensors", g.model);
+  auto sd = io::read_checkpoint(dir / "g.safetensors");
+  ASSERT_TRUE(sd.metadata.count(model::kGeneratorConfigKey));
+  auto h = model::load_generator(dir / "g.safetensors");
+  EXPECT_EQ(h.cfg.to_json(), g.cfg.to_json());
+  auto a = eval::sequence_nll(g.model, ref.tokens, ref.classes, {}, false);
+  auto b = eval::sequence_nll(h.model, ref.tokens, ref.classes, {}, false);
+  EXPECT_TRUE(a.equal(b));
+}
+
+TEST(Generator, StrictLoadingNamesWhatIsWrong) {
+  auto sd = io::read_checkpoint(shared_ref("tiny_rar.bin"));
+  auto cfg = model::GeneratorConfig::infer(sd);
+  {
+    model::Generator g(cfg);
+    auto bad = sd;
+    bad.set("blocks.0.attn.proj.weight", torch::zeros({64, 65}));
+    bad.set("extra.weight", torch::zeros({1}));
+    EXPECT_RAR_ERROR(model::load_weights(*g, bad, "x.bin"), "unexpected 1: 'extra.weight'");
+    EXPECT_RAR_ERROR(model::load_weights(*g, bad, "x.bin"), "blocks.0.attn.proj.weight [64, 65] (expected [64, 64])");
+  }
+  {
+    model::Generator g(cfg);
+    io::StateDict partial;
+    for (const auto& n : sd.names())
+      if (n != "lm_head.bias") partial.set(n, sd.at(n));
+    EXPECT_RAR_ERROR(model::load_weights(*g, partial, "x.bin"), "missing 1: 'lm_head.bias'");
+  }
+  {
+    model::Generator g(cfg);
+    auto bad = sd;
+    bad.set("cls_token", torch::zeros({1, 1, 64}, torch::kInt64));
+    EXPECT_RAR_ERROR(model::load_weights(*g, bad, "x.bin"), "cls_token of type Long (expected floating point)");
+  }
+  EXPECT_RAR_ERROR(model::load_generator(fixture("pt1x_nested.pt")), "not a RAR generator checkpoint");
+}
+
+TEST(Generator, ScoreInputsAreValidated) {
+  auto g = model::load_generator(shared_ref("tiny_rar.bin"));
+  auto tokens = torch::zeros({2, 256}, torch::kInt64);
+  auto classes = torch::zeros({2}, torch::kInt64);
+  EXPECT_RAR_ERROR(eval::sequence_nll(g.model, torch::zeros({2, 255}, torch::kInt64), classes, {}, false),
+                   "tokens: expected shape [N,256]");
+  EXPECT_RAR_ERROR(eval::sequence_nll(g.model, tokens + 1024, classes, {}, false), "ids must lie in [0, 1024)");
+  EXPECT_RAR_ERROR(eval::sequence_nll(g.model, tokens, classes + 10, {}, false), "classes: ids must lie in [0, 10)");
+  auto orders = torch::arange(256, torch::kInt64).repeat({2, 1});
+  orders[1][5] = 4;
+  EXPECT_RAR_ERROR(eval::sequence_nll(g.model, tokens, classes, orders, false), "must be a permutation");
+}
+
+// bf16 weights and activations: the deviation from fp32 is reported and bounded.
+static double max_rel_dev(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a - b).abs() / b.abs()).max().item<double>();
+}
+
+TEST(Generator, Bf16ScoresStayCloseToFp32OnCpu) {
+  Reference ref;
+  auto g = model::load_generator(shared_ref("tiny_rar.bin"), torch::kCPU, torch::kBFloat16);
+  auto nll = eval::sequence_nll(g.model, ref.tokens, ref.classes, ref.orders, false);
+  double dev = max_rel_dev(nll, ref.nll[1]);
+  std::printf("bf16 (CPU) max relative NLL deviation from the reference: %.2e\n", dev);
+  EXPECT_LT(dev, 1e-2);
+}
+
+TEST(GeneratorCuda, ReproducesReferenceNllOnGpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device in this build or machine";
+  Reference ref;
+  parse_precision("fp32");  // TF32 off
+  auto g = model::load_generator(shared_ref("tiny_rar.bin"), torch::kCUDA, torch::kFloat32);
+  expect_rel_close(eval::sequence_nll(g.model, ref.tokens, ref.classes, {}, false), ref.nll[0], 1e-5);
+  expect_rel_close(eval::sequence_nll(g.model, ref.tokens, ref.classes, ref.orders, false), ref.nll[1], 1e-5);
+  expect_rel_close(eval::sequence_nll(g.model, ref.tokens, ref.classes, {}, true), ref.nll[2], 1e-5);
+  auto h = model::load_generator(shared_ref("tiny_rar.bin"), torch::kCUDA, torch::kBFloat16);
+  double dev = 0;
+  dev = std::max(dev, max_rel_dev(eval::sequence_nll(h.model, ref.tokens, ref.classes, {}, false), ref.nll[0]));
+  dev = std::max(dev, max_rel_dev(eval::sequence_nll(h.model, ref.tokens, ref.classes, ref.orders, false), ref.nll[1]));
+  dev = std::max(dev, max_rel_dev(eval::sequence_nll(h.model, ref.tokens, ref.classes, {}, true), ref.nll[2]));
+  std::printf("bf16 (CUDA) max relative NLL deviation from the reference: %.2e\n", dev);
+  EXPECT_LT(dev, 1e-2);
+}
