@@ -4,9 +4,10 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <string>
+
+#include "util/fs.h"
 
 namespace rar::test {
 
@@ -16,19 +17,13 @@ inline std::string fixture(const std::string& name) { return std::string(RAR_TES
 // A fresh directory per test, removed afterwards.
 class TempDir {
  public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = std::filesystem::temp_directory_path() /
-            ("rar_test_" + std::to_string(::getpid()) + "_" + (info ? info->name() : "x"));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-  const std::filesystem::path& path() const { return path_; }
+  TempDir() : path_(make_temp_dir("rar_test_")) {}
+  ~TempDir() { remove_tree(path_); }
+  std::string operator/(const std::string& name) const { return join_path(path_, name); }
+  const std::string& path() const { return path_; }
 
  private:
-  std::filesystem::path path_;
+  std::string path_;
 };
 
 struct RunResult {

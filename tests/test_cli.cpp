@@ -56,7 +56,7 @@ TEST(Cli, ConvertToSafetensorsKeepsScores) {
   expect_matches_row(dir / "nll.npy", 0);
   // bf16 conversion halves the file and still loads.
   ASSERT_EQ(run_rar("convert --dtype bf16 " + shared_ref("tiny_rar.bin") + " " + (dir / "h.safetensors")).status, 0);
-  EXPECT_LT(std::filesystem::file_size(dir / "h.safetensors"), std::filesystem::file_size(dir / "g.safetensors") * 0.6);
+  EXPECT_LT(file_size(dir / "h.safetensors"), file_size(dir / "g.safetensors") * 0.6);
   EXPECT_EQ(run_rar("score --generator " + (dir / "h.safetensors") + " --tokens " + shared_ref("ref_tokens.npy") +
                     " --classes " + shared_ref("ref_classes.npy")).status, 0);
 }

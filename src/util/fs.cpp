@@ -1,0 +1,73 @@
+#include "util/fs.h"
+
+#include <dirent.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "util/error.h"
+
+namespace rar {
+
+bool path_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+bool is_directory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int64_t file_size(const std::string& path) {
+  struct stat st;
+  check(::stat(path.c_str(), &st) == 0, path, ": cannot stat (", std::strerror(errno), ")");
+  return static_cast<int64_t>(st.st_size);
+}
+
+void make_dirs(const std::string& path) {
+  if (path.empty() || is_directory(path)) return;
+  auto slash = path.find_last_of('/', path.size() - 2);
+  if (slash != std::string::npos && slash > 0) make_dirs(path.substr(0, slash));
+  check(::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST, path, ": cannot create directory (",
+        std::strerror(errno), ")");
+}
+
+void remove_tree(const std::string& path) {
+  if (!path_exists(path)) return;
+  ::nftw(
+      path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
+      FTW_DEPTH | FTW_PHYS);
+}
+
+std::vector<std::string> list_dir(const std::string& path) {
+  DIR* d = ::opendir(path.c_str());
+  check(d != nullptr, path, ": cannot list directory (", std::strerror(errno), ")");
+  std::vector<std::string> names;
+  while (auto* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string make_temp_dir(const std::string& prefix) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + prefix + "XXXXXX";
+  check(::mkdtemp(templ.data()) != nullptr, templ, ": cannot create temp directory (", std::strerror(errno), ")");
+  return templ;
+}
+
+std::string join_path(const std::string& a, const std::string& b) {
+  if (a.empty() || b.rfind('/', 0) == 0) return b;
+  return a.back() == '/' ? a + b : a + "/" + b;
+}
+
+}  // namespace rar
