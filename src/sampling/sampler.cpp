@@ -1,0 +1,92 @@
+#include "sampling/sampler.h"
+
+#include "sampling/logits_chain.h"
+#include "sampling/orders.h"
+#include "util/error.h"
+
+namespace rar::sampling {
+
+void SamplingOptions::validate() const {
+  check(temperature > 0, "--temperature must be > 0, got ", temperature);
+  check(cfg_power >= 0, "--cfg-power must be >= 0, got ", cfg_power);
+  check(top_k >= 0, "--top-k must be >= 0, got ", top_k);
+  check(top_p > 0 && top_p <= 1, "--top-p must lie in (0, 1], got ", top_p);
+  scan_order(order, 4);  // throws for an unknown order name
+}
+
+Sampler::Sampler(model::Generator g, SamplingOptions opts) : g_(std::move(g)), opts_(std::move(opts)) {
+  opts_.validate();
+  order_ = scan_order(opts_.order, g_->cfg.seq_len);
+}
+
+torch::Tensor Sampler::sample_batch(const torch::Tensor& classes_in, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  const auto& cfg = g_->cfg;
+  const auto device = g_->cls_token.device();
+  const int64_t B = classes_in.size(0), S = cfg.seq_len;
+  check(classes_in.numel() == 0 ||
+            (classes_in.min().item<int64_t>() >= 0 && classes_in.max().item<int64_t>() < cfg.classes),
+        "class ids must lie in [0, ", cfg.classes, ")");
+  const bool guided = opts_.cfg != 0.0;
+  auto classes = classes_in.to(device, torch::kInt64);
+  auto cond = g_->condition_tokens(classes);
+  if (guided) cond = torch::cat({cond, torch::full_like(cond, cfg.null_class_token())});
+  const int64_t rows = cond.size(0);
+  if (cache_.batch() != rows || cache_.capacity() < S + 1) cache_ = g_->make_cache(rows, S + 1);
+
+  auto gen = make_generator(device, seed);
+  auto tokens = torch::empty({B, S}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  torch::Tensor logits, fed;
+  for (int64_t t = 0; t < S; ++t) {
+    // Step 0 feeds cls + class token; step t feeds x[τ_t] (drawn at step t-1).
+    logits = t == 0 ? g_->decode_prefill(cond, order_[0], cache_)
+                    : g_->decode_step(fed, t, order_[t - 1], order_[t], cond, cache_);
+    if (guided) {
+      auto halves = logits.chunk(2, 0);
+      logits = apply_guidance(halves[0], halves[1],
+                              guidance_scale_at(t, S, opts_.cfg, opts_.cfg_power, opts_.schedule));
+    }
+    torch::Tensor next;
+    if (opts_.top_k == 1) {
+      next = logits.argmax(-1);  // greedy: no randomness, temperature irrelevant
+    } else {
+      auto l = apply_top_p(apply_top_k(apply_temperature(logits, opts_.temperature), opts_.top_k), opts_.top_p);
+      next = draw(l, gen);
+    }
+    tokens.select(1, order_[t]).copy_(next);
+    fed = guided ? torch::cat({next, next}) : next;
+  }
+  return tokens;
+}
+
+torch::Tensor Sampler::sample(const torch::Tensor& classes, int64_t batch,
+                              const std::function<void(int64_t, const torch::Tensor&)>& on_batch) {
+  check(batch > 0, "--batch must be > 0");
+  const int64_t N = classes.size(0);
+  std::vector<torch::Tensor> parts;
+  for (int64_t i = 0, b = 0; i < N; i += batch, ++b) {
+    auto tokens = sample_batch(classes.narrow(0, i, std::min(batch, N - i)), batch_seed(opts_.seed, b));
+    if (on_batch) on_batch(i, tokens);
+    parts.push_back(tokens.cpu());
+  }
+  if (parts.empty()) return torch::empty({0, g_->cfg.seq_len}, torch::kInt64);
+  return torch::cat(parts);
+}
+
+torch::Tensor class_list(const std::vector<int64_t>& classes, bool all_classes, int64_t per_class,
+                         int64_t num_classes) {
+  check(per_class > 0, "--per-class must be > 0");
+  check(all_classes != !classes.empty(), "give either --classes or --all-classes");
+  std::vector<int64_t> ids;
+  auto add = [&](int64_t c) {
+    check(c >= 0 && c < num_classes, "class id ", c, " out of range [0, ", num_classes, ")");
+    for (int64_t k = 0; k < per_class; ++k) ids.push_back(c);
+  };
+  if (all_classes)
+    for (int64_t c = 0; c < num_classes; ++c) add(c);
+  else
+    for (int64_t c : classes) add(c);
+  return torch::tensor(ids, torch::kInt64);
+}
+
+}  // namespace rar::sampling

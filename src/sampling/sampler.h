@@ -1,0 +1,56 @@
+// sampler.h — class-conditional token generation with the KV cache (SPEC §5): S steps, one
+// token per step in the scan order, classifier-free guidance on a doubled batch, then the
+// temperature -> top-k -> top-p -> draw chain.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/generator.h"
+#include "sampling/guidance.h"
+
+namespace rar::sampling {
+
+struct SamplingOptions {
+  double cfg = 0.0;         // guidance scale g; 0 = no guidance
+  double cfg_power = 0.0;   // p of the pow-cosine schedule
+  GuidanceSchedule schedule = GuidanceSchedule::PowCosine;
+  double temperature = 1.0;
+  int64_t top_k = 0;        // 0 = off; 1 = greedy
+  double top_p = 1.0;       // 1 = off
+  std::string order = "raster";
+  uint64_t seed = 0;
+
+  void validate() const;  // throws rar::Error naming the bad option
+};
+
+class Sampler {
+ public:
+  Sampler(model::Generator g, SamplingOptions opts);
+
+  // Tokens [B,S] int64 (raster layout, on the model's device) for class ids [B]. The batch is
+  // generated in one pass; `seed` makes it reproducible on the same device.
+  torch::Tensor sample_batch(const torch::Tensor& classes, uint64_t seed);
+
+  // Splits `classes` [N] into batches of `batch`; batch i uses seed opts.seed + i, so any batch
+  // can be regenerated alone (resumable runs). `on_batch(first, tokens)` sees each batch.
+  torch::Tensor sample(const torch::Tensor& classes, int64_t batch,
+                       const std::function<void(int64_t, const torch::Tensor&)>& on_batch = {});
+
+  const SamplingOptions& options() const { return opts_; }
+  static uint64_t batch_seed(uint64_t seed, int64_t batch_index) { return seed + static_cast<uint64_t>(batch_index); }
+
+ private:
+  model::Generator g_;
+  SamplingOptions opts_;
+  std::vector<int64_t> order_;
+  model::KVCache cache_;  // reused while the batch size stays the same
+};
+
+// Class ids for `--classes a,b,c --per-class K` (each repeated K times, in order) or, with
+// all_classes, K of every class 0..C-1.
+torch::Tensor class_list(const std::vector<int64_t>& classes, bool all_classes, int64_t per_class,
+                         int64_t num_classes);
+
+}  // namespace rar::sampling
