@@ -7,5 +7,6 @@ namespace rar::cli {
 void add_info(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_score(CLI::App& app);
+void add_sample(CLI::App& app);
 
 }  // namespace rar::cli

@@ -92,14 +92,12 @@ torch::Tensor npy_decode(const std::string& b, const std::string& what) {
   return t;
 }
 
-std::string npy_encode(const torch::Tensor& tensor) {
-  torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
+std::string npy_header(torch::ScalarType type, const std::vector<int64_t>& dims) {
   std::string shape;
-  for (int64_t d : t.sizes()) shape += std::to_string(d) + ", ";
-  if (t.dim() == 1) shape.pop_back();                   // "(4,)"
-  else if (t.dim() > 1) shape.erase(shape.size() - 2);  // "(4, 256)"
-  std::string header =
-      cat("{'descr': '", descr_of(t.scalar_type()), "', 'fortran_order': False, 'shape': (", shape, "), }");
+  for (int64_t d : dims) shape += std::to_string(d) + ", ";
+  if (dims.size() == 1) shape.pop_back();                   // "(4,)"
+  else if (dims.size() > 1) shape.erase(shape.size() - 2);  // "(4, 256)"
+  std::string header = cat("{'descr': '", descr_of(type), "', 'fortran_order': False, 'shape': (", shape, "), }");
   size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';
@@ -109,6 +107,12 @@ std::string npy_encode(const torch::Tensor& tensor) {
   out += static_cast<char>(header.size() & 0xff);
   out += static_cast<char>(header.size() >> 8);
   out += header;
+  return out;
+}
+
+std::string npy_encode(const torch::Tensor& tensor) {
+  torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
+  std::string out = npy_header(t.scalar_type(), t.sizes().vec());
   out.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
   return out;
 }

@@ -16,6 +16,8 @@ using NamedArrays = std::vector<std::pair<std::string, torch::Tensor>>;
 // `what` names the source in error messages (a path, or "a.npz:arr_0").
 torch::Tensor npy_decode(const std::string& bytes, const std::string& what);
 std::string npy_encode(const torch::Tensor& t);
+// The header alone, for streaming an array of `shape` and `type` to a file piece by piece.
+std::string npy_header(torch::ScalarType type, const std::vector<int64_t>& shape);
 
 torch::Tensor read_npy(const std::string& path);
 void write_npy(const std::string& path, const torch::Tensor& t);

@@ -85,8 +85,9 @@ void ZipWriter::commit() {
   int err = 0;
   zip_t* z = zip_open(tmp.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &err);
   check(z != nullptr, path_, ": cannot create zip archive");
-  for (auto& [name, data] : members_) {
-    zip_source_t* src = zip_source_buffer(z, data.data(), data.size(), 0);
+  for (auto& [name, data, file] : members_) {
+    zip_source_t* src = file.empty() ? zip_source_buffer(z, data.data(), data.size(), 0)
+                                     : zip_source_file(z, file.c_str(), 0, -1);
     zip_int64_t i = src ? zip_file_add(z, name.c_str(), src, ZIP_FL_OVERWRITE | ZIP_FL_ENC_UTF_8) : -1;
     if (i < 0) {
       if (src) zip_source_free(src);

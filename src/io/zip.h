@@ -35,12 +35,17 @@ class ZipReader {
 class ZipWriter {
  public:
   explicit ZipWriter(std::string path) : path_(std::move(path)) {}
-  void add(const std::string& name, std::string data) { members_.push_back({name, std::move(data)}); }
+  void add(const std::string& name, std::string data) { members_.push_back({name, std::move(data), ""}); }
+  // A member whose bytes are read from `file` when the archive is written (for large members).
+  void add_file(const std::string& name, const std::string& file) { members_.push_back({name, "", file}); }
   void commit();
 
  private:
+  struct Member {
+    std::string name, data, file;
+  };
   std::string path_;
-  std::vector<std::pair<std::string, std::string>> members_;
+  std::vector<Member> members_;
 };
 
 }  // namespace rar::io

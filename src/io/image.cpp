@@ -1,0 +1,176 @@
+#include "io/image.h"
+
+#include <png.h>
+#include <jpeglib.h>
+
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "util/atomic_file.h"
+#include "util/error.h"
+
+namespace rar::io {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suf) {
+  if (s.size() < suf.size()) return false;
+  std::string tail = s.substr(s.size() - suf.size());
+  for (auto& c : tail) c = static_cast<char>(std::tolower(c));
+  return tail == suf;
+}
+
+void check_hwc(const torch::Tensor& t, const std::string& what) {
+  check(t.dim() == 3 && (t.size(2) == 1 || t.size(2) == 3) && t.scalar_type() == torch::kUInt8, what,
+        ": expected a uint8 image [H,W,1|3], got ", t.sizes(), " ", c10::toString(t.scalar_type()));
+}
+
+torch::Tensor decode_png(const std::string& data, const std::string& path) {
+  png_image img;
+  std::memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  check(png_image_begin_read_from_memory(&img, data.data(), data.size()) != 0, path, ": bad PNG (", img.message, ")");
+  const bool grey = !(img.format & PNG_FORMAT_FLAG_COLOR);
+  img.format = grey ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;  // alpha composited away, palette expanded
+  auto t = torch::empty({img.height, img.width, grey ? 1 : 3}, torch::kUInt8);
+  png_color white = {255, 255, 255};
+  if (png_image_finish_read(&img, &white, t.data_ptr(), 0, nullptr) == 0) {
+    std::string msg = img.message;
+    png_image_free(&img);
+    fail(path, ": bad PNG (", msg, ")");
+  }
+  return t;
+}
+
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+void jpeg_fail(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<JpegError*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  std::longjmp(err->jump, 1);
+}
+
+torch::Tensor decode_jpeg(const std::string& data, const std::string& path) {
+  jpeg_decompress_struct cinfo;
+  JpegError err;
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_fail;
+  torch::Tensor t;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    fail(path, ": bad JPEG (", err.message, ")");
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(data.data()), data.size());
+  jpeg_read_header(&cinfo, TRUE);
+  cinfo.out_color_space = cinfo.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_start_decompress(&cinfo);
+  t = torch::empty({cinfo.output_height, cinfo.output_width, cinfo.output_components}, torch::kUInt8);
+  auto* base = t.data_ptr<uint8_t>();
+  const size_t stride = static_cast<size_t>(cinfo.output_width) * cinfo.output_components;
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = base + cinfo.output_scanline * stride;
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return t;
+}
+
+std::string encode_jpeg(const torch::Tensor& hwc, int quality, const std::string& path) {
+  jpeg_compress_struct cinfo;
+  JpegError err;
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_fail;
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_compress(&cinfo);
+    std::free(buf);
+    fail(path, ": JPEG encoding failed (", err.message, ")");
+  }
+  jpeg_create_compress(&cinfo);
+  jpeg_mem_dest(&cinfo, &buf, &size);
+  cinfo.image_width = static_cast<JDIMENSION>(hwc.size(1));
+  cinfo.image_height = static_cast<JDIMENSION>(hwc.size(0));
+  cinfo.input_components = static_cast<int>(hwc.size(2));
+  cinfo.in_color_space = hwc.size(2) == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, quality, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  auto* base = hwc.data_ptr<uint8_t>();
+  const size_t stride = static_cast<size_t>(hwc.size(1) * hwc.size(2));
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = base + cinfo.next_scanline * stride;
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::string out(reinterpret_cast<char*>(buf), size);
+  std::free(buf);
+  return out;
+}
+
+}  // namespace
+
+torch::Tensor read_image(const std::string& path) {
+  std::string data = read_file(path);
+  if (data.size() >= 8 && std::memcmp(data.data(), "\x89PNG\r\n\x1a\n", 8) == 0) return decode_png(data, path);
+  if (data.size() >= 3 && std::memcmp(data.data(), "\xff\xd8\xff", 3) == 0) return decode_jpeg(data, path);
+  fail(path, ": not a PNG or JPEG file");
+}
+
+std::string encode_png(const torch::Tensor& hwc_in) {
+  check_hwc(hwc_in, "PNG");
+  auto hwc = hwc_in.contiguous();
+  png_image img;
+  std::memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  img.width = static_cast<png_uint_32>(hwc.size(1));
+  img.height = static_cast<png_uint_32>(hwc.size(0));
+  img.format = hwc.size(2) == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
+  png_alloc_size_t size = 0;
+  check(png_image_write_to_memory(&img, nullptr, &size, 0, hwc.data_ptr(), 0, nullptr) != 0, "PNG encoding failed (",
+        img.message, ")");
+  std::string out(size, '\0');
+  check(png_image_write_to_memory(&img, out.data(), &size, 0, hwc.data_ptr(), 0, nullptr) != 0,
+        "PNG encoding failed (", img.message, ")");
+  out.resize(size);
+  return out;
+}
+
+void write_image(const std::string& path, const torch::Tensor& hwc_in, int jpeg_quality) {
+  check_hwc(hwc_in, path);
+  auto hwc = hwc_in.contiguous();
+  if (ends_with(path, ".png")) return write_file_atomic(path, encode_png(hwc));
+  if (ends_with(path, ".jpg") || ends_with(path, ".jpeg")) return write_file_atomic(path, encode_jpeg(hwc, jpeg_quality, path));
+  fail(path, ": unknown image extension (expected .png, .jpg or .jpeg)");
+}
+
+torch::Tensor to_uint8_nhwc(const torch::Tensor& images) {
+  check(images.dim() == 4, "images: expected [N,C,H,W], got ", images.sizes());
+  auto x = images.detach().to(torch::kCPU);
+  if (x.scalar_type() != torch::kUInt8)
+    x = (x.to(torch::kFloat32) * 255.0f + 0.5f).clamp(0, 255).to(torch::kUInt8);
+  return x.permute({0, 2, 3, 1}).contiguous();
+}
+
+torch::Tensor make_grid(const torch::Tensor& images, int64_t cols, int64_t pad, int pad_value) {
+  auto x = to_uint8_nhwc(images);  // [N,H,W,C]
+  const int64_t N = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
+  check(N > 0 && cols > 0, "grid: nothing to draw");
+  cols = std::min(cols, N);
+  const int64_t rows = (N + cols - 1) / cols;
+  auto grid = torch::full({rows * (H + pad) + pad, cols * (W + pad) + pad, C}, pad_value, torch::kUInt8);
+  for (int64_t i = 0; i < N; ++i) {
+    int64_t r = i / cols, c = i % cols;
+    grid.narrow(0, pad + r * (H + pad), H).narrow(1, pad + c * (W + pad), W).copy_(x[i]);
+  }
+  return grid;
+}
+
+}  // namespace rar::io
