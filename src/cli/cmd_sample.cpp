@@ -22,7 +22,7 @@ struct SampleArgs {
   std::string generator, tokenizer, classes, out, tokens_out, device = "auto", precision = "fp32";
   std::string schedule = "pow-cosine";
   bool all_classes = false;
-  int64_t per_class = 1, batch = 64;
+  int64_t per_class = 1, batch = 64, max_batches = 0;
   sampling::SamplingOptions opts;
 };
 
@@ -74,6 +74,7 @@ void run(SampleArgs& a) {
   const OutKind kind = out_kind(a.out);
   check(kind == OutKind::None || !a.tokenizer.empty(), "--out ", a.out, " needs --tokenizer to decode images");
   check(kind != OutKind::None || !a.tokens_out.empty(), "nothing to write: give --out and/or --tokens-out");
+  check(a.max_batches >= 0 && (a.max_batches == 0 || kind == OutKind::Npz), "--max-batches needs an .npz --out");
   if (!a.tokens_out.empty()) check_writable(a.tokens_out);
   if (kind == OutKind::Grid || kind == OutKind::Npz) check_writable(a.out);
   if (kind == OutKind::Dir) make_dirs(a.out);
@@ -102,6 +103,7 @@ void run(SampleArgs& a) {
 
   std::vector<torch::Tensor> all_tokens, all_images;
   Progress progress("sample", N, "img");
+  int64_t generated = 0;
   for (int64_t b = 0, first = 0; first < N; ++b, first += a.batch) {
     const int64_t n = std::min(a.batch, N - first);
     auto cls = classes.narrow(0, first, n);
@@ -109,6 +111,13 @@ void run(SampleArgs& a) {
     if (shards && shards->done(b)) {
       tokens = shards->tokens(b);
     } else {
+      if (a.max_batches > 0 && generated == a.max_batches) {
+        progress.finish();
+        std::fprintf(stderr, "stopped after %lld batches as asked; run the same command again to resume (%s)\n",
+                     (long long)generated, shards ? shards->parts_dir().c_str() : "");
+        return;
+      }
+      ++generated;
       tokens = sampler.sample_batch(cls, sampling::Sampler::batch_seed(a.opts.seed, b));
       if (vq.model) {
         torch::NoGradGuard ng;
@@ -164,6 +173,8 @@ void add_sample(CLI::App& app) {
   cmd->add_option("--precision", a->precision, "fp32 or bf16");
   cmd->add_option("--tokens-out", a->tokens_out, "write the sampled token ids, int64 [N,S] .npy");
   cmd->add_option("--out", a->out, "grid.png | directory/ | samples.npz (ADM layout, resumable)");
+  cmd->add_option("--max-batches", a->max_batches,
+                  "with an .npz output: generate at most this many new batches, then stop (resume later)");
   cmd->callback([a] { run(*a); });
 }
 

@@ -1,0 +1,104 @@
+// `rar sample` end to end: greedy tokens equal the reference, image outputs (grid, directory,
+// ADM .npz), interrupted .npz runs resume to the same result, and one-line errors.
+#include <torch/torch.h>
+
+#include "helpers.h"
+#include "io/image.h"
+#include "io/npy.h"
+#include "model/vqgan.h"
+
+using namespace rar;
+using namespace rar::test;
+
+namespace {
+std::string gen() { return " --generator " + shared_ref("tiny_rar.bin") + " "; }
+std::string tok() { return " --tokenizer " + shared_ref("tiny_vq.bin") + " "; }
+}  // namespace
+
+TEST(CliSample, GreedyTokensEqualReference) {
+  TempDir dir;
+  auto ref = io::read_npy(shared_ref("ref_greedy.npy"));
+  auto r = run_rar("sample" + gen() + "--classes 3,7,0,9 --cfg 3.0 --cfg-power 1.0 --top-k 1 --device cpu --tokens-out " +
+                   (dir / "g0.npy"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(io::read_npy(dir / "g0.npy").equal(ref[0]));
+  ASSERT_EQ(run_rar("sample" + gen() + "--classes 3,7,0,9 --cfg 0 --top-k 1 --batch 3 --device cpu --tokens-out " +
+                    (dir / "g1.npy")).status, 0);
+  EXPECT_TRUE(io::read_npy(dir / "g1.npy").equal(ref[1]));
+}
+
+TEST(CliSample, GridDirectoryAndDecodedImagesAgree) {
+  TempDir dir;
+  auto r = run_rar("sample" + gen() + tok() + "--classes 1,2 --per-class 2 --cfg 4 --seed 3 --device cpu --out " +
+                   (dir / "grid.png") + " --tokens-out " + (dir / "t.npy"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("sample 4/4"), std::string::npos) << r.output;
+  auto grid = io::read_image(dir / "grid.png");
+  EXPECT_EQ(grid.sizes(), (std::vector<int64_t>{2 * 258 + 2, 2 * 258 + 2, 3}));  // rows = classes
+  ASSERT_EQ(run_rar("sample" + gen() + tok() + "--classes 1,2 --per-class 2 --cfg 4 --seed 3 --device cpu --out " +
+                    (dir / "imgs/")).status, 0);
+  auto names = list_dir(dir / "imgs");
+  ASSERT_EQ(names.size(), 4u);
+  EXPECT_EQ(names[2], "000002_class0002.png");
+  // The PNG equals decoding the sampled tokens with the tokenizer.
+  auto vq = model::load_vq(shared_ref("tiny_vq.bin"));
+  torch::NoGradGuard ng;
+  auto decoded = io::to_uint8_nhwc(vq.model->decode(io::read_npy(dir / "t.npy")));
+  EXPECT_TRUE(io::read_image(dir / "imgs/" + names[2]).equal(decoded[2]));
+}
+
+TEST(CliSample, NpzRunResumesToTheSameResult) {
+  TempDir dir;
+  std::string common = "sample" + gen() + tok() + "--classes 0,5 --per-class 3 --batch 2 --seed 11 --cfg 2 --device cpu ";
+  ASSERT_EQ(run_rar(common + "--out " + (dir / "full.npz")).status, 0);
+  auto part = run_rar(common + "--max-batches 2 --out " + (dir / "resumed.npz"));
+  ASSERT_EQ(part.status, 0) << part.output;
+  EXPECT_NE(part.output.find("stopped after 2 batches"), std::string::npos) << part.output;
+  EXPECT_FALSE(path_exists(dir / "resumed.npz"));
+  EXPECT_EQ(list_dir(dir / "resumed.npz.parts").size(), 3u);  // manifest + 2 shards
+  // A resume with different settings is refused, the shards are kept.
+  auto other = run_rar("sample" + gen() + tok() + "--classes 0,5 --per-class 3 --batch 2 --seed 12 --cfg 2 --device cpu --out " +
+                       (dir / "resumed.npz"));
+  EXPECT_EQ(other.status, 1);
+  EXPECT_NE(other.output.find("different settings"), std::string::npos) << other.output;
+  ASSERT_EQ(run_rar(common + "--out " + (dir / "resumed.npz")).status, 0);
+  EXPECT_FALSE(path_exists(dir / "resumed.npz.parts"));
+  auto a = io::read_npz(dir / "full.npz"), b = io::read_npz(dir / "resumed.npz");
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].first, "arr_0");
+  EXPECT_EQ(a[0].second.sizes(), (std::vector<int64_t>{6, 256, 256, 3}));
+  EXPECT_EQ(a[0].second.scalar_type(), torch::kUInt8);
+  EXPECT_TRUE(a[1].second.equal(torch::tensor({0, 0, 0, 5, 5, 5}, torch::kInt64)));
+  EXPECT_TRUE(a[0].second.equal(b[0].second));
+  EXPECT_TRUE(a[1].second.equal(b[1].second));
+}
+
+TEST(CliSample, ErrorsAreOneLine) {
+  TempDir dir;
+  model::VQConfig c;
+  c.base_channels = 32, c.channel_mult = {1, 1, 1, 1, 1}, c.res_blocks = 1, c.z_channels = 8, c.codebook_size = 64;
+  model::VQModel small(c);
+  model::save_vq(dir / "vq64.safetensors", small);
+  struct Case {
+    std::string args, needle;
+  } cases[] = {
+      {"sample" + gen() + "--classes 3,10 --tokens-out " + (dir / "t.npy"), "class id 10 out of range [0, 10)"},
+      {"sample" + gen() + "--classes 3 --cfg-power -1 --tokens-out " + (dir / "t.npy"), "--cfg-power must be >= 0"},
+      {"sample" + gen() + "--classes 3 --temperature 0 --tokens-out " + (dir / "t.npy"), "--temperature must be > 0"},
+      {"sample" + gen() + "--classes 3 --top-p 1.5 --tokens-out " + (dir / "t.npy"), "--top-p must lie in (0, 1]"},
+      {"sample" + gen() + "--classes 3 --tokens-out " + (dir / "no/dir/t.npy"), "cannot open for writing"},
+      {"sample" + gen() + "--classes 3 --out " + (dir / "g.png"), "needs --tokenizer"},
+      {"sample" + gen() + "--classes 3 --tokenizer " + (dir / "vq64.safetensors") + " --out " + (dir / "g.png"),
+       "tokenizer codebook (64 codes) does not match the generator's vocabulary (1024)"},
+      {"sample" + gen() + "--classes x --tokens-out " + (dir / "t.npy"), "--classes: 'x' is not a class id"},
+  };
+  for (auto& c : cases) {
+    auto r = run_rar(c.args);
+    EXPECT_EQ(r.status, 1) << c.args << "\n" << r.output;
+    auto pos = r.output.find("rar: error: ");
+    ASSERT_NE(pos, std::string::npos) << r.output;
+    auto err = r.output.substr(pos);
+    EXPECT_NE(err.find(c.needle), std::string::npos) << r.output;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << r.output;
+  }
+}

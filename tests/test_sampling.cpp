@@ -1,0 +1,212 @@
+// The sampler: greedy paths equal the reference code's, guidance schedules, the logits chain
+// (temperature, top-k, top-p) including a chi-square test of the sampled frequencies, seeding,
+// scan orders, and input validation.
+#include <set>
+
+#include <torch/torch.h>
+
+#include "helpers.h"
+#include "io/npy.h"
+#include "model/weights.h"
+#include "sampling/guidance.h"
+#include "sampling/logits_chain.h"
+#include "sampling/orders.h"
+#include "sampling/sampler.h"
+#include "util/error.h"
+
+using namespace rar;
+using namespace rar::test;
+using sampling::GuidanceSchedule;
+
+namespace {
+
+sampling::SamplingOptions greedy(double cfg, double power) {
+  sampling::SamplingOptions o;
+  o.cfg = cfg, o.cfg_power = power, o.top_k = 1;
+  return o;
+}
+
+// Chi-square statistic of observed counts against expected probabilities (bins with p > 0).
+double chi_square(const torch::Tensor& counts, const torch::Tensor& probs) {
+  double n = counts.sum().item<double>(), chi = 0;
+  for (int64_t i = 0; i < counts.size(0); ++i) {
+    double e = n * probs[i].item<double>();
+    if (e > 0) chi += std::pow(counts[i].item<double>() - e, 2) / e;
+  }
+  return chi;
+}
+
+model::Generator tiny_generator(int64_t V) {
+  model::GeneratorConfig c;
+  c.hidden = 32, c.layers = 2, c.heads = 4, c.mlp = 64, c.codebook = V, c.classes = 3, c.seq_len = 4;
+  torch::manual_seed(5);
+  model::Generator g(c);
+  torch::NoGradGuard ng;
+  for (auto& p : g->parameters()) p.add_(torch::randn_like(p) * 0.3);  // a peaked, non-trivial model
+  g->eval();
+  return g;
+}
+
+}  // namespace
+
+TEST(Sampler, GreedyTokensEqualReference) {
+  auto ref = io::read_npy(shared_ref("ref_greedy.npy"));  // [2,4,256]
+  auto classes = io::read_npy(shared_ref("ref_classes.npy"));
+  auto g = model::load_generator(shared_ref("tiny_rar.bin"));
+  sampling::Sampler guided(g.model, greedy(3.0, 1.0));
+  EXPECT_TRUE(guided.sample(classes, 64).equal(ref[0]));
+  sampling::Sampler plain(g.model, greedy(0.0, 0.0));
+  EXPECT_TRUE(plain.sample(classes, 64).equal(ref[1]));
+  // Batch splitting does not change greedy paths.
+  EXPECT_TRUE(plain.sample(classes, 3).equal(ref[1]));
+}
+
+TEST(Guidance, Schedules) {
+  const int64_t S = 256;
+  // pow-cosine with p = 0: 0^0 = 1, so the scale is g at every step.
+  for (int64_t t : {0, 1, 128, 255}) EXPECT_FLOAT_EQ(sampling::guidance_scale_at(t, S, 4.0, 0.0, GuidanceSchedule::PowCosine), 4.0f);
+  // p = 1: rises from 1 at t = 0 through (g+1)/2 at t = S/2.
+  EXPECT_FLOAT_EQ(sampling::guidance_scale_at(0, S, 3.0, 1.0, GuidanceSchedule::PowCosine), 1.0f);
+  EXPECT_NEAR(sampling::guidance_scale_at(128, S, 3.0, 1.0, GuidanceSchedule::PowCosine), 2.0f, 1e-6);
+  EXPECT_NEAR(sampling::guidance_scale_at(64, S, 16.0, 2.75, GuidanceSchedule::PowCosine),
+              15.0 * (1 - std::cos(M_PI * std::pow(0.25, 2.75))) / 2 + 1, 1e-4);
+  EXPECT_FLOAT_EQ(sampling::guidance_scale_at(64, S, 5.0, 0.0, GuidanceSchedule::Linear), 2.0f);
+  EXPECT_FLOAT_EQ(sampling::guidance_scale_at(200, S, 5.0, 9.0, GuidanceSchedule::Constant), 5.0f);
+  auto c = torch::tensor({{2.f, 0.f}}), u = torch::tensor({{1.f, 1.f}});
+  EXPECT_TRUE(sampling::apply_guidance(c, u, 3.f).equal(torch::tensor({{4.f, -2.f}})));
+  EXPECT_RAR_ERROR(sampling::parse_guidance_schedule("cosine"), "expected pow-cosine, linear or constant");
+}
+
+TEST(LogitsChain, TemperatureFrequenciesMatchSoftmaxChiSquare) {
+  auto logits = torch::tensor({{2.0f, 1.0f, 0.5f, 0.0f, -0.5f, -1.0f, 1.5f, -3.0f}});
+  for (double T : {0.5, 1.0, 2.0}) {
+    auto probs = (logits[0] / T).softmax(0);
+    auto counts = torch::zeros({8}, torch::kFloat64);
+    for (uint64_t seed = 0; seed < 20; ++seed) {  // many seeds, 1000 draws each
+      auto gen = sampling::make_generator(torch::kCPU, seed);
+      auto draws = sampling::draw(sampling::apply_temperature(logits.expand({1000, 8}), T), gen);
+      counts += torch::bincount(draws, {}, 8).to(torch::kFloat64);
+    }
+    // 7 degrees of freedom: P(chi² > 24.32) = 0.001.
+    EXPECT_LT(chi_square(counts, probs), 24.32) << "T=" << T << " counts " << counts;
+  }
+}
+
+TEST(LogitsChain, TopKAndTopPNeverEmitExcludedTokens) {
+  torch::manual_seed(3);
+  auto logits = torch::randn({64, 50}) * 3;
+  auto gen = sampling::make_generator(torch::kCPU, 9);
+  auto topk = std::get<1>(logits.topk(5, -1));
+  for (int rep = 0; rep < 50; ++rep) {
+    auto d = sampling::draw(sampling::apply_top_k(logits, 5), gen);
+    EXPECT_TRUE(topk.eq(d.unsqueeze(1)).any(1).all().item<bool>());
+  }
+  // top-p: the kept set is the smallest prefix (by probability) reaching p.
+  auto probs = logits.softmax(-1);
+  auto [sorted, idx] = probs.sort(-1, true);
+  auto before = sorted.cumsum(-1) - sorted;
+  for (double p : {0.1, 0.5, 0.9}) {
+    auto allowed = torch::zeros_like(probs, torch::kBool).scatter(-1, idx, before < p);
+    for (int rep = 0; rep < 50; ++rep) {
+      auto d = sampling::draw(sampling::apply_top_p(logits, p), gen);
+      EXPECT_TRUE(allowed.gather(1, d.unsqueeze(1)).all().item<bool>()) << "p=" << p;
+    }
+  }
+  // p = 1 and k = 0 change nothing; k = 1 keeps only the best.
+  EXPECT_TRUE(sampling::apply_top_p(logits, 1.0).equal(logits));
+  EXPECT_TRUE(sampling::apply_top_k(logits, 0).equal(logits));
+  EXPECT_TRUE(sampling::draw(sampling::apply_top_k(logits, 1), gen).equal(logits.argmax(-1)));
+  EXPECT_RAR_ERROR(sampling::apply_top_p(logits, 0.0), "top-p must lie in (0, 1]");
+  EXPECT_RAR_ERROR(sampling::apply_temperature(logits, 0.0), "temperature must be > 0");
+}
+
+TEST(Sampler, FirstTokenFrequenciesMatchTheModelChiSquare) {
+  const int64_t V = 6;
+  auto g = tiny_generator(V);
+  const double T = 1.5;
+  torch::Tensor probs;
+  {
+    torch::NoGradGuard ng;
+    auto cache = g->make_cache(1, 5);
+    auto cond = g->condition_tokens(torch::tensor({1}, torch::kInt64));
+    probs = (g->decode_prefill(cond, 0, cache)[0] / T).softmax(0);
+  }
+  sampling::SamplingOptions o;
+  o.temperature = T;
+  sampling::Sampler sampler(g, o);
+  auto counts = torch::zeros({V}, torch::kFloat64);
+  for (uint64_t seed = 0; seed < 10; ++seed) {
+    auto tokens = sampler.sample_batch(torch::ones({400}, torch::kInt64), seed);
+    counts += torch::bincount(tokens.select(1, 0), {}, V).to(torch::kFloat64);
+  }
+  EXPECT_LT(chi_square(counts, probs), 20.52) << counts << probs;  // 5 dof, p = 0.001
+}
+
+TEST(Sampler, SameSeedSameTokensDifferentSeedDifferent) {
+  auto g = tiny_generator(16);
+  sampling::SamplingOptions o;
+  o.cfg = 2.0;
+  o.top_p = 0.95;
+  sampling::Sampler s(g, o);
+  auto classes = torch::tensor({0, 1, 2, 0, 1, 2, 0, 1}, torch::kInt64);
+  auto a = s.sample_batch(classes, 7), b = s.sample_batch(classes, 7), c = s.sample_batch(classes, 8);
+  EXPECT_TRUE(a.equal(b));
+  EXPECT_FALSE(a.equal(c));
+  EXPECT_GE(a.min().item<int64_t>(), 0);
+  EXPECT_LT(a.max().item<int64_t>(), 16);
+}
+
+TEST(Sampler, EveryScanOrderGeneratesFullGrids) {
+  auto g = tiny_generator(16);
+  for (const auto& order : sampling::order_names()) {
+    sampling::SamplingOptions o;
+    o.order = order;
+    o.top_k = 1;
+    sampling::Sampler s(g, o);
+    auto tokens = s.sample_batch(torch::tensor({0, 2}, torch::kInt64), 0);
+    EXPECT_EQ(tokens.sizes(), (std::vector<int64_t>{2, 4})) << order;
+    // Greedy in order τ = the argmax of the full forward with τ, position by position.
+    torch::NoGradGuard ng;
+    auto tau = sampling::order_tensor(sampling::scan_order(order, 4)).unsqueeze(0).expand({2, 4}).contiguous();
+    auto logits = g->forward(tokens, g->condition_tokens(torch::tensor({0, 2}, torch::kInt64)), tau);
+    auto pred = logits.narrow(1, 0, 4).argmax(-1);  // position j predicts tokens[τ_{j+1}]
+    EXPECT_TRUE(pred.equal(tokens.gather(1, tau))) << order;
+  }
+}
+
+TEST(Orders, AreThePaperAblationOrders) {
+  using V = std::vector<int64_t>;
+  EXPECT_EQ(sampling::scan_order("raster", 3, 3), (V{0, 1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(sampling::scan_order("spiral-in", 3, 3), (V{0, 1, 2, 5, 8, 7, 6, 3, 4}));
+  EXPECT_EQ(sampling::scan_order("spiral-out", 3, 3), (V{4, 3, 6, 7, 8, 5, 2, 1, 0}));
+  EXPECT_EQ(sampling::scan_order("alternate", 3, 3), (V{0, 1, 2, 5, 4, 3, 6, 7, 8}));
+  EXPECT_EQ(sampling::scan_order("z-curve", 4, 4), (V{0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15}));
+  EXPECT_EQ(sampling::scan_order("subsample", 4, 4), (V{0, 2, 8, 10, 1, 3, 9, 11, 4, 6, 12, 14, 5, 7, 13, 15}));
+  for (const auto& name : sampling::order_names()) {
+    auto tau = sampling::scan_order(name, 256);
+    std::set<int64_t> seen(tau.begin(), tau.end());
+    EXPECT_EQ(seen.size(), 256u) << name;
+    EXPECT_EQ(*seen.rbegin(), 255) << name;
+  }
+  EXPECT_RAR_ERROR(sampling::scan_order("hilbert", 16), "unknown scan order 'hilbert'");
+  EXPECT_RAR_ERROR(sampling::scan_order("raster", 250), "do not form a square grid");
+}
+
+TEST(Sampler, BadOptionsAndClassesAreRejected) {
+  auto g = tiny_generator(16);
+  auto bad = [&](auto edit, const char* needle) {
+    sampling::SamplingOptions o;
+    edit(o);
+    EXPECT_RAR_ERROR(sampling::Sampler(g, o), needle);
+  };
+  bad([](auto& o) { o.cfg_power = -1; }, "--cfg-power must be >= 0");
+  bad([](auto& o) { o.temperature = 0; }, "--temperature must be > 0");
+  bad([](auto& o) { o.top_p = 1.5; }, "--top-p must lie in (0, 1]");
+  bad([](auto& o) { o.top_p = 0; }, "--top-p must lie in (0, 1]");
+  bad([](auto& o) { o.order = "diagonal"; }, "unknown scan order");
+  sampling::Sampler s(g, {});
+  EXPECT_RAR_ERROR(s.sample_batch(torch::tensor({3}, torch::kInt64), 0), "class ids must lie in [0, 3)");
+  EXPECT_RAR_ERROR(sampling::class_list({0, 5}, false, 1, 3), "class id 5 out of range [0, 3)");
+  EXPECT_EQ(sampling::class_list({}, true, 2, 3).equal(torch::tensor({0, 0, 1, 1, 2, 2}, torch::kInt64)), true);
+  EXPECT_EQ(sampling::class_list({2, 0}, false, 2, 3).equal(torch::tensor({2, 2, 0, 0}, torch::kInt64)), true);
+}
