@@ -8,5 +8,6 @@ void add_info(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_score(CLI::App& app);
 void add_sample(CLI::App& app);
+void add_bench(CLI::App& app);
 
 }  // namespace rar::cli

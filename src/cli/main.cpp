@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   rar::cli::add_convert(app);
   rar::cli::add_score(app);
   rar::cli::add_sample(app);
+  rar::cli::add_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

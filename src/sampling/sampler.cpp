@@ -11,6 +11,7 @@ void SamplingOptions::validate() const {
   check(cfg_power >= 0, "--cfg-power must be >= 0, got ", cfg_power);
   check(top_k >= 0, "--top-k must be >= 0, got ", top_k);
   check(top_p > 0 && top_p <= 1, "--top-p must lie in (0, 1], got ", top_p);
+  check(steps >= 0, "--steps must be >= 0, got ", steps);
   scan_order(order, 4);  // throws for an unknown order name
 }
 
@@ -35,9 +36,10 @@ torch::Tensor Sampler::sample_batch(const torch::Tensor& classes_in, uint64_t se
   if (cache_.batch() != rows || cache_.capacity() < S + 1) cache_ = g_->make_cache(rows, S + 1);
 
   auto gen = make_generator(device, seed);
-  auto tokens = torch::empty({B, S}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  auto tokens = torch::zeros({B, S}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  const int64_t steps = opts_.steps > 0 ? std::min(opts_.steps, S) : S;
   torch::Tensor logits, fed;
-  for (int64_t t = 0; t < S; ++t) {
+  for (int64_t t = 0; t < steps; ++t) {
     // Step 0 feeds cls + class token; step t feeds x[τ_t] (drawn at step t-1).
     logits = t == 0 ? g_->decode_prefill(cond, order_[0], cache_)
                     : g_->decode_step(fed, t, order_[t - 1], order_[t], cond, cache_);

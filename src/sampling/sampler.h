@@ -21,6 +21,7 @@ struct SamplingOptions {
   double top_p = 1.0;       // 1 = off
   std::string order = "raster";
   uint64_t seed = 0;
+  int64_t steps = 0;        // generate only the first `steps` tokens (benchmarks); 0 = all S
 
   void validate() const;  // throws rar::Error naming the bad option
 };

@@ -22,9 +22,14 @@ torch::ScalarType parse_precision(const std::string& s) {
     at::globalContext().setAllowTF32CuDNN(false);
     return torch::kFloat32;
   }
+  if (s == "tf32") {  // fp32 storage, TF32 tensor-core matmuls (the reference code's sampling setting)
+    at::globalContext().setAllowTF32CuBLAS(true);
+    at::globalContext().setAllowTF32CuDNN(true);
+    return torch::kFloat32;
+  }
   if (s == "bf16") return torch::kBFloat16;
   if (s == "fp16") return torch::kFloat16;
-  fail("--precision: expected fp32, bf16 or fp16, got '", s, "'");
+  fail("--precision: expected fp32, tf32, bf16 or fp16, got '", s, "'");
 }
 
 }  // namespace rar

@@ -8,7 +8,8 @@ namespace rar {
 
 // "cpu", "cuda" or "cuda:N"; fails clearly when CUDA is asked for but unavailable.
 torch::Device parse_device(const std::string& s);
-// "fp32" or "bf16" (also "fp16"). fp32 also turns TF32 matmuls off so results match the reference.
+// "fp32", "tf32", "bf16" or "fp16". fp32 turns TF32 matmuls off (exact comparisons); tf32 keeps
+// float32 tensors but lets CUDA matmuls/convolutions use TF32 tensor cores.
 torch::ScalarType parse_precision(const std::string& s);
 
 }  // namespace rar

@@ -1,0 +1,179 @@
+// `rar bench sample|decode` — speed of generation and decoding with random weights (speed does
+// not depend on the values). One markdown table row per configuration: images/s, TFLOP/s and
+// peak GPU memory, comparable with ../shared/BASELINES.md.
+#include <chrono>
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "model/generator.h"
+#include "model/vqgan.h"
+#include "sampling/sampler.h"
+#include "util/device.h"
+#include "util/error.h"
+#ifdef RAR_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace rar::cli {
+namespace {
+
+struct BenchArgs {
+  std::string model = "rar_b", device = "auto", precision = "bf16";
+  int64_t batch = 128, steps = 0, repeats = 2;
+  double cfg = 4.0;
+  bool decode = false, header = true;
+};
+
+torch::Device pick(const std::string& d) {
+  return d == "auto" ? (torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU))
+                     : parse_device(d);
+}
+
+void sync(const torch::Device& d) {
+  if (d.is_cuda()) torch::cuda::synchronize();
+}
+
+void reset_peak(const torch::Device& d) {
+#ifdef RAR_WITH_CUDA
+  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.has_index() ? d.index() : 0);
+#endif
+}
+
+double peak_gib(const torch::Device& d) {
+#ifdef RAR_WITH_CUDA
+  if (d.is_cuda()) {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.has_index() ? d.index() : 0);
+    return stats.allocated_bytes[0].peak / double(1 << 30);
+  }
+#endif
+  return 0.0;
+}
+
+// Multiply-adds of generating one image's tokens (x2 for FLOPs): the linear layers at every fed
+// position, plus attention of each new query over the cached keys.
+double sample_flops(const model::GeneratorConfig& c, int64_t steps, bool guided) {
+  const double H = c.hidden, L = c.layers, I = c.mlp;
+  const double per_pos = L * (3 * H * H + H * H + 2 * H * I + 6 * H * H) + 2 * H * H + H * c.codebook;
+  double positions = steps + 1, attn = 0;
+  for (int64_t n = 1; n <= steps + 1; ++n) attn += L * 2 * H * n;  // q·k and p·v per cached key
+  return 2 * (positions * per_pos + attn) * (guided ? 2 : 1);
+}
+
+double decode_flops(const model::VQConfig& c, int64_t grid) {
+  // Convolution multiply-adds summed over the decoder (3x3 convs dominate).
+  double total = 0, res = grid, ch = c.base_channels * c.channel_mult.back();
+  auto conv = [&](double in, double out, double k, double r) { total += in * out * k * k * r * r; };
+  conv(c.z_channels, ch, 3, res);
+  for (int j = 0; j < 2 * c.res_blocks; ++j) conv(ch, ch, 3, res);
+  for (int64_t i = c.levels() - 1; i >= 0; --i) {
+    double out = c.base_channels * c.channel_mult[i];
+    for (int64_t j = 0; j < c.res_blocks; ++j) {
+      conv(ch, out, 3, res), conv(out, out, 3, res);
+      if (ch != out) conv(out, out, 1, res);
+      ch = out;
+    }
+    if (i != 0) res *= 2, conv(ch, ch, 3, res);
+  }
+  conv(ch, c.image_channels, 3, res);
+  return 2 * total;
+}
+
+template <class F>
+double time_runs(const torch::Device& d, int64_t repeats, F&& f) {
+  f();  // warm-up
+  sync(d);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < repeats; ++i) f();
+  sync(d);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / repeats;
+}
+
+void run_sample(const BenchArgs& a) {
+  auto device = pick(a.device);
+  auto dtype = parse_precision(a.precision);
+  auto cfg = model::GeneratorConfig::preset(a.model);
+  torch::manual_seed(0);
+  model::Generator g(cfg);
+  {  // random adaLN so every path does real work
+    torch::NoGradGuard ng;
+    for (auto& p : g->parameters()) p.normal_(0, 0.02);
+  }
+  g->to(device, dtype);
+  g->eval();
+  sampling::SamplingOptions o;
+  o.cfg = a.cfg;
+  o.steps = a.steps;
+  sampling::Sampler sampler(g, o);
+  model::VQModel vq{nullptr};
+  if (a.decode) {
+    vq = model::VQModel(model::VQConfig{});
+    vq->to(device, dtype == torch::kFloat32 ? torch::kFloat32 : dtype);
+    vq->eval();
+  }
+  auto classes = torch::randint(0, cfg.classes, {a.batch}, torch::kInt64);
+  const int64_t steps = a.steps > 0 ? std::min(a.steps, cfg.seq_len) : cfg.seq_len;
+  reset_peak(device);
+  double tokens_s = time_runs(device, a.repeats, [&] { sampler.sample_batch(classes, 0); });
+  double e2e_s = 0;
+  if (a.decode) {
+    e2e_s = time_runs(device, a.repeats, [&] {
+      torch::NoGradGuard ng;
+      auto t = sampler.sample_batch(classes, 0);
+      vq->decode(t);
+    });
+  }
+  double flops = sample_flops(cfg, steps, a.cfg != 0) * a.batch;
+  if (a.header)
+    std::printf("| model | batch | cfg | precision | steps | tokens images/s | end-to-end images/s | TFLOP/s | peak GiB |\n"
+                "|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %lld | %g | %s | %lld | %.1f | %s | %.1f | %.1f |\n", a.model.c_str(), (long long)a.batch, a.cfg,
+              a.precision.c_str(), (long long)steps, a.batch / tokens_s,
+              a.decode ? cat(a.batch / e2e_s).c_str() : "-", flops / tokens_s / 1e12, peak_gib(device));
+  std::fflush(stdout);
+}
+
+void run_decode(const BenchArgs& a) {
+  auto device = pick(a.device);
+  auto dtype = parse_precision(a.precision);
+  model::VQConfig c;
+  torch::manual_seed(0);
+  model::VQModel vq(c);
+  vq->to(device, dtype);
+  vq->eval();
+  auto codes = torch::randint(0, c.codebook_size, {a.batch, 256}, torch::kInt64).to(device);
+  reset_peak(device);
+  torch::NoGradGuard ng;
+  double s = time_runs(device, a.repeats, [&] { vq->decode(codes); });
+  if (a.header)
+    std::printf("| decoder | batch | precision | images/s | TFLOP/s | peak GiB |\n|---|---|---|---|---|---|\n");
+  std::printf("| maskgit-vqgan | %lld | %s | %.1f | %.1f | %.1f |\n", (long long)a.batch, a.precision.c_str(),
+              a.batch / s, decode_flops(c, 16) * a.batch / s / 1e12, peak_gib(device));
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+void add_bench(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks with random weights (one markdown row per run)");
+  bench->require_subcommand(1);
+  auto a = std::make_shared<BenchArgs>();
+  auto common = [&](CLI::App* c) {
+    c->add_option("--batch", a->batch, "images per batch")->check(CLI::PositiveNumber);
+    c->add_option("--precision", a->precision, "fp32, tf32, bf16 or fp16");
+    c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
+    c->add_option("--repeats", a->repeats, "timed runs after one warm-up")->check(CLI::PositiveNumber);
+    c->add_flag("!--no-header", a->header, "omit the table header");
+  };
+  auto* s = bench->add_subcommand("sample", "Token generation (and decoding with --decode)");
+  common(s);
+  s->add_option("--model", a->model, "rar_b, rar_l, rar_xl or rar_xxl");
+  s->add_option("--cfg", a->cfg, "guidance scale (0 = off)");
+  s->add_option("--steps", a->steps, "generate only this many tokens per image (0 = all)");
+  s->add_flag("--decode", a->decode, "also time tokens -> 256x256 images with MaskGIT-VQGAN");
+  s->callback([a] { run_sample(*a); });
+  auto* d = bench->add_subcommand("decode", "MaskGIT-VQGAN decoding of 16x16 tokens to 256x256 images");
+  common(d);
+  d->callback([a] { run_decode(*a); });
+}
+
+}  // namespace rar::cli
