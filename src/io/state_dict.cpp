@@ -15,6 +15,12 @@ const torch::Tensor& StateDict::at(const std::string& name) const {
   return it->second;
 }
 
+std::vector<int64_t> StateDict::sizes(const std::string& name, int64_t dims) const {
+  const auto& t = at(name);
+  check(t.dim() == dims, source, ": tensor '", name, "' has ", t.dim(), " dims, expected ", dims);
+  return t.sizes().vec();
+}
+
 int64_t StateDict::numel() const {
   int64_t n = 0;
   for (const auto& [name, t] : index_) n += t.numel();

@@ -16,6 +16,8 @@ class StateDict {
   bool has(const std::string& name) const { return index_.count(name) > 0; }
   // Throws rar::Error "<source>: missing tensor '<name>'" when absent.
   const torch::Tensor& at(const std::string& name) const;
+  // The sizes of tensor `name`, which must have `dims` dimensions (else rar::Error naming it).
+  std::vector<int64_t> sizes(const std::string& name, int64_t dims) const;
   const std::vector<std::string>& names() const { return names_; }
   size_t size() const { return names_.size(); }
   bool empty() const { return names_.empty(); }

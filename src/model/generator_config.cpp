@@ -77,21 +77,16 @@ bool is_generator_state_dict(const io::StateDict& sd) {
 }
 
 GeneratorConfig GeneratorConfig::infer(const io::StateDict& sd) {
-  auto shape = [&](const std::string& key, int64_t dims) {
-    const auto& t = sd.at(key);
-    check(t.dim() == dims, sd.source, ": tensor '", key, "' has ", t.dim(), " dims, expected ", dims);
-    return t.sizes().vec();
-  };
   GeneratorConfig c;
-  auto lm = shape("lm_head.weight", 2);
+  auto lm = sd.sizes("lm_head.weight", 2);
   c.codebook = lm[0];
   c.hidden = lm[1];
-  c.classes = shape("embeddings.weight", 2)[0] - c.codebook - 2;
-  c.seq_len = shape("pos_embed", 3)[1] - 1024;
-  int64_t hd = shape("blocks.0.attn.q_norm.weight", 1)[0];
+  c.classes = sd.sizes("embeddings.weight", 2)[0] - c.codebook - 2;
+  c.seq_len = sd.sizes("pos_embed", 3)[1] - 1024;
+  int64_t hd = sd.sizes("blocks.0.attn.q_norm.weight", 1)[0];
   check(hd > 0 && c.hidden % hd == 0, sd.source, ": q_norm width ", hd, " does not divide hidden size ", c.hidden);
   c.heads = c.hidden / hd;
-  c.mlp = shape("blocks.0.mlp.fc1.weight", 2)[0];
+  c.mlp = sd.sizes("blocks.0.mlp.fc1.weight", 2)[0];
   std::regex block(R"(blocks\.(\d+)\..*)");
   std::set<int64_t> ids;
   for (const auto& n : sd.names()) {

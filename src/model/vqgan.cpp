@@ -54,16 +54,11 @@ bool is_vq_state_dict(const io::StateDict& sd) {
 }
 
 VQConfig VQConfig::infer(const io::StateDict& sd) {
-  auto dims = [&](const std::string& k, int64_t n) {
-    const auto& t = sd.at(k);
-    check(t.dim() == n, sd.source, ": tensor '", k, "' has ", t.dim(), " dims, expected ", n);
-    return t.sizes().vec();
-  };
   VQConfig c;
-  auto conv_in = dims("encoder.conv_in.weight", 4);
+  auto conv_in = sd.sizes("encoder.conv_in.weight", 4);
   c.base_channels = conv_in[0];
   c.image_channels = conv_in[1];
-  auto codebook = dims("quantize.embedding.weight", 2);
+  auto codebook = sd.sizes("quantize.embedding.weight", 2);
   c.codebook_size = codebook[0];
   c.z_channels = codebook[1];
   std::set<int64_t> levels, blocks;
@@ -79,7 +74,7 @@ VQConfig VQConfig::infer(const io::StateDict& sd) {
   c.res_blocks = static_cast<int64_t>(blocks.size());
   c.channel_mult.clear();
   for (int64_t i = 0; i < static_cast<int64_t>(levels.size()); ++i)
-    c.channel_mult.push_back(dims(cat("encoder.down.", i, ".block.0.conv1.weight"), 4)[0] / c.base_channels);
+    c.channel_mult.push_back(sd.sizes(cat("encoder.down.", i, ".block.0.conv1.weight"), 4)[0] / c.base_channels);
   c.validate();
   return c;
 }
@@ -226,18 +221,11 @@ LoadedVQ load_vq(const std::string& path, const torch::Device& device, torch::Sc
   check(is_vq_state_dict(sd), path, ": not a VQ tokenizer checkpoint (no quantize.embedding.weight / ",
         "encoder.conv_in.weight / decoder.conv_in.weight)");
   LoadedVQ v;
-  auto it = sd.metadata.find(kVQConfigKey);
-  if (it != sd.metadata.end()) {  // our own checkpoints carry the config (GroupNorm groups are not in the shapes)
-    auto j = nlohmann::json::parse(it->second, nullptr, false);
-    check(!j.is_discarded(), path, ": metadata '", kVQConfigKey, "' is not valid JSON");
-    v.cfg = VQConfig::from_json(j);
-  } else {
-    v.cfg = VQConfig::infer(sd);
-  }
+  // Our own checkpoints carry the config (GroupNorm groups are not visible in the shapes).
+  auto meta = metadata_json(sd, kVQConfigKey);
+  v.cfg = meta ? VQConfig::from_json(*meta) : VQConfig::infer(sd);
   v.model = VQModel(v.cfg);
-  load_weights(*v.model, sd, path);
-  v.model->to(device, dtype);
-  v.model->eval();
+  load_into(*v.model, sd, device, dtype);
   return v;
 }
 

@@ -48,6 +48,21 @@ void load_weights(torch::nn::Module& module, const io::StateDict& sd, const std:
   for (auto& b : buffers) b.value().copy_(sd.at(b.key()));
 }
 
+void load_into(torch::nn::Module& module, const io::StateDict& sd, const torch::Device& device,
+               torch::ScalarType dtype) {
+  load_weights(module, sd, sd.source);
+  module.to(device, dtype);
+  module.eval();
+}
+
+std::optional<nlohmann::json> metadata_json(const io::StateDict& sd, const std::string& key) {
+  auto it = sd.metadata.find(key);
+  if (it == sd.metadata.end()) return std::nullopt;
+  auto j = nlohmann::json::parse(it->second, nullptr, false);
+  check(!j.is_discarded(), sd.source, ": metadata '", key, "' is not valid JSON");
+  return j;
+}
+
 io::StateDict state_dict_of(const torch::nn::Module& module) {
   io::StateDict sd;
   for (auto& p : module.named_parameters(true)) sd.set(p.key(), p.value().detach());
@@ -61,11 +76,8 @@ LoadedGenerator load_generator(const std::string& path, const torch::Device& dev
         "target_aware_pos_embed / blocks.0.attn.qkv.weight)");
   LoadedGenerator g;
   g.cfg = GeneratorConfig::infer(sd);
-  auto it = sd.metadata.find(kGeneratorConfigKey);
-  if (it != sd.metadata.end()) {
-    auto j = nlohmann::json::parse(it->second, nullptr, false);
-    check(!j.is_discarded(), path, ": metadata '", kGeneratorConfigKey, "' is not valid JSON");
-    auto meta = GeneratorConfig::from_json(j);
+  if (auto j = metadata_json(sd, kGeneratorConfigKey)) {
+    auto meta = GeneratorConfig::from_json(*j);
     check(meta.hidden == g.cfg.hidden && meta.layers == g.cfg.layers && meta.heads == g.cfg.heads &&
               meta.mlp == g.cfg.mlp && meta.codebook == g.cfg.codebook && meta.classes == g.cfg.classes &&
               meta.seq_len == g.cfg.seq_len,
@@ -73,9 +85,7 @@ LoadedGenerator load_generator(const std::string& path, const torch::Device& dev
     g.cfg = meta;  // keeps the dropout rates
   }
   g.model = Generator(g.cfg);
-  load_weights(*g.model, sd, path);
-  g.model->to(device, dtype);
-  g.model->eval();
+  load_into(*g.model, sd, device, dtype);
   return g;
 }
 

@@ -2,6 +2,7 @@
 // every parameter and buffer must be present with its exact shape, and nothing else may be in
 // the file; a mismatch is one error that lists what is missing, unexpected or mis-shaped.
 #pragma once
+#include <optional>
 #include <string>
 
 #include <torch/torch.h>
@@ -12,6 +13,11 @@
 namespace rar::model {
 
 void load_weights(torch::nn::Module& module, const io::StateDict& sd, const std::string& what);
+// load_weights from sd.source, then move to device/dtype and switch to eval mode.
+void load_into(torch::nn::Module& module, const io::StateDict& sd, const torch::Device& device,
+               torch::ScalarType dtype);
+// The JSON held in metadata entry `key`, if present (rar::Error if it is not valid JSON).
+std::optional<nlohmann::json> metadata_json(const io::StateDict& sd, const std::string& key);
 io::StateDict state_dict_of(const torch::nn::Module& module);
 
 // Reads a generator from any checkpoint format: the config comes from the safetensors metadata
