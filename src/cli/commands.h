@@ -9,5 +9,6 @@ void add_convert(CLI::App& app);
 void add_score(CLI::App& app);
 void add_sample(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_tokenizer_commands(CLI::App& app);
 
 }  // namespace rar::cli

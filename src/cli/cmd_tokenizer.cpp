@@ -1,0 +1,245 @@
+// `rar encode | decode | reconstruct | tokenize` — images to tokens and back with a VQ tokenizer
+// (SPEC §6), and whole datasets to the pretokenized .rartok format the trainer reads.
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "data/sources.h"
+#include "data/token_file.h"
+#include "data/transforms.h"
+#include "io/image.h"
+#include "io/npy.h"
+#include "model/vqgan.h"
+#include "util/atomic_file.h"
+#include "util/device.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/progress.h"
+
+namespace rar::cli {
+namespace {
+
+struct TokArgs {
+  std::string tokenizer, images, tokens, out, device = "auto";
+  int64_t size = 0, batch = 32, chunk = 4096;
+  bool flip = false, ten_crop = false;
+};
+
+torch::Device pick_device(const std::string& d) {
+  return d == "auto" ? (torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU))
+                     : parse_device(d);
+}
+
+bool ends_with(const std::string& s, const char* suf) {
+  std::string t(suf);
+  return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+}
+
+// uint8 [H,W,C] -> the tokenizer's input: ADM crop to `size` when given, channels adapted.
+torch::Tensor prepare(const torch::Tensor& img, int64_t size, int64_t channels) {
+  auto x = size > 0 ? data::adm_center_crop(img, size) : img;
+  if (x.size(2) == 1 && channels == 3) x = x.expand({x.size(0), x.size(1), 3});
+  check(x.size(2) == channels, "image has ", x.size(2), " channels, the tokenizer expects ", channels);
+  return x;
+}
+
+// A batch of uint8 [H,W,C] images -> float [B,C,H,W] in [0,1] on `device`.
+torch::Tensor to_input(const std::vector<torch::Tensor>& imgs, const torch::Device& device) {
+  return torch::stack(imgs).permute({0, 3, 1, 2}).to(device).to(torch::kFloat32).div_(255.0);
+}
+
+// Loads and prepares images [first, first+n) of `src` in parallel.
+std::vector<torch::Tensor> load_range(const data::ImageSource& src, int64_t first, int64_t n, int64_t size,
+                                      int64_t channels) {
+  std::vector<torch::Tensor> out(n);
+  at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) out[i] = prepare(src.image(first + i), size, channels).contiguous();
+  });
+  return out;
+}
+
+void write_images(const std::string& out, const torch::Tensor& images /*[N,C,H,W] float*/) {
+  if (ends_with(out, ".npy")) return io::write_npy(out, images.cpu().to(torch::kFloat32));
+  if (ends_with(out, ".png")) {
+    int64_t cols = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::sqrt(double(images.size(0))))));
+    return io::write_image(out, io::make_grid(images, cols));
+  }
+  check(ends_with(out, "/") || is_directory(out), "--out ", out, ": expected .npy, .png or a directory/");
+  make_dirs(out);
+  auto u8 = io::to_uint8_nhwc(images);
+  for (int64_t i = 0; i < u8.size(0); ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "%06lld.png", (long long)i);
+    io::write_image(join_path(out, name), u8[i]);
+  }
+}
+
+torch::Tensor encode_all(model::LoadedVQ& vq, const data::ImageSource& src, const TokArgs& a,
+                         const torch::Device& device, torch::Tensor* originals) {
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> codes, keep;
+  Progress p("encode", src.size(), "img");
+  for (int64_t i = 0; i < src.size(); i += a.batch) {
+    int64_t n = std::min(a.batch, src.size() - i);
+    auto imgs = load_range(src, i, n, a.size, vq.cfg.image_channels);
+    auto x = to_input(imgs, device);
+    codes.push_back(vq.model->encode(x).cpu());
+    if (originals) keep.push_back(x.cpu());
+    p.update(i + n);
+  }
+  p.finish();
+  if (originals) *originals = torch::cat(keep);
+  return torch::cat(codes);
+}
+
+void run_tokenize(const TokArgs& a) {
+  auto device = pick_device(a.device);
+  auto vq = model::load_vq(a.tokenizer, device);
+  auto src = data::open_source(a.images);
+  check(ends_with(a.out, ".rartok"), "--out ", a.out, ": expected a .rartok file");
+  const int64_t views = a.ten_crop ? 10 : (a.flip ? 2 : 1);
+  const std::string parts = a.out + ".parts";
+  make_dirs(parts);
+  nlohmann::json manifest = {{"tokenizer", a.tokenizer}, {"data", a.images}, {"size", a.size},
+                             {"flip", a.flip}, {"ten_crop", a.ten_crop}, {"chunk", a.chunk}, {"count", src->size()}};
+  const std::string mpath = join_path(parts, "manifest.json");
+  if (path_exists(mpath))
+    check(nlohmann::json::parse(read_file(mpath), nullptr, false) == manifest, parts,
+          " holds a run with different settings; remove it or repeat the same command to resume");
+  else
+    write_file_atomic(mpath, manifest.dump(2));
+
+  Progress p("tokenize", src->size(), "img");
+  std::vector<torch::Tensor> all_tokens, all_labels;
+  for (int64_t c = 0, first = 0; first < src->size(); ++c, first += a.chunk) {
+    const int64_t n = std::min(a.chunk, src->size() - first);
+    char name[32];
+    std::snprintf(name, sizeof name, "chunk-%06lld.npz", (long long)c);
+    const std::string chunk_path = join_path(parts, name);
+    torch::Tensor tokens, labels;
+    if (path_exists(chunk_path)) {  // finished by an earlier run
+      for (auto& [k, t] : io::read_npz(chunk_path)) (k == "tokens" ? tokens : labels) = t;
+    } else {
+      torch::NoGradGuard ng;
+      std::vector<torch::Tensor> tok, lab;
+      for (int64_t i = 0; i < n; i += a.batch) {
+        const int64_t m = std::min(a.batch, n - i);
+        std::vector<torch::Tensor> imgs(m * views);
+        at::parallel_for(0, m, 1, [&](int64_t b, int64_t e) {
+          for (int64_t j = b; j < e; ++j) {
+            auto img = src->image(first + i + j);
+            if (img.size(2) == 1 && vq.cfg.image_channels == 3) img = img.expand({img.size(0), img.size(1), 3});
+            if (a.ten_crop) {
+              auto crops = data::ten_crop(img, a.size);
+              for (int64_t v = 0; v < 10; ++v) imgs[j * views + v] = prepare(crops[v], 0, vq.cfg.image_channels);
+            } else {
+              imgs[j * views] = prepare(img, a.size, vq.cfg.image_channels).contiguous();
+              if (a.flip) imgs[j * views + 1] = data::hflip(imgs[j * views]);
+            }
+          }
+        });
+        tok.push_back(vq.model->encode(to_input(imgs, device)).cpu());
+        for (int64_t j = 0; j < m; ++j)
+          for (int64_t v = 0; v < views; ++v) lab.push_back(torch::tensor(src->label(first + i + j), torch::kInt64));
+        p.update(first + i + m);
+      }
+      tokens = torch::cat(tok);
+      labels = torch::stack(lab);
+      io::write_npz(chunk_path, {{"tokens", tokens}, {"labels", labels}});
+    }
+    all_tokens.push_back(tokens);
+    all_labels.push_back(labels);
+    p.update(first + n);
+  }
+  p.finish();
+  auto tokens = torch::cat(all_tokens), labels = torch::cat(all_labels);
+  data::write_token_file(a.out, tokens, labels, vq.cfg.codebook_size, src->num_classes());
+  // The class map beside the output: one name per line, line i = class id i.
+  std::string names;
+  for (auto& n : src->class_names()) names += n + "\n";
+  write_file_atomic(a.out + ".classes.txt", names);
+  remove_tree(parts);
+  std::fprintf(stderr, "wrote %s: %lld sequences of %lld tokens (V=%lld, %lld classes)\n", a.out.c_str(),
+               (long long)tokens.size(0), (long long)tokens.size(1), (long long)vq.cfg.codebook_size,
+               (long long)src->num_classes());
+}
+
+}  // namespace
+
+void add_tokenizer_commands(CLI::App& app) {
+  auto a = std::make_shared<TokArgs>();
+  auto common = [&](CLI::App* c) {
+    c->add_option("--tokenizer", a->tokenizer, "VQ tokenizer checkpoint")->required();
+    c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
+    c->add_option("--batch", a->batch, "images per batch")->check(CLI::PositiveNumber);
+  };
+  auto* enc = app.add_subcommand("encode", "Images to token ids int64 [N, h*w] (.npy)");
+  common(enc);
+  enc->add_option("--images", a->images, "images: .npy uint8 [N,H,W,C], .npz, a folder, IDX, or one image")->required();
+  enc->add_option("--out", a->out, "token ids .npy")->required();
+  enc->add_option("--size", a->size, "ADM center crop to this size first (0 = use images as they are)");
+  enc->callback([a] {
+    auto device = pick_device(a->device);
+    auto vq = model::load_vq(a->tokenizer, device);
+    auto src = data::open_source(a->images);
+    io::write_npy(a->out, encode_all(vq, *src, *a, device, nullptr));
+  });
+
+  auto* dec = app.add_subcommand("decode", "Token ids to images: recon.npy (float32 [N,C,H,W]) | grid.png | dir/");
+  common(dec);
+  dec->add_option("--tokens", a->tokens, "token ids int [N, h*w] (.npy or .npz[:name])")->required();
+  dec->add_option("--out", a->out, "recon.npy | grid.png | directory/")->required();
+  dec->callback([a] {
+    auto device = pick_device(a->device);
+    auto vq = model::load_vq(a->tokenizer, device);
+    auto tokens = io::read_array(a->tokens);
+    check(tokens.dim() == 2 && !tokens.is_floating_point(), a->tokens, ": expected integer token ids [N, h*w]");
+    torch::NoGradGuard ng;
+    std::vector<torch::Tensor> out;
+    for (int64_t i = 0; i < tokens.size(0); i += a->batch)
+      out.push_back(vq.model->decode(tokens.narrow(0, i, std::min(a->batch, tokens.size(0) - i)).to(device, torch::kInt64)).cpu());
+    write_images(a->out, torch::cat(out));
+  });
+
+  auto* rec = app.add_subcommand("reconstruct", "Image -> tokens -> image; prints PSNR");
+  common(rec);
+  rec->add_option("--images", a->images, "images (as for encode)")->required();
+  rec->add_option("--out", a->out, "optional: side-by-side grid .png (originals then reconstructions) or .npy");
+  rec->add_option("--size", a->size, "ADM center crop to this size first");
+  rec->callback([a] {
+    auto device = pick_device(a->device);
+    auto vq = model::load_vq(a->tokenizer, device);
+    auto src = data::open_source(a->images);
+    torch::Tensor originals;
+    auto codes = encode_all(vq, *src, *a, device, &originals);
+    torch::NoGradGuard ng;
+    std::vector<torch::Tensor> out;
+    for (int64_t i = 0; i < codes.size(0); i += a->batch)
+      out.push_back(vq.model->decode(codes.narrow(0, i, std::min(a->batch, codes.size(0) - i)).to(device)).cpu());
+    auto recon = torch::cat(out);
+    auto mse = (recon - originals).pow(2).flatten(1).mean(1);
+    auto psnr = (-10.0 * torch::log10(mse.clamp_min(1e-10)));
+    std::printf("PSNR %.2f dB (mean over %lld images; min %.2f, max %.2f)\n", psnr.mean().item<double>(),
+                (long long)psnr.size(0), psnr.min().item<double>(), psnr.max().item<double>());
+    if (!a->out.empty()) write_images(a->out, ends_with(a->out, ".npy") ? recon : torch::cat({originals, recon}));
+  });
+
+  auto* tok = app.add_subcommand("tokenize", "A dataset to the pretokenized .rartok format (resumable)");
+  common(tok);
+  tok->add_option("--data", a->images,
+                  "ImageFolder DIR, fashion-mnist[:train|:test], mnist[...], IDX file, .npy/.npz")->required();
+  tok->add_option("--out", a->out, "train.rartok (class names go to train.rartok.classes.txt)")->required();
+  tok->add_option("--size", a->size, "ADM center crop size (0 = images as they are)");
+  tok->add_flag("--flip", a->flip, "also store each image mirrored");
+  tok->add_flag("--ten-crop", a->ten_crop, "store the ten crops at 1.1x (needs --size)");
+  tok->add_option("--chunk", a->chunk, "images per resumable chunk")->check(CLI::PositiveNumber);
+  tok->callback([a] {
+    check(!a->ten_crop || a->size > 0, "--ten-crop needs --size");
+    check(!(a->ten_crop && a->flip), "--ten-crop already includes the mirrored crops; drop --flip");
+    run_tokenize(*a);
+  });
+}
+
+}  // namespace rar::cli

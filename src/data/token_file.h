@@ -1,0 +1,57 @@
+// token_file.h — the pretokenized dataset format (.rartok) the trainer reads: memory-mapped,
+// little-endian, self-describing and checksummed.
+//
+//   offset  size  field
+//   0       8     magic "RARTOK\0\0"
+//   8       4     version (1)
+//   12      4     bytes per token id (2 when V <= 65536, else 4)
+//   16      8     V, codebook size
+//   24      8     S, tokens per sample
+//   32      8     N, number of samples
+//   40      8     C, number of classes
+//   48      8     FNV-1a 64-bit checksum of everything after the header
+//   56      8     reserved (0)
+//   64      4*N   class ids, int32
+//   ...     b*N*S token ids, uint16 or int32, row-major [N,S]
+#pragma once
+#include <memory>
+#include <string>
+
+#include <torch/types.h>
+
+namespace rar::data {
+
+struct TokenFileInfo {
+  int64_t codebook = 0, seq_len = 0, count = 0, classes = 0;
+};
+
+// Writes tokens int [N,S] and labels int [N] atomically. Fails if ids are out of range.
+void write_token_file(const std::string& path, const torch::Tensor& tokens, const torch::Tensor& labels,
+                      int64_t codebook, int64_t classes);
+
+class TokenFile {
+ public:
+  // Maps the file and verifies header, sizes and checksum; rejects anything inconsistent.
+  explicit TokenFile(const std::string& path, bool verify_checksum = true);
+  ~TokenFile();
+  TokenFile(const TokenFile&) = delete;
+  TokenFile& operator=(const TokenFile&) = delete;
+
+  const TokenFileInfo& info() const { return info_; }
+  // Views over the mapping (valid while this object lives): labels int32 [N]; tokens [N,S] as
+  // stored (uint16 or int32). `batch` gathers rows as int64 tensors (copies).
+  torch::Tensor labels() const;
+  torch::Tensor tokens() const;
+  std::pair<torch::Tensor, torch::Tensor> batch(const torch::Tensor& rows) const;
+  // Fails naming the file unless V, S (and C when > 0) are as expected.
+  void expect(int64_t codebook, int64_t seq_len, int64_t classes = 0) const;
+
+ private:
+  std::string path_;
+  TokenFileInfo info_;
+  int token_bytes_ = 2;
+  void* map_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace rar::data
