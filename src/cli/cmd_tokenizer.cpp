@@ -23,7 +23,7 @@ namespace {
 
 struct TokArgs {
   std::string tokenizer, images, tokens, out, device = "auto";
-  int64_t size = 0, batch = 32, chunk = 4096;
+  int64_t size = 0, pad = 0, batch = 32, chunk = 4096, max_chunks = 0;
   bool flip = false, ten_crop = false;
 };
 
@@ -37,9 +37,11 @@ bool ends_with(const std::string& s, const char* suf) {
   return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
 }
 
-// uint8 [H,W,C] -> the tokenizer's input: ADM crop to `size` when given, channels adapted.
-torch::Tensor prepare(const torch::Tensor& img, int64_t size, int64_t channels) {
+// uint8 [H,W,C] -> the tokenizer's input: ADM crop to `size` when given, zero-padded to `pad` x `pad`
+// when given (e.g. Fashion-MNIST 28 -> 32), channels adapted.
+torch::Tensor prepare(const torch::Tensor& img, int64_t size, int64_t channels, int64_t pad = 0) {
   auto x = size > 0 ? data::adm_center_crop(img, size) : img;
+  if (pad > 0) x = data::pad_to(x, pad);
   if (x.size(2) == 1 && channels == 3) x = x.expand({x.size(0), x.size(1), 3});
   check(x.size(2) == channels, "image has ", x.size(2), " channels, the tokenizer expects ", channels);
   return x;
@@ -52,10 +54,10 @@ torch::Tensor to_input(const std::vector<torch::Tensor>& imgs, const torch::Devi
 
 // Loads and prepares images [first, first+n) of `src` in parallel.
 std::vector<torch::Tensor> load_range(const data::ImageSource& src, int64_t first, int64_t n, int64_t size,
-                                      int64_t channels) {
+                                      int64_t channels, int64_t pad) {
   std::vector<torch::Tensor> out(n);
   at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) out[i] = prepare(src.image(first + i), size, channels).contiguous();
+    for (int64_t i = b; i < e; ++i) out[i] = prepare(src.image(first + i), size, channels, pad).contiguous();
   });
   return out;
 }
@@ -83,7 +85,7 @@ torch::Tensor encode_all(model::LoadedVQ& vq, const data::ImageSource& src, cons
   Progress p("encode", src.size(), "img");
   for (int64_t i = 0; i < src.size(); i += a.batch) {
     int64_t n = std::min(a.batch, src.size() - i);
-    auto imgs = load_range(src, i, n, a.size, vq.cfg.image_channels);
+    auto imgs = load_range(src, i, n, a.size, vq.cfg.image_channels, a.pad);
     auto x = to_input(imgs, device);
     codes.push_back(vq.model->encode(x).cpu());
     if (originals) keep.push_back(x.cpu());
@@ -102,7 +104,7 @@ void run_tokenize(const TokArgs& a) {
   const int64_t views = a.ten_crop ? 10 : (a.flip ? 2 : 1);
   const std::string parts = a.out + ".parts";
   make_dirs(parts);
-  nlohmann::json manifest = {{"tokenizer", a.tokenizer}, {"data", a.images}, {"size", a.size},
+  nlohmann::json manifest = {{"tokenizer", a.tokenizer}, {"data", a.images}, {"size", a.size}, {"pad", a.pad},
                              {"flip", a.flip}, {"ten_crop", a.ten_crop}, {"chunk", a.chunk}, {"count", src->size()}};
   const std::string mpath = join_path(parts, "manifest.json");
   if (path_exists(mpath))
@@ -113,6 +115,7 @@ void run_tokenize(const TokArgs& a) {
 
   Progress p("tokenize", src->size(), "img");
   std::vector<torch::Tensor> all_tokens, all_labels;
+  int64_t made = 0;
   for (int64_t c = 0, first = 0; first < src->size(); ++c, first += a.chunk) {
     const int64_t n = std::min(a.chunk, src->size() - first);
     char name[32];
@@ -122,6 +125,13 @@ void run_tokenize(const TokArgs& a) {
     if (path_exists(chunk_path)) {  // finished by an earlier run
       for (auto& [k, t] : io::read_npz(chunk_path)) (k == "tokens" ? tokens : labels) = t;
     } else {
+      if (a.max_chunks > 0 && made == a.max_chunks) {
+        p.finish();
+        std::fprintf(stderr, "stopped after %lld chunks as asked; run the same command again to resume (%s)\n",
+                     (long long)made, parts.c_str());
+        return;
+      }
+      ++made;
       torch::NoGradGuard ng;
       std::vector<torch::Tensor> tok, lab;
       for (int64_t i = 0; i < n; i += a.batch) {
@@ -135,7 +145,7 @@ void run_tokenize(const TokArgs& a) {
               auto crops = data::ten_crop(img, a.size);
               for (int64_t v = 0; v < 10; ++v) imgs[j * views + v] = prepare(crops[v], 0, vq.cfg.image_channels);
             } else {
-              imgs[j * views] = prepare(img, a.size, vq.cfg.image_channels).contiguous();
+              imgs[j * views] = prepare(img, a.size, vq.cfg.image_channels, a.pad).contiguous();
               if (a.flip) imgs[j * views + 1] = data::hflip(imgs[j * views]);
             }
           }
@@ -180,6 +190,7 @@ void add_tokenizer_commands(CLI::App& app) {
   enc->add_option("--images", a->images, "images: .npy uint8 [N,H,W,C], .npz, a folder, IDX, or one image")->required();
   enc->add_option("--out", a->out, "token ids .npy")->required();
   enc->add_option("--size", a->size, "ADM center crop to this size first (0 = use images as they are)");
+  enc->add_option("--pad", a->pad, "zero-pad images to this square size (e.g. 32 for 28x28 MNIST)");
   enc->callback([a] {
     auto device = pick_device(a->device);
     auto vq = model::load_vq(a->tokenizer, device);
@@ -208,6 +219,7 @@ void add_tokenizer_commands(CLI::App& app) {
   rec->add_option("--images", a->images, "images (as for encode)")->required();
   rec->add_option("--out", a->out, "optional: side-by-side grid .png (originals then reconstructions) or .npy");
   rec->add_option("--size", a->size, "ADM center crop to this size first");
+  rec->add_option("--pad", a->pad, "zero-pad images to this square size");
   rec->callback([a] {
     auto device = pick_device(a->device);
     auto vq = model::load_vq(a->tokenizer, device);
@@ -232,9 +244,11 @@ void add_tokenizer_commands(CLI::App& app) {
                   "ImageFolder DIR, fashion-mnist[:train|:test], mnist[...], IDX file, .npy/.npz")->required();
   tok->add_option("--out", a->out, "train.rartok (class names go to train.rartok.classes.txt)")->required();
   tok->add_option("--size", a->size, "ADM center crop size (0 = images as they are)");
+  tok->add_option("--pad", a->pad, "zero-pad images to this square size (e.g. 32 for Fashion-MNIST)");
   tok->add_flag("--flip", a->flip, "also store each image mirrored");
   tok->add_flag("--ten-crop", a->ten_crop, "store the ten crops at 1.1x (needs --size)");
   tok->add_option("--chunk", a->chunk, "images per resumable chunk")->check(CLI::PositiveNumber);
+  tok->add_option("--max-chunks", a->max_chunks, "encode at most this many new chunks, then stop (resume later)");
   tok->callback([a] {
     check(!a->ten_crop || a->size > 0, "--ten-crop needs --size");
     check(!(a->ten_crop && a->flip), "--ten-crop already includes the mirrored crops; drop --flip");
