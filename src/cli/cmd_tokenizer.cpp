@@ -11,6 +11,7 @@
 #include "data/transforms.h"
 #include "io/image.h"
 #include "io/npy.h"
+#include "io/parts_dir.h"
 #include "model/vqgan.h"
 #include "util/atomic_file.h"
 #include "util/device.h"
@@ -96,6 +97,15 @@ torch::Tensor encode_all(model::LoadedVQ& vq, const data::ImageSource& src, cons
   return torch::cat(codes);
 }
 
+// Token ids [N,h*w] -> images float [N,C,H,W] on the CPU, in batches on `device`.
+torch::Tensor decode_all(model::LoadedVQ& vq, const torch::Tensor& codes, int64_t batch, const torch::Device& device) {
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> out;
+  for (int64_t i = 0; i < codes.size(0); i += batch)
+    out.push_back(vq.model->decode(codes.narrow(0, i, std::min(batch, codes.size(0) - i)).to(device, torch::kInt64)).cpu());
+  return torch::cat(out);
+}
+
 void run_tokenize(const TokArgs& a) {
   auto device = pick_device(a.device);
   auto vq = model::load_vq(a.tokenizer, device);
@@ -103,15 +113,8 @@ void run_tokenize(const TokArgs& a) {
   check(ends_with(a.out, ".rartok"), "--out ", a.out, ": expected a .rartok file");
   const int64_t views = a.ten_crop ? 10 : (a.flip ? 2 : 1);
   const std::string parts = a.out + ".parts";
-  make_dirs(parts);
-  nlohmann::json manifest = {{"tokenizer", a.tokenizer}, {"data", a.images}, {"size", a.size}, {"pad", a.pad},
-                             {"flip", a.flip}, {"ten_crop", a.ten_crop}, {"chunk", a.chunk}, {"count", src->size()}};
-  const std::string mpath = join_path(parts, "manifest.json");
-  if (path_exists(mpath))
-    check(nlohmann::json::parse(read_file(mpath), nullptr, false) == manifest, parts,
-          " holds a run with different settings; remove it or repeat the same command to resume");
-  else
-    write_file_atomic(mpath, manifest.dump(2));
+  io::open_parts_dir(parts, {{"tokenizer", a.tokenizer}, {"data", a.images}, {"size", a.size}, {"pad", a.pad},
+                         {"flip", a.flip}, {"ten_crop", a.ten_crop}, {"chunk", a.chunk}, {"count", src->size()}});
 
   Progress p("tokenize", src->size(), "img");
   std::vector<torch::Tensor> all_tokens, all_labels;
@@ -207,11 +210,7 @@ void add_tokenizer_commands(CLI::App& app) {
     auto vq = model::load_vq(a->tokenizer, device);
     auto tokens = io::read_array(a->tokens);
     check(tokens.dim() == 2 && !tokens.is_floating_point(), a->tokens, ": expected integer token ids [N, h*w]");
-    torch::NoGradGuard ng;
-    std::vector<torch::Tensor> out;
-    for (int64_t i = 0; i < tokens.size(0); i += a->batch)
-      out.push_back(vq.model->decode(tokens.narrow(0, i, std::min(a->batch, tokens.size(0) - i)).to(device, torch::kInt64)).cpu());
-    write_images(a->out, torch::cat(out));
+    write_images(a->out, decode_all(vq, tokens, a->batch, device));
   });
 
   auto* rec = app.add_subcommand("reconstruct", "Image -> tokens -> image; prints PSNR");
@@ -226,11 +225,7 @@ void add_tokenizer_commands(CLI::App& app) {
     auto src = data::open_source(a->images);
     torch::Tensor originals;
     auto codes = encode_all(vq, *src, *a, device, &originals);
-    torch::NoGradGuard ng;
-    std::vector<torch::Tensor> out;
-    for (int64_t i = 0; i < codes.size(0); i += a->batch)
-      out.push_back(vq.model->decode(codes.narrow(0, i, std::min(a->batch, codes.size(0) - i)).to(device)).cpu());
-    auto recon = torch::cat(out);
+    auto recon = decode_all(vq, codes, a->batch, device);
     auto mse = (recon - originals).pow(2).flatten(1).mean(1);
     auto psnr = (-10.0 * torch::log10(mse.clamp_min(1e-10)));
     std::printf("PSNR %.2f dB (mean over %lld images; min %.2f, max %.2f)\n", psnr.mean().item<double>(),

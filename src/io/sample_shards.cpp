@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "io/npy.h"
+#include "io/parts_dir.h"
 #include "io/zip.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
@@ -14,16 +15,7 @@ namespace rar::io {
 SampleShards::SampleShards(std::string out_path, int64_t total, int64_t shard_size, const nlohmann::json& settings)
     : out_(std::move(out_path)), dir_(out_ + ".parts"), total_(total), shard_size_(shard_size) {
   check(total > 0 && shard_size > 0, out_, ": nothing to sample");
-  make_dirs(dir_);
-  const std::string manifest = join_path(dir_, "manifest.json");
-  nlohmann::json m = {{"total", total}, {"shard_size", shard_size}, {"settings", settings}};
-  if (path_exists(manifest)) {
-    auto old = nlohmann::json::parse(read_file(manifest), nullptr, false);
-    check(!old.is_discarded() && old == m, out_, ": ", dir_,
-          " holds shards of a run with different settings; remove it or repeat the same command to resume");
-  } else {
-    write_file_atomic(manifest, m.dump(2));
-  }
+  open_parts_dir(dir_, {{"total", total}, {"shard_size", shard_size}, {"settings", settings}});
 }
 
 std::string SampleShards::shard_path(int64_t shard) const {
