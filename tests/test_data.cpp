@@ -166,3 +166,14 @@ TEST(CliTokenizer, EncodeDecodeMatchReferenceAndTokenizeResumes) {
   EXPECT_EQ(read_bytes(dir / "full.rartok.classes.txt"), "0\n1\n");
   EXPECT_FALSE(path_exists(dir / "full.rartok.parts"));
 }
+
+TEST(CliTokenizerCuda, DecodeOnGpuMatchesReference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  TempDir dir;
+  auto r = run_rar("decode --tokenizer " + shared_ref("tiny_vq.bin") + " --device cuda --tokens " +
+                   shared_ref("ref_vq_codes.npy") + " --out " + (dir / "r.npy"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto err = (io::read_npy(dir / "r.npy") - io::read_npy(shared_ref("ref_vq_recon.npy"))).abs().max().item<float>();
+  std::printf("CLI decode on CUDA, fp32: max abs error %.2e\n", err);
+  EXPECT_LT(err, 1e-4);
+}

@@ -23,12 +23,16 @@ namespace rar::cli {
 namespace {
 
 struct TokArgs {
-  std::string tokenizer, images, tokens, out, device = "auto";
+  std::string tokenizer, images, tokens, out, device = "auto", precision = "fp32";
   int64_t size = 0, pad = 0, batch = 32, chunk = 4096, max_chunks = 0;
   bool flip = false, ten_crop = false;
 };
 
-torch::Device pick_device(const std::string& d) {
+// The device, with the precision mode applied first: "fp32" turns TF32 off (cuDNN convolutions
+// default to TF32, which moves decoded pixels by up to ~4/255); "tf32" allows it for speed.
+torch::Device pick_device(const std::string& d, const std::string& precision = "fp32") {
+  check(precision == "fp32" || precision == "tf32", "--precision: expected fp32 or tf32, got '", precision, "'");
+  parse_precision(precision);
   return d == "auto" ? (torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU))
                      : parse_device(d);
 }
@@ -107,7 +111,7 @@ torch::Tensor decode_all(model::LoadedVQ& vq, const torch::Tensor& codes, int64_
 }
 
 void run_tokenize(const TokArgs& a) {
-  auto device = pick_device(a.device);
+  auto device = pick_device(a.device, a.precision);
   auto vq = model::load_vq(a.tokenizer, device);
   auto src = data::open_source(a.images);
   check(ends_with(a.out, ".rartok"), "--out ", a.out, ": expected a .rartok file");
@@ -186,6 +190,7 @@ void add_tokenizer_commands(CLI::App& app) {
   auto common = [&](CLI::App* c) {
     c->add_option("--tokenizer", a->tokenizer, "VQ tokenizer checkpoint")->required();
     c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
+    c->add_option("--precision", a->precision, "fp32 (exact, TF32 off) or tf32 (faster convolutions on CUDA)");
     c->add_option("--batch", a->batch, "images per batch")->check(CLI::PositiveNumber);
   };
   auto* enc = app.add_subcommand("encode", "Images to token ids int64 [N, h*w] (.npy)");
@@ -195,7 +200,7 @@ void add_tokenizer_commands(CLI::App& app) {
   enc->add_option("--size", a->size, "ADM center crop to this size first (0 = use images as they are)");
   enc->add_option("--pad", a->pad, "zero-pad images to this square size (e.g. 32 for 28x28 MNIST)");
   enc->callback([a] {
-    auto device = pick_device(a->device);
+    auto device = pick_device(a->device, a->precision);
     auto vq = model::load_vq(a->tokenizer, device);
     auto src = data::open_source(a->images);
     io::write_npy(a->out, encode_all(vq, *src, *a, device, nullptr));
@@ -206,7 +211,7 @@ void add_tokenizer_commands(CLI::App& app) {
   dec->add_option("--tokens", a->tokens, "token ids int [N, h*w] (.npy or .npz[:name])")->required();
   dec->add_option("--out", a->out, "recon.npy | grid.png | directory/")->required();
   dec->callback([a] {
-    auto device = pick_device(a->device);
+    auto device = pick_device(a->device, a->precision);
     auto vq = model::load_vq(a->tokenizer, device);
     auto tokens = io::read_array(a->tokens);
     check(tokens.dim() == 2 && !tokens.is_floating_point(), a->tokens, ": expected integer token ids [N, h*w]");
@@ -220,7 +225,7 @@ void add_tokenizer_commands(CLI::App& app) {
   rec->add_option("--size", a->size, "ADM center crop to this size first");
   rec->add_option("--pad", a->pad, "zero-pad images to this square size");
   rec->callback([a] {
-    auto device = pick_device(a->device);
+    auto device = pick_device(a->device, a->precision);
     auto vq = model::load_vq(a->tokenizer, device);
     auto src = data::open_source(a->images);
     torch::Tensor originals;
