@@ -71,7 +71,7 @@ TEST(Cli, ErrorsAreOneLine) {
            shared_ref("ref_classes.npy"), "missing.bin: cannot open"},
       {"score --generator " + shared_ref("tiny_rar.bin") + " --tokens " + shared_ref("ref_tokens.npy") +
            " --classes " + (dir / "bad_classes.npy"), "classes: ids must lie in [0, 10)"},
-      {"score " + ref_args() + " --device tpu", "--device: expected cpu, cuda or cuda:N"},
+      {"score " + ref_args() + " --device tpu", "--device: expected auto, cpu, cuda or cuda:N"},
       {"score " + ref_args() + " --precision fp8", "--precision: expected fp32, tf32, bf16 or fp16"},
       {"info " + fixture("evil_system.pt"), "refusing global 'posix.system'"},
       {"score " + ref_args() + " --out " + (dir / "no/such/dir/x.npy"), "cannot open for writing"},

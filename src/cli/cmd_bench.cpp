@@ -24,11 +24,6 @@ struct BenchArgs {
   bool decode = false, header = true;
 };
 
-torch::Device pick(const std::string& d) {
-  return d == "auto" ? (torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU))
-                     : parse_device(d);
-}
-
 void sync(const torch::Device& d) {
   if (d.is_cuda()) torch::cuda::synchronize();
 }
@@ -89,7 +84,7 @@ double time_runs(const torch::Device& d, int64_t repeats, F&& f) {
 }
 
 void run_sample(const BenchArgs& a) {
-  auto device = pick(a.device);
+  auto device = parse_device(a.device);
   auto dtype = parse_precision(a.precision);
   auto cfg = model::GeneratorConfig::preset(a.model);
   torch::manual_seed(0);
@@ -133,7 +128,7 @@ void run_sample(const BenchArgs& a) {
 }
 
 void run_decode(const BenchArgs& a) {
-  auto device = pick(a.device);
+  auto device = parse_device(a.device);
   auto dtype = parse_precision(a.precision);
   model::VQConfig c;
   torch::manual_seed(0);

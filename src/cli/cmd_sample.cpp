@@ -65,9 +65,7 @@ void check_writable(const std::string& path) {
 }
 
 void run(SampleArgs& a) {
-  torch::Device device = a.device == "auto" ? (torch::cuda::is_available() ? torch::Device(torch::kCUDA)
-                                                                           : torch::Device(torch::kCPU))
-                                            : parse_device(a.device);
+  torch::Device device = parse_device(a.device);
   auto dtype = parse_precision(a.precision);
   a.opts.schedule = sampling::parse_guidance_schedule(a.schedule);
   a.opts.validate();

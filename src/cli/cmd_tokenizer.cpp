@@ -33,8 +33,7 @@ struct TokArgs {
 torch::Device pick_device(const std::string& d, const std::string& precision = "fp32") {
   check(precision == "fp32" || precision == "tf32", "--precision: expected fp32 or tf32, got '", precision, "'");
   parse_precision(precision);
-  return d == "auto" ? (torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU))
-                     : parse_device(d);
+  return parse_device(d);
 }
 
 bool ends_with(const std::string& s, const char* suf) {

@@ -7,7 +7,8 @@
 namespace rar {
 
 torch::Device parse_device(const std::string& s) {
-  check(s == "cpu" || s.rfind("cuda", 0) == 0, "--device: expected cpu, cuda or cuda:N, got '", s, "'");
+  if (s == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  check(s == "cpu" || s.rfind("cuda", 0) == 0, "--device: expected auto, cpu, cuda or cuda:N, got '", s, "'");
   if (s == "cpu") return torch::kCPU;
   check(torch::cuda::is_available(), "--device ", s, ": CUDA is not available in this build or on this machine");
   torch::Device d(s);

@@ -6,7 +6,8 @@
 
 namespace rar {
 
-// "cpu", "cuda" or "cuda:N"; fails clearly when CUDA is asked for but unavailable.
+// "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"; fails clearly when CUDA is
+// asked for but unavailable.
 torch::Device parse_device(const std::string& s);
 // "fp32", "tf32", "bf16" or "fp16". fp32 turns TF32 matmuls off (exact comparisons); tf32 keeps
 // float32 tensors but lets CUDA matmuls/convolutions use TF32 tensor cores.
