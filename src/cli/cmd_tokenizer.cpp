@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "data/prepare.h"
 #include "data/sources.h"
 #include "data/token_file.h"
 #include "data/transforms.h"
@@ -21,6 +22,10 @@
 
 namespace rar::cli {
 namespace {
+
+using data::load_range;
+using data::prepare;
+using data::to_input;
 
 struct TokArgs {
   std::string tokenizer, images, tokens, out, device = "auto", precision = "fp32";
@@ -39,31 +44,6 @@ torch::Device pick_device(const std::string& d, const std::string& precision = "
 bool ends_with(const std::string& s, const char* suf) {
   std::string t(suf);
   return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
-}
-
-// uint8 [H,W,C] -> the tokenizer's input: ADM crop to `size` when given, zero-padded to `pad` x `pad`
-// when given (e.g. Fashion-MNIST 28 -> 32), channels adapted.
-torch::Tensor prepare(const torch::Tensor& img, int64_t size, int64_t channels, int64_t pad = 0) {
-  auto x = size > 0 ? data::adm_center_crop(img, size) : img;
-  if (pad > 0) x = data::pad_to(x, pad);
-  if (x.size(2) == 1 && channels == 3) x = x.expand({x.size(0), x.size(1), 3});
-  check(x.size(2) == channels, "image has ", x.size(2), " channels, the tokenizer expects ", channels);
-  return x;
-}
-
-// A batch of uint8 [H,W,C] images -> float [B,C,H,W] in [0,1] on `device`.
-torch::Tensor to_input(const std::vector<torch::Tensor>& imgs, const torch::Device& device) {
-  return torch::stack(imgs).permute({0, 3, 1, 2}).to(device).to(torch::kFloat32).div_(255.0);
-}
-
-// Loads and prepares images [first, first+n) of `src` in parallel.
-std::vector<torch::Tensor> load_range(const data::ImageSource& src, int64_t first, int64_t n, int64_t size,
-                                      int64_t channels, int64_t pad) {
-  std::vector<torch::Tensor> out(n);
-  at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) out[i] = prepare(src.image(first + i), size, channels, pad).contiguous();
-  });
-  return out;
 }
 
 void write_images(const std::string& out, const torch::Tensor& images /*[N,C,H,W] float*/) {

@@ -10,5 +10,6 @@ void add_score(CLI::App& app);
 void add_sample(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_tokenizer_commands(CLI::App& app);
+void add_train_tokenizer(CLI::App& app);
 
 }  // namespace rar::cli

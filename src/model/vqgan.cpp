@@ -28,7 +28,8 @@ void VQConfig::validate() const {
 nlohmann::json VQConfig::to_json() const {
   return {{"num_channels", image_channels}, {"hidden_channels", base_channels}, {"channel_mult", channel_mult},
           {"num_res_blocks", res_blocks},   {"z_channels", z_channels},         {"codebook_size", codebook_size},
-          {"norm_groups", norm_groups},     {"dropout", dropout}};
+          {"norm_groups", norm_groups},     {"dropout", dropout},
+          {"use_l2_norm", use_l2_norm}};
 }
 
 VQConfig VQConfig::from_json(const nlohmann::json& j) {
@@ -42,6 +43,7 @@ VQConfig VQConfig::from_json(const nlohmann::json& j) {
     c.codebook_size = j.value("codebook_size", c.codebook_size);
     c.norm_groups = j.value("norm_groups", c.norm_groups);
     c.dropout = j.value("dropout", c.dropout);
+    c.use_l2_norm = j.value("use_l2_norm", c.use_l2_norm);
   } catch (const nlohmann::json::exception& e) {
     fail("tokenizer config: ", e.what());
   }
@@ -171,14 +173,23 @@ torch::Tensor VQDecoderImpl::forward(const torch::Tensor& z) {
   return conv_out(F::silu(norm_out(h)));
 }
 
-QuantizerImpl::QuantizerImpl(int64_t codes, int64_t dim) {
+QuantizerImpl::QuantizerImpl(int64_t codes, int64_t dim, bool l2_norm) : l2(l2_norm) {
   embedding = register_module("embedding", torch::nn::Embedding(codes, dim));
 }
 
-torch::Tensor QuantizerImpl::codes_of(const torch::Tensor& z) {
+torch::Tensor QuantizerImpl::codebook() {
+  return l2 ? F::normalize(embedding->weight, F::NormalizeFuncOptions().dim(1)) : embedding->weight;
+}
+
+torch::Tensor QuantizerImpl::prepare(const torch::Tensor& z) {
+  return l2 ? F::normalize(z, F::NormalizeFuncOptions().dim(1)) : z;
+}
+
+torch::Tensor QuantizerImpl::codes_of(const torch::Tensor& z_in) {
+  auto z = prepare(z_in);
   const int64_t B = z.size(0), D = z.size(1);
   auto flat = z.permute({0, 2, 3, 1}).reshape({-1, D});  // [B*h*w, D]
-  auto e = embedding->weight.t();                         // [D, K]
+  auto e = codebook().t();                                // [D, K]
   auto dist = torch::addmm(flat.pow(2).sum(1, true) + e.pow(2).sum(0, true), flat, e, /*beta=*/1, /*alpha=*/-2);
   return dist.argmin(1).reshape({B, -1});
 }
@@ -191,14 +202,14 @@ torch::Tensor QuantizerImpl::vectors_of(const torch::Tensor& codes) {
     grid = codes.view({codes.size(0), side, side});
   }
   check(grid.dim() == 3, "tokenizer: codes must be [B,N] or [B,h,w]");
-  return embedding(grid).permute({0, 3, 1, 2});
+  return F::embedding(grid, codebook()).permute({0, 3, 1, 2});
 }
 
 VQModelImpl::VQModelImpl(const VQConfig& c) : cfg(c) {
   cfg.validate();
   encoder = register_module("encoder", VQEncoder(cfg));
   decoder = register_module("decoder", VQDecoder(cfg));
-  quantize = register_module("quantize", Quantizer(cfg.codebook_size, cfg.z_channels));
+  quantize = register_module("quantize", Quantizer(cfg.codebook_size, cfg.z_channels, cfg.use_l2_norm));
 }
 
 torch::Tensor VQModelImpl::encode(const torch::Tensor& images) {

@@ -23,6 +23,9 @@ struct VQConfig {
   int64_t codebook_size = 1024;
   int64_t norm_groups = 32;
   double dropout = 0.0;
+  // l2-normalised codes (ViT-VQGAN): z and the codebook are compared and used on the unit sphere.
+  // Off for the published MaskGIT-VQGAN; a trained tokenizer records it in its metadata.
+  bool use_l2_norm = false;
 
   int64_t levels() const { return static_cast<int64_t>(channel_mult.size()); }
   int64_t downsample_factor() const { return int64_t(1) << (levels() - 1); }
@@ -83,12 +86,17 @@ struct VQDecoderImpl : torch::nn::Module {
 TORCH_MODULE(VQDecoder);
 
 struct QuantizerImpl : torch::nn::Module {
-  QuantizerImpl(int64_t codes, int64_t dim);
+  QuantizerImpl(int64_t codes, int64_t dim, bool l2 = false);
+  // The codebook as used: [K,D], rows l2-normalised when use_l2_norm.
+  torch::Tensor codebook();
+  // z [B,D,h,w] -> z as compared with the codebook (l2-normalised over D when use_l2_norm).
+  torch::Tensor prepare(const torch::Tensor& z);
   // z [B,D,h,w] -> code ids [B,h*w] (row-major), nearest by squared L2 (|z|² + |e|² − 2 z·e).
   torch::Tensor codes_of(const torch::Tensor& z);
   // code ids [B,h*w] (square grid) or [B,h,w] -> code vectors [B,D,h,w].
   torch::Tensor vectors_of(const torch::Tensor& codes);
   torch::nn::Embedding embedding{nullptr};
+  bool l2;
 };
 TORCH_MODULE(Quantizer);
 

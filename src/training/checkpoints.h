@@ -1,0 +1,35 @@
+// checkpoints.h — training checkpoints: one folder per saved step under <out>/checkpoints/,
+//   step-00001000/model.safetensors      the weights (with the model config in the metadata)
+//                 optimizer.safetensors  optimizer moments, RNG states, trainer tensors
+//                 trainer.json           step, data position and other scalar state
+//                 config.yaml            the effective config
+// A folder is written under a temporary name and renamed into place, so a checkpoint is either
+// complete or absent; the oldest are removed beyond keep-last-K.
+#pragma once
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "io/state_dict.h"
+
+namespace rar::training {
+
+struct TrainCheckpoint {
+  io::StateDict model, optimizer;
+  nlohmann::json state = nlohmann::json::object();
+  std::string config_yaml;
+};
+
+// Writes <root>/step-<step>/ atomically and prunes to the newest `keep_last` (0 = keep all).
+// Returns the folder's path.
+std::string save_checkpoint(const std::string& root, int64_t step, const TrainCheckpoint& ckpt, int64_t keep_last);
+// The newest complete checkpoint folder under `root`, or "" when there is none.
+std::string latest_checkpoint(const std::string& root);
+TrainCheckpoint load_checkpoint(const std::string& dir);
+
+// The default generators' states (CPU, and the CUDA device's when `cuda_device` >= 0) as tensors
+// "rng.cpu" / "rng.cuda", and back.
+void save_rng_states(io::StateDict& sd, int cuda_device = -1);
+void load_rng_states(const io::StateDict& sd, int cuda_device = -1);
+
+}  // namespace rar::training
