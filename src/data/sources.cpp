@@ -127,7 +127,9 @@ std::unique_ptr<ImageSource> open_source(const std::string& spec) {
     std::string n = name;
     if (spec == n || spec == n + ":train" || spec == n + ":test") {
       bool test = ends_with(spec, ":test");
-      std::string dir = "/usr/share/datasets/" + n, prefix = test ? "t10k" : "train";
+      const char* root = std::getenv("RAR_DATASETS_DIR");  // default: where Debian's packages put them
+      std::string dir = std::string(root && *root ? root : "/usr/share/datasets") + "/" + n,
+                  prefix = test ? "t10k" : "train";
       std::string images = find_first({dir + "/" + prefix + "-images-idx3-ubyte.gz", dir + "/" + prefix + "-images-idx3-ubyte"});
       std::string labels = find_first({dir + "/" + prefix + "-labels-idx1-ubyte.gz", dir + "/" + prefix + "-labels-idx1-ubyte"});
       check(!images.empty() && !labels.empty(), spec, ": not found under ", dir, " (apt-get install dataset-", n,
