@@ -11,5 +11,6 @@ void add_sample(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_tokenizer_commands(CLI::App& app);
 void add_train_tokenizer(CLI::App& app);
+void add_train(CLI::App& app);
 
 }  // namespace rar::cli

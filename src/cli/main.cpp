@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   rar::cli::add_bench(app);
   rar::cli::add_tokenizer_commands(app);
   rar::cli::add_train_tokenizer(app);
+  rar::cli::add_train(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,171 @@
+// distributed.cpp — see distributed.h.
+#include "training/distributed.h"
+
+#include <chrono>
+#include <cstdlib>
+
+#include "util/error.h"
+
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+#ifdef RAR_WITH_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef RAR_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+namespace rar::training {
+
+namespace {
+int64_t env_int(const char* name, int64_t def) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return def;
+  char* end = nullptr;
+  const long long x = std::strtoll(v, &end, 10);
+  check(end && *end == '\0', "environment variable ", name, "='", v, "' is not an integer");
+  return x;
+}
+}  // namespace
+
+DistEnv dist_env_from_environment() {
+  DistEnv e;
+  e.world = env_int("WORLD_SIZE", 1);
+  e.rank = env_int("RANK", 0);
+  e.local_rank = env_int("LOCAL_RANK", e.rank);
+  if (const char* a = std::getenv("MASTER_ADDR"); a && *a) e.master_addr = a;
+  e.master_port = env_int("MASTER_PORT", 29500);
+  const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  e.agent_store = agent && std::string(agent) == "True";
+  e.restart_count = env_int("TORCHELASTIC_RESTART_COUNT", 0);
+  check(e.world >= 1, "WORLD_SIZE must be >= 1, got ", e.world);
+  check(e.rank >= 0 && e.rank < e.world, "RANK ", e.rank, " is outside WORLD_SIZE ", e.world);
+  check(e.master_port > 0 && e.master_port < 65536, "MASTER_PORT ", e.master_port, " is not a port number");
+  return e;
+}
+
+struct DataParallel::Impl {
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> pg;
+#endif
+  std::string name;
+};
+
+DataParallel::DataParallel(const DistEnv& env, const torch::Device& device, int64_t bucket_mb)
+    : env_(env), device_(device), bucket_bytes_(bucket_mb << 20), impl_(std::make_unique<Impl>()) {
+  if (env_.world == 1) {
+    impl_->name = "none";
+    return;
+  }
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<uint16_t>(env_.master_port);
+  so.isServer = env_.rank == 0 && !env_.agent_store;
+  so.numWorkers = static_cast<size_t>(env_.world);
+  so.waitWorkers = false;
+  so.timeout = std::chrono::minutes(5);
+  c10::intrusive_ptr<c10d::Store> tcp = c10::make_intrusive<c10d::TCPStore>(env_.master_addr, so);
+  impl_->store = c10::make_intrusive<c10d::PrefixStore>(
+      "/rar/attempt_" + std::to_string(env_.restart_count) + "/", tcp);
+  if (device.is_cuda()) {
+#ifdef RAR_WITH_NCCL
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    impl_->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, env_.rank, env_.world, opts);
+    impl_->name = "nccl";
+#else
+    fail("data parallel on CUDA needs NCCL: this build has none (rebuild with NCCL headers available)");
+#endif
+  } else {
+#ifdef RAR_WITH_GLOO
+    auto opts = c10d::ProcessGroupGloo::Options::create();
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    opts->timeout = std::chrono::minutes(5);
+    impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env_.rank, env_.world, opts);
+    impl_->name = "gloo";
+#else
+    fail("data parallel on CPU needs gloo: this build has none (install libgloo-dev and rebuild)");
+#endif
+  }
+#else
+  fail("WORLD_SIZE=", env_.world, " but this build has no c10d backend (gloo/NCCL)");
+#endif
+}
+
+DataParallel::~DataParallel() = default;
+
+const char* DataParallel::backend() const { return impl_->name.c_str(); }
+
+void DataParallel::broadcast(const std::vector<torch::Tensor>& tensors) {
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+  if (!impl_->pg) return;
+  torch::NoGradGuard ng;
+  for (const auto& t : tensors) {
+    std::vector<at::Tensor> v = {t.detach()};
+    impl_->pg->broadcast(v)->wait();
+  }
+#endif
+}
+
+void DataParallel::average_gradients(const std::vector<torch::Tensor>& params) {
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+  if (!impl_->pg) return;
+  torch::NoGradGuard ng;
+  // Buckets of same-dtype gradients, in parameter order.
+  std::vector<std::vector<torch::Tensor>> buckets;
+  int64_t bytes = bucket_bytes_;
+  for (const auto& p : params) {
+    auto g = p.grad();
+    if (!g.defined()) continue;
+    const int64_t nb = g.numel() * g.element_size();
+    if (buckets.empty() || bytes + nb > bucket_bytes_ || buckets.back().front().scalar_type() != g.scalar_type()) {
+      buckets.emplace_back();
+      bytes = 0;
+    }
+    buckets.back().push_back(g);
+    bytes += nb;
+  }
+  std::vector<std::vector<at::Tensor>> flats;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (auto& b : buckets) {
+    std::vector<torch::Tensor> views;
+    for (auto& g : b) views.push_back(g.reshape({-1}));
+    flats.push_back({torch::cat(views)});
+    works.push_back(impl_->pg->allreduce(flats.back()));
+  }
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    works[i]->wait();
+    auto flat = flats[i][0].div_(static_cast<double>(env_.world));
+    int64_t off = 0;
+    for (auto& g : buckets[i]) {
+      g.copy_(flat.narrow(0, off, g.numel()).view_as(g));
+      off += g.numel();
+    }
+  }
+#endif
+}
+
+std::vector<double> DataParallel::sum(const std::vector<double>& values) {
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+  if (!impl_->pg) return values;
+  auto t = torch::tensor(values, torch::kFloat64).to(device_);
+  std::vector<at::Tensor> v = {t};
+  impl_->pg->allreduce(v)->wait();
+  auto c = v[0].cpu();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+#else
+  return values;
+#endif
+}
+
+void DataParallel::barrier() {
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+  if (!impl_->pg) return;
+  std::vector<at::Tensor> v = {torch::zeros({1}, torch::TensorOptions().device(device_))};
+  impl_->pg->allreduce(v)->wait();
+#endif
+}
+
+}  // namespace rar::training

@@ -1,0 +1,28 @@
+// rar_trainer.h — `rar train`: the RAR generator trained with the published recipe (SPEC §4) on a
+// pretokenized dataset (.rartok), on one CPU/GPU or data-parallel over c10d.
+//
+// Per optimizer step: lr = warmup/cosine(step), r = randomness(step); for each micro-batch draw
+// permutations (probability r) and label drops (training/rar_objective.h), forward under bf16
+// autocast on CUDA, cross-entropy / accumulation steps, backward; average gradients across ranks;
+// clip to the global norm; AdamW with the published decay groups; optional EMA.
+// Writes into experiment.output_dir: generator.safetensors (+ generator_ema.safetensors),
+// metrics.jsonl, samples-<step>.png (with a tokenizer), config.yaml, checkpoints/.
+#pragma once
+#include <cstdint>
+
+#include "training/config.h"
+
+namespace rar::training {
+
+// Built-in defaults in the published rar.yaml layout (RAR-B), plus our keys (dataset paths,
+// device, time budget, init_from, scan order, EMA decay).
+const char* rar_defaults_yaml();
+
+struct TrainControl {
+  bool resume = false;
+  int64_t stop_after = 0;  // > 0: stop after this many steps of this invocation (checkpointed)
+};
+
+void train_rar(const Config& cfg, const TrainControl& control);
+
+}  // namespace rar::training

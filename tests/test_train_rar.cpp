@@ -1,0 +1,204 @@
+// `rar train`: the objective's draws (r = 0 is the scan order, r = 1 uniform permutations), the
+// loss at r = 0 equal to the reference NLL, exact stop/resume, two gloo processes equal to one,
+// learning on structured data, and the failure paths.
+#include <cstdlib>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include "data/token_file.h"
+#include "helpers.h"
+#include "io/npy.h"
+#include "io/safetensors.h"
+#include "training/rar_objective.h"
+
+using namespace rar;
+using namespace rar::test;
+
+namespace {
+
+std::vector<nlohmann::json> metric_rows(const std::string& path, const char* key) {
+  std::vector<nlohmann::json> rows;
+  std::string all = read_bytes(path);
+  size_t b = 0;
+  for (size_t e; (e = all.find('\n', b)) != std::string::npos; b = e + 1) {
+    auto row = nlohmann::json::parse(all.substr(b, e - b));
+    if (row.contains(key)) rows.push_back(row);
+  }
+  return rows;
+}
+
+// 64 sequences of 16 tokens (4x4 grid, V=16, 3 classes): token i of class c is (5c + i) % 16 with a
+// little noise, so there is something to learn.
+std::string write_tiny_tokens(const TempDir& dir, const char* name = "train.rartok") {
+  torch::manual_seed(11);
+  auto labels = torch::randint(0, 3, {64}, torch::kInt64);
+  auto pos = torch::arange(16, torch::kInt64).unsqueeze(0);
+  auto tokens = (labels.unsqueeze(1) * 5 + pos).remainder(16);
+  auto noise = torch::rand({64, 16}).lt(0.1);
+  tokens = torch::where(noise, torch::randint(0, 16, {64, 16}, torch::kInt64), tokens);
+  const std::string path = dir / name;
+  data::write_token_file(path, tokens, labels, 16, 3);
+  return path;
+}
+
+std::string tiny_model_args() {
+  return " model.vq_model.codebook_size=16 model.generator.hidden_size=32 model.generator.num_hidden_layers=2"
+         " model.generator.num_attention_heads=2 model.generator.intermediate_size=64"
+         " model.generator.image_seq_len=16 model.generator.condition_num_classes=3"
+         " training.mixed_precision=no experiment.log_every=1";
+}
+
+}  // namespace
+
+TEST(RarObjective, OrdersAreTheScanAtR0AndUniformPermutationsAtR1) {
+  std::vector<int64_t> scan(16);
+  for (int64_t i = 0; i < 16; ++i) scan[i] = 15 - i;
+  auto d0 = training::draw_objective(32, 0, 32, scan, 0.0, 0.0, 1, 0, 0);
+  EXPECT_TRUE(d0.orders.equal(torch::tensor(scan).unsqueeze(0).expand({32, 16})));
+  EXPECT_FALSE(d0.permuted.any().item<bool>());
+  EXPECT_FALSE(d0.drop.any().item<bool>());
+
+  // r = 1: every row a permutation; where token 0 lands is uniform over the 16 positions.
+  const int64_t N = 4000;
+  auto d1 = training::draw_objective(N, 0, N, scan, 1.0, 0.1, 2, 5, 0);
+  EXPECT_TRUE(d1.permuted.all().item<bool>());
+  EXPECT_TRUE(std::get<0>(d1.orders.sort(1)).equal(torch::arange(16).unsqueeze(0).expand({N, 16})));
+  auto where0 = d1.orders.eq(0).to(torch::kInt64).argmax(1);
+  auto counts = torch::bincount(where0, {}, 16).to(torch::kFloat64);
+  const double expected = N / 16.0;
+  const double chi2 = ((counts - expected).pow(2) / expected).sum().item<double>();
+  EXPECT_LT(chi2, 37.7);  // 15 degrees of freedom, p = 0.001
+  const double drop_rate = d1.drop.to(torch::kFloat64).mean().item<double>();
+  EXPECT_NEAR(drop_rate, 0.1, 0.02);
+
+  // r = 0.5: about half permuted; a rank's slice equals those rows of the whole global batch.
+  auto all = training::draw_objective(64, 0, 64, scan, 0.5, 0.1, 3, 7, 1);
+  auto part = training::draw_objective(64, 16, 16, scan, 0.5, 0.1, 3, 7, 1);
+  EXPECT_TRUE(part.orders.equal(all.orders.narrow(0, 16, 16)));
+  EXPECT_TRUE(part.drop.equal(all.drop.narrow(0, 16, 16)));
+  const double frac = all.permuted.to(torch::kFloat64).mean().item<double>();
+  EXPECT_GT(frac, 0.25);
+  EXPECT_LT(frac, 0.75);
+  // Another step draws differently.
+  auto other = training::draw_objective(64, 0, 64, scan, 0.5, 0.1, 3, 8, 1);
+  EXPECT_FALSE(other.orders.equal(all.orders));
+}
+
+TEST(TrainRar, LossAtR0EqualsTheReferenceNll) {
+  TempDir dir;
+  auto tokens = io::read_npy(shared_ref("ref_tokens.npy"));
+  auto classes = io::read_npy(shared_ref("ref_classes.npy"));
+  auto nll = io::read_npy(shared_ref("ref_nll.npy"));
+  data::write_token_file(dir / "ref.rartok", tokens, classes, 1024, 10);
+  auto r = run_rar("train --data " + dir / "ref.rartok" + " --out " + dir / "run" +
+                   " --device cpu --steps 1 training.init_from=" + shared_ref("tiny_rar.bin") +
+                   " model.generator.hidden_size=64 model.generator.num_hidden_layers=2"
+                   " model.generator.num_attention_heads=4 model.generator.intermediate_size=256"
+                   " model.generator.condition_num_classes=10 model.generator.dropout=0 model.generator.attn_drop=0"
+                   " model.generator.class_label_dropout=0 model.generator.randomness_anneal_start=0"
+                   " model.generator.randomness_anneal_end=0 training.per_gpu_batch_size=4"
+                   " optimizer.params.learning_rate=0 lr_scheduler.params.end_lr=0 training.mixed_precision=no"
+                   " training.enable_tf32=false experiment.log_every=1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto rows = metric_rows(dir / "run/metrics.jsonl", "loss");
+  ASSERT_EQ(rows.size(), 1u);
+  const double expected = nll[0].mean().item<double>();
+  EXPECT_NEAR(rows[0]["loss"].get<double>(), expected, 1e-5 * expected);
+  EXPECT_EQ(rows[0]["randomness"].get<double>(), 0.0);
+  EXPECT_TRUE(path_exists(dir / "run/generator.safetensors"));
+}
+
+TEST(TrainRar, StopAndResumeEndWithTheSameWeights) {
+  TempDir dir;
+  const std::string data = write_tiny_tokens(dir);
+  // Dropout on (its RNG must be restored), randomness annealed across the run, accumulation 2.
+  const std::string args = " --device cpu --steps 8" + tiny_model_args() +
+                           " training.per_gpu_batch_size=4 training.gradient_accumulation_steps=2"
+                           " model.generator.randomness_anneal_start=2 model.generator.randomness_anneal_end=6"
+                           " lr_scheduler.params.warmup_steps=2 optimizer.params.learning_rate=3e-3"
+                           " experiment.save_every=2 training.use_ema=true training.ema_decay=0.9";
+  auto full = run_rar("train --data " + data + " --out " + dir / "full" + args);
+  ASSERT_EQ(full.status, 0) << full.output;
+  auto r1 = run_rar("train --data " + data + " --out " + dir / "split" + args + " --stop-after 3");
+  ASSERT_EQ(r1.status, 0) << r1.output;
+  EXPECT_NE(r1.output.find("stopped at step 3"), std::string::npos) << r1.output;
+  auto r2 = run_rar("train --data " + data + " --out " + dir / "split" + args + " --resume --stop-after 2");
+  ASSERT_EQ(r2.status, 0) << r2.output;
+  EXPECT_NE(r2.output.find("resumed from"), std::string::npos) << r2.output;
+  auto r3 = run_rar("train --data " + data + " --out " + dir / "split" + args + " --resume");
+  ASSERT_EQ(r3.status, 0) << r3.output;
+  for (const char* f : {"generator.safetensors", "generator_ema.safetensors"}) {
+    auto a = io::read_safetensors(join_path(dir / "full", f));
+    auto b = io::read_safetensors(join_path(dir / "split", f));
+    ASSERT_EQ(a.names(), b.names());
+    for (const auto& n : a.names()) EXPECT_TRUE(a.at(n).equal(b.at(n))) << f << " " << n;
+  }
+  EXPECT_EQ(metric_rows(dir / "split/metrics.jsonl", "loss").size(), 8u);
+}
+
+TEST(TrainRar, TwoGlooProcessesMatchOneProcessWithTheSameGlobalBatch) {
+  TempDir dir;
+  const std::string data = write_tiny_tokens(dir);
+  const std::string args = " --data " + data + " --device cpu --steps 5" + tiny_model_args() +
+                           " model.generator.dropout=0 model.generator.attn_drop=0 lr_scheduler.params.warmup_steps=1"
+                           " model.generator.randomness_anneal_start=0 model.generator.randomness_anneal_end=10"
+                           " optimizer.params.learning_rate=3e-3";
+  auto one = run_rar("train --out " + dir / "one" + args + " training.per_gpu_batch_size=8");
+  ASSERT_EQ(one.status, 0) << one.output;
+  const int port = 20000 + static_cast<int>(::getpid() % 20000);
+  const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2 ";
+  const std::string cmd = std::string(RAR_BIN) + " train --out " + dir / "two" + args + " training.per_gpu_batch_size=4";
+  const std::string both = "(" + env + "RANK=0 " + cmd + " > " + dir / "rank0.log" + " 2>&1 & " + env + "RANK=1 " + cmd +
+                           " > " + dir / "rank1.log" + " 2>&1; s1=$?; wait $!; s0=$?; exit $((s0 + s1)))";
+  const int status = std::system(("bash -c '" + both + "'").c_str());
+  ASSERT_EQ(status, 0) << read_bytes(dir / "rank0.log") << read_bytes(dir / "rank1.log");
+  EXPECT_NE(read_bytes(dir / "rank0.log").find("data parallel: gloo"), std::string::npos) << read_bytes(dir / "rank0.log");
+  auto a = io::read_safetensors(dir / "one/generator.safetensors");
+  auto b = io::read_safetensors(dir / "two/generator.safetensors");
+  ASSERT_EQ(a.names(), b.names());
+  for (const auto& n : a.names()) EXPECT_TRUE(torch::allclose(a.at(n), b.at(n), 1e-4, 1e-5)) << n;
+  auto la = metric_rows(dir / "one/metrics.jsonl", "loss"), lb = metric_rows(dir / "two/metrics.jsonl", "loss");
+  ASSERT_EQ(la.size(), lb.size());
+  for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>(), 1e-4);
+}
+
+TEST(TrainRar, LearnsStructuredTokensAndValidates) {
+  TempDir dir;
+  const std::string data = write_tiny_tokens(dir);
+  auto r = run_rar("train --data " + data + " --val " + data + " --out " + dir / "run" + " --device cpu --steps 60" +
+                   tiny_model_args() +
+                   " training.per_gpu_batch_size=16 optimizer.params.learning_rate=3e-3 lr_scheduler.params.warmup_steps=5"
+                   " model.generator.randomness_anneal_start=20 model.generator.randomness_anneal_end=40"
+                   " experiment.eval_every=30");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto rows = metric_rows(dir / "run/metrics.jsonl", "loss");
+  ASSERT_EQ(rows.size(), 60u);
+  double first = 0, last = 0;
+  for (int i = 0; i < 5; ++i) first += rows[i]["loss"].get<double>() / 5, last += rows[55 + i]["loss"].get<double>() / 5;
+  EXPECT_LT(last, 0.5 * first) << "first " << first << " last " << last;
+  EXPECT_EQ(rows[0]["randomness"].get<double>(), 1.0);
+  EXPECT_EQ(rows[59]["randomness"].get<double>(), 0.0);
+  auto val = metric_rows(dir / "run/metrics.jsonl", "val/nll");
+  ASSERT_EQ(val.size(), 2u);
+  EXPECT_LT(val[1]["val/nll"].get<double>(), 1.5);
+  EXPECT_NE(r.output.find("validation step 60"), std::string::npos);
+}
+
+TEST(TrainRar, FailuresAreOneLineAndKeepTheLastCheckpoint) {
+  TempDir dir;
+  const std::string data = write_tiny_tokens(dir);
+  auto r = run_rar("train --data " + data + " --out " + dir / "x --device cpu --steps 2");  // default V=1024
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("train.rartok"), std::string::npos) << r.output;
+  r = run_rar("train --out " + dir / "x --device cpu --steps 2");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("dataset.train_tokens is not set"), std::string::npos) << r.output;
+  r = run_rar("train --data " + data + " --out " + dir / "nan --device cpu --steps 6" + tiny_model_args() +
+              " optimizer.params.learning_rate=1e30 lr_scheduler.params.warmup_steps=0 training.max_grad_norm=0"
+              " experiment.save_every=1 model.generator.dropout=0 model.generator.attn_drop=0");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("rar: error: step "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Last good checkpoint"), std::string::npos) << r.output;
+}
