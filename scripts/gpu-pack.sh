@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .devrun/debs .devrun/shared
 (cd .devrun/debs && [ -n "$(ls libzip4_*.deb 2>/dev/null)" ] || apt-get download libzip4 libzip-dev >/dev/null)
+# gloo headers (the symbols are inside libtorch): CPU data parallel there too
+(cd .devrun/debs && [ -n "$(ls libgloo-dev_*.deb 2>/dev/null)" ] || apt-get download libgloo-dev >/dev/null)
 rm -rf .devrun/shared/reference && cp -r ../shared/reference .devrun/shared/reference
 chmod -R u+w .devrun/shared
 # Fashion-MNIST (Debian's dataset-fashion-mnist) for training runs there: RAR_DATASETS_DIR=$PWD/.devrun/datasets

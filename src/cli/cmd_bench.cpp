@@ -7,7 +7,11 @@
 #include "cli/commands.h"
 #include "model/generator.h"
 #include "model/vqgan.h"
+#include "sampling/orders.h"
 #include "sampling/sampler.h"
+#include "training/adamw.h"
+#include "training/rar_objective.h"
+#include "training/rar_trainer.h"
 #include "util/device.h"
 #include "util/error.h"
 #ifdef RAR_WITH_CUDA
@@ -148,6 +152,54 @@ void run_decode(const BenchArgs& a) {
 
 }  // namespace
 
+// Training steps as in BASELINES.md: forward + backward + clipping + AdamW, every sequence
+// permuted (r = 1), label dropout 0.1, random tokens, bf16 autocast (or fp32/tf32).
+void run_train(const BenchArgs& a) {
+  auto device = parse_device(a.device);
+  check(a.precision == "bf16" || a.precision == "fp32" || a.precision == "tf32", "--precision: bf16, tf32 or fp32");
+  parse_precision(a.precision == "bf16" ? "tf32" : a.precision);
+  auto cfg = model::GeneratorConfig::preset(a.model);
+  torch::manual_seed(0);
+  model::Generator g(cfg);
+  g->to(device);
+  g->train();
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (auto& kv : g->named_parameters()) named.emplace_back(kv.key(), kv.value());
+  training::AdamWOptions ao;
+  ao.beta2 = 0.96;
+  ao.weight_decay = 0.03;
+  ao.fused = device.is_cuda();
+  training::AdamW opt(named, ao);
+  const auto params = g->parameters();
+  const auto scan = sampling::scan_order("raster", cfg.seq_len);
+  auto tokens = torch::randint(0, cfg.codebook, {a.batch, cfg.seq_len}, torch::TensorOptions(torch::kInt64).device(device));
+  auto labels = torch::randint(0, cfg.classes, {a.batch}, torch::TensorOptions(torch::kInt64).device(device));
+  auto step = [&](int64_t i) {
+    auto d = training::draw_objective(a.batch, 0, a.batch, scan, 1.0, 0.1, 0, i, 0);
+    opt.zero_grad();
+    training::forward_backward(g, tokens, labels, d, a.precision == "bf16" && device.is_cuda(), 1.0);
+    training::clip_grad_norm(params, 1.0);
+    opt.step(1e-4);
+  };
+  const int64_t warmup = 3, timed = a.steps > 0 ? a.steps : 10;
+  for (int64_t i = 0; i < warmup; ++i) step(i);
+  sync(device);
+  reset_peak(device);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < timed; ++i) step(warmup + i);
+  sync(device);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / timed;
+  // 6 · params · positions FLOPs per sequence (forward 2, backward 4), positions = S + 1 fed.
+  int64_t n = 0;
+  for (auto& p : params) n += p.numel();
+  const double flops = 6.0 * static_cast<double>(n) * (cfg.seq_len + 1) * a.batch;
+  if (a.header)
+    std::printf("| model | batch | precision | ms/step | sequences/s | tokens/s | TFLOP/s | peak GiB |\n"
+                "|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %lld | %s | %.0f | %.1f | %.1fk | %.1f | %.1f |\n", a.model.c_str(), (long long)a.batch,
+              a.precision.c_str(), s * 1e3, a.batch / s, a.batch * cfg.seq_len / s / 1e3, flops / s / 1e12, peak_gib(device));
+}
+
 void add_bench(CLI::App& app) {
   auto* bench = app.add_subcommand("bench", "Benchmarks with random weights (one markdown row per run)");
   bench->require_subcommand(1);
@@ -169,6 +221,11 @@ void add_bench(CLI::App& app) {
   auto* d = bench->add_subcommand("decode", "MaskGIT-VQGAN decoding of 16x16 tokens to 256x256 images");
   common(d);
   d->callback([a] { run_decode(*a); });
+  auto* t = bench->add_subcommand("train", "Training steps (forward, backward, clipping, AdamW), r = 1, random tokens");
+  common(t);
+  t->add_option("--model", a->model, "rar_b, rar_l, rar_xl or rar_xxl");
+  t->add_option("--steps", a->steps, "timed steps after 3 warm-up steps (default 10)");
+  t->callback([a] { run_train(*a); });
 }
 
 }  // namespace rar::cli

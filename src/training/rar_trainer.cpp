@@ -96,6 +96,21 @@ training:
 )";
 }
 
+LossAndAccuracy forward_backward(model::Generator& g, const torch::Tensor& tokens, const torch::Tensor& labels,
+                                 const ObjectiveDraws& draws, bool autocast, double grad_scale) {
+  const auto device = tokens.device();
+  auto orders = draws.orders.to(device, /*non_blocking=*/true);
+  auto cond = g->condition_tokens(labels, draws.drop.to(device, /*non_blocking=*/true));
+  torch::Tensor logits;
+  {
+    Autocast ac(autocast, device.type(), torch::kBFloat16);
+    logits = g->forward(tokens, cond, orders);
+  }
+  auto la = next_token_loss(logits, tokens, orders);
+  (la.loss * grad_scale).backward();
+  return la;
+}
+
 namespace {
 
 using clock_type = std::chrono::steady_clock;
@@ -377,16 +392,7 @@ void train_rar(const Config& cfg, const TrainControl& control) {
       auto idx = sampler.next();
       auto [tokens, labels] = train.batch(torch::tensor(idx, torch::kInt64));
       auto d = draw_objective(micro_global, dp.rank() * local_batch, local_batch, scan, r, label_dropout, seed, step, micro);
-      tokens = tokens.to(device);
-      auto orders = d.orders.to(device);
-      auto cond = g->condition_tokens(labels.to(device), d.drop.to(device));
-      torch::Tensor logits;
-      {
-        Autocast ac(autocast, device.type(), torch::kBFloat16);
-        logits = g->forward(tokens, cond, orders);
-      }
-      auto la = next_token_loss(logits, tokens, orders);
-      (la.loss / static_cast<double>(accum)).backward();
+      auto la = forward_backward(g, tokens.to(device), labels.to(device), d, autocast, 1.0 / static_cast<double>(accum));
       loss_sum += la.loss.detach();
       correct_sum += la.correct;
     }

@@ -10,7 +10,9 @@
 #pragma once
 #include <cstdint>
 
+#include "model/generator.h"
 #include "training/config.h"
+#include "training/rar_objective.h"
 
 namespace rar::training {
 
@@ -24,5 +26,11 @@ struct TrainControl {
 };
 
 void train_rar(const Config& cfg, const TrainControl& control);
+
+// One micro-batch: condition tokens (with the drawn label drops), forward in the drawn orders
+// (bf16 autocast when asked), next-token loss, backward of loss·grad_scale. Shared by the trainer
+// and `rar bench train`. tokens/labels on the model's device; draws on the CPU.
+LossAndAccuracy forward_backward(model::Generator& g, const torch::Tensor& tokens, const torch::Tensor& labels,
+                                 const ObjectiveDraws& draws, bool autocast, double grad_scale);
 
 }  // namespace rar::training
