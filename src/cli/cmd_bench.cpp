@@ -25,7 +25,7 @@ struct BenchArgs {
   std::string model = "rar_b", device = "auto", precision = "bf16";
   int64_t batch = 128, steps = 0, repeats = 2;
   double cfg = 4.0;
-  bool decode = false, header = true;
+  bool decode = false, header = true, checkpoint = false;
 };
 
 void sync(const torch::Device& d) {
@@ -161,6 +161,7 @@ void run_train(const BenchArgs& a) {
   auto cfg = model::GeneratorConfig::preset(a.model);
   torch::manual_seed(0);
   model::Generator g(cfg);
+  g->checkpoint_blocks = a.checkpoint;
   g->to(device);
   g->train();
   std::vector<std::pair<std::string, torch::Tensor>> named;
@@ -197,7 +198,7 @@ void run_train(const BenchArgs& a) {
     std::printf("| model | batch | precision | ms/step | sequences/s | tokens/s | TFLOP/s | peak GiB |\n"
                 "|---|---|---|---|---|---|---|---|\n");
   std::printf("| %s | %lld | %s | %.0f | %.1f | %.1fk | %.1f | %.1f |\n", a.model.c_str(), (long long)a.batch,
-              a.precision.c_str(), s * 1e3, a.batch / s, a.batch * cfg.seq_len / s / 1e3, flops / s / 1e12, peak_gib(device));
+              (a.precision + (a.checkpoint ? " ckpt" : "")).c_str(), s * 1e3, a.batch / s, a.batch * cfg.seq_len / s / 1e3, flops / s / 1e12, peak_gib(device));
 }
 
 void add_bench(CLI::App& app) {
@@ -225,6 +226,7 @@ void add_bench(CLI::App& app) {
   common(t);
   t->add_option("--model", a->model, "rar_b, rar_l, rar_xl or rar_xxl");
   t->add_option("--steps", a->steps, "timed steps after 3 warm-up steps (default 10)");
+  t->add_flag("--checkpoint", a->checkpoint, "activation checkpointing of every block");
   t->callback([a] { run_train(*a); });
 }
 

@@ -2,6 +2,9 @@
 // pass is one commented statement. The speed work lives elsewhere (sampling/, cuda/).
 #include "model/generator.h"
 
+#include <ATen/autocast_mode.h>
+
+#include "model/checkpoint.h"
 #include "model/init.h"
 #include "util/error.h"
 
@@ -19,6 +22,15 @@ torch::nn::LayerNorm layer_norm(int64_t dim, bool affine = true) {
 // x * (1 + scale) + shift
 torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
   return x * (1 + scale) + shift;
+}
+
+// The dtype the matmuls run in: autocast's when it is on (bf16 training), else the tensor's own.
+// LayerNorm outputs are cast to it right away, so the modulation and what autograd saves for it
+// stay in bf16 under autocast instead of float32; without autocast this is a no-op.
+torch::Tensor to_compute(const torch::Tensor& t) {
+  const auto dev = t.device().type();
+  if (at::autocast::is_autocast_enabled(dev)) return t.to(at::autocast::get_autocast_dtype(dev));
+  return t;
 }
 
 }  // namespace
@@ -39,7 +51,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
   const int64_t B = x.size(0), N = x.size(1), H = x.size(2), hd = H / heads;
   // qkv projection, split into q, k, v per head: each [B,h,N,hd]
   auto qkv_ = qkv(x).view({B, N, 3, heads, hd}).permute({2, 0, 3, 1, 4});
-  auto q = q_norm(qkv_[0]), k = k_norm(qkv_[1]), v = qkv_[2];
+  auto q = to_compute(q_norm(qkv_[0])), k = to_compute(k_norm(qkv_[1])), v = qkv_[2];
   bool causal = true;
   if (k_cache) {
     // Append this step's keys/values, then attend over everything cached so far.
@@ -81,14 +93,15 @@ BlockImpl::BlockImpl(const GeneratorConfig& cfg) {
       "adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(cfg.hidden, 6 * cfg.hidden)));
 }
 
-torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor& c, torch::Tensor* k_cache,
+torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor& silu_c, torch::Tensor* k_cache,
                                  torch::Tensor* v_cache, int64_t past) {
-  // (shift_a, scale_a, gate_a, shift_m, scale_m, gate_m) = split6(W·SiLU(c) + b)
-  auto m = adaLN_modulation->forward(c).chunk(6, -1);
+  // (shift_a, scale_a, gate_a, shift_m, scale_m, gate_m) = split6(W·SiLU(c) + b); SiLU(c) is
+  // computed once for all blocks by the caller (adaLN_modulation[0] is that SiLU).
+  auto m = adaLN_modulation[1]->as<torch::nn::Linear>()->forward(silu_c).chunk(6, -1);
   // h += gate_a * Attn(LN1(h) * (1 + scale_a) + shift_a)
-  auto x = x_in + m[2] * attn(modulate(norm1(x_in), m[0], m[1]), k_cache, v_cache, past);
+  auto x = x_in + m[2] * attn(modulate(to_compute(norm1(x_in)), m[0], m[1]), k_cache, v_cache, past);
   // h += gate_m * MLP(LN2(h) * (1 + scale_m) + shift_m)
-  return x + m[5] * mlp(modulate(norm2(x), m[3], m[4]));
+  return x + m[5] * mlp(modulate(to_compute(norm2(x)), m[3], m[4]));
 }
 
 // ---------------------------------------------------------------- final layer
@@ -99,10 +112,10 @@ FinalLayerImpl::FinalLayerImpl(int64_t dim) {
       register_module("adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(dim, 2 * dim)));
 }
 
-torch::Tensor FinalLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& c) {
-  // (scale, shift) = split2(W·SiLU(c) + b) — scale first here
-  auto m = adaLN_modulation->forward(c).chunk(2, -1);
-  return modulate(norm_final(x), m[1], m[0]);
+torch::Tensor FinalLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& silu_c) {
+  // (scale, shift) = split2(W·SiLU(c) + b) — scale first here (SiLU(c) given by the caller)
+  auto m = adaLN_modulation[1]->as<torch::nn::Linear>()->forward(silu_c).chunk(2, -1);
+  return modulate(to_compute(norm_final(x)), m[1], m[0]);
 }
 
 // ---------------------------------------------------------------- generator
@@ -159,9 +172,11 @@ torch::Tensor GeneratorImpl::condition_tokens(const torch::Tensor& classes, cons
 
 torch::Tensor GeneratorImpl::run_blocks(torch::Tensor h, const torch::Tensor& c, KVCache* cache) {
   const int64_t past = cache ? cache->length : 0;
+  const auto silu_c = to_compute(F::silu(c));  // SiLU(c), shared by every block's adaLN
   for (size_t l = 0; l < block_list.size(); ++l) {
-    if (cache) h = block_list[l](h, c, &cache->k[l], &cache->v[l], past);
-    else h = block_list[l](h, c);
+    if (cache) h = block_list[l](h, silu_c, &cache->k[l], &cache->v[l], past);
+    else if (checkpoint_blocks && is_training() && torch::GradMode::is_enabled()) h = checkpointed_block(block_list[l], h, silu_c);
+    else h = block_list[l](h, silu_c);
   }
   if (cache) cache->length += h.size(1);
   return h;
@@ -169,7 +184,7 @@ torch::Tensor GeneratorImpl::run_blocks(torch::Tensor h, const torch::Tensor& c,
 
 torch::Tensor GeneratorImpl::head(const torch::Tensor& h, const torch::Tensor& c) {
   // h = LN_noaffine(h) * (1 + scale) + shift; logits = lm_head(h)
-  return lm_head(adaln_before_head(h, c));
+  return lm_head(adaln_before_head(h, to_compute(F::silu(c))));
 }
 
 torch::Tensor GeneratorImpl::forward(const torch::Tensor& tokens, const torch::Tensor& condition,

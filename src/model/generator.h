@@ -50,8 +50,8 @@ TORCH_MODULE(Mlp);
 // One transformer block with adaLN modulation from the per-position condition c (SPEC §3.6).
 struct BlockImpl : torch::nn::Module {
   BlockImpl(const GeneratorConfig& cfg);
-  // x, c [B,N,H] -> [B,N,H]
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& c, torch::Tensor* k_cache = nullptr,
+  // x [B,N,H], silu_c = SiLU(c) [B,N,H] (computed once for all blocks) -> [B,N,H]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& silu_c, torch::Tensor* k_cache = nullptr,
                         torch::Tensor* v_cache = nullptr, int64_t past = 0);
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   Attention attn{nullptr};
@@ -63,7 +63,7 @@ TORCH_MODULE(Block);
 // `adaln_before_head`: non-affine LayerNorm modulated by the condition (scale first, SPEC §3.7).
 struct FinalLayerImpl : torch::nn::Module {
   explicit FinalLayerImpl(int64_t dim);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& c);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& silu_c);  // silu_c = SiLU(c)
   torch::nn::LayerNorm norm_final{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};  // SiLU, Linear(H, 2H)
 };
@@ -103,6 +103,9 @@ struct GeneratorImpl : torch::nn::Module {
   std::vector<Block> block_list;  // the same modules, typed
   FinalLayer adaln_before_head{nullptr};
   torch::nn::Linear lm_head{nullptr};
+  // Activation checkpointing in training (`use_checkpoint`): each block keeps only its input and
+  // recomputes its activations during backward (model/checkpoint.h).
+  bool checkpoint_blocks = false;
 
  private:
   // SPEC §3.6: the L blocks over new positions h, c [B,N,H] (appending to the cache if given).

@@ -182,6 +182,7 @@ void train_rar(const Config& cfg, const TrainControl& control) {
     torch::NoGradGuard ng;
     model::load_weights(*g, io::read_checkpoint(init), init);
   }
+  g->checkpoint_blocks = cfg.get_bool("model.generator.use_checkpoint");
   g->to(device);
   g->train();
   dp.broadcast(g->parameters());
