@@ -12,6 +12,7 @@
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "model/generator.h"
+#include "model/vqgan.h"
 #include "training/rar_objective.h"
 
 using namespace rar;
@@ -165,10 +166,23 @@ TEST(TrainRar, TwoGlooProcessesMatchOneProcessWithTheSameGlobalBatch) {
   for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>(), 1e-4);
 }
 
-TEST(TrainRar, LearnsStructuredTokensAndValidates) {
+TEST(TrainRar, LearnsStructuredTokensValidatesAndDrawsSampleGrids) {
   TempDir dir;
   const std::string data = write_tiny_tokens(dir);
-  auto r = run_rar("train --data " + data + " --val " + data + " --out " + dir / "run" + " --device cpu --steps 60" +
+  // A (random) tokenizer with 16 codes and 4x4 tokens for the sample grids.
+  model::VQConfig vc;
+  vc.image_channels = 1;
+  vc.base_channels = 8;
+  vc.channel_mult = {1, 2};
+  vc.res_blocks = 1;
+  vc.z_channels = 4;
+  vc.codebook_size = 16;
+  vc.norm_groups = 4;
+  model::VQModel vq(vc);
+  model::save_vq(dir / "vq.safetensors", vq);
+  const std::string device = std::getenv("RAR_TEST_DEVICE") ? std::getenv("RAR_TEST_DEVICE") : "cpu";
+  auto r = run_rar("train --data " + data + " --val " + data + " --out " + dir / "run" + " --tokenizer " +
+                   dir / "vq.safetensors" + " --device " + device + " --steps 60 experiment.generate_every=30" +
                    tiny_model_args() +
                    " training.per_gpu_batch_size=16 optimizer.params.learning_rate=3e-3 lr_scheduler.params.warmup_steps=5"
                    " model.generator.randomness_anneal_start=20 model.generator.randomness_anneal_end=40"
@@ -185,6 +199,8 @@ TEST(TrainRar, LearnsStructuredTokensAndValidates) {
   ASSERT_EQ(val.size(), 2u);
   EXPECT_LT(val[1]["val/nll"].get<double>(), 1.5);
   EXPECT_NE(r.output.find("validation step 60"), std::string::npos);
+  EXPECT_TRUE(path_exists(dir / "run/samples-00000030.png"));
+  EXPECT_TRUE(path_exists(dir / "run/samples-00000060.png"));
 }
 
 TEST(TrainRar, FailuresAreOneLineAndKeepTheLastCheckpoint) {

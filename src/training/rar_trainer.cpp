@@ -340,7 +340,7 @@ void train_rar(const Config& cfg, const TrainControl& control) {
       sampling::Sampler s(g, so);
       tokens = s.sample(cls.to(device), 80);
     }
-    auto images = tokenizer->model->decode(tokens).cpu();
+    auto images = tokenizer->model->decode(tokens.to(device)).cpu();
     g->train();
     char name[48];
     std::snprintf(name, sizeof name, "samples-%08lld.png", (long long)at_step);
