@@ -54,3 +54,27 @@ TEST(Image, BadFilesGiveOneLineErrors) {
   EXPECT_RAR_ERROR(io::write_image(dir / "a.bmp", torch::zeros({8, 8, 3}, torch::kUInt8)), "unknown image extension");
   EXPECT_RAR_ERROR(io::write_image(dir / "a.png", torch::zeros({8, 8, 2}, torch::kUInt8)), "expected a uint8 image");
 }
+
+TEST(Plot, CurvesFromAMetricsLogAndOneLineErrors) {
+  TempDir dir;
+  std::string log;
+  for (int s = 1; s <= 20; ++s)
+    log += "{\"step\": " + std::to_string(s) + ", \"loss\": " + std::to_string(5.0 / s) + ", \"lr\": 0.001, \"randomness\": " +
+           std::to_string(s < 10 ? 1.0 : 0.0) + "}\n";
+  log += "{\"step\": 20, \"val/nll\": 0.3}\n";
+  write_bytes(dir / "metrics.jsonl", log);
+  auto r = run_rar("plot " + dir / "metrics.jsonl" + " --out " + dir / "curves.png");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("3 panels"), std::string::npos) << r.output;  // loss(+val), lr, r
+  auto img = io::read_image(dir / "curves.png");
+  EXPECT_EQ(img.size(0), 600);   // 2 rows of 300 px
+  EXPECT_EQ(img.size(1), 1040);  // 2 columns of 520 px
+  EXPECT_GT(img.to(torch::kFloat32).std().item<double>(), 1.0);  // something was drawn
+  write_bytes(dir / "bad.jsonl", "{\"step\": 1, \"loss\": 2}\nnot json\n");
+  r = run_rar("plot " + dir / "bad.jsonl" + " --out " + dir / "x.png");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("bad.jsonl:2: not a JSON object"), std::string::npos) << r.output;
+  r = run_rar("plot " + dir / "metrics.jsonl" + " --out " + dir / "x.png --keys loss,nope");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("no key 'nope'"), std::string::npos) << r.output;
+}
