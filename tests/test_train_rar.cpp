@@ -1,6 +1,7 @@
 // `rar train`: the objective's draws (r = 0 is the scan order, r = 1 uniform permutations), the
 // loss at r = 0 equal to the reference NLL, exact stop/resume, two gloo processes equal to one,
 // learning on structured data, and the failure paths.
+#include <cstdio>
 #include <cstdlib>
 
 #include <nlohmann/json.hpp>
@@ -143,27 +144,44 @@ TEST(TrainRar, StopAndResumeEndWithTheSameWeights) {
 TEST(TrainRar, TwoGlooProcessesMatchOneProcessWithTheSameGlobalBatch) {
   TempDir dir;
   const std::string data = write_tiny_tokens(dir);
-  const std::string args = " --data " + data + " --device cpu --steps 5" + tiny_model_args() +
-                           " model.generator.dropout=0 model.generator.attn_drop=0 lr_scheduler.params.warmup_steps=1"
-                           " model.generator.randomness_anneal_start=0 model.generator.randomness_anneal_end=10"
-                           " optimizer.params.learning_rate=3e-3";
-  auto one = run_rar("train --out " + dir / "one" + args + " training.per_gpu_batch_size=8");
-  ASSERT_EQ(one.status, 0) << one.output;
-  const int port = 20000 + static_cast<int>(::getpid() % 20000);
-  const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2 ";
-  const std::string cmd = std::string(RAR_BIN) + " train --out " + dir / "two" + args + " training.per_gpu_batch_size=4";
-  const std::string both = "(" + env + "RANK=0 " + cmd + " > " + dir / "rank0.log" + " 2>&1 & " + env + "RANK=1 " + cmd +
-                           " > " + dir / "rank1.log" + " 2>&1; s1=$?; wait $!; s0=$?; exit $((s0 + s1)))";
-  const int status = std::system(("bash -c '" + both + "'").c_str());
-  ASSERT_EQ(status, 0) << read_bytes(dir / "rank0.log") << read_bytes(dir / "rank1.log");
-  EXPECT_NE(read_bytes(dir / "rank0.log").find("data parallel: gloo"), std::string::npos) << read_bytes(dir / "rank0.log");
-  auto a = io::read_safetensors(dir / "one/generator.safetensors");
-  auto b = io::read_safetensors(dir / "two/generator.safetensors");
-  ASSERT_EQ(a.names(), b.names());
-  for (const auto& n : a.names()) EXPECT_TRUE(torch::allclose(a.at(n), b.at(n), 1e-4, 1e-5)) << n;
-  auto la = metric_rows(dir / "one/metrics.jsonl", "loss"), lb = metric_rows(dir / "two/metrics.jsonl", "loss");
-  ASSERT_EQ(la.size(), lb.size());
-  for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>(), 1e-4);
+  for (int accum : {1, 2}) {  // accumulation: only the last micro-step's backward communicates
+    // accum 1: one bucket for the whole model; accum 2: ~20 KB buckets, several in flight.
+    const std::string tag = "acc" + std::to_string(accum);
+    const std::string args = " --data " + data + " --device cpu --steps 5" + tiny_model_args() +
+                             " model.generator.dropout=0 model.generator.attn_drop=0 lr_scheduler.params.warmup_steps=1"
+                             " model.generator.randomness_anneal_start=0 model.generator.randomness_anneal_end=10"
+                             " optimizer.params.learning_rate=3e-3 training.gradient_accumulation_steps=" +
+                             std::to_string(accum) + (accum == 2 ? " training.ddp_bucket_mb=0.02" : "");
+    auto one = run_rar("train --out " + dir / (tag + "one") + args + " training.per_gpu_batch_size=8");
+    ASSERT_EQ(one.status, 0) << one.output;
+    const int port = 20000 + static_cast<int>((::getpid() * 2 + accum) % 20000);
+    const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2 ";
+    const std::string cmd =
+        std::string(RAR_BIN) + " train --out " + dir / (tag + "two") + args + " training.per_gpu_batch_size=4";
+    const std::string log0 = dir / (tag + "rank0.log"), log1 = dir / (tag + "rank1.log");
+    const std::string both = "(" + env + "RANK=0 " + cmd + " > " + log0 + " 2>&1 & " + env + "RANK=1 " + cmd + " > " +
+                             log1 + " 2>&1; s1=$?; wait $!; s0=$?; exit $((s0 + s1)))";
+    const int status = std::system(("bash -c '" + both + "'").c_str());
+    ASSERT_EQ(status, 0) << read_bytes(log0) << read_bytes(log1);
+    EXPECT_NE(read_bytes(log0).find("data parallel: gloo"), std::string::npos) << read_bytes(log0);
+    // Buckets are launched from the gradient hooks, inside backward.
+    const std::string l0 = read_bytes(log0);
+    const auto at = l0.find("gradient buckets: ");
+    ASSERT_NE(at, std::string::npos) << l0;
+    long long nb = 0, early = 0;
+    ASSERT_EQ(std::sscanf(l0.c_str() + at, "gradient buckets: %lld, %lld all-reduced", &nb, &early), 2);
+    EXPECT_EQ(early, nb) << l0;
+    if (accum == 1) EXPECT_EQ(nb, 1);
+    else EXPECT_GT(nb, 3);
+    auto a = io::read_safetensors(dir / (tag + "one/generator.safetensors"));
+    auto b = io::read_safetensors(dir / (tag + "two/generator.safetensors"));
+    ASSERT_EQ(a.names(), b.names());
+    for (const auto& n : a.names()) EXPECT_TRUE(torch::allclose(a.at(n), b.at(n), 1e-4, 1e-5)) << tag << " " << n;
+    auto la = metric_rows(dir / (tag + "one/metrics.jsonl"), "loss");
+    auto lb = metric_rows(dir / (tag + "two/metrics.jsonl"), "loss");
+    ASSERT_EQ(la.size(), lb.size());
+    for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>(), 1e-4);
+  }
 }
 
 TEST(TrainRar, LearnsStructuredTokensValidatesAndDrawsSampleGrids) {

@@ -1,8 +1,12 @@
 // distributed.cpp — see distributed.h.
 #include "training/distributed.h"
 
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/variable.h>
+
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
 
 #include "util/error.h"
 
@@ -52,10 +56,55 @@ struct DataParallel::Impl {
   c10::intrusive_ptr<c10d::Backend> pg;
 #endif
   std::string name;
+
+  // Overlapped gradient averaging.
+  struct Bucket {
+    std::vector<torch::Tensor> params;
+    int64_t pending = 0;
+    bool launched = false;
+    std::vector<at::Tensor> flat;
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+    c10::intrusive_ptr<c10d::Work> work;
+#endif
+  };
+  std::vector<Bucket> buckets;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // kept alive: hooks live on them
+  std::mutex mutex;
+  bool armed = false;
+
+  void launch(Bucket& b) {
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+    torch::NoGradGuard ng;
+    std::vector<torch::Tensor> views;
+    for (auto& p : b.params) {
+      auto g = p.grad();
+      views.push_back(g.defined() ? g.reshape({-1}) : torch::zeros({p.numel()}, p.options()));
+    }
+    b.flat = {torch::cat(views)};
+    b.work = pg->allreduce(b.flat);
+    b.launched = true;
+#endif
+  }
 };
 
-DataParallel::DataParallel(const DistEnv& env, const torch::Device& device, int64_t bucket_mb)
-    : env_(env), device_(device), bucket_bytes_(bucket_mb << 20), impl_(std::make_unique<Impl>()) {
+namespace {
+struct BucketReadyHook : torch::autograd::FunctionPostHook {
+  BucketReadyHook(DataParallel::Impl* impl, size_t bucket) : impl_(impl), bucket_(bucket) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& /*inputs*/) override {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (!impl_->armed) return outputs;
+    auto& b = impl_->buckets[bucket_];
+    if (--b.pending == 0 && !b.launched) impl_->launch(b);
+    return outputs;
+  }
+  DataParallel::Impl* impl_;
+  size_t bucket_;
+};
+}  // namespace
+
+DataParallel::DataParallel(const DistEnv& env, const torch::Device& device, double bucket_mb)
+    : env_(env), device_(device), bucket_bytes_(static_cast<int64_t>(bucket_mb * (1 << 20))), impl_(std::make_unique<Impl>()) {
   if (env_.world == 1) {
     impl_->name = "none";
     return;
@@ -146,6 +195,66 @@ void DataParallel::average_gradients(const std::vector<torch::Tensor>& params) {
   }
 #endif
 }
+
+void DataParallel::attach(const std::vector<torch::Tensor>& params) {
+  if (env_.world == 1) return;
+  auto& im = *impl_;
+  int64_t bytes = bucket_bytes_;
+  for (auto it = params.rbegin(); it != params.rend(); ++it) {  // gradients arrive roughly in reverse
+    const auto& p = *it;
+    if (!p.requires_grad()) continue;
+    const int64_t nb = p.numel() * p.element_size();
+    if (im.buckets.empty() || bytes + nb > bucket_bytes_ ||
+        im.buckets.back().params.front().scalar_type() != p.scalar_type()) {
+      im.buckets.emplace_back();
+      bytes = 0;
+    }
+    im.buckets.back().params.push_back(p);
+    bytes += nb;
+    auto acc = torch::autograd::impl::grad_accumulator(p);
+    acc->add_post_hook(std::make_unique<BucketReadyHook>(&im, im.buckets.size() - 1));
+    im.accumulators.push_back(acc);
+  }
+}
+
+void DataParallel::arm() {
+  if (env_.world == 1) return;
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  for (auto& b : impl_->buckets) {
+    b.pending = static_cast<int64_t>(b.params.size());
+    b.launched = false;
+  }
+  impl_->armed = true;
+}
+
+void DataParallel::finish() {
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+  if (env_.world == 1) return;
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->armed = false;
+  torch::NoGradGuard ng;
+  last_overlapped_ = 0;
+  for (auto& b : impl_->buckets) {
+    if (b.launched) ++last_overlapped_;
+    else impl_->launch(b);  // parameters without a gradient this step
+  }
+  for (auto& b : impl_->buckets) {
+    b.work->wait();
+    auto flat = b.flat[0].div_(static_cast<double>(env_.world));
+    int64_t off = 0;
+    for (auto& p : b.params) {
+      auto part = flat.narrow(0, off, p.numel()).view_as(p);
+      if (p.grad().defined()) p.mutable_grad().copy_(part);
+      else p.mutable_grad() = part.clone();
+      off += p.numel();
+    }
+    b.flat.clear();
+    b.work.reset();
+  }
+#endif
+}
+
+int64_t DataParallel::buckets() const { return static_cast<int64_t>(impl_->buckets.size()); }
 
 std::vector<double> DataParallel::sum(const std::vector<double>& values) {
 #if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)

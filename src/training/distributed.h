@@ -26,7 +26,7 @@ DistEnv dist_env_from_environment();
 
 class DataParallel {
  public:
-  DataParallel(const DistEnv& env, const torch::Device& device, int64_t bucket_mb = 25);
+  DataParallel(const DistEnv& env, const torch::Device& device, double bucket_mb = 25);
   ~DataParallel();
   int64_t rank() const { return env_.rank; }
   int64_t world() const { return env_.world; }
@@ -38,15 +38,28 @@ class DataParallel {
   // Every gradient becomes the mean over ranks: flattened into buckets of about bucket_mb,
   // all-reduced asynchronously bucket by bucket, then copied back.
   void average_gradients(const std::vector<torch::Tensor>& params);
+  // Overlapped version (what the trainer uses): attach() once; arm() before the backward whose
+  // gradients are final (the last micro-step); during that backward each bucket of gradients
+  // (parameters in reverse order, about bucket_mb each) starts its asynchronous all-reduce as soon
+  // as all its gradients are accumulated (hooks on the gradient accumulators), overlapping
+  // communication with the rest of backward; finish() waits, averages and copies back.
+  void attach(const std::vector<torch::Tensor>& params);
+  void arm();
+  void finish();
+  // Of the last finish(): how many buckets there are and how many had started during backward.
+  int64_t buckets() const;
+  int64_t overlapped() const { return last_overlapped_; }
   // Sums / averages of a few scalars across ranks (for logs).
   std::vector<double> sum(const std::vector<double>& values);
   void barrier();
 
+  struct Impl;  // public so the gradient hooks can reach it; defined in distributed.cpp
+
  private:
-  struct Impl;
   DistEnv env_;
   torch::Device device_;
   int64_t bucket_bytes_;
+  int64_t last_overlapped_ = 0;
   std::unique_ptr<Impl> impl_;
 };
 

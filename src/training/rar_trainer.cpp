@@ -93,6 +93,7 @@ training:
   device: auto                        # ours
   max_minutes: 0                      # ours: stop (checkpointed) after this wall time
   init_from: ""                       # ours: start from these generator weights (fine-tuning)
+  ddp_bucket_mb: 25                   # ours: gradient all-reduce bucket size (data parallel)
 )";
 }
 
@@ -149,7 +150,7 @@ void train_rar(const Config& cfg, const TrainControl& control) {
   check(mp == "no" || mp == "fp32" || mp == "bf16", "training.mixed_precision: expected no or bf16, got '", mp, "'");
   const bool autocast = mp == "bf16" && device.is_cuda();
   const int cuda_index = device.is_cuda() ? std::max<int>(0, device.index()) : -1;
-  DataParallel dp(env, device);
+  DataParallel dp(env, device, cfg.get_double("training.ddp_bucket_mb"));
   const bool main = dp.is_main();
   auto say = [&](const char* fmt, auto... args) {
     if (main) std::fprintf(stderr, fmt, args...);
@@ -370,6 +371,7 @@ void train_rar(const Config& cfg, const TrainControl& control) {
   const int64_t first_step = step;
   bool stopped = false;
   const auto params_list = g->parameters();
+  dp.attach(params_list);
   while (step < lr_of.total_steps) {
     // Every rank must take the same decision: combine the stop flags.
     bool stop = stop_requested() || (control.stop_after > 0 && step - first_step >= control.stop_after);
@@ -390,6 +392,7 @@ void train_rar(const Config& cfg, const TrainControl& control) {
     torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat32).device(device));
     torch::Tensor correct_sum = torch::zeros({}, torch::TensorOptions(torch::kInt64).device(device));
     for (int64_t micro = 0; micro < accum; ++micro) {
+      if (micro == accum - 1) dp.arm();  // this backward's gradients are final: stream them out
       auto idx = sampler.next();
       auto [tokens, labels] = train.batch(torch::tensor(idx, torch::kInt64));
       auto d = draw_objective(micro_global, dp.rank() * local_batch, local_batch, scan, r, label_dropout, seed, step, micro);
@@ -397,7 +400,10 @@ void train_rar(const Config& cfg, const TrainControl& control) {
       loss_sum += la.loss.detach();
       correct_sum += la.correct;
     }
-    dp.average_gradients(params_list);
+    dp.finish();
+    if (step == first_step && dp.world() > 1)
+      say("gradient buckets: %lld, %lld all-reduced while backward was still running\n", (long long)dp.buckets(),
+          (long long)dp.overlapped());
     const double gnorm = clip_grad_norm(params_list, max_grad_norm);
     double loss_v = loss_sum.item<double>() / accum, correct_v = correct_sum.item<double>();
     if (dp.world() > 1) {
