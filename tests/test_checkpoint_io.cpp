@@ -51,6 +51,16 @@ TEST(TorchCheckpoint, ReadsPyTorch1xStyleNestedCheckpoint) {
 
 TEST(TorchCheckpoint, ReadsProtocol4Pickles) { expect_mixed_fixture(io::read_checkpoint(fixture("pt_proto4.pt"))); }
 
+TEST(TorchCheckpoint, ReadsTheLegacyPre16Format) {
+  EXPECT_EQ(io::detect_checkpoint_format(fixture("pt_legacy.pt")), io::CheckpointFormat::TorchLegacy);
+  expect_mixed_fixture(io::read_checkpoint(fixture("pt_legacy.pt")));
+  // Truncated data is one clear error.
+  TempDir dir;
+  std::string bytes = read_bytes(fixture("pt_legacy.pt"));
+  write_bytes(dir / "cut.pt", bytes.substr(0, bytes.size() - 3));
+  EXPECT_RAR_ERROR(io::read_checkpoint(dir / "cut.pt"), "truncated in storage");
+}
+
 TEST(TorchCheckpoint, RefusesToExecuteArbitraryGlobals) {
   EXPECT_RAR_ERROR(io::read_checkpoint(fixture("evil_system.pt")), "refusing global 'posix.system'");
   EXPECT_RAR_ERROR(io::read_checkpoint(fixture("evil_eval.pt")), "refusing global 'builtins.eval'");
@@ -61,7 +71,7 @@ TEST(TorchCheckpoint, BadFilesGiveOneLineErrors) {
   EXPECT_RAR_ERROR(io::read_checkpoint(fixture("short_storage.pt")), "storage '0' holds 8 bytes, expected 400");
   EXPECT_RAR_ERROR(io::read_checkpoint(fixture("view_out_of_range.pt")), "exceeds its storage of 4 elements");
   EXPECT_RAR_ERROR(io::read_checkpoint(fixture("missing_storage.pt")), "storage '0' is missing");
-  EXPECT_RAR_ERROR(io::read_checkpoint(fixture("legacy.pt")), "legacy (pre-1.6, non-zip)");
+  EXPECT_RAR_ERROR(io::read_checkpoint(fixture("legacy.pt")), "legacy.pt (protocol version): truncated pickle");
   EXPECT_RAR_ERROR(io::read_checkpoint(fixture("does_not_exist.bin")), "cannot open");
 }
 

@@ -13,5 +13,6 @@ void add_tokenizer_commands(CLI::App& app);
 void add_train_tokenizer(CLI::App& app);
 void add_train(CLI::App& app);
 void add_plot(CLI::App& app);
+void add_eval(CLI::App& app);
 
 }  // namespace rar::cli

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   rar::cli::add_train_tokenizer(app);
   rar::cli::add_train(app);
   rar::cli::add_plot(app);
+  rar::cli::add_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

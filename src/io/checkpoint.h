@@ -7,7 +7,7 @@
 
 namespace rar::io {
 
-enum class CheckpointFormat { TorchZip, Safetensors };
+enum class CheckpointFormat { TorchZip, TorchLegacy, Safetensors };
 
 CheckpointFormat detect_checkpoint_format(const std::string& path);
 const char* format_name(CheckpointFormat f);

@@ -60,8 +60,9 @@ const char* const kCallables[] = {"collections.OrderedDict", "torch._utils._rebu
 
 class Unpickler {
  public:
-  Unpickler(const std::string& data, const StorageLoader& loader, const std::string& what)
-      : d_(data), load_storage_(loader), what_(what) {}
+  Unpickler(const std::string& data, const StorageLoader& loader, const std::string& what, size_t start = 0)
+      : d_(data), load_storage_(loader), what_(what), pos_(start) {}
+  size_t position() const { return pos_; }
 
   PyRef run() {
     for (;;) {
@@ -202,9 +203,12 @@ class Unpickler {
   }
 
   PyRef persistent_load(const PyRef& pid, size_t at) {
-    if (pid->kind != K::Tuple || pid->items.size() != 5 || pid->items[0]->kind != K::Str ||
+    // torch >= 1.6: 5 items; the legacy format adds view metadata, None for whole storages.
+    const bool legacy = pid->kind == K::Tuple && pid->items.size() == 6;
+    if (pid->kind != K::Tuple || (pid->items.size() != 5 && !legacy) || pid->items[0]->kind != K::Str ||
         pid->items[0]->s != "storage")
       bad(at, "persistent id is not ('storage', type, key, location, numel)");
+    if (legacy && pid->items[5]->kind != K::None) bad(at, "storage views (legacy view metadata) are not supported");
     const auto& it = pid->items;
     if (it[1]->kind != K::Global || !storage_types().count(it[1]->s)) bad(at, "unknown storage type");
     if (it[2]->kind != K::Str) bad(at, "storage key is not a string");
@@ -355,6 +359,13 @@ class Unpickler {
 
 PyRef unpickle(const std::string& data, const StorageLoader& load_storage, const std::string& what) {
   return Unpickler(data, load_storage, what).run();
+}
+
+PyRef unpickle_at(const std::string& data, size_t& pos, const StorageLoader& load_storage, const std::string& what) {
+  Unpickler u(data, load_storage, what, pos);
+  auto r = u.run();
+  pos = u.position();
+  return r;
 }
 
 }  // namespace rar::io

@@ -30,11 +30,14 @@ struct PyObject {
 
 const char* kind_name(PyObject::Kind k);
 
-// Called for each persistent id ('storage', <dtype>, key, location, numel): returns the storage
+// Called for each persistent id ('storage', <dtype>, key, location, numel[, None]): returns the storage
 // as a flat 1-D tensor with `numel` elements of `dtype`.
 using StorageLoader = std::function<torch::Tensor(torch::ScalarType dtype, const std::string& key, int64_t numel)>;
 
 // Unpickles `data`; `what` names the source in error messages.
 PyRef unpickle(const std::string& data, const StorageLoader& load_storage, const std::string& what);
+// Unpickles the pickle starting at data[pos] and advances `pos` past its STOP opcode (files that
+// hold several pickles back to back: the legacy torch.save format).
+PyRef unpickle_at(const std::string& data, size_t& pos, const StorageLoader& load_storage, const std::string& what);
 
 }  // namespace rar::io

@@ -1,7 +1,11 @@
 #include "io/torch_checkpoint.h"
 
+#include <cstring>
+#include <map>
+
 #include "io/pickle.h"
 #include "io/zip.h"
+#include "util/atomic_file.h"
 #include "util/error.h"
 
 namespace rar::io {
@@ -14,6 +18,28 @@ bool is_tensor_dict(const PyRef& o) {
   for (auto& [k, v] : o->entries)
     if (k->kind != K::Str || v->kind != K::Tensor) return false;
   return true;
+}
+
+// The state dict inside an unpickled checkpoint: the top-level tensor dict or a nested one.
+StateDict state_dict_in(const PyRef& root, const std::string& path) {
+  PyRef dict;
+  if (is_tensor_dict(root)) {
+    dict = root;
+  } else if (root->kind == K::Dict) {
+    for (const char* key : {"state_dict", "model", "ema", "module", "generator"}) {
+      for (auto& [k, v] : root->entries)
+        if (!dict && k->kind == K::Str && k->s == key && is_tensor_dict(v)) dict = v;
+    }
+  }
+  if (!dict) {
+    if (root->kind != K::Dict) fail(path, ": not a state dict (the pickle holds a ", kind_name(root->kind), ")");
+    fail(path, ": not a state dict (a dict whose values are not all tensors, and no nested ",
+         "'state_dict'/'model'/'ema'/'module'/'generator' dict of tensors)");
+  }
+  StateDict sd;
+  sd.source = path;
+  for (auto& [k, v] : dict->entries) sd.set(k->s, v->tensor);
+  return sd;
 }
 
 }  // namespace
@@ -48,24 +74,55 @@ StateDict read_torch_checkpoint(const std::string& path) {
   };
   PyRef root = unpickle(zip.read(pkl), load, path + ":" + pkl);
 
-  PyRef dict;
-  if (is_tensor_dict(root)) {
-    dict = root;
-  } else if (root->kind == K::Dict) {
-    for (const char* key : {"state_dict", "model", "ema", "module", "generator"}) {
-      for (auto& [k, v] : root->entries)
-        if (!dict && k->kind == K::Str && k->s == key && is_tensor_dict(v)) dict = v;
-    }
+  return state_dict_in(root, path);
+}
+
+bool is_legacy_torch_file(const std::string& head) {
+  static const char kMagic[] = "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
+  return head.size() >= 15 && std::memcmp(head.data(), kMagic, 15) == 0;
+}
+
+StateDict read_legacy_torch_checkpoint(const std::string& path) {
+  const std::string d = read_file(path);
+  check(is_legacy_torch_file(d), path, ": not a legacy torch.save file (magic number missing)");
+  size_t pos = 15;
+  StorageLoader none = [&](torch::ScalarType, const std::string&, int64_t) -> torch::Tensor {
+    fail(path, ": unexpected storage in a header pickle");
+  };
+  auto version = unpickle_at(d, pos, none, path + " (protocol version)");
+  check(version->kind == K::Int && version->i == 1001, path, ": legacy format protocol version is not 1001");
+  auto sys = unpickle_at(d, pos, none, path + " (system info)");
+  check(sys->kind == K::Dict, path, ": legacy format system info is not a dict");
+  for (auto& [k, v] : sys->entries)
+    if (k->kind == K::Str && k->s == "little_endian")
+      check(v->kind == K::Bool && v->i == 1, path, ": written on a big-endian machine (not supported)");
+  // The object: storages are allocated now and filled from the data that follows the pickles;
+  // tensors are views of them, so they see the data once it is read.
+  std::map<std::string, torch::Tensor> storages;
+  StorageLoader alloc = [&](torch::ScalarType dtype, const std::string& key, int64_t numel) {
+    auto t = torch::empty({numel}, torch::TensorOptions().dtype(dtype));
+    storages[key] = t;
+    return t;
+  };
+  auto root = unpickle_at(d, pos, alloc, path);
+  auto keys = unpickle_at(d, pos, none, path + " (storage keys)");
+  check(keys->kind == K::List, path, ": legacy format storage key list missing");
+  for (const auto& k : keys->items) {
+    check(k->kind == K::Str && storages.count(k->s), path, ": storage key list names an unknown storage");
+    auto& t = storages[k->s];
+    check(d.size() - pos >= 8, path, ": truncated before storage '", k->s, "'");
+    int64_t numel = 0;
+    std::memcpy(&numel, d.data() + pos, 8);
+    pos += 8;
+    check(numel == t.numel(), path, ": storage '", k->s, "' holds ", numel, " elements, the pickle says ", t.numel());
+    const size_t nbytes = static_cast<size_t>(numel) * t.element_size();
+    check(d.size() - pos >= nbytes, path, ": truncated in storage '", k->s, "'");
+    if (nbytes) std::memcpy(t.data_ptr(), d.data() + pos, nbytes);
+    pos += nbytes;
   }
-  if (!dict) {
-    if (root->kind != K::Dict) fail(path, ": not a state dict (the pickle holds a ", kind_name(root->kind), ")");
-    fail(path, ": not a state dict (a dict whose values are not all tensors, and no nested ",
-         "'state_dict'/'model'/'ema'/'module'/'generator' dict of tensors)");
-  }
-  StateDict sd;
-  sd.source = path;
-  for (auto& [k, v] : dict->entries) sd.set(k->s, v->tensor);
-  return sd;
+  check(keys->items.size() == storages.size(), path, ": ", storages.size() - keys->items.size(),
+        " storages have no data");
+  return state_dict_in(root, path);
 }
 
 }  // namespace rar::io

@@ -83,6 +83,29 @@ def save(name, obj, storages, prefix="archive", protocol=2, byteorder=True, data
         z.writestr(prefix + "/version", "3\n")
 
 
+class LegacyPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, Storage):
+            return ("storage", STORAGE[obj.kind], obj.key, "cpu", obj.numel, None)
+        return None
+
+
+def save_legacy(name, obj, storages):
+    """torch.save before 1.6: pickles back to back, then each storage as int64 count + raw bytes."""
+    with open(os.path.join(HERE, name), "wb") as f:
+        pickle.dump(0x1950a86a20f9469cfc6c, f, protocol=2)
+        pickle.dump(1001, f, protocol=2)
+        pickle.dump({"protocol_version": 1001, "little_endian": True,
+                     "type_sizes": {"short": 2, "int": 4, "long": 4}}, f, protocol=2)
+        LegacyPickler(f, protocol=2).dump(obj)
+        keys = sorted(s.key for s in storages)
+        pickle.dump(keys, f, protocol=2)
+        by_key = {s.key: s for s in storages}
+        for k in keys:
+            f.write(struct.pack("<q", by_key[k].numel))
+            f.write(by_key[k].data)
+
+
 def mixed():
     """A PyTorch-1.x-style training checkpoint: the state dict nested under 'state_dict'."""
     s0 = Storage("FloatStorage", "0", 6, f32([0, 1, 2, 3, 4, 5]))
@@ -111,6 +134,8 @@ def mixed():
     save("pt1x_nested.pt", ckpt, [s0, s1, s2, s3, s4, s5, s6, s7], prefix="archive", byteorder=False)
     # The same state dict pickled with protocol 4 (FRAME, SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL).
     save("pt_proto4.pt", sd, [s0, s1, s2, s3, s4, s5, s6, s7], prefix="proto4", protocol=4)
+    # The same state dict in the legacy (pre-1.6) format, as pytorch-fid's Inception weights are.
+    save_legacy("pt_legacy.pt", sd, [s0, s1, s2, s3, s4, s5, s6, s7])
 
 
 def bad():

@@ -1,0 +1,134 @@
+// Evaluation: the Fréchet distance against closed forms, the Inception Score's extremes, the FID
+// Inception network with random weights under the official key names (shapes, determinism, batch
+// invariance, strict loading), and `rar eval fid|stats` end to end.
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "eval/fid.h"
+#include "eval/inception.h"
+#include "helpers.h"
+#include "io/npy.h"
+#include "io/safetensors.h"
+#include "model/weights.h"
+#include "util/error.h"
+
+using namespace rar;
+using namespace rar::test;
+
+namespace {
+eval::FeatureStats stats(std::vector<double> mu, torch::Tensor sigma) {
+  eval::FeatureStats s;
+  s.mu = torch::tensor(mu, torch::kFloat64);
+  s.sigma = sigma.to(torch::kFloat64);
+  s.count = 10;
+  return s;
+}
+}  // namespace
+
+TEST(Frechet, ClosedFormCases) {
+  auto a = stats({1, 2}, torch::diag(torch::tensor({4.0, 9.0})));
+  auto b = stats({0, 0}, torch::eye(2));
+  EXPECT_NEAR(eval::frechet_distance(a, a), 0.0, 1e-9);
+  EXPECT_NEAR(eval::frechet_distance(a, b), 5.0 + 1.0 + 4.0, 1e-9);  // |Δμ|² + Σ(√σ1 − √σ2)²
+  // Non-commuting 2x2: tr √(S1 S2) = √(tr(S1 S2) + 2 √det(S1 S2)).
+  auto s1 = stats({0, 0}, torch::tensor({{2.0, 1.0}, {1.0, 2.0}}));
+  auto s2 = stats({0, 0}, torch::tensor({{1.0, 0.0}, {0.0, 3.0}}));
+  EXPECT_NEAR(eval::frechet_distance(s1, s2), 4 + 4 - 2 * std::sqrt(14.0), 1e-9);
+  // High dimension: symmetric, and Σ2 = c²Σ1 gives tr(Σ1)(1 − c)².
+  torch::manual_seed(0);
+  auto m = torch::randn({64, 64}, torch::kFloat64);
+  auto sig = m.matmul(m.t()) / 64 + 1e-3 * torch::eye(64, torch::kFloat64);
+  eval::FeatureStats x{torch::zeros({64}, torch::kFloat64), sig, 100}, y{torch::zeros({64}, torch::kFloat64), 2.25 * sig, 100};
+  EXPECT_NEAR(eval::frechet_distance(x, y), sig.trace().item<double>() * 0.25, 1e-8 * sig.trace().item<double>());
+  auto z = stats(std::vector<double>(64, 0.5), torch::eye(64, torch::kFloat64) * 2);
+  EXPECT_NEAR(eval::frechet_distance(x, z), eval::frechet_distance(z, x), 1e-8);
+  // A rank-deficient covariance (fewer samples than dimensions) stays finite.
+  auto few = eval::feature_stats(torch::randn({5, 64}));
+  EXPECT_TRUE(std::isfinite(eval::frechet_distance(few, x)));
+  EXPECT_RAR_ERROR(eval::frechet_distance(a, x), "statistics of different sizes");
+}
+
+TEST(Frechet, StatsAreMeanAndUnbiasedCovariance) {
+  auto f = torch::tensor({{1.0, 2.0}, {3.0, 6.0}, {5.0, 4.0}});
+  auto s = eval::feature_stats(f);
+  EXPECT_TRUE(torch::allclose(s.mu, torch::tensor({3.0, 4.0}, torch::kFloat64)));
+  // numpy.cov(f, rowvar=False): [[4, 2], [2, 4]]
+  EXPECT_TRUE(torch::allclose(s.sigma, torch::tensor({{4.0, 2.0}, {2.0, 4.0}}, torch::kFloat64)));
+  EXPECT_RAR_ERROR(eval::feature_stats(torch::zeros({1, 3})), "at least 2 feature rows");
+  TempDir dir;
+  eval::write_stats(dir / "s.npz", s);
+  EXPECT_TRUE(eval::npz_has_stats(dir / "s.npz"));
+  auto back = eval::read_stats(dir / "s.npz");
+  EXPECT_TRUE(back.sigma.equal(s.sigma));
+  io::write_npz(dir / "bad.npz", {{"mu", torch::zeros({3})}, {"sigma", torch::zeros({2, 2})}});
+  EXPECT_RAR_ERROR(eval::read_stats(dir / "bad.npz"), "'mu' must be [D] and 'sigma' [D,D]");
+}
+
+TEST(InceptionScore, UniformIsOneAndConfidentEvenIsTheClassCount) {
+  auto [u, us] = eval::inception_score(torch::zeros({100, 1008}), 10);
+  EXPECT_NEAR(u, 1.0, 1e-9);
+  EXPECT_NEAR(us, 0.0, 1e-9);
+  auto logits = torch::full({200, 10}, -50.0);
+  for (int64_t i = 0; i < 200; ++i) logits[i][i % 10] = 50.0;
+  auto [c, cs] = eval::inception_score(logits, 10);
+  EXPECT_NEAR(c, 10.0, 1e-6);
+}
+
+TEST(FidInception, RandomWeightsShapesDeterminismBatchInvarianceAndStrictLoading) {
+  torch::manual_seed(1);
+  eval::FidInception net;
+  net->eval();
+  torch::NoGradGuard ng;
+  auto names = model::state_dict_of(*net).names();
+  for (const char* key : {"Conv2d_1a_3x3.conv.weight", "Conv2d_1a_3x3.bn.running_var", "Mixed_5b.branch5x5_2.conv.weight",
+                          "Mixed_6e.branch7x7dbl_5.bn.bias", "Mixed_7a.branch7x7x3_4.conv.weight",
+                          "Mixed_7c.branch3x3dbl_3b.bn.weight", "fc.weight", "fc.bias"})
+    EXPECT_NE(std::find(names.begin(), names.end(), key), names.end()) << key;
+  auto x = torch::rand({3, 3, 40, 40});
+  auto f = net->pool3(x);
+  EXPECT_EQ(f.sizes(), (std::vector<int64_t>{3, 2048}));
+  EXPECT_EQ(net->logits(f).sizes(), (std::vector<int64_t>{3, 1008}));
+  EXPECT_TRUE(net->pool3(x).equal(f));                                       // deterministic
+  EXPECT_TRUE(torch::allclose(net->pool3(x.narrow(0, 1, 1)), f.narrow(0, 1, 1), 1e-5, 1e-6));  // batch-invariant
+  EXPECT_GE(f.min().item<float>(), 0.0f);                                    // after ReLU + mean pool
+  // Round trip through safetensors under the official names, strictly.
+  TempDir dir;
+  auto sd = model::state_dict_of(*net);
+  io::write_safetensors(dir / "inception.safetensors", sd);
+  auto loaded = eval::load_fid_inception(dir / "inception.safetensors", torch::kCPU);
+  EXPECT_TRUE(torch::allclose(loaded->pool3(x), f, 1e-6, 1e-6));
+  io::StateDict partial;
+  for (const auto& n : sd.names())
+    if (n != "fc.bias") partial.set(n, sd.at(n));
+  io::write_safetensors(dir / "partial.safetensors", partial);
+  EXPECT_RAR_ERROR(eval::load_fid_inception(dir / "partial.safetensors", torch::kCPU), "fc.bias");
+}
+
+TEST(CliEval, FidFromStatsAndFromImagesAgainstTheirOwnStats) {
+  TempDir dir;
+  eval::write_stats(dir / "a.npz", stats({1, 2}, torch::diag(torch::tensor({4.0, 9.0}))));
+  eval::write_stats(dir / "b.npz", stats({0, 0}, torch::eye(2)));
+  auto r = run_rar("eval fid --samples " + dir / "a.npz" + " --ref " + dir / "b.npz");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("FID 10.0000"), std::string::npos) << r.output;
+
+  // Random-weight network: the statistics of 6 images, then FID of the same images against them ~ 0.
+  torch::manual_seed(2);
+  eval::FidInception net;
+  io::write_safetensors(dir / "inc.safetensors", model::state_dict_of(*net));
+  auto imgs = torch::randint(0, 256, {6, 32, 32, 3}).to(torch::kUInt8);
+  io::write_npz(dir / "imgs.npz", {{"arr_0", imgs}, {"arr_1", torch::zeros({6}, torch::kInt64)}});
+  r = run_rar("eval stats --samples " + dir / "imgs.npz" + " --out " + dir / "st.npz --inception " +
+              dir / "inc.safetensors --device cpu");
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run_rar("eval fid --samples " + dir / "imgs.npz" + " --ref " + dir / "st.npz --inception " +
+              dir / "inc.safetensors --device cpu");
+  ASSERT_EQ(r.status, 0) << r.output;
+  double fid = -1;
+  ASSERT_EQ(std::sscanf(r.output.c_str() + r.output.find("FID "), "FID %lf", &fid), 1) << r.output;
+  EXPECT_NEAR(fid, 0.0, 1e-3);
+  r = run_rar("eval fid --samples " + dir / "imgs.npz" + " --ref " + dir / "st.npz");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("FID Inception weights are needed"), std::string::npos) << r.output;
+}
