@@ -132,3 +132,43 @@ TEST(CliEval, FidFromStatsAndFromImagesAgainstTheirOwnStats) {
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("FID Inception weights are needed"), std::string::npos) << r.output;
 }
+
+TEST(Classifier, TrainsOnPatternsAndScoresSamples) {
+  TempDir dir;
+  // 4 classes of 8x8 patterns with noise; labels in a sibling .npy.
+  torch::manual_seed(3);
+  auto yy = torch::linspace(0, 1, 8).view({8, 1}).expand({8, 8});
+  auto xx = torch::linspace(0, 1, 8).view({1, 8}).expand({8, 8});
+  auto blob = 1 - ((xx - 0.5).pow(2) + (yy - 0.5).pow(2)) * 4;  // patterns that survive horizontal flips
+  std::vector<torch::Tensor> protos = {yy, 1 - yy, blob.clamp(0, 1), (1 - blob).clamp(0, 1)};
+  std::vector<torch::Tensor> imgs;
+  std::vector<int64_t> labels;
+  for (int i = 0; i < 128; ++i) {
+    imgs.push_back((protos[i % 4] + 0.1 * torch::randn({8, 8})).clamp(0, 1));
+    labels.push_back(i % 4);
+  }
+  auto u8 = (torch::stack(imgs) * 255).round().to(torch::kUInt8).unsqueeze(-1);
+  auto lab = torch::tensor(labels, torch::kInt64);
+  io::write_npz(dir / "train.npz", {{"arr_0", u8}, {"arr_1", lab}});
+  auto r = run_rar("train-classifier --data " + dir / "train.npz" + " --test " + dir / "train.npz" + " --out " +
+                   dir / "c.safetensors --steps 60 --batch 32 --width 4 --device cpu");
+  ASSERT_EQ(r.status, 0) << r.output;
+  double acc = 0;
+  ASSERT_EQ(std::sscanf(r.output.c_str() + r.output.find("test accuracy"), "test accuracy %lf", &acc), 1) << r.output;
+  EXPECT_GT(acc, 90.0);
+  // "Samples" with their conditioning labels: the same images, half of them mislabelled.
+  auto wrong = lab.clone();
+  wrong.narrow(0, 0, 64).add_(1).remainder_(4);
+  io::write_npz(dir / "samples.npz", {{"arr_0", u8}, {"arr_1", wrong}});
+  r = run_rar("eval classify --classifier " + dir / "c.safetensors" + " --samples " + dir / "samples.npz" + " --ref " +
+              dir / "train.npz --device cpu");
+  ASSERT_EQ(r.status, 0) << r.output;
+  double sacc = 0, fid = -1;
+  ASSERT_EQ(std::sscanf(r.output.c_str() + r.output.find("accuracy"), "accuracy %lf", &sacc), 1) << r.output;
+  EXPECT_NEAR(sacc, acc / 2, 10.0);  // the mislabelled half counts as misses
+  ASSERT_EQ(std::sscanf(r.output.c_str() + r.output.find("feature-FID"), "feature-FID %lf", &fid), 1) << r.output;
+  EXPECT_NEAR(fid, 0.0, 1e-6);  // same images on both sides
+  r = run_rar("eval classify --classifier " + dir / "train.npz" + " --samples " + dir / "samples.npz");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("rar: error:"), std::string::npos) << r.output;
+}

@@ -14,5 +14,6 @@ void add_train_tokenizer(CLI::App& app);
 void add_train(CLI::App& app);
 void add_plot(CLI::App& app);
 void add_eval(CLI::App& app);
+void add_classifier_commands(CLI::App& app);  // after add_eval: adds `eval classify`
 
 }  // namespace rar::cli

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   rar::cli::add_train(app);
   rar::cli::add_plot(app);
   rar::cli::add_eval(app);
+  rar::cli::add_classifier_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
