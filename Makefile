@@ -21,8 +21,13 @@ build: deps $(BUILD)/build.ninja
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+ifeq ($(GPU),)
 demo: build
 	@scripts/demo.sh $(BUILD)/rar
+else
+demo: gpu
+	@GPU=1 scripts/demo.sh $(GPU_BUILD)/rar
+endif
 
 # GPU machine: see README "Building with CUDA". Needs libzip from carried .deb files (scripts/gpu-env.sh).
 GPU_BUILD ?= build-gpu

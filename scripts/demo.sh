@@ -1,24 +1,69 @@
 #!/usr/bin/env bash
-# The main job, at this stage of the project (foundation): load the reference RAR generator
-# written by the published PyTorch code, show what it holds, convert it to safetensors, and
-# score token sequences with it — checking the result against the reference code's numbers.
-# The full demo (train a tokenizer and RAR on Fashion-MNIST, sample, evaluate) replaces this
-# as the sampler, tokenizer and trainer land.
+# The main job: RAR on Fashion-MNIST end to end (Debian's dataset-fashion-mnist), from images to
+# evaluated class-conditional samples. Each stage is skipped when its output is already there, so
+# an interrupted demo continues where it stopped.
+#   1. tokenizer    rar train-tokenizer   (28x28 padded to 32x32 -> 8x8 tokens)
+#   2. tokens       rar tokenize          (train and test splits)
+#   3. classifier   rar train-classifier  (for accuracy and feature-FID of samples)
+#   4. generator    rar train             (random permutations annealed to raster, label dropout)
+#   5. samples      rar sample            (demo/grid.png: 10 per class; demo/samples.npz: 1000 per class)
+#   6. evaluation   rar eval classify     (samples vs the real test set, beside the real-data floor)
+# Presets: CPU (default; ~15 min of training and sampling on 2 cores) and GPU=1 (one GPU).
 set -euo pipefail
 RAR=${1:-build/rar}
-REF=$(cd "$(dirname "$0")/../.." && pwd)/shared/reference
-OUT=demo
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-demo}
 mkdir -p "$OUT"
-echo "== rar demo (foundation stage: checkpoint IO + generator scoring) =="
-echo "-- rar info $REF/tiny_rar.bin"
-"$RAR" info --no-tensors "$REF/tiny_rar.bin"
-echo "-- rar convert -> $OUT/tiny_rar.safetensors"
-"$RAR" convert "$REF/tiny_rar.bin" "$OUT/tiny_rar.safetensors"
-for setting in "raster:" "permuted:--orders $REF/ref_orders.npy" "null-class:--null-class"; do
-  name=${setting%%:*}; extra=${setting#*:}
-  echo "-- rar score ($name order/condition)"
-  # shellcheck disable=SC2086
-  "$RAR" score --generator "$OUT/tiny_rar.safetensors" --tokens "$REF/ref_tokens.npy" \
-    --classes "$REF/ref_classes.npy" $extra --out "$OUT/nll_$name.npy"
+if [ -n "${GPU:-}" ]; then
+  TOK_CFG=$ROOT/configs/tokenizer/fashion-mnist.yaml; RAR_CFG=$ROOT/configs/rar/fashion-mnist.yaml
+  DEV=cuda; CODES=512; TOK_STEPS=8000; CLS_STEPS=3000; SAMPLE_BATCH=1000; EXTRA="model.vq_model.codebook_size=512"
+else
+  TOK_CFG=$ROOT/configs/tokenizer/fashion-mnist-cpu.yaml; RAR_CFG=$ROOT/configs/rar/fashion-mnist-cpu.yaml
+  DEV=cpu; CODES=256; TOK_STEPS=800; CLS_STEPS=1000; SAMPLE_BATCH=500; EXTRA=""
+fi
+GUIDANCE=${GUIDANCE:-3.0}
+T0=$(date +%s)
+stage() { echo; echo "== [$(( $(date +%s) - T0 ))s] $*"; }
+
+stage "1/6 tokenizer ($TOK_CFG)"
+if [ ! -f "$OUT/tokenizer/eval.json" ]; then
+  "$RAR" train-tokenizer --config "$TOK_CFG" --out "$OUT/tokenizer" --device "$DEV" --steps "$TOK_STEPS" \
+    training.max_minutes=0 --resume
+else echo "done earlier: $(tr -d '\n ' < "$OUT/tokenizer/eval.json")"; fi
+
+stage "2/6 tokens"
+for split in train test; do
+  [ -f "$OUT/$split.rartok" ] || "$RAR" tokenize --tokenizer "$OUT/tokenizer/tokenizer.safetensors" \
+    --data "fashion-mnist:$split" --pad 32 --out "$OUT/$split.rartok" --device "$DEV" --batch 256
 done
-echo "reference (published PyTorch code), raster row: 7.0237815 6.9917118 6.9981713 7.0341908"
+
+stage "3/6 classifier"
+[ -f "$OUT/classifier.safetensors" ] || "$RAR" train-classifier --data fashion-mnist --pad 32 --steps "$CLS_STEPS" \
+  --batch 64 --width 16 --out "$OUT/classifier.safetensors" --device "$DEV"
+
+stage "4/6 generator ($RAR_CFG)"
+if [ ! -f "$OUT/rar/DONE" ]; then
+  # shellcheck disable=SC2086
+  "$RAR" train --config "$RAR_CFG" --data "$OUT/train.rartok" --val "$OUT/test.rartok" \
+    --tokenizer "$OUT/tokenizer/tokenizer.safetensors" --out "$OUT/rar" --device "$DEV" --resume $EXTRA
+  touch "$OUT/rar/DONE"
+  "$RAR" plot "$OUT/rar/metrics.jsonl" --out "$OUT/curves.png" || true
+fi
+
+stage "5/6 samples (guidance $GUIDANCE)"
+G="$OUT/rar/generator.safetensors"; T="$OUT/tokenizer/tokenizer.safetensors"
+[ -f "$OUT/grid.png" ] || "$RAR" sample --generator "$G" --tokenizer "$T" --all-classes --per-class 10 \
+  --cfg "$GUIDANCE" --cfg-power 1 --seed 1 --out "$OUT/grid.png" --device "$DEV"
+[ -f "$OUT/samples.npz" ] || "$RAR" sample --generator "$G" --tokenizer "$T" --all-classes --per-class 1000 \
+  --cfg "$GUIDANCE" --cfg-power 1 --seed 2 --batch "$SAMPLE_BATCH" --out "$OUT/samples.npz" --device "$DEV"
+
+stage "6/6 evaluation (classifier features; real-data floor = train images vs test images)"
+echo "-- samples vs fashion-mnist:test"
+"$RAR" eval classify --classifier "$OUT/classifier.safetensors" --samples "$OUT/samples.npz" \
+  --ref fashion-mnist:test --pad 32 --device "$DEV"
+echo "-- floor: 10000 real training images vs fashion-mnist:test"
+"$RAR" eval classify --classifier "$OUT/classifier.safetensors" --samples fashion-mnist:train --max-images 10000 \
+  --ref fashion-mnist:test --pad 32 --device "$DEV"
+echo
+echo "== done in $(( $(date +%s) - T0 ))s: $OUT/grid.png (rows = classes: $(paste -sd, "$OUT/train.rartok.classes.txt")),"
+echo "   $OUT/samples.npz, $OUT/curves.png, $OUT/tokenizer/, $OUT/rar/"
