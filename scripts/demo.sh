@@ -53,7 +53,8 @@ fi
 stage "5/6 samples (guidance $GUIDANCE)"
 G="$OUT/rar/generator.safetensors"; T="$OUT/tokenizer/tokenizer.safetensors"
 [ -f "$OUT/grid.png" ] || "$RAR" sample --generator "$G" --tokenizer "$T" --all-classes --per-class 10 \
-  --cfg "$GUIDANCE" --cfg-power 1 --seed 1 --out "$OUT/grid.png" --device "$DEV"
+  --cfg "$GUIDANCE" --cfg-power 1 --seed 1 --out "$OUT/grid.png" --device "$DEV" \
+  --class-names "$OUT/train.rartok.classes.txt"
 [ -f "$OUT/samples.npz" ] || "$RAR" sample --generator "$G" --tokenizer "$T" --all-classes --per-class 1000 \
   --cfg "$GUIDANCE" --cfg-power 1 --seed 2 --batch "$SAMPLE_BATCH" --out "$OUT/samples.npz" --device "$DEV"
 

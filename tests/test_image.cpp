@@ -3,6 +3,7 @@
 
 #include "helpers.h"
 #include "io/image.h"
+#include "io/plot.h"
 #include "util/error.h"
 
 using namespace rar;
@@ -77,4 +78,16 @@ TEST(Plot, CurvesFromAMetricsLogAndOneLineErrors) {
   r = run_rar("plot " + dir / "metrics.jsonl" + " --out " + dir / "x.png --keys loss,nope");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("no key 'nope'"), std::string::npos) << r.output;
+}
+
+TEST(Plot, LabelledGridRows) {
+  TempDir dir;
+  auto grid = torch::zeros({40, 60, 1}, torch::kUInt8);
+  io::write_labelled_rows_png(dir / "g.png", grid, {"T-shirt/top", "Trouser"});
+  auto img = io::read_image(dir / "g.png");
+  EXPECT_EQ(img.size(0), 40);
+  EXPECT_GT(img.size(1), 60);  // the label margin
+  // The grid itself (black) sits right of the margin; the margin holds some dark text pixels.
+  EXPECT_EQ(img.narrow(1, img.size(1) - 60, 60).max().item<int>(), 0);
+  EXPECT_LT(img.narrow(1, 0, img.size(1) - 60).to(torch::kFloat32).min().item<float>(), 128.0f);
 }

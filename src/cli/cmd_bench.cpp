@@ -10,6 +10,7 @@
 #include "sampling/orders.h"
 #include "sampling/sampler.h"
 #include "training/adamw.h"
+#include "training/optim_config.h"
 #include "training/rar_objective.h"
 #include "training/rar_trainer.h"
 #include "util/device.h"
@@ -169,13 +170,11 @@ void run_train(const BenchArgs& a) {
   g->checkpoint_blocks = a.checkpoint;
   g->to(device);
   g->train();
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (auto& kv : g->named_parameters()) named.emplace_back(kv.key(), kv.value());
   training::AdamWOptions ao;
   ao.beta2 = 0.96;
   ao.weight_decay = 0.03;
   ao.fused = true;  // ATen's fused AdamW (CUDA and CPU); the plain path is its tested reference
-  training::AdamW opt(named, ao);
+  training::AdamW opt(training::named_parameters(*g), ao);
   const auto params = g->parameters();
   const auto scan = sampling::scan_order("raster", cfg.seq_len);
   auto tokens = torch::randint(0, cfg.codebook, {a.batch, cfg.seq_len}, torch::TensorOptions(torch::kInt64).device(device));

@@ -6,11 +6,13 @@
 #include "cli/commands.h"
 #include "io/image.h"
 #include "io/npy.h"
+#include "io/plot.h"
 #include "io/sample_shards.h"
 #include "model/vqgan.h"
 #include "model/weights.h"
 #include "sampling/sampler.h"
 #include "util/device.h"
+#include "util/atomic_file.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/progress.h"
@@ -23,6 +25,7 @@ struct SampleArgs {
   std::string schedule = "pow-cosine";
   bool all_classes = false;
   int64_t per_class = 1, batch = 64, max_batches = 0;
+  std::string class_names;
   sampling::SamplingOptions opts;
 };
 
@@ -140,7 +143,22 @@ void run(SampleArgs& a) {
   if (kind == OutKind::Grid) {
     auto nhwc = torch::cat(all_images).permute({0, 3, 1, 2});  // back to [N,C,H,W] uint8
     int64_t cols = a.per_class > 1 ? a.per_class : std::min<int64_t>(N, 8);
-    io::write_image(a.out, io::make_grid(nhwc, cols));
+    auto grid = io::make_grid(nhwc, cols);
+    if (a.per_class > 1) {  // one row per class: label the rows
+      std::vector<std::string> names;
+      if (!a.class_names.empty()) {
+        std::istringstream in(read_file(a.class_names));
+        for (std::string line; std::getline(in, line);) names.push_back(line);
+      }
+      std::vector<std::string> labels;
+      for (int64_t r = 0; r < N / a.per_class; ++r) {
+        const int64_t c = classes[r * a.per_class].item<int64_t>();
+        labels.push_back(c < static_cast<int64_t>(names.size()) ? names[c] : "class " + std::to_string(c));
+      }
+      io::write_labelled_rows_png(a.out, grid, labels);
+    } else {
+      io::write_image(a.out, grid);
+    }
   }
   if (shards) shards->finalize();
   std::fprintf(stderr, "sampled %lld images at %.2f images/s%s%s\n", (long long)N, progress.rate(),
@@ -158,6 +176,7 @@ void add_sample(CLI::App& app) {
   auto* all = cmd->add_flag("--all-classes", a->all_classes, "every class 0..C-1");
   cls->excludes(all);
   cmd->add_option("--per-class", a->per_class, "samples per listed class (ADM protocol: 50)");
+  cmd->add_option("--class-names", a->class_names, "class names, one per line (e.g. train.rartok.classes.txt) to label grid rows");
   cmd->add_option("--cfg", a->opts.cfg, "guidance scale g (0 = no guidance)");
   cmd->add_option("--cfg-power", a->opts.cfg_power, "power p of the pow-cosine schedule (0 = constant g)");
   cmd->add_option("--cfg-schedule", a->schedule, "pow-cosine, linear or constant");

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "io/image.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
 
@@ -179,6 +180,52 @@ void write_plot_png(const std::string& path, const std::vector<Panel>& panels, i
   write_file_atomic(path, png);
 #else
   fail("plot: this build has no cairo (install libcairo2-dev and rebuild) — cannot write ", path);
+#endif
+}
+
+void write_labelled_rows_png(const std::string& path, const torch::Tensor& grid, const std::vector<std::string>& labels) {
+#ifdef RAR_WITH_CAIRO
+  check(grid.dim() == 3 && grid.scalar_type() == torch::kUInt8 && (grid.size(2) == 1 || grid.size(2) == 3),
+        "labelled grid: expected uint8 [H,W,1|3]");
+  check(!labels.empty(), "labelled grid: no labels");
+  const int H = static_cast<int>(grid.size(0)), W = static_cast<int>(grid.size(1)), margin = 110;
+  cairo_surface_t* surface = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W + margin, H);
+  const int stride = cairo_image_surface_get_stride(surface);
+  cairo_surface_flush(surface);
+  unsigned char* px = cairo_image_surface_get_data(surface);
+  auto g = grid.contiguous();
+  const uint8_t* src = g.data_ptr<uint8_t>();
+  const int64_t C = g.size(2);
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W + margin; ++x) {
+      uint32_t rgb = 0xFFFFFF;
+      if (x >= margin) {
+        const uint8_t* p = src + (static_cast<int64_t>(y) * W + (x - margin)) * C;
+        rgb = C == 1 ? (uint32_t(p[0]) << 16 | uint32_t(p[0]) << 8 | p[0]) : (uint32_t(p[0]) << 16 | uint32_t(p[1]) << 8 | p[2]);
+      }
+      *reinterpret_cast<uint32_t*>(px + y * stride + 4 * x) = rgb;
+    }
+  cairo_surface_mark_dirty(surface);
+  cairo_t* cr = cairo_create(surface);
+  cairo_set_source_rgb(cr, 0, 0, 0);
+  cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+  const double row_h = static_cast<double>(H) / static_cast<double>(labels.size());
+  cairo_set_font_size(cr, std::min(13.0, row_h * 0.45));
+  for (size_t r = 0; r < labels.size(); ++r) {
+    cairo_text_extents_t e;
+    cairo_text_extents(cr, labels[r].c_str(), &e);
+    cairo_move_to(cr, margin - 6 - e.width, (r + 0.5) * row_h + e.height / 2);
+    cairo_show_text(cr, labels[r].c_str());
+  }
+  cairo_destroy(cr);
+  std::string png;
+  const auto st = cairo_surface_write_to_png_stream(surface, append_png, &png);
+  cairo_surface_destroy(surface);
+  check(st == CAIRO_STATUS_SUCCESS, path, ": PNG encoding failed");
+  write_file_atomic(path, png);
+#else
+  (void)labels;
+  write_image(path, grid);
 #endif
 }
 

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include <torch/types.h>
+
 namespace rar::io {
 
 struct Series {
@@ -21,5 +23,9 @@ struct Panel {
 // build has no cairo or the file cannot be written.
 void write_plot_png(const std::string& path, const std::vector<Panel>& panels, int columns = 2);
 bool plotting_available();
+
+// An image grid (uint8 [H,W,C], C = 1 or 3) with one text label per row of tiles in a left margin,
+// written as PNG (atomically). Without cairo the grid is written unlabelled.
+void write_labelled_rows_png(const std::string& path, const torch::Tensor& grid, const std::vector<std::string>& labels);
 
 }  // namespace rar::io

@@ -11,6 +11,7 @@
 #include "eval/classify.h"
 #include "model/classifier.h"
 #include "training/adamw.h"
+#include "training/optim_config.h"
 #include "training/schedule.h"
 #include "util/device.h"
 #include "util/error.h"
@@ -47,12 +48,10 @@ double train_classifier(const ClassifierTrainOptions& o) {
   model::Classifier net(cc);
   net->to(device);
   net->train();
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (auto& kv : net->named_parameters()) named.emplace_back(kv.key(), kv.value());
   AdamWOptions ao;
   ao.weight_decay = o.weight_decay;
   ao.fused = true;
-  AdamW opt(named, ao);
+  AdamW opt(named_parameters(*net), ao);
   LrSchedule lr;
   lr.base_lr = o.lr;
   lr.end_lr = o.lr * 0.01;

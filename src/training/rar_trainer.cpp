@@ -16,6 +16,7 @@
 #include "sampling/orders.h"
 #include "sampling/sampler.h"
 #include "training/adamw.h"
+#include "training/optim_config.h"
 #include "training/checkpoints.h"
 #include "training/distributed.h"
 #include "training/rar_objective.h"
@@ -132,12 +133,6 @@ model::GeneratorConfig generator_config_of(const Config& c) {
   return g;
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> named_params(torch::nn::Module& m) {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& item : m.named_parameters()) out.emplace_back(item.key(), item.value());
-  return out;
-}
-
 }  // namespace
 
 void train_rar(const Config& cfg, const TrainControl& control) {
@@ -188,18 +183,8 @@ void train_rar(const Config& cfg, const TrainControl& control) {
   g->train();
   dp.broadcast(g->parameters());
 
-  AdamWOptions ao;
-  ao.beta1 = cfg.get_double("optimizer.params.beta1");
-  ao.beta2 = cfg.get_double("optimizer.params.beta2");
-  ao.weight_decay = cfg.get_double("optimizer.params.weight_decay");
-  ao.fused = true;  // ATen's fused AdamW (CUDA and CPU); the plain path is its tested reference
-  AdamW opt(named_params(*g), ao);
-  LrSchedule lr_of;
-  lr_of.kind = cfg.get_string("lr_scheduler.scheduler");
-  lr_of.base_lr = cfg.get_double("lr_scheduler.params.learning_rate");
-  lr_of.end_lr = cfg.get_double("lr_scheduler.params.end_lr");
-  lr_of.warmup_steps = cfg.get_int("lr_scheduler.params.warmup_steps");
-  lr_of.total_steps = cfg.get_int("training.max_train_steps");
+  AdamW opt(named_parameters(*g), adamw_options(cfg));
+  const LrSchedule lr_of = lr_schedule(cfg);
   const int64_t anneal_start = cfg.get_int("model.generator.randomness_anneal_start"),
                 anneal_end = cfg.get_int("model.generator.randomness_anneal_end");
   check(anneal_end >= anneal_start, "randomness_anneal_end must be >= randomness_anneal_start");
@@ -217,7 +202,7 @@ void train_rar(const Config& cfg, const TrainControl& control) {
   const double ema_decay = cfg.get_double("training.ema_decay");
   std::vector<std::pair<std::string, torch::Tensor>> ema;  // fp32 copies
   if (use_ema)
-    for (auto& [n, p] : named_params(*g)) ema.emplace_back(n, p.detach().clone());
+    for (auto& [n, p] : named_parameters(*g)) ema.emplace_back(n, p.detach().clone());
 
   // ---------------------------------------------------------------- resume
   int64_t step = 0;

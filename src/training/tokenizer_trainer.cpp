@@ -12,6 +12,7 @@
 #include "io/image.h"
 #include "model/weights.h"
 #include "training/adamw.h"
+#include "training/optim_config.h"
 #include "training/checkpoints.h"
 #include "training/run_support.h"
 #include "training/schedule.h"
@@ -143,12 +144,6 @@ std::string test_spec(const std::string& test, const std::string& train) {
   return "";
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> named_params(torch::nn::Module& m) {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& item : m.named_parameters()) out.emplace_back(item.key(), item.value());
-  return out;
-}
-
 // Originals (top half) over their reconstructions (bottom half) of the first `n` images.
 void write_recon_grid(const std::string& path, model::VQModel& vq, const data::ImageBatches& images, int64_t n,
                       const torch::Device& device) {
@@ -206,18 +201,8 @@ void train_tokenizer(const Config& cfg, bool resume, int64_t stop_after) {
   model::VQModel vq(vcfg);
   vq->to(device);
   vq->train();
-  AdamWOptions ao;
-  ao.beta1 = cfg.get_double("optimizer.params.beta1");
-  ao.beta2 = cfg.get_double("optimizer.params.beta2");
-  ao.weight_decay = cfg.get_double("optimizer.params.weight_decay");
-  ao.fused = true;  // ATen's fused AdamW (CUDA and CPU); the plain path is its tested reference
-  AdamW opt(named_params(*vq), ao);
-  LrSchedule sched;
-  sched.kind = cfg.get_string("lr_scheduler.scheduler");
-  sched.base_lr = cfg.get_double("lr_scheduler.params.learning_rate");
-  sched.end_lr = cfg.get_double("lr_scheduler.params.end_lr");
-  sched.warmup_steps = cfg.get_int("lr_scheduler.params.warmup_steps");
-  sched.total_steps = cfg.get_int("training.max_train_steps");
+  AdamW opt(named_parameters(*vq), adamw_options(cfg));
+  const LrSchedule sched = lr_schedule(cfg);
   const int64_t batch = cfg.get_int("training.per_gpu_batch_size");
   check(batch > 0 && sched.total_steps > 0, "training.per_gpu_batch_size and training.max_train_steps must be positive");
   data::EpochSampler sampler(train.size(), batch, seed);
