@@ -122,6 +122,16 @@ torch::Tensor read_idx(const std::string& path) {
   return t;
 }
 
+std::string resolve_test_split(const std::string& test, const std::string& train) {
+  if (test == "none") return "";
+  if (test != "auto") return test;
+  for (const char* ds : {"fashion-mnist", "mnist"}) {
+    const std::string d(ds);
+    if (train == d || train == d + ":train") return d + ":test";
+  }
+  return "";
+}
+
 std::unique_ptr<ImageSource> open_source(const std::string& spec) {
   // Named datasets from Debian's packages.
   for (const char* name : {"fashion-mnist", "mnist"}) {

@@ -27,6 +27,10 @@ class ImageSource {
 // "mnist[:train|:test]" (Debian's dataset packages under /usr/share/datasets), or .npy/.npz.
 std::unique_ptr<ImageSource> open_source(const std::string& spec);
 
+// The held-out set a trainer evaluates on: "auto" means the :test split when `train` names
+// fashion-mnist/mnist (else none), "none" means none (""), anything else is taken as given.
+std::string resolve_test_split(const std::string& test, const std::string& train);
+
 // IDX (big-endian header, magic 0x0000080D with D dims) of unsigned bytes: uint8 tensor.
 torch::Tensor read_idx(const std::string& path);
 

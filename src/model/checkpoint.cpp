@@ -4,6 +4,8 @@
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 
+#include "util/autocast.h"
+
 namespace rar::model {
 namespace {
 
@@ -63,14 +65,8 @@ struct BlockRecompute : torch::autograd::Function<BlockRecompute> {
     torch::Tensor y;
     {
       torch::AutoGradMode grad(true);
-      const bool prev = at::autocast::is_autocast_enabled(dev.type());
-      const auto prev_dtype = at::autocast::get_autocast_dtype(dev.type());
-      at::autocast::set_autocast_enabled(dev.type(), autocast);
-      at::autocast::set_autocast_dtype(dev.type(), dtype);
+      Autocast ac(autocast, dev.type(), dtype);  // the forward's autocast state, whatever this thread's is
       y = block->forward(x, c);
-      at::autocast::set_autocast_enabled(dev.type(), prev);
-      at::autocast::set_autocast_dtype(dev.type(), prev_dtype);
-      if (autocast && !prev) at::autocast::clear_cache();
     }
     now.restore();
     std::vector<torch::Tensor> inputs;

@@ -173,6 +173,12 @@ torch::Tensor VQDecoderImpl::forward(const torch::Tensor& z) {
   return conv_out(F::silu(norm_out(h)));
 }
 
+torch::Tensor nearest_codes(const torch::Tensor& flat, const torch::Tensor& codebook) {
+  auto e = codebook.t();  // [D, K]
+  auto dist = torch::addmm(flat.pow(2).sum(1, true) + e.pow(2).sum(0, true), flat, e, /*beta=*/1, /*alpha=*/-2);
+  return dist.argmin(1);
+}
+
 QuantizerImpl::QuantizerImpl(int64_t codes, int64_t dim, bool l2_norm) : l2(l2_norm) {
   embedding = register_module("embedding", torch::nn::Embedding(codes, dim));
 }
@@ -189,9 +195,7 @@ torch::Tensor QuantizerImpl::codes_of(const torch::Tensor& z_in) {
   auto z = prepare(z_in);
   const int64_t B = z.size(0), D = z.size(1);
   auto flat = z.permute({0, 2, 3, 1}).reshape({-1, D});  // [B*h*w, D]
-  auto e = codebook().t();                                // [D, K]
-  auto dist = torch::addmm(flat.pow(2).sum(1, true) + e.pow(2).sum(0, true), flat, e, /*beta=*/1, /*alpha=*/-2);
-  return dist.argmin(1).reshape({B, -1});
+  return nearest_codes(flat, codebook()).reshape({B, -1});
 }
 
 torch::Tensor QuantizerImpl::vectors_of(const torch::Tensor& codes) {

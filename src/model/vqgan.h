@@ -85,6 +85,10 @@ struct VQDecoderImpl : torch::nn::Module {
 };
 TORCH_MODULE(VQDecoder);
 
+// Index of the nearest codebook row for each row of flat [N,D] (codebook [K,D]), by squared L2
+// (|z|² + |e|² − 2 z·e). Shared by the quantizer and the tokenizer trainer.
+torch::Tensor nearest_codes(const torch::Tensor& flat, const torch::Tensor& codebook);
+
 struct QuantizerImpl : torch::nn::Module {
   QuantizerImpl(int64_t codes, int64_t dim, bool l2 = false);
   // The codebook as used: [K,D], rows l2-normalised when use_l2_norm.

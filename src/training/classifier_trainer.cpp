@@ -25,13 +25,7 @@ double train_classifier(const ClassifierTrainOptions& o) {
   auto train_src = data::open_source(o.data);
   const int64_t channels = data::prepare(train_src->image(0), o.size, train_src->image(0).size(2), o.pad).size(2);
   data::ImageBatches train(*train_src, o.size, channels, o.pad, int64_t(4) << 30, "load train");
-  std::string test_spec = o.test;
-  if (test_spec == "auto") {
-    test_spec.clear();
-    for (const char* ds : {"fashion-mnist", "mnist"})
-      if (o.data == ds || o.data == std::string(ds) + ":train") test_spec = std::string(ds) + ":test";
-  }
-  if (test_spec == "none") test_spec.clear();
+  const std::string test_spec = data::resolve_test_split(o.test, o.data);
 
   model::ClassifierConfig cc;
   cc.channels = channels;

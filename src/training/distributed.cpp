@@ -158,44 +158,6 @@ void DataParallel::broadcast(const std::vector<torch::Tensor>& tensors) {
 #endif
 }
 
-void DataParallel::average_gradients(const std::vector<torch::Tensor>& params) {
-#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
-  if (!impl_->pg) return;
-  torch::NoGradGuard ng;
-  // Buckets of same-dtype gradients, in parameter order.
-  std::vector<std::vector<torch::Tensor>> buckets;
-  int64_t bytes = bucket_bytes_;
-  for (const auto& p : params) {
-    auto g = p.grad();
-    if (!g.defined()) continue;
-    const int64_t nb = g.numel() * g.element_size();
-    if (buckets.empty() || bytes + nb > bucket_bytes_ || buckets.back().front().scalar_type() != g.scalar_type()) {
-      buckets.emplace_back();
-      bytes = 0;
-    }
-    buckets.back().push_back(g);
-    bytes += nb;
-  }
-  std::vector<std::vector<at::Tensor>> flats;
-  std::vector<c10::intrusive_ptr<c10d::Work>> works;
-  for (auto& b : buckets) {
-    std::vector<torch::Tensor> views;
-    for (auto& g : b) views.push_back(g.reshape({-1}));
-    flats.push_back({torch::cat(views)});
-    works.push_back(impl_->pg->allreduce(flats.back()));
-  }
-  for (size_t i = 0; i < buckets.size(); ++i) {
-    works[i]->wait();
-    auto flat = flats[i][0].div_(static_cast<double>(env_.world));
-    int64_t off = 0;
-    for (auto& g : buckets[i]) {
-      g.copy_(flat.narrow(0, off, g.numel()).view_as(g));
-      off += g.numel();
-    }
-  }
-#endif
-}
-
 void DataParallel::attach(const std::vector<torch::Tensor>& params) {
   if (env_.world == 1) return;
   auto& im = *impl_;

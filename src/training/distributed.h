@@ -35,10 +35,7 @@ class DataParallel {
 
   // Rank 0's values to every rank (start from identical weights).
   void broadcast(const std::vector<torch::Tensor>& tensors);
-  // Every gradient becomes the mean over ranks: flattened into buckets of about bucket_mb,
-  // all-reduced asynchronously bucket by bucket, then copied back.
-  void average_gradients(const std::vector<torch::Tensor>& params);
-  // Overlapped version (what the trainer uses): attach() once; arm() before the backward whose
+  // Gradient averaging across ranks: attach() once; arm() before the backward whose
   // gradients are final (the last micro-step); during that backward each bucket of gradients
   // (parameters in reverse order, about bucket_mb each) starts its asynchronous all-reduce as soon
   // as all its gradients are accumulated (hooks on the gradient accumulators), overlapping

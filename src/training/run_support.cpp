@@ -1,8 +1,6 @@
 // run_support.cpp — see run_support.h.
 #include "training/run_support.h"
 
-#include <ATen/autocast_mode.h>
-
 #include <atomic>
 #include <csignal>
 
@@ -38,21 +36,6 @@ void MetricsLog::write(const nlohmann::json& row) {
   const std::string line = row.dump() + "\n";
   check(std::fwrite(line.data(), 1, line.size(), f_) == line.size() && std::fflush(f_) == 0, path_,
         ": write failed");
-}
-
-Autocast::Autocast(bool enabled, c10::DeviceType device, c10::ScalarType dtype) : enabled_(enabled), device_(device) {
-  if (!enabled_) return;
-  prev_enabled_ = at::autocast::is_autocast_enabled(device_);
-  prev_dtype_ = at::autocast::get_autocast_dtype(device_);
-  at::autocast::set_autocast_enabled(device_, true);
-  at::autocast::set_autocast_dtype(device_, dtype);
-  at::autocast::increment_nesting();
-}
-Autocast::~Autocast() {
-  if (!enabled_) return;
-  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  at::autocast::set_autocast_enabled(device_, prev_enabled_);
-  at::autocast::set_autocast_dtype(device_, prev_dtype_);
 }
 
 }  // namespace rar::training

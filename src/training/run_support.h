@@ -1,12 +1,12 @@
-// run_support.h — what every training loop shares: stopping cleanly on SIGINT/SIGTERM, a JSONL
-// metrics log, and bf16 autocast on CUDA.
+// run_support.h — what every training loop shares: stopping cleanly on SIGINT/SIGTERM and a JSONL
+// metrics log (and, from util/autocast.h, bf16 autocast scopes).
 #pragma once
 #include <cstdio>
 #include <string>
 
-#include <c10/core/DeviceType.h>
-#include <c10/core/ScalarType.h>
 #include <nlohmann/json.hpp>
+
+#include "util/autocast.h"
 
 namespace rar::training {
 
@@ -30,16 +30,7 @@ class MetricsLog {
   std::string path_;
 };
 
-// Autocast to `dtype` on `device` for the guard's lifetime; a no-op when disabled.
-class Autocast {
- public:
-  Autocast(bool enabled, c10::DeviceType device, c10::ScalarType dtype);
-  ~Autocast();
-
- private:
-  bool enabled_, prev_enabled_ = false;
-  c10::DeviceType device_;
-  c10::ScalarType prev_dtype_ = c10::kFloat;
-};
+// bf16 autocast scopes: util/autocast.h.
+using rar::Autocast;
 
 }  // namespace rar::training

@@ -134,16 +134,6 @@ model::VQConfig vq_config_of(const Config& c, int64_t data_channels) {
   return v;
 }
 
-std::string test_spec(const std::string& test, const std::string& train) {
-  if (test == "none") return "";
-  if (test != "auto") return test;
-  for (const char* ds : {"fashion-mnist", "mnist"}) {
-    const std::string d(ds);
-    if (train == d || train == d + ":train") return d + ":test";
-  }
-  return "";
-}
-
 // Originals (top half) over their reconstructions (bottom half) of the first `n` images.
 void write_recon_grid(const std::string& path, model::VQModel& vq, const data::ImageBatches& images, int64_t n,
                       const torch::Device& device) {
@@ -188,7 +178,7 @@ void train_tokenizer(const Config& cfg, bool resume, int64_t stop_after) {
         f, " (the tokenizer's downsampling, from channel_mult): set data.pad or data.size");
   std::unique_ptr<data::ImageSource> test_src;
   std::unique_ptr<data::ImageBatches> test;
-  const std::string tspec = test_spec(cfg.get_string("data.test"), train_spec);
+  const std::string tspec = data::resolve_test_split(cfg.get_string("data.test"), train_spec);
   if (!tspec.empty()) {
     test_src = data::open_source(tspec);
     test = std::make_unique<data::ImageBatches>(*test_src, size, vcfg.image_channels, pad, cache, "load test");
@@ -297,7 +287,10 @@ void train_tokenizer(const Config& cfg, bool resume, int64_t stop_after) {
   install_stop_handlers();
   const auto t0 = clock::now();
   Progress progress("train-tokenizer", sched.total_steps, "step", step);
-  double acc_loss = 0, acc_rec = 0, acc_psnr = 0;
+  double acc_loss = 0;
+  // Summed on the device and read once per log line (no per-step synchronisation).
+  auto acc_rec = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
+  auto acc_psnr = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
   int64_t acc_n = 0, window_start = step;
   auto window_hist = torch::zeros({K}, torch::TensorOptions(torch::kInt64).device(device));
   auto t_window = clock::now();
@@ -338,7 +331,7 @@ void train_tokenizer(const Config& cfg, bool resume, int64_t stop_after) {
     }
     {
       torch::NoGradGuard ng;
-      codes = torch::addmm(z_flat.pow(2).sum(1, true) + e.pow(2).sum(1).unsqueeze(0), z_flat, e.t(), 1, -2).argmin(1);
+      codes = model::nearest_codes(z_flat, e);
     }
     auto zq_flat = e.index_select(0, codes);
     cb_loss = F::mse_loss(zq_flat, z_flat.detach());
@@ -387,17 +380,18 @@ void train_tokenizer(const Config& cfg, bool resume, int64_t stop_after) {
     }
 
     acc_loss += loss_v;
-    acc_rec += rec_loss.item<double>();
-    acc_psnr += -10.0 * std::log10(std::max(1e-10, mse.item<double>()));
+    acc_rec += rec_loss.detach().to(torch::kFloat64);
+    acc_psnr += -10.0 * torch::log10(mse.detach().to(torch::kFloat64).clamp_min(1e-10));
     ++acc_n;
     if (step % log_every == 0 || step == sched.total_steps) {
       const double secs = std::chrono::duration<double>(clock::now() - t_window).count();
       const double used = (window_hist > 0).sum().item<double>() / static_cast<double>(K);
       const double ips = static_cast<double>((step - window_start) * batch) / std::max(1e-9, secs);
+      const double psnr = acc_psnr.item<double>() / acc_n;
       metrics.write({{"step", step},
                      {"loss", acc_loss / acc_n},
-                     {"rec_loss", acc_rec / acc_n},
-                     {"psnr", acc_psnr / acc_n},
+                     {"rec_loss", acc_rec.item<double>() / acc_n},
+                     {"psnr", psnr},
                      {"codebook_loss", cb_loss.item<double>()},
                      {"commit_loss", commit_loss.item<double>()},
                      {"lr", lr},
@@ -408,9 +402,11 @@ void train_tokenizer(const Config& cfg, bool resume, int64_t stop_after) {
                      {"elapsed_s", std::chrono::duration<double>(clock::now() - t0).count()}});
       char extra[160];
       std::snprintf(extra, sizeof extra, "loss %.4f  psnr %.2f  codes %.0f%%  lr %.2e  %.0f img/s", acc_loss / acc_n,
-                    acc_psnr / acc_n, 100 * used, lr, ips);
+                    psnr, 100 * used, lr, ips);
       progress.update(step, extra);
-      acc_loss = acc_rec = acc_psnr = 0;
+      acc_loss = 0;
+      acc_rec.zero_();
+      acc_psnr.zero_();
       acc_n = 0;
       window_hist.zero_();
       window_start = step;
