@@ -57,6 +57,7 @@ TEST(Image, BadFilesGiveOneLineErrors) {
 }
 
 TEST(Plot, CurvesFromAMetricsLogAndOneLineErrors) {
+  if (!io::plotting_available()) GTEST_SKIP() << "built without cairo";
   TempDir dir;
   std::string log;
   for (int s = 1; s <= 20; ++s)
@@ -81,6 +82,7 @@ TEST(Plot, CurvesFromAMetricsLogAndOneLineErrors) {
 }
 
 TEST(Plot, LabelledGridRows) {
+  if (!io::plotting_available()) GTEST_SKIP() << "built without cairo";
   TempDir dir;
   auto grid = torch::zeros({40, 60, 1}, torch::kUInt8);
   io::write_labelled_rows_png(dir / "g.png", grid, {"T-shirt/top", "Trouser"});

@@ -5,6 +5,7 @@
 #include <ATen/autocast_mode.h>
 
 #include "model/checkpoint.h"
+#include "model/fused_ops.h"
 #include "model/init.h"
 #include "util/error.h"
 
@@ -17,28 +18,6 @@ namespace {
 
 torch::nn::LayerNorm layer_norm(int64_t dim, bool affine = true) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6).elementwise_affine(affine));
-}
-
-// x * (1 + scale) + shift
-torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
-  return x * (1 + scale) + shift;
-}
-
-// The dtype the matmuls run in: autocast's when it is on (bf16 training), else the tensor's own.
-// LayerNorm outputs are cast to it right away, so the modulation and what autograd saves for it
-// stay in bf16 under autocast instead of float32; without autocast this is a no-op.
-torch::Tensor to_compute(const torch::Tensor& t) {
-  const auto dev = t.device().type();
-  if (at::autocast::is_autocast_enabled(dev)) return t.to(at::autocast::get_autocast_dtype(dev));
-  return t;
-}
-
-// LayerNorm of q or k over the head dim. Under autocast LayerNorm would upcast the bf16 input to
-// float32 and write float32; here it runs on the input's dtype (float32 statistics inside, float32
-// affine parameters, output in the input's dtype): the same math, half the memory traffic.
-torch::Tensor head_norm(torch::nn::LayerNorm& ln, const torch::Tensor& x) {
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  return at::layer_norm(x, {x.size(-1)}, ln->weight, ln->bias, ln->options.eps());
 }
 
 }  // namespace
@@ -56,10 +35,9 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t heads_, double attn_drop_, dou
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_cache, torch::Tensor* v_cache,
                                      int64_t past) {
-  const int64_t B = x.size(0), N = x.size(1), H = x.size(2), hd = H / heads;
-  // qkv projection, split into q, k, v per head: each [B,h,N,hd]
-  auto qkv_ = qkv(x).view({B, N, 3, heads, hd}).permute({2, 0, 3, 1, 4});
-  auto q = head_norm(q_norm, qkv_[0]), k = head_norm(k_norm, qkv_[1]), v = qkv_[2];
+  const int64_t B = x.size(0), N = x.size(1), H = x.size(2);
+  // qkv projection, q/k LayerNorm per head (model/fused_ops)
+  auto [q, k, v] = qk_norm_split(qkv(x), heads, q_norm, k_norm);
   bool causal = true;
   if (k_cache) {
     // Append this step's keys/values, then attend over everything cached so far.
@@ -107,10 +85,10 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
   // computed once for all blocks by the caller (adaLN_modulation[0] is that SiLU).
   auto m = adaLN_modulation[1]->as<torch::nn::Linear>()->forward(silu_c).chunk(6, -1);
   // h += gate_a * Attn(LN1(h) * (1 + scale_a) + shift_a)
-  //   (addcmul: h + gate·y in one kernel)
-  auto x = torch::addcmul(x_in, m[2], attn(modulate(to_compute(norm1(x_in)), m[0], m[1]), k_cache, v_cache, past));
+  //   (ln_modulate and gated_residual: model/fused_ops, one CUDA kernel each on the fast path)
+  auto x = gated_residual(x_in, m[2], attn(ln_modulate(norm1, x_in, m[0], m[1]), k_cache, v_cache, past));
   // h += gate_m * MLP(LN2(h) * (1 + scale_m) + shift_m)
-  return torch::addcmul(x, m[5], mlp(modulate(to_compute(norm2(x)), m[3], m[4])));
+  return gated_residual(x, m[5], mlp(ln_modulate(norm2, x, m[3], m[4])));
 }
 
 // ---------------------------------------------------------------- final layer
@@ -124,7 +102,7 @@ FinalLayerImpl::FinalLayerImpl(int64_t dim) {
 torch::Tensor FinalLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& silu_c) {
   // (scale, shift) = split2(W·SiLU(c) + b) — scale first here (SiLU(c) given by the caller)
   auto m = adaLN_modulation[1]->as<torch::nn::Linear>()->forward(silu_c).chunk(2, -1);
-  return modulate(to_compute(norm_final(x)), m[1], m[0]);
+  return ln_modulate(norm_final, x, m[1], m[0]);
 }
 
 // ---------------------------------------------------------------- generator

@@ -1,0 +1,51 @@
+// block_kernels.h — CUDA kernels for the memory-bound steps of a transformer block (CUDA builds
+// only, RAR_WITH_CUDA). Raw pointers and one stream: the autograd wrappers, the checks and the
+// plain LibTorch path they are tested against live in model/fused_ops.
+//
+// Layouts: a "row" is one position's H values. x, y, gradients are contiguous [rows, H]; the
+// adaLN chunks (shift, scale, gate) are views into the [rows, 6H] projection, so each has its own
+// row stride (elements). Float statistics (mean, rstd) are one value per normalised row.
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace rar::kernels {
+
+enum class DType { f32, bf16 };
+
+// Largest normalised width the register-resident kernels take (callers fall back above it).
+constexpr int kMaxWidth = 2048;
+
+// y = (LN(x)·w + b) · (1 + scale) + shift (w, b may be null: no affine). x in `tx`, shift/scale/y in
+// `t`; statistics in float. Writes mean/rstd per row.
+void ln_modulate_forward(DType tx, DType t, const void* x, int64_t rows, int H, const float* w, const float* b,
+                         const void* shift, int64_t shift_stride, const void* scale, int64_t scale_stride,
+                         float eps, void* y, float* mean, float* rstd, cudaStream_t stream);
+
+// Gradients of ln_modulate given gy (contiguous [rows,H], dtype t): gx (tx), gscale (t, contiguous)
+// and, with an affine, per-warp partial sums for w and b: gw_part/gb_part [partial_rows(rows), H]
+// (sum them over dim 0). The gradient of shift is gy itself.
+int64_t ln_modulate_partial_rows(int64_t rows);
+void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, const float* mean, const float* rstd,
+                          const float* w, const float* b, const void* scale, int64_t scale_stride, int64_t rows,
+                          int H, void* gx, void* gscale, float* gw_part, float* gb_part, cudaStream_t stream);
+
+// The attention input step: qkv [B,N,3,heads,hd] (the qkv projection's output) -> q = LN(q)·wq+bq,
+// k = LN(k)·wk+bk, v, each written [B,heads,N,hd] contiguous. mean/rstd: [B*N*2*heads].
+void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int heads, int hd, const float* wq,
+                           const float* bq, const float* wk, const float* bk, float eps, void* q, void* k, void* v,
+                           float* mean, float* rstd, cudaStream_t stream);
+
+// Its gradient: gq, gk, gv [B,heads,N,hd] contiguous -> gqkv [B,N,3,heads,hd], and per-warp partial
+// sums part [qk_norm_partial_rows(), 4, hd] for (wq, bq, wk, bk).
+int64_t qk_norm_partial_rows(int64_t rows);
+void qk_norm_split_backward(DType t, const void* gq, const void* gk, const void* gv, const void* qkv,
+                            const float* mean, const float* rstd, const float* wq, const float* wk, int64_t B,
+                            int64_t N, int heads, int hd, void* gqkv, float* part, cudaStream_t stream);
+
+// Gradient of out = x + gate · y for gate and y (x's gradient is g itself): one pass over g.
+void gated_residual_backward(DType tx, DType t, const void* g, const void* gate, int64_t gate_stride, const void* y,
+                             int64_t rows, int H, void* ggate, void* gy, cudaStream_t stream);
+
+}  // namespace rar::kernels

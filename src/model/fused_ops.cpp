@@ -1,0 +1,246 @@
+// fused_ops.cpp — see fused_ops.h.
+#include "model/fused_ops.h"
+
+#include <atomic>
+
+#include <ATen/autocast_mode.h>
+
+#ifdef RAR_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "kernels/block_kernels.h"
+#endif
+
+namespace rar::model {
+
+namespace {
+std::atomic<bool> g_fused{true};
+
+// ---------------------------------------------------------------- plain path (the reference)
+
+torch::Tensor ln_modulate_plain(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
+                                const torch::Tensor& scale) {
+  // LayerNorm under autocast runs in float32; its output is cast to the matmul dtype right away so
+  // the modulation (and what autograd saves for it) stays in bf16.
+  auto n = to_compute(torch::nn::functional::layer_norm(
+      x, torch::nn::functional::LayerNormFuncOptions({x.size(-1)})
+             .weight(ln->weight)
+             .bias(ln->bias)
+             .eps(ln->options.eps())));
+  return n * (1 + scale) + shift;
+}
+
+// LayerNorm of q or k over the head dim in the input's dtype (float32 statistics inside). Under
+// autocast LayerNorm would upcast the bf16 input and write float32: same math, twice the traffic.
+// The CUDA kernel wants the affine parameters in the input's dtype (a cast of hd values).
+torch::Tensor head_norm(const torch::nn::LayerNorm& ln, const torch::Tensor& x) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  return at::layer_norm(x, {x.size(-1)}, ln->weight.to(x.scalar_type()), ln->bias.to(x.scalar_type()),
+                        ln->options.eps());
+}
+
+std::array<torch::Tensor, 3> qk_norm_split_plain(const torch::Tensor& qkv, int64_t heads,
+                                                 const torch::nn::LayerNorm& q_norm,
+                                                 const torch::nn::LayerNorm& k_norm) {
+  const int64_t B = qkv.size(0), N = qkv.size(1), hd = qkv.size(2) / 3 / heads;
+  auto parts = qkv.view({B, N, 3, heads, hd}).permute({2, 0, 3, 1, 4});  // [3,B,h,N,hd]
+  return {head_norm(q_norm, parts[0]), head_norm(k_norm, parts[1]), parts[2]};
+}
+
+#ifdef RAR_WITH_CUDA
+// ---------------------------------------------------------------- fused path (CUDA kernels)
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+namespace K = rar::kernels;
+
+K::DType kdt(const torch::Tensor& t) { return t.scalar_type() == torch::kBFloat16 ? K::DType::bf16 : K::DType::f32; }
+bool kernel_dtype(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kBFloat16;
+}
+cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
+
+// A [B,N,H] view whose rows (b,n) all sit `stride(1)` elements apart with contiguous columns (a
+// chunk of a contiguous [B,N,6H] projection is one).
+bool uniform_rows(const torch::Tensor& t) {
+  return t.dim() == 3 && t.stride(2) == 1 && (t.size(0) == 1 || t.stride(0) == t.size(1) * t.stride(1));
+}
+float* opt_ptr(const torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+
+struct LnModulateFn : torch::autograd::Function<LnModulateFn> {
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor w, torch::Tensor b,
+                               torch::Tensor shift, torch::Tensor scale, double eps) {
+    c10::cuda::CUDAGuard guard(x.device());
+    const int64_t H = x.size(-1), rows = x.numel() / H;
+    auto y = torch::empty(x.sizes(), x.options().dtype(shift.scalar_type()));
+    auto mean = torch::empty({rows}, x.options().dtype(torch::kFloat32));
+    auto rstd = torch::empty_like(mean);
+    K::ln_modulate_forward(kdt(x), kdt(shift), x.data_ptr(), rows, static_cast<int>(H), opt_ptr(w), opt_ptr(b),
+                           shift.data_ptr(), shift.stride(1), scale.data_ptr(), scale.stride(1),
+                           static_cast<float>(eps), y.data_ptr(), mean.data_ptr<float>(), rstd.data_ptr<float>(),
+                           stream());
+    ctx->save_for_backward({x, w, b, scale, mean, rstd});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &x = s[0], &w = s[1], &b = s[2], &scale = s[3], &mean = s[4], &rstd = s[5];
+    c10::cuda::CUDAGuard guard(x.device());
+    auto gy = grads[0].to(scale.scalar_type()).contiguous();
+    const int64_t H = x.size(-1), rows = x.numel() / H;
+    auto gx = torch::empty_like(x);
+    auto gscale = torch::empty(x.sizes(), gy.options());
+    torch::Tensor gw_part, gb_part;
+    if (w.defined()) {
+      gw_part = torch::empty({K::ln_modulate_partial_rows(rows), H}, mean.options());
+      gb_part = torch::empty_like(gw_part);
+    }
+    K::ln_modulate_backward(kdt(x), kdt(scale), gy.data_ptr(), x.data_ptr(), mean.data_ptr<float>(),
+                            rstd.data_ptr<float>(), opt_ptr(w), opt_ptr(b), scale.data_ptr(), scale.stride(1), rows,
+                            static_cast<int>(H), gx.data_ptr(), gscale.data_ptr(), opt_ptr(gw_part),
+                            opt_ptr(gb_part), stream());
+    torch::Tensor gw, gb;
+    if (w.defined()) {
+      gw = gw_part.sum(0);
+      gb = gb_part.sum(0);
+    }
+    return {gx, gw, gb, gy, gscale, torch::Tensor()};
+  }
+};
+
+struct GatedResidualFn : torch::autograd::Function<GatedResidualFn> {
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor gate, torch::Tensor y) {
+    ctx->save_for_backward({gate, y});
+    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
+    return torch::addcmul(x, gate, y);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &gate = s[0], &y = s[1];
+    c10::cuda::CUDAGuard guard(y.device());
+    const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
+    auto g = grads[0].to(x_dtype).contiguous();
+    const int64_t H = y.size(-1), rows = y.numel() / H;
+    auto ggate = torch::empty(y.sizes(), y.options());
+    auto gy = torch::empty_like(ggate);
+    K::gated_residual_backward(kdt(g), kdt(y), g.data_ptr(), gate.data_ptr(), gate.stride(1), y.data_ptr(), rows,
+                               static_cast<int>(H), ggate.data_ptr(), gy.data_ptr(), stream());
+    return {g, ggate, gy};
+  }
+};
+
+struct QkNormSplitFn : torch::autograd::Function<QkNormSplitFn> {
+  static variable_list forward(AutogradContext* ctx, torch::Tensor qkv, torch::Tensor wq, torch::Tensor bq,
+                               torch::Tensor wk, torch::Tensor bk, int64_t heads, double eps) {
+    c10::cuda::CUDAGuard guard(qkv.device());
+    const int64_t B = qkv.size(0), N = qkv.size(1), hd = qkv.size(2) / 3 / heads;
+    auto q = torch::empty({B, heads, N, hd}, qkv.options());
+    auto k = torch::empty_like(q), v = torch::empty_like(q);
+    auto mean = torch::empty({B * N * 2 * heads}, qkv.options().dtype(torch::kFloat32));
+    auto rstd = torch::empty_like(mean);
+    K::qk_norm_split_forward(kdt(qkv), qkv.data_ptr(), B, N, static_cast<int>(heads), static_cast<int>(hd),
+                             wq.data_ptr<float>(), bq.data_ptr<float>(), wk.data_ptr<float>(), bk.data_ptr<float>(),
+                             static_cast<float>(eps), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                             mean.data_ptr<float>(), rstd.data_ptr<float>(), stream());
+    ctx->save_for_backward({qkv, wq, wk, mean, rstd});
+    ctx->saved_data["heads"] = heads;
+    return {q, k, v};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &qkv = s[0], &wq = s[1], &wk = s[2], &mean = s[3], &rstd = s[4];
+    c10::cuda::CUDAGuard guard(qkv.device());
+    const int64_t heads = ctx->saved_data["heads"].toInt();
+    const int64_t B = qkv.size(0), N = qkv.size(1), hd = qkv.size(2) / 3 / heads;
+    auto grad = [&](int i) {
+      return grads[i].defined() ? grads[i].to(qkv.scalar_type()).contiguous()
+                                : torch::zeros({B, heads, N, hd}, qkv.options());
+    };
+    auto gq = grad(0), gk = grad(1), gv = grad(2);
+    auto gqkv = torch::empty_like(qkv);
+    auto part = torch::empty({K::qk_norm_partial_rows(B * N * 3 * heads), 4, hd}, mean.options());
+    K::qk_norm_split_backward(kdt(qkv), gq.data_ptr(), gk.data_ptr(), gv.data_ptr(), qkv.data_ptr(),
+                              mean.data_ptr<float>(), rstd.data_ptr<float>(), wq.data_ptr<float>(),
+                              wk.data_ptr<float>(), B, N, static_cast<int>(heads), static_cast<int>(hd),
+                              gqkv.data_ptr(), part.data_ptr<float>(), stream());
+    auto sums = part.sum(0);  // [4, hd]
+    return {gqkv, sums[0], sums[1], sums[2], sums[3], torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// The dtype of the plain path's modulation result: the normalised value (autocast's dtype, else
+// x's) promoted with shift and scale. The fused path writes shift's dtype, so it must be that.
+at::ScalarType plain_modulate_dtype(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
+  const auto dev = x.device().type();
+  const auto n = at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : x.scalar_type();
+  return at::promote_types(at::promote_types(n, shift.scalar_type()), scale.scalar_type());
+}
+
+bool affine_ok(const torch::nn::LayerNorm& ln) {
+  const auto& w = ln->weight;
+  return (!w.defined() && !ln->bias.defined()) ||
+         (w.defined() && ln->bias.defined() && w.scalar_type() == torch::kFloat32 &&
+          ln->bias.scalar_type() == torch::kFloat32 && w.is_contiguous() && ln->bias.is_contiguous());
+}
+#endif
+
+}  // namespace
+
+torch::Tensor to_compute(const torch::Tensor& t) {
+  const auto dev = t.device().type();
+  if (at::autocast::is_autocast_enabled(dev)) return t.to(at::autocast::get_autocast_dtype(dev));
+  return t;
+}
+
+bool fused_kernels_enabled() { return g_fused.load(); }
+void set_fused_kernels(bool on) { g_fused.store(on); }
+bool fused_kernels_built() {
+#ifdef RAR_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
+                          const torch::Tensor& scale) {
+#ifdef RAR_WITH_CUDA
+  if (fused_kernels_enabled() && x.is_cuda() && x.dim() == 3 && x.size(-1) <= kernels::kMaxWidth &&
+      kernel_dtype(x) && kernel_dtype(shift) && shift.scalar_type() == scale.scalar_type() &&
+      plain_modulate_dtype(x, shift, scale) == shift.scalar_type() &&
+      !(x.scalar_type() == torch::kBFloat16 && shift.scalar_type() == torch::kFloat32) &&
+      shift.sizes() == x.sizes() && scale.sizes() == x.sizes() && uniform_rows(shift) && uniform_rows(scale) &&
+      affine_ok(ln)) {
+    return LnModulateFn::apply(x.contiguous(), ln->weight, ln->bias, shift, scale, ln->options.eps());
+  }
+#endif
+  return ln_modulate_plain(ln, x, shift, scale);
+}
+
+torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
+#ifdef RAR_WITH_CUDA
+  if (fused_kernels_enabled() && x.is_cuda() && x.dim() == 3 && kernel_dtype(x) && kernel_dtype(y) &&
+      gate.scalar_type() == y.scalar_type() && !(x.scalar_type() == torch::kBFloat16 && y.scalar_type() == torch::kFloat32) &&
+      gate.sizes() == x.sizes() && y.sizes() == x.sizes() && uniform_rows(gate)) {
+    return GatedResidualFn::apply(x, gate, y.contiguous());
+  }
+#endif
+  return torch::addcmul(x, gate, y);
+}
+
+std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
+                                           const torch::nn::LayerNorm& k_norm) {
+#ifdef RAR_WITH_CUDA
+  const int64_t hd = qkv.size(-1) / 3 / heads;
+  if (fused_kernels_enabled() && qkv.is_cuda() && qkv.dim() == 3 && kernel_dtype(qkv) && hd <= kernels::kMaxWidth &&
+      affine_ok(q_norm) && affine_ok(k_norm) && q_norm->weight.defined() && k_norm->weight.defined()) {
+    auto out = QkNormSplitFn::apply(qkv.contiguous(), q_norm->weight, q_norm->bias, k_norm->weight, k_norm->bias,
+                                    heads, q_norm->options.eps());
+    return {out[0], out[1], out[2]};
+  }
+#endif
+  return qk_norm_split_plain(qkv, heads, q_norm, k_norm);
+}
+
+}  // namespace rar::model

@@ -1,0 +1,37 @@
+// fused_ops.h — the block's memory-bound steps as single operations, each with two paths:
+//   plain: LibTorch ops exactly as the SPEC reads (the reference; every device, every dtype);
+//   fused: one CUDA kernel forward and one backward (kernels/block_kernels.cu), used on CUDA
+//          tensors in a RAR_CUDA build when `fused_kernels_enabled()`; tested against plain.
+// Both paths give the same values up to float rounding (the fused path rounds once to bf16
+// where the plain path rounds after every op).
+#pragma once
+#include <array>
+
+#include <torch/torch.h>
+
+namespace rar::model {
+
+// Global switch for the fused path (default on; `rar bench train --plain` turns it off).
+bool fused_kernels_enabled();
+void set_fused_kernels(bool on);
+// Whether this build has the CUDA kernels at all.
+bool fused_kernels_built();
+
+// The dtype the matmuls run in: autocast's when it is on (bf16 training), else the tensor's own.
+torch::Tensor to_compute(const torch::Tensor& t);
+
+// SPEC §3.6 modulated LayerNorm: LN(x) * (1 + scale) + shift, with `ln`'s affine (if any) and eps.
+// x [B,N,H] (float32 residual stream, or bf16 with bf16 weights); shift/scale [B,N,H] (chunks of
+// the adaLN projection). Result in the matmul dtype (autocast's, else shift's).
+torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
+                          const torch::Tensor& scale);
+
+// SPEC §3.6 gated residual: x + gate * y.
+torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y);
+
+// Attention inputs: the qkv projection's output [B,N,3H] -> q = q_norm(q), k = k_norm(k), v, each
+// [B,heads,N,hd]. q/k norms run in the input's dtype (float32 statistics).
+std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
+                                           const torch::nn::LayerNorm& k_norm);
+
+}  // namespace rar::model

@@ -1,0 +1,168 @@
+// Fused CUDA block kernels (model/fused_ops) against the plain LibTorch path: values and every
+// gradient, in float32 (tight) and under bf16 autocast (bf16 rounding), and a whole generator's
+// training step with the kernels on and off. CUDA builds on a GPU only; the plain path is what
+// every CPU test runs.
+#include <ATen/autocast_mode.h>
+#include <gtest/gtest.h>
+
+#include "helpers.h"
+#include "model/fused_ops.h"
+#include "model/generator.h"
+#include "training/rar_objective.h"
+#include "training/rar_trainer.h"
+#include "util/autocast.h"
+
+using namespace rar;
+
+namespace {
+
+bool have_kernels() { return torch::cuda::is_available() && model::fused_kernels_built(); }
+
+// max |a - b| / max |b|
+double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
+  auto bf = b.to(torch::kFloat64), af = a.to(torch::kFloat64);
+  return (af - bf).abs().max().item<double>() / std::max(bf.abs().max().item<double>(), 1e-30);
+}
+
+torch::Tensor leaf(const torch::Tensor& v) { return v.detach().requires_grad_(true); }
+
+// Runs f with the fused kernels on or off; returns its output and the gradients of sum(out * probe)
+// with respect to `leaves`.
+template <typename F>
+std::pair<torch::Tensor, std::vector<torch::Tensor>> run(bool fused, std::vector<torch::Tensor>& leaves, F&& f,
+                                                         bool autocast = false) {
+  model::set_fused_kernels(fused);
+  for (auto& l : leaves) l.mutable_grad() = torch::Tensor();
+  torch::Tensor out;
+  {
+    Autocast ac(autocast, torch::kCUDA, torch::kBFloat16);
+    out = f();
+  }
+  torch::manual_seed(99);
+  auto probe = torch::randn(out.sizes(), out.options().dtype(torch::kFloat32));
+  (out.to(torch::kFloat32) * probe).sum().backward();
+  std::vector<torch::Tensor> grads;
+  for (auto& l : leaves) grads.push_back(l.grad().defined() ? l.grad().clone() : torch::zeros_like(l));
+  model::set_fused_kernels(true);
+  return {out.detach(), grads};
+}
+
+torch::nn::LayerNorm make_ln(int64_t H, bool affine) {
+  torch::nn::LayerNorm ln(torch::nn::LayerNormOptions({H}).eps(1e-6).elementwise_affine(affine));
+  if (affine) {
+    torch::NoGradGuard ng;
+    ln->weight.copy_(1 + 0.3 * torch::randn({H}));
+    ln->bias.copy_(0.2 * torch::randn({H}));
+  }
+  ln->to(torch::kCUDA);
+  return ln;
+}
+
+}  // namespace
+
+TEST(FusedOpsCuda, LnModulateMatchesPlainPath) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  const int64_t B = 3, N = 37, H = 200;  // H not a multiple of 32: masked lanes
+  for (bool affine : {true, false}) {
+    for (bool autocast : {false, true}) {
+      torch::manual_seed(1);
+      auto ln = make_ln(H, affine);
+      auto cu = torch::TensorOptions().device(torch::kCUDA);
+      // m stands for the adaLN projection [B,N,6H]: bf16 under autocast (the matmul's output)
+      std::vector<torch::Tensor> leaves = {
+          leaf(2 + 3 * torch::randn({B, N, H}, cu)),
+          leaf(0.5 * torch::randn({B, N, 6 * H}, cu.dtype(autocast ? torch::kBFloat16 : torch::kFloat32)))};
+      if (affine) leaves.insert(leaves.end(), {ln->weight, ln->bias});
+      auto f = [&] {
+        auto m = leaves[1].chunk(6, -1);
+        return model::ln_modulate(ln, leaves[0], m[3], m[4]);
+      };
+      auto [yp, gp] = run(false, leaves, f, autocast);
+      auto [yf, gf] = run(true, leaves, f, autocast);
+      ASSERT_EQ(yf.scalar_type(), yp.scalar_type());
+      const double tol = autocast ? 1.5e-2 : 2e-5;
+      EXPECT_LT(rel_err(yf, yp), tol) << "affine " << affine << " autocast " << autocast;
+      for (size_t i = 0; i < gp.size(); ++i)
+        EXPECT_LT(rel_err(gf[i], gp[i]), autocast ? 3e-2 : 1e-4) << "grad " << i << " affine " << affine << " autocast " << autocast;
+      // the other chunks of m get no gradient
+      EXPECT_EQ(gf[1].chunk(6, -1)[0].abs().max().item<double>(), 0.0);
+    }
+  }
+}
+
+TEST(FusedOpsCuda, GatedResidualAndQkNormMatchPlainPath) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  const int64_t B = 2, N = 19, H = 96, heads = 3;
+  auto cu = torch::TensorOptions().device(torch::kCUDA);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    torch::manual_seed(2);
+    std::vector<torch::Tensor> leaves = {leaf(torch::randn({B, N, H}, cu)), leaf(torch::randn({B, N, 6 * H}, cu.dtype(dt))),
+                                         leaf(torch::randn({B, N, H}, cu.dtype(dt)))};
+    auto f = [&] { return model::gated_residual(leaves[0], leaves[1].chunk(6, -1)[2], leaves[2]); };
+    auto [yp, gp] = run(false, leaves, f);
+    auto [yf, gf] = run(true, leaves, f);
+    EXPECT_LT(rel_err(yf, yp), 1e-6);
+    for (size_t i = 0; i < gp.size(); ++i) EXPECT_LT(rel_err(gf[i], gp[i]), dt == torch::kFloat32 ? 1e-6 : 8e-3) << i;
+
+    auto qn = make_ln(H / heads, true), kn = make_ln(H / heads, true);
+    std::vector<torch::Tensor> ql = {leaf(2 * torch::randn({B, N, 3 * H}, cu.dtype(dt))), qn->weight, qn->bias,
+                                     kn->weight, kn->bias};
+    for (int part = 0; part < 3; ++part) {
+      auto g = [&] { return model::qk_norm_split(ql[0], heads, qn, kn)[part]; };
+      auto [op, gqp] = run(false, ql, g);
+      auto [of, gqf] = run(true, ql, g);
+      ASSERT_EQ(of.sizes(), op.sizes());
+      EXPECT_LT(rel_err(of, op), dt == torch::kFloat32 ? 1e-5 : 1e-2) << "part " << part;
+      for (size_t i = 0; i < gqp.size(); ++i)
+        EXPECT_LT(rel_err(gqf[i], gqp[i]), dt == torch::kFloat32 ? 1e-4 : 3e-2) << "part " << part << " grad " << i;
+    }
+  }
+}
+
+TEST(FusedOpsCuda, GeneratorTrainingStepMatchesPlainPath) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  model::GeneratorConfig c;
+  c.hidden = 160;
+  c.layers = 2;
+  c.heads = 5;
+  c.mlp = 320;
+  c.codebook = 64;
+  c.classes = 5;
+  c.seq_len = 64;
+  c.dropout = c.attn_dropout = 0.0;
+  torch::manual_seed(8);
+  model::Generator g(c);
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : g->parameters()) p.add_(0.05 * torch::randn_like(p));
+  }
+  g->to(torch::kCUDA);
+  g->train();
+  const bool tf32 = at::globalContext().allowTF32CuBLAS();
+  at::globalContext().setAllowTF32CuBLAS(false);
+  auto opts = torch::TensorOptions(torch::kInt64).device(torch::kCUDA);
+  auto tokens = torch::randint(0, 64, {8, 64}, opts);
+  auto labels = torch::randint(0, 5, {8}, opts);
+  std::vector<int64_t> scan(64);
+  for (int64_t i = 0; i < 64; ++i) scan[i] = i;
+  auto d = training::draw_objective(8, 0, 8, scan, 0.5, 0.1, 1, 0, 0);
+  auto step = [&](bool fused, bool autocast) {
+    model::set_fused_kernels(fused);
+    for (auto& p : g->parameters()) p.mutable_grad() = torch::Tensor();
+    auto la = training::forward_backward(g, tokens, labels, d, autocast, 1.0);
+    std::vector<torch::Tensor> grads;
+    for (auto& p : g->parameters()) grads.push_back(p.grad().flatten().to(torch::kFloat32));
+    model::set_fused_kernels(true);
+    return std::make_pair(la.loss.item<double>(), torch::cat(grads));
+  };
+  auto [lp, gp] = step(false, false);
+  auto [lf, gf] = step(true, false);
+  EXPECT_NEAR(lf, lp, 1e-5 * lp);
+  EXPECT_LT(rel_err(gf, gp), 1e-4);
+  auto [lpb, gpb] = step(false, true);
+  auto [lfb, gfb] = step(true, true);
+  EXPECT_NEAR(lfb, lpb, 1e-2 * lpb);
+  const double cos = (gfb * gpb).sum().item<double>() / (gfb.norm() * gpb.norm()).item<double>();
+  EXPECT_GT(cos, 0.999);
+  at::globalContext().setAllowTF32CuBLAS(tf32);
+}
