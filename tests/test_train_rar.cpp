@@ -260,8 +260,8 @@ TEST(ActivationCheckpointing, GradientsEqualThePlainPathWithDropout) {
   auto tokens = torch::randint(0, 16, {4, 16}, torch::kInt64);
   auto cond = g->condition_tokens(torch::tensor({0, 1, 2, 1}, torch::kInt64));
   auto orders = torch::stack({torch::randperm(16), torch::arange(16), torch::randperm(16), torch::arange(16)});
-  auto run = [&](bool ckpt) {
-    g->checkpoint_blocks = ckpt;
+  auto run = [&](int64_t ckpt_layers) {
+    g->checkpoint_layers = ckpt_layers;
     for (auto& p : g->parameters()) p.mutable_grad() = torch::Tensor();
     torch::manual_seed(99);
     auto la = training::next_token_loss(g->forward(tokens, cond, orders), tokens, orders);
@@ -270,13 +270,15 @@ TEST(ActivationCheckpointing, GradientsEqualThePlainPathWithDropout) {
     for (auto& p : g->parameters()) grads.push_back(p.grad().clone());
     return std::make_pair(la.loss.item<double>(), grads);
   };
-  auto [l0, g0] = run(false);
-  auto [l1, g1] = run(true);
-  EXPECT_EQ(l0, l1);
-  ASSERT_EQ(g0.size(), g1.size());
-  for (size_t i = 0; i < g0.size(); ++i) EXPECT_TRUE(torch::allclose(g0[i], g1[i], 1e-5, 1e-7)) << i;
+  auto [l0, g0] = run(0);
+  for (int64_t n : {int64_t(1), c.layers}) {  // some blocks recomputed, then all
+    auto [l1, g1] = run(n);
+    EXPECT_EQ(l0, l1) << n;
+    ASSERT_EQ(g0.size(), g1.size());
+    for (size_t i = 0; i < g0.size(); ++i) EXPECT_TRUE(torch::allclose(g0[i], g1[i], 1e-5, 1e-7)) << n << " " << i;
+  }
   // The RNG stream after a checkpointed step is where the plain step leaves it.
-  g->checkpoint_blocks = false;
+  g->checkpoint_layers = 0;
 }
 
 // CUDA only: a bf16-autocast training step tracks the float32 one (loss and gradient direction),
@@ -307,7 +309,7 @@ TEST(TrainRarCuda, Bf16AutocastStepTracksFp32AndCheckpointingReplaysIt) {
   for (int64_t i = 0; i < 64; ++i) scan[i] = i;
   auto d = training::draw_objective(8, 0, 8, scan, 0.5, 0.1, 1, 0, 0);
   auto run = [&](bool autocast, bool ckpt) {
-    g->checkpoint_blocks = ckpt;
+    g->checkpoint_layers = ckpt ? c.layers : 0;
     for (auto& p : g->parameters()) p.mutable_grad() = torch::Tensor();
     auto la = training::forward_backward(g, tokens, labels, d, autocast, 1.0);
     std::vector<torch::Tensor> grads;
@@ -317,7 +319,7 @@ TEST(TrainRarCuda, Bf16AutocastStepTracksFp32AndCheckpointingReplaysIt) {
   auto [l32, g32] = run(false, false);
   auto [l16, g16] = run(true, false);
   auto [l16c, g16c] = run(true, true);
-  g->checkpoint_blocks = false;
+  g->checkpoint_layers = 0;
   EXPECT_NEAR(l16, l32, 2e-2 * l32);
   const double cos = (g16 * g32).sum().item<double>() / (g16.norm() * g32.norm()).item<double>();
   EXPECT_GT(cos, 0.99);

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "model/fused_ops.h"
 #include "model/generator.h"
 #include "model/vqgan.h"
 #include "sampling/orders.h"
@@ -27,7 +28,8 @@ struct BenchArgs {
   std::string model = "rar_b", device = "auto", precision = "bf16";
   int64_t batch = 128, steps = 0, repeats = 2;
   double cfg = 4.0;
-  bool decode = false, header = true, checkpoint = false;
+  bool decode = false, header = true, checkpoint = false, plain = false;
+  int64_t checkpoint_layers = 0;
   int profile = 0;
   std::string trace;
   double dropout = 0.1;
@@ -167,7 +169,8 @@ void run_train(const BenchArgs& a) {
   cfg.dropout = cfg.attn_dropout = a.dropout;
   torch::manual_seed(0);
   model::Generator g(cfg);
-  g->checkpoint_blocks = a.checkpoint;
+  g->checkpoint_layers = a.checkpoint ? cfg.layers : std::min(a.checkpoint_layers, cfg.layers);
+  model::set_fused_kernels(!a.plain);
   g->to(device);
   g->train();
   training::AdamWOptions ao;
@@ -202,7 +205,10 @@ void run_train(const BenchArgs& a) {
     std::printf("| model | batch | precision | ms/step | sequences/s | tokens/s | TFLOP/s | peak GiB |\n"
                 "|---|---|---|---|---|---|---|---|\n");
   std::printf("| %s | %lld | %s | %.0f | %.1f | %.1fk | %.1f | %.1f |\n", a.model.c_str(), (long long)a.batch,
-              (a.precision + (a.checkpoint ? " ckpt" : "") + (a.dropout != 0.1 ? " dropout " + cat(a.dropout) : "")).c_str(),
+              (a.precision + (a.plain ? " plain" : "") +
+               (g->checkpoint_layers > 0 ? " ckpt " + cat(g->checkpoint_layers, "/", cfg.layers) : "") +
+               (a.dropout != 0.1 ? " dropout " + cat(a.dropout) : ""))
+                  .c_str(),
               s * 1e3, a.batch / s, a.batch * cfg.seq_len / s / 1e3, flops / s / 1e12, peak_gib(device));
   if (a.profile > 0) {
     profile_kernels(
@@ -240,6 +246,9 @@ void add_bench(CLI::App& app) {
   t->add_option("--model", a->model, "rar_b, rar_l, rar_xl or rar_xxl");
   t->add_option("--steps", a->steps, "timed steps after 3 warm-up steps (default 10)");
   t->add_flag("--checkpoint", a->checkpoint, "activation checkpointing of every block");
+  t->add_option("--checkpoint-layers", a->checkpoint_layers, "activation checkpointing of the first N blocks")
+      ->check(CLI::NonNegativeNumber);
+  t->add_flag("--plain", a->plain, "plain LibTorch ops only (no fused CUDA kernels)");
   t->add_option("--dropout", a->dropout, "dropout and attention dropout (the recipe's 0.1 by default)");
   t->add_option("--profile", a->profile, "also profile 2 steps and print the top N kernels by time");
   t->add_option("--trace", a->trace, "with --profile: save a Chrome trace (.json) too");

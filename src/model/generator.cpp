@@ -162,7 +162,8 @@ torch::Tensor GeneratorImpl::run_blocks(torch::Tensor h, const torch::Tensor& c,
   const auto silu_c = to_compute(F::silu(c));  // SiLU(c), shared by every block's adaLN
   for (size_t l = 0; l < block_list.size(); ++l) {
     if (cache) h = block_list[l](h, silu_c, &cache->k[l], &cache->v[l], past);
-    else if (checkpoint_blocks && is_training() && torch::GradMode::is_enabled()) h = checkpointed_block(block_list[l], h, silu_c);
+    else if (static_cast<int64_t>(l) < checkpoint_layers && is_training() && torch::GradMode::is_enabled())
+      h = checkpointed_block(block_list[l], h, silu_c);
     else h = block_list[l](h, silu_c);
   }
   if (cache) cache->length += h.size(1);

@@ -103,9 +103,10 @@ struct GeneratorImpl : torch::nn::Module {
   std::vector<Block> block_list;  // the same modules, typed
   FinalLayer adaln_before_head{nullptr};
   torch::nn::Linear lm_head{nullptr};
-  // Activation checkpointing in training (`use_checkpoint`): each block keeps only its input and
-  // recomputes its activations during backward (model/checkpoint.h).
-  bool checkpoint_blocks = false;
+  // Activation checkpointing in training (`use_checkpoint`): the first `checkpoint_layers` blocks
+  // (all of them when >= layers) keep only their input and recompute their activations during
+  // backward (model/checkpoint.h); the rest keep theirs. 0 = off.
+  int64_t checkpoint_layers = 0;
 
  private:
   // SPEC §3.6: the L blocks over new positions h, c [B,N,H] (appending to the cache if given).

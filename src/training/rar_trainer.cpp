@@ -62,6 +62,7 @@ model:
     guidance_scale: 16.0
     guidance_scale_pow: 2.75
     use_checkpoint: false
+    checkpoint_layers: -1             # ours: with use_checkpoint, recompute only the first N blocks (-1 = all)
     randomness_anneal_start: 125_000
     randomness_anneal_end: 187_500
     scan_order: raster                # ours: the order used when not permuting
@@ -178,7 +179,10 @@ void train_rar(const Config& cfg, const TrainControl& control) {
     torch::NoGradGuard ng;
     model::load_weights(*g, io::read_checkpoint(init), init);
   }
-  g->checkpoint_blocks = cfg.get_bool("model.generator.use_checkpoint");
+  if (cfg.get_bool("model.generator.use_checkpoint")) {
+    const int64_t n = cfg.get_int("model.generator.checkpoint_layers");
+    g->checkpoint_layers = n < 0 ? gcfg.layers : n;
+  }
   g->to(device);
   g->train();
   dp.broadcast(g->parameters());
