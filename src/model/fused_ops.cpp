@@ -2,6 +2,8 @@
 #include "model/fused_ops.h"
 
 #include <atomic>
+#include <cstdlib>
+#include <string>
 
 #include <ATen/autocast_mode.h>
 
@@ -15,7 +17,12 @@
 namespace rar::model {
 
 namespace {
-std::atomic<bool> g_fused{true};
+// RAR_FUSED=0 in the environment starts with the plain path everywhere.
+bool fused_from_env() {
+  const char* e = std::getenv("RAR_FUSED");
+  return !(e && std::string(e) == "0");
+}
+std::atomic<bool> g_fused{fused_from_env()};
 
 // ---------------------------------------------------------------- plain path (the reference)
 
@@ -66,7 +73,8 @@ cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
 bool uniform_rows(const torch::Tensor& t) {
   return t.dim() == 3 && t.stride(2) == 1 && (t.size(0) == 1 || t.stride(0) == t.size(1) * t.stride(1));
 }
-float* opt_ptr(const torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+// LayerNorm affine parameters, or an empty tensor for none (autograd Functions take no undefined inputs).
+float* opt_ptr(const torch::Tensor& t) { return t.defined() && t.numel() > 0 ? t.data_ptr<float>() : nullptr; }
 
 struct LnModulateFn : torch::autograd::Function<LnModulateFn> {
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor w, torch::Tensor b,
@@ -92,7 +100,8 @@ struct LnModulateFn : torch::autograd::Function<LnModulateFn> {
     auto gx = torch::empty_like(x);
     auto gscale = torch::empty(x.sizes(), gy.options());
     torch::Tensor gw_part, gb_part;
-    if (w.defined()) {
+    const bool affine = w.numel() > 0;
+    if (affine) {
       gw_part = torch::empty({K::ln_modulate_partial_rows(rows), H}, mean.options());
       gb_part = torch::empty_like(gw_part);
     }
@@ -101,7 +110,7 @@ struct LnModulateFn : torch::autograd::Function<LnModulateFn> {
                             static_cast<int>(H), gx.data_ptr(), gscale.data_ptr(), opt_ptr(gw_part),
                             opt_ptr(gb_part), stream());
     torch::Tensor gw, gb;
-    if (w.defined()) {
+    if (affine) {
       gw = gw_part.sum(0);
       gb = gb_part.sum(0);
     }
@@ -212,7 +221,9 @@ torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x
       !(x.scalar_type() == torch::kBFloat16 && shift.scalar_type() == torch::kFloat32) &&
       shift.sizes() == x.sizes() && scale.sizes() == x.sizes() && uniform_rows(shift) && uniform_rows(scale) &&
       affine_ok(ln)) {
-    return LnModulateFn::apply(x.contiguous(), ln->weight, ln->bias, shift, scale, ln->options.eps());
+    const auto none = torch::empty({0}, x.options().dtype(torch::kFloat32));
+    return LnModulateFn::apply(x.contiguous(), ln->weight.defined() ? ln->weight : none,
+                               ln->bias.defined() ? ln->bias : none, shift, scale, ln->options.eps());
   }
 #endif
   return ln_modulate_plain(ln, x, shift, scale);

@@ -11,7 +11,7 @@
 
 namespace rar::model {
 
-// Global switch for the fused path (default on; `rar bench train --plain` turns it off).
+// Global switch for the fused path (default on; off with RAR_FUSED=0 or `rar bench train --plain`).
 bool fused_kernels_enabled();
 void set_fused_kernels(bool on);
 // Whether this build has the CUDA kernels at all.

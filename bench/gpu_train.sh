@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Training-step benchmarks on the GPU machine (issue #5): rows for bench/RESULTS.md.
+# Usage: bench/gpu_train.sh build-gpu/rar [extra rows...]
+set -u
+RAR=${1:-build-gpu/rar}
+row() { "$RAR" bench train --no-header "$@" 2>&1 | grep '^| rar' || echo "| failed: $* |"; }
+echo "| model | batch | precision | ms/step | sequences/s | tokens/s | TFLOP/s | peak GiB |"
+echo "|---|---|---|---|---|---|---|---|"
+row --model rar_b --batch 64 --plain
+row --model rar_b --batch 64
+row --model rar_b --batch 64 --checkpoint-layers 12
+row --model rar_b --batch 256
+row --model rar_b --batch 256 --checkpoint-layers 12
+row --model rar_xl --batch 64
+row --model rar_xl --batch 64 --checkpoint-layers 16
