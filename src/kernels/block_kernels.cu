@@ -152,15 +152,14 @@ __global__ void ln_modulate_bwd(const T* __restrict__ gy, const TX* __restrict__
 
 // Row r of qkv [B,N,3,heads,hd] is (bn, which, head) with r = (bn*3 + which)*heads + head.
 struct QkvRow {
-  int64_t bn, out;  // out: offset of the row in q/k/v [B,heads,N,hd]
+  int64_t bn, out;  // out: offset of the row in q/k/v [B,N,heads,hd]
   int which, head;
-  __device__ QkvRow(int64_t r, int64_t N, int heads, int hd) {
+  __device__ QkvRow(int64_t r, int heads, int hd) {
     bn = r / (3 * heads);
     const int rem = static_cast<int>(r - bn * 3 * heads);
     which = rem / heads;
     head = rem - which * heads;
-    const int64_t bb = bn / N, n = bn - bb * N;
-    out = ((bb * heads + head) * N + n) * hd;
+    out = (bn * heads + head) * hd;
   }
   __device__ int64_t stat(int heads) const { return (bn * 2 + which) * heads + head; }
 };
@@ -173,7 +172,7 @@ __global__ void qk_norm_fwd(const T* __restrict__ qkv, int64_t rows, int64_t N, 
   const int lane = threadIdx.x & 31;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (r >= rows) return;
-  const QkvRow row(r, N, heads, hd);
+  const QkvRow row(r, heads, hd);
   const T* in = qkv + r * hd;
   if (row.which == 2) {
     for (int c = lane; c < hd; c += 32) v[row.out + c] = in[c];
@@ -222,7 +221,7 @@ __global__ void qk_norm_bwd(const T* __restrict__ gq, const T* __restrict__ gk, 
 #pragma unroll
   for (int j = 0; j < K; ++j) aw[0][j] = aw[1][j] = ab[0][j] = ab[1][j] = 0.f;
   for (int64_t r = warp; r < rows; r += nwarps) {
-    const QkvRow row(r, N, heads, hd);
+    const QkvRow row(r, heads, hd);
     T* gout = gqkv + r * hd;
     if (row.which == 2) {
       for (int c = lane; c < hd; c += 32) gout[c] = gv[row.out + c];

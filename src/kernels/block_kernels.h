@@ -32,12 +32,13 @@ void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, cons
                           int H, void* gx, void* gscale, float* gw_part, float* gb_part, cudaStream_t stream);
 
 // The attention input step: qkv [B,N,3,heads,hd] (the qkv projection's output) -> q = LN(q)·wq+bq,
-// k = LN(k)·wk+bk, v, each written [B,heads,N,hd] contiguous. mean/rstd: [B*N*2*heads].
+// k = LN(k)·wk+bk, v, each written [B,N,heads,hd] contiguous (attention reads them as [B,heads,N,hd]
+// views, and its output then needs no transpose copy). mean/rstd: [B*N*2*heads].
 void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int heads, int hd, const float* wq,
                            const float* bq, const float* wk, const float* bk, float eps, void* q, void* k, void* v,
                            float* mean, float* rstd, cudaStream_t stream);
 
-// Its gradient: gq, gk, gv [B,heads,N,hd] contiguous -> gqkv [B,N,3,heads,hd], and per-warp partial
+// Its gradient: gq, gk, gv [B,N,heads,hd] contiguous -> gqkv [B,N,3,heads,hd], and per-warp partial
 // sums part [qk_norm_partial_rows(), 4, hd] for (wq, bq, wk, bk).
 int64_t qk_norm_partial_rows(int64_t rows);
 void qk_norm_split_backward(DType t, const void* gq, const void* gk, const void* gv, const void* qkv,

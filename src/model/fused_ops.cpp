@@ -144,7 +144,7 @@ struct QkNormSplitFn : torch::autograd::Function<QkNormSplitFn> {
                                torch::Tensor wk, torch::Tensor bk, int64_t heads, double eps) {
     c10::cuda::CUDAGuard guard(qkv.device());
     const int64_t B = qkv.size(0), N = qkv.size(1), hd = qkv.size(2) / 3 / heads;
-    auto q = torch::empty({B, heads, N, hd}, qkv.options());
+    auto q = torch::empty({B, N, heads, hd}, qkv.options());
     auto k = torch::empty_like(q), v = torch::empty_like(q);
     auto mean = torch::empty({B * N * 2 * heads}, qkv.options().dtype(torch::kFloat32));
     auto rstd = torch::empty_like(mean);
@@ -164,7 +164,7 @@ struct QkNormSplitFn : torch::autograd::Function<QkNormSplitFn> {
     const int64_t B = qkv.size(0), N = qkv.size(1), hd = qkv.size(2) / 3 / heads;
     auto grad = [&](int i) {
       return grads[i].defined() ? grads[i].to(qkv.scalar_type()).contiguous()
-                                : torch::zeros({B, heads, N, hd}, qkv.options());
+                                : torch::zeros({B, N, heads, hd}, qkv.options());
     };
     auto gq = grad(0), gk = grad(1), gv = grad(2);
     auto gqkv = torch::empty_like(qkv);
@@ -248,7 +248,8 @@ std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t hea
       affine_ok(q_norm) && affine_ok(k_norm) && q_norm->weight.defined() && k_norm->weight.defined()) {
     auto out = QkNormSplitFn::apply(qkv.contiguous(), q_norm->weight, q_norm->bias, k_norm->weight, k_norm->bias,
                                     heads, q_norm->options.eps());
-    return {out[0], out[1], out[2]};
+    // [B,N,heads,hd] -> [B,heads,N,hd] views (the layout attention kernels prefer)
+    return {out[0].transpose(1, 2), out[1].transpose(1, 2), out[2].transpose(1, 2)};
   }
 #endif
   return qk_norm_split_plain(qkv, heads, q_norm, k_norm);

@@ -20,6 +20,12 @@ torch::nn::LayerNorm layer_norm(int64_t dim, bool affine = true) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6).elementwise_affine(affine));
 }
 
+// y = x·Wᵀ + b through ATen's linear. torch::nn::Linear's C++ forward adds the bias as a separate
+// broadcast op for 3-D inputs — under autocast a float32 bias added into the bf16 product, which
+// was the single most expensive kernel of a training step; at::linear casts the bias with the
+// weight and fuses it into the matmul.
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x) { return at::linear(x, l.weight, l.bias); }
+
 }  // namespace
 
 // ---------------------------------------------------------------- attention
@@ -37,7 +43,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
                                      int64_t past) {
   const int64_t B = x.size(0), N = x.size(1), H = x.size(2);
   // qkv projection, q/k LayerNorm per head (model/fused_ops)
-  auto [q, k, v] = qk_norm_split(qkv(x), heads, q_norm, k_norm);
+  auto [q, k, v] = qk_norm_split(linear(*qkv, x), heads, q_norm, k_norm);
   bool causal = true;
   if (k_cache) {
     // Append this step's keys/values, then attend over everything cached so far.
@@ -53,7 +59,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
   // softmax(q·kᵀ/√hd + causal mask)·v
   auto o = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, is_training() ? attn_drop : 0.0, causal);
   o = o.transpose(1, 2).reshape({B, N, H});
-  return proj_drop(proj(o));
+  return proj_drop(linear(*proj, o));
 }
 
 // ---------------------------------------------------------------- MLP
@@ -65,7 +71,7 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, double p) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return drop(fc2(drop(F::gelu(fc1(x), F::GELUFuncOptions().approximate("none")))));
+  return drop(linear(*fc2, drop(F::gelu(linear(*fc1, x), F::GELUFuncOptions().approximate("none")))));
 }
 
 // ---------------------------------------------------------------- block
@@ -83,7 +89,7 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
                                  torch::Tensor* v_cache, int64_t past) {
   // (shift_a, scale_a, gate_a, shift_m, scale_m, gate_m) = split6(W·SiLU(c) + b); SiLU(c) is
   // computed once for all blocks by the caller (adaLN_modulation[0] is that SiLU).
-  auto m = adaLN_modulation[1]->as<torch::nn::Linear>()->forward(silu_c).chunk(6, -1);
+  auto m = linear(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c).chunk(6, -1);
   // h += gate_a * Attn(LN1(h) * (1 + scale_a) + shift_a)
   //   (ln_modulate and gated_residual: model/fused_ops, one CUDA kernel each on the fast path)
   auto x = gated_residual(x_in, m[2], attn(ln_modulate(norm1, x_in, m[0], m[1]), k_cache, v_cache, past));
@@ -101,7 +107,7 @@ FinalLayerImpl::FinalLayerImpl(int64_t dim) {
 
 torch::Tensor FinalLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& silu_c) {
   // (scale, shift) = split2(W·SiLU(c) + b) — scale first here (SiLU(c) given by the caller)
-  auto m = adaLN_modulation[1]->as<torch::nn::Linear>()->forward(silu_c).chunk(2, -1);
+  auto m = linear(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c).chunk(2, -1);
   return ln_modulate(norm_final, x, m[1], m[0]);
 }
 
@@ -172,7 +178,7 @@ torch::Tensor GeneratorImpl::run_blocks(torch::Tensor h, const torch::Tensor& c,
 
 torch::Tensor GeneratorImpl::head(const torch::Tensor& h, const torch::Tensor& c) {
   // h = LN_noaffine(h) * (1 + scale) + shift; logits = lm_head(h)
-  return lm_head(adaln_before_head(h, to_compute(F::silu(c))));
+  return linear(*lm_head, adaln_before_head(h, to_compute(F::silu(c))));
 }
 
 torch::Tensor GeneratorImpl::forward(const torch::Tensor& tokens, const torch::Tensor& condition,

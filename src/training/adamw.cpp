@@ -123,7 +123,11 @@ double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm)
   auto total = torch::stack(norms).norm(2);
   if (max_norm > 0) {
     auto coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
-    for (auto& g : grads) g.mul_(coef.to(g.dtype()));
+    bool one_dtype = true;
+    for (const auto& g : grads) one_dtype = one_dtype && g.scalar_type() == coef.scalar_type();
+    if (one_dtype) at::_foreach_mul_(grads, coef);  // one launch for every gradient
+    else
+      for (auto& g : grads) g.mul_(coef.to(g.dtype()));
   }
   return total.item<double>();
 }
