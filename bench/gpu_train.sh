@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Training-step benchmarks on the GPU machine (issue #5): rows for bench/RESULTS.md.
-# Usage: bench/gpu_train.sh build-gpu/rar [extra rows...]
+# Usage: bench/gpu_train.sh build-gpu/rar
 set -u
 RAR=${1:-build-gpu/rar}
 row() { "$RAR" bench train --no-header "$@" 2>&1 | grep '^| rar' || echo "| failed: $* |"; }
@@ -8,8 +8,8 @@ echo "| model | batch | precision | ms/step | sequences/s | tokens/s | TFLOP/s |
 echo "|---|---|---|---|---|---|---|---|"
 row --model rar_b --batch 64 --plain
 row --model rar_b --batch 64
-row --model rar_b --batch 64 --checkpoint-layers 12
+for n in 8 10 12; do row --model rar_b --batch 64 --checkpoint-layers $n; done
 row --model rar_b --batch 256
-row --model rar_b --batch 256 --checkpoint-layers 12
+for n in 10 12; do row --model rar_b --batch 256 --checkpoint-layers $n; done
 row --model rar_xl --batch 64
-row --model rar_xl --batch 64 --checkpoint-layers 16
+for n in 12 16; do row --model rar_xl --batch 64 --checkpoint-layers $n; done
