@@ -1,7 +1,8 @@
-// Fused CUDA block kernels (model/fused_ops) against the plain LibTorch path: values and every
-// gradient, in float32 (tight) and under bf16 autocast (bf16 rounding), and a whole generator's
-// training step with the kernels on and off. CUDA builds on a GPU only; the plain path is what
-// every CPU test runs.
+// model/fused_ops against the plain LibTorch path. The MLP tail that keeps only fc1's output and
+// the dropout mask (every device): values and gradients. The fused CUDA block kernels (CUDA builds
+// on a GPU only; the plain path is what every CPU test runs): values and every gradient, in float32
+// (tight) and under bf16 autocast (bf16 rounding), and a whole generator's training step with the
+// kernels on and off.
 #include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
@@ -59,6 +60,34 @@ torch::nn::LayerNorm make_ln(int64_t H, bool affine) {
 }
 
 }  // namespace
+
+TEST(FusedOps, GeluDropoutLinearRecomputesWhatThePlainPathKeeps) {
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    for (bool dropout : {false, true}) {
+      torch::manual_seed(3);
+      const double p = 0.25;
+      auto u0 = torch::randn({3, 7, 40}).to(dt);
+      auto w0 = 0.1 * torch::randn({24, 40}), b0 = 0.1 * torch::randn({24});
+      auto mask = dropout ? torch::rand({3, 7, 40}).gt(p) : torch::Tensor();
+      auto probe = torch::randn({3, 7, 24});
+      auto run = [&](bool saving) {
+        auto u = leaf(u0), w = leaf(w0), b = leaf(b0);
+        auto y = saving ? model::gelu_dropout_linear_saving(u, mask, p, w, b)
+                        : model::gelu_dropout_linear_plain(u, mask, p, w, b);
+        (y.to(torch::kFloat32) * probe).sum().backward();
+        return std::vector<torch::Tensor>{y.detach(), u.grad(), w.grad(), b.grad()};
+      };
+      auto plain = run(false), saving = run(true);
+      ASSERT_EQ(saving[0].scalar_type(), dt);
+      const double tol = dt == torch::kFloat32 ? 1e-6 : 1e-2;
+      for (size_t i = 0; i < plain.size(); ++i)
+        EXPECT_LT(rel_err(saving[i], plain[i]), tol) << "dtype " << dt << " dropout " << dropout << " item " << i;
+      if (dropout) {  // dropped units carry no gradient
+        EXPECT_EQ(saving[1].masked_select(mask.logical_not()).abs().max().item<double>(), 0.0);
+      }
+    }
+  }
+}
 
 TEST(FusedOpsCuda, LnModulateMatchesPlainPath) {
   if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";

@@ -194,7 +194,69 @@ bool affine_ok(const torch::nn::LayerNorm& ln) {
 }
 #endif
 
+// ---------------------------------------------------------------- MLP tail (every device)
+
+// GELU(u) · mask / (1 - p) (no mask: GELU(u)), in u's dtype.
+torch::Tensor gelu_dropped(const torch::Tensor& u, const torch::Tensor& mask, double p) {
+  auto a = at::gelu(u);
+  if (mask.defined()) a = a * mask * (1.0 / (1.0 - p));
+  return a;
+}
+
+// Linear in u's dtype whatever autocast says: the forward and the recomputation agree exactly.
+torch::Tensor linear_in(const torch::Tensor& a, const torch::Tensor& w, const torch::Tensor& b) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  return at::linear(a, w.to(a.scalar_type()), b.defined() ? b.to(a.scalar_type()) : b);
+}
+
+struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor u, torch::Tensor w,
+                               torch::Tensor b, torch::Tensor mask, double p) {
+    ctx->save_for_backward({u, w, b, mask});
+    ctx->saved_data["p"] = p;
+    return linear_in(gelu_dropped(u, mask.numel() ? mask : torch::Tensor(), p), w, b);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &u = s[0], &w = s[1], &b = s[2];
+    const auto mask = s[3].numel() ? s[3] : torch::Tensor();
+    const double p = ctx->saved_data["p"].toDouble();
+    const auto dt = u.scalar_type();
+    const int64_t in = u.size(-1), out = w.size(0);
+    auto g = grads[0].to(dt).reshape({-1, out});
+    auto a = gelu_dropped(u, mask, p).reshape({-1, in});  // recomputed
+    auto gw = g.t().mm(a).to(w.scalar_type());
+    auto gb = g.sum(0, false, torch::kFloat32).to(b.scalar_type());
+    auto ga = g.mm(w.to(dt)).view(u.sizes());
+    if (mask.defined()) ga = ga * mask * (1.0 / (1.0 - p));
+    auto gu = at::gelu_backward(ga, u);
+    return {gu, gw, gb, torch::Tensor(), torch::Tensor()};
+  }
+};
+
 }  // namespace
+
+torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& mask, double p,
+                                        const torch::Tensor& w, const torch::Tensor& b) {
+  return linear_in(gelu_dropped(u, mask, p), w, b);
+}
+
+torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& mask, double p,
+                                         const torch::Tensor& w, const torch::Tensor& b) {
+  const auto m = mask.defined() ? mask : torch::empty({0}, u.options().dtype(torch::kBool));
+  return GeluDropoutLinearFn::apply(u, w, b, m, p);
+}
+
+torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training) {
+  if (!training) return at::linear(at::gelu(u), fc2.weight, fc2.bias);
+  // The mask is drawn the same way with or without gradients, so a checkpointed block's
+  // recomputation (gradients on) sees the mask its forward (gradients off) drew.
+  torch::Tensor mask;
+  if (p > 0) mask = torch::empty(u.sizes(), u.options().dtype(torch::kBool)).bernoulli_(1.0 - p);
+  if (!torch::GradMode::is_enabled()) return gelu_dropout_linear_plain(u, mask, p, fc2.weight, fc2.bias);
+  return gelu_dropout_linear_saving(u, mask, p, fc2.weight, fc2.bias);
+}
 
 torch::Tensor to_compute(const torch::Tensor& t) {
   const auto dev = t.device().type();

@@ -34,4 +34,18 @@ torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, 
 std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
                                            const torch::nn::LayerNorm& k_norm);
 
+// SPEC §3.6 MLP tail: fc2(dropout(GELU(u))) for u = fc1(x) [B,N,hidden]. In training the dropout
+// mask is drawn here (one bool per element) and, when gradients are needed, one autograd op keeps
+// only u and the mask — GELU and dropout are recomputed in backward instead of keeping their two
+// outputs (8 of the ~64 bytes a block keeps per token and hidden unit). Every device; the output
+// is in u's dtype (the matmul dtype under autocast).
+torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training);
+
+// The same op with a given mask (undefined = no dropout): the plain composition and the op with
+// explicit backward. For tests.
+torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& mask, double p,
+                                        const torch::Tensor& w, const torch::Tensor& b);
+torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& mask, double p,
+                                         const torch::Tensor& w, const torch::Tensor& b);
+
 }  // namespace rar::model

@@ -71,7 +71,8 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, double p) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return drop(linear(*fc2, drop(F::gelu(linear(*fc1, x), F::GELUFuncOptions().approximate("none")))));
+  // fc1 -> exact GELU -> dropout -> fc2 (one op keeping only fc1's output and the mask) -> dropout
+  return drop(gelu_dropout_linear(linear(*fc1, x), *fc2, drop->options.p(), is_training()));
 }
 
 // ---------------------------------------------------------------- block
