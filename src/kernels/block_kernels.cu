@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -31,6 +32,62 @@ __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+
+// Four consecutive elements as floats: one 16-byte (float) or 8-byte (bf16) access.
+__device__ __forceinline__ void load4(const float* p, float v[4]) {
+  const float4 t = *reinterpret_cast<const float4*>(p);
+  v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+}
+__device__ __forceinline__ void load4(const __nv_bfloat16* p, float v[4]) {
+  const uint2 t = *reinterpret_cast<const uint2*>(p);
+  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&t.x));
+  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&t.y));
+  v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+}
+__device__ __forceinline__ void store4(float* p, const float v[4]) {
+  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+__device__ __forceinline__ void store4(__nv_bfloat16* p, const float v[4]) {
+  const __nv_bfloat162 a = __floats2bfloat162_rn(v[0], v[1]), b = __floats2bfloat162_rn(v[2], v[3]);
+  uint2 t;
+  t.x = *reinterpret_cast<const unsigned*>(&a);
+  t.y = *reinterpret_cast<const unsigned*>(&b);
+  *reinterpret_cast<uint2*>(p) = t;
+}
+
+// Eight consecutive bf16 elements (16 bytes) as floats; eight floats as two 16-byte accesses.
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float v[8]) {
+  const uint4 t = *reinterpret_cast<const uint4*>(p);
+  const unsigned u[4] = {t.x, t.y, t.z, t.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u[i]));
+    v[2 * i] = f.x, v[2 * i + 1] = f.y;
+  }
+}
+__device__ __forceinline__ void store8(__nv_bfloat16* p, const float v[8]) {
+  unsigned u[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    u[i] = *reinterpret_cast<const unsigned*>(&h);
+  }
+  *reinterpret_cast<uint4*>(p) = make_uint4(u[0], u[1], u[2], u[3]);
+}
+__device__ __forceinline__ void load8(const float* p, float v[8]) {
+  load4(p, v);
+  load4(p + 4, v + 4);
+}
+
+// Sum over the L consecutive lanes of a group (L a power of two <= 32).
+template <int L>
+__device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+  for (int o = L / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 void check_launch(const char* what) {
   auto err = cudaGetLastError();
@@ -143,6 +200,155 @@ __global__ void ln_modulate_bwd(const T* __restrict__ gy, const TX* __restrict__
       if (c < H) {
         gw_part[warp * H + c] = aw[k];
         gb_part[warp * H + c] = ab[k];
+      }
+    }
+  }
+}
+
+// Vectorised variants: lane l handles the groups of four columns 4·(l + 32g), g < G (H % 4 == 0 and
+// aligned rows; the launchers check and otherwise take the kernels above).
+template <typename TX, typename T, int G>
+__global__ void ln_modulate_fwd4(const TX* __restrict__ x, int64_t rows, int H, const float* __restrict__ w,
+                                 const float* __restrict__ b, const T* __restrict__ shift, int64_t shift_stride,
+                                 const T* __restrict__ scale, int64_t scale_stride, float eps, T* __restrict__ y,
+                                 float* __restrict__ mean, float* __restrict__ rstd) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const TX* xr = x + row * H;
+  float v[G][4];
+  float s = 0.f;
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const int c = 4 * (lane + 32 * g);
+    if (c < H) {
+      load4(xr + c, v[g]);
+      s += (v[g][0] + v[g][1]) + (v[g][2] + v[g][3]);
+    } else {
+      v[g][0] = v[g][1] = v[g][2] = v[g][3] = 0.f;
+    }
+  }
+  const float mu = warp_sum(s) / H;
+  float q = 0.f;
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    if (4 * (lane + 32 * g) < H) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float d = v[g][j] - mu;
+        q += d * d;
+      }
+    }
+  }
+  const float rs = rsqrtf(warp_sum(q) / H + eps);
+  if (lane == 0) {
+    mean[row] = mu;
+    rstd[row] = rs;
+  }
+  const T* sh = shift + row * shift_stride;
+  const T* sc = scale + row * scale_stride;
+  T* yr = y + row * H;
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const int c = 4 * (lane + 32 * g);
+    if (c < H) {
+      float shv[4], scv[4], wv[4], bv[4], o[4];
+      load4(sh + c, shv);
+      load4(sc + c, scv);
+      if (w) {
+        load4(w + c, wv);
+        load4(b + c, bv);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        float n = (v[g][j] - mu) * rs;
+        if (w) n = n * wv[j] + bv[j];
+        o[j] = n * (1.f + scv[j]) + shv[j];
+      }
+      store4(yr + c, o);
+    }
+  }
+}
+
+template <typename TX, typename T, int G>
+__global__ void ln_modulate_bwd4(const T* __restrict__ gy, const TX* __restrict__ x, const float* __restrict__ mean,
+                                 const float* __restrict__ rstd, const float* __restrict__ w,
+                                 const float* __restrict__ b, const T* __restrict__ scale, int64_t scale_stride,
+                                 int64_t rows, int H, TX* __restrict__ gx, T* __restrict__ gscale,
+                                 float* __restrict__ gw_part, float* __restrict__ gb_part) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const int64_t nwarps = static_cast<int64_t>(gridDim.x) * kWarps;
+  float aw[G][4], ab[G][4];
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) aw[g][j] = ab[g][j] = 0.f;
+  for (int64_t row = warp; row < rows; row += nwarps) {
+    const TX* xr = x + row * H;
+    const T* gr = gy + row * H;
+    const T* sc = scale + row * scale_stride;
+    const float mu = mean[row], rs = rstd[row];
+    float xh[G][4];  // the gradient of xhat is recomputed in the second loop (cached re-reads)
+    float s1 = 0.f, s2 = 0.f;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const int c = 4 * (lane + 32 * g);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) xh[g][j] = 0.f;
+      if (c < H) {
+        float xv[4], gv[4], scv[4], wv[4], bv[4], gs[4];
+        load4(xr + c, xv);
+        load4(gr + c, gv);
+        load4(sc + c, scv);
+        if (w) {
+          load4(w + c, wv);
+          load4(b + c, bv);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float xhat = (xv[j] - mu) * rs;
+          const float xn = w ? xhat * wv[j] + bv[j] : xhat;
+          gs[j] = gv[j] * xn;
+          const float gn = gv[j] * (1.f + scv[j]);
+          aw[g][j] += gn * xhat;
+          ab[g][j] += gn;
+          xh[g][j] = xhat;
+          const float gh = w ? gn * wv[j] : gn;
+          s1 += gh;
+          s2 += gh * xhat;
+        }
+        store4(gscale + row * H + c, gs);
+      }
+    }
+    s1 = warp_sum(s1) / H;
+    s2 = warp_sum(s2) / H;
+    TX* gxr = gx + row * H;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const int c = 4 * (lane + 32 * g);
+      if (c < H) {
+        float gv[4], scv[4], wv[4], o[4];
+        load4(gr + c, gv);
+        load4(sc + c, scv);
+        if (w) load4(w + c, wv);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float gn = gv[j] * (1.f + scv[j]);
+          const float gh = w ? gn * wv[j] : gn;
+          o[j] = rs * (gh - s1 - xh[g][j] * s2);
+        }
+        store4(gxr + c, o);
+      }
+    }
+  }
+  if (gw_part) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const int c = 4 * (lane + 32 * g);
+      if (c < H) {
+        store4(gw_part + warp * H + c, aw[g]);
+        store4(gb_part + warp * H + c, ab[g]);
       }
     }
   }
@@ -274,6 +480,122 @@ __global__ void qk_norm_bwd(const T* __restrict__ gq, const T* __restrict__ gk, 
   }
 }
 
+// Vectorised bf16 variants: a group of L = hd/8 lanes per row, 8 elements (16 bytes) per lane, 32/L
+// rows per warp. Every lane runs every shuffle (rows past the end are clamped and not stored).
+template <int L>
+__global__ void qk_norm_fwd8(const __nv_bfloat16* __restrict__ qkv, int64_t rows, int heads, int hd,
+                             const float* __restrict__ wq, const float* __restrict__ bq,
+                             const float* __restrict__ wk, const float* __restrict__ bk, float eps,
+                             __nv_bfloat16* __restrict__ q, __nv_bfloat16* __restrict__ k,
+                             __nv_bfloat16* __restrict__ v, float* __restrict__ mean, float* __restrict__ rstd) {
+  const int lane = threadIdx.x & 31, sub = lane % L;
+  const int64_t r = (static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * (32 / L) + lane / L;
+  const bool valid = r < rows;
+  const int64_t rr = valid ? r : rows - 1;
+  const QkvRow row(rr, heads, hd);
+  const int c = 8 * sub;
+  float val[8];
+  load8(qkv + rr * hd + c, val);
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) s += val[j];
+  const float mu = group_sum<L>(s) / hd;
+  float sq = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) sq += (val[j] - mu) * (val[j] - mu);
+  const float rs = rsqrtf(group_sum<L>(sq) / hd + eps);
+  if (!valid) return;
+  if (row.which == 2) {
+    *reinterpret_cast<uint4*>(v + row.out + c) = *reinterpret_cast<const uint4*>(qkv + rr * hd + c);
+    return;
+  }
+  if (sub == 0) {
+    mean[row.stat(heads)] = mu;
+    rstd[row.stat(heads)] = rs;
+  }
+  float wv[8], bv[8], o[8];
+  load8((row.which == 0 ? wq : wk) + c, wv);
+  load8((row.which == 0 ? bq : bk) + c, bv);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) o[j] = (val[j] - mu) * rs * wv[j] + bv[j];
+  store8((row.which == 0 ? q : k) + row.out + c, o);
+}
+
+template <int L>
+__global__ void qk_norm_bwd8(const __nv_bfloat16* __restrict__ gq, const __nv_bfloat16* __restrict__ gk,
+                             const __nv_bfloat16* __restrict__ gv, const __nv_bfloat16* __restrict__ qkv,
+                             const float* __restrict__ mean, const float* __restrict__ rstd,
+                             const float* __restrict__ wq, const float* __restrict__ wk, int64_t rows, int heads,
+                             int hd, __nv_bfloat16* __restrict__ gqkv, float* __restrict__ part) {
+  const int lane = threadIdx.x & 31, sub = lane % L, grp = lane / L;
+  constexpr int kRows = 32 / L;  // rows per warp and pass
+  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const int64_t nwarps = static_cast<int64_t>(gridDim.x) * kWarps;
+  const int c = 8 * sub;
+  float aw0[8], ab0[8], aw1[8], ab1[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) aw0[j] = ab0[j] = aw1[j] = ab1[j] = 0.f;
+  for (int64_t base = warp * kRows; base < rows; base += nwarps * kRows) {
+    const int64_t r = base + grp;
+    const bool valid = r < rows;
+    const int64_t rr = valid ? r : rows - 1;
+    const QkvRow row(rr, heads, hd);
+    const bool norm = row.which != 2;
+    float x[8], g[8], wv[8];
+    load8(qkv + rr * hd + c, x);
+    load8((row.which == 0 ? gq : row.which == 1 ? gk : gv) + row.out + c, g);
+    load8((row.which == 0 ? wq : wk) + c, wv);
+    float mu = 0.f, rs = 1.f;
+    if (norm) {
+      mu = mean[row.stat(heads)];
+      rs = rstd[row.stat(heads)];
+    }
+    float xh[8], s1 = 0.f, s2 = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      xh[j] = (x[j] - mu) * rs;
+      const float gh = g[j] * wv[j];
+      s1 += gh;
+      s2 += gh * xh[j];
+    }
+    s1 = group_sum<L>(s1) / hd;
+    s2 = group_sum<L>(s2) / hd;
+    if (!valid) continue;
+    float o[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) o[j] = norm ? rs * (g[j] * wv[j] - s1 - xh[j] * s2) : g[j];
+    store8(gqkv + rr * hd + c, o);
+    if (row.which == 0) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) aw0[j] += g[j] * xh[j], ab0[j] += g[j];
+    } else if (row.which == 1) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) aw1[j] += g[j] * xh[j], ab1[j] += g[j];
+    }
+  }
+  // lanes with the same `sub` hold partials of the same columns: add them up across the groups
+#pragma unroll
+  for (int o = L; o < 32; o <<= 1) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      aw0[j] += __shfl_xor_sync(0xffffffffu, aw0[j], o);
+      ab0[j] += __shfl_xor_sync(0xffffffffu, ab0[j], o);
+      aw1[j] += __shfl_xor_sync(0xffffffffu, aw1[j], o);
+      ab1[j] += __shfl_xor_sync(0xffffffffu, ab1[j], o);
+    }
+  }
+  if (grp == 0) {
+    float* p = part + warp * 4 * hd;  // (wq, bq, wk, bk)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      p[c + j] = aw0[j];
+      p[hd + c + j] = ab0[j];
+      p[2 * hd + c + j] = aw1[j];
+      p[3 * hd + c + j] = ab1[j];
+    }
+  }
+}
+
 // ---------------------------------------------------------------- gate + residual
 
 template <typename TX, typename T>
@@ -288,6 +610,30 @@ __global__ void gated_residual_bwd(const TX* __restrict__ g, const T* __restrict
     const float gv = to_f(g[i]);
     ggate[i] = from_f<T>(gv * to_f(y[i]));
     gy[i] = from_f<T>(gv * to_f(gate[r * gate_stride + c]));
+  }
+}
+
+// Four elements per thread (H % 4 == 0, aligned).
+template <typename TX, typename T>
+__global__ void gated_residual_bwd4(const TX* __restrict__ g, const T* __restrict__ gate, int64_t gate_stride,
+                                    const T* __restrict__ y, int64_t rows, int H, T* __restrict__ ggate,
+                                    T* __restrict__ gy) {
+  const int64_t n4 = rows * H / 4;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n4;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t e = 4 * i, r = e / H;
+    const int c = static_cast<int>(e - r * H);
+    float gv[4], yv[4], tv[4], a[4], o[4];
+    load4(g + e, gv);
+    load4(y + e, yv);
+    load4(gate + r * gate_stride + c, tv);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      a[j] = gv[j] * yv[j];
+      o[j] = gv[j] * tv[j];
+    }
+    store4(ggate + e, a);
+    store4(gy + e, o);
   }
 }
 
@@ -319,12 +665,66 @@ void dispatch_width(int width, F&& f) {
   throw std::runtime_error("block kernels: width " + std::to_string(width) + " > " + std::to_string(kMaxWidth));
 }
 
+// Calls f(std::integral_constant<int,G>{}) with the smallest instantiated G >= ceil(width/128).
+template <typename F>
+void dispatch_groups(int width, F&& f) {
+  const int need = (width + 127) / 128;
+  if (need <= 1) return f(std::integral_constant<int, 1>{});
+  if (need <= 2) return f(std::integral_constant<int, 2>{});
+  if (need <= 4) return f(std::integral_constant<int, 4>{});
+  if (need <= 6) return f(std::integral_constant<int, 6>{});
+  if (need <= 8) return f(std::integral_constant<int, 8>{});
+  if (need <= 10) return f(std::integral_constant<int, 10>{});
+  if (need <= 12) return f(std::integral_constant<int, 12>{});
+  if (need <= 16) return f(std::integral_constant<int, 16>{});
+  throw std::runtime_error("block kernels: width " + std::to_string(width) + " > " + std::to_string(kMaxWidth));
+}
+
+// Calls f(std::integral_constant<int,L>{}) for L = hd/8 lanes per row (hd % 8 == 0, L a power of
+// two <= 32); false when hd has no such L.
+template <typename F>
+bool dispatch_lanes(int hd, F&& f) {
+  if (hd % 8 != 0) return false;
+  switch (hd / 8) {
+    case 1: f(std::integral_constant<int, 1>{}); return true;
+    case 2: f(std::integral_constant<int, 2>{}); return true;
+    case 4: f(std::integral_constant<int, 4>{}); return true;
+    case 8: f(std::integral_constant<int, 8>{}); return true;
+    case 16: f(std::integral_constant<int, 16>{}); return true;
+    case 32: f(std::integral_constant<int, 32>{}); return true;
+    default: return false;
+  }
+}
+
+// Rows of `width` elements of `bytes` each starting at p (row stride `stride` elements) can be
+// read four elements at a time.
+bool vec4_ok(const void* p, int64_t stride, int width, int bytes) {
+  return width % 4 == 0 && stride % 4 == 0 && aligned(p, 4 * bytes);
+}
+int bytes_of(DType t) { return t == DType::f32 ? 4 : 2; }
+
 }  // namespace
 
 void ln_modulate_forward(DType tx, DType t, const void* x, int64_t rows, int H, const float* w, const float* b,
                          const void* shift, int64_t shift_stride, const void* scale, int64_t scale_stride,
                          float eps, void* y, float* mean, float* rstd, cudaStream_t stream) {
   if (rows == 0) return;
+  const bool vec = vec4_ok(x, H, H, bytes_of(tx)) && vec4_ok(shift, shift_stride, H, bytes_of(t)) &&
+                   vec4_ok(scale, scale_stride, H, bytes_of(t)) && vec4_ok(y, H, H, bytes_of(t)) &&
+                   (!w || (aligned(w, 16) && aligned(b, 16)));
+  if (vec) {
+    dispatch2(tx, t, [&](auto tx_, auto t_) {
+      using TX = decltype(tx_);
+      using T = decltype(t_);
+      dispatch_groups(H, [&](auto g_) {
+        ln_modulate_fwd4<TX, T, decltype(g_)::value><<<blocks_for(rows), kThreads, 0, stream>>>(
+            static_cast<const TX*>(x), rows, H, w, b, static_cast<const T*>(shift), shift_stride,
+            static_cast<const T*>(scale), scale_stride, eps, static_cast<T*>(y), mean, rstd);
+      });
+    });
+    check_launch("ln_modulate_forward");
+    return;
+  }
   dispatch2(tx, t, [&](auto tx_, auto t_) {
     using TX = decltype(tx_);
     using T = decltype(t_);
@@ -343,6 +743,23 @@ void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, cons
                           const float* w, const float* b, const void* scale, int64_t scale_stride, int64_t rows,
                           int H, void* gx, void* gscale, float* gw_part, float* gb_part, cudaStream_t stream) {
   if (rows == 0) return;
+  const bool vec = vec4_ok(x, H, H, bytes_of(tx)) && vec4_ok(gy, H, H, bytes_of(t)) &&
+                   vec4_ok(scale, scale_stride, H, bytes_of(t)) && vec4_ok(gx, H, H, bytes_of(tx)) &&
+                   vec4_ok(gscale, H, H, bytes_of(t)) && (!w || (aligned(w, 16) && aligned(b, 16))) &&
+                   (!gw_part || (aligned(gw_part, 16) && aligned(gb_part, 16)));
+  if (vec) {
+    dispatch2(tx, t, [&](auto tx_, auto t_) {
+      using TX = decltype(tx_);
+      using T = decltype(t_);
+      dispatch_groups(H, [&](auto g_) {
+        ln_modulate_bwd4<TX, T, decltype(g_)::value><<<backward_blocks(rows), kThreads, 0, stream>>>(
+            static_cast<const T*>(gy), static_cast<const TX*>(x), mean, rstd, w, b, static_cast<const T*>(scale),
+            scale_stride, rows, H, static_cast<TX*>(gx), static_cast<T*>(gscale), gw_part, gb_part);
+      });
+    });
+    check_launch("ln_modulate_backward");
+    return;
+  }
   dispatch2(tx, t, [&](auto tx_, auto t_) {
     using TX = decltype(tx_);
     using T = decltype(t_);
@@ -360,6 +777,19 @@ void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int h
                            float* mean, float* rstd, cudaStream_t stream) {
   const int64_t rows = B * N * 3 * heads;
   if (rows == 0) return;
+  if (t == DType::bf16 && aligned(qkv, 16) && aligned(q, 16) && aligned(k, 16) && aligned(v, 16) &&
+      aligned(wq, 16) && aligned(bq, 16) && aligned(wk, 16) && aligned(bk, 16) &&
+      dispatch_lanes(hd, [&](auto l_) {
+        constexpr int L = decltype(l_)::value;
+        const int64_t per_block = kWarps * (32 / L);
+        qk_norm_fwd8<L><<<(rows + per_block - 1) / per_block, kThreads, 0, stream>>>(
+            static_cast<const __nv_bfloat16*>(qkv), rows, heads, hd, wq, bq, wk, bk, eps,
+            static_cast<__nv_bfloat16*>(q), static_cast<__nv_bfloat16*>(k), static_cast<__nv_bfloat16*>(v), mean,
+            rstd);
+      })) {
+    check_launch("qk_norm_split_forward");
+    return;
+  }
   dispatch2(t == DType::f32 ? DType::f32 : DType::bf16, t, [&](auto, auto t_) {
     using T = decltype(t_);
     dispatch_width(hd, [&](auto k_) {
@@ -378,6 +808,18 @@ void qk_norm_split_backward(DType t, const void* gq, const void* gk, const void*
                             int64_t N, int heads, int hd, void* gqkv, float* part, cudaStream_t stream) {
   const int64_t rows = B * N * 3 * heads;
   if (rows == 0) return;
+  if (t == DType::bf16 && aligned(gq, 16) && aligned(gk, 16) && aligned(gv, 16) && aligned(qkv, 16) &&
+      aligned(wq, 16) && aligned(wk, 16) && aligned(gqkv, 16) &&
+      dispatch_lanes(hd, [&](auto l_) {
+        constexpr int L = decltype(l_)::value;
+        qk_norm_bwd8<L><<<backward_blocks(rows), kThreads, 0, stream>>>(
+            static_cast<const __nv_bfloat16*>(gq), static_cast<const __nv_bfloat16*>(gk),
+            static_cast<const __nv_bfloat16*>(gv), static_cast<const __nv_bfloat16*>(qkv), mean, rstd, wq, wk, rows,
+            heads, hd, static_cast<__nv_bfloat16*>(gqkv), part);
+      })) {
+    check_launch("qk_norm_split_backward");
+    return;
+  }
   dispatch2(t == DType::f32 ? DType::f32 : DType::bf16, t, [&](auto, auto t_) {
     using T = decltype(t_);
     dispatch_width(hd, [&](auto k_) {
@@ -393,6 +835,19 @@ void gated_residual_backward(DType tx, DType t, const void* g, const void* gate,
                              int64_t rows, int H, void* ggate, void* gy, cudaStream_t stream) {
   const int64_t n = rows * H;
   if (n == 0) return;
+  if (vec4_ok(g, H, H, bytes_of(tx)) && vec4_ok(gate, gate_stride, H, bytes_of(t)) && vec4_ok(y, H, H, bytes_of(t)) &&
+      vec4_ok(ggate, H, H, bytes_of(t)) && vec4_ok(gy, H, H, bytes_of(t))) {
+    const int64_t blocks4 = std::min<int64_t>((n / 4 + kThreads - 1) / kThreads, 132 * 16);
+    dispatch2(tx, t, [&](auto tx_, auto t_) {
+      using TX = decltype(tx_);
+      using T = decltype(t_);
+      gated_residual_bwd4<TX, T><<<blocks4, kThreads, 0, stream>>>(
+          static_cast<const TX*>(g), static_cast<const T*>(gate), gate_stride, static_cast<const T*>(y), rows, H,
+          static_cast<T*>(ggate), static_cast<T*>(gy));
+    });
+    check_launch("gated_residual_backward");
+    return;
+  }
   const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, 132 * 16);
   dispatch2(tx, t, [&](auto tx_, auto t_) {
     using TX = decltype(tx_);
