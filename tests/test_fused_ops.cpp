@@ -9,8 +9,7 @@
 #include "helpers.h"
 #include "model/fused_ops.h"
 #include "model/generator.h"
-#include "training/rar_objective.h"
-#include "training/rar_trainer.h"
+#include "small_step.h"
 #include "util/autocast.h"
 
 using namespace rar;
@@ -155,39 +154,14 @@ TEST(FusedOpsCuda, GatedResidualAndQkNormMatchPlainPath) {
 
 TEST(FusedOpsCuda, GeneratorTrainingStepMatchesPlainPath) {
   if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
-  model::GeneratorConfig c;
-  c.hidden = 160;
-  c.layers = 2;
-  c.heads = 5;
-  c.mlp = 320;
-  c.codebook = 64;
-  c.classes = 5;
-  c.seq_len = 64;
-  c.dropout = c.attn_dropout = 0.0;
-  torch::manual_seed(8);
-  model::Generator g(c);
-  {
-    torch::NoGradGuard ng;
-    for (auto& p : g->parameters()) p.add_(0.05 * torch::randn_like(p));
-  }
-  g->to(torch::kCUDA);
-  g->train();
+  auto s = test_support::small_cuda_step(160, 5);
   const bool tf32 = at::globalContext().allowTF32CuBLAS();
   at::globalContext().setAllowTF32CuBLAS(false);
-  auto opts = torch::TensorOptions(torch::kInt64).device(torch::kCUDA);
-  auto tokens = torch::randint(0, 64, {8, 64}, opts);
-  auto labels = torch::randint(0, 5, {8}, opts);
-  std::vector<int64_t> scan(64);
-  for (int64_t i = 0; i < 64; ++i) scan[i] = i;
-  auto d = training::draw_objective(8, 0, 8, scan, 0.5, 0.1, 1, 0, 0);
   auto step = [&](bool fused, bool autocast) {
     model::set_fused_kernels(fused);
-    for (auto& p : g->parameters()) p.mutable_grad() = torch::Tensor();
-    auto la = training::forward_backward(g, tokens, labels, d, autocast, 1.0);
-    std::vector<torch::Tensor> grads;
-    for (auto& p : g->parameters()) grads.push_back(p.grad().flatten().to(torch::kFloat32));
+    auto r = s.step(autocast);
     model::set_fused_kernels(true);
-    return std::make_pair(la.loss.item<double>(), torch::cat(grads));
+    return r;
   };
   auto [lp, gp] = step(false, false);
   auto [lf, gf] = step(true, false);

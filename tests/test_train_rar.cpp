@@ -10,6 +10,7 @@
 
 #include "data/token_file.h"
 #include "helpers.h"
+#include "small_step.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "model/generator.h"
@@ -285,41 +286,15 @@ TEST(ActivationCheckpointing, GradientsEqualThePlainPathWithDropout) {
 // and activation checkpointing under autocast replays the same step.
 TEST(TrainRarCuda, Bf16AutocastStepTracksFp32AndCheckpointingReplaysIt) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  model::GeneratorConfig c;
-  c.hidden = 128;
-  c.layers = 2;
-  c.heads = 4;
-  c.mlp = 256;
-  c.codebook = 64;
-  c.classes = 5;
-  c.seq_len = 64;
-  c.dropout = c.attn_dropout = 0.0;
-  torch::manual_seed(8);
-  model::Generator g(c);
-  {
-    torch::NoGradGuard ng;
-    for (auto& p : g->parameters()) p.add_(0.05 * torch::randn_like(p));
-  }
-  g->to(torch::kCUDA);
-  g->train();
-  auto opts = torch::TensorOptions(torch::kInt64).device(torch::kCUDA);
-  auto tokens = torch::randint(0, 64, {8, 64}, opts);
-  auto labels = torch::randint(0, 5, {8}, opts);
-  std::vector<int64_t> scan(64);
-  for (int64_t i = 0; i < 64; ++i) scan[i] = i;
-  auto d = training::draw_objective(8, 0, 8, scan, 0.5, 0.1, 1, 0, 0);
+  auto s = test_support::small_cuda_step(128, 4);
   auto run = [&](bool autocast, bool ckpt) {
-    g->checkpoint_layers = ckpt ? c.layers : 0;
-    for (auto& p : g->parameters()) p.mutable_grad() = torch::Tensor();
-    auto la = training::forward_backward(g, tokens, labels, d, autocast, 1.0);
-    std::vector<torch::Tensor> grads;
-    for (auto& p : g->parameters()) grads.push_back(p.grad().flatten().to(torch::kFloat32));
-    return std::make_pair(la.loss.item<double>(), torch::cat(grads));
+    s.g->checkpoint_layers = ckpt ? s.cfg.layers : 0;
+    return s.step(autocast);
   };
   auto [l32, g32] = run(false, false);
   auto [l16, g16] = run(true, false);
   auto [l16c, g16c] = run(true, true);
-  g->checkpoint_layers = 0;
+  s.g->checkpoint_layers = 0;
   EXPECT_NEAR(l16, l32, 2e-2 * l32);
   const double cos = (g16 * g32).sum().item<double>() / (g16.norm() * g32.norm()).item<double>();
   EXPECT_GT(cos, 0.99);

@@ -99,6 +99,28 @@ int64_t backward_blocks(int64_t rows) { return std::max<int64_t>(1, std::min(blo
 
 // ---------------------------------------------------------------- LayerNorm + modulation
 
+// One warp reads a row of `width` values (lane l holds columns l + 32k, k < K; zeros past the end)
+// and computes its mean and 1/sqrt(variance + eps) (two passes over the registers).
+template <typename T, int K>
+__device__ __forceinline__ void load_row_stats(const T* in, int width, int lane, float eps, float v[K], float& mu,
+                                               float& rs) {
+  float s = 0.f;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int c = lane + 32 * k;
+    v[k] = c < width ? to_f(in[c]) : 0.f;
+    s += v[k];
+  }
+  mu = warp_sum(s) / width;
+  float q = 0.f;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const float d = lane + 32 * k < width ? v[k] - mu : 0.f;
+    q += d * d;
+  }
+  rs = rsqrtf(warp_sum(q) / width + eps);
+}
+
 template <typename TX, typename T, int K>
 __global__ void ln_modulate_fwd(const TX* __restrict__ x, int64_t rows, int H, const float* __restrict__ w,
                                 const float* __restrict__ b, const T* __restrict__ shift, int64_t shift_stride,
@@ -107,24 +129,8 @@ __global__ void ln_modulate_fwd(const TX* __restrict__ x, int64_t rows, int H, c
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= rows) return;
-  const TX* xr = x + row * H;
-  float v[K];
-  float s = 0.f;
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int c = lane + 32 * k;
-    v[k] = c < H ? to_f(xr[c]) : 0.f;
-    s += v[k];
-  }
-  const float mu = warp_sum(s) / H;
-  float q = 0.f;
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int c = lane + 32 * k;
-    const float d = c < H ? v[k] - mu : 0.f;
-    q += d * d;
-  }
-  const float rs = rsqrtf(warp_sum(q) / H + eps);
+  float v[K], mu, rs;
+  load_row_stats<TX, K>(x + row * H, H, lane, eps, v, mu, rs);
   if (lane == 0) {
     mean[row] = mu;
     rstd[row] = rs;
@@ -384,23 +390,8 @@ __global__ void qk_norm_fwd(const T* __restrict__ qkv, int64_t rows, int64_t N, 
     for (int c = lane; c < hd; c += 32) v[row.out + c] = in[c];
     return;
   }
-  float val[K];
-  float s = 0.f;
-#pragma unroll
-  for (int j = 0; j < K; ++j) {
-    const int c = lane + 32 * j;
-    val[j] = c < hd ? to_f(in[c]) : 0.f;
-    s += val[j];
-  }
-  const float mu = warp_sum(s) / hd;
-  float sq = 0.f;
-#pragma unroll
-  for (int j = 0; j < K; ++j) {
-    const int c = lane + 32 * j;
-    const float d = c < hd ? val[j] - mu : 0.f;
-    sq += d * d;
-  }
-  const float rs = rsqrtf(warp_sum(sq) / hd + eps);
+  float val[K], mu, rs;
+  load_row_stats<T, K>(in, hd, lane, eps, val, mu, rs);
   if (lane == 0) {
     mean[row.stat(heads)] = mu;
     rstd[row.stat(heads)] = rs;
@@ -648,36 +639,23 @@ void dispatch2(DType tx, DType t, F&& f) {
   throw std::runtime_error("block kernels: unsupported dtype combination");
 }
 
-// Calls f(std::integral_constant<int,K>{}) with the smallest instantiated K >= ceil(width/32).
-template <typename F>
-void dispatch_width(int width, F&& f) {
-  const int need = (width + 31) / 32;
-  if (need <= 1) return f(std::integral_constant<int, 1>{});
-  if (need <= 2) return f(std::integral_constant<int, 2>{});
-  if (need <= 4) return f(std::integral_constant<int, 4>{});
-  if (need <= 8) return f(std::integral_constant<int, 8>{});
-  if (need <= 16) return f(std::integral_constant<int, 16>{});
-  if (need <= 24) return f(std::integral_constant<int, 24>{});
-  if (need <= 32) return f(std::integral_constant<int, 32>{});
-  if (need <= 40) return f(std::integral_constant<int, 40>{});
-  if (need <= 48) return f(std::integral_constant<int, 48>{});
-  if (need <= 64) return f(std::integral_constant<int, 64>{});
-  throw std::runtime_error("block kernels: width " + std::to_string(width) + " > " + std::to_string(kMaxWidth));
+// Calls f(std::integral_constant<int,V>{}) with the first V of Vs (ascending) that is >= need.
+template <int... Vs, typename F>
+void dispatch_at_least(int need, int width, F&& f) {
+  bool done = false;
+  ((done = done || (need <= Vs && (f(std::integral_constant<int, Vs>{}), true))), ...);
+  if (!done)
+    throw std::runtime_error("block kernels: width " + std::to_string(width) + " > " + std::to_string(kMaxWidth));
 }
 
-// Calls f(std::integral_constant<int,G>{}) with the smallest instantiated G >= ceil(width/128).
+// K = ceil(width/32) values per lane (per-element kernels), G = ceil(width/128) groups of four.
+template <typename F>
+void dispatch_width(int width, F&& f) {
+  dispatch_at_least<1, 2, 4, 8, 16, 24, 32, 40, 48, 64>((width + 31) / 32, width, f);
+}
 template <typename F>
 void dispatch_groups(int width, F&& f) {
-  const int need = (width + 127) / 128;
-  if (need <= 1) return f(std::integral_constant<int, 1>{});
-  if (need <= 2) return f(std::integral_constant<int, 2>{});
-  if (need <= 4) return f(std::integral_constant<int, 4>{});
-  if (need <= 6) return f(std::integral_constant<int, 6>{});
-  if (need <= 8) return f(std::integral_constant<int, 8>{});
-  if (need <= 10) return f(std::integral_constant<int, 10>{});
-  if (need <= 12) return f(std::integral_constant<int, 12>{});
-  if (need <= 16) return f(std::integral_constant<int, 16>{});
-  throw std::runtime_error("block kernels: width " + std::to_string(width) + " > " + std::to_string(kMaxWidth));
+  dispatch_at_least<1, 2, 4, 6, 8, 10, 12, 16>((width + 127) / 128, width, f);
 }
 
 // Calls f(std::integral_constant<int,L>{}) for L = hd/8 lanes per row (hd % 8 == 0, L a power of
@@ -712,27 +690,22 @@ void ln_modulate_forward(DType tx, DType t, const void* x, int64_t rows, int H, 
   const bool vec = vec4_ok(x, H, H, bytes_of(tx)) && vec4_ok(shift, shift_stride, H, bytes_of(t)) &&
                    vec4_ok(scale, scale_stride, H, bytes_of(t)) && vec4_ok(y, H, H, bytes_of(t)) &&
                    (!w || (aligned(w, 16) && aligned(b, 16)));
-  if (vec) {
-    dispatch2(tx, t, [&](auto tx_, auto t_) {
-      using TX = decltype(tx_);
-      using T = decltype(t_);
-      dispatch_groups(H, [&](auto g_) {
-        ln_modulate_fwd4<TX, T, decltype(g_)::value><<<blocks_for(rows), kThreads, 0, stream>>>(
-            static_cast<const TX*>(x), rows, H, w, b, static_cast<const T*>(shift), shift_stride,
-            static_cast<const T*>(scale), scale_stride, eps, static_cast<T*>(y), mean, rstd);
-      });
-    });
-    check_launch("ln_modulate_forward");
-    return;
-  }
   dispatch2(tx, t, [&](auto tx_, auto t_) {
     using TX = decltype(tx_);
     using T = decltype(t_);
-    dispatch_width(H, [&](auto k_) {
-      ln_modulate_fwd<TX, T, decltype(k_)::value><<<blocks_for(rows), kThreads, 0, stream>>>(
-          static_cast<const TX*>(x), rows, H, w, b, static_cast<const T*>(shift), shift_stride,
-          static_cast<const T*>(scale), scale_stride, eps, static_cast<T*>(y), mean, rstd);
-    });
+    const auto* xp = static_cast<const TX*>(x);
+    const auto *sp = static_cast<const T*>(shift), *cp = static_cast<const T*>(scale);
+    auto* yp = static_cast<T*>(y);
+    if (vec)
+      dispatch_groups(H, [&](auto g_) {
+        ln_modulate_fwd4<TX, T, decltype(g_)::value><<<blocks_for(rows), kThreads, 0, stream>>>(
+            xp, rows, H, w, b, sp, shift_stride, cp, scale_stride, eps, yp, mean, rstd);
+      });
+    else
+      dispatch_width(H, [&](auto k_) {
+        ln_modulate_fwd<TX, T, decltype(k_)::value><<<blocks_for(rows), kThreads, 0, stream>>>(
+            xp, rows, H, w, b, sp, shift_stride, cp, scale_stride, eps, yp, mean, rstd);
+      });
   });
   check_launch("ln_modulate_forward");
 }
@@ -747,27 +720,23 @@ void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, cons
                    vec4_ok(scale, scale_stride, H, bytes_of(t)) && vec4_ok(gx, H, H, bytes_of(tx)) &&
                    vec4_ok(gscale, H, H, bytes_of(t)) && (!w || (aligned(w, 16) && aligned(b, 16))) &&
                    (!gw_part || (aligned(gw_part, 16) && aligned(gb_part, 16)));
-  if (vec) {
-    dispatch2(tx, t, [&](auto tx_, auto t_) {
-      using TX = decltype(tx_);
-      using T = decltype(t_);
-      dispatch_groups(H, [&](auto g_) {
-        ln_modulate_bwd4<TX, T, decltype(g_)::value><<<backward_blocks(rows), kThreads, 0, stream>>>(
-            static_cast<const T*>(gy), static_cast<const TX*>(x), mean, rstd, w, b, static_cast<const T*>(scale),
-            scale_stride, rows, H, static_cast<TX*>(gx), static_cast<T*>(gscale), gw_part, gb_part);
-      });
-    });
-    check_launch("ln_modulate_backward");
-    return;
-  }
   dispatch2(tx, t, [&](auto tx_, auto t_) {
     using TX = decltype(tx_);
     using T = decltype(t_);
-    dispatch_width(H, [&](auto k_) {
-      ln_modulate_bwd<TX, T, decltype(k_)::value><<<backward_blocks(rows), kThreads, 0, stream>>>(
-          static_cast<const T*>(gy), static_cast<const TX*>(x), mean, rstd, w, b, static_cast<const T*>(scale),
-          scale_stride, rows, H, static_cast<TX*>(gx), static_cast<T*>(gscale), gw_part, gb_part);
-    });
+    const auto *gp = static_cast<const T*>(gy), *cp = static_cast<const T*>(scale);
+    const auto* xp = static_cast<const TX*>(x);
+    auto* gxp = static_cast<TX*>(gx);
+    auto* gsp = static_cast<T*>(gscale);
+    if (vec)
+      dispatch_groups(H, [&](auto g_) {
+        ln_modulate_bwd4<TX, T, decltype(g_)::value><<<backward_blocks(rows), kThreads, 0, stream>>>(
+            gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gsp, gw_part, gb_part);
+      });
+    else
+      dispatch_width(H, [&](auto k_) {
+        ln_modulate_bwd<TX, T, decltype(k_)::value><<<backward_blocks(rows), kThreads, 0, stream>>>(
+            gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gsp, gw_part, gb_part);
+      });
   });
   check_launch("ln_modulate_backward");
 }
