@@ -377,7 +377,7 @@ struct QkvRow {
 };
 
 template <typename T, int K>
-__global__ void qk_norm_fwd(const T* __restrict__ qkv, int64_t rows, int64_t N, int heads, int hd,
+__global__ void qk_norm_fwd(const T* __restrict__ qkv, int64_t rows, int heads, int hd,
                             const float* __restrict__ wq, const float* __restrict__ bq, const float* __restrict__ wk,
                             const float* __restrict__ bk, float eps, T* __restrict__ q, T* __restrict__ k,
                             T* __restrict__ v, float* __restrict__ mean, float* __restrict__ rstd) {
@@ -409,7 +409,7 @@ __global__ void qk_norm_fwd(const T* __restrict__ qkv, int64_t rows, int64_t N, 
 template <typename T, int K>
 __global__ void qk_norm_bwd(const T* __restrict__ gq, const T* __restrict__ gk, const T* __restrict__ gv,
                             const T* __restrict__ qkv, const float* __restrict__ mean, const float* __restrict__ rstd,
-                            const float* __restrict__ wq, const float* __restrict__ wk, int64_t rows, int64_t N,
+                            const float* __restrict__ wq, const float* __restrict__ wk, int64_t rows,
                             int heads, int hd, T* __restrict__ gqkv, float* __restrict__ part) {
   const int lane = threadIdx.x & 31;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
@@ -763,7 +763,7 @@ void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int h
     using T = decltype(t_);
     dispatch_width(hd, [&](auto k_) {
       qk_norm_fwd<T, decltype(k_)::value><<<blocks_for(rows), kThreads, 0, stream>>>(
-          static_cast<const T*>(qkv), rows, N, heads, hd, wq, bq, wk, bk, eps, static_cast<T*>(q),
+          static_cast<const T*>(qkv), rows, heads, hd, wq, bq, wk, bk, eps, static_cast<T*>(q),
           static_cast<T*>(k), static_cast<T*>(v), mean, rstd);
     });
   });
@@ -794,7 +794,7 @@ void qk_norm_split_backward(DType t, const void* gq, const void* gk, const void*
     dispatch_width(hd, [&](auto k_) {
       qk_norm_bwd<T, decltype(k_)::value><<<backward_blocks(rows), kThreads, 0, stream>>>(
           static_cast<const T*>(gq), static_cast<const T*>(gk), static_cast<const T*>(gv),
-          static_cast<const T*>(qkv), mean, rstd, wq, wk, rows, N, heads, hd, static_cast<T*>(gqkv), part);
+          static_cast<const T*>(qkv), mean, rstd, wq, wk, rows, heads, hd, static_cast<T*>(gqkv), part);
     });
   });
   check_launch("qk_norm_split_backward");

@@ -1,8 +1,6 @@
 // generator.cpp — the RAR generator, written to read like SPEC §3: each step of the forward
-// pass is one commented statement. The speed work lives elsewhere (sampling/, cuda/).
+// pass is one commented statement. The speed work lives elsewhere (model/fused_ops, kernels/, sampling/).
 #include "model/generator.h"
-
-#include <ATen/autocast_mode.h>
 
 #include "model/checkpoint.h"
 #include "model/fused_ops.h"
