@@ -8,8 +8,8 @@ echo "| model | batch | precision | ms/step | sequences/s | tokens/s | TFLOP/s |
 echo "|---|---|---|---|---|---|---|---|"
 row --model rar_b --batch 64 --plain
 row --model rar_b --batch 64
-for n in 8 10 12; do row --model rar_b --batch 64 --checkpoint-layers $n; done
+for n in 4 6 8; do row --model rar_b --batch 64 --checkpoint-layers $n; done
 row --model rar_b --batch 256
-for n in 10 12; do row --model rar_b --batch 256 --checkpoint-layers $n; done
+for n in 6 8 10; do row --model rar_b --batch 256 --checkpoint-layers $n; done
 row --model rar_xl --batch 64
-for n in 12 16; do row --model rar_xl --batch 64 --checkpoint-layers $n; done
+for n in 8 12 16; do row --model rar_xl --batch 64 --checkpoint-layers $n; done

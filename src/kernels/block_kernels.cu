@@ -78,6 +78,10 @@ __device__ __forceinline__ void load8(const float* p, float v[8]) {
   load4(p, v);
   load4(p + 4, v + 4);
 }
+__device__ __forceinline__ void store8(float* p, const float v[8]) {
+  store4(p, v);
+  store4(p + 4, v + 4);
+}
 
 // Sum over the L consecutive lanes of a group (L a power of two <= 32).
 template <int L>
@@ -471,31 +475,36 @@ __global__ void qk_norm_bwd(const T* __restrict__ gq, const T* __restrict__ gk, 
   }
 }
 
-// Vectorised bf16 variants: a group of L = hd/8 lanes per row, 8 elements (16 bytes) per lane, 32/L
-// rows per warp. Every lane runs every shuffle (rows past the end are clamped and not stored).
-template <int L>
+// Vectorised bf16 variants: L = hd/8 lanes per row, 8 elements (16 bytes) per lane. Rows sit in
+// groups of P lanes (P = L rounded up to a power of two; lanes sub >= L idle), 32/P rows per warp,
+// so head dims like 48 (L = 6) or 80 (L = 10) vectorise too. Every lane runs every shuffle (rows
+// past the end are clamped and not stored).
+template <int L, int P>
 __global__ void qk_norm_fwd8(const __nv_bfloat16* __restrict__ qkv, int64_t rows, int heads, int hd,
                              const float* __restrict__ wq, const float* __restrict__ bq,
                              const float* __restrict__ wk, const float* __restrict__ bk, float eps,
                              __nv_bfloat16* __restrict__ q, __nv_bfloat16* __restrict__ k,
                              __nv_bfloat16* __restrict__ v, float* __restrict__ mean, float* __restrict__ rstd) {
-  const int lane = threadIdx.x & 31, sub = lane % L;
-  const int64_t r = (static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * (32 / L) + lane / L;
+  const int lane = threadIdx.x & 31, sub = lane % P;
+  const bool active = sub < L;
+  const int64_t r = (static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * (32 / P) + lane / P;
   const bool valid = r < rows;
   const int64_t rr = valid ? r : rows - 1;
   const QkvRow row(rr, heads, hd);
   const int c = 8 * sub;
-  float val[8];
-  load8(qkv + rr * hd + c, val);
+  float val[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  if (active) load8(qkv + rr * hd + c, val);
   float s = 0.f;
 #pragma unroll
   for (int j = 0; j < 8; ++j) s += val[j];
-  const float mu = group_sum<L>(s) / hd;
+  const float mu = group_sum<P>(s) / hd;
   float sq = 0.f;
+  if (active) {
 #pragma unroll
-  for (int j = 0; j < 8; ++j) sq += (val[j] - mu) * (val[j] - mu);
-  const float rs = rsqrtf(group_sum<L>(sq) / hd + eps);
-  if (!valid) return;
+    for (int j = 0; j < 8; ++j) sq += (val[j] - mu) * (val[j] - mu);
+  }
+  const float rs = rsqrtf(group_sum<P>(sq) / hd + eps);
+  if (!valid || !active) return;
   if (row.which == 2) {
     *reinterpret_cast<uint4*>(v + row.out + c) = *reinterpret_cast<const uint4*>(qkv + rr * hd + c);
     return;
@@ -512,14 +521,15 @@ __global__ void qk_norm_fwd8(const __nv_bfloat16* __restrict__ qkv, int64_t rows
   store8((row.which == 0 ? q : k) + row.out + c, o);
 }
 
-template <int L>
+template <int L, int P>
 __global__ void qk_norm_bwd8(const __nv_bfloat16* __restrict__ gq, const __nv_bfloat16* __restrict__ gk,
                              const __nv_bfloat16* __restrict__ gv, const __nv_bfloat16* __restrict__ qkv,
                              const float* __restrict__ mean, const float* __restrict__ rstd,
                              const float* __restrict__ wq, const float* __restrict__ wk, int64_t rows, int heads,
                              int hd, __nv_bfloat16* __restrict__ gqkv, float* __restrict__ part) {
-  const int lane = threadIdx.x & 31, sub = lane % L, grp = lane / L;
-  constexpr int kRows = 32 / L;  // rows per warp and pass
+  const int lane = threadIdx.x & 31, sub = lane % P, grp = lane / P;
+  const bool active = sub < L;
+  constexpr int kRows = 32 / P;  // rows per warp and pass
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const int64_t nwarps = static_cast<int64_t>(gridDim.x) * kWarps;
   const int c = 8 * sub;
@@ -532,10 +542,13 @@ __global__ void qk_norm_bwd8(const __nv_bfloat16* __restrict__ gq, const __nv_bf
     const int64_t rr = valid ? r : rows - 1;
     const QkvRow row(rr, heads, hd);
     const bool norm = row.which != 2;
-    float x[8], g[8], wv[8];
-    load8(qkv + rr * hd + c, x);
-    load8((row.which == 0 ? gq : row.which == 1 ? gk : gv) + row.out + c, g);
-    load8((row.which == 0 ? wq : wk) + c, wv);
+    float x[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, g[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f},
+          wv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (active) {
+      load8(qkv + rr * hd + c, x);
+      load8((row.which == 0 ? gq : row.which == 1 ? gk : gv) + row.out + c, g);
+      load8((row.which == 0 ? wq : wk) + c, wv);
+    }
     float mu = 0.f, rs = 1.f;
     if (norm) {
       mu = mean[row.stat(heads)];
@@ -544,14 +557,14 @@ __global__ void qk_norm_bwd8(const __nv_bfloat16* __restrict__ gq, const __nv_bf
     float xh[8], s1 = 0.f, s2 = 0.f;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      xh[j] = (x[j] - mu) * rs;
+      xh[j] = active ? (x[j] - mu) * rs : 0.f;
       const float gh = g[j] * wv[j];
       s1 += gh;
       s2 += gh * xh[j];
     }
-    s1 = group_sum<L>(s1) / hd;
-    s2 = group_sum<L>(s2) / hd;
-    if (!valid) continue;
+    s1 = group_sum<P>(s1) / hd;
+    s2 = group_sum<P>(s2) / hd;
+    if (!valid || !active) continue;
     float o[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) o[j] = norm ? rs * (g[j] * wv[j] - s1 - xh[j] * s2) : g[j];
@@ -566,7 +579,7 @@ __global__ void qk_norm_bwd8(const __nv_bfloat16* __restrict__ gq, const __nv_bf
   }
   // lanes with the same `sub` hold partials of the same columns: add them up across the groups
 #pragma unroll
-  for (int o = L; o < 32; o <<= 1) {
+  for (int o = P; o < 32; o <<= 1) {
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       aw0[j] += __shfl_xor_sync(0xffffffffu, aw0[j], o);
@@ -575,7 +588,7 @@ __global__ void qk_norm_bwd8(const __nv_bfloat16* __restrict__ gq, const __nv_bf
       ab1[j] += __shfl_xor_sync(0xffffffffu, ab1[j], o);
     }
   }
-  if (grp == 0) {
+  if (grp == 0 && active) {
     float* p = part + warp * 4 * hd;  // (wq, bq, wk, bk)
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
@@ -628,6 +641,61 @@ __global__ void gated_residual_bwd4(const TX* __restrict__ g, const T* __restric
   }
 }
 
+// ---------------------------------------------------------------- GELU + dropout (MLP)
+
+// Exact GELU (erf) and its derivative, as LibTorch computes them (float math).
+__device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
+__device__ __forceinline__ float gelu_grad_f(float x) {
+  const float cdf = 0.5f * (1.f + erff(x * 0.70710678118654752f));
+  const float pdf = expf(-0.5f * x * x) * 0.39894228040143268f;  // 1/sqrt(2π)
+  return cdf + x * pdf;
+}
+
+// Eight bools (bytes 0/1) -> one byte, element j in bit j: each byte's bit lands in the top byte of
+// the product at bit 56 + j, and no two partial products overlap (no carries).
+__device__ __forceinline__ unsigned pack8(uint2 m) {
+  const unsigned long long x = (static_cast<unsigned long long>(m.y) << 32 | m.x) & 0x0101010101010101ull;
+  return static_cast<unsigned>((x * 0x0102040810204080ull) >> 56);
+}
+
+// Eight elements a thread: a = GELU(u) · keep · scale; the bool mask (null: keep all) packed to bits.
+template <typename T>
+__global__ void gelu_dropout_fwd8(const T* __restrict__ u, const bool* __restrict__ mask, float scale, int64_t groups,
+                                  T* __restrict__ a, uint8_t* __restrict__ bits) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < groups;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float v[8], o[8];
+    load8(u + 8 * i, v);
+    const unsigned m = mask ? pack8(*reinterpret_cast<const uint2*>(mask + 8 * i)) : 0xffu;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) o[j] = (m >> j & 1u) ? gelu_f(v[j]) * scale : 0.f;
+    store8(a + 8 * i, o);
+    if (bits) bits[i] = static_cast<uint8_t>(m);
+  }
+}
+
+// Backward with the forward recomputed: g (the gradient of a) is replaced by the gradient of u, and
+// a is written again for the next matmul's weight gradient.
+template <typename T>
+__global__ void gelu_dropout_bwd8(const T* __restrict__ u, const uint8_t* __restrict__ bits, float scale,
+                                  int64_t groups, T* __restrict__ g, T* __restrict__ a) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < groups;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float v[8], gv[8], o[8], gu[8];
+    load8(u + 8 * i, v);
+    load8(g + 8 * i, gv);
+    const unsigned m = bits ? bits[i] : 0xffu;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const bool keep = m >> j & 1u;
+      o[j] = keep ? gelu_f(v[j]) * scale : 0.f;
+      gu[j] = keep ? gv[j] * scale * gelu_grad_f(v[j]) : 0.f;
+    }
+    store8(a + 8 * i, o);
+    store8(g + 8 * i, gu);
+  }
+}
+
 // ---------------------------------------------------------------- dispatch
 
 // Calls f(TX{}, T{}) with the element types named by the run-time dtypes.
@@ -658,20 +726,22 @@ void dispatch_groups(int width, F&& f) {
   dispatch_at_least<1, 2, 4, 6, 8, 10, 12, 16>((width + 127) / 128, width, f);
 }
 
-// Calls f(std::integral_constant<int,L>{}) for L = hd/8 lanes per row (hd % 8 == 0, L a power of
-// two <= 32); false when hd has no such L.
+// Calls f(integral_constant<L>{}, integral_constant<P>{}) for L = hd/8 lanes per row (hd % 8 == 0,
+// L one of the listed counts, P = L rounded up to a power of two); false when hd has no such L.
+constexpr int pow2_at_least(int n) { return n <= 1 ? 1 : 2 * pow2_at_least((n + 1) / 2); }
+template <int... Ls, typename F>
+bool dispatch_lanes_of(int lanes, F&& f) {
+  bool done = false;
+  ((done = done || (lanes == Ls && (f(std::integral_constant<int, Ls>{},
+                                      std::integral_constant<int, pow2_at_least(Ls)>{}),
+                                    true))),
+   ...);
+  return done;
+}
 template <typename F>
 bool dispatch_lanes(int hd, F&& f) {
-  if (hd % 8 != 0) return false;
-  switch (hd / 8) {
-    case 1: f(std::integral_constant<int, 1>{}); return true;
-    case 2: f(std::integral_constant<int, 2>{}); return true;
-    case 4: f(std::integral_constant<int, 4>{}); return true;
-    case 8: f(std::integral_constant<int, 8>{}); return true;
-    case 16: f(std::integral_constant<int, 16>{}); return true;
-    case 32: f(std::integral_constant<int, 32>{}); return true;
-    default: return false;
-  }
+  // head dims 8..64 every 8, then 80, 88, 96, 128, 256 (rar_b 48, rar_l 64, rar_xl 80, rar_xxl 88)
+  return hd % 8 == 0 && dispatch_lanes_of<1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 16, 32>(hd / 8, f);
 }
 
 // Rows of `width` elements of `bytes` each starting at p (row stride `stride` elements) can be
@@ -748,10 +818,10 @@ void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int h
   if (rows == 0) return;
   if (t == DType::bf16 && aligned(qkv, 16) && aligned(q, 16) && aligned(k, 16) && aligned(v, 16) &&
       aligned(wq, 16) && aligned(bq, 16) && aligned(wk, 16) && aligned(bk, 16) &&
-      dispatch_lanes(hd, [&](auto l_) {
-        constexpr int L = decltype(l_)::value;
-        const int64_t per_block = kWarps * (32 / L);
-        qk_norm_fwd8<L><<<(rows + per_block - 1) / per_block, kThreads, 0, stream>>>(
+      dispatch_lanes(hd, [&](auto l_, auto p_) {
+        constexpr int L = decltype(l_)::value, P = decltype(p_)::value;
+        const int64_t per_block = kWarps * (32 / P);
+        qk_norm_fwd8<L, P><<<(rows + per_block - 1) / per_block, kThreads, 0, stream>>>(
             static_cast<const __nv_bfloat16*>(qkv), rows, heads, hd, wq, bq, wk, bk, eps,
             static_cast<__nv_bfloat16*>(q), static_cast<__nv_bfloat16*>(k), static_cast<__nv_bfloat16*>(v), mean,
             rstd);
@@ -779,9 +849,9 @@ void qk_norm_split_backward(DType t, const void* gq, const void* gk, const void*
   if (rows == 0) return;
   if (t == DType::bf16 && aligned(gq, 16) && aligned(gk, 16) && aligned(gv, 16) && aligned(qkv, 16) &&
       aligned(wq, 16) && aligned(wk, 16) && aligned(gqkv, 16) &&
-      dispatch_lanes(hd, [&](auto l_) {
-        constexpr int L = decltype(l_)::value;
-        qk_norm_bwd8<L><<<backward_blocks(rows), kThreads, 0, stream>>>(
+      dispatch_lanes(hd, [&](auto l_, auto p_) {
+        constexpr int L = decltype(l_)::value, P = decltype(p_)::value;
+        qk_norm_bwd8<L, P><<<backward_blocks(rows), kThreads, 0, stream>>>(
             static_cast<const __nv_bfloat16*>(gq), static_cast<const __nv_bfloat16*>(gk),
             static_cast<const __nv_bfloat16*>(gv), static_cast<const __nv_bfloat16*>(qkv), mean, rstd, wq, wk, rows,
             heads, hd, static_cast<__nv_bfloat16*>(gqkv), part);
@@ -826,6 +896,38 @@ void gated_residual_backward(DType tx, DType t, const void* g, const void* gate,
                                                              static_cast<T*>(ggate), static_cast<T*>(gy));
   });
   check_launch("gated_residual_backward");
+}
+
+bool gelu_dropout_supported(DType t, const void* u, int64_t n) { return n % 8 == 0 && aligned(u, 16); }
+
+namespace {
+int64_t elementwise_blocks(int64_t work) { return std::max<int64_t>(1, std::min<int64_t>((work + kThreads - 1) / kThreads, 132 * 16)); }
+}  // namespace
+
+void gelu_dropout_forward(DType t, const void* u, const bool* mask, float scale, int64_t n, void* a, uint8_t* bits,
+                          cudaStream_t stream) {
+  if (n == 0) return;
+  if (!gelu_dropout_supported(t, u, n) || !aligned(a, 16) || (mask && !aligned(mask, 8)))
+    throw std::runtime_error("gelu_dropout_forward: needs a multiple of 8 elements and aligned buffers");
+  dispatch2(t, t, [&](auto, auto t_) {
+    using T = decltype(t_);
+    gelu_dropout_fwd8<T><<<elementwise_blocks(n / 8), kThreads, 0, stream>>>(static_cast<const T*>(u), mask, scale,
+                                                                          n / 8, static_cast<T*>(a), bits);
+  });
+  check_launch("gelu_dropout_forward");
+}
+
+void gelu_dropout_backward(DType t, const void* u, const uint8_t* bits, float scale, int64_t n, void* g, void* a,
+                           cudaStream_t stream) {
+  if (n == 0) return;
+  if (!gelu_dropout_supported(t, u, n) || !aligned(g, 16) || !aligned(a, 16))
+    throw std::runtime_error("gelu_dropout_backward: needs a multiple of 8 elements and aligned buffers");
+  dispatch2(t, t, [&](auto, auto t_) {
+    using T = decltype(t_);
+    gelu_dropout_bwd8<T><<<elementwise_blocks(n / 8), kThreads, 0, stream>>>(static_cast<const T*>(u), bits, scale,
+                                                                          n / 8, static_cast<T*>(g), static_cast<T*>(a));
+  });
+  check_launch("gelu_dropout_backward");
 }
 
 }  // namespace rar::kernels

@@ -49,4 +49,15 @@ void qk_norm_split_backward(DType t, const void* gq, const void* gk, const void*
 void gated_residual_backward(DType tx, DType t, const void* g, const void* gate, int64_t gate_stride, const void* y,
                              int64_t rows, int H, void* ggate, void* gy, cudaStream_t stream);
 
+// The MLP's GELU + dropout over n elements (contiguous; n % 8 == 0, 16-byte aligned: see
+// gelu_dropout_supported): a = GELU(u) · mask · scale, exact (erf) GELU. mask: one bool per element,
+// or null for none; `bits` (n/8 bytes, element j of byte i in bit j), if not null, receives it packed.
+bool gelu_dropout_supported(DType t, const void* u, int64_t n);
+void gelu_dropout_forward(DType t, const void* u, const bool* mask, float scale, int64_t n, void* a, uint8_t* bits,
+                          cudaStream_t stream);
+// Backward with the forward recomputed: g holds the gradient of a and receives the gradient of u;
+// a receives GELU(u) · mask · scale again (for the next matmul's weight gradient).
+void gelu_dropout_backward(DType t, const void* u, const uint8_t* bits, float scale, int64_t n, void* g, void* a,
+                           cudaStream_t stream);
+
 }  // namespace rar::kernels

@@ -209,28 +209,67 @@ torch::Tensor linear_in(const torch::Tensor& a, const torch::Tensor& w, const to
   return at::linear(a, w.to(a.scalar_type()), b.defined() ? b.to(a.scalar_type()) : b);
 }
 
+// CUDA: GELU + dropout as one kernel each way, the mask kept as bits (n/8 bytes). u contiguous,
+// float32 or bf16, a multiple of 8 elements, 16-byte aligned.
+#ifdef RAR_WITH_CUDA
+bool gelu_kernel_ok(const torch::Tensor& u, const torch::Tensor& mask) {
+  return fused_kernels_enabled() && u.is_cuda() && kernel_dtype(u) && u.is_contiguous() &&
+         (mask.numel() == 0 || (mask.is_contiguous() && mask.scalar_type() == torch::kBool)) &&
+         kernels::gelu_dropout_supported(kdt(u), u.data_ptr(), u.numel());
+}
+#endif
+
 struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor u, torch::Tensor w,
                                torch::Tensor b, torch::Tensor mask, double p) {
-    ctx->save_for_backward({u, w, b, mask});
     ctx->saved_data["p"] = p;
-    return linear_in(gelu_dropped(u, mask.numel() ? mask : torch::Tensor(), p), w, b);
+    const bool has_mask = mask.numel() > 0;
+#ifdef RAR_WITH_CUDA
+    if (gelu_kernel_ok(u, mask)) {
+      c10::cuda::CUDAGuard guard(u.device());
+      auto a = torch::empty_like(u);
+      auto bits = torch::empty({has_mask ? u.numel() / 8 : 0}, u.options().dtype(torch::kUInt8));
+      K::gelu_dropout_forward(kdt(u), u.data_ptr(), has_mask ? mask.data_ptr<bool>() : nullptr,
+                              static_cast<float>(has_mask ? 1.0 / (1.0 - p) : 1.0), u.numel(), a.data_ptr(),
+                              has_mask ? bits.data_ptr<uint8_t>() : nullptr, stream());
+      ctx->save_for_backward({u, w, b, bits});
+      ctx->saved_data["packed"] = true;
+      return linear_in(a, w, b);
+    }
+#endif
+    ctx->save_for_backward({u, w, b, mask});
+    ctx->saved_data["packed"] = false;
+    return linear_in(gelu_dropped(u, has_mask ? mask : torch::Tensor(), p), w, b);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto s = ctx->get_saved_variables();
     const auto &u = s[0], &w = s[1], &b = s[2];
-    const auto mask = s[3].numel() ? s[3] : torch::Tensor();
     const double p = ctx->saved_data["p"].toDouble();
     const auto dt = u.scalar_type();
     const int64_t in = u.size(-1), out = w.size(0);
     auto g = grads[0].to(dt).reshape({-1, out});
-    auto a = gelu_dropped(u, mask, p).reshape({-1, in});  // recomputed
+    torch::Tensor a, gu;
+    if (ctx->saved_data["packed"].toBool()) {
+#ifdef RAR_WITH_CUDA
+      c10::cuda::CUDAGuard guard(u.device());
+      const auto& bits = s[3];
+      gu = g.mm(w.to(dt));  // the gradient of a, turned into u's in place
+      a = torch::empty_like(gu);
+      K::gelu_dropout_backward(kdt(u), u.data_ptr(), bits.numel() ? bits.data_ptr<uint8_t>() : nullptr,
+                               static_cast<float>(bits.numel() ? 1.0 / (1.0 - p) : 1.0), u.numel(), gu.data_ptr(),
+                               a.data_ptr(), stream());
+      gu = gu.view(u.sizes());
+#endif
+    } else {
+      const auto mask = s[3].numel() ? s[3] : torch::Tensor();
+      a = gelu_dropped(u, mask, p).reshape({-1, in});  // recomputed
+      auto ga = g.mm(w.to(dt)).view(u.sizes());
+      if (mask.defined()) ga = ga * mask * (1.0 / (1.0 - p));
+      gu = at::gelu_backward(ga, u);
+    }
     auto gw = g.t().mm(a).to(w.scalar_type());
     auto gb = g.sum(0, false, torch::kFloat32).to(b.scalar_type());
-    auto ga = g.mm(w.to(dt)).view(u.sizes());
-    if (mask.defined()) ga = ga * mask * (1.0 / (1.0 - p));
-    auto gu = at::gelu_backward(ga, u);
     return {gu, gw, gb, torch::Tensor(), torch::Tensor()};
   }
 };
@@ -256,6 +295,22 @@ torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::Linea
   if (p > 0) mask = torch::empty(u.sizes(), u.options().dtype(torch::kBool)).bernoulli_(1.0 - p);
   if (!torch::GradMode::is_enabled()) return gelu_dropout_linear_plain(u, mask, p, fc2.weight, fc2.bias);
   return gelu_dropout_linear_saving(u, mask, p, fc2.weight, fc2.bias);
+}
+
+std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c) {
+  const auto &w = lin.weight, &b = lin.bias;
+  const int64_t H = w.size(0) / 6;
+  if (!torch::GradMode::is_enabled() || !(w.requires_grad() || silu_c.requires_grad() || b.requires_grad())) {
+    auto m = at::linear(silu_c, w, b).chunk(6, -1);
+    return {m[0], m[1], m[2], m[3], m[4], m[5]};
+  }
+  // rows of W (and b): shift_a [0,H), scale_a gate_a [H,3H), shift_m [3H,4H), scale_m gate_m [4H,6H)
+  auto pick = [](const torch::Tensor& t, int64_t r0, int64_t n0, int64_t r1, int64_t n1) {
+    return torch::cat({t.narrow(0, r0, n0), t.narrow(0, r1, n1)});
+  };
+  auto shifts = at::linear(silu_c, pick(w, 0, H, 3 * H, H), pick(b, 0, H, 3 * H, H)).chunk(2, -1);
+  auto kept = at::linear(silu_c, pick(w, H, 2 * H, 4 * H, 2 * H), pick(b, H, 2 * H, 4 * H, 2 * H)).chunk(4, -1);
+  return {shifts[0], kept[0], kept[1], shifts[1], kept[2], kept[3]};
 }
 
 torch::Tensor to_compute(const torch::Tensor& t) {
