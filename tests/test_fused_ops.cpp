@@ -96,7 +96,7 @@ TEST(FusedOps, GeluDropoutLinearRecomputesWhatThePlainPathKeeps) {
   }
 }
 
-// With gradients the adaLN projection is two matmuls (shift rows, the others); values and gradients
+// In training the adaLN projection is two matmuls (shift rows, the others); values and gradients
 // equal the single product's chunks, and the shifts no longer share the kept chunks' storage.
 TEST(FusedOps, AdalnSplitEqualsOneProjection) {
   torch::manual_seed(5);
@@ -108,7 +108,7 @@ TEST(FusedOps, AdalnSplitEqualsOneProjection) {
     lin->zero_grad();
     auto c = leaf(c0);
     std::array<torch::Tensor, 6> m;
-    if (split) m = model::adaln_split6(*lin, c);
+    if (split) m = model::adaln_split6(*lin, c, /*training=*/true);
     else {
       auto v = at::linear(c, lin->weight, lin->bias).chunk(6, -1);
       std::copy(v.begin(), v.end(), m.begin());

@@ -293,17 +293,25 @@ torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::Linea
   // recomputation (gradients on) sees the mask its forward (gradients off) drew.
   torch::Tensor mask;
   if (p > 0) mask = torch::empty(u.sizes(), u.options().dtype(torch::kBool)).bernoulli_(1.0 - p);
-  if (!torch::GradMode::is_enabled()) return gelu_dropout_linear_plain(u, mask, p, fc2.weight, fc2.bias);
+  // The same op (and kernels) with or without gradients, so that a checkpointed block's recomputed
+  // forward repeats its first forward exactly.
   return gelu_dropout_linear_saving(u, mask, p, fc2.weight, fc2.bias);
 }
 
-std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c) {
-  const auto &w = lin.weight, &b = lin.bias;
-  const int64_t H = w.size(0) / 6;
-  if (!torch::GradMode::is_enabled() || !(w.requires_grad() || silu_c.requires_grad() || b.requires_grad())) {
-    auto m = at::linear(silu_c, w, b).chunk(6, -1);
+std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
+                                          bool training) {
+  const int64_t H = lin.weight.size(0) / 6;
+  if (!training) {
+    auto m = at::linear(silu_c, lin.weight, lin.bias).chunk(6, -1);
     return {m[0], m[1], m[2], m[3], m[4], m[5]};
   }
+  // The weight in the matmul dtype first (autocast's cached cast of the parameter), so the row
+  // gathers below move half the bytes and the matmuls need no cast of their own.
+  const auto dev = silu_c.device().type();
+  const bool ac = at::autocast::is_autocast_enabled(dev);
+  const auto dt = ac ? at::autocast::get_autocast_dtype(dev) : lin.weight.scalar_type();
+  const auto w = ac ? at::autocast::cached_cast(dt, lin.weight, dev) : lin.weight;
+  const auto b = ac ? at::autocast::cached_cast(dt, lin.bias, dev) : lin.bias;
   // rows of W (and b): shift_a [0,H), scale_a gate_a [H,3H), shift_m [3H,4H), scale_m gate_m [4H,6H)
   auto pick = [](const torch::Tensor& t, int64_t r0, int64_t n0, int64_t r1, int64_t n1) {
     return torch::cat({t.narrow(0, r0, n0), t.narrow(0, r1, n1)});

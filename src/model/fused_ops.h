@@ -35,11 +35,14 @@ std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t hea
                                            const torch::nn::LayerNorm& k_norm);
 
 // SPEC §3.6 adaLN modulation of a block: split6(W·SiLU(c) + b) = (shift_a, scale_a, gate_a, shift_m,
-// scale_m, gate_m), each [B,N,H]. With gradients on it is two matmuls, the shifts' rows and the
-// others', so the shifts (no backward needs them) get their own storage and are freed after the
-// forward: the block keeps 8 of the 12 bytes per token and hidden unit the single [B,N,6H] product
-// would (chunks are views: one saved chunk keeps the whole product alive). Same values either way.
-std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c);
+// scale_m, gate_m), each [B,N,H]. In training it is two matmuls, the shifts' rows and the others',
+// so the shifts (no backward needs them) get their own storage and are freed after the forward:
+// the block keeps 8 of the 12 bytes per token and hidden unit the single [B,N,6H] product would
+// (chunks are views: one saved chunk keeps the whole product alive). Same values either way up to
+// float rounding; decided by `training`, not by grad mode, so a checkpointed block's recomputation
+// runs the very matmuls of its first forward.
+std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
+                                          bool training);
 
 // SPEC §3.6 MLP tail: fc2(dropout(GELU(u))) for u = fc1(x) [B,N,hidden]. In training the dropout
 // mask is drawn here (one bool per element) and, when gradients are needed, one autograd op keeps

@@ -89,7 +89,7 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
   // (shift_a, scale_a, gate_a, shift_m, scale_m, gate_m) = split6(W·SiLU(c) + b); SiLU(c) is
   // computed once for all blocks by the caller (adaLN_modulation[0] is that SiLU).
   // (model/fused_ops: in training, two matmuls so that the shifts are not kept for backward)
-  auto m = adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c);
+  auto m = adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training());
   // h += gate_a * Attn(LN1(h) * (1 + scale_a) + shift_a)
   //   (ln_modulate and gated_residual: model/fused_ops, one CUDA kernel each on the fast path)
   auto x = gated_residual(x_in, m[2], attn(ln_modulate(norm1, x_in, m[0], m[1]), k_cache, v_cache, past));
