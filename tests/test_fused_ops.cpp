@@ -96,6 +96,23 @@ TEST(FusedOps, GeluDropoutLinearRecomputesWhatThePlainPathKeeps) {
   }
 }
 
+// Uses of one shared bf16 copy send their gradients back in float32: two uses with gradients 1 and
+// 2^-9 add up to 1 + 2^-9 (in bf16, with 8 significant bits, the small one would vanish).
+TEST(FusedOps, SharedCastGradientsAddUpInFloat32) {
+  auto src = torch::full({4}, 0.5).requires_grad_(true);
+  auto cast = src.detach().to(torch::kBFloat16);
+  auto a = model::shared_cast(src, cast), b = model::shared_cast(src, cast);
+  EXPECT_EQ(a.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(a.is_alias_of(cast));  // no copy per use
+  (a.to(torch::kFloat32).sum() + std::ldexp(1.0, -9) * b.to(torch::kFloat32).sum()).backward();
+  ASSERT_EQ(src.grad().scalar_type(), torch::kFloat32);
+  EXPECT_EQ(src.grad()[0].item<double>(), 1.0 + std::ldexp(1.0, -9));
+  {
+    torch::NoGradGuard ng;
+    EXPECT_TRUE(model::shared_cast(src, cast).is_same(cast));
+  }
+}
+
 // In training the adaLN projection is two matmuls (shift rows, the others); values and gradients
 // equal the single product's chunks, and the shifts no longer share the kept chunks' storage.
 TEST(FusedOps, AdalnSplitEqualsOneProjection) {

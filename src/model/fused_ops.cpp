@@ -274,7 +274,25 @@ struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
   }
 };
 
+struct SharedCastFn : torch::autograd::Function<SharedCastFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor src, torch::Tensor cast) {
+    ctx->saved_data["dtype"] = static_cast<int64_t>(src.scalar_type());
+    return cast.view_as(cast);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    return {grads[0].to(dt), torch::Tensor()};
+  }
+};
+
 }  // namespace
+
+torch::Tensor shared_cast(const torch::Tensor& src, const torch::Tensor& cast) {
+  if (cast.scalar_type() == src.scalar_type()) return src;
+  if (!torch::GradMode::is_enabled() || !src.requires_grad()) return cast;
+  return SharedCastFn::apply(src, cast.detach());
+}
 
 torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& mask, double p,
                                         const torch::Tensor& w, const torch::Tensor& b) {

@@ -20,6 +20,13 @@ bool fused_kernels_built();
 // The dtype the matmuls run in: autocast's when it is on (bf16 training), else the tensor's own.
 torch::Tensor to_compute(const torch::Tensor& t);
 
+// A value used by every block in the matmul dtype, cast once: returns `cast` (= src in the matmul
+// dtype, computed by the caller without gradients) as a use of `src`, whose gradient comes back in
+// src's dtype. Each block takes one such use, so the blocks' gradients add up in float32 like the
+// reference's per-block casts, while the forward reads one shared bf16 copy (no per-block cast,
+// nothing extra kept per block).
+torch::Tensor shared_cast(const torch::Tensor& src, const torch::Tensor& cast);
+
 // SPEC §3.6 modulated LayerNorm: LN(x) * (1 + scale) + shift, with `ln`'s affine (if any) and eps.
 // x [B,N,H] (float32 residual stream, or bf16 with bf16 weights); shift/scale [B,N,H] (chunks of
 // the adaLN projection). Result in the matmul dtype (autocast's, else shift's).

@@ -165,8 +165,12 @@ torch::Tensor GeneratorImpl::condition_tokens(const torch::Tensor& classes, cons
 
 torch::Tensor GeneratorImpl::run_blocks(torch::Tensor h, const torch::Tensor& c, KVCache* cache) {
   const int64_t past = cache ? cache->length : 0;
-  const auto silu_c = to_compute(F::silu(c));  // SiLU(c), shared by every block's adaLN
+  // SiLU(c), shared by every block's adaLN: computed and cast to the matmul dtype once; each block
+  // takes its own use of it so its gradients add up in float32 (model/fused_ops shared_cast).
+  const auto silu = F::silu(c);
+  const auto silu_lp = to_compute(silu.detach());
   for (size_t l = 0; l < block_list.size(); ++l) {
+    const auto silu_c = shared_cast(silu, silu_lp);
     if (cache) h = block_list[l](h, silu_c, &cache->k[l], &cache->v[l], past);
     else if (static_cast<int64_t>(l) < checkpoint_layers && is_training() && torch::GradMode::is_enabled())
       h = checkpointed_block(block_list[l], h, silu_c);
