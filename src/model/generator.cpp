@@ -60,6 +60,17 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
   return proj_drop(linear(*proj, o));
 }
 
+torch::Tensor AttentionImpl::forward_slot(const torch::Tensor& x, torch::Tensor& k_cache, torch::Tensor& v_cache,
+                                          const torch::Tensor& slot, const torch::Tensor& valid) {
+  const int64_t B = x.size(0), H = x.size(2);
+  auto [q, k, v] = qk_norm_split(linear(*qkv, x), heads, q_norm, k_norm);
+  // this position's key/value into its slot, then softmax(q·kᵀ/√hd over the valid slots)·v
+  k_cache.index_copy_(2, slot, k);
+  v_cache.index_copy_(2, slot, v);
+  auto o = at::scaled_dot_product_attention(q, k_cache, v_cache, valid);
+  return linear(*proj, o.transpose(1, 2).reshape({B, 1, H}));
+}
+
 // ---------------------------------------------------------------- MLP
 
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden, double p) {
@@ -90,9 +101,14 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
   // computed once for all blocks by the caller (adaLN_modulation[0] is that SiLU).
   // (model/fused_ops: in training, two matmuls so that the shifts are not kept for backward)
   auto m = adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training());
+  return modulated(x_in, m, [&](const torch::Tensor& a) { return attn(a, k_cache, v_cache, past); });
+}
+
+torch::Tensor BlockImpl::modulated(const torch::Tensor& x_in, const std::array<torch::Tensor, 6>& m,
+                                   const std::function<torch::Tensor(const torch::Tensor&)>& attend) {
   // h += gate_a * Attn(LN1(h) * (1 + scale_a) + shift_a)
   //   (ln_modulate and gated_residual: model/fused_ops, one CUDA kernel each on the fast path)
-  auto x = gated_residual(x_in, m[2], attn(ln_modulate(norm1, x_in, m[0], m[1]), k_cache, v_cache, past));
+  auto x = gated_residual(x_in, m[2], attend(ln_modulate(norm1, x_in, m[0], m[1])));
   // h += gate_m * MLP(LN2(h) * (1 + scale_m) + shift_m)
   return gated_residual(x, m[5], mlp(ln_modulate(norm2, x, m[3], m[4])));
 }
@@ -106,8 +122,12 @@ FinalLayerImpl::FinalLayerImpl(int64_t dim) {
 }
 
 torch::Tensor FinalLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& silu_c) {
-  // (scale, shift) = split2(W·SiLU(c) + b) — scale first here (SiLU(c) given by the caller)
-  auto m = linear(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c).chunk(2, -1);
+  return modulated(x, linear(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c));
+}
+
+torch::Tensor FinalLayerImpl::modulated(const torch::Tensor& x, const torch::Tensor& m_in) {
+  // (scale, shift) = split2(W·SiLU(c) + b) — scale first here
+  auto m = m_in.chunk(2, -1);
   return ln_modulate(norm_final, x, m[1], m[0]);
 }
 
@@ -261,6 +281,70 @@ torch::Tensor GeneratorImpl::decode_step(const torch::Tensor& token, int64_t t, 
   auto c = embeddings(condition) + E[1 + t];
   h = run_blocks(h.unsqueeze(1), c.unsqueeze(1), &cache);
   return head(h, c.unsqueeze(1)).select(1, 0).to(torch::kFloat32);
+}
+
+// ---------------------------------------------------------------- static-shape decoding
+
+KVCache GeneratorImpl::make_zeroed_cache(int64_t batch, int64_t capacity) const {
+  auto cache = make_cache(batch, capacity);
+  for (auto& t : cache.k) t.zero_();
+  for (auto& t : cache.v) t.zero_();
+  return cache;
+}
+
+StaticDecode GeneratorImpl::make_static_decode(const torch::Tensor& condition, int64_t null_rows,
+                                               const std::vector<int64_t>& order, int64_t capacity) {
+  torch::NoGradGuard no_grad;
+  const int64_t S = cfg.seq_len;
+  check(static_cast<int64_t>(order.size()) == S, "static decode: order has ", order.size(), " positions, want ", S);
+  check(capacity >= S + 1, "static decode: capacity ", capacity, " < ", S + 1);
+  const auto P = pos_embed[0], T = target_aware_pos_embed[0], E = timesteps_embeddings[0];
+  const auto dev = cls_token.device();
+  const auto i64 = torch::TensorOptions(torch::kInt64).device(dev);
+  StaticDecode s;
+  s.condition = condition.to(i64);
+  s.null_rows = null_rows;
+  s.token = torch::zeros({s.condition.size(0) + null_rows}, i64);
+  s.step = torch::ones({1}, i64);
+  s.slots = torch::arange(capacity, i64);
+  // row t (1..S-1) = P[2+τ_{t-1}] + T[2+τ_t]
+  auto tau = torch::tensor(order, torch::kInt64).to(dev);
+  auto prev = torch::cat({tau.narrow(0, 0, 1), tau.narrow(0, 0, S - 1)});  // row 0: unused
+  s.position = P.index_select(0, prev + 2) + T.index_select(0, tau + 2);
+  if (null_rows > 0) {
+    // SiLU(emb(null) + E[j]) for every position j, through each block's adaLN and the head's
+    auto c = embeddings->weight[cfg.null_class_token()].unsqueeze(0) + E.narrow(0, 0, S + 2);
+    auto silu_c = F::silu(c);
+    for (auto& b : block_list)
+      s.null_block.push_back(linear(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c));
+    s.null_head = linear(*adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c);
+  }
+  return s;
+}
+
+torch::Tensor GeneratorImpl::decode_step_static(const StaticDecode& s, KVCache& cache) {
+  const auto E = timesteps_embeddings[0];
+  const auto slot = s.step + 1;  // the fed token's index in the sequence
+  // index 1+t: x[τ_{t-1}] + P[2+τ_{t-1}] + T[2+τ_t]; the class rows' condition E[1+t]
+  auto h = (embeddings(s.token) + s.position.index_select(0, s.step)).unsqueeze(1);  // [R,1,H]
+  auto silu_c = to_compute(F::silu(embeddings(s.condition) + E.index_select(0, slot))).unsqueeze(1);  // [Rc,1,H]
+  // adaLN products of the class rows, then the null rows' (one table row for all of them)
+  auto with_null = [&](torch::Tensor m, const torch::Tensor& table) {
+    if (s.null_rows == 0) return m;
+    auto n = table.index_select(0, slot).unsqueeze(0).expand({s.null_rows, 1, table.size(1)});
+    return torch::cat({m, n.to(m.scalar_type())});
+  };
+  auto valid = s.slots.le(slot).view({1, 1, 1, -1});
+  for (size_t l = 0; l < block_list.size(); ++l) {
+    auto& b = block_list[l];
+    const auto null_m = s.null_rows ? s.null_block[l] : torch::Tensor();
+    auto m = with_null(linear(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c), null_m).chunk(6, -1);
+    h = b->modulated(h, {m[0], m[1], m[2], m[3], m[4], m[5]}, [&](const torch::Tensor& a) {
+      return b->attn->forward_slot(a, cache.k[l], cache.v[l], slot, valid);
+    });
+  }
+  auto mh = with_null(linear(*adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c), s.null_head);
+  return linear(*lm_head, adaln_before_head->modulated(h, mh)).select(1, 0).to(torch::kFloat32);
 }
 
 }  // namespace rar::model

@@ -5,6 +5,8 @@
 //
 // Shapes: B batch, S image tokens, N new positions, H hidden, V codebook, h heads, hd = H/h.
 #pragma once
+#include <array>
+#include <functional>
 #include <vector>
 
 #include <torch/torch.h>
@@ -29,6 +31,11 @@ struct AttentionImpl : torch::nn::Module {
   // attend causally over all past+N positions.
   torch::Tensor forward(const torch::Tensor& x, torch::Tensor* k_cache = nullptr, torch::Tensor* v_cache = nullptr,
                         int64_t past = 0);
+  // Static-shape decoding: x [B,1,H]; this position's key/value go to cache slot `slot` ([1]
+  // int64 on the device), and the query attends over every cache slot where `valid` ([1,1,1,cap]
+  // bool) is set. Same shapes at every step (CUDA-graph capturable).
+  torch::Tensor forward_slot(const torch::Tensor& x, torch::Tensor& k_cache, torch::Tensor& v_cache,
+                             const torch::Tensor& slot, const torch::Tensor& valid);
 
   int64_t heads;
   double attn_drop;
@@ -53,6 +60,10 @@ struct BlockImpl : torch::nn::Module {
   // x [B,N,H], silu_c = SiLU(c) [B,N,H] (computed once for all blocks) -> [B,N,H]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& silu_c, torch::Tensor* k_cache = nullptr,
                         torch::Tensor* v_cache = nullptr, int64_t past = 0);
+  // The block given its modulation m = (shift_a, scale_a, gate_a, shift_m, scale_m, gate_m) and
+  // how its attention runs (`attend`: the modulated LN1 output -> attention output).
+  torch::Tensor modulated(const torch::Tensor& x, const std::array<torch::Tensor, 6>& m,
+                          const std::function<torch::Tensor(const torch::Tensor&)>& attend);
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   Attention attn{nullptr};
   Mlp mlp{nullptr};
@@ -64,10 +75,28 @@ TORCH_MODULE(Block);
 struct FinalLayerImpl : torch::nn::Module {
   explicit FinalLayerImpl(int64_t dim);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& silu_c);  // silu_c = SiLU(c)
+  // m = W·SiLU(c) + b [.., 2H] given: (scale, shift) = split2(m)
+  torch::Tensor modulated(const torch::Tensor& x, const torch::Tensor& m);
   torch::nn::LayerNorm norm_final{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};  // SiLU, Linear(H, 2H)
 };
 TORCH_MODULE(FinalLayer);
+
+// What a static-shape decode step reads (make_static_decode, decode_step_static). Every step has
+// the same shapes and tensor addresses — the step index is a device tensor written before each
+// step — so one step can be captured in a CUDA graph and replayed (sampling/engine).
+struct StaticDecode {
+  torch::Tensor token;      // [R] int64: x[τ_{t-1}] (0-based scan order), fed at step t (written per step)
+  torch::Tensor step;       // [1] int64: t >= 1 (written per step); the new position is cache slot t+1
+  torch::Tensor condition;  // [R - null_rows] int64: condition token ids of the class rows
+  torch::Tensor position;   // [S,H]: row t = P[2+τ_{t-1}] + T[2+τ_t] (row 0 unused)
+  torch::Tensor slots;      // [capacity] int64: 0, 1, 2, ... (the attention mask compares them to t+1)
+  int64_t null_rows = 0;    // the last null_rows rows are the null class (the guided batch's second half)
+  // The null class's condition is the same for every row: its adaLN products, per position j,
+  // computed once — [S+2, 6H] per block and [S+2, 2H] for the head — instead of per row and step.
+  std::vector<torch::Tensor> null_block;
+  torch::Tensor null_head;
+};
 
 struct GeneratorImpl : torch::nn::Module {
   explicit GeneratorImpl(const GeneratorConfig& cfg);
@@ -95,6 +124,15 @@ struct GeneratorImpl : torch::nn::Module {
   // `pos` = τ_t and target position `next_pos` = τ_{t+1}. Returns logits [B,V] for x[τ_{t+1}].
   torch::Tensor decode_step(const torch::Tensor& token, int64_t t, int64_t pos, int64_t next_pos,
                             const torch::Tensor& condition, KVCache& cache);
+
+  // Static-shape decoding for R = condition.size(0) + null_rows rows along `order` (0-based scan
+  // order): the tables of StaticDecode, zeroed token/step buffers. The cache must be zeroed
+  // (masked slots are read) and hold S+1 slots; decode_prefill fills slots 0 and 1.
+  StaticDecode make_static_decode(const torch::Tensor& condition, int64_t null_rows,
+                                  const std::vector<int64_t>& order, int64_t capacity);
+  KVCache make_zeroed_cache(int64_t batch, int64_t capacity) const;
+  // Step t = s.step (1..S-1): the same logits as decode_step(s.token, t, τ_{t-1}, τ_t, ...) [R,V] float32.
+  torch::Tensor decode_step_static(const StaticDecode& s, KVCache& cache);
 
   GeneratorConfig cfg;
   torch::Tensor cls_token, pos_embed, target_aware_pos_embed, timesteps_embeddings;

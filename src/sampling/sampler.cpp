@@ -13,10 +13,14 @@ void SamplingOptions::validate() const {
   check(top_p > 0 && top_p <= 1, "--top-p must lie in (0, 1], got ", top_p);
   check(steps >= 0, "--steps must be >= 0, got ", steps);
   scan_order(order, 4);  // throws for an unknown order name
+  check(engine == "auto" || engine == "plain" || engine == "static" || engine == "graph",
+        "--engine must be plain, static, graph or auto, got '", engine, "'");
 }
 
-Sampler::Sampler(model::Generator g, SamplingOptions opts) : g_(std::move(g)), opts_(std::move(opts)) {
-  opts_.validate();
+Sampler::Sampler(model::Generator g, SamplingOptions opts)
+    : g_(std::move(g)),
+      opts_(std::move(opts)),
+      engine_(g_, (opts_.validate(), parse_engine(opts_.engine, g_->cls_token.device()))) {
   order_ = scan_order(opts_.order, g_->cfg.seq_len);
 }
 
@@ -32,8 +36,7 @@ torch::Tensor Sampler::sample_batch(const torch::Tensor& classes_in, uint64_t se
   auto classes = classes_in.to(device, torch::kInt64);
   auto cond = g_->condition_tokens(classes);
   if (guided) cond = torch::cat({cond, torch::full_like(cond, cfg.null_class_token())});
-  const int64_t rows = cond.size(0);
-  if (cache_.batch() != rows || cache_.capacity() < S + 1) cache_ = g_->make_cache(rows, S + 1);
+  engine_.begin(cond, guided ? B : 0, order_);
 
   auto gen = make_generator(device, seed);
   auto tokens = torch::zeros({B, S}, torch::TensorOptions().dtype(torch::kInt64).device(device));
@@ -41,8 +44,7 @@ torch::Tensor Sampler::sample_batch(const torch::Tensor& classes_in, uint64_t se
   torch::Tensor logits, fed;
   for (int64_t t = 0; t < steps; ++t) {
     // Step 0 feeds cls + class token; step t feeds x[τ_t] (drawn at step t-1).
-    logits = t == 0 ? g_->decode_prefill(cond, order_[0], cache_)
-                    : g_->decode_step(fed, t, order_[t - 1], order_[t], cond, cache_);
+    logits = t == 0 ? engine_.prefill() : engine_.step(fed, t);
     if (guided) {
       auto halves = logits.chunk(2, 0);
       logits = apply_guidance(halves[0], halves[1],

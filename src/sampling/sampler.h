@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/generator.h"
+#include "sampling/engine.h"
 #include "sampling/guidance.h"
 
 namespace rar::sampling {
@@ -22,6 +23,7 @@ struct SamplingOptions {
   std::string order = "raster";
   uint64_t seed = 0;
   int64_t steps = 0;        // generate only the first `steps` tokens (benchmarks); 0 = all S
+  std::string engine = "auto";  // plain | static | graph | auto (sampling/engine.h)
 
   void validate() const;  // throws rar::Error naming the bad option
 };
@@ -40,13 +42,14 @@ class Sampler {
                        const std::function<void(int64_t, const torch::Tensor&)>& on_batch = {});
 
   const SamplingOptions& options() const { return opts_; }
+  EngineKind engine() const { return engine_.kind(); }
   static uint64_t batch_seed(uint64_t seed, int64_t batch_index) { return seed + static_cast<uint64_t>(batch_index); }
 
  private:
   model::Generator g_;
   SamplingOptions opts_;
   std::vector<int64_t> order_;
-  model::KVCache cache_;  // reused while the batch size stays the same
+  DecodeEngine engine_;  // keeps its buffers while the batch size stays the same
 };
 
 // Class ids for `--classes a,b,c --per-class K` (each repeated K times, in order) or, with

@@ -1,0 +1,108 @@
+// engine.cpp — see engine.h.
+#include "sampling/engine.h"
+
+#include "util/error.h"
+
+#ifdef RAR_WITH_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace rar::sampling {
+
+EngineKind parse_engine(const std::string& name, const torch::Device& device) {
+  if (name == "plain") return EngineKind::Plain;
+  if (name == "static") return EngineKind::Static;
+  if (name == "graph" || name == "auto") {
+#ifdef RAR_WITH_CUDA
+    if (device.is_cuda()) return EngineKind::Graph;
+#endif
+    check(name == "auto", "--engine graph needs a CUDA device and a CUDA build (-DRAR_CUDA=ON)");
+    return EngineKind::Plain;
+  }
+  fail("--engine must be plain, static, graph or auto, got '", name, "'");
+}
+
+const char* engine_name(EngineKind k) {
+  switch (k) {
+    case EngineKind::Plain: return "plain";
+    case EngineKind::Static: return "static";
+    case EngineKind::Graph: return "graph";
+  }
+  return "?";
+}
+
+// The captured step: its graph and the output tensor the replays write (graph-owned memory).
+struct DecodeEngine::Graph {
+#ifdef RAR_WITH_CUDA
+  at::cuda::CUDAGraph graph;
+#endif
+  torch::Tensor logits;
+};
+
+DecodeEngine::DecodeEngine(model::Generator g, EngineKind kind) : g_(std::move(g)), kind_(kind) {}
+DecodeEngine::~DecodeEngine() = default;
+DecodeEngine::DecodeEngine(DecodeEngine&&) noexcept = default;
+DecodeEngine& DecodeEngine::operator=(DecodeEngine&&) noexcept = default;
+
+void DecodeEngine::begin(const torch::Tensor& condition, int64_t null_rows, const std::vector<int64_t>& order) {
+  torch::NoGradGuard no_grad;
+  const int64_t R = condition.size(0), S = g_->cfg.seq_len;
+  const auto device = g_->cls_token.device();
+  check(static_cast<int64_t>(order.size()) == S, "engine: order has ", order.size(), " positions, want ", S);
+  check(null_rows >= 0 && null_rows <= R, "engine: null_rows ", null_rows, " of ", R);
+  condition_ = condition.to(device, torch::kInt64);
+  const bool same = cache_.batch() == R && order == order_ && static_.null_rows == null_rows;
+  order_ = order;
+  if (kind_ == EngineKind::Plain) {
+    if (cache_.batch() != R) cache_ = g_->make_cache(R, S + 1);
+    return;
+  }
+  if (same && static_.token.defined()) {
+    static_.condition.copy_(condition_.narrow(0, 0, R - null_rows));  // in place: the graph reads this buffer
+    return;
+  }
+  graph_.reset();
+  cache_ = g_->make_zeroed_cache(R, S + 1);
+  static_ = g_->make_static_decode(condition_.narrow(0, 0, R - null_rows), null_rows, order_, S + 1);
+}
+
+torch::Tensor DecodeEngine::prefill() {
+  torch::NoGradGuard no_grad;
+  check(!order_.empty(), "engine: prefill before begin");
+  return g_->decode_prefill(condition_, order_[0], cache_);
+}
+
+torch::Tensor DecodeEngine::step(const torch::Tensor& fed, int64_t t) {
+  torch::NoGradGuard no_grad;
+  check(t >= 1 && t < static_cast<int64_t>(order_.size()), "engine: step ", t, " out of range");
+  if (kind_ == EngineKind::Plain) return g_->decode_step(fed, t, order_[t - 1], order_[t], condition_, cache_);
+  static_.token.copy_(fed);
+  static_.step.fill_(t);
+  if (kind_ == EngineKind::Static) return g_->decode_step_static(static_, cache_);
+#ifdef RAR_WITH_CUDA
+  if (!graph_) {
+    // Capture on a side stream after one eager run there (allocator, cuBLAS handles and
+    // workspaces set up outside the capture); the eager run computes this very step, and the
+    // first replay computes it again, identically.
+    torch::cuda::synchronize();
+    graph_ = std::make_unique<Graph>();
+    auto side = c10::cuda::getStreamFromPool();
+    {
+      c10::cuda::CUDAStreamGuard guard(side);
+      g_->decode_step_static(static_, cache_);
+      graph_->graph.capture_begin();
+      graph_->logits = g_->decode_step_static(static_, cache_);
+      graph_->graph.capture_end();
+    }
+    torch::cuda::synchronize();
+  }
+  graph_->graph.replay();
+  return graph_->logits;
+#else
+  fail("engine: CUDA graphs need a CUDA build");
+#endif
+}
+
+}  // namespace rar::sampling

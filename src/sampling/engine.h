@@ -1,0 +1,53 @@
+// engine.h — the model side of generation (SPEC §5, issue #7): step 0 (prefill) and step t of the
+// KV-cache loop, behind one interface with three implementations:
+//   plain:  Generator::decode_prefill / decode_step, the cache grown step by step (the reference);
+//   static: every step with the same shapes and addresses (Generator::decode_step_static: the step
+//           index in a device tensor, attention over the whole cache with a mask, the null class's
+//           adaLN products from a table computed once);
+//   graph:  the static step captured once in a CUDA graph and replayed at every step (CUDA builds,
+//           CUDA devices): one launch per step instead of several hundred.
+// The sampler (sampling/sampler) runs the loop and the logits chain the same way for all three.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/generator.h"
+
+namespace rar::sampling {
+
+enum class EngineKind { Plain, Static, Graph };
+
+// "plain" | "static" | "graph" | "auto" (graph on a CUDA device in a CUDA build, else plain).
+EngineKind parse_engine(const std::string& name, const torch::Device& device);
+const char* engine_name(EngineKind k);
+
+class DecodeEngine {
+ public:
+  DecodeEngine(model::Generator g, EngineKind kind);
+  ~DecodeEngine();
+  DecodeEngine(DecodeEngine&&) noexcept;
+  DecodeEngine& operator=(DecodeEngine&&) noexcept;
+
+  // A new batch: condition token ids [R] (the class rows, then null_rows rows of the null class
+  // when guided) and the scan order (0-based positions). Buffers (and a captured graph) are kept
+  // while R and the order stay the same.
+  void begin(const torch::Tensor& condition, int64_t null_rows, const std::vector<int64_t>& order);
+  torch::Tensor prefill();                                  // step 0: logits [R,V] float32
+  torch::Tensor step(const torch::Tensor& fed, int64_t t);  // step t >= 1, fed = x[τ_{t-1}] [R]
+
+  EngineKind kind() const { return kind_; }
+
+ private:
+  struct Graph;
+  model::Generator g_;
+  EngineKind kind_;
+  torch::Tensor condition_;
+  std::vector<int64_t> order_;
+  model::KVCache cache_;
+  model::StaticDecode static_;
+  std::unique_ptr<Graph> graph_;
+};
+
+}  // namespace rar::sampling
