@@ -25,7 +25,7 @@ namespace rar::cli {
 namespace {
 
 struct BenchArgs {
-  std::string model = "rar_b", device = "auto", precision = "bf16";
+  std::string model = "rar_b", device = "auto", precision = "bf16", engine = "auto";
   int64_t batch = 128, steps = 0, repeats = 2;
   double cfg = 4.0;
   bool decode = false, header = true, checkpoint = false, plain = false;
@@ -34,6 +34,9 @@ struct BenchArgs {
   std::string trace;
   double dropout = 0.1;
 };
+
+// Dense bf16 tensor-core peak of an H100/H200 SXM (TFLOP/s): the roofline the tables compare with.
+constexpr double kBf16PeakTflops = 989.0;
 
 void sync(const torch::Device& d) {
   if (d.is_cuda()) torch::cuda::synchronize();
@@ -109,6 +112,7 @@ void run_sample(const BenchArgs& a) {
   sampling::SamplingOptions o;
   o.cfg = a.cfg;
   o.steps = a.steps;
+  o.engine = a.engine;
   sampling::Sampler sampler(g, o);
   model::VQModel vq{nullptr};
   if (a.decode) {
@@ -129,12 +133,15 @@ void run_sample(const BenchArgs& a) {
     });
   }
   double flops = sample_flops(cfg, steps, a.cfg != 0) * a.batch;
+  const double tflops = flops / tokens_s / 1e12;
   if (a.header)
-    std::printf("| model | batch | cfg | precision | steps | tokens images/s | end-to-end images/s | TFLOP/s | peak GiB |\n"
-                "|---|---|---|---|---|---|---|---|---|\n");
-  std::printf("| %s | %lld | %g | %s | %lld | %.1f | %s | %.1f | %.1f |\n", a.model.c_str(), (long long)a.batch, a.cfg,
-              a.precision.c_str(), (long long)steps, a.batch / tokens_s,
-              a.decode ? cat(a.batch / e2e_s).c_str() : "-", flops / tokens_s / 1e12, peak_gib(device));
+    std::printf("| model | batch | cfg | precision | engine | steps | tokens images/s | end-to-end images/s | TFLOP/s "
+                "| of bf16 peak | peak GiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %lld | %g | %s | %s | %lld | %.1f | %s | %.1f | %s | %.1f |\n", a.model.c_str(),
+              (long long)a.batch, a.cfg, a.precision.c_str(), sampling::engine_name(sampler.engine()),
+              (long long)steps, a.batch / tokens_s, a.decode ? cat(a.batch / e2e_s).c_str() : "-", tflops,
+              device.is_cuda() ? cat(static_cast<int>(100 * tflops / kBf16PeakTflops + 0.5), "%").c_str() : "-",
+              peak_gib(device));
   std::fflush(stdout);
 }
 
@@ -237,6 +244,7 @@ void add_bench(CLI::App& app) {
   s->add_option("--cfg", a->cfg, "guidance scale (0 = off)");
   s->add_option("--steps", a->steps, "generate only this many tokens per image (0 = all)");
   s->add_flag("--decode", a->decode, "also time tokens -> 256x256 images with MaskGIT-VQGAN");
+  s->add_option("--engine", a->engine, "plain, static, graph or auto (graph on CUDA builds)");
   s->callback([a] { run_sample(*a); });
   auto* d = bench->add_subcommand("decode", "MaskGIT-VQGAN decoding of 16x16 tokens to 256x256 images");
   common(d);

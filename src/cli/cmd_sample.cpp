@@ -185,6 +185,8 @@ void add_sample(CLI::App& app) {
   cmd->add_option("--top-p", a->opts.top_p, "nucleus sampling mass in (0, 1] (1 = off)");
   cmd->add_option("--order", a->opts.order, "scan order: raster, spiral-in, spiral-out, z-curve, subsample, alternate");
   cmd->add_option("--seed", a->opts.seed, "random seed (batch i uses seed + i)");
+  cmd->add_option("--engine", a->opts.engine,
+                  "plain (the KV-cache loop), static (fixed shapes), graph (static, captured in a CUDA graph) or auto");
   cmd->add_option("--batch", a->batch, "images per batch")->check(CLI::PositiveNumber);
   cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
   cmd->add_option("--precision", a->precision, "fp32 or bf16");
