@@ -26,6 +26,10 @@ TEST(CliSample, GreedyTokensEqualReference) {
   ASSERT_EQ(run_rar("sample" + gen() + "--classes 3,7,0,9 --cfg 0 --top-k 1 --batch 3 --device cpu --tokens-out " +
                     (dir / "g1.npy")).status, 0);
   EXPECT_TRUE(io::read_npy(dir / "g1.npy").equal(ref[1]));
+  // the static-shape engine draws the same tokens
+  ASSERT_EQ(run_rar("sample" + gen() + "--classes 3,7,0,9 --cfg 3.0 --cfg-power 1.0 --top-k 1 --device cpu --engine static "
+                    "--tokens-out " + (dir / "g2.npy")).status, 0);
+  EXPECT_TRUE(io::read_npy(dir / "g2.npy").equal(ref[0]));
 }
 
 TEST(CliSample, GridDirectoryAndDecodedImagesAgree) {

@@ -234,3 +234,37 @@ TEST(FusedOpsCuda, GeneratorTrainingStepMatchesPlainPath) {
   EXPECT_GT(cos, 0.999);
   at::globalContext().setAllowTF32CuBLAS(tf32);
 }
+
+// The decode attention kernel (one query per row, the valid-slot count read from the device) against
+// the masked scaled_dot_product_attention of the plain path: head dims of rar_b, rar_l and rar_xl,
+// one valid slot, a few, all of them; slots past the last valid one hold garbage it must not read.
+TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  auto cu = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t B = 5, heads = 3, cap = 37;
+  for (int64_t hd : {48, 64, 80})
+  for (auto dt : {torch::kFloat32, torch::kBFloat16})
+  for (int64_t last : {0, 5, 36}) {
+    torch::manual_seed(4);
+    auto q = torch::randn({B, 1, heads, hd}, cu.dtype(dt)).transpose(1, 2);  // the layout qk_norm_split gives
+    auto k = torch::randn({B, heads, cap, hd}, cu.dtype(dt)), v = torch::randn({B, heads, cap, hd}, cu.dtype(dt));
+    if (last + 1 < cap) {  // garbage beyond the valid slots
+      k.narrow(2, last + 1, cap - last - 1).fill_(1e4);
+      v.narrow(2, last + 1, cap - last - 1).fill_(-1e4);
+    }
+    auto slot = torch::full({1}, last, cu.dtype(torch::kInt64));
+    auto valid = torch::arange(cap, cu.dtype(torch::kInt64)).le(slot).view({1, 1, 1, -1});
+    model::set_fused_kernels(false);
+    auto plain = model::decode_attention(q, k, v, slot, valid);
+    model::set_fused_kernels(true);
+    auto fused = model::decode_attention(q, k, v, slot, valid);
+    ASSERT_EQ(fused.sizes(), plain.sizes());
+    // reference in float64 over the valid slots
+    auto kv = k.narrow(2, 0, last + 1).to(torch::kFloat64), vv = v.narrow(2, 0, last + 1).to(torch::kFloat64);
+    auto p = (q.to(torch::kFloat64).matmul(kv.transpose(-1, -2)) / std::sqrt(double(hd))).softmax(-1);
+    auto ref = p.matmul(vv).transpose(1, 2).reshape({B, 1, heads * hd});
+    const double tol = dt == torch::kFloat32 ? 1e-5 : 2e-2;
+    EXPECT_LT(rel_err(fused, ref), tol) << "hd " << hd << " dtype " << dt << " last " << last;
+    EXPECT_LT(rel_err(plain, ref), tol) << "plain, hd " << hd << " dtype " << dt << " last " << last;
+  }
+}

@@ -2,6 +2,7 @@
 #include "model/fused_ops.h"
 
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -12,6 +13,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "kernels/block_kernels.h"
+#include "kernels/decode_attention.h"
 #endif
 
 namespace rar::model {
@@ -337,6 +339,27 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
   auto shifts = at::linear(silu_c, pick(w, 0, H, 3 * H, H), pick(b, 0, H, 3 * H, H)).chunk(2, -1);
   auto kept = at::linear(silu_c, pick(w, H, 2 * H, 4 * H, 2 * H), pick(b, H, 2 * H, 4 * H, 2 * H)).chunk(4, -1);
   return {shifts[0], kept[0], kept[1], shifts[1], kept[2], kept[3]};
+}
+
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
+                               const torch::Tensor& last, const torch::Tensor& valid) {
+  const int64_t B = q.size(0), heads = q.size(1), hd = q.size(3);
+#ifdef RAR_WITH_CUDA
+  const int64_t cap = k_cache.size(2);
+  if (fused_kernels_enabled() && q.is_cuda() && kernel_dtype(q) && q.size(2) == 1 &&
+      k_cache.scalar_type() == q.scalar_type() && v_cache.scalar_type() == q.scalar_type() &&
+      k_cache.is_contiguous() && v_cache.is_contiguous() && last.is_cuda() && last.scalar_type() == torch::kInt64 &&
+      kernels::decode_attention_supported(static_cast<int>(hd), cap)) {
+    c10::cuda::CUDAGuard guard(q.device());
+    auto qc = q.reshape({B, heads, hd}).contiguous();
+    auto out = torch::empty({B, 1, heads * hd}, q.options());
+    kernels::decode_attention(kdt(q), qc.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), last.data_ptr<int64_t>(),
+                              B, static_cast<int>(heads), static_cast<int>(hd), cap,
+                              static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))), out.data_ptr(), stream());
+    return out;
+  }
+#endif
+  return at::scaled_dot_product_attention(q, k_cache, v_cache, valid).transpose(1, 2).reshape({B, 1, heads * hd});
 }
 
 torch::Tensor to_compute(const torch::Tensor& t) {

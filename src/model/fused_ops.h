@@ -51,6 +51,14 @@ std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t hea
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
                                           bool training);
 
+// Attention of one new query per row over a KV cache (the static-shape decode step): q
+// [B,heads,1,hd], k/v caches [B,heads,cap,hd], `last` [1] int64 on the device = the last valid
+// slot, `valid` [1,1,1,cap] bool = slots <= last. softmax(q·kᵀ/√hd)·v over the valid slots ->
+// [B,1,H]. Plain path: scaled_dot_product_attention with the mask (reads the whole cache); CUDA
+// kernel (kernels/decode_attention): reads the valid slots only, the count from device memory.
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
+                               const torch::Tensor& last, const torch::Tensor& valid);
+
 // SPEC §3.6 MLP tail: fc2(dropout(GELU(u))) for u = fc1(x) [B,N,hidden]. In training the dropout
 // mask is drawn here (one bool per element) and, when gradients are needed, one autograd op keeps
 // only u and the mask — GELU and dropout are recomputed in backward instead of keeping their two

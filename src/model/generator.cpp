@@ -62,13 +62,12 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
 
 torch::Tensor AttentionImpl::forward_slot(const torch::Tensor& x, torch::Tensor& k_cache, torch::Tensor& v_cache,
                                           const torch::Tensor& slot, const torch::Tensor& valid) {
-  const int64_t B = x.size(0), H = x.size(2);
   auto [q, k, v] = qk_norm_split(linear(*qkv, x), heads, q_norm, k_norm);
   // this position's key/value into its slot, then softmax(q·kᵀ/√hd over the valid slots)·v
   k_cache.index_copy_(2, slot, k);
   v_cache.index_copy_(2, slot, v);
-  auto o = at::scaled_dot_product_attention(q, k_cache, v_cache, valid);
-  return linear(*proj, o.transpose(1, 2).reshape({B, 1, H}));
+  //   (model/fused_ops: on CUDA one kernel that reads only the filled slots)
+  return linear(*proj, decode_attention(q, k_cache, v_cache, slot, valid));
 }
 
 // ---------------------------------------------------------------- MLP

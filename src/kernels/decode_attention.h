@@ -1,0 +1,25 @@
+// decode_attention.h — attention of one new query per row over a KV cache, the number of valid
+// slots read from device memory: the static-shape decode step (model/generator forward_slot) can
+// then be captured once in a CUDA graph and replayed at every step, reading only the filled part
+// of the cache (a masked attention over the whole cache reads all of it). CUDA builds only; the
+// wrapper and the plain path (masked scaled_dot_product_attention) live in model/fused_ops.
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "kernels/block_kernels.h"
+
+namespace rar::kernels {
+
+// Largest cache the kernel takes (its scores sit in shared memory).
+constexpr int64_t kMaxDecodeSlots = 4096;
+bool decode_attention_supported(int hd, int64_t cap);
+
+// q [R, heads, hd]; k, v [R, heads, cap, hd]; all contiguous, one dtype (f32 or bf16); hd % 8 == 0,
+// hd <= 256. Row r, head h attends over slots 0..*last of its cache: out[r,h] = softmax(q·kᵀ·scale)·v,
+// [R, heads, hd]. Float accumulation.
+void decode_attention(DType t, const void* q, const void* k, const void* v, const int64_t* last, int64_t R, int heads,
+                      int hd, int64_t cap, float scale, void* out, cudaStream_t stream);
+
+}  // namespace rar::kernels
