@@ -12,3 +12,5 @@ for m in rar_b rar_xl; do
 done
 row --model rar_xl --batch 256 --engine graph --decode
 "$RAR" bench decode --batch 64 --precision bf16
+"$RAR" bench decode --batch 64 --precision bf16 --channels-last --no-header
+"$RAR" bench decode --batch 256 --precision bf16 --channels-last --no-header

@@ -15,28 +15,36 @@ using namespace rar;
 using namespace rar::test;
 
 namespace {
-void check_reference_on(const torch::Device& device) {
+void check_reference_on(const torch::Device& device, bool channels_last = false) {
   torch::NoGradGuard ng;
   auto vq = model::load_vq(shared_ref("tiny_vq.bin"), device);
+  vq.model->use_channels_last(channels_last);
+  EXPECT_EQ(vq.model->decoder->conv_in->weight.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
   auto images = io::read_npy(shared_ref("ref_vq_images.npy"));  // [2,256,256,3] uint8
   auto want_codes = io::read_npy(shared_ref("ref_vq_codes.npy"));
   auto want_recon = io::read_npy(shared_ref("ref_vq_recon.npy"));
   auto x = images.permute({0, 3, 1, 2}).to(device, torch::kFloat32) / 255.0;
   auto codes = vq.model->encode(x).cpu();
   EXPECT_TRUE(codes.equal(want_codes)) << "differing codes: " << codes.ne(want_codes).sum().item<int64_t>();
-  auto recon = vq.model->decode(want_codes.to(device)).cpu();
+  auto recon = vq.model->decode(want_codes.to(device));
+  if (channels_last) EXPECT_TRUE(recon.is_contiguous(at::MemoryFormat::ChannelsLast));
+  recon = recon.cpu().contiguous();
   double err = (recon - want_recon).abs().max().item<double>();
   std::printf("VQ recon max abs error (%s): %.2e\n", device.str().c_str(), err);
   EXPECT_LT(err, 1e-4);
 }
 }  // namespace
 
-TEST(VQGan, ReproducesReferenceCodesAndReconstructions) { check_reference_on(torch::kCPU); }
+TEST(VQGan, ReproducesReferenceCodesAndReconstructions) {
+  check_reference_on(torch::kCPU);
+  check_reference_on(torch::kCPU, /*channels_last=*/true);  // NHWC weights and activations: same values
+}
 
 TEST(VQGanCuda, ReproducesReferenceOnGpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   parse_precision("fp32");
   check_reference_on(torch::kCUDA);
+  check_reference_on(torch::kCUDA, /*channels_last=*/true);
 }
 
 TEST(VQGan, ConfigInferredAndNamesMatch) {

@@ -28,7 +28,7 @@ struct BenchArgs {
   std::string model = "rar_b", device = "auto", precision = "bf16", engine = "auto";
   int64_t batch = 128, steps = 0, repeats = 2;
   double cfg = 4.0;
-  bool decode = false, header = true, checkpoint = false, plain = false;
+  bool decode = false, header = true, checkpoint = false, plain = false, channels_last = false;
   int64_t checkpoint_layers = 0;
   int profile = 0;
   std::string trace;
@@ -118,6 +118,7 @@ void run_sample(const BenchArgs& a) {
   if (a.decode) {
     vq = model::VQModel(model::VQConfig{});
     vq->to(device, dtype == torch::kFloat32 ? torch::kFloat32 : dtype);
+    vq->use_channels_last(a.channels_last);
     vq->eval();
   }
   auto classes = torch::randint(0, cfg.classes, {a.batch}, torch::kInt64);
@@ -152,6 +153,7 @@ void run_decode(const BenchArgs& a) {
   torch::manual_seed(0);
   model::VQModel vq(c);
   vq->to(device, dtype);
+  vq->use_channels_last(a.channels_last);
   vq->eval();
   auto codes = torch::randint(0, c.codebook_size, {a.batch, 256}, torch::kInt64).to(device);
   reset_peak(device);
@@ -159,7 +161,8 @@ void run_decode(const BenchArgs& a) {
   double s = time_runs(device, a.repeats, [&] { vq->decode(codes); });
   if (a.header)
     std::printf("| decoder | batch | precision | images/s | TFLOP/s | peak GiB |\n|---|---|---|---|---|---|\n");
-  std::printf("| maskgit-vqgan | %lld | %s | %.1f | %.1f | %.1f |\n", (long long)a.batch, a.precision.c_str(),
+  std::printf("| maskgit-vqgan | %lld | %s | %.1f | %.1f | %.1f |\n", (long long)a.batch,
+              (a.precision + (a.channels_last ? " channels-last" : "")).c_str(),
               a.batch / s, decode_flops(c, 16) * a.batch / s / 1e12, peak_gib(device));
   std::fflush(stdout);
 }
@@ -245,8 +248,10 @@ void add_bench(CLI::App& app) {
   s->add_option("--steps", a->steps, "generate only this many tokens per image (0 = all)");
   s->add_flag("--decode", a->decode, "also time tokens -> 256x256 images with MaskGIT-VQGAN");
   s->add_option("--engine", a->engine, "plain, static, graph or auto (graph on CUDA builds)");
+  s->add_flag("--channels-last", a->channels_last, "with --decode: NHWC decoder");
   s->callback([a] { run_sample(*a); });
   auto* d = bench->add_subcommand("decode", "MaskGIT-VQGAN decoding of 16x16 tokens to 256x256 images");
+  d->add_flag("--channels-last", a->channels_last, "NHWC convolution weights and activations");
   common(d);
   d->callback([a] { run_decode(*a); });
   auto* t = bench->add_subcommand("train", "Training steps (forward, backward, clipping, AdamW), r = 1, random tokens");

@@ -228,7 +228,17 @@ torch::Tensor VQModelImpl::encode(const torch::Tensor& images) {
 torch::Tensor VQModelImpl::decode(const torch::Tensor& codes) {
   check(codes.numel() == 0 || (codes.min().item<int64_t>() >= 0 && codes.max().item<int64_t>() < cfg.codebook_size),
         "tokenizer: code ids must lie in [0, ", cfg.codebook_size, ")");
-  return decoder(quantize->vectors_of(codes)).clamp(0.0, 1.0);
+  auto z = quantize->vectors_of(codes);
+  if (channels_last) z = z.contiguous(at::MemoryFormat::ChannelsLast);
+  return decoder(z).clamp(0.0, 1.0);
+}
+
+void VQModelImpl::use_channels_last(bool on) {
+  torch::NoGradGuard no_grad;
+  channels_last = on;
+  const auto fmt = on ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  for (auto& p : parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(fmt));
 }
 
 LoadedVQ load_vq(const std::string& path, const torch::Device& device, torch::ScalarType dtype) {
