@@ -268,3 +268,19 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
     EXPECT_LT(rel_err(plain, ref), tol) << "plain, hd " << hd << " dtype " << dt << " last " << last;
   }
 }
+
+// bf16 inference (a bf16 model: bf16 LayerNorm weights, bf16 residual stream) takes the fused
+// kernels too; its logits stay within bf16 rounding of the plain path's.
+TEST(FusedOpsCuda, Bf16ModelForwardMatchesPlainPath) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  auto s = test_support::small_cuda_step(144, 3);  // hd 48, as rar_b
+  s.g->eval();
+  s.g->to(torch::kBFloat16);
+  torch::NoGradGuard ng;
+  auto cond = s.g->condition_tokens(s.labels);
+  model::set_fused_kernels(false);
+  auto plain = s.g->forward(s.tokens, cond).to(torch::kFloat32);
+  model::set_fused_kernels(true);
+  auto fused = s.g->forward(s.tokens, cond).to(torch::kFloat32);
+  EXPECT_LT(rel_err(fused, plain), 3e-2);
+}

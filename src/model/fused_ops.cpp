@@ -188,12 +188,14 @@ at::ScalarType plain_modulate_dtype(const torch::Tensor& x, const torch::Tensor&
   return at::promote_types(at::promote_types(n, shift.scalar_type()), scale.scalar_type());
 }
 
+// The kernels take float32 affine parameters; a bf16 model's (bf16 inference) are cast, a few
+// hundred values.
 bool affine_ok(const torch::nn::LayerNorm& ln) {
   const auto& w = ln->weight;
   return (!w.defined() && !ln->bias.defined()) ||
-         (w.defined() && ln->bias.defined() && w.scalar_type() == torch::kFloat32 &&
-          ln->bias.scalar_type() == torch::kFloat32 && w.is_contiguous() && ln->bias.is_contiguous());
+         (w.defined() && ln->bias.defined() && kernel_dtype(w) && kernel_dtype(ln->bias));
 }
+torch::Tensor f32(const torch::Tensor& t) { return t.to(torch::kFloat32).contiguous(); }
 #endif
 
 // ---------------------------------------------------------------- MLP tail (every device)
@@ -388,8 +390,8 @@ torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x
       shift.sizes() == x.sizes() && scale.sizes() == x.sizes() && uniform_rows(shift) && uniform_rows(scale) &&
       affine_ok(ln)) {
     const auto none = torch::empty({0}, x.options().dtype(torch::kFloat32));
-    return LnModulateFn::apply(x.contiguous(), ln->weight.defined() ? ln->weight : none,
-                               ln->bias.defined() ? ln->bias : none, shift, scale, ln->options.eps());
+    return LnModulateFn::apply(x.contiguous(), ln->weight.defined() ? f32(ln->weight) : none,
+                               ln->bias.defined() ? f32(ln->bias) : none, shift, scale, ln->options.eps());
   }
 #endif
   return ln_modulate_plain(ln, x, shift, scale);
@@ -412,8 +414,8 @@ std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t hea
   const int64_t hd = qkv.size(-1) / 3 / heads;
   if (fused_kernels_enabled() && qkv.is_cuda() && qkv.dim() == 3 && kernel_dtype(qkv) && hd <= kernels::kMaxWidth &&
       affine_ok(q_norm) && affine_ok(k_norm) && q_norm->weight.defined() && k_norm->weight.defined()) {
-    auto out = QkNormSplitFn::apply(qkv.contiguous(), q_norm->weight, q_norm->bias, k_norm->weight, k_norm->bias,
-                                    heads, q_norm->options.eps());
+    auto out = QkNormSplitFn::apply(qkv.contiguous(), f32(q_norm->weight), f32(q_norm->bias), f32(k_norm->weight),
+                                    f32(k_norm->bias), heads, q_norm->options.eps());
     // [B,N,heads,hd] -> [B,heads,N,hd] views (the layout attention kernels prefer)
     return {out[0].transpose(1, 2), out[1].transpose(1, 2), out[2].transpose(1, 2)};
   }
