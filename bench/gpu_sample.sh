@@ -10,7 +10,8 @@ for m in rar_b rar_xl; do
   row --model $m --batch 128 --engine plain
   for b in 128 256 512; do row --model $m --batch $b --engine graph; done
 done
-row --model rar_xl --batch 256 --engine graph --decode
+row --model rar_xl --batch 256 --engine graph --decode --repeats 4
+row --model rar_b --batch 256 --engine graph --decode --repeats 4 --channels-last
 "$RAR" bench decode --batch 64 --precision bf16
 "$RAR" bench decode --batch 64 --precision bf16 --channels-last --no-header
 "$RAR" bench decode --batch 256 --precision bf16 --channels-last --no-header

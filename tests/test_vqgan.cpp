@@ -7,7 +7,9 @@
 #include "helpers.h"
 #include "io/checkpoint.h"
 #include "io/npy.h"
+#include "io/image.h"
 #include "model/vqgan.h"
+#include "sampling/decode_pipeline.h"
 #include "util/device.h"
 #include "util/error.h"
 
@@ -83,4 +85,30 @@ TEST(VQGan, SmallGrayscaleConfigRoundTripsShapes) {
   EXPECT_RAR_ERROR(m->encode(torch::rand({1, 3, 32, 32})), "images must be [B,1,H,W]");
   EXPECT_RAR_ERROR(m->encode(torch::rand({1, 1, 30, 30})), "not a multiple of 4");
   EXPECT_RAR_ERROR(model::load_vq(shared_ref("tiny_rar.bin")), "not a VQ tokenizer checkpoint");
+}
+
+// The decode pipeline hands back each submitted batch's images, in order, equal to decoding
+// directly — on the CPU (decoded at submit) and, where there is one, on a GPU (a side stream).
+TEST(VQGan, DecodePipelineReturnsBatchesInOrder) {
+  std::vector<torch::Device> devices = {torch::kCPU};
+  if (torch::cuda::is_available()) devices.push_back(torch::kCUDA);
+  for (auto dev : devices) {
+    torch::NoGradGuard ng;
+    auto vq = model::load_vq(shared_ref("tiny_vq.bin"), dev);
+    auto codes = io::read_npy(shared_ref("ref_vq_codes.npy")).to(dev);  // [2,256]
+    std::vector<torch::Tensor> batches = {codes, codes.flip(0), codes.narrow(0, 0, 1)};
+    sampling::DecodePipeline pipe(vq.model);
+    pipe.submit(batches[0]);
+    pipe.submit(batches[1]);
+    auto first = pipe.take();
+    pipe.submit(batches[2]);
+    std::vector<torch::Tensor> got = {first, pipe.take(), pipe.take()};
+    EXPECT_TRUE(pipe.empty());
+    for (size_t i = 0; i < batches.size(); ++i) {
+      auto want = io::to_uint8_nhwc(vq.model->decode(batches[i])).cpu();
+      ASSERT_TRUE(got[i].device().is_cpu());
+      EXPECT_TRUE(got[i].equal(want)) << dev << " batch " << i;
+    }
+    EXPECT_RAR_ERROR(pipe.take(), "take() without a submitted batch");
+  }
 }

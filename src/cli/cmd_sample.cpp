@@ -1,6 +1,7 @@
 // `rar sample` — class-conditional generation (SPEC §5) to token ids, a PNG grid, one PNG per
 // sample, or an ADM-layout .npz written in resumable shards.
 #include <cstdio>
+#include <optional>
 #include <sstream>
 
 #include "cli/commands.h"
@@ -10,6 +11,7 @@
 #include "io/sample_shards.h"
 #include "model/vqgan.h"
 #include "model/weights.h"
+#include "sampling/decode_pipeline.h"
 #include "sampling/sampler.h"
 #include "util/device.h"
 #include "util/atomic_file.h"
@@ -104,40 +106,59 @@ void run(SampleArgs& a) {
 
   std::vector<torch::Tensor> all_tokens, all_images;
   Progress progress("sample", N, "img");
-  int64_t generated = 0;
-  for (int64_t b = 0, first = 0; first < N; ++b, first += a.batch) {
-    const int64_t n = std::min(a.batch, N - first);
-    auto cls = classes.narrow(0, first, n);
-    torch::Tensor tokens, images;
-    if (shards && shards->done(b)) {
-      tokens = shards->tokens(b);
-    } else {
-      if (a.max_batches > 0 && generated == a.max_batches) {
-        progress.finish();
-        std::fprintf(stderr, "stopped after %lld batches as asked; run the same command again to resume (%s)\n",
-                     (long long)generated, shards ? shards->parts_dir().c_str() : "");
-        return;
-      }
-      ++generated;
-      tokens = sampler.sample_batch(cls, sampling::Sampler::batch_seed(a.opts.seed, b));
-      if (vq.model) {
-        torch::NoGradGuard ng;
-        images = io::to_uint8_nhwc(vq.model->decode(tokens));
-      }
-      tokens = tokens.cpu();
-      if (shards) shards->write(b, images, cls, tokens);
-    }
-    if (!a.tokens_out.empty()) all_tokens.push_back(tokens);
+  // A generated batch waits here while its images are decoded (on a CUDA device: on a side stream,
+  // overlapped with generating the next batch); its outputs are written once the images are back.
+  struct Batch {
+    int64_t index = 0, first = 0, n = 0;
+    torch::Tensor cls, tokens;
+  };
+  std::optional<sampling::DecodePipeline> decoder;
+  if (vq.model) decoder.emplace(vq.model);
+  std::optional<Batch> waiting;
+  auto finish = [&](const Batch& x, const torch::Tensor& images, bool generated_now) {
+    if (shards && generated_now) shards->write(x.index, images, x.cls, x.tokens);
+    if (!a.tokens_out.empty()) all_tokens.push_back(x.tokens);
     if (kind == OutKind::Grid) all_images.push_back(images);
     if (kind == OutKind::Dir) {
-      for (int64_t i = 0; i < n; ++i) {
+      for (int64_t i = 0; i < x.n; ++i) {
         char name[64];
-        std::snprintf(name, sizeof name, "%06lld_class%04lld.png", (long long)(first + i), (long long)cls[i].item<int64_t>());
+        std::snprintf(name, sizeof name, "%06lld_class%04lld.png", (long long)(x.first + i),
+                      (long long)x.cls[i].item<int64_t>());
         io::write_image(join_path(a.out, name), images[i]);
       }
     }
-    progress.update(first + n);
+    progress.update(x.first + x.n);
+  };
+  auto flush = [&] {
+    if (!waiting) return;
+    finish(*waiting, decoder ? decoder->take() : torch::Tensor(), true);
+    waiting.reset();
+  };
+  int64_t generated = 0;
+  for (int64_t b = 0, first = 0; first < N; ++b, first += a.batch) {
+    Batch x{b, first, std::min(a.batch, N - first), {}, {}};
+    x.cls = classes.narrow(0, first, x.n);
+    if (shards && shards->done(b)) {
+      flush();
+      x.tokens = shards->tokens(b);
+      finish(x, torch::Tensor(), false);
+      continue;
+    }
+    if (a.max_batches > 0 && generated == a.max_batches) {
+      flush();
+      progress.finish();
+      std::fprintf(stderr, "stopped after %lld batches as asked; run the same command again to resume (%s)\n",
+                   (long long)generated, shards ? shards->parts_dir().c_str() : "");
+      return;
+    }
+    ++generated;
+    auto tokens = sampler.sample_batch(x.cls, sampling::Sampler::batch_seed(a.opts.seed, b));
+    flush();  // the previous batch's images were decoded while this batch was generated
+    if (decoder) decoder->submit(tokens);
+    x.tokens = tokens.cpu();
+    waiting = x;
   }
+  flush();
   progress.finish();
   if (!a.tokens_out.empty()) io::write_npy(a.tokens_out, torch::cat(all_tokens));
   if (kind == OutKind::Grid) {

@@ -1,0 +1,76 @@
+// decode_pipeline.cpp — see decode_pipeline.h.
+#include "sampling/decode_pipeline.h"
+
+#include "io/image.h"
+#include "util/error.h"
+
+#ifdef RAR_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace rar::sampling {
+
+struct DecodePipeline::Pending {
+  torch::Tensor images;  // uint8 NHWC, on the model's device until take()
+#ifdef RAR_WITH_CUDA
+  at::cuda::CUDAEvent done;
+#endif
+};
+
+#ifdef RAR_WITH_CUDA
+struct DecodePipeline::Side {
+  c10::cuda::CUDAStream stream;
+};
+#endif
+
+DecodePipeline::DecodePipeline(model::VQModel vq) : vq_(std::move(vq)) {
+#ifdef RAR_WITH_CUDA
+  const auto device = vq_->quantize->embedding->weight.device();
+  if (device.is_cuda()) side_ = std::make_unique<Side>(Side{c10::cuda::getStreamFromPool(false, device.index())});
+#endif
+}
+
+DecodePipeline::~DecodePipeline() {
+  // Nothing may still be decoding into memory that is about to be freed.
+  while (!pending_.empty()) take();
+}
+
+void DecodePipeline::submit(const torch::Tensor& tokens) {
+  torch::NoGradGuard no_grad;
+  auto p = std::make_unique<Pending>();
+#ifdef RAR_WITH_CUDA
+  if (side_) {
+    // The side stream starts once the main stream has produced the tokens; the tokens' memory
+    // must not be reused by the main stream before the side stream has read it.
+    at::cuda::CUDAEvent ready;
+    ready.record(c10::cuda::getCurrentCUDAStream(tokens.device().index()));
+    c10::cuda::CUDAStreamGuard guard(side_->stream);
+    ready.block(side_->stream);
+    tokens.record_stream(side_->stream);
+    p->images = io::to_uint8_nhwc(vq_->decode(tokens));
+    p->done.record(side_->stream);
+    pending_.push_back(std::move(p));
+    return;
+  }
+#endif
+  p->images = io::to_uint8_nhwc(vq_->decode(tokens)).cpu();
+  pending_.push_back(std::move(p));
+}
+
+torch::Tensor DecodePipeline::take() {
+  check(!pending_.empty(), "decode pipeline: take() without a submitted batch");
+  auto p = std::move(pending_.front());
+  pending_.pop_front();
+#ifdef RAR_WITH_CUDA
+  if (side_) {
+    p->done.synchronize();
+    c10::cuda::CUDAStreamGuard guard(side_->stream);  // the images belong to the side stream
+    return p->images.cpu();
+  }
+#endif
+  return p->images;
+}
+
+}  // namespace rar::sampling

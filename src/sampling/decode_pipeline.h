@@ -1,0 +1,35 @@
+// decode_pipeline.h — tokens -> uint8 images, overlapped with generation (issue #7): on a CUDA
+// device each submitted batch is decoded on a side stream while the caller generates the next
+// one on the main stream; take() hands back the oldest batch's images on the CPU. Elsewhere it
+// decodes at submit(). The images are the same either way.
+#pragma once
+#include <deque>
+#include <memory>
+
+#include <torch/torch.h>
+
+#include "model/vqgan.h"
+
+namespace rar::sampling {
+
+class DecodePipeline {
+ public:
+  explicit DecodePipeline(model::VQModel vq);
+  ~DecodePipeline();
+  // Starts decoding tokens [B, h*w] (on the VQ model's device).
+  void submit(const torch::Tensor& tokens);
+  // The oldest submitted batch's images, uint8 [B,H,W,C] on the CPU (waits for them).
+  torch::Tensor take();
+  bool empty() const { return pending_.empty(); }
+
+ private:
+  struct Pending;
+  model::VQModel vq_;
+  std::deque<std::unique_ptr<Pending>> pending_;
+#ifdef RAR_WITH_CUDA
+  struct Side;
+  std::unique_ptr<Side> side_;
+#endif
+};
+
+}  // namespace rar::sampling
