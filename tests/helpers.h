@@ -31,9 +31,10 @@ struct RunResult {
   std::string output;  // stdout and stderr together
 };
 
-// Runs the rar binary with `args` (shell syntax) and captures its output and exit status.
-inline RunResult run_rar(const std::string& args) {
-  std::string cmd = std::string(RAR_BIN) + " " + args + " 2>&1";
+// Runs the rar binary with `args` (shell syntax) and captures its output and exit status; `env`
+// ("NAME=value ...") is set for that run only.
+inline RunResult run_rar_env(const std::string& env, const std::string& args) {
+  std::string cmd = env + " " + std::string(RAR_BIN) + " " + args + " 2>&1";
   RunResult r{0, ""};
   FILE* p = ::popen(cmd.c_str(), "r");
   char buf[4096];
@@ -43,6 +44,7 @@ inline RunResult run_rar(const std::string& args) {
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
 }
+inline RunResult run_rar(const std::string& args) { return run_rar_env("", args); }
 
 inline void write_bytes(const std::string& path, const std::string& data) {
   std::ofstream(path, std::ios::binary).write(data.data(), static_cast<std::streamsize>(data.size()));

@@ -1,5 +1,9 @@
 // `rar sample` end to end: greedy tokens equal the reference, image outputs (grid, directory,
 // ADM .npz), interrupted .npz runs resume to the same result, and one-line errors.
+#include <unistd.h>
+
+#include <cstdlib>
+
 #include <torch/torch.h>
 
 #include "helpers.h"
@@ -80,6 +84,43 @@ TEST(CliSample, NpzRunResumesToTheSameResult) {
   EXPECT_TRUE(a[1].second.equal(torch::tensor({0, 0, 0, 5, 5, 5}, torch::kInt64)));
   EXPECT_TRUE(a[0].second.equal(b[0].second));
   EXPECT_TRUE(a[1].second.equal(b[1].second));
+}
+
+// Two processes (gloo, the torchrun environment variables): batch b is rank b % 2's, both write
+// into the one parts folder, rank 0 assembles the .npz — equal to the one-process run's. Then the
+// one-process run resumes a two-process run stopped early (the manifest has no rank or world).
+TEST(CliSample, TwoProcessesWriteTheOneProcessNpz) {
+  TempDir dir;
+  std::string common = "sample" + gen() + tok() + "--classes 0,5,7 --per-class 2 --batch 2 --seed 4 --cfg 2 --device cpu ";
+  ASSERT_EQ(run_rar(common + "--out " + (dir / "one.npz")).status, 0);
+  auto two = [&](const std::string& out, const std::string& extra) {
+    const int port = 20000 + static_cast<int>((::getpid() * 3 + out.size()) % 20000);
+    const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2 ";
+    const std::string cmd = std::string(RAR_BIN) + " " + common + extra + "--out " + out;
+    const std::string log0 = out + ".rank0.log", log1 = out + ".rank1.log";
+    const std::string both = "(" + env + "RANK=0 " + cmd + " > " + log0 + " 2>&1 & " + env + "RANK=1 " + cmd + " > " +
+                             log1 + " 2>&1; s1=$?; wait $!; s0=$?; exit $((s0 + s1)))";
+    const int status = std::system(("bash -c '" + both + "'").c_str());
+    return std::make_pair(status, read_bytes(log0) + read_bytes(log1));
+  };
+  auto [status, logs] = two(dir / "two.npz", "");
+  ASSERT_EQ(status, 0) << logs;
+  auto a = io::read_npz(dir / "one.npz"), b = io::read_npz(dir / "two.npz");
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_TRUE(a[0].second.equal(b[0].second));
+  EXPECT_TRUE(a[1].second.equal(b[1].second));
+  EXPECT_FALSE(path_exists(dir / "two.npz.parts"));
+
+  auto [s2, logs2] = two(dir / "part.npz", "--max-batches 1 ");  // 2 of the 3 batches
+  ASSERT_EQ(s2, 0) << logs2;
+  EXPECT_NE(logs2.find("run the same command again to resume"), std::string::npos) << logs2;
+  EXPECT_FALSE(path_exists(dir / "part.npz"));
+  ASSERT_EQ(run_rar(common + "--out " + (dir / "part.npz")).status, 0);
+  EXPECT_TRUE(io::read_npz(dir / "part.npz")[0].second.equal(a[0].second));
+  // Over several processes only an .npz can be written.
+  auto bad = run_rar_env("WORLD_SIZE=2 RANK=0", common + "--tokens-out " + (dir / "t.npy"));
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.output.find("writes an .npz --out"), std::string::npos) << bad.output;
 }
 
 TEST(CliSample, ErrorsAreOneLine) {

@@ -13,6 +13,7 @@
 #include "model/weights.h"
 #include "sampling/decode_pipeline.h"
 #include "sampling/sampler.h"
+#include "training/distributed.h"
 #include "util/device.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
@@ -81,6 +82,18 @@ void run(SampleArgs& a) {
   if (!a.tokens_out.empty()) check_writable(a.tokens_out);
   if (kind == OutKind::Grid || kind == OutKind::Npz) check_writable(a.out);
   if (kind == OutKind::Dir) make_dirs(a.out);
+  // Several processes (torchrun, or RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT): batch b is rank
+  // b % world's, written into the shared .npz parts folder; rank 0 assembles the .npz. Batch b
+  // uses seed + b whoever runs it, so the result equals a one-process run's.
+  const auto env = training::dist_env_from_environment();
+  if (env.world > 1) {
+    check(kind == OutKind::Npz, "a run over ", env.world, " processes writes an .npz --out (got '", a.out, "')");
+    check(a.tokens_out.empty(), "--tokens-out is not available over several processes (the .npz shards keep the tokens)");
+    if (device.is_cuda()) device = torch::Device(torch::kCUDA, static_cast<int8_t>(env.local_rank));
+  }
+  std::unique_ptr<training::DataParallel> dp;
+  if (env.world > 1) dp = std::make_unique<training::DataParallel>(env, device);
+  const int64_t rank = dp ? dp->rank() : 0, world = dp ? dp->world() : 1;
 
   auto g = model::load_generator(a.generator, device, dtype);
   auto classes = sampling::class_list(a.classes.empty() ? std::vector<int64_t>{} : parse_class_ids(a.classes),
@@ -100,12 +113,17 @@ void run(SampleArgs& a) {
                                {"cfg_power", a.opts.cfg_power}, {"schedule", a.schedule},
                                {"temperature", a.opts.temperature}, {"top_k", a.opts.top_k},
                                {"top_p", a.opts.top_p}, {"order", a.opts.order}, {"seed", a.opts.seed},
-                               {"precision", a.precision}, {"device", device.str()}};
+                               {"precision", a.precision}, {"device", device.is_cuda() ? "cuda" : "cpu"}};
+    // rank 0 creates the parts folder and its manifest; the others then check theirs against it
+    if (dp && rank != 0) dp->barrier();
     shards = std::make_unique<io::SampleShards>(a.out, N, a.batch, settings);
+    if (dp && rank == 0) dp->barrier();
   }
 
   std::vector<torch::Tensor> all_tokens, all_images;
-  Progress progress("sample", N, "img");
+  int64_t mine = 0, done_images = 0;  // this process's images, and those finished
+  for (int64_t first = rank * a.batch; first < N; first += world * a.batch) mine += std::min(a.batch, N - first);
+  Progress progress("sample", mine, "img");
   // A generated batch waits here while its images are decoded (on a CUDA device: on a side stream,
   // overlapped with generating the next batch); its outputs are written once the images are back.
   struct Batch {
@@ -127,7 +145,7 @@ void run(SampleArgs& a) {
         io::write_image(join_path(a.out, name), images[i]);
       }
     }
-    progress.update(x.first + x.n);
+    progress.update(done_images += x.n);
   };
   auto flush = [&] {
     if (!waiting) return;
@@ -135,7 +153,9 @@ void run(SampleArgs& a) {
     waiting.reset();
   };
   int64_t generated = 0;
+  bool stopped = false;
   for (int64_t b = 0, first = 0; first < N; ++b, first += a.batch) {
+    if (b % world != rank) continue;
     Batch x{b, first, std::min(a.batch, N - first), {}, {}};
     x.cls = classes.narrow(0, first, x.n);
     if (shards && shards->done(b)) {
@@ -145,11 +165,8 @@ void run(SampleArgs& a) {
       continue;
     }
     if (a.max_batches > 0 && generated == a.max_batches) {
-      flush();
-      progress.finish();
-      std::fprintf(stderr, "stopped after %lld batches as asked; run the same command again to resume (%s)\n",
-                   (long long)generated, shards ? shards->parts_dir().c_str() : "");
-      return;
+      stopped = true;
+      break;
     }
     ++generated;
     auto tokens = sampler.sample_batch(x.cls, sampling::Sampler::batch_seed(a.opts.seed, b));
@@ -159,6 +176,21 @@ void run(SampleArgs& a) {
     waiting = x;
   }
   flush();
+  if (dp) dp->barrier();  // every process's shards are written
+  bool complete = !stopped;
+  if (shards)
+    for (int64_t s2 = 0; s2 < shards->num_shards(); ++s2) complete = complete && shards->done(s2);
+  if (shards && !complete) {
+    progress.finish();
+    std::fprintf(stderr, "stopped after %lld batches%s; run the same command again to resume (%s)\n",
+                 (long long)generated, stopped ? " as asked" : " (another process stopped early)",
+                 shards->parts_dir().c_str());
+    return;
+  }
+  if (shards && rank != 0) {  // rank 0 assembles the .npz
+    progress.finish();
+    return;
+  }
   progress.finish();
   if (!a.tokens_out.empty()) io::write_npy(a.tokens_out, torch::cat(all_tokens));
   if (kind == OutKind::Grid) {
