@@ -4,6 +4,7 @@
 // slice of a value row each, so a group reads a row contiguously), then the groups' partial sums
 // are added in shared memory.
 #include "kernels/decode_attention.h"
+#include "kernels/vec_io.cuh"
 
 #include <cuda_bf16.h>
 
@@ -17,25 +18,6 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
-
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ void store_f(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store_f(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
-
-__device__ __forceinline__ void load8(const float* p, float v[8]) {
-  const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
-  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-}
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float v[8]) {
-  const uint4 t = *reinterpret_cast<const uint4*>(p);
-  const unsigned u[4] = {t.x, t.y, t.z, t.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u[i]));
-    v[2 * i] = f.x, v[2 * i + 1] = f.y;
-  }
-}
 
 struct MaxOp {
   __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
@@ -119,7 +101,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const T* __r
   for (int i = threadIdx.x; i < hd; i += kThreads) {
     float o = 0.f;
     for (int gg = 0; gg < groups; ++gg) o += smem[gg * hd + i];
-    store_f(out + rh * hd + i, o * inv);
+    out[rh * hd + i] = from_f<T>(o * inv);
   }
 }
 
