@@ -1,6 +1,7 @@
 // The `rar` command line: info, convert and score end to end, and one-line errors.
 #include <torch/torch.h>
 
+#include "data/token_file.h"
 #include "helpers.h"
 #include "io/npy.h"
 
@@ -59,6 +60,30 @@ TEST(Cli, ConvertToSafetensorsKeepsScores) {
   EXPECT_LT(file_size(dir / "h.safetensors"), file_size(dir / "g.safetensors") * 0.6);
   EXPECT_EQ(run_rar("score --generator " + (dir / "h.safetensors") + " --tokens " + shared_ref("ref_tokens.npy") +
                     " --classes " + shared_ref("ref_classes.npy")).status, 0);
+  // info --compare: the float32 conversion is exact; the bf16 one within bf16 rounding; another
+  // model's names differ.
+  auto same = run_rar("info " + shared_ref("tiny_rar.bin") + " --compare " + (dir / "g.safetensors") + " --tol 0");
+  EXPECT_EQ(same.status, 0) << same.output;
+  EXPECT_NE(same.output.find("worst: 0.000e+00 over 45 tensors"), std::string::npos) << same.output;
+  auto half = run_rar("info " + shared_ref("tiny_rar.bin") + " --compare " + (dir / "h.safetensors") + " --tol 1e-6");
+  EXPECT_EQ(half.status, 1) << half.output;
+  EXPECT_EQ(run_rar("info " + shared_ref("tiny_rar.bin") + " --compare " + (dir / "h.safetensors") + " --tol 1e-2").status, 0);
+  auto other = run_rar("info " + shared_ref("tiny_rar.bin") + " --compare " + shared_ref("tiny_vq.bin"));
+  EXPECT_EQ(other.status, 1);
+  EXPECT_NE(other.output.find("(only in the first)"), std::string::npos) << other.output;
+}
+
+// `rar bench tokens`: a valid .rartok of random sequences shaped like the preset's data.
+TEST(Cli, BenchTokensWritesARandomTokenFile) {
+  TempDir dir;
+  auto r = run_rar("bench tokens --model rar_xl --count 8 --seed 3 --out " + (dir / "r.rartok"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  data::TokenFile f(dir / "r.rartok");
+  EXPECT_EQ(f.info().codebook, 1024);
+  EXPECT_EQ(f.info().seq_len, 256);
+  EXPECT_EQ(f.info().classes, 1000);
+  EXPECT_EQ(f.info().count, 8);
+  EXPECT_GT(std::get<0>(at::_unique(f.tokens().to(torch::kInt64))).numel(), 500);  // spread over the vocabulary
 }
 
 TEST(Cli, ErrorsAreOneLine) {

@@ -8,6 +8,7 @@
 #include "model/fused_ops.h"
 #include "model/generator.h"
 #include "model/vqgan.h"
+#include "data/token_file.h"
 #include "sampling/decode_pipeline.h"
 #include "sampling/orders.h"
 #include "sampling/sampler.h"
@@ -34,6 +35,8 @@ struct BenchArgs {
   int profile = 0;
   std::string trace;
   double dropout = 0.1;
+  int64_t seed = 0, count = 10000;
+  std::string out;
 };
 
 std::string fixed1(double v) {
@@ -244,6 +247,19 @@ void run_train(const BenchArgs& a) {
   }
 }
 
+// A token file of random sequences with a preset's vocabulary, length and classes: data for
+// throughput and multi-GPU runs of `rar train` without a tokenized dataset.
+void run_tokens(const BenchArgs& a, int64_t count, const std::string& out) {
+  check(count > 0, "--count must be > 0");
+  auto cfg = model::GeneratorConfig::preset(a.model);
+  torch::manual_seed(static_cast<uint64_t>(a.seed));
+  auto tokens = torch::randint(0, cfg.codebook, {count, cfg.seq_len}, torch::kInt64);
+  auto labels = torch::randint(0, cfg.classes, {count}, torch::kInt64);
+  data::write_token_file(out, tokens, labels, cfg.codebook, cfg.classes);
+  std::printf("%s: %lld random sequences of %lld tokens (codebook %lld, %lld classes)\n", out.c_str(),
+              (long long)count, (long long)cfg.seq_len, (long long)cfg.codebook, (long long)cfg.classes);
+}
+
 void add_bench(CLI::App& app) {
   auto* bench = app.add_subcommand("bench", "Benchmarks with random weights (one markdown row per run)");
   bench->require_subcommand(1);
@@ -268,6 +284,12 @@ void add_bench(CLI::App& app) {
   d->add_flag("--channels-last", a->channels_last, "NHWC convolution weights and activations");
   common(d);
   d->callback([a] { run_decode(*a); });
+  auto* k = bench->add_subcommand("tokens", "A .rartok file of random sequences (data for throughput / multi-GPU runs)");
+  k->add_option("--model", a->model, "preset giving vocabulary, length and classes: rar_b, rar_l, rar_xl, rar_xxl");
+  k->add_option("--count", a->count, "sequences");
+  k->add_option("--seed", a->seed, "random seed");
+  k->add_option("--out", a->out, "output .rartok")->required();
+  k->callback([a] { run_tokens(*a, a->count, a->out); });
   auto* t = bench->add_subcommand("train", "Training steps (forward, backward, clipping, AdamW), r = 1, random tokens");
   common(t);
   t->add_option("--model", a->model, "rar_b, rar_l, rar_xl or rar_xxl");

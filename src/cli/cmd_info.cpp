@@ -3,6 +3,9 @@
 #include <cstdio>
 #include <iostream>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "cli/commands.h"
 #include "io/checkpoint.h"
 #include "model/generator_config.h"
@@ -26,17 +29,58 @@ static void print_generator_config(const model::GeneratorConfig& c) {
   std::printf("parameters: %lld (%s)\n", (long long)c.parameter_count(), human(c.parameter_count()).c_str());
 }
 
+// Tensor-by-tensor comparison of two checkpoints: the same names and shapes, and per tensor the
+// largest |a - b| relative to max |b|. Prints the worst tensors and the overall worst; exits 1 when
+// the names or shapes differ or the worst exceeds `tol` (when tol >= 0).
+int compare(const io::StateDict& a, const io::StateDict& b, const std::string& b_path, double tol) {
+  std::vector<std::string> only;
+  for (const auto& n : a.names())
+    if (!b.has(n)) only.push_back(n + " (only in the first)");
+  for (const auto& n : b.names())
+    if (!a.has(n)) only.push_back(n + " (only in " + b_path + ")");
+  for (const auto& n : only) std::printf("differs: %s\n", n.c_str());
+  std::vector<std::pair<double, std::string>> rows;
+  bool shapes_ok = only.empty();
+  for (const auto& n : a.names()) {
+    if (!b.has(n)) continue;
+    const auto x = a.at(n).to(torch::kFloat64), y = b.at(n).to(torch::kFloat64);
+    if (x.sizes() != y.sizes()) {
+      std::printf("differs: %s shapes\n", n.c_str());
+      shapes_ok = false;
+      continue;
+    }
+    const double scale = y.numel() ? y.abs().max().item<double>() : 0.0;
+    const double d = x.numel() ? (x - y).abs().max().item<double>() : 0.0;
+    rows.emplace_back(scale > 0 ? d / scale : d, n);
+  }
+  std::sort(rows.rbegin(), rows.rend());
+  std::printf("%-56s %s\n", "tensor", "max |a-b| / max |b|");
+  for (size_t i = 0; i < rows.size() && i < 10; ++i) std::printf("%-56s %.3e\n", rows[i].second.c_str(), rows[i].first);
+  const double worst = rows.empty() ? 0.0 : rows.front().first;
+  std::printf("worst: %.3e over %zu tensors%s\n", worst, rows.size(), shapes_ok ? "" : " (names/shapes differ)");
+  return shapes_ok && (tol < 0 || worst <= tol) ? 0 : 1;
+}
+
 void add_info(CLI::App& app) {
   auto* cmd = app.add_subcommand("info", "Show a checkpoint's format, model config and tensors, or a preset");
   auto path = std::make_shared<std::string>();
   auto preset = std::make_shared<std::string>();
   auto quiet = std::make_shared<bool>(false);
+  auto other = std::make_shared<std::string>();
+  auto tol = std::make_shared<double>(-1.0);
   cmd->add_option("checkpoint", *path, "checkpoint (.bin/.pt/.pth torch.save zip, or .safetensors)");
   cmd->add_option("--preset", *preset, "show a preset instead: rar_b, rar_l, rar_xl, rar_xxl");
   cmd->add_flag("--no-tensors", *quiet, "omit the tensor table");
+  cmd->add_option("--compare", *other, "compare with this checkpoint: per-tensor max relative difference");
+  cmd->add_option("--tol", *tol, "with --compare: exit 1 when the worst relative difference exceeds this");
   cmd->callback([=] {
     check(!path->empty() != !preset->empty(), "info: give either a checkpoint or --preset");
     if (!preset->empty()) return print_generator_config(model::GeneratorConfig::preset(*preset));
+    if (!other->empty()) {
+      const int rc = compare(io::read_checkpoint(*path), io::read_checkpoint(*other), *other, *tol);
+      if (rc != 0) std::exit(rc);
+      return;
+    }
     auto format = io::detect_checkpoint_format(*path);
     io::StateDict sd = io::read_checkpoint(*path);
     std::printf("file: %s\nformat: %s\ntensors: %zu\n", path->c_str(), io::format_name(format), sd.size());
