@@ -11,12 +11,12 @@ mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0  # NVLink multicast off (device README)
 "$RAR" bench tokens --model rar_b --count 65536 --out "$OUT/rand.rartok"
 STEPS=${STEPS:-200}
-GB=${GLOBAL_BATCH:-256}
-common="train --data $OUT/rand.rartok --device cuda --steps $STEPS experiment.log_every=10 experiment.save_every=100000
+GB=${GLOBAL_BATCH:-128}
+common="train --data $OUT/rand.rartok --device cuda experiment.log_every=10 experiment.save_every=100000
   experiment.eval_every=100000 experiment.generate_every=100000 lr_scheduler.params.warmup_steps=20"
 # fp32 with dropout off: the two runs should agree to float rounding; then bf16 (the real setting).
 for prec in fp32 bf16; do
-  extra="training.mixed_precision=$([ $prec = bf16 ] && echo bf16 || echo no)"
+  extra="training.mixed_precision=$([ $prec = bf16 ] && echo bf16 || echo no) --steps $([ $prec = bf16 ] && echo $STEPS || echo ${STEPS_FP32:-50})"
   [ $prec = fp32 ] && extra="$extra model.generator.dropout=0 model.generator.attn_drop=0"
   "$RAR" $common $extra --out "$OUT/one-$prec" training.per_gpu_batch_size=$GB > "$OUT/one-$prec.log" 2>&1
   torchrun --no-python --nproc-per-node "$NG" --master-port 29511 "$RAR" $common $extra --out "$OUT/multi-$prec" \
