@@ -157,6 +157,48 @@ static void check_cache_against_forward(model::Generator& g, const torch::Tensor
   EXPECT_EQ(cache.length, S + 1);
 }
 
+// The static-shape step (step index on the device, masked attention over the whole cache, adaLN
+// products gathered from per-batch tables) gives the logits of the full forward, for a guided
+// batch with repeated classes: with tables for every condition, with the null class's only (the
+// class rows' adaLN as matmuls: the table budget exceeded), and after a new batch is written in place.
+TEST(Generator, StaticDecodeStepMatchesFullForward) {
+  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
+  torch::NoGradGuard ng;
+  torch::manual_seed(2);
+  const int64_t S = g->cfg.seq_len;
+  auto order = torch::randperm(S, torch::kInt64);
+  std::vector<int64_t> tau(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + S);
+  auto check_batch = [&](model::StaticDecode& s, const torch::Tensor& classes, const std::string& what) {
+    const int64_t B = classes.size(0);
+    auto cond = torch::cat({g->condition_tokens(classes), torch::full({B}, g->cfg.null_class_token(), torch::kInt64)});
+    auto tokens = torch::randint(0, g->cfg.codebook, {2 * B, S}, torch::kInt64);
+    auto full = g->forward(tokens, cond, order.unsqueeze(0).expand({2 * B, S}).contiguous());
+    auto cache = g->make_zeroed_cache(2 * B, S + 1);
+    g->decode_prefill(cond, tau[0], cache);
+    for (int64_t t = 1; t < S; t += 17) {  // a spread of steps; each writes its own slot
+      for (int64_t u = (t == 1 ? 1 : t - 16); u <= t; ++u) {
+        s.token.copy_(tokens.select(1, tau[u - 1]));
+        s.step.fill_(u);
+        auto logits = g->decode_step_static(s, cache);
+        if (u == t) EXPECT_TRUE(torch::allclose(logits, full.select(1, t), 1e-4, 1e-5)) << what << " step " << t;
+      }
+    }
+  };
+  auto classes = torch::tensor({3, 3, 7, 3}, torch::kInt64);
+  for (int64_t budget : {int64_t(1) << 30, int64_t(0)}) {
+    auto s = g->make_static_decode(g->condition_tokens(classes), 4, tau, S + 1, budget);
+    EXPECT_EQ(s.table_rows.size(0), budget ? 8 : 4) << "rows served by the tables";
+    EXPECT_EQ(s.table_head.size(0), (budget ? 3 : 1) * (S + 2)) << "distinct conditions: 3, 7 and null";
+    check_batch(s, classes, budget ? "all tables" : "null table only");
+    // another batch with as many distinct classes: updated in place; one with more: refused
+    auto other = torch::tensor({5, 1, 1, 5}, torch::kInt64);
+    ASSERT_TRUE(g->update_static_decode(s, g->condition_tokens(other), budget));
+    check_batch(s, other, budget ? "updated tables" : "updated, null table only");
+    EXPECT_EQ(g->update_static_decode(s, g->condition_tokens(torch::tensor({0, 1, 2, 4}, torch::kInt64)), budget),
+              budget == 0);
+  }
+}
+
 TEST(Generator, KvCacheDecodingMatchesFullForward) {
   auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
   torch::manual_seed(1);

@@ -291,13 +291,45 @@ KVCache GeneratorImpl::make_zeroed_cache(int64_t batch, int64_t capacity) const 
   return cache;
 }
 
+GeneratorImpl::AdaTables GeneratorImpl::ada_tables(const torch::Tensor& class_conditions, int64_t null_rows,
+                                                   int64_t table_bytes) {
+  torch::NoGradGuard no_grad;
+  const int64_t S = cfg.seq_len, J = S + 2, H = cfg.hidden;
+  const auto dev = cls_token.device();
+  const auto i64 = torch::TensorOptions(torch::kInt64).device(dev);
+  // The distinct conditions (the null class last when there are null rows) and each row's index.
+  auto [distinct, inverse] = at::_unique(class_conditions.cpu(), /*sorted=*/true, /*return_inverse=*/true);
+  const int64_t per_condition = J * (6 * H * cfg.layers + 2 * H) * cls_token.element_size();
+  const bool all = (distinct.size(0) + (null_rows > 0)) * per_condition <= table_bytes;
+  AdaTables t;
+  std::vector<torch::Tensor> conds, rows;
+  if (all) {
+    conds.push_back(distinct);
+    rows.push_back(inverse);
+  }
+  if (null_rows > 0) {
+    const int64_t u = all ? distinct.size(0) : 0;
+    conds.push_back(torch::full({1}, cfg.null_class_token(), torch::kInt64));
+    rows.push_back(torch::full({null_rows}, u, torch::kInt64));
+  }
+  if (conds.empty()) return t;
+  auto ids = torch::cat(conds).to(dev);
+  t.rows = (torch::cat(rows) * J).to(i64);
+  // SiLU(emb(c) + E[j]) for every condition and position, through each block's adaLN and the head's
+  auto silu_c = F::silu((embeddings(ids).unsqueeze(1) + timesteps_embeddings[0].narrow(0, 0, J).unsqueeze(0)).reshape({-1, H}));
+  for (auto& b : block_list) t.block.push_back(linear(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c));
+  t.head = linear(*adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c);
+  return t;
+}
+
 StaticDecode GeneratorImpl::make_static_decode(const torch::Tensor& condition, int64_t null_rows,
-                                               const std::vector<int64_t>& order, int64_t capacity) {
+                                               const std::vector<int64_t>& order, int64_t capacity,
+                                               int64_t table_bytes) {
   torch::NoGradGuard no_grad;
   const int64_t S = cfg.seq_len;
   check(static_cast<int64_t>(order.size()) == S, "static decode: order has ", order.size(), " positions, want ", S);
   check(capacity >= S + 1, "static decode: capacity ", capacity, " < ", S + 1);
-  const auto P = pos_embed[0], T = target_aware_pos_embed[0], E = timesteps_embeddings[0];
+  const auto P = pos_embed[0], T = target_aware_pos_embed[0];
   const auto dev = cls_token.device();
   const auto i64 = torch::TensorOptions(torch::kInt64).device(dev);
   StaticDecode s;
@@ -310,39 +342,58 @@ StaticDecode GeneratorImpl::make_static_decode(const torch::Tensor& condition, i
   auto tau = torch::tensor(order, torch::kInt64).to(dev);
   auto prev = torch::cat({tau.narrow(0, 0, 1), tau.narrow(0, 0, S - 1)});  // row 0: unused
   s.position = P.index_select(0, prev + 2) + T.index_select(0, tau + 2);
-  if (null_rows > 0) {
-    // SiLU(emb(null) + E[j]) for every position j, through each block's adaLN and the head's
-    auto c = embeddings->weight[cfg.null_class_token()].unsqueeze(0) + E.narrow(0, 0, S + 2);
-    auto silu_c = F::silu(c);
-    for (auto& b : block_list)
-      s.null_block.push_back(linear(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c));
-    s.null_head = linear(*adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c);
-  }
+  auto t = ada_tables(s.condition, null_rows, table_bytes);
+  s.table_block = std::move(t.block);
+  s.table_head = t.head;
+  s.table_rows = t.rows;
   return s;
+}
+
+bool GeneratorImpl::update_static_decode(StaticDecode& s, const torch::Tensor& condition, int64_t table_bytes) {
+  torch::NoGradGuard no_grad;
+  if (condition.size(0) != s.condition.size(0)) return false;
+  auto t = ada_tables(condition.to(s.condition.device()), s.null_rows, table_bytes);
+  const bool same = t.rows.defined() == s.table_rows.defined() &&
+                    (!t.rows.defined() || (t.rows.sizes() == s.table_rows.sizes() &&
+                                           t.head.sizes() == s.table_head.sizes()));
+  if (!same) return false;
+  s.condition.copy_(condition);
+  if (t.rows.defined()) {
+    s.table_rows.copy_(t.rows);
+    s.table_head.copy_(t.head);
+    for (size_t l = 0; l < t.block.size(); ++l) s.table_block[l].copy_(t.block[l]);
+  }
+  return true;
 }
 
 torch::Tensor GeneratorImpl::decode_step_static(const StaticDecode& s, KVCache& cache) {
   const auto E = timesteps_embeddings[0];
   const auto slot = s.step + 1;  // the fed token's index in the sequence
-  // index 1+t: x[τ_{t-1}] + P[2+τ_{t-1}] + T[2+τ_t]; the class rows' condition E[1+t]
+  const int64_t R = s.token.size(0), served = s.table_rows.defined() ? s.table_rows.size(0) : 0;
+  // index 1+t: x[τ_{t-1}] + P[2+τ_{t-1}] + T[2+τ_t]; condition E[1+t]
   auto h = (embeddings(s.token) + s.position.index_select(0, s.step)).unsqueeze(1);  // [R,1,H]
-  auto silu_c = to_compute(F::silu(embeddings(s.condition) + E.index_select(0, slot))).unsqueeze(1);  // [Rc,1,H]
-  // adaLN products of the class rows, then the null rows' (one table row for all of them)
-  auto with_null = [&](torch::Tensor m, const torch::Tensor& table) {
-    if (s.null_rows == 0) return m;
-    auto n = table.index_select(0, slot).unsqueeze(0).expand({s.null_rows, 1, table.size(1)});
-    return torch::cat({m, n.to(m.scalar_type())});
+  // adaLN products: rows the tables serve gather theirs (table row u*(S+2) + 1+t); the others
+  // (class rows beyond the table budget) run the matmul on SiLU(emb(c) + E[1+t]).
+  torch::Tensor silu_c, table_index;
+  if (served < R)
+    silu_c = to_compute(F::silu(embeddings(s.condition.narrow(0, 0, R - served)) + E.index_select(0, slot))).unsqueeze(1);
+  if (served > 0) table_index = s.table_rows + slot;
+  auto adaln = [&](const torch::nn::LinearImpl& lin, const torch::Tensor& table) {
+    std::vector<torch::Tensor> parts;
+    if (served < R) parts.push_back(linear(lin, silu_c));
+    if (served > 0) parts.push_back(table.index_select(0, table_index).unsqueeze(1));
+    return parts.size() == 1 ? parts[0] : torch::cat({parts[0], parts[1].to(parts[0].scalar_type())});
   };
   auto valid = s.slots.le(slot).view({1, 1, 1, -1});
   for (size_t l = 0; l < block_list.size(); ++l) {
     auto& b = block_list[l];
-    const auto null_m = s.null_rows ? s.null_block[l] : torch::Tensor();
-    auto m = with_null(linear(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c), null_m).chunk(6, -1);
+    auto m = adaln(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), served ? s.table_block[l] : torch::Tensor())
+                 .chunk(6, -1);
     h = b->modulated(h, {m[0], m[1], m[2], m[3], m[4], m[5]}, [&](const torch::Tensor& a) {
       return b->attn->forward_slot(a, cache.k[l], cache.v[l], slot, valid);
     });
   }
-  auto mh = with_null(linear(*adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c), s.null_head);
+  auto mh = adaln(*adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head);
   return linear(*lm_head, adaln_before_head->modulated(h, mh)).select(1, 0).to(torch::kFloat32);
 }
 

@@ -92,12 +92,17 @@ struct StaticDecode {
   torch::Tensor position;   // [S,H]: row t = P[2+τ_{t-1}] + T[2+τ_t] (row 0 unused)
   torch::Tensor slots;      // [capacity] int64: 0, 1, 2, ... (the attention mask compares them to t+1)
   int64_t null_rows = 0;    // the last null_rows rows are the null class (the guided batch's second half)
-  // The null class's condition is the same for every row: its adaLN products, per position j,
-  // computed once — [S+2, 6H] per block and [S+2, 2H] for the head — instead of per row and step.
-  std::vector<torch::Tensor> null_block;
-  torch::Tensor null_head;
+  // adaLN products W·SiLU(emb(c) + E[j]) + b depend only on a row's condition c and the position j,
+  // and a batch has few distinct conditions (the null class for half of a guided batch; a class
+  // per 50 images in the ADM protocol). They are computed once per batch for every distinct
+  // condition and position — table[u*(S+2) + j], [U*(S+2), 6H] per block and [U*(S+2), 2H] for the
+  // head — and a step gathers its rows. The last table_rows.size(0) rows use the tables; the first
+  // R - that many (class rows, when all distinct classes would make the tables larger than the
+  // budget) run the adaLN matmuls at every step.
+  std::vector<torch::Tensor> table_block;
+  torch::Tensor table_head;
+  torch::Tensor table_rows;  // [rows served] int64: u*(S+2) of each served row's condition
 };
-
 struct GeneratorImpl : torch::nn::Module {
   explicit GeneratorImpl(const GeneratorConfig& cfg);
 
@@ -127,9 +132,14 @@ struct GeneratorImpl : torch::nn::Module {
 
   // Static-shape decoding for R = condition.size(0) + null_rows rows along `order` (0-based scan
   // order): the tables of StaticDecode, zeroed token/step buffers. The cache must be zeroed
-  // (masked slots are read) and hold S+1 slots; decode_prefill fills slots 0 and 1.
+  // (masked slots are read) and hold S+1 slots; decode_prefill fills slots 0 and 1. The class rows'
+  // adaLN tables are made when they fit in `table_bytes` (else only the null class's).
   StaticDecode make_static_decode(const torch::Tensor& condition, int64_t null_rows,
-                                  const std::vector<int64_t>& order, int64_t capacity);
+                                  const std::vector<int64_t>& order, int64_t capacity,
+                                  int64_t table_bytes = int64_t(1) << 30);
+  // A new batch with the same rows: rewrites s's tensors in place (a graph captured on them stays
+  // valid) when its tables keep their shapes; false when they would not (make a new one).
+  bool update_static_decode(StaticDecode& s, const torch::Tensor& condition, int64_t table_bytes = int64_t(1) << 30);
   KVCache make_zeroed_cache(int64_t batch, int64_t capacity) const;
   // Step t = s.step (1..S-1): the same logits as decode_step(s.token, t, τ_{t-1}, τ_t, ...) [R,V] float32.
   torch::Tensor decode_step_static(const StaticDecode& s, KVCache& cache);
@@ -151,6 +161,12 @@ struct GeneratorImpl : torch::nn::Module {
   torch::Tensor run_blocks(torch::Tensor h, const torch::Tensor& c, KVCache* cache);
   // SPEC §3.7: adaLN head, h, c [B,N,H] -> logits [B,N,V].
   torch::Tensor head(const torch::Tensor& h, const torch::Tensor& c);
+  // The adaLN tables of StaticDecode for these conditions: (table_block, table_head, table_rows).
+  struct AdaTables {
+    std::vector<torch::Tensor> block;
+    torch::Tensor head, rows;
+  };
+  AdaTables ada_tables(const torch::Tensor& class_conditions, int64_t null_rows, int64_t table_bytes);
 };
 TORCH_MODULE(Generator);
 

@@ -59,10 +59,10 @@ void DecodeEngine::begin(const torch::Tensor& condition, int64_t null_rows, cons
     if (cache_.batch() != R) cache_ = g_->make_cache(R, S + 1);
     return;
   }
-  if (same && static_.token.defined()) {
-    static_.condition.copy_(condition_.narrow(0, 0, R - null_rows));  // in place: the graph reads this buffer
+  // Same rows and order: the new batch's conditions and adaLN tables go into the existing tensors
+  // (a captured graph reads them), unless the tables change shape (another count of distinct classes).
+  if (same && static_.token.defined() && g_->update_static_decode(static_, condition_.narrow(0, 0, R - null_rows)))
     return;
-  }
   graph_.reset();
   cache_ = g_->make_zeroed_cache(R, S + 1);
   static_ = g_->make_static_decode(condition_.narrow(0, 0, R - null_rows), null_rows, order_, S + 1);
