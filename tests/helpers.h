@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -45,6 +46,24 @@ inline RunResult run_rar_env(const std::string& env, const std::string& args) {
   return r;
 }
 inline RunResult run_rar(const std::string& args) { return run_rar_env("", args); }
+
+// Runs `rar <args>` as ranks 0 and 1 of a 2-process group on this machine (the torchrun variables,
+// gloo on `port`), each writing to `log_prefix`.rank{0,1}.log. Returns the summed exit status and
+// both logs.
+inline RunResult run_rar_two_ranks(const std::string& args, int port, const std::string& log_prefix) {
+  const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2 ";
+  const std::string cmd = std::string(RAR_BIN) + " " + args;
+  const std::string log0 = log_prefix + ".rank0.log", log1 = log_prefix + ".rank1.log";
+  const std::string both = "(" + env + "RANK=0 " + cmd + " > " + log0 + " 2>&1 & " + env + "RANK=1 " + cmd + " > " +
+                           log1 + " 2>&1; s1=$?; wait $!; s0=$?; exit $((s0 + s1)))";
+  const int status = std::system(("bash -c '" + both + "'").c_str());
+  RunResult r{status, ""};
+  for (const auto& log : {log0, log1}) {
+    std::ifstream f(log, std::ios::binary);
+    r.output += std::string(std::istreambuf_iterator<char>(f), {});
+  }
+  return r;
+}
 
 inline void write_bytes(const std::string& path, const std::string& data) {
   std::ofstream(path, std::ios::binary).write(data.data(), static_cast<std::streamsize>(data.size()));

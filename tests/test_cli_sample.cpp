@@ -2,8 +2,6 @@
 // ADM .npz), interrupted .npz runs resume to the same result, and one-line errors.
 #include <unistd.h>
 
-#include <cstdlib>
-
 #include <torch/torch.h>
 
 #include "helpers.h"
@@ -95,13 +93,8 @@ TEST(CliSample, TwoProcessesWriteTheOneProcessNpz) {
   ASSERT_EQ(run_rar(common + "--out " + (dir / "one.npz")).status, 0);
   auto two = [&](const std::string& out, const std::string& extra) {
     const int port = 20000 + static_cast<int>((::getpid() * 3 + out.size()) % 20000);
-    const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2 ";
-    const std::string cmd = std::string(RAR_BIN) + " " + common + extra + "--out " + out;
-    const std::string log0 = out + ".rank0.log", log1 = out + ".rank1.log";
-    const std::string both = "(" + env + "RANK=0 " + cmd + " > " + log0 + " 2>&1 & " + env + "RANK=1 " + cmd + " > " +
-                             log1 + " 2>&1; s1=$?; wait $!; s0=$?; exit $((s0 + s1)))";
-    const int status = std::system(("bash -c '" + both + "'").c_str());
-    return std::make_pair(status, read_bytes(log0) + read_bytes(log1));
+    auto r = run_rar_two_ranks(common + extra + "--out " + out, port, out);
+    return std::make_pair(r.status, r.output);
   };
   auto [status, logs] = two(dir / "two.npz", "");
   ASSERT_EQ(status, 0) << logs;

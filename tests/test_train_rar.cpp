@@ -157,14 +157,10 @@ TEST(TrainRar, TwoGlooProcessesMatchOneProcessWithTheSameGlobalBatch) {
     auto one = run_rar("train --out " + dir / (tag + "one") + args + " training.per_gpu_batch_size=8");
     ASSERT_EQ(one.status, 0) << one.output;
     const int port = 20000 + static_cast<int>((::getpid() * 2 + accum) % 20000);
-    const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2 ";
-    const std::string cmd =
-        std::string(RAR_BIN) + " train --out " + dir / (tag + "two") + args + " training.per_gpu_batch_size=4";
-    const std::string log0 = dir / (tag + "rank0.log"), log1 = dir / (tag + "rank1.log");
-    const std::string both = "(" + env + "RANK=0 " + cmd + " > " + log0 + " 2>&1 & " + env + "RANK=1 " + cmd + " > " +
-                             log1 + " 2>&1; s1=$?; wait $!; s0=$?; exit $((s0 + s1)))";
-    const int status = std::system(("bash -c '" + both + "'").c_str());
-    ASSERT_EQ(status, 0) << read_bytes(log0) << read_bytes(log1);
+    const std::string log0 = dir / (tag + ".rank0.log");
+    auto two = run_rar_two_ranks("train --out " + dir / (tag + "two") + args + " training.per_gpu_batch_size=4", port,
+                                 dir / tag);
+    ASSERT_EQ(two.status, 0) << two.output;
     EXPECT_NE(read_bytes(log0).find("data parallel: gloo"), std::string::npos) << read_bytes(log0);
     // Buckets are launched from the gradient hooks, inside backward.
     const std::string l0 = read_bytes(log0);

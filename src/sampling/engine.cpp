@@ -11,17 +11,20 @@
 
 namespace rar::sampling {
 
+void check_engine_name(const std::string& name) {
+  check(name == "plain" || name == "static" || name == "graph" || name == "auto",
+        "--engine must be plain, static, graph or auto, got '", name, "'");
+}
+
 EngineKind parse_engine(const std::string& name, const torch::Device& device) {
+  check_engine_name(name);
   if (name == "plain") return EngineKind::Plain;
   if (name == "static") return EngineKind::Static;
-  if (name == "graph" || name == "auto") {
 #ifdef RAR_WITH_CUDA
-    if (device.is_cuda()) return EngineKind::Graph;
+  if (device.is_cuda()) return EngineKind::Graph;
 #endif
-    check(name == "auto", "--engine graph needs a CUDA device and a CUDA build (-DRAR_CUDA=ON)");
-    return EngineKind::Plain;
-  }
-  fail("--engine must be plain, static, graph or auto, got '", name, "'");
+  check(name == "auto", "--engine graph needs a CUDA device and a CUDA build (-DRAR_CUDA=ON)");
+  return EngineKind::Plain;
 }
 
 const char* engine_name(EngineKind k) {

@@ -21,6 +21,8 @@ enum class EngineKind { Plain, Static, Graph };
 
 // "plain" | "static" | "graph" | "auto" (graph on a CUDA device in a CUDA build, else plain).
 EngineKind parse_engine(const std::string& name, const torch::Device& device);
+// Throws rar::Error unless `name` is one of those four (no device needed yet).
+void check_engine_name(const std::string& name);
 const char* engine_name(EngineKind k);
 
 class DecodeEngine {

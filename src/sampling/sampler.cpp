@@ -13,8 +13,7 @@ void SamplingOptions::validate() const {
   check(top_p > 0 && top_p <= 1, "--top-p must lie in (0, 1], got ", top_p);
   check(steps >= 0, "--steps must be >= 0, got ", steps);
   scan_order(order, 4);  // throws for an unknown order name
-  check(engine == "auto" || engine == "plain" || engine == "static" || engine == "graph",
-        "--engine must be plain, static, graph or auto, got '", engine, "'");
+  check_engine_name(engine);
 }
 
 Sampler::Sampler(model::Generator g, SamplingOptions opts)
