@@ -27,7 +27,7 @@ std::string read_maybe_gz(const std::string& path) {
   int n;
   while ((n = gzread(f, buf, sizeof buf)) > 0) out.append(buf, n);
   int err = 0;
-  const char* msg = gzerror(f, &err);
+  const std::string msg = gzerror(f, &err);  // a copy: the message lives in f, freed by gzclose
   gzclose(f);
   check(n == 0 && err == Z_OK, path, ": corrupt gzip data (", msg, ")");
   return out;
