@@ -3,7 +3,10 @@
 # Usage: bench/gpu_sample.sh build-gpu/rar
 set -u
 RAR=${1:-build-gpu/rar}
-row() { "$RAR" bench sample --no-header "$@" 2>&1 | grep '^| rar' || echo "| failed: $* |"; }
+row() {
+  local o; o=$(timeout ${ROW_TIMEOUT:-90} "$RAR" bench sample --no-header "$@" 2>&1)
+  echo "$o" | grep '^| rar' || echo "| failed (rc $?): $* | $(echo "$o" | tail -2 | tr '\n' ' ') |"
+}
 echo "| model | batch | cfg | precision | engine | steps | tokens images/s | end-to-end images/s | TFLOP/s | of bf16 peak | peak GiB |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for m in rar_b rar_xl; do
@@ -13,6 +16,6 @@ for m in rar_b rar_xl; do
 done
 row --model rar_xl --batch 256 --engine graph --decode --repeats 4
 row --model rar_b --batch 256 --engine graph --decode --repeats 4 --channels-last
-"$RAR" bench decode --batch 64 --precision bf16
-"$RAR" bench decode --batch 64 --precision bf16 --channels-last --no-header
-"$RAR" bench decode --batch 256 --precision bf16 --channels-last --no-header
+timeout 90 "$RAR" bench decode --batch 64 --precision bf16
+timeout 90 "$RAR" bench decode --batch 64 --precision bf16 --channels-last --no-header
+timeout 90 "$RAR" bench decode --batch 256 --precision bf16 --channels-last --no-header

@@ -12,7 +12,7 @@ stamp() { echo "[$1 at $(( $(date +%s) - t0 )) s]"; }
 make gpu JOBS=${JOBS:-16} > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 stamp build
 . scripts/gpu-env.sh
-(cd build-gpu && ctest --output-on-failure -j 4 > "$OUT/ctest.log" 2>&1)
+(cd build-gpu && ctest --output-on-failure --timeout 150 -j 4 > "$OUT/ctest.log" 2>&1)
 grep -E "tests passed|tests failed" "$OUT/ctest.log"; grep -E "\(Failed\)|Failure" -A3 "$OUT/ctest.log" | head -30
 stamp tests
 bench/gpu_sample.sh build-gpu/rar 2>&1 | tee "$OUT/sample.md"
