@@ -170,6 +170,13 @@ void run_sample(const BenchArgs& a) {
               device.is_cuda() ? cat(static_cast<int>(100 * tflops / kBf16PeakTflops + 0.5), "%").c_str() : "-",
               peak_gib(device));
   std::fflush(stdout);
+  if (a.profile > 0)
+    profile_kernels(
+        [&] {
+          sampler.sample_batch(classes, 0);
+          sync(device);
+        },
+        device.is_cuda(), a.profile, a.trace);
 }
 
 void run_decode(const BenchArgs& a) {
@@ -191,6 +198,13 @@ void run_decode(const BenchArgs& a) {
               (a.precision + (a.channels_last ? " channels-last" : "")).c_str(),
               a.batch / s, decode_flops(c, 16) * a.batch / s / 1e12, peak_gib(device));
   std::fflush(stdout);
+  if (a.profile > 0)
+    profile_kernels(
+        [&] {
+          vq->decode(codes);
+          sync(device);
+        },
+        device.is_cuda(), a.profile, a.trace);
 }
 
 }  // namespace
@@ -279,6 +293,8 @@ void add_bench(CLI::App& app) {
     c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
     c->add_option("--repeats", a->repeats, "timed runs after one warm-up")->check(CLI::PositiveNumber);
     c->add_flag("!--no-header", a->header, "omit the table header");
+    c->add_option("--profile", a->profile, "also profile one run and print the top N kernels by time");
+    c->add_option("--trace", a->trace, "with --profile: save a Chrome trace (.json) too");
   };
   auto* s = bench->add_subcommand("sample", "Token generation (and decoding with --decode)");
   common(s);
@@ -309,8 +325,6 @@ void add_bench(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   t->add_flag("--plain", a->plain, "plain LibTorch ops only (no fused CUDA kernels)");
   t->add_option("--dropout", a->dropout, "dropout and attention dropout (the recipe's 0.1 by default)");
-  t->add_option("--profile", a->profile, "also profile 2 steps and print the top N kernels by time");
-  t->add_option("--trace", a->trace, "with --profile: save a Chrome trace (.json) too");
   t->callback([a] { run_train(*a); });
 }
 
