@@ -241,10 +241,12 @@ TEST(FusedOpsCuda, GeneratorTrainingStepMatchesPlainPath) {
 TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
   if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
   auto cu = torch::TensorOptions().device(torch::kCUDA);
-  const int64_t B = 5, heads = 3, cap = 37;
-  for (int64_t hd : {48, 64, 80})
+  const int64_t B = 5, heads = 3;
+  // (cap, last): one valid slot, a few, all; and past one 256-key score tile (rar's 257 slots)
+  const std::vector<std::pair<int64_t, int64_t>> fills = {{37, 0}, {37, 5}, {37, 36}, {300, 256}, {300, 299}};
+  for (int64_t hd : {48, 64, 80, 128, 256})
   for (auto dt : {torch::kFloat32, torch::kBFloat16})
-  for (int64_t last : {0, 5, 36}) {
+  for (auto [cap, last] : fills) {
     torch::manual_seed(4);
     auto q = torch::randn({B, 1, heads, hd}, cu.dtype(dt)).transpose(1, 2);  // the layout qk_norm_split gives
     auto k = torch::randn({B, heads, cap, hd}, cu.dtype(dt)), v = torch::randn({B, heads, cap, hd}, cu.dtype(dt));
@@ -283,4 +285,85 @@ TEST(FusedOpsCuda, Bf16ModelForwardMatchesPlainPath) {
   model::set_fused_kernels(true);
   auto fused = s.g->forward(s.tokens, cond).to(torch::kFloat32);
   EXPECT_LT(rel_err(fused, plain), 3e-2);
+}
+
+// The inference-only ops of the decode step against their plain compositions: the gated residual
+// fused with the next modulated LayerNorm (H = 200 vectorised, 202 the plain fallback; with and
+// without affine; adaLN chunks as strided views), and the q/k norm writing k and v straight into a
+// KV cache slot given on the device.
+TEST(FusedOpsCuda, InferenceResidualNormAndCacheAppendMatchPlainPath) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  torch::NoGradGuard ng;
+  auto cu = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t B = 3, N = 5;
+  for (int64_t H : {200, 202})
+  for (bool affine : {true, false})
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    torch::manual_seed(6);
+    auto ln = make_ln(H, affine);
+    ln->to(dt);
+    auto x = (2 + 3 * torch::randn({B, N, H}, cu)).to(dt), y = torch::randn({B, N, H}, cu.dtype(dt));
+    auto m = (0.5 * torch::randn({B, N, 6 * H}, cu)).to(dt).chunk(6, -1);
+    model::set_fused_kernels(false);
+    auto plain = model::gated_residual_ln_modulate(x, m[2], y, ln, m[3], m[4], true);
+    model::set_fused_kernels(true);
+    auto fused = model::gated_residual_ln_modulate(x, m[2], y, ln, m[3], m[4], true);
+    const bool f32 = dt == torch::kFloat32;
+    EXPECT_LT(rel_err(fused[0], plain[0]), f32 ? 1e-6 : 8e-3) << "H " << H << " dtype " << dt;
+    EXPECT_LT(rel_err(fused[1], plain[1]), f32 ? 2e-5 : 1.5e-2) << "H " << H << " affine " << affine << " dtype " << dt;
+    ASSERT_EQ(fused[1].scalar_type(), plain[1].scalar_type());
+  }
+  const int64_t cap = 11, slot_index = 7;
+  for (auto [H, heads] : {std::pair<int64_t, int64_t>{144, 3}, std::pair<int64_t, int64_t>{240, 3},
+                          std::pair<int64_t, int64_t>{102, 3}})
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    torch::manual_seed(7);
+    const int64_t hd = H / heads;
+    auto qn = make_ln(hd, true), kn = make_ln(hd, true);
+    qn->to(dt), kn->to(dt);
+    auto qkv = 2 * torch::randn({B, 1, 3 * H}, cu.dtype(dt));
+    auto k0 = torch::randn({B, heads, cap, hd}, cu.dtype(dt)), v0 = torch::randn({B, heads, cap, hd}, cu.dtype(dt));
+    auto slot = torch::full({1}, slot_index, cu.dtype(torch::kInt64));
+    auto kp = k0.clone(), vp = v0.clone(), kf = k0.clone(), vf = v0.clone();
+    model::set_fused_kernels(false);
+    auto qp = model::qk_norm_into_cache(qkv, heads, qn, kn, kp, vp, slot);
+    model::set_fused_kernels(true);
+    auto qf = model::qk_norm_into_cache(qkv, heads, qn, kn, kf, vf, slot);
+    ASSERT_EQ(qf.sizes(), qp.sizes());
+    const double tol = dt == torch::kFloat32 ? 1e-5 : 1e-2;
+    EXPECT_LT(rel_err(qf, qp), tol) << "H " << H << " dtype " << dt;
+    EXPECT_LT(rel_err(kf, kp), tol) << "H " << H << " dtype " << dt;
+    EXPECT_EQ(rel_err(vf, vp), 0.0) << "H " << H << " dtype " << dt;
+    // the other slots are untouched
+    auto others = torch::arange(cap, cu.dtype(torch::kInt64)).ne(slot_index);
+    EXPECT_TRUE(kf.index({torch::indexing::Slice(), torch::indexing::Slice(), others}).equal(
+        k0.index({torch::indexing::Slice(), torch::indexing::Slice(), others})));
+  }
+}
+
+// A bf16 model's LayerNorm parameters are cast to float32 once and kept for the kernels: changing
+// the parameter in place (as loading weights does) must be seen by the next call.
+TEST(FusedOpsCuda, CachedAffineCastFollowsParameterUpdates) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  torch::NoGradGuard ng;
+  auto cu = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const int64_t H = 200;
+  torch::manual_seed(8);
+  auto ln = make_ln(H, true);
+  ln->to(torch::kBFloat16);
+  auto x = torch::randn({2, 3, H}, cu);
+  auto m = torch::randn({2, 3, 2 * H}, cu).chunk(2, -1);
+  auto check_equal_to_plain = [&](const char* when) {
+    model::set_fused_kernels(false);
+    auto plain = model::ln_modulate(ln, x, m[0], m[1]);
+    model::set_fused_kernels(true);
+    auto fused = model::ln_modulate(ln, x, m[0], m[1]);
+    EXPECT_LT(rel_err(fused, plain), 1.5e-2) << when;
+    return fused;
+  };
+  auto before = check_equal_to_plain("first call");
+  ln->weight.mul_(3);
+  ln->bias.add_(1);
+  auto after = check_equal_to_plain("after an in-place update");
+  EXPECT_GT(rel_err(after, before), 0.1);
 }

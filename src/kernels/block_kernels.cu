@@ -157,7 +157,9 @@ template <typename TX, typename T, int G>
 __global__ void ln_modulate_fwd4(const TX* __restrict__ x, int64_t rows, int H, const float* __restrict__ w,
                                  const float* __restrict__ b, const T* __restrict__ shift, int64_t shift_stride,
                                  const T* __restrict__ scale, int64_t scale_stride, float eps, T* __restrict__ y,
-                                 float* __restrict__ mean, float* __restrict__ rstd) {
+                                 float* __restrict__ mean, float* __restrict__ rstd,
+                                 const T* __restrict__ gate = nullptr, int64_t gate_stride = 0,
+                                 const T* __restrict__ ya = nullptr, TX* __restrict__ x_out = nullptr) {
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= rows) return;
@@ -169,6 +171,14 @@ __global__ void ln_modulate_fwd4(const TX* __restrict__ x, int64_t rows, int H, 
     const int c = 4 * (lane + 32 * g);
     if (c < H) {
       load4(xr + c, v[g]);
+      if (gate) {  // the gated residual first: x_out = x + gate·ya, in x's precision
+        float gv[4], av[4];
+        load4(gate + row * gate_stride + c, gv);
+        load4(ya + row * H + c, av);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) v[g][j] = to_f(from_f<TX>(v[g][j] + gv[j] * av[j]));
+        store4(x_out + row * H + c, v[g]);
+      }
       s += (v[g][0] + v[g][1]) + (v[g][2] + v[g][3]);
     } else {
       v[g][0] = v[g][1] = v[g][2] = v[g][3] = 0.f;
@@ -187,7 +197,7 @@ __global__ void ln_modulate_fwd4(const TX* __restrict__ x, int64_t rows, int H, 
     }
   }
   const float rs = rsqrtf(warp_sum(q) / H + eps);
-  if (lane == 0) {
+  if (lane == 0 && mean) {
     mean[row] = mu;
     rstd[row] = rs;
   }
@@ -303,6 +313,16 @@ __global__ void ln_modulate_bwd4(const T* __restrict__ gy, const TX* __restrict_
 // ---------------------------------------------------------------- q/k norm + head split
 
 // Row r of qkv [B,N,3,heads,hd] is (bn, which, head) with r = (bn*3 + which)*heads + head.
+// Where k and v go: [B,N,heads,hd] like q (slot null), or, for one new position (N = 1), slot
+// *slot of a KV cache [B,heads,cap,hd] (the static decode step: the slot index lives on the device).
+struct KvDest {
+  int64_t cap;
+  const int64_t* slot;
+  __device__ int64_t offset(int64_t bn, int head, int heads, int hd, int64_t row_out) const {
+    return slot ? ((bn * heads + head) * cap + *slot) * hd : row_out;
+  }
+};
+
 struct QkvRow {
   int64_t bn, out;  // out: offset of the row in q/k/v [B,N,heads,hd]
   int which, head;
@@ -320,25 +340,26 @@ template <typename T, int K>
 __global__ void qk_norm_fwd(const T* __restrict__ qkv, int64_t rows, int heads, int hd,
                             const float* __restrict__ wq, const float* __restrict__ bq, const float* __restrict__ wk,
                             const float* __restrict__ bk, float eps, T* __restrict__ q, T* __restrict__ k,
-                            T* __restrict__ v, float* __restrict__ mean, float* __restrict__ rstd) {
+                            T* __restrict__ v, float* __restrict__ mean, float* __restrict__ rstd, KvDest dest) {
   const int lane = threadIdx.x & 31;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (r >= rows) return;
   const QkvRow row(r, heads, hd);
   const T* in = qkv + r * hd;
+  const int64_t kv_out = dest.offset(row.bn, row.head, heads, hd, row.out);
   if (row.which == 2) {
-    for (int c = lane; c < hd; c += 32) v[row.out + c] = in[c];
+    for (int c = lane; c < hd; c += 32) v[kv_out + c] = in[c];
     return;
   }
   float val[K], mu, rs;
   load_row_stats<T, K>(in, hd, lane, eps, val, mu, rs);
-  if (lane == 0) {
+  if (lane == 0 && mean) {
     mean[row.stat(heads)] = mu;
     rstd[row.stat(heads)] = rs;
   }
   const float* w = row.which == 0 ? wq : wk;
   const float* b = row.which == 0 ? bq : bk;
-  T* out = (row.which == 0 ? q : k) + row.out;
+  T* out = row.which == 0 ? q + row.out : k + kv_out;
 #pragma unroll
   for (int j = 0; j < K; ++j) {
     const int c = lane + 32 * j;
@@ -420,7 +441,8 @@ __global__ void qk_norm_fwd8(const __nv_bfloat16* __restrict__ qkv, int64_t rows
                              const float* __restrict__ wq, const float* __restrict__ bq,
                              const float* __restrict__ wk, const float* __restrict__ bk, float eps,
                              __nv_bfloat16* __restrict__ q, __nv_bfloat16* __restrict__ k,
-                             __nv_bfloat16* __restrict__ v, float* __restrict__ mean, float* __restrict__ rstd) {
+                             __nv_bfloat16* __restrict__ v, float* __restrict__ mean, float* __restrict__ rstd,
+                             KvDest dest) {
   const int lane = threadIdx.x & 31, sub = lane % P;
   const bool active = sub < L;
   const int64_t r = (static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * (32 / P) + lane / P;
@@ -441,11 +463,12 @@ __global__ void qk_norm_fwd8(const __nv_bfloat16* __restrict__ qkv, int64_t rows
   }
   const float rs = rsqrtf(group_sum<P>(sq) / hd + eps);
   if (!valid || !active) return;
+  const int64_t kv_out = dest.offset(row.bn, row.head, heads, hd, row.out);
   if (row.which == 2) {
-    *reinterpret_cast<uint4*>(v + row.out + c) = *reinterpret_cast<const uint4*>(qkv + rr * hd + c);
+    *reinterpret_cast<uint4*>(v + kv_out + c) = *reinterpret_cast<const uint4*>(qkv + rr * hd + c);
     return;
   }
-  if (sub == 0) {
+  if (sub == 0 && mean) {
     mean[row.stat(heads)] = mu;
     rstd[row.stat(heads)] = rs;
   }
@@ -454,7 +477,7 @@ __global__ void qk_norm_fwd8(const __nv_bfloat16* __restrict__ qkv, int64_t rows
   load8((row.which == 0 ? bq : bk) + c, bv);
 #pragma unroll
   for (int j = 0; j < 8; ++j) o[j] = (val[j] - mu) * rs * wv[j] + bv[j];
-  store8((row.which == 0 ? q : k) + row.out + c, o);
+  store8((row.which == 0 ? q + row.out : k + kv_out) + c, o);
 }
 
 template <int L, int P>
@@ -716,6 +739,37 @@ void ln_modulate_forward(DType tx, DType t, const void* x, int64_t rows, int H, 
   check_launch("ln_modulate_forward");
 }
 
+bool residual_ln_modulate_supported(DType tx, DType t, const void* x, const void* gate, int64_t gate_stride,
+                                    const void* ya, const void* shift, int64_t shift_stride, const void* scale,
+                                    int64_t scale_stride, const void* x_out, const void* y, int H, const float* w,
+                                    const float* b) {
+  return H <= kMaxWidth && vec4_ok(x, H, H, bytes_of(tx)) && vec4_ok(x_out, H, H, bytes_of(tx)) &&
+         vec4_ok(gate, gate_stride, H, bytes_of(t)) && vec4_ok(ya, H, H, bytes_of(t)) &&
+         vec4_ok(shift, shift_stride, H, bytes_of(t)) && vec4_ok(scale, scale_stride, H, bytes_of(t)) &&
+         vec4_ok(y, H, H, bytes_of(t)) && (!w || (aligned(w, 16) && aligned(b, 16)));
+}
+
+void residual_ln_modulate_forward(DType tx, DType t, const void* x, const void* gate, int64_t gate_stride,
+                                  const void* ya, int64_t rows, int H, const float* w, const float* b,
+                                  const void* shift, int64_t shift_stride, const void* scale, int64_t scale_stride,
+                                  float eps, void* x_out, void* y, cudaStream_t stream) {
+  if (rows == 0) return;
+  if (!residual_ln_modulate_supported(tx, t, x, gate, gate_stride, ya, shift, shift_stride, scale, scale_stride, x_out,
+                                      y, H, w, b))
+    throw std::runtime_error("residual_ln_modulate_forward: rows not aligned to 4 elements or H > kMaxWidth");
+  dispatch2(tx, t, [&](auto tx_, auto t_) {
+    using TX = decltype(tx_);
+    using T = decltype(t_);
+    dispatch_groups(H, [&](auto g_) {
+      ln_modulate_fwd4<TX, T, decltype(g_)::value><<<blocks_for(rows), kThreads, 0, stream>>>(
+          static_cast<const TX*>(x), rows, H, w, b, static_cast<const T*>(shift), shift_stride,
+          static_cast<const T*>(scale), scale_stride, eps, static_cast<T*>(y), nullptr, nullptr,
+          static_cast<const T*>(gate), gate_stride, static_cast<const T*>(ya), static_cast<TX*>(x_out));
+    });
+  });
+  check_launch("residual_ln_modulate_forward");
+}
+
 int64_t ln_modulate_partial_rows(int64_t rows) { return backward_blocks(rows) * kWarps; }
 
 void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, const float* mean, const float* rstd,
@@ -749,9 +803,12 @@ void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, cons
 
 void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int heads, int hd, const float* wq,
                            const float* bq, const float* wk, const float* bk, float eps, void* q, void* k, void* v,
-                           float* mean, float* rstd, cudaStream_t stream) {
+                           float* mean, float* rstd, cudaStream_t stream, int64_t cache_cap,
+                           const int64_t* cache_slot) {
   const int64_t rows = B * N * 3 * heads;
   if (rows == 0) return;
+  if (cache_slot && N != 1) throw std::runtime_error("qk_norm_split_forward: a cache slot takes one position (N = 1)");
+  const KvDest dest{cache_cap, cache_slot};
   if (t == DType::bf16 && aligned(qkv, 16) && aligned(q, 16) && aligned(k, 16) && aligned(v, 16) &&
       aligned(wq, 16) && aligned(bq, 16) && aligned(wk, 16) && aligned(bk, 16) &&
       dispatch_lanes(hd, [&](auto l_, auto p_) {
@@ -760,7 +817,7 @@ void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int h
         qk_norm_fwd8<L, P><<<(rows + per_block - 1) / per_block, kThreads, 0, stream>>>(
             static_cast<const __nv_bfloat16*>(qkv), rows, heads, hd, wq, bq, wk, bk, eps,
             static_cast<__nv_bfloat16*>(q), static_cast<__nv_bfloat16*>(k), static_cast<__nv_bfloat16*>(v), mean,
-            rstd);
+            rstd, dest);
       })) {
     check_launch("qk_norm_split_forward");
     return;
@@ -770,7 +827,7 @@ void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int h
     dispatch_width(hd, [&](auto k_) {
       qk_norm_fwd<T, decltype(k_)::value><<<blocks_for(rows), kThreads, 0, stream>>>(
           static_cast<const T*>(qkv), rows, heads, hd, wq, bq, wk, bk, eps, static_cast<T*>(q),
-          static_cast<T*>(k), static_cast<T*>(v), mean, rstd);
+          static_cast<T*>(k), static_cast<T*>(v), mean, rstd, dest);
     });
   });
   check_launch("qk_norm_split_forward");

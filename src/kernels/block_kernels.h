@@ -23,6 +23,18 @@ void ln_modulate_forward(DType tx, DType t, const void* x, int64_t rows, int H, 
                          const void* shift, int64_t shift_stride, const void* scale, int64_t scale_stride,
                          float eps, void* y, float* mean, float* rstd, cudaStream_t stream);
 
+// Inference: the gated residual and the next modulated LayerNorm in one pass: x_out = x + gate·ya
+// (rounded to tx, like the separate residual op), y = (LN(x_out)·w + b)·(1 + scale) + shift. No
+// statistics kept. Needs rows aligned to 4 elements (residual_ln_modulate_supported; throws otherwise).
+bool residual_ln_modulate_supported(DType tx, DType t, const void* x, const void* gate, int64_t gate_stride,
+                                    const void* ya, const void* shift, int64_t shift_stride, const void* scale,
+                                    int64_t scale_stride, const void* x_out, const void* y, int H, const float* w,
+                                    const float* b);
+void residual_ln_modulate_forward(DType tx, DType t, const void* x, const void* gate, int64_t gate_stride,
+                                  const void* ya, int64_t rows, int H, const float* w, const float* b,
+                                  const void* shift, int64_t shift_stride, const void* scale, int64_t scale_stride,
+                                  float eps, void* x_out, void* y, cudaStream_t stream);
+
 // Gradients of ln_modulate given gy (contiguous [rows,H], dtype t): gx (tx), gscale (t, contiguous)
 // and, with an affine, per-warp partial sums for w and b: gw_part/gb_part [partial_rows(rows), H]
 // (sum them over dim 0). The gradient of shift is gy itself.
@@ -33,10 +45,13 @@ void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, cons
 
 // The attention input step: qkv [B,N,3,heads,hd] (the qkv projection's output) -> q = LN(q)·wq+bq,
 // k = LN(k)·wk+bk, v, each written [B,N,heads,hd] contiguous (attention reads them as [B,heads,N,hd]
-// views, and its output then needs no transpose copy). mean/rstd: [B*N*2*heads].
+// views, and its output then needs no transpose copy). mean/rstd: [B*N*2*heads], or null (not
+// written). With cache_slot (a device pointer; N = 1): k and v are KV caches [B,heads,cache_cap,hd]
+// and this position's key and value go to slot *cache_slot (a decode step's append, graph-replayable).
 void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int heads, int hd, const float* wq,
                            const float* bq, const float* wk, const float* bk, float eps, void* q, void* k, void* v,
-                           float* mean, float* rstd, cudaStream_t stream);
+                           float* mean, float* rstd, cudaStream_t stream, int64_t cache_cap = 0,
+                           const int64_t* cache_slot = nullptr);
 
 // Its gradient: gq, gk, gv [B,N,heads,hd] contiguous -> gqkv [B,N,3,heads,hd], and per-warp partial
 // sums part [qk_norm_partial_rows(), 4, hd] for (wq, bq, wk, bk).

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <mutex>
+#include <vector>
 #include <string>
 
 #include <ATen/autocast_mode.h>
@@ -195,7 +197,39 @@ bool affine_ok(const torch::nn::LayerNorm& ln) {
   return (!w.defined() && !ln->bias.defined()) ||
          (w.defined() && ln->bias.defined() && kernel_dtype(w) && kernel_dtype(ln->bias));
 }
-torch::Tensor f32(const torch::Tensor& t) { return t.to(torch::kFloat32).contiguous(); }
+// A bf16 model's affine parameters, cast once and kept: a decode step would otherwise launch
+// four tiny cast kernels per block (a tenth of a rar_xl step's kernels). Entries hold a weak
+// reference to the parameter (its address cannot be reused while the entry lives) and are valid
+// while its version counter and storage are unchanged; trainable tensors are cast every time.
+torch::Tensor f32(const torch::Tensor& t) {
+  if (t.scalar_type() == torch::kFloat32 && t.is_contiguous()) return t;
+  if (t.requires_grad() && torch::GradMode::is_enabled()) return t.to(torch::kFloat32).contiguous();
+  struct Entry {
+    c10::weak_intrusive_ptr<c10::TensorImpl> source;
+    int64_t version;
+    const void* data;
+    torch::Tensor cast;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto* impl = t.unsafeGetTensorImpl();
+  for (auto it = cache.begin(); it != cache.end();) {
+    if (it->source.expired()) {
+      it = cache.erase(it);
+      continue;
+    }
+    if (it->source._unsafe_get_target() == impl) {
+      if (it->version == t._version() && it->data == t.data_ptr()) return it->cast;
+      it = cache.erase(it);
+      continue;
+    }
+    ++it;
+  }
+  auto cast = t.detach().to(torch::kFloat32).contiguous();
+  cache.push_back({c10::weak_intrusive_ptr<c10::TensorImpl>(t.getIntrusivePtr()), t._version(), t.data_ptr(), cast});
+  return cast;
+}
 #endif
 
 // ---------------------------------------------------------------- MLP tail (every device)
@@ -406,6 +440,71 @@ torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, 
   }
 #endif
   return torch::addcmul(x, gate, y);
+}
+
+std::array<torch::Tensor, 2> gated_residual_ln_modulate(const torch::Tensor& x, const torch::Tensor& gate,
+                                                        const torch::Tensor& y, const torch::nn::LayerNorm& ln,
+                                                        const torch::Tensor& shift, const torch::Tensor& scale,
+                                                        bool inference) {
+#ifdef RAR_WITH_CUDA
+  const auto t = gate.scalar_type();
+  if (inference && fused_kernels_enabled() && !torch::GradMode::is_enabled() && x.is_cuda() && x.dim() == 3 &&
+      x.is_contiguous() && kernel_dtype(x) && kernel_dtype(gate) && y.scalar_type() == t &&
+      shift.scalar_type() == t && scale.scalar_type() == t &&
+      !(x.scalar_type() == torch::kBFloat16 && t == torch::kFloat32) && plain_modulate_dtype(x, shift, scale) == t &&
+      gate.sizes() == x.sizes() && y.sizes() == x.sizes() && shift.sizes() == x.sizes() &&
+      scale.sizes() == x.sizes() && uniform_rows(gate) && uniform_rows(shift) && uniform_rows(scale) &&
+      affine_ok(ln)) {
+    c10::cuda::CUDAGuard guard(x.device());
+    const int64_t H = x.size(-1), rows = x.numel() / H;
+    const auto yc = y.contiguous();
+    const auto w = ln->weight.defined() ? f32(ln->weight) : torch::Tensor();
+    const auto b = ln->bias.defined() ? f32(ln->bias) : torch::Tensor();
+    auto x_out = torch::empty_like(x);
+    auto z = torch::empty(x.sizes(), x.options().dtype(t));
+    if (K::residual_ln_modulate_supported(kdt(x), kdt(gate), x.data_ptr(), gate.data_ptr(), gate.stride(1),
+                                          yc.data_ptr(), shift.data_ptr(), shift.stride(1), scale.data_ptr(),
+                                          scale.stride(1), x_out.data_ptr(), z.data_ptr(), static_cast<int>(H),
+                                          opt_ptr(w), opt_ptr(b))) {
+      K::residual_ln_modulate_forward(kdt(x), kdt(gate), x.data_ptr(), gate.data_ptr(), gate.stride(1), yc.data_ptr(),
+                                      rows, static_cast<int>(H), opt_ptr(w), opt_ptr(b), shift.data_ptr(),
+                                      shift.stride(1), scale.data_ptr(), scale.stride(1),
+                                      static_cast<float>(ln->options.eps()), x_out.data_ptr(), z.data_ptr(), stream());
+      return {x_out, z};
+    }
+  }
+#endif
+  auto x2 = gated_residual(x, gate, y);
+  return {x2, ln_modulate(ln, x2, shift, scale)};
+}
+
+torch::Tensor qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
+                                 const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache, torch::Tensor& v_cache,
+                                 const torch::Tensor& slot) {
+#ifdef RAR_WITH_CUDA
+  const int64_t B = qkv.size(0), hd = qkv.size(-1) / 3 / heads;
+  if (fused_kernels_enabled() && !torch::GradMode::is_enabled() && qkv.is_cuda() && qkv.dim() == 3 &&
+      qkv.size(1) == 1 && kernel_dtype(qkv) && hd <= kernels::kMaxWidth && affine_ok(q_norm) && affine_ok(k_norm) &&
+      q_norm->weight.defined() && k_norm->weight.defined() && k_cache.scalar_type() == qkv.scalar_type() &&
+      v_cache.scalar_type() == qkv.scalar_type() && k_cache.is_contiguous() && v_cache.is_contiguous() &&
+      k_cache.dim() == 4 && k_cache.size(0) == B && k_cache.size(1) == heads && k_cache.size(3) == hd &&
+      v_cache.sizes() == k_cache.sizes() && slot.is_cuda() && slot.scalar_type() == torch::kInt64 &&
+      slot.numel() == 1) {
+    c10::cuda::CUDAGuard guard(qkv.device());
+    const auto in = qkv.contiguous();
+    auto q = torch::empty({B, 1, heads, hd}, qkv.options());
+    K::qk_norm_split_forward(kdt(in), in.data_ptr(), B, 1, static_cast<int>(heads), static_cast<int>(hd),
+                             f32(q_norm->weight).data_ptr<float>(), f32(q_norm->bias).data_ptr<float>(),
+                             f32(k_norm->weight).data_ptr<float>(), f32(k_norm->bias).data_ptr<float>(),
+                             static_cast<float>(q_norm->options.eps()), q.data_ptr(), k_cache.data_ptr(),
+                             v_cache.data_ptr(), nullptr, nullptr, stream(), k_cache.size(2), slot.data_ptr<int64_t>());
+    return q.transpose(1, 2);
+  }
+#endif
+  auto [q, k, v] = qk_norm_split(qkv, heads, q_norm, k_norm);
+  k_cache.index_copy_(2, slot, k);
+  v_cache.index_copy_(2, slot, v);
+  return q;
 }
 
 std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,

@@ -36,6 +36,23 @@ torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x
 // SPEC §3.6 gated residual: x + gate * y.
 torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y);
 
+// SPEC §3.6, the end of a block's attention half and the start of its MLP half: x' = x + gate·y,
+// z = ln_modulate(ln, x', shift, scale) -> {x', z}. With `inference` and grad mode off, on CUDA one
+// kernel pass (the residual stream is read once); otherwise the two ops above (training always
+// takes those, so a checkpointed block's no-grad forward and its recomputation run the same kernels).
+std::array<torch::Tensor, 2> gated_residual_ln_modulate(const torch::Tensor& x, const torch::Tensor& gate,
+                                                        const torch::Tensor& y, const torch::nn::LayerNorm& ln,
+                                                        const torch::Tensor& shift, const torch::Tensor& scale,
+                                                        bool inference);
+
+// Attention inputs of one new position per row (qkv [B,1,3H]): q = q_norm(q) -> [B,heads,1,hd], and
+// k_norm(k), v written into slot `slot` ([1] int64 on the caches' device) of the KV caches
+// [B,heads,cap,hd]. Without gradients on CUDA one kernel writes the cache directly (no separate
+// copy; graph-replayable since the slot is read on the device); otherwise qk_norm_split + index_copy_.
+torch::Tensor qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
+                                 const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache, torch::Tensor& v_cache,
+                                 const torch::Tensor& slot);
+
 // Attention inputs: the qkv projection's output [B,N,3H] -> q = q_norm(q), k = k_norm(k), v, each
 // [B,heads,N,hd]. q/k norms run in the input's dtype (float32 statistics).
 std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,

@@ -62,10 +62,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
 
 torch::Tensor AttentionImpl::forward_slot(const torch::Tensor& x, torch::Tensor& k_cache, torch::Tensor& v_cache,
                                           const torch::Tensor& slot, const torch::Tensor& valid) {
-  auto [q, k, v] = qk_norm_split(linear(*qkv, x), heads, q_norm, k_norm);
-  // this position's key/value into its slot, then softmax(q·kᵀ/√hd over the valid slots)·v
-  k_cache.index_copy_(2, slot, k);
-  v_cache.index_copy_(2, slot, v);
+  // q/k LayerNorm per head; this position's key/value into its slot of the cache
+  //   (model/fused_ops: on CUDA the norm kernel writes the cache slot itself)
+  auto q = qk_norm_into_cache(linear(*qkv, x), heads, q_norm, k_norm, k_cache, v_cache, slot);
+  // softmax(q·kᵀ/√hd over the valid slots)·v
   //   (model/fused_ops: on CUDA one kernel that reads only the filled slots)
   return linear(*proj, decode_attention(q, k_cache, v_cache, slot, valid));
 }
@@ -106,10 +106,12 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
 torch::Tensor BlockImpl::modulated(const torch::Tensor& x_in, const std::array<torch::Tensor, 6>& m,
                                    const std::function<torch::Tensor(const torch::Tensor&)>& attend) {
   // h += gate_a * Attn(LN1(h) * (1 + scale_a) + shift_a)
-  //   (ln_modulate and gated_residual: model/fused_ops, one CUDA kernel each on the fast path)
-  auto x = gated_residual(x_in, m[2], attend(ln_modulate(norm1, x_in, m[0], m[1])));
-  // h += gate_m * MLP(LN2(h) * (1 + scale_m) + shift_m)
-  return gated_residual(x, m[5], mlp(ln_modulate(norm2, x, m[3], m[4])));
+  //   (ln_modulate and gated_residual: model/fused_ops, one CUDA kernel each on the fast path;
+  //   in inference this residual add and LN2's modulation below are one pass)
+  auto [x, z] = gated_residual_ln_modulate(x_in, m[2], attend(ln_modulate(norm1, x_in, m[0], m[1])), norm2, m[3],
+                                           m[4], !is_training());
+  // h += gate_m * MLP(LN2(h) * (1 + scale_m) + shift_m), z = LN2(h) * (1 + scale_m) + shift_m
+  return gated_residual(x, m[5], mlp(z));
 }
 
 // ---------------------------------------------------------------- final layer
@@ -378,11 +380,17 @@ torch::Tensor GeneratorImpl::decode_step_static(const StaticDecode& s, KVCache& 
   if (served < R)
     silu_c = to_compute(F::silu(embeddings(s.condition.narrow(0, 0, R - served)) + E.index_select(0, slot))).unsqueeze(1);
   if (served > 0) table_index = s.table_rows + slot;
+  // Both kinds of rows write into one [R,1,n] product (no concatenation afterwards).
   auto adaln = [&](const torch::nn::LinearImpl& lin, const torch::Tensor& table) {
-    std::vector<torch::Tensor> parts;
-    if (served < R) parts.push_back(linear(lin, silu_c));
-    if (served > 0) parts.push_back(table.index_select(0, table_index).unsqueeze(1));
-    return parts.size() == 1 ? parts[0] : torch::cat({parts[0], parts[1].to(parts[0].scalar_type())});
+    const int64_t n = lin.weight.size(0);
+    if (served == 0) return linear(lin, silu_c);
+    if (served == R) return table.index_select(0, table_index).unsqueeze(1);
+    auto out = torch::empty({R, n}, table.options());
+    auto class_rows = out.narrow(0, 0, R - served), table_rows = out.narrow(0, R - served, served);
+    at::addmm_out(class_rows, lin.bias.to(table.scalar_type()), silu_c.view({R - served, -1}).to(table.scalar_type()),
+                  lin.weight.to(table.scalar_type()).t());
+    at::index_select_out(table_rows, table, 0, table_index);
+    return out.unsqueeze(1);
   };
   auto valid = s.slots.le(slot).view({1, 1, 1, -1});
   for (size_t l = 0; l < block_list.size(); ++l) {
