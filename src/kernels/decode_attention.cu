@@ -1,7 +1,9 @@
 // decode_attention.cu — see decode_attention.h. One block of 128 threads per (row, head). The
-// kernel is bound by reading the cache (every step reads all filled K and V rows), so it reads K
-// and V in one pass with several 16-byte loads in flight per lane: flash-decoding's running softmax
-// per group of lanes, the groups merged at the end.
+// kernel is bound by reading the cache (every step reads all filled K and V rows), so both passes
+// read it in consecutive 16-byte chunks per thread with several loads in flight: the scores of
+// the valid keys go to shared memory, a block-wide max and sum give the softmax, and the values
+// are summed by groups of hd/8 threads (one 16-byte slice of a value row each), whose partial
+// sums are then added in shared memory.
 #include "kernels/decode_attention.h"
 #include "kernels/vec_io.cuh"
 
@@ -16,122 +18,148 @@ namespace rar::kernels {
 namespace {
 
 constexpr int kThreads = 128;
-// Keys each group has in flight at once.
-constexpr int kUnroll = 4;
+constexpr int kWarps = kThreads / 32;
 
-// Sum over aligned groups of P lanes (every lane of the warp takes part).
-template <int P>
-__device__ __forceinline__ float group_sum(float v) {
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct SumOp {
+  __device__ float operator()(float a, float b) const { return a + b; }
+};
+
+// Block-wide reductions (every thread gets the result).
+template <typename Op>
+__device__ float block_reduce(float v, float* red, Op op) {
 #pragma unroll
-  for (int o = P / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();  // red may still be read by a previous reduction
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float r = red[0];
+#pragma unroll
+  for (int w = 1; w < kWarps; ++w) r = op(r, red[w]);
+  return r;
 }
 
-// Groups of P lanes (P = hd/8 rounded up to a power of two; lanes past hd/8 idle) each take every
-// groups-th key: a lane reads one 16-byte slice of the key row and of the value row, the group sums
-// its dot product by shuffles, and keeps a running (max, sum, weighted values) softmax state
-// (one pass over K and V together, kUnroll keys in flight). The groups' states are merged at the end.
-template <typename T, int P>
+// Keys per score tile: the partial dot products of a tile's 16-byte chunks sit in shared memory
+// (kTile · hd/8 floats) until each key's chunks are summed.
+constexpr int kTile = 256;
+// 16-byte chunks each thread has in flight at once.
+constexpr int kUnroll = 4;
+
+template <typename T>
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const T* __restrict__ q, const T* __restrict__ k,
                                                                     const T* __restrict__ v,
                                                                     const int64_t* __restrict__ last, int hd,
                                                                     int64_t cap, float scale, T* __restrict__ out) {
-  constexpr int kGroups = kThreads / P;
-  __shared__ float g_max[kGroups], g_sum[kGroups];
-  __shared__ float g_acc[kGroups * 8 * P];  // each group's weighted value sum [hd]
-  const int64_t rh = blockIdx.x;            // row * heads + head
+  extern __shared__ float smem[];  // scores [cap], then chunk partials [kTile * L] / group outputs
+  __shared__ float qs[256];
+  __shared__ float red[kWarps];
+  const int64_t rh = blockIdx.x;  // row * heads + head
   const int64_t n = *last + 1;
   const int len = static_cast<int>(n < cap ? n : cap);
-  const int L = hd / 8;
-  const int group = threadIdx.x / P, sub = threadIdx.x % P;
-  const bool active = sub < L;
-  const T* kp = k + rh * cap * hd + 8 * sub;
-  const T* vp = v + rh * cap * hd + 8 * sub;
-  float qv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  if (active) {
-    load8(q + rh * hd + 8 * sub, qv);
+  const int L = hd / 8;  // 16-byte chunks (8 elements) per key or value row
+  float* scores = smem;
+  float* part = smem + cap;
+  const T* kp = k + rh * cap * hd;
+  const T* vp = v + rh * cap * hd;
+  for (int i = threadIdx.x; i < hd; i += kThreads) qs[i] = to_f(q[rh * hd + i]) * scale;
+  __syncthreads();
+
+  // Scores, a tile of keys at a time: the tile's keys are one contiguous run of len·hd elements,
+  // read as consecutive 16-byte chunks by consecutive threads (fully coalesced); chunk c belongs to
+  // key c / L, columns 8·(c % L)...; the L partial dot products of a key are then summed.
+  float mx = -FLT_MAX;
+  for (int t0 = 0; t0 < len; t0 += kTile) {
+    const int keys = min(kTile, len - t0), chunks = keys * L;
+    const T* kt = kp + static_cast<int64_t>(t0) * hd;
+    for (int c0 = threadIdx.x; c0 < chunks; c0 += kUnroll * kThreads) {
+      float kv[kUnroll][8];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) qv[e] *= scale;
+      for (int u = 0; u < kUnroll; ++u) {
+        const int c = c0 + u * kThreads;
+        if (c < chunks) load8(kt + 8 * static_cast<int64_t>(c), kv[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int c = c0 + u * kThreads;
+        if (c < chunks) {
+          const float* qc = qs + 8 * (c % L);
+          float acc = 0.f;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc += qc[e] * kv[u][e];
+          part[c] = acc;
+        }
+      }
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < keys; j += kThreads) {
+      float acc = 0.f;
+      for (int p = 0; p < L; ++p) acc += part[j * L + p];
+      scores[t0 + j] = acc;
+      mx = fmaxf(mx, acc);
+    }
+    __syncthreads();  // part is reused by the next tile
   }
-  float m = -FLT_MAX, l = 0.f;
+  mx = block_reduce(mx, red, MaxOp{});
+  float sum = 0.f;
+  for (int j = threadIdx.x; j < len; j += kThreads) {
+    const float e = __expf(scores[j] - mx);
+    scores[j] = e;
+    sum += e;
+  }
+  sum = block_reduce(sum, red, SumOp{});  // its barriers also publish the scores
+
+  // Values: groups of L threads each read one value row (a warp reads consecutive rows, one
+  // contiguous run), kUnroll rows in flight per thread; the groups' partial sums are then added.
+  const int groups = kThreads / L;
+  const int g = threadIdx.x / L, sub = threadIdx.x - g * L;
   float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  // Every lane runs every iteration (the shuffles need the whole warp); keys past len are masked.
-  for (int base = 0; base < len; base += kUnroll * kGroups) {
-    float kv[kUnroll][8], vv[kUnroll][8], sc[kUnroll];
+  if (g < groups) {
+    for (int j0 = g; j0 < len; j0 += kUnroll * groups) {
+      float vv[kUnroll][8];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int j = base + group + u * kGroups;
-      if (active && j < len) {
-        load8(kp + static_cast<int64_t>(j) * hd, kv[u]);
-        load8(vp + static_cast<int64_t>(j) * hd, vv[u]);
-      } else {
+      for (int u = 0; u < kUnroll; ++u) {
+        const int j = j0 + u * groups;
+        if (j < len) load8(vp + static_cast<int64_t>(j) * hd + 8 * sub, vv[u]);
+      }
 #pragma unroll
-        for (int e = 0; e < 8; ++e) kv[u][e] = vv[u][e] = 0.f;
+      for (int u = 0; u < kUnroll; ++u) {
+        const int j = j0 + u * groups;
+        if (j < len) {
+          const float p = scores[j];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[e] += p * vv[u][e];
+        }
       }
     }
-    float m_new = m;
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      float d = 0.f;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) d += qv[e] * kv[u][e];
-      sc[u] = group_sum<P>(d);
-      if (base + group + u * kGroups < len) m_new = fmaxf(m_new, sc[u]);
-    }
-    const float corr = __expf(m - m_new);
-    l *= corr;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[e] *= corr;
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (base + group + u * kGroups < len) {
-        const float p = __expf(sc[u] - m_new);
-        l += p;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[e] += p * vv[u][e];
-      }
-    }
-    m = m_new;
   }
-  if (sub == 0) {
-    g_max[group] = m;
-    g_sum[group] = l;
-  }
-  if (active) {
+  float* partial = part;  // [groups][hd]: no tile partials are live any more
+  if (g < groups) {
 #pragma unroll
-    for (int e = 0; e < 8; ++e) g_acc[group * hd + 8 * sub + e] = acc[e];
+    for (int e = 0; e < 8; ++e) partial[g * hd + 8 * sub + e] = acc[e];
   }
   __syncthreads();
-  float mx = -FLT_MAX;
-#pragma unroll
-  for (int g = 0; g < kGroups; ++g) mx = fmaxf(mx, g_max[g]);
-  float total = 0.f;
-#pragma unroll
-  for (int g = 0; g < kGroups; ++g) total += g_sum[g] * __expf(g_max[g] - mx);
-  const float inv = 1.f / total;
+  const float inv = 1.f / sum;
   for (int i = threadIdx.x; i < hd; i += kThreads) {
     float o = 0.f;
-    for (int g = 0; g < kGroups; ++g) o += g_acc[g * hd + i] * __expf(g_max[g] - mx);
+    for (int gg = 0; gg < groups; ++gg) o += partial[gg * hd + i];
     out[rh * hd + i] = from_f<T>(o * inv);
   }
 }
 
-// Calls f(std::integral_constant<int, P>) for P = hd/8 rounded up to a power of two.
-template <typename F>
-void dispatch_lanes(int hd, F&& f) {
-  const int L = hd / 8;
-  if (L <= 1) f(std::integral_constant<int, 1>{});
-  else if (L <= 2) f(std::integral_constant<int, 2>{});
-  else if (L <= 4) f(std::integral_constant<int, 4>{});
-  else if (L <= 8) f(std::integral_constant<int, 8>{});
-  else if (L <= 16) f(std::integral_constant<int, 16>{});
-  else f(std::integral_constant<int, 32>{});
+// Shared memory of one block: the scores, then the larger of the tile partials and the groups'
+// outputs (at most kThreads/L groups of hd floats = 8·kThreads).
+size_t smem_bytes(int hd, int64_t cap) {
+  return sizeof(float) * static_cast<size_t>(cap + std::max<int64_t>(static_cast<int64_t>(kTile) * (hd / 8), 8 * kThreads));
 }
 
 }  // namespace
 
 bool decode_attention_supported(int hd, int64_t cap) {
-  return hd % 8 == 0 && hd >= 8 && hd <= 256 && cap >= 1 && cap <= kMaxDecodeSlots;
+  return hd % 8 == 0 && hd >= 8 && hd <= 256 && cap >= 1 && cap <= kMaxDecodeSlots &&
+         smem_bytes(hd, cap) <= 48 * 1024;
 }
 
 void decode_attention(DType t, const void* q, const void* k, const void* v, const int64_t* last, int64_t R, int heads,
@@ -140,18 +168,17 @@ void decode_attention(DType t, const void* q, const void* k, const void* v, cons
   if (!decode_attention_supported(hd, cap))
     throw std::runtime_error("decode_attention: head dim " + std::to_string(hd) + " / cache " + std::to_string(cap) +
                              " not supported");
+  const size_t smem = smem_bytes(hd, cap);
   const dim3 grid(static_cast<unsigned>(R * heads));
-  dispatch_lanes(hd, [&](auto p_) {
-    constexpr int P = decltype(p_)::value;
-    if (t == DType::bf16)
-      decode_attention_kernel<__nv_bfloat16, P><<<grid, kThreads, 0, stream>>>(
-          static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(k),
-          static_cast<const __nv_bfloat16*>(v), last, hd, cap, scale, static_cast<__nv_bfloat16*>(out));
-    else
-      decode_attention_kernel<float, P><<<grid, kThreads, 0, stream>>>(
-          static_cast<const float*>(q), static_cast<const float*>(k), static_cast<const float*>(v), last, hd, cap,
-          scale, static_cast<float*>(out));
-  });
+  if (t == DType::bf16)
+    decode_attention_kernel<__nv_bfloat16><<<grid, kThreads, smem, stream>>>(
+        static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(k),
+        static_cast<const __nv_bfloat16*>(v), last, hd, cap, scale, static_cast<__nv_bfloat16*>(out));
+  else
+    decode_attention_kernel<float><<<grid, kThreads, smem, stream>>>(static_cast<const float*>(q),
+                                                                     static_cast<const float*>(k),
+                                                                     static_cast<const float*>(v), last, hd, cap,
+                                                                     scale, static_cast<float*>(out));
   const auto err = cudaGetLastError();
   if (err != cudaSuccess) throw std::runtime_error(std::string("decode_attention: ") + cudaGetErrorString(err));
 }

@@ -12,7 +12,7 @@
 
 namespace rar::kernels {
 
-// Largest cache the kernel takes (a bound for the int slot arithmetic, far above RAR's 257).
+// Largest cache the kernel takes (its scores sit in shared memory).
 constexpr int64_t kMaxDecodeSlots = 4096;
 bool decode_attention_supported(int hd, int64_t cap);
 
