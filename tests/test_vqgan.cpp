@@ -96,8 +96,10 @@ TEST(VQGan, DecodePipelineReturnsBatchesInOrder) {
     torch::NoGradGuard ng;
     auto vq = model::load_vq(shared_ref("tiny_vq.bin"), dev);
     auto codes = io::read_npy(shared_ref("ref_vq_codes.npy")).to(dev);  // [2,256]
-    std::vector<torch::Tensor> batches = {codes, codes.flip(0), codes.narrow(0, 0, 1)};
-    sampling::DecodePipeline pipe(vq.model);
+    // the second batch (5 images) is decoded in chunks of 2
+    std::vector<torch::Tensor> batches = {codes, torch::cat({codes, codes.flip(0), codes.narrow(0, 1, 1)}),
+                                          codes.narrow(0, 0, 1)};
+    sampling::DecodePipeline pipe(vq.model, 2);
     pipe.submit(batches[0]);
     pipe.submit(batches[1]);
     auto first = pipe.take();
@@ -107,8 +109,14 @@ TEST(VQGan, DecodePipelineReturnsBatchesInOrder) {
     for (size_t i = 0; i < batches.size(); ++i) {
       auto want = io::to_uint8_nhwc(vq.model->decode(batches[i])).cpu();
       ASSERT_TRUE(got[i].device().is_cpu());
-      EXPECT_TRUE(got[i].equal(want)) << dev << " batch " << i;
+      // decoding in chunks may round a pixel the other way (the convolutions' batch-size-dependent
+      // algorithms): at most one level off, and rarely
+      auto diff = (got[i].to(torch::kInt32) - want.to(torch::kInt32)).abs();
+      EXPECT_LE(diff.max().item<int>(), 1) << dev << " batch " << i;
+      EXPECT_LT(diff.gt(0).to(torch::kFloat64).mean().item<double>(), 1e-3) << dev << " batch " << i;
     }
     EXPECT_RAR_ERROR(pipe.take(), "take() without a submitted batch");
   }
+  EXPECT_RAR_ERROR(sampling::DecodePipeline(model::load_vq(shared_ref("tiny_vq.bin"), torch::kCPU).model, 0),
+                   "chunk must be > 0");
 }

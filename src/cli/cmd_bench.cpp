@@ -35,7 +35,7 @@ struct BenchArgs {
   int profile = 0;
   std::string trace;
   double dropout = 0.1;
-  int64_t seed = 0, count = 10000, distinct = 0;
+  int64_t seed = 0, count = 10000, distinct = 0, decode_batch = 64;
   std::string out;
 };
 
@@ -146,7 +146,7 @@ void run_sample(const BenchArgs& a) {
     // End to end as `rar sample` runs it: batch i decoded (on a side stream on CUDA) while batch
     // i+1 is generated; the time of `repeats` batches including the last one's decode, per batch.
     e2e_s = time_runs(device, 1, [&] {
-              sampling::DecodePipeline pipe(vq);
+              sampling::DecodePipeline pipe(vq, a.decode_batch);
               for (int64_t r = 0; r < a.repeats; ++r) {
                 auto t = sampler.sample_batch(classes, 0);
                 if (!pipe.empty()) pipe.take();
@@ -304,6 +304,7 @@ void add_bench(CLI::App& app) {
   s->add_flag("--decode", a->decode, "also time tokens -> 256x256 images with MaskGIT-VQGAN");
   s->add_option("--engine", a->engine, "plain, static, graph or auto (graph on CUDA builds)");
   s->add_flag("--channels-last", a->channels_last, "with --decode: NHWC decoder");
+  s->add_option("--decode-batch", a->decode_batch, "with --decode: images decoded at once")->check(CLI::PositiveNumber);
   s->add_option("--distinct-classes", a->distinct, "K classes per batch, each repeated (0 = random classes)");
   s->callback([a] { run_sample(*a); });
   auto* d = bench->add_subcommand("decode", "MaskGIT-VQGAN decoding of 16x16 tokens to 256x256 images");

@@ -27,7 +27,7 @@ struct SampleArgs {
   std::string generator, tokenizer, classes, out, tokens_out, device = "auto", precision = "fp32";
   std::string schedule = "pow-cosine";
   bool all_classes = false;
-  int64_t per_class = 1, batch = 64, max_batches = 0;
+  int64_t per_class = 1, batch = 64, max_batches = 0, decode_batch = 64;
   std::string class_names;
   sampling::SamplingOptions opts;
 };
@@ -131,7 +131,7 @@ void run(SampleArgs& a) {
     torch::Tensor cls, tokens;
   };
   std::optional<sampling::DecodePipeline> decoder;
-  if (vq.model) decoder.emplace(vq.model);
+  if (vq.model) decoder.emplace(vq.model, a.decode_batch);
   std::optional<Batch> waiting;
   auto finish = [&](const Batch& x, const torch::Tensor& images, bool generated_now) {
     if (shards && generated_now) shards->write(x.index, images, x.cls, x.tokens);
@@ -241,6 +241,8 @@ void add_sample(CLI::App& app) {
   cmd->add_option("--engine", a->opts.engine,
                   "plain (the KV-cache loop), static (fixed shapes), graph (static, captured in a CUDA graph) or auto");
   cmd->add_option("--batch", a->batch, "images per batch")->check(CLI::PositiveNumber);
+  cmd->add_option("--decode-batch", a->decode_batch, "images decoded at once (decoder memory: ~8 GiB per 64 in bf16)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
   cmd->add_option("--precision", a->precision, "fp32 or bf16");
   cmd->add_option("--tokens-out", a->tokens_out, "write the sampled token ids, int64 [N,S] .npy");

@@ -1,6 +1,9 @@
 // decode_pipeline.cpp — see decode_pipeline.h.
 #include "sampling/decode_pipeline.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "io/image.h"
 #include "util/error.h"
 
@@ -25,7 +28,8 @@ struct DecodePipeline::Side {
 };
 #endif
 
-DecodePipeline::DecodePipeline(model::VQModel vq) : vq_(std::move(vq)) {
+DecodePipeline::DecodePipeline(model::VQModel vq, int64_t chunk) : vq_(std::move(vq)), chunk_(chunk) {
+  check(chunk_ > 0, "decode pipeline: chunk must be > 0, got ", chunk_);
 #ifdef RAR_WITH_CUDA
   const auto device = vq_->quantize->embedding->weight.device();
   if (device.is_cuda()) side_ = std::make_unique<Side>(Side{c10::cuda::getStreamFromPool(false, device.index())});
@@ -35,6 +39,15 @@ DecodePipeline::DecodePipeline(model::VQModel vq) : vq_(std::move(vq)) {
 DecodePipeline::~DecodePipeline() {
   // Nothing may still be decoding into memory that is about to be freed.
   while (!pending_.empty()) take();
+}
+
+torch::Tensor DecodePipeline::decode(const torch::Tensor& tokens) {
+  const int64_t B = tokens.size(0);
+  if (B <= chunk_) return io::to_uint8_nhwc(vq_->decode(tokens));
+  std::vector<torch::Tensor> parts;
+  for (int64_t i = 0; i < B; i += chunk_)
+    parts.push_back(io::to_uint8_nhwc(vq_->decode(tokens.narrow(0, i, std::min(chunk_, B - i)))));
+  return torch::cat(parts);
 }
 
 void DecodePipeline::submit(const torch::Tensor& tokens) {
@@ -49,13 +62,13 @@ void DecodePipeline::submit(const torch::Tensor& tokens) {
     c10::cuda::CUDAStreamGuard guard(side_->stream);
     ready.block(side_->stream);
     tokens.record_stream(side_->stream);
-    p->images = io::to_uint8_nhwc(vq_->decode(tokens));
+    p->images = decode(tokens);
     p->done.record(side_->stream);
     pending_.push_back(std::move(p));
     return;
   }
 #endif
-  p->images = io::to_uint8_nhwc(vq_->decode(tokens)).cpu();
+  p->images = decode(tokens).cpu();
   pending_.push_back(std::move(p));
 }
 

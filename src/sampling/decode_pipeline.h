@@ -1,7 +1,9 @@
 // decode_pipeline.h — tokens -> uint8 images, overlapped with generation (issue #7): on a CUDA
 // device each submitted batch is decoded on a side stream while the caller generates the next
 // one on the main stream; take() hands back the oldest batch's images on the CPU. Elsewhere it
-// decodes at submit(). The images are the same either way.
+// decodes at submit(). The images are the same either way. A batch is decoded `chunk` images at a
+// time (the decoder's activations dominate memory: ~8 GiB for 64 images in bf16, 4x that for 256),
+// so a large generation batch does not need a decoder batch as large.
 #pragma once
 #include <deque>
 #include <memory>
@@ -14,7 +16,7 @@ namespace rar::sampling {
 
 class DecodePipeline {
  public:
-  explicit DecodePipeline(model::VQModel vq);
+  explicit DecodePipeline(model::VQModel vq, int64_t chunk = 64);
   ~DecodePipeline();
   // Starts decoding tokens [B, h*w] (on the VQ model's device).
   void submit(const torch::Tensor& tokens);
@@ -24,7 +26,9 @@ class DecodePipeline {
 
  private:
   struct Pending;
+  torch::Tensor decode(const torch::Tensor& tokens);
   model::VQModel vq_;
+  int64_t chunk_;
   std::deque<std::unique_ptr<Pending>> pending_;
 #ifdef RAR_WITH_CUDA
   struct Side;
