@@ -16,6 +16,7 @@
 
 #include "kernels/block_kernels.h"
 #include "kernels/decode_attention.h"
+#include "kernels/group_norm.h"
 #endif
 
 namespace rar::model {
@@ -476,6 +477,28 @@ std::array<torch::Tensor, 2> gated_residual_ln_modulate(const torch::Tensor& x, 
 #endif
   auto x2 = gated_residual(x, gate, y);
   return {x2, ln_modulate(ln, x2, shift, scale)};
+}
+
+torch::Tensor group_norm_silu(const torch::nn::GroupNorm& gn, const torch::Tensor& x, bool silu) {
+  const auto& o = gn->options;
+#ifdef RAR_WITH_CUDA
+  if (fused_kernels_enabled() && !torch::GradMode::is_enabled() && x.is_cuda() && x.dim() == 4 &&
+      kernel_dtype(x) && x.is_contiguous(at::MemoryFormat::ChannelsLast) && o.affine() && gn->weight.defined() &&
+      kernel_dtype(gn->weight) && kernel_dtype(gn->bias) && x.size(1) == o.num_channels() &&
+      kernels::group_norm_nhwc_supported(x.size(1), o.num_groups())) {
+    c10::cuda::CUDAGuard guard(x.device());
+    const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+    auto y = torch::empty_like(x, at::MemoryFormat::ChannelsLast);
+    auto ws = torch::empty({kernels::group_norm_nhwc_workspace(N, HW, C, o.num_groups())},
+                           x.options().dtype(torch::kFloat64));
+    kernels::group_norm_nhwc(kdt(x), x.data_ptr(), N, HW, C, o.num_groups(), f32(gn->weight).data_ptr<float>(),
+                             f32(gn->bias).data_ptr<float>(), static_cast<float>(o.eps()), silu, y.data_ptr(),
+                             ws.data_ptr<double>(), stream());
+    return y;
+  }
+#endif
+  auto y = at::group_norm(x, o.num_groups(), gn->weight, gn->bias, o.eps());  // as GroupNormImpl::forward
+  return silu ? torch::silu(y) : y;
 }
 
 torch::Tensor qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,

@@ -76,6 +76,12 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
 torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
                                const torch::Tensor& last, const torch::Tensor& valid);
 
+// The VQ model's GroupNorm followed by SiLU (silu = false: the GroupNorm alone). Without gradients
+// on CUDA, for a channels-last input (the decoder's `use_channels_last` mode): kernels/group_norm,
+// two passes over the activations, output channels-last too (LibTorch's GroupNorm copies such
+// input to NCHW and its output back). Otherwise LibTorch's group_norm (+ silu).
+torch::Tensor group_norm_silu(const torch::nn::GroupNorm& gn, const torch::Tensor& x, bool silu = true);
+
 // SPEC §3.6 MLP tail: fc2(dropout(GELU(u))) for u = fc1(x) [B,N,hidden]. In training the dropout
 // mask is drawn here (one bool per element) and, when gradients are needed, one autograd op keeps
 // only u and the mask — GELU and dropout are recomputed in backward instead of keeping their two

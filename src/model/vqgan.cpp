@@ -1,6 +1,8 @@
 // vqgan.cpp — MaskGIT-VQGAN, following SPEC §6 line by line.
 #include "model/vqgan.h"
 
+#include "model/fused_ops.h"
+
 #include <cmath>
 #include <regex>
 #include <set>
@@ -103,8 +105,9 @@ ResnetBlockImpl::ResnetBlockImpl(int64_t in, int64_t out, int64_t groups, double
 }
 
 torch::Tensor ResnetBlockImpl::forward(const torch::Tensor& x) {
-  auto h = conv1(F::silu(norm1(x)));
-  h = conv2(dropout(F::silu(norm2(h))));
+  // silu(GroupNorm(.)): model/fused_ops (one CUDA kernel pair for channels-last inference)
+  auto h = conv1(group_norm_silu(norm1, x));
+  h = conv2(dropout(group_norm_silu(norm2, h)));
   return in_ch == out_ch ? h + x : h + nin_shortcut(h);  // the published quirk: shortcut of h
 }
 
@@ -152,7 +155,7 @@ torch::Tensor VQEncoderImpl::forward(const torch::Tensor& images) {
   auto h = conv_in(images);
   for (auto& level : *down) h = level->as<DownLevel>()->forward(h);
   for (auto& b : *mid) h = b->as<ResnetBlock>()->forward(h);
-  return conv_out(F::silu(norm_out(h)));
+  return conv_out(group_norm_silu(norm_out, h));
 }
 
 VQDecoderImpl::VQDecoderImpl(const VQConfig& c) {
@@ -170,7 +173,7 @@ torch::Tensor VQDecoderImpl::forward(const torch::Tensor& z) {
   auto h = conv_in(z);
   for (auto& b : *mid) h = b->as<ResnetBlock>()->forward(h);
   for (int64_t i = static_cast<int64_t>(up->size()) - 1; i >= 0; --i) h = up[i]->as<UpLevel>()->forward(h);
-  return conv_out(F::silu(norm_out(h)));
+  return conv_out(group_norm_silu(norm_out, h));
 }
 
 torch::Tensor nearest_codes(const torch::Tensor& flat, const torch::Tensor& codebook) {
