@@ -116,6 +116,8 @@ TEST(VQGan, DecodePipelineReturnsBatchesInOrder) {
       EXPECT_LT(diff.gt(0).to(torch::kFloat64).mean().item<double>(), 1e-3) << dev << " batch " << i;
     }
     EXPECT_RAR_ERROR(pipe.take(), "take() without a submitted batch");
+    EXPECT_RAR_ERROR(pipe.submit(codes + 1024), "code ids must lie in [0, 1024)");  // checked once per batch
+    EXPECT_TRUE(pipe.empty());
   }
   EXPECT_RAR_ERROR(sampling::DecodePipeline(model::load_vq(shared_ref("tiny_vq.bin"), torch::kCPU).model, 0),
                    "chunk must be > 0");

@@ -25,8 +25,8 @@ namespace {
 
 struct SampleArgs {
   std::string generator, tokenizer, classes, out, tokens_out, device = "auto", precision = "fp32";
-  std::string schedule = "pow-cosine";
-  bool all_classes = false;
+  std::string schedule = "pow-cosine", decode_precision = "fp32";
+  bool all_classes = false, channels_last = false;
   int64_t per_class = 1, batch = 64, max_batches = 0, decode_batch = 64;
   std::string class_names;
   sampling::SamplingOptions opts;
@@ -100,7 +100,11 @@ void run(SampleArgs& a) {
                                       a.all_classes, a.per_class, g.cfg.classes);
   model::LoadedVQ vq;
   if (!a.tokenizer.empty()) {
-    vq = model::load_vq(a.tokenizer, device, torch::kFloat32);
+    // fp32 by default (the reference's decoding); bf16 decodes ~1.5x faster on a GPU
+    check(a.decode_precision == "fp32" || a.decode_precision == "bf16", "--decode-precision: expected fp32 or bf16, got '",
+          a.decode_precision, "'");
+    vq = model::load_vq(a.tokenizer, device, a.decode_precision == "bf16" ? torch::kBFloat16 : torch::kFloat32);
+    vq.model->use_channels_last(a.channels_last);
     check(vq.cfg.codebook_size == g.cfg.codebook, "tokenizer codebook (", vq.cfg.codebook_size,
           " codes) does not match the generator's vocabulary (", g.cfg.codebook, ")");
   }
@@ -243,8 +247,10 @@ void add_sample(CLI::App& app) {
   cmd->add_option("--batch", a->batch, "images per batch")->check(CLI::PositiveNumber);
   cmd->add_option("--decode-batch", a->decode_batch, "images decoded at once (decoder memory: ~8 GiB per 64 in bf16)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--decode-precision", a->decode_precision, "decoder weights and activations: fp32 or bf16");
+  cmd->add_flag("--channels-last", a->channels_last, "decoder in channels-last (NHWC) layout");
   cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
-  cmd->add_option("--precision", a->precision, "fp32 or bf16");
+  cmd->add_option("--precision", a->precision, "generator: fp32, tf32 or bf16");
   cmd->add_option("--tokens-out", a->tokens_out, "write the sampled token ids, int64 [N,S] .npy");
   cmd->add_option("--out", a->out, "grid.png | directory/ | samples.npz (ADM layout, resumable)");
   cmd->add_option("--max-batches", a->max_batches,

@@ -54,7 +54,7 @@ void write_images(const std::string& out, const torch::Tensor& images /*[N,C,H,W
   }
   check(ends_with(out, "/") || is_directory(out), "--out ", out, ": expected .npy, .png or a directory/");
   make_dirs(out);
-  auto u8 = io::to_uint8_nhwc(images);
+  auto u8 = io::to_uint8_nhwc(images).cpu();
   for (int64_t i = 0; i < u8.size(0); ++i) {
     char name[32];
     std::snprintf(name, sizeof name, "%06lld.png", (long long)i);

@@ -153,14 +153,14 @@ void write_image(const std::string& path, const torch::Tensor& hwc_in, int jpeg_
 
 torch::Tensor to_uint8_nhwc(const torch::Tensor& images) {
   check(images.dim() == 4, "images: expected [N,C,H,W], got ", images.sizes());
-  auto x = images.detach().to(torch::kCPU);
+  auto x = images.detach();
   if (x.scalar_type() != torch::kUInt8)
     x = (x.to(torch::kFloat32) * 255.0f + 0.5f).clamp(0, 255).to(torch::kUInt8);
   return x.permute({0, 2, 3, 1}).contiguous();
 }
 
 torch::Tensor make_grid(const torch::Tensor& images, int64_t cols, int64_t pad, int pad_value) {
-  auto x = to_uint8_nhwc(images);  // [N,H,W,C]
+  auto x = to_uint8_nhwc(images).cpu();  // [N,H,W,C]
   const int64_t N = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
   check(N > 0 && cols > 0, "grid: nothing to draw");
   cols = std::min(cols, N);

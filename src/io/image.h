@@ -16,7 +16,8 @@ std::string encode_png(const torch::Tensor& hwc);
 // Images [N,C,H,W] float in [0,1] (or uint8) -> one uint8 [H',W',C] grid with `cols` columns and
 // `pad` pixels of `pad_value` between and around the tiles.
 torch::Tensor make_grid(const torch::Tensor& images, int64_t cols, int64_t pad = 2, int pad_value = 255);
-// float [N,C,H,W] in [0,1] -> uint8 [N,H,W,C], rounding like PIL (x*255 + 0.5, clamped).
+// float [N,C,H,W] in [0,1] -> uint8 [N,H,W,C], rounding like PIL (x*255 + 0.5, clamped in float32),
+// on the input's device (a GPU batch converts there and crosses to the host at a quarter of the size).
 torch::Tensor to_uint8_nhwc(const torch::Tensor& images);
 
 }  // namespace rar::io

@@ -228,9 +228,13 @@ torch::Tensor VQModelImpl::encode(const torch::Tensor& images) {
   return quantize->codes_of(encoder(images));
 }
 
-torch::Tensor VQModelImpl::decode(const torch::Tensor& codes) {
+void VQModelImpl::check_codes(const torch::Tensor& codes) const {
   check(codes.numel() == 0 || (codes.min().item<int64_t>() >= 0 && codes.max().item<int64_t>() < cfg.codebook_size),
         "tokenizer: code ids must lie in [0, ", cfg.codebook_size, ")");
+}
+
+torch::Tensor VQModelImpl::decode(const torch::Tensor& codes, bool validate) {
+  if (validate) check_codes(codes);
   auto z = quantize->vectors_of(codes);
   if (channels_last) z = z.contiguous(at::MemoryFormat::ChannelsLast);
   return decoder(z).clamp(0.0, 1.0);

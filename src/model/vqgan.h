@@ -107,7 +107,10 @@ TORCH_MODULE(Quantizer);
 struct VQModelImpl : torch::nn::Module {
   explicit VQModelImpl(const VQConfig& c);
   torch::Tensor encode(const torch::Tensor& images);  // [B,C,H,W] in [0,1] -> [B,h*w] int64
-  torch::Tensor decode(const torch::Tensor& codes);   // [B,h*w] -> [B,C,H,W] clamped to [0,1]
+  // Code ids within [0, codebook_size) (a host sync; throws rar::Error otherwise).
+  void check_codes(const torch::Tensor& codes) const;
+  // (validate = false skips check_codes: for callers that checked already)
+  torch::Tensor decode(const torch::Tensor& codes, bool validate = true);   // [B,h*w] -> [B,C,H,W] clamped to [0,1]
   // Channels-last (NHWC) memory for the convolution weights and the decoder's activations: cuDNN's
   // NHWC kernels are the fast ones for bf16 on recent GPUs. Same values; decode's output is then
   // channels-last too (the same [B,C,H,W] tensor, NHWC in memory). Call after moving the model.

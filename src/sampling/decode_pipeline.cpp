@@ -41,17 +41,20 @@ DecodePipeline::~DecodePipeline() {
   while (!pending_.empty()) take();
 }
 
+// Enqueues the decoding of every chunk without waiting for any (the codes were checked at submit:
+// a per-chunk check would wait for the previous chunk's decoding).
 torch::Tensor DecodePipeline::decode(const torch::Tensor& tokens) {
   const int64_t B = tokens.size(0);
-  if (B <= chunk_) return io::to_uint8_nhwc(vq_->decode(tokens));
+  if (B <= chunk_) return io::to_uint8_nhwc(vq_->decode(tokens, /*validate=*/false));
   std::vector<torch::Tensor> parts;
   for (int64_t i = 0; i < B; i += chunk_)
-    parts.push_back(io::to_uint8_nhwc(vq_->decode(tokens.narrow(0, i, std::min(chunk_, B - i)))));
+    parts.push_back(io::to_uint8_nhwc(vq_->decode(tokens.narrow(0, i, std::min(chunk_, B - i)), false)));
   return torch::cat(parts);
 }
 
 void DecodePipeline::submit(const torch::Tensor& tokens) {
   torch::NoGradGuard no_grad;
+  vq_->check_codes(tokens);  // once per batch, before anything is queued on the side stream
   auto p = std::make_unique<Pending>();
 #ifdef RAR_WITH_CUDA
   if (side_) {
