@@ -15,7 +15,11 @@ for m in rar_b rar_xl; do
   row --model $m --batch 256 --engine graph --distinct-classes 4
 done
 row --model rar_xl --batch 256 --engine graph --decode --repeats 4
+row --model rar_xl --batch 256 --engine graph --decode --repeats 4 --channels-last
+row --model rar_b --batch 256 --engine graph --decode --repeats 4
 row --model rar_b --batch 256 --engine graph --decode --repeats 4 --channels-last
 timeout 90 "$RAR" bench decode --batch 64 --precision bf16
 timeout 90 "$RAR" bench decode --batch 64 --precision bf16 --channels-last --no-header
 timeout 90 "$RAR" bench decode --batch 256 --precision bf16 --channels-last --no-header
+# the decoder's channels-last GroupNorm kernels: where the time goes now
+timeout 90 "$RAR" bench decode --batch 64 --precision bf16 --channels-last --no-header --profile 12 | tail -18
