@@ -13,6 +13,7 @@ for m in rar_b rar_xl; do
   row --model $m --batch 128 --engine plain
   for b in 128 256 512; do row --model $m --batch $b --engine graph; done
   row --model $m --batch 256 --engine graph --distinct-classes 4
+  for b in 256 512; do row --model $m --batch $b --engine graph --kv-cache fp8; done
 done
 row --model rar_xl --batch 256 --engine graph --decode --repeats 4
 row --model rar_xl --batch 256 --engine graph --decode --repeats 4 --channels-last

@@ -396,3 +396,44 @@ TEST(FusedOpsCuda, GroupNormSiluChannelsLastMatchesPlainPath) {
     EXPECT_TRUE(fused.equal(again)) << "C " << C << " dtype " << dt;
   }
 }
+
+// `--kv-cache fp8` on the GPU: the decode-attention kernel reading fp8 caches against the plain
+// path (masked attention over the same fp8 values, read in bf16), and the q/k-norm kernel writing
+// fp8 keys and values into a cache slot against the plain append (bf16 values cast to fp8).
+TEST(FusedOpsCuda, Fp8KvCacheKernelsMatchPlainPath) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  torch::NoGradGuard ng;
+  auto cu = torch::TensorOptions().device(torch::kCUDA);
+  const auto f8 = torch::kFloat8_e4m3fn;
+  const int64_t B = 4, heads = 3, cap = 300;
+  for (int64_t hd : {48, 80})
+  for (int64_t last : {0, 200, 299}) {
+    torch::manual_seed(10);
+    auto q = torch::randn({B, 1, heads, hd}, cu.dtype(torch::kBFloat16)).transpose(1, 2);
+    auto k = torch::randn({B, heads, cap, hd}, cu).to(f8), v = torch::randn({B, heads, cap, hd}, cu).to(f8);
+    auto slot = torch::full({1}, last, cu.dtype(torch::kInt64));
+    auto valid = torch::arange(cap, cu.dtype(torch::kInt64)).le(slot).view({1, 1, 1, -1});
+    model::set_fused_kernels(false);
+    auto plain = model::decode_attention(q, k, v, slot, valid);
+    model::set_fused_kernels(true);
+    auto fused = model::decode_attention(q, k, v, slot, valid);
+    EXPECT_LT(rel_err(fused, plain), 2e-2) << "hd " << hd << " last " << last;
+  }
+  for (auto [H, heads2] : {std::pair<int64_t, int64_t>{144, 3}, std::pair<int64_t, int64_t>{240, 3}}) {
+    torch::manual_seed(11);
+    const int64_t hd = H / heads2, cap2 = 9;
+    auto qn = make_ln(hd, true), kn = make_ln(hd, true);
+    qn->to(torch::kBFloat16), kn->to(torch::kBFloat16);
+    auto qkv = 2 * torch::randn({B, 1, 3 * H}, cu.dtype(torch::kBFloat16));
+    auto slot = torch::full({1}, 4, cu.dtype(torch::kInt64));
+    auto kp = torch::zeros({B, heads2, cap2, hd}, cu).to(f8), vp = kp.clone(), kf = kp.clone(), vf = kp.clone();
+    model::set_fused_kernels(false);
+    auto qp = model::qk_norm_into_cache(qkv, heads2, qn, kn, kp, vp, slot);
+    model::set_fused_kernels(true);
+    auto qf = model::qk_norm_into_cache(qkv, heads2, qn, kn, kf, vf, slot);
+    EXPECT_LT(rel_err(qf, qp), 1e-2) << "H " << H;
+    EXPECT_TRUE(vf.view(torch::kUInt8).equal(vp.view(torch::kUInt8))) << "v: the same bf16 values cast alike, H " << H;
+    EXPECT_LT(rel_err(kf.to(torch::kFloat32), kp.to(torch::kFloat32)), 0.07) << "k within one fp8 step, H " << H;
+    EXPECT_GT(kf.to(torch::kFloat32).abs().sum().item<double>(), 0.0) << "the slot was written";
+  }
+}

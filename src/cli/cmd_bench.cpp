@@ -27,7 +27,7 @@ namespace rar::cli {
 namespace {
 
 struct BenchArgs {
-  std::string model = "rar_b", device = "auto", precision = "bf16", engine = "auto";
+  std::string model = "rar_b", device = "auto", precision = "bf16", engine = "auto", kv_cache = "model";
   int64_t batch = 128, steps = 0, repeats = 2;
   double cfg = 4.0;
   bool decode = false, header = true, checkpoint = false, plain = false, channels_last = false;
@@ -123,6 +123,7 @@ void run_sample(const BenchArgs& a) {
   o.cfg = a.cfg;
   o.steps = a.steps;
   o.engine = a.engine;
+  o.kv_cache = a.kv_cache;
   sampling::Sampler sampler(g, o);
   model::VQModel vq{nullptr};
   if (a.decode) {
@@ -164,7 +165,8 @@ void run_sample(const BenchArgs& a) {
   std::printf("| %s | %lld | %g | %s | %s | %lld | %.1f | %s | %.1f | %s | %.1f |\n", a.model.c_str(),
               (long long)a.batch, a.cfg, a.precision.c_str(),
               (std::string(sampling::engine_name(sampler.engine())) +
-               (a.distinct > 0 ? ", " + std::to_string(a.distinct) + " classes" : ""))
+               (a.distinct > 0 ? ", " + std::to_string(a.distinct) + " classes" : "") +
+               (a.kv_cache == "fp8" ? ", fp8 KV" : ""))
                   .c_str(),
               (long long)steps, a.batch / tokens_s, a.decode ? fixed1(a.batch / e2e_s).c_str() : "-", tflops,
               device.is_cuda() ? cat(static_cast<int>(100 * tflops / kBf16PeakTflops + 0.5), "%").c_str() : "-",
@@ -305,6 +307,7 @@ void add_bench(CLI::App& app) {
   s->add_option("--engine", a->engine, "plain, static, graph or auto (graph on CUDA builds)");
   s->add_flag("--channels-last", a->channels_last, "with --decode: NHWC decoder");
   s->add_option("--decode-batch", a->decode_batch, "with --decode: images decoded at once")->check(CLI::PositiveNumber);
+  s->add_option("--kv-cache", a->kv_cache, "KV cache dtype: model or fp8");
   s->add_option("--distinct-classes", a->distinct, "K classes per batch, each repeated (0 = random classes)");
   s->callback([a] { run_sample(*a); });
   auto* d = bench->add_subcommand("decode", "MaskGIT-VQGAN decoding of 16x16 tokens to 256x256 images");

@@ -244,6 +244,8 @@ void add_sample(CLI::App& app) {
   cmd->add_option("--seed", a->opts.seed, "random seed (batch i uses seed + i)");
   cmd->add_option("--engine", a->opts.engine,
                   "plain (the KV-cache loop), static (fixed shapes), graph (static, captured in a CUDA graph) or auto");
+  cmd->add_option("--kv-cache", a->opts.kv_cache,
+                  "KV cache dtype: model (exact) or fp8 (e4m3, half the memory traffic of a step; approximate)");
   cmd->add_option("--batch", a->batch, "images per batch")->check(CLI::PositiveNumber);
   cmd->add_option("--decode-batch", a->decode_batch, "images decoded at once (decoder memory: ~8 GiB per 64 in bf16)")
       ->check(CLI::PositiveNumber);

@@ -318,6 +318,7 @@ __global__ void ln_modulate_bwd4(const T* __restrict__ gy, const TX* __restrict_
 struct KvDest {
   int64_t cap;
   const int64_t* slot;
+  bool fp8;  // the caches hold fp8 (e4m3): k and v are written rounded to bf16, then to fp8
   __device__ int64_t offset(int64_t bn, int head, int heads, int hd, int64_t row_out) const {
     return slot ? ((bn * heads + head) * cap + *slot) * hd : row_out;
   }
@@ -465,7 +466,10 @@ __global__ void qk_norm_fwd8(const __nv_bfloat16* __restrict__ qkv, int64_t rows
   if (!valid || !active) return;
   const int64_t kv_out = dest.offset(row.bn, row.head, heads, hd, row.out);
   if (row.which == 2) {
-    *reinterpret_cast<uint4*>(v + kv_out + c) = *reinterpret_cast<const uint4*>(qkv + rr * hd + c);
+    if (dest.fp8)
+      store8(reinterpret_cast<__nv_fp8_e4m3*>(v) + kv_out + c, val);
+    else
+      *reinterpret_cast<uint4*>(v + kv_out + c) = *reinterpret_cast<const uint4*>(qkv + rr * hd + c);
     return;
   }
   if (sub == 0 && mean) {
@@ -477,6 +481,12 @@ __global__ void qk_norm_fwd8(const __nv_bfloat16* __restrict__ qkv, int64_t rows
   load8((row.which == 0 ? bq : bk) + c, bv);
 #pragma unroll
   for (int j = 0; j < 8; ++j) o[j] = (val[j] - mu) * rs * wv[j] + bv[j];
+  if (row.which == 1 && dest.fp8) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) o[j] = __bfloat162float(__float2bfloat16(o[j]));  // as the bf16 path's k
+    store8(reinterpret_cast<__nv_fp8_e4m3*>(k) + kv_out + c, o);
+    return;
+  }
   store8((row.which == 0 ? q + row.out : k + kv_out) + c, o);
 }
 
@@ -804,11 +814,13 @@ void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, cons
 void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int heads, int hd, const float* wq,
                            const float* bq, const float* wk, const float* bk, float eps, void* q, void* k, void* v,
                            float* mean, float* rstd, cudaStream_t stream, int64_t cache_cap,
-                           const int64_t* cache_slot) {
+                           const int64_t* cache_slot, bool cache_fp8) {
   const int64_t rows = B * N * 3 * heads;
   if (rows == 0) return;
   if (cache_slot && N != 1) throw std::runtime_error("qk_norm_split_forward: a cache slot takes one position (N = 1)");
-  const KvDest dest{cache_cap, cache_slot};
+  if (cache_fp8 && (!cache_slot || !qk_norm_fp8_cache_supported(t, hd)))
+    throw std::runtime_error("qk_norm_split_forward: an fp8 cache needs a slot, bf16 input and a vectorised head dim");
+  const KvDest dest{cache_cap, cache_slot, cache_fp8};
   if (t == DType::bf16 && aligned(qkv, 16) && aligned(q, 16) && aligned(k, 16) && aligned(v, 16) &&
       aligned(wq, 16) && aligned(bq, 16) && aligned(wk, 16) && aligned(bk, 16) &&
       dispatch_lanes(hd, [&](auto l_, auto p_) {
@@ -831,6 +843,10 @@ void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int h
     });
   });
   check_launch("qk_norm_split_forward");
+}
+
+bool qk_norm_fp8_cache_supported(DType t, int hd) {
+  return t == DType::bf16 && dispatch_lanes(hd, [](auto, auto) {});
 }
 
 int64_t qk_norm_partial_rows(int64_t rows) { return backward_blocks(rows) * kWarps; }

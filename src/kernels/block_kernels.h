@@ -48,10 +48,13 @@ void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, cons
 // views, and its output then needs no transpose copy). mean/rstd: [B*N*2*heads], or null (not
 // written). With cache_slot (a device pointer; N = 1): k and v are KV caches [B,heads,cache_cap,hd]
 // and this position's key and value go to slot *cache_slot (a decode step's append, graph-replayable).
+// cache_fp8: the caches hold fp8 e4m3 (k rounded to bf16 first, as the bf16 path stores it;
+// saturating at +-448); bf16 input and a head dim qk_norm_fp8_cache_supported takes.
 void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int heads, int hd, const float* wq,
                            const float* bq, const float* wk, const float* bk, float eps, void* q, void* k, void* v,
                            float* mean, float* rstd, cudaStream_t stream, int64_t cache_cap = 0,
-                           const int64_t* cache_slot = nullptr);
+                           const int64_t* cache_slot = nullptr, bool cache_fp8 = false);
+bool qk_norm_fp8_cache_supported(DType t, int hd);
 
 // Its gradient: gq, gk, gv [B,N,heads,hd] contiguous -> gqkv [B,N,3,heads,hd], and per-warp partial
 // sums part [qk_norm_partial_rows(), 4, hd] for (wq, bq, wk, bk).

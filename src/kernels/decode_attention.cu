@@ -48,9 +48,10 @@ constexpr int kTile = 256;
 // 16-byte chunks each thread has in flight at once.
 constexpr int kUnroll = 4;
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads) decode_attention_kernel(const T* __restrict__ q, const T* __restrict__ k,
-                                                                    const T* __restrict__ v,
+// T: q and out; KT: the caches (T, or fp8 e4m3).
+template <typename T, typename KT>
+__global__ void __launch_bounds__(kThreads) decode_attention_kernel(const T* __restrict__ q, const KT* __restrict__ k,
+                                                                    const KT* __restrict__ v,
                                                                     const int64_t* __restrict__ last, int hd,
                                                                     int64_t cap, float scale, T* __restrict__ out) {
   extern __shared__ float smem[];  // scores [cap], then chunk partials [kTile * L] / group outputs
@@ -62,8 +63,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const T* __r
   const int L = hd / 8;  // 16-byte chunks (8 elements) per key or value row
   float* scores = smem;
   float* part = smem + cap;
-  const T* kp = k + rh * cap * hd;
-  const T* vp = v + rh * cap * hd;
+  const KT* kp = k + rh * cap * hd;
+  const KT* vp = v + rh * cap * hd;
   for (int i = threadIdx.x; i < hd; i += kThreads) qs[i] = to_f(q[rh * hd + i]) * scale;
   __syncthreads();
 
@@ -73,7 +74,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const T* __r
   float mx = -FLT_MAX;
   for (int t0 = 0; t0 < len; t0 += kTile) {
     const int keys = min(kTile, len - t0), chunks = keys * L;
-    const T* kt = kp + static_cast<int64_t>(t0) * hd;
+    const KT* kt = kp + static_cast<int64_t>(t0) * hd;
     for (int c0 = threadIdx.x; c0 < chunks; c0 += kUnroll * kThreads) {
       float kv[kUnroll][8];
 #pragma unroll
@@ -163,22 +164,28 @@ bool decode_attention_supported(int hd, int64_t cap) {
 }
 
 void decode_attention(DType t, const void* q, const void* k, const void* v, const int64_t* last, int64_t R, int heads,
-                      int hd, int64_t cap, float scale, void* out, cudaStream_t stream) {
+                      int hd, int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8) {
   if (R * heads == 0) return;
   if (!decode_attention_supported(hd, cap))
     throw std::runtime_error("decode_attention: head dim " + std::to_string(hd) + " / cache " + std::to_string(cap) +
                              " not supported");
   const size_t smem = smem_bytes(hd, cap);
   const dim3 grid(static_cast<unsigned>(R * heads));
-  if (t == DType::bf16)
-    decode_attention_kernel<__nv_bfloat16><<<grid, kThreads, smem, stream>>>(
+  if (t == DType::bf16 && kv_fp8)
+    decode_attention_kernel<__nv_bfloat16, __nv_fp8_e4m3><<<grid, kThreads, smem, stream>>>(
+        static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_fp8_e4m3*>(k),
+        static_cast<const __nv_fp8_e4m3*>(v), last, hd, cap, scale, static_cast<__nv_bfloat16*>(out));
+  else if (t == DType::bf16)
+    decode_attention_kernel<__nv_bfloat16, __nv_bfloat16><<<grid, kThreads, smem, stream>>>(
         static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(k),
         static_cast<const __nv_bfloat16*>(v), last, hd, cap, scale, static_cast<__nv_bfloat16*>(out));
+  else if (!kv_fp8)
+    decode_attention_kernel<float, float><<<grid, kThreads, smem, stream>>>(static_cast<const float*>(q),
+                                                                           static_cast<const float*>(k),
+                                                                           static_cast<const float*>(v), last, hd,
+                                                                           cap, scale, static_cast<float*>(out));
   else
-    decode_attention_kernel<float><<<grid, kThreads, smem, stream>>>(static_cast<const float*>(q),
-                                                                     static_cast<const float*>(k),
-                                                                     static_cast<const float*>(v), last, hd, cap,
-                                                                     scale, static_cast<float*>(out));
+    throw std::runtime_error("decode_attention: an fp8 cache takes bf16 queries");
   const auto err = cudaGetLastError();
   if (err != cudaSuccess) throw std::runtime_error(std::string("decode_attention: ") + cudaGetErrorString(err));
 }

@@ -2,6 +2,7 @@
 // float <-> bf16, four or eight consecutive elements as floats (8/16-byte accesses).
 #pragma once
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 
 namespace rar::kernels {
 
@@ -68,6 +69,22 @@ __device__ __forceinline__ void load8(const float* p, float v[8]) {
 __device__ __forceinline__ void store8(float* p, const float v[8]) {
   store4(p, v);
   store4(p + 4, v + 4);
+}
+
+// Eight consecutive fp8 (e4m3) elements (8 bytes) as floats; eight floats to fp8, rounded to
+// nearest, saturating at +-448 (the KV cache in fp8 mode).
+__device__ __forceinline__ void load8(const __nv_fp8_e4m3* p, float v[8]) {
+  const uint2 t = *reinterpret_cast<const uint2*>(p);
+  const float4 a = static_cast<float4>(*reinterpret_cast<const __nv_fp8x4_e4m3*>(&t.x));
+  const float4 b = static_cast<float4>(*reinterpret_cast<const __nv_fp8x4_e4m3*>(&t.y));
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void store8(__nv_fp8_e4m3* p, const float v[8]) {
+  const __nv_fp8x4_e4m3 a(make_float4(v[0], v[1], v[2], v[3])), b(make_float4(v[4], v[5], v[6], v[7]));
+  uint2 t;
+  t.x = *reinterpret_cast<const unsigned*>(&a);
+  t.y = *reinterpret_cast<const unsigned*>(&b);
+  *reinterpret_cast<uint2*>(p) = t;
 }
 
 }  // namespace rar::kernels

@@ -383,8 +383,9 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
   const int64_t B = q.size(0), heads = q.size(1), hd = q.size(3);
 #ifdef RAR_WITH_CUDA
   const int64_t cap = k_cache.size(2);
+  const bool fp8 = k_cache.scalar_type() == torch::kFloat8_e4m3fn && q.scalar_type() == torch::kBFloat16;
   if (fused_kernels_enabled() && q.is_cuda() && kernel_dtype(q) && q.size(2) == 1 &&
-      k_cache.scalar_type() == q.scalar_type() && v_cache.scalar_type() == q.scalar_type() &&
+      (k_cache.scalar_type() == q.scalar_type() || fp8) && v_cache.scalar_type() == k_cache.scalar_type() &&
       k_cache.is_contiguous() && v_cache.is_contiguous() && last.is_cuda() && last.scalar_type() == torch::kInt64 &&
       kernels::decode_attention_supported(static_cast<int>(hd), cap)) {
     c10::cuda::CUDAGuard guard(q.device());
@@ -392,11 +393,15 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
     auto out = torch::empty({B, 1, heads * hd}, q.options());
     kernels::decode_attention(kdt(q), qc.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), last.data_ptr<int64_t>(),
                               B, static_cast<int>(heads), static_cast<int>(hd), cap,
-                              static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))), out.data_ptr(), stream());
+                              static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))), out.data_ptr(), stream(),
+                              fp8);
     return out;
   }
 #endif
-  return at::scaled_dot_product_attention(q, k_cache, v_cache, valid).transpose(1, 2).reshape({B, 1, heads * hd});
+  // (a cache in another dtype, fp8, is read in q's)
+  return at::scaled_dot_product_attention(q, k_cache.to(q.scalar_type()), v_cache.to(q.scalar_type()), valid)
+      .transpose(1, 2)
+      .reshape({B, 1, heads * hd});
 }
 
 torch::Tensor to_compute(const torch::Tensor& t) {
@@ -501,15 +506,34 @@ torch::Tensor group_norm_silu(const torch::nn::GroupNorm& gn, const torch::Tenso
   return silu ? torch::silu(y) : y;
 }
 
+torch::Tensor to_cache_dtype(const torch::Tensor& x, at::ScalarType t) {
+  if (x.scalar_type() == t) return x;
+  // fp8 saturates like the CUDA kernels (LibTorch's cast would give NaN past 448)
+  if (t == torch::kFloat8_e4m3fn) return x.to(torch::kFloat32).clamp(-448.0, 448.0).to(t);
+  return x.to(t);
+}
+
+void append_to_cache(torch::Tensor& cache, const torch::Tensor& slot, const torch::Tensor& x) {
+  auto c = to_cache_dtype(x, cache.scalar_type());
+  if (cache.scalar_type() == torch::kFloat8_e4m3fn)  // index_copy_ has no fp8 kernels: copy the bytes
+    cache.view(torch::kUInt8).index_copy_(2, slot, c.view(torch::kUInt8));
+  else
+    cache.index_copy_(2, slot, c);
+}
+
 torch::Tensor qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
                                  const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache, torch::Tensor& v_cache,
                                  const torch::Tensor& slot) {
 #ifdef RAR_WITH_CUDA
   const int64_t B = qkv.size(0), hd = qkv.size(-1) / 3 / heads;
+  const bool fp8 = k_cache.scalar_type() == torch::kFloat8_e4m3fn;
   if (fused_kernels_enabled() && !torch::GradMode::is_enabled() && qkv.is_cuda() && qkv.dim() == 3 &&
       qkv.size(1) == 1 && kernel_dtype(qkv) && hd <= kernels::kMaxWidth && affine_ok(q_norm) && affine_ok(k_norm) &&
-      q_norm->weight.defined() && k_norm->weight.defined() && k_cache.scalar_type() == qkv.scalar_type() &&
-      v_cache.scalar_type() == qkv.scalar_type() && k_cache.is_contiguous() && v_cache.is_contiguous() &&
+      q_norm->weight.defined() && k_norm->weight.defined() &&
+      (k_cache.scalar_type() == qkv.scalar_type() ||
+       (fp8 && kernels::qk_norm_fp8_cache_supported(kdt(qkv), static_cast<int>(hd)) &&
+        qkv.scalar_type() == torch::kBFloat16)) &&
+      v_cache.scalar_type() == k_cache.scalar_type() && k_cache.is_contiguous() && v_cache.is_contiguous() &&
       k_cache.dim() == 4 && k_cache.size(0) == B && k_cache.size(1) == heads && k_cache.size(3) == hd &&
       v_cache.sizes() == k_cache.sizes() && slot.is_cuda() && slot.scalar_type() == torch::kInt64 &&
       slot.numel() == 1) {
@@ -520,13 +544,14 @@ torch::Tensor qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads, const 
                              f32(q_norm->weight).data_ptr<float>(), f32(q_norm->bias).data_ptr<float>(),
                              f32(k_norm->weight).data_ptr<float>(), f32(k_norm->bias).data_ptr<float>(),
                              static_cast<float>(q_norm->options.eps()), q.data_ptr(), k_cache.data_ptr(),
-                             v_cache.data_ptr(), nullptr, nullptr, stream(), k_cache.size(2), slot.data_ptr<int64_t>());
+                             v_cache.data_ptr(), nullptr, nullptr, stream(), k_cache.size(2), slot.data_ptr<int64_t>(),
+                             fp8);
     return q.transpose(1, 2);
   }
 #endif
   auto [q, k, v] = qk_norm_split(qkv, heads, q_norm, k_norm);
-  k_cache.index_copy_(2, slot, k);
-  v_cache.index_copy_(2, slot, v);
+  append_to_cache(k_cache, slot, k);
+  append_to_cache(v_cache, slot, v);
   return q;
 }
 

@@ -45,6 +45,12 @@ std::array<torch::Tensor, 2> gated_residual_ln_modulate(const torch::Tensor& x, 
                                                         const torch::Tensor& shift, const torch::Tensor& scale,
                                                         bool inference);
 
+// Keys/values in a KV cache's dtype: the model's, or fp8 e4m3 (`--kv-cache fp8`: half the bytes
+// every decode step reads; values saturate at +-448, as the CUDA kernels write them).
+torch::Tensor to_cache_dtype(const torch::Tensor& x, at::ScalarType t);
+// x [B,heads,1,hd] into slot `slot` ([1] int64) of a KV cache [B,heads,cap,hd] (to_cache_dtype).
+void append_to_cache(torch::Tensor& cache, const torch::Tensor& slot, const torch::Tensor& x);
+
 // Attention inputs of one new position per row (qkv [B,1,3H]): q = q_norm(q) -> [B,heads,1,hd], and
 // k_norm(k), v written into slot `slot` ([1] int64 on the caches' device) of the KV caches
 // [B,heads,cap,hd]. Without gradients on CUDA one kernel writes the cache directly (no separate

@@ -44,11 +44,12 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
   auto [q, k, v] = qk_norm_split(linear(*qkv, x), heads, q_norm, k_norm);
   bool causal = true;
   if (k_cache) {
-    // Append this step's keys/values, then attend over everything cached so far.
-    k_cache->index({Slice(), Slice(), Slice(past, past + N)}).copy_(k);
-    v_cache->index({Slice(), Slice(), Slice(past, past + N)}).copy_(v);
-    k = k_cache->index({Slice(), Slice(), Slice(0, past + N)});
-    v = v_cache->index({Slice(), Slice(), Slice(0, past + N)});
+    // Append this step's keys/values, then attend over everything cached so far
+    //   (a cache may hold another dtype than the model, fp8: model/fused_ops to_cache_dtype)
+    k_cache->index({Slice(), Slice(), Slice(past, past + N)}).copy_(to_cache_dtype(k, k_cache->scalar_type()));
+    v_cache->index({Slice(), Slice(), Slice(past, past + N)}).copy_(to_cache_dtype(v, v_cache->scalar_type()));
+    k = k_cache->index({Slice(), Slice(), Slice(0, past + N)}).to(q.scalar_type());
+    v = v_cache->index({Slice(), Slice(), Slice(0, past + N)}).to(q.scalar_type());
     // One new query sees every cached key; several new queries (prefill) need the causal mask,
     // which is aligned to the top-left, so it is only right when nothing was cached before.
     causal = N > 1;
@@ -246,9 +247,10 @@ torch::Tensor GeneratorImpl::forward(const torch::Tensor& tokens, const torch::T
   return head(h.narrow(1, 1, S + 1), c.narrow(1, 1, S + 1));
 }
 
-KVCache GeneratorImpl::make_cache(int64_t batch, int64_t capacity) const {
+KVCache GeneratorImpl::make_cache(int64_t batch, int64_t capacity, std::optional<at::ScalarType> dtype) const {
   KVCache cache;
   auto opts = cls_token.options().requires_grad(false);
+  if (dtype) opts = opts.dtype(*dtype);
   for (int64_t l = 0; l < cfg.layers; ++l) {
     cache.k.push_back(torch::empty({batch, cfg.heads, capacity, cfg.head_dim()}, opts));
     cache.v.push_back(torch::empty({batch, cfg.heads, capacity, cfg.head_dim()}, opts));
@@ -286,10 +288,10 @@ torch::Tensor GeneratorImpl::decode_step(const torch::Tensor& token, int64_t t, 
 
 // ---------------------------------------------------------------- static-shape decoding
 
-KVCache GeneratorImpl::make_zeroed_cache(int64_t batch, int64_t capacity) const {
-  auto cache = make_cache(batch, capacity);
-  for (auto& t : cache.k) t.zero_();
-  for (auto& t : cache.v) t.zero_();
+KVCache GeneratorImpl::make_zeroed_cache(int64_t batch, int64_t capacity, std::optional<at::ScalarType> dtype) const {
+  auto cache = make_cache(batch, capacity, dtype);
+  for (auto* ts : {&cache.k, &cache.v})
+    for (auto& t : *ts) t.view(torch::kUInt8).zero_();  // all-zero bytes are 0 in every float dtype
   return cache;
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 #include <array>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include <torch/torch.h>
@@ -121,7 +122,8 @@ struct GeneratorImpl : torch::nn::Module {
                         const torch::Tensor& orders = {});
 
   // --- incremental decoding with a KV cache (SPEC §5) ---
-  KVCache make_cache(int64_t batch, int64_t capacity) const;
+  // dtype: the model's unless given (fp8 e4m3: `--kv-cache fp8`, see model/fused_ops to_cache_dtype)
+  KVCache make_cache(int64_t batch, int64_t capacity, std::optional<at::ScalarType> dtype = std::nullopt) const;
   // Step 0: feeds cls (index 0) and the class token (index 1, target position first_pos).
   // Returns the logits for the first token [B,V] (float32).
   torch::Tensor decode_prefill(const torch::Tensor& condition, int64_t first_pos, KVCache& cache);
@@ -140,7 +142,7 @@ struct GeneratorImpl : torch::nn::Module {
   // A new batch with the same rows: rewrites s's tensors in place (a graph captured on them stays
   // valid) when its tables keep their shapes; false when they would not (make a new one).
   bool update_static_decode(StaticDecode& s, const torch::Tensor& condition, int64_t table_bytes = int64_t(1) << 30);
-  KVCache make_zeroed_cache(int64_t batch, int64_t capacity) const;
+  KVCache make_zeroed_cache(int64_t batch, int64_t capacity, std::optional<at::ScalarType> dtype = std::nullopt) const;
   // Step t = s.step (1..S-1): the same logits as decode_step(s.token, t, τ_{t-1}, τ_t, ...) [R,V] float32.
   torch::Tensor decode_step_static(const StaticDecode& s, KVCache& cache);
 

@@ -44,7 +44,8 @@ struct DecodeEngine::Graph {
   torch::Tensor logits;
 };
 
-DecodeEngine::DecodeEngine(model::Generator g, EngineKind kind) : g_(std::move(g)), kind_(kind) {}
+DecodeEngine::DecodeEngine(model::Generator g, EngineKind kind, std::optional<at::ScalarType> kv_dtype)
+    : g_(std::move(g)), kind_(kind), kv_dtype_(kv_dtype) {}
 DecodeEngine::~DecodeEngine() = default;
 DecodeEngine::DecodeEngine(DecodeEngine&&) noexcept = default;
 DecodeEngine& DecodeEngine::operator=(DecodeEngine&&) noexcept = default;
@@ -59,7 +60,7 @@ void DecodeEngine::begin(const torch::Tensor& condition, int64_t null_rows, cons
   const bool same = cache_.batch() == R && order == order_ && static_.null_rows == null_rows;
   order_ = order;
   if (kind_ == EngineKind::Plain) {
-    if (cache_.batch() != R) cache_ = g_->make_cache(R, S + 1);
+    if (cache_.batch() != R) cache_ = g_->make_cache(R, S + 1, kv_dtype_);
     return;
   }
   // Same rows and order: the new batch's conditions and adaLN tables go into the existing tensors
@@ -67,7 +68,7 @@ void DecodeEngine::begin(const torch::Tensor& condition, int64_t null_rows, cons
   if (same && static_.token.defined() && g_->update_static_decode(static_, condition_.narrow(0, 0, R - null_rows)))
     return;
   graph_.reset();
-  cache_ = g_->make_zeroed_cache(R, S + 1);
+  cache_ = g_->make_zeroed_cache(R, S + 1, kv_dtype_);
   static_ = g_->make_static_decode(condition_.narrow(0, 0, R - null_rows), null_rows, order_, S + 1);
 }
 

@@ -10,6 +10,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,7 +28,8 @@ const char* engine_name(EngineKind k);
 
 class DecodeEngine {
  public:
-  DecodeEngine(model::Generator g, EngineKind kind);
+  // kv_dtype: the KV cache's dtype (nullopt = the model's; fp8 e4m3 halves what each step reads).
+  DecodeEngine(model::Generator g, EngineKind kind, std::optional<at::ScalarType> kv_dtype = std::nullopt);
   ~DecodeEngine();
   DecodeEngine(DecodeEngine&&) noexcept;
   DecodeEngine& operator=(DecodeEngine&&) noexcept;
@@ -45,6 +47,7 @@ class DecodeEngine {
   struct Graph;
   model::Generator g_;
   EngineKind kind_;
+  std::optional<at::ScalarType> kv_dtype_;
   torch::Tensor condition_;
   std::vector<int64_t> order_;
   model::KVCache cache_;

@@ -24,6 +24,7 @@ struct SamplingOptions {
   uint64_t seed = 0;
   int64_t steps = 0;        // generate only the first `steps` tokens (benchmarks); 0 = all S
   std::string engine = "auto";  // plain | static | graph | auto (sampling/engine.h)
+  std::string kv_cache = "model";  // the KV cache's dtype: model (the model's) | fp8 (e4m3: half the bytes)
 
   void validate() const;  // throws rar::Error naming the bad option
 };
