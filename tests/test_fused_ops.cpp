@@ -236,24 +236,29 @@ TEST(FusedOpsCuda, GeneratorTrainingStepMatchesPlainPath) {
 }
 
 // The decode attention kernel (one query per row, the valid-slot count read from the device) against
-// the masked scaled_dot_product_attention of the plain path: head dims of rar_b, rar_l and rar_xl,
-// one valid slot, a few, all of them; slots past the last valid one hold garbage it must not read.
+// the masked scaled_dot_product_attention of the plain path, float32, bf16 and bf16 over fp8 caches:
+// head dims of rar_b, rar_l, rar_xl and more, one valid slot, a few, all of them, past a score tile;
+// slots past the last valid one hold garbage it must not read.
 TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
   if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
   auto cu = torch::TensorOptions().device(torch::kCUDA);
   const int64_t B = 5, heads = 3;
   // (cap, last): one valid slot, a few, all; and past one 256-key score tile (rar's 257 slots)
   const std::vector<std::pair<int64_t, int64_t>> fills = {{37, 0}, {37, 5}, {37, 36}, {300, 256}, {300, 299}};
+  // (q dtype, cache dtype): float32, bf16, and bf16 queries over fp8 caches (`--kv-cache fp8`)
+  const std::vector<std::pair<at::ScalarType, at::ScalarType>> types = {
+      {torch::kFloat32, torch::kFloat32}, {torch::kBFloat16, torch::kBFloat16}, {torch::kBFloat16, torch::kFloat8_e4m3fn}};
   for (int64_t hd : {48, 64, 80, 128, 256})
-  for (auto dt : {torch::kFloat32, torch::kBFloat16})
+  for (auto [dt, ct] : types)
   for (auto [cap, last] : fills) {
     torch::manual_seed(4);
     auto q = torch::randn({B, 1, heads, hd}, cu.dtype(dt)).transpose(1, 2);  // the layout qk_norm_split gives
-    auto k = torch::randn({B, heads, cap, hd}, cu.dtype(dt)), v = torch::randn({B, heads, cap, hd}, cu.dtype(dt));
+    auto k = torch::randn({B, heads, cap, hd}, cu), v = torch::randn({B, heads, cap, hd}, cu);
     if (last + 1 < cap) {  // garbage beyond the valid slots
       k.narrow(2, last + 1, cap - last - 1).fill_(1e4);
       v.narrow(2, last + 1, cap - last - 1).fill_(-1e4);
     }
+    k = model::to_cache_dtype(k, ct), v = model::to_cache_dtype(v, ct);
     auto slot = torch::full({1}, last, cu.dtype(torch::kInt64));
     auto valid = torch::arange(cap, cu.dtype(torch::kInt64)).le(slot).view({1, 1, 1, -1});
     model::set_fused_kernels(false);
@@ -266,8 +271,8 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
     auto p = (q.to(torch::kFloat64).matmul(kv.transpose(-1, -2)) / std::sqrt(double(hd))).softmax(-1);
     auto ref = p.matmul(vv).transpose(1, 2).reshape({B, 1, heads * hd});
     const double tol = dt == torch::kFloat32 ? 1e-5 : 2e-2;
-    EXPECT_LT(rel_err(fused, ref), tol) << "hd " << hd << " dtype " << dt << " last " << last;
-    EXPECT_LT(rel_err(plain, ref), tol) << "plain, hd " << hd << " dtype " << dt << " last " << last;
+    EXPECT_LT(rel_err(fused, ref), tol) << "hd " << hd << " dtype " << dt << " cache " << ct << " last " << last;
+    EXPECT_LT(rel_err(plain, ref), tol) << "plain, hd " << hd << " dtype " << dt << " cache " << ct << " last " << last;
   }
 }
 
@@ -397,28 +402,14 @@ TEST(FusedOpsCuda, GroupNormSiluChannelsLastMatchesPlainPath) {
   }
 }
 
-// `--kv-cache fp8` on the GPU: the decode-attention kernel reading fp8 caches against the plain
-// path (masked attention over the same fp8 values, read in bf16), and the q/k-norm kernel writing
-// fp8 keys and values into a cache slot against the plain append (bf16 values cast to fp8).
-TEST(FusedOpsCuda, Fp8KvCacheKernelsMatchPlainPath) {
+// `--kv-cache fp8` on the GPU: the q/k-norm kernel writing fp8 keys and values into a cache slot
+// against the plain append (bf16 values cast to fp8). (Decode attention over fp8 caches: above.)
+TEST(FusedOpsCuda, Fp8KvCacheAppendMatchesPlainPath) {
   if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
   torch::NoGradGuard ng;
   auto cu = torch::TensorOptions().device(torch::kCUDA);
   const auto f8 = torch::kFloat8_e4m3fn;
-  const int64_t B = 4, heads = 3, cap = 300;
-  for (int64_t hd : {48, 80})
-  for (int64_t last : {0, 200, 299}) {
-    torch::manual_seed(10);
-    auto q = torch::randn({B, 1, heads, hd}, cu.dtype(torch::kBFloat16)).transpose(1, 2);
-    auto k = torch::randn({B, heads, cap, hd}, cu).to(f8), v = torch::randn({B, heads, cap, hd}, cu).to(f8);
-    auto slot = torch::full({1}, last, cu.dtype(torch::kInt64));
-    auto valid = torch::arange(cap, cu.dtype(torch::kInt64)).le(slot).view({1, 1, 1, -1});
-    model::set_fused_kernels(false);
-    auto plain = model::decode_attention(q, k, v, slot, valid);
-    model::set_fused_kernels(true);
-    auto fused = model::decode_attention(q, k, v, slot, valid);
-    EXPECT_LT(rel_err(fused, plain), 2e-2) << "hd " << hd << " last " << last;
-  }
+  const int64_t B = 4;
   for (auto [H, heads2] : {std::pair<int64_t, int64_t>{144, 3}, std::pair<int64_t, int64_t>{240, 3}}) {
     torch::manual_seed(11);
     const int64_t hd = H / heads2, cap2 = 9;
