@@ -34,6 +34,28 @@ TEST(CliSample, GreedyTokensEqualReference) {
   EXPECT_TRUE(io::read_npy(dir / "g2.npy").equal(ref[0]));
 }
 
+// The decoder options: bf16 weights, channels-last, 1 image at a time: the same images as the
+// default fp32 decoding within bf16 rounding; and the fp8 KV cache runs from the CLI with greedy
+// tokens mostly equal to the exact cache's.
+TEST(CliSample, DecoderAndKvCacheOptions) {
+  TempDir dir;
+  const std::string common = "sample" + gen() + tok() + "--classes 1,2 --per-class 2 --cfg 4 --seed 3 --device cpu ";
+  ASSERT_EQ(run_rar(common + "--out " + (dir / "a/")).status, 0);
+  auto r = run_rar(common + "--decode-precision bf16 --channels-last --decode-batch 1 --out " + (dir / "b/"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const auto& name : list_dir(dir / "a")) {
+    auto a = io::read_image(dir / "a/" + name).to(torch::kInt32), b = io::read_image(dir / "b/" + name).to(torch::kInt32);
+    // (tiny_vq: 1.3-1.4 levels on average; a wrong decode is tens)
+    EXPECT_LE((a - b).abs().to(torch::kFloat64).mean().item<double>(), 2.0) << name;
+  }
+  const std::string greedy = "sample" + gen() + "--classes 3,7,0,9 --cfg 3.0 --cfg-power 1.0 --top-k 1 --device cpu ";
+  ASSERT_EQ(run_rar(greedy + "--tokens-out " + (dir / "exact.npy")).status, 0);
+  r = run_rar(greedy + "--kv-cache fp8 --engine static --tokens-out " + (dir / "fp8.npy"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto same = io::read_npy(dir / "exact.npy").eq(io::read_npy(dir / "fp8.npy")).to(torch::kFloat64).mean();
+  EXPECT_GT(same.item<double>(), 0.9);  // (99.4%; greedy paths drift apart after a differing token)
+}
+
 TEST(CliSample, GridDirectoryAndDecodedImagesAgree) {
   TempDir dir;
   auto r = run_rar("sample" + gen() + tok() + "--classes 1,2 --per-class 2 --cfg 4 --seed 3 --device cpu --out " +
@@ -134,6 +156,9 @@ TEST(CliSample, ErrorsAreOneLine) {
       {"sample" + gen() + "--classes 3 --tokenizer " + (dir / "vq64.safetensors") + " --out " + (dir / "g.png"),
        "tokenizer codebook (64 codes) does not match the generator's vocabulary (1024)"},
       {"sample" + gen() + "--classes x --tokens-out " + (dir / "t.npy"), "--classes: 'x' is not a class id"},
+      {"sample" + gen() + "--classes 3 --kv-cache fp4 --tokens-out " + (dir / "t.npy"), "--kv-cache must be model or fp8"},
+      {"sample" + gen() + tok() + "--classes 3 --decode-precision fp16 --out " + (dir / "g.png"),
+       "--decode-precision: expected fp32 or bf16"},
   };
   for (auto& c : cases) {
     auto r = run_rar(c.args);
