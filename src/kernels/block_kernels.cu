@@ -834,6 +834,8 @@ void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int h
     check_launch("qk_norm_split_forward");
     return;
   }
+  // (the per-element kernels write k and v in t only)
+  if (cache_fp8) throw std::runtime_error("qk_norm_split_forward: an fp8 cache needs 16-byte-aligned rows");
   dispatch2(t == DType::f32 ? DType::f32 : DType::bf16, t, [&](auto, auto t_) {
     using T = decltype(t_);
     dispatch_width(hd, [&](auto k_) {

@@ -42,10 +42,10 @@ __device__ float block_reduce(float v, float* red, Op op) {
   return r;
 }
 
-// Keys per score tile: the partial dot products of a tile's 16-byte chunks sit in shared memory
-// (kTile · hd/8 floats) until each key's chunks are summed.
+// Keys per score tile: the partial dot products of a tile's 8-element chunks (16 bytes in bf16, 8
+// in fp8) sit in shared memory (kTile · hd/8 floats) until each key's chunks are summed.
 constexpr int kTile = 256;
-// 16-byte chunks each thread has in flight at once.
+// Chunks each thread has in flight at once.
 constexpr int kUnroll = 4;
 
 // T: q and out; KT: the caches (T, or fp8 e4m3).
