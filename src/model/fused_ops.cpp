@@ -490,7 +490,7 @@ torch::Tensor group_norm_silu(const torch::nn::GroupNorm& gn, const torch::Tenso
   if (fused_kernels_enabled() && !torch::GradMode::is_enabled() && x.is_cuda() && x.dim() == 4 &&
       kernel_dtype(x) && x.is_contiguous(at::MemoryFormat::ChannelsLast) && o.affine() && gn->weight.defined() &&
       kernel_dtype(gn->weight) && kernel_dtype(gn->bias) && x.size(1) == o.num_channels() &&
-      kernels::group_norm_nhwc_supported(x.size(1), o.num_groups())) {
+      reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 && kernels::group_norm_nhwc_supported(x.size(1), o.num_groups())) {
     c10::cuda::CUDAGuard guard(x.device());
     const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
     auto y = torch::empty_like(x, at::MemoryFormat::ChannelsLast);
