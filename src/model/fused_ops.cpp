@@ -4,9 +4,11 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <iterator>
 #include <mutex>
-#include <vector>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include <ATen/autocast_mode.h>
 
@@ -199,9 +201,10 @@ bool affine_ok(const torch::nn::LayerNorm& ln) {
          (w.defined() && ln->bias.defined() && kernel_dtype(w) && kernel_dtype(ln->bias));
 }
 // A bf16 model's affine parameters, cast once and kept: a decode step would otherwise launch
-// four tiny cast kernels per block (a tenth of a rar_xl step's kernels). Entries hold a weak
-// reference to the parameter (its address cannot be reused while the entry lives) and are valid
-// while its version counter and storage are unchanged; trainable tensors are cast every time.
+// four tiny cast kernels per block (a tenth of a rar_xl step's kernels). Keyed by the parameter's
+// TensorImpl, of which each entry holds a weak reference (so the address cannot be reused while
+// the entry lives); an entry is valid while the version counter and storage are unchanged.
+// Trainable tensors are cast every time.
 torch::Tensor f32(const torch::Tensor& t) {
   if (t.scalar_type() == torch::kFloat32 && t.is_contiguous()) return t;
   if (t.requires_grad() && torch::GradMode::is_enabled()) return t.to(torch::kFloat32).contiguous();
@@ -212,24 +215,36 @@ torch::Tensor f32(const torch::Tensor& t) {
     torch::Tensor cast;
   };
   static std::mutex mu;
-  static std::vector<Entry> cache;
+  static std::unordered_map<const c10::TensorImpl*, Entry> cache;
   std::lock_guard<std::mutex> lock(mu);
-  auto* impl = t.unsafeGetTensorImpl();
-  for (auto it = cache.begin(); it != cache.end();) {
-    if (it->source.expired()) {
-      it = cache.erase(it);
-      continue;
-    }
-    if (it->source._unsafe_get_target() == impl) {
-      if (it->version == t._version() && it->data == t.data_ptr()) return it->cast;
-      it = cache.erase(it);
-      continue;
-    }
-    ++it;
-  }
+  auto it = cache.find(t.unsafeGetTensorImpl());
+  if (it != cache.end() && it->second.version == t._version() && it->second.data == t.data_ptr())
+    return it->second.cast;
+  for (auto e = cache.begin(); e != cache.end();)  // entries of freed parameters go on an insert
+    e = e->second.source.expired() ? cache.erase(e) : std::next(e);
   auto cast = t.detach().to(torch::kFloat32).contiguous();
-  cache.push_back({c10::weak_intrusive_ptr<c10::TensorImpl>(t.getIntrusivePtr()), t._version(), t.data_ptr(), cast});
+  cache.insert_or_assign(t.unsafeGetTensorImpl(),
+                         Entry{c10::weak_intrusive_ptr<c10::TensorImpl>(t.getIntrusivePtr()), t._version(),
+                               t.data_ptr(), cast});
   return cast;
+}
+
+// What the LN-modulation kernels take (ln_modulate's fused path, and gated_residual_ln_modulate's).
+bool ln_modulate_fusable(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
+                         const torch::Tensor& scale) {
+  return fused_kernels_enabled() && x.is_cuda() && x.dim() == 3 && x.size(-1) <= kernels::kMaxWidth &&
+         kernel_dtype(x) && kernel_dtype(shift) && shift.scalar_type() == scale.scalar_type() &&
+         plain_modulate_dtype(x, shift, scale) == shift.scalar_type() &&
+         !(x.scalar_type() == torch::kBFloat16 && shift.scalar_type() == torch::kFloat32) &&
+         shift.sizes() == x.sizes() && scale.sizes() == x.sizes() && uniform_rows(shift) && uniform_rows(scale) &&
+         affine_ok(ln);
+}
+// What the gated-residual kernels take (gated_residual's fused path, and gated_residual_ln_modulate's).
+bool gated_residual_fusable(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
+  return fused_kernels_enabled() && x.is_cuda() && x.dim() == 3 && kernel_dtype(x) && kernel_dtype(y) &&
+         gate.scalar_type() == y.scalar_type() &&
+         !(x.scalar_type() == torch::kBFloat16 && y.scalar_type() == torch::kFloat32) && gate.sizes() == x.sizes() &&
+         y.sizes() == x.sizes() && uniform_rows(gate);
 }
 #endif
 
@@ -423,12 +438,7 @@ bool fused_kernels_built() {
 torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
                           const torch::Tensor& scale) {
 #ifdef RAR_WITH_CUDA
-  if (fused_kernels_enabled() && x.is_cuda() && x.dim() == 3 && x.size(-1) <= kernels::kMaxWidth &&
-      kernel_dtype(x) && kernel_dtype(shift) && shift.scalar_type() == scale.scalar_type() &&
-      plain_modulate_dtype(x, shift, scale) == shift.scalar_type() &&
-      !(x.scalar_type() == torch::kBFloat16 && shift.scalar_type() == torch::kFloat32) &&
-      shift.sizes() == x.sizes() && scale.sizes() == x.sizes() && uniform_rows(shift) && uniform_rows(scale) &&
-      affine_ok(ln)) {
+  if (ln_modulate_fusable(ln, x, shift, scale)) {
     const auto none = torch::empty({0}, x.options().dtype(torch::kFloat32));
     return LnModulateFn::apply(x.contiguous(), ln->weight.defined() ? f32(ln->weight) : none,
                                ln->bias.defined() ? f32(ln->bias) : none, shift, scale, ln->options.eps());
@@ -439,9 +449,7 @@ torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x
 
 torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
 #ifdef RAR_WITH_CUDA
-  if (fused_kernels_enabled() && x.is_cuda() && x.dim() == 3 && kernel_dtype(x) && kernel_dtype(y) &&
-      gate.scalar_type() == y.scalar_type() && !(x.scalar_type() == torch::kBFloat16 && y.scalar_type() == torch::kFloat32) &&
-      gate.sizes() == x.sizes() && y.sizes() == x.sizes() && uniform_rows(gate)) {
+  if (gated_residual_fusable(x, gate, y)) {
     return GatedResidualFn::apply(x, gate, y.contiguous());
   }
 #endif
@@ -454,13 +462,8 @@ std::array<torch::Tensor, 2> gated_residual_ln_modulate(const torch::Tensor& x, 
                                                         bool inference) {
 #ifdef RAR_WITH_CUDA
   const auto t = gate.scalar_type();
-  if (inference && fused_kernels_enabled() && !torch::GradMode::is_enabled() && x.is_cuda() && x.dim() == 3 &&
-      x.is_contiguous() && kernel_dtype(x) && kernel_dtype(gate) && y.scalar_type() == t &&
-      shift.scalar_type() == t && scale.scalar_type() == t &&
-      !(x.scalar_type() == torch::kBFloat16 && t == torch::kFloat32) && plain_modulate_dtype(x, shift, scale) == t &&
-      gate.sizes() == x.sizes() && y.sizes() == x.sizes() && shift.sizes() == x.sizes() &&
-      scale.sizes() == x.sizes() && uniform_rows(gate) && uniform_rows(shift) && uniform_rows(scale) &&
-      affine_ok(ln)) {
+  if (inference && !torch::GradMode::is_enabled() && x.is_contiguous() && shift.scalar_type() == t &&
+      gated_residual_fusable(x, gate, y) && ln_modulate_fusable(ln, x, shift, scale)) {
     c10::cuda::CUDAGuard guard(x.device());
     const int64_t H = x.size(-1), rows = x.numel() / H;
     const auto yc = y.contiguous();

@@ -380,17 +380,17 @@ torch::Tensor GeneratorImpl::decode_step_static(const StaticDecode& s, KVCache& 
   // (class rows beyond the table budget) run the matmul on SiLU(emb(c) + E[1+t]).
   torch::Tensor silu_c, table_index;
   if (served < R)
-    silu_c = to_compute(F::silu(embeddings(s.condition.narrow(0, 0, R - served)) + E.index_select(0, slot))).unsqueeze(1);
+    silu_c = to_compute(F::silu(embeddings(s.condition.narrow(0, 0, R - served)) + E.index_select(0, slot)));
   if (served > 0) table_index = s.table_rows + slot;
-  // Both kinds of rows write into one [R,1,n] product (no concatenation afterwards).
+  // Both kinds of rows write into one [R,1,n] product (no concatenation afterwards), in the tables' dtype.
+  if (served > 0 && served < R) silu_c = silu_c.to(s.table_head.scalar_type());
   auto adaln = [&](const torch::nn::LinearImpl& lin, const torch::Tensor& table) {
     const int64_t n = lin.weight.size(0);
-    if (served == 0) return linear(lin, silu_c);
+    if (served == 0) return linear(lin, silu_c.unsqueeze(1));
     if (served == R) return table.index_select(0, table_index).unsqueeze(1);
     auto out = torch::empty({R, n}, table.options());
     auto class_rows = out.narrow(0, 0, R - served), table_rows = out.narrow(0, R - served, served);
-    at::addmm_out(class_rows, lin.bias.to(table.scalar_type()), silu_c.view({R - served, -1}).to(table.scalar_type()),
-                  lin.weight.to(table.scalar_type()).t());
+    at::addmm_out(class_rows, lin.bias.to(table.scalar_type()), silu_c, lin.weight.to(table.scalar_type()).t());
     at::index_select_out(table_rows, table, 0, table_index);
     return out.unsqueeze(1);
   };

@@ -45,11 +45,10 @@ DecodePipeline::~DecodePipeline() {
 // a per-chunk check would wait for the previous chunk's decoding).
 torch::Tensor DecodePipeline::decode(const torch::Tensor& tokens) {
   const int64_t B = tokens.size(0);
-  if (B <= chunk_) return io::to_uint8_nhwc(vq_->decode(tokens, /*validate=*/false));
   std::vector<torch::Tensor> parts;
   for (int64_t i = 0; i < B; i += chunk_)
-    parts.push_back(io::to_uint8_nhwc(vq_->decode(tokens.narrow(0, i, std::min(chunk_, B - i)), false)));
-  return torch::cat(parts);
+    parts.push_back(io::to_uint8_nhwc(vq_->decode(tokens.narrow(0, i, std::min(chunk_, B - i)), /*validate=*/false)));
+  return parts.size() == 1 ? parts[0] : torch::cat(parts);
 }
 
 void DecodePipeline::submit(const torch::Tensor& tokens) {
