@@ -2,7 +2,8 @@
 # One device call's worth of checking, run on the GPU machine from the repository root (after
 # scripts/gpu-pack.sh here, with .devrun carried): CUDA build, the whole test suite, then the
 # sampling/decoding benchmarks (bench/gpu_sample.sh) and, with TRAIN=1, the training table
-# (bench/gpu_train.sh). Logs and tables go to $OUT (the device tool's output folder).
+# (bench/gpu_train.sh); SAMPLE=0 skips the sampling table, MULTI=N runs bench/gpu_multi.sh on N GPUs.
+# Logs and tables go to $OUT (the device tool's output folder).
 set -u
 OUT=${OUT:-/tmp/rar-gpu}
 mkdir -p "$OUT"
@@ -15,6 +16,6 @@ stamp build
 (cd build-gpu && ctest --output-on-failure --timeout 150 -j 4 > "$OUT/ctest.log" 2>&1)
 grep -E "tests passed|tests failed" "$OUT/ctest.log"; grep -E "\(Failed\)|Failure" -A3 "$OUT/ctest.log" | head -30
 stamp tests
-bench/gpu_sample.sh build-gpu/rar 2>&1 | tee "$OUT/sample.md"
-stamp sample
+if [ "${MULTI:-0}" -gt 1 ]; then OUT=$OUT/multi bench/gpu_multi.sh build-gpu/rar "$MULTI" 2>&1 | tee "$OUT/multi.md"; stamp multi; fi
+if [ "${SAMPLE:-1}" = 1 ]; then bench/gpu_sample.sh build-gpu/rar 2>&1 | tee "$OUT/sample.md"; stamp sample; fi
 if [ "${TRAIN:-0}" = 1 ]; then bench/gpu_train.sh build-gpu/rar 2>&1 | tee "$OUT/train.md"; stamp train; fi
