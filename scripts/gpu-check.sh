@@ -16,6 +16,7 @@ stamp build
 (cd build-gpu && ctest --output-on-failure --timeout 150 -j 4 > "$OUT/ctest.log" 2>&1)
 grep -E "tests passed|tests failed" "$OUT/ctest.log"; grep -E "\(Failed\)|Failure" -A3 "$OUT/ctest.log" | head -30
 stamp tests
-if [ "${MULTI:-0}" -gt 1 ]; then OUT=$OUT/multi bench/gpu_multi.sh build-gpu/rar "$MULTI" 2>&1 | tee "$OUT/multi.md"; stamp multi; fi
+if [ "${MULTI:-0}" -gt 1 ]; then OUT=/tmp/rar-multi bench/gpu_multi.sh build-gpu/rar "$MULTI" 2>&1 | tee "$OUT/multi.md"
+  (cd /tmp/rar-multi && find . -name '*.log' -o -name metrics.jsonl | tar cf "$OUT/multi-logs.tar" -T -); stamp multi; fi
 if [ "${SAMPLE:-1}" = 1 ]; then bench/gpu_sample.sh build-gpu/rar 2>&1 | tee "$OUT/sample.md"; stamp sample; fi
 if [ "${TRAIN:-0}" = 1 ]; then bench/gpu_train.sh build-gpu/rar 2>&1 | tee "$OUT/train.md"; stamp train; fi
