@@ -8,38 +8,65 @@ RAR=${1:-build-gpu/rar}
 NG=${2:-2}
 OUT=${OUT:-/tmp/rar-multi}
 mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0  # NVLink multicast off (device README)
-"$RAR" bench tokens --model rar_b --count 65536 --out "$OUT/rand.rartok"
-STEPS=${STEPS:-200}
-GB=${GLOBAL_BATCH:-128}
-common="train --data $OUT/rand.rartok --device cuda experiment.log_every=10 experiment.save_every=100000
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # NVLink multicast off (device README)
+echo "== how the GPUs are linked"
+nvidia-smi topo -m 2>&1 | head -$((NG + 2))
+# Learnable data (per-class templates): the gradients carry signal, so the weights of two runs can be
+# compared (on random tokens Adam's steps are mostly noise-driven and any rounding difference shows).
+"$RAR" bench tokens --model rar_b --count 65536 --structured --out "$OUT/data.rartok"
+common="train --data $OUT/data.rartok --device cuda experiment.log_every=10 experiment.save_every=100000
   experiment.eval_every=100000 experiment.generate_every=100000 lr_scheduler.params.warmup_steps=20"
+# pair NAME STEPS GLOBAL_BATCH MICRO_BATCH "settings" ["settings of the multi-GPU run only"]
+# One GPU runs GLOBAL/MICRO accumulation steps; NG GPUs run GLOBAL/(NG*MICRO) each.
+pair() {
+  local name=$1 steps=$2 gb=$3 mb=$4 extra=$5 mextra=${6:-}
+  "$RAR" $common $extra --steps $steps --out "$OUT/one-$name" training.per_gpu_batch_size=$mb \
+    training.gradient_accumulation_steps=$((gb / mb)) > "$OUT/one-$name.log" 2>&1 || tail -5 "$OUT/one-$name.log"
+  NCCL_DEBUG=${NCCL_DEBUG:-} torchrun --no-python --nproc-per-node "$NG" --master-port 29511 "$RAR" $common $extra $mextra \
+    --steps $steps --out "$OUT/multi-$name" training.per_gpu_batch_size=$mb \
+    training.gradient_accumulation_steps=$((gb / mb / NG)) > "$OUT/multi-$name.log" 2>&1 || tail -5 "$OUT/multi-$name.log"
+  echo "== $name ($steps steps, global batch $gb, micro-batch $mb): final weights, $NG GPUs vs 1 (max |a-b| / max |b|)"
+  "$RAR" info "$OUT/multi-$name/generator.safetensors" --compare "$OUT/one-$name/generator.safetensors" | sed -n '2,5p;$p'
+  echo "   without k_norm.bias (its gradient is zero up to rounding: softmax ignores a shift shared by all keys):"
+  "$RAR" info "$OUT/multi-$name/generator.safetensors" --compare "$OUT/one-$name/generator.safetensors" |
+    grep -v -e k_norm.bias -e '^tensor' -e '^worst' | head -2
+  local s1 sn
+  s1=$(grep -o '"sequences_per_s":[0-9.e+-]*' "$OUT/one-$name/metrics.jsonl" | tail -5 | cut -d: -f2 | awk '{s+=$1} END {print s/NR}')
+  sn=$(grep -o '"sequences_per_s":[0-9.e+-]*' "$OUT/multi-$name/metrics.jsonl" | tail -5 | cut -d: -f2 | awk '{s+=$1} END {print s/NR}')
+  echo "   sequences/s (mean of the last 5 logged windows): 1 GPU $s1, $NG GPUs $sn; scaling efficiency" \
+    "$(awk -v a="$s1" -v b="$sn" -v n="$NG" 'BEGIN {printf "%.1f%%", 100 * b / (n * a)}')"
+  echo "   loss every 10 steps, 1 GPU | $NG GPUs (first 2, last 3):"
+  paste <(grep -o '"loss":[0-9.e+-]*' "$OUT/one-$name/metrics.jsonl") \
+        <(grep -o '"loss":[0-9.e+-]*' "$OUT/multi-$name/metrics.jsonl") | sed -n '1,2p' 
+  paste <(grep -o '"loss":[0-9.e+-]*' "$OUT/one-$name/metrics.jsonl") \
+        <(grep -o '"loss":[0-9.e+-]*' "$OUT/multi-$name/metrics.jsonl") | tail -3
+}
 # fp32 with dropout off: the two runs should agree to float rounding; then bf16 (the real setting).
-for prec in fp32 bf16; do
-  extra="training.mixed_precision=$([ $prec = bf16 ] && echo bf16 || echo no) --steps $([ $prec = bf16 ] && echo $STEPS || echo ${STEPS_FP32:-50})"
-  [ $prec = fp32 ] && extra="$extra model.generator.dropout=0 model.generator.attn_drop=0"
-  "$RAR" $common $extra --out "$OUT/one-$prec" training.per_gpu_batch_size=$GB > "$OUT/one-$prec.log" 2>&1
-  torchrun --no-python --nproc-per-node "$NG" --master-port 29511 "$RAR" $common $extra --out "$OUT/multi-$prec" \
-    training.per_gpu_batch_size=$((GB / NG)) > "$OUT/multi-$prec.log" 2>&1
-  echo "== $prec: final weights, $NG GPUs vs 1"
-  "$RAR" info "$OUT/multi-$prec/generator.safetensors" --compare "$OUT/one-$prec/generator.safetensors" | tail -4
-  echo "== $prec: sequences/s of the last logged window, 1 GPU then $NG"
-  grep -o '"sequences_per_s":[0-9.e+-]*' "$OUT/one-$prec/metrics.jsonl" | tail -1
-  grep -o '"sequences_per_s":[0-9.e+-]*' "$OUT/multi-$prec/metrics.jsonl" | tail -1
-  echo "== $prec: loss, 1 GPU | $NG GPUs (every 10 steps, last 5)"
-  paste <(grep -o '"loss":[0-9.e+-]*' "$OUT/one-$prec/metrics.jsonl") \
-        <(grep -o '"loss":[0-9.e+-]*' "$OUT/multi-$prec/metrics.jsonl") | tail -5
-done
-echo "== sharded sampling (random-weight checkpoint from the runs above, no tokenizer: tokens only)"
-# ADM-layout .npz needs a tokenizer; with the shared tiny one: RAR_SHARED_DIR/reference/tiny_vq.bin
+pair fp32 ${STEPS_FP32:-50} 128 64 "training.mixed_precision=no model.generator.dropout=0 model.generator.attn_drop=0"
+NCCL_DEBUG=INFO pair bf16 ${STEPS:-200} 128 64 "training.mixed_precision=bf16"
+grep -h -o -E "NCCL INFO Channel 00.*via [A-Za-z/0-9]+" "$OUT/multi-bf16.log" | head -2
+pair bf16-grads ${STEPS_GRADS:-100} 128 64 "training.mixed_precision=bf16" "training.ddp_grad_dtype=bf16"
+pair bf16-b256 ${STEPS_256:-100} 256 128 "training.mixed_precision=bf16"
+grep -l -E "NCCL error|unhandled system error" "$OUT"/*.log && echo "NCCL errors: see the logs above" || echo "no NCCL errors in the logs"
+
+echo "== sharded sampling (a checkpoint from the runs above; the shared tiny tokenizer decodes)"
 VQ=${RAR_SHARED_DIR:-.devrun/shared}/reference/tiny_vq.bin
 G="$OUT/one-bf16/generator.safetensors"
 args="sample --generator $G --tokenizer $VQ --classes 0,1,2,3,4,5,6,7 --per-class 8 --batch 16 --cfg 4 --seed 3 --device cuda"
 "$RAR" $args --out "$OUT/one.npz" > "$OUT/sample-one.log" 2>&1
 torchrun --no-python --nproc-per-node "$NG" --master-port 29512 "$RAR" $args --out "$OUT/multi.npz" > "$OUT/sample-multi.log" 2>&1
+# the same through plain environment variables (no torchrun), one process per GPU
+for r in $(seq 0 $((NG - 1))); do
+  RANK=$r WORLD_SIZE=$NG LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=29513 "$RAR" $args --out "$OUT/env.npz" \
+    > "$OUT/sample-env-$r.log" 2>&1 &
+done
+wait
+tail -1 "$OUT/sample-multi.log" "$OUT/sample-env-0.log"
 python3 -c "
 import numpy as np, sys
-a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
-same = all(np.array_equal(a[k], b[k]) for k in ('arr_0', 'arr_1'))
-print('sharded sampling:', 'identical arr_0/arr_1' if same else 'DIFFERENT', a['arr_0'].shape)
-" "$OUT/one.npz" "$OUT/multi.npz"
+a = np.load(sys.argv[1])
+for f in sys.argv[2:]:
+    b = np.load(f)
+    same = all(np.array_equal(a[k], b[k]) for k in ('arr_0', 'arr_1'))
+    print('sharded sampling', f, ':', 'identical arr_0/arr_1' if same else 'DIFFERENT', b['arr_0'].shape)
+" "$OUT/one.npz" "$OUT/multi.npz" "$OUT/env.npz"

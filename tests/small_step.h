@@ -50,7 +50,7 @@ inline SmallStep small_cuda_step(int64_t hidden, int64_t heads) {
   s.labels = torch::randint(0, 5, {8}, opts);
   std::vector<int64_t> scan(64);
   for (int64_t i = 0; i < 64; ++i) scan[i] = i;
-  s.draws = training::draw_objective(8, 0, 8, scan, 0.5, 0.1, 1, 0, 0);
+  s.draws = training::draw_objective(8, 0, 8, scan, 0.5, 0.1, 1, 0);
   return s;
 }
 

@@ -89,8 +89,8 @@ void run(SampleArgs& a) {
   if (env.world > 1) {
     check(kind == OutKind::Npz, "a run over ", env.world, " processes writes an .npz --out (got '", a.out, "')");
     check(a.tokens_out.empty(), "--tokens-out is not available over several processes (the .npz shards keep the tokens)");
-    if (device.is_cuda()) device = torch::Device(torch::kCUDA, static_cast<int8_t>(env.local_rank));
   }
+  device = training::rank_device(device, env);
   std::unique_ptr<training::DataParallel> dp;
   if (env.world > 1) dp = std::make_unique<training::DataParallel>(env, device);
   const int64_t rank = dp ? dp->rank() : 0, world = dp ? dp->world() : 1;
@@ -184,6 +184,7 @@ void run(SampleArgs& a) {
   bool complete = !stopped;
   if (shards)
     for (int64_t s2 = 0; s2 < shards->num_shards(); ++s2) complete = complete && shards->done(s2);
+  if (dp) dp->barrier();  // every process has looked at the parts before rank 0 assembles (and removes) them
   if (shards && !complete) {
     progress.finish();
     std::fprintf(stderr, "stopped after %lld batches%s; run the same command again to resume (%s)\n",

@@ -112,12 +112,12 @@ void AdamW::load_state(const io::StateDict& sd) {
   }
 }
 
-double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+torch::Tensor clip_grad_norm_(const std::vector<torch::Tensor>& params, double max_norm) {
   torch::NoGradGuard ng;
   std::vector<torch::Tensor> grads;
   for (const auto& p : params)
     if (p.grad().defined()) grads.push_back(p.grad().detach());
-  if (grads.empty()) return 0.0;
+  if (grads.empty()) return torch::zeros({}, torch::kFloat32);
   auto norms = at::_foreach_norm(grads, 2);
   for (auto& n : norms) n = n.to(torch::kFloat32);
   auto total = torch::stack(norms).norm(2);
@@ -129,7 +129,11 @@ double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm)
     else
       for (auto& g : grads) g.mul_(coef.to(g.dtype()));
   }
-  return total.item<double>();
+  return total;
+}
+
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+  return clip_grad_norm_(params, max_norm).item<double>();
 }
 
 void AdamW::reset_rows(const torch::Tensor& param, const torch::Tensor& rows) {

@@ -61,5 +61,7 @@ class AdamW {
 // Global-norm gradient clipping (torch.nn.utils.clip_grad_norm_ semantics, 2-norm over all
 // gradients). Returns the norm before clipping.
 double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
+// The same, leaving the norm on the gradients' device (no host synchronisation).
+torch::Tensor clip_grad_norm_(const std::vector<torch::Tensor>& params, double max_norm);
 
 }  // namespace rar::training

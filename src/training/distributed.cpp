@@ -5,9 +5,11 @@
 #include <torch/csrc/autograd/variable.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 
+#include "util/device.h"
 #include "util/error.h"
 
 #if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
@@ -33,6 +35,13 @@ int64_t env_int(const char* name, int64_t def) {
   return x;
 }
 }  // namespace
+
+torch::Device rank_device(torch::Device device, const DistEnv& env) {
+  if (!device.is_cuda()) return device;
+  if (env.world > 1) device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  use_device(device);
+  return device;
+}
 
 DistEnv dist_env_from_environment() {
   DistEnv e;
@@ -71,6 +80,7 @@ struct DataParallel::Impl {
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // kept alive: hooks live on them
   std::mutex mutex;
   bool armed = false;
+  torch::ScalarType comm_dtype = torch::kFloat32;  // what the gradients travel as
 
   void launch(Bucket& b) {
 #if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
@@ -80,7 +90,9 @@ struct DataParallel::Impl {
       auto g = p.grad();
       views.push_back(g.defined() ? g.reshape({-1}) : torch::zeros({p.numel()}, p.options()));
     }
-    b.flat = {torch::cat(views)};
+    auto flat = torch::cat(views);
+    if (flat.is_floating_point() && flat.scalar_type() != comm_dtype) flat = flat.to(comm_dtype);
+    b.flat = {flat};
     b.work = pg->allreduce(b.flat);
     b.launched = true;
 #endif
@@ -103,8 +115,9 @@ struct BucketReadyHook : torch::autograd::FunctionPostHook {
 };
 }  // namespace
 
-DataParallel::DataParallel(const DistEnv& env, const torch::Device& device, double bucket_mb)
+DataParallel::DataParallel(const DistEnv& env, const torch::Device& device, double bucket_mb, torch::ScalarType comm_dtype)
     : env_(env), device_(device), bucket_bytes_(static_cast<int64_t>(bucket_mb * (1 << 20))), impl_(std::make_unique<Impl>()) {
+  impl_->comm_dtype = comm_dtype;
   if (env_.world == 1) {
     impl_->name = "none";
     return;
@@ -143,7 +156,23 @@ DataParallel::DataParallel(const DistEnv& env, const torch::Device& device, doub
 #endif
 }
 
-DataParallel::~DataParallel() = default;
+DataParallel::~DataParallel() {
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+  // A normal exit: every rank arrives, then the communicators are taken down together (a rank that
+  // exits while another still polls its last collective makes NCCL report a system error there).
+  if (!impl_->pg) return;
+  try {
+    if (std::uncaught_exceptions() > 0) {  // leaving on an error: the other ranks may never arrive
+      impl_->pg->abort();
+      return;
+    }
+    barrier();
+    impl_->pg->shutdown();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rank %lld: process group shutdown: %s\n", (long long)env_.rank, e.what());
+  }
+#endif
+}
 
 const char* DataParallel::backend() const { return impl_->name.c_str(); }
 
@@ -202,7 +231,7 @@ void DataParallel::finish() {
   }
   for (auto& b : impl_->buckets) {
     b.work->wait();
-    auto flat = b.flat[0].div_(static_cast<double>(env_.world));
+    auto flat = b.flat[0].to(b.params.front().scalar_type()).div_(static_cast<double>(env_.world));
     int64_t off = 0;
     for (auto& p : b.params) {
       auto part = flat.narrow(0, off, p.numel()).view_as(p);
@@ -231,11 +260,22 @@ std::vector<double> DataParallel::sum(const std::vector<double>& values) {
 #endif
 }
 
+void DataParallel::sum_(torch::Tensor& t) {
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+  if (!impl_->pg) return;
+  std::vector<at::Tensor> v = {t};
+  impl_->pg->allreduce(v)->wait();
+#endif
+}
+
 void DataParallel::barrier() {
 #if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
   if (!impl_->pg) return;
   std::vector<at::Tensor> v = {torch::zeros({1}, torch::TensorOptions().device(device_))};
   impl_->pg->allreduce(v)->wait();
+  // NCCL's wait() only orders the current stream after the collective: reading the result back is
+  // what holds this process until every rank has arrived
+  (void)v[0].item<float>();
 #endif
 }
 

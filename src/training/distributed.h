@@ -23,10 +23,17 @@ struct DistEnv {
 };
 // Reads the variables above; malformed values are one-line errors naming the variable.
 DistEnv dist_env_from_environment();
+// The device this process computes on: with several processes a CUDA device becomes
+// cuda:LOCAL_RANK; a CUDA device is also made the thread's current one (the streams that CUDA
+// graphs capture on, NCCL's and cuBLAS's, are the current device's).
+torch::Device rank_device(torch::Device device, const DistEnv& env);
 
 class DataParallel {
  public:
-  DataParallel(const DistEnv& env, const torch::Device& device, double bucket_mb = 25);
+  // comm_dtype: what the gradients travel as (kBFloat16 halves the traffic; the average is then
+  // rounded to bf16 before it is added back in the parameters' precision).
+  DataParallel(const DistEnv& env, const torch::Device& device, double bucket_mb = 25,
+               torch::ScalarType comm_dtype = torch::kFloat32);
   ~DataParallel();
   int64_t rank() const { return env_.rank; }
   int64_t world() const { return env_.world; }
@@ -46,8 +53,10 @@ class DataParallel {
   // Of the last finish(): how many buckets there are and how many had started during backward.
   int64_t buckets() const;
   int64_t overlapped() const { return last_overlapped_; }
-  // Sums / averages of a few scalars across ranks (for logs).
+  // Sums of a few scalars across ranks (for logs); sum_ sums a tensor on the device in place (no
+  // host synchronisation).
   std::vector<double> sum(const std::vector<double>& values);
+  void sum_(torch::Tensor& t);
   void barrier();
 
   struct Impl;  // public so the gradient hooks can reach it; defined in distributed.cpp

@@ -23,9 +23,12 @@ struct ObjectiveDraws {
   torch::Tensor drop;       // bool [B]: true where the label is dropped to the null class
 };
 
-// Draws for a global batch of `global_batch` samples; returns rows [first, first + count).
+// Draws for rows [first, first + count) of a step's global batch of `global_batch` samples (all
+// micro-steps of all ranks: row = micro * ranks * per-rank batch + rank * per-rank batch + i). Each
+// row's coin, label drop and permutation come from its own stream keyed by (seed, step, row), so a
+// row's draw is the same however the global batch is split over processes and accumulation steps.
 ObjectiveDraws draw_objective(int64_t global_batch, int64_t first, int64_t count, const std::vector<int64_t>& scan,
-                              double randomness, double label_dropout, uint64_t seed, int64_t step, int64_t micro);
+                              double randomness, double label_dropout, uint64_t seed, int64_t step);
 
 struct LossAndAccuracy {
   torch::Tensor loss;      // scalar, mean cross-entropy (float32)

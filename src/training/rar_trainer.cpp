@@ -96,6 +96,7 @@ training:
   max_minutes: 0                      # ours: stop (checkpointed) after this wall time
   init_from: ""                       # ours: start from these generator weights (fine-tuning)
   ddp_bucket_mb: 25                   # ours: gradient all-reduce bucket size (data parallel)
+  ddp_grad_dtype: fp32                # ours: gradients all-reduced as fp32 or bf16 (half the traffic)
 )";
 }
 
@@ -139,14 +140,15 @@ model::GeneratorConfig generator_config_of(const Config& c) {
 void train_rar(const Config& cfg, const TrainControl& control) {
   // ---------------------------------------------------------------- processes and device
   const DistEnv env = dist_env_from_environment();
-  torch::Device device = parse_device(cfg.get_string("training.device"));
-  if (device.is_cuda() && env.world > 1) device = torch::Device(torch::kCUDA, static_cast<int8_t>(env.local_rank));
+  const torch::Device device = rank_device(parse_device(cfg.get_string("training.device")), env);
   parse_precision(cfg.get_bool("training.enable_tf32") ? "tf32" : "fp32");
   const std::string mp = cfg.get_string("training.mixed_precision");
   check(mp == "no" || mp == "fp32" || mp == "bf16", "training.mixed_precision: expected no or bf16, got '", mp, "'");
   const bool autocast = mp == "bf16" && device.is_cuda();
   const int cuda_index = device.is_cuda() ? std::max<int>(0, device.index()) : -1;
-  DataParallel dp(env, device, cfg.get_double("training.ddp_bucket_mb"));
+  const std::string gdt = cfg.get_string("training.ddp_grad_dtype");
+  check(gdt == "fp32" || gdt == "bf16", "training.ddp_grad_dtype: expected fp32 or bf16, got '", gdt, "'");
+  DataParallel dp(env, device, cfg.get_double("training.ddp_bucket_mb"), gdt == "bf16" ? torch::kBFloat16 : torch::kFloat32);
   const bool main = dp.is_main();
   auto say = [&](const char* fmt, auto... args) {
     if (main) std::fprintf(stderr, fmt, args...);
@@ -361,16 +363,17 @@ void train_rar(const Config& cfg, const TrainControl& control) {
   bool stopped = false;
   const auto params_list = g->parameters();
   dp.attach(params_list);
+  // Every rank must take the same stop decision. One process reads its flags before each step;
+  // several combine theirs with the step's loss (one all-reduce and one read-back per step) and act
+  // on them before the next step.
+  auto local_flags = [&](int64_t steps_done) {
+    return std::make_pair(stop_requested() || (control.stop_after > 0 && steps_done - first_step >= control.stop_after),
+                          max_minutes > 0 &&
+                              std::chrono::duration<double>(clock_type::now() - t0).count() > 60 * max_minutes);
+  };
+  bool agreed_stop = false, agreed_out_of_time = false;
   while (step < lr_of.total_steps) {
-    // Every rank must take the same decision: combine the stop flags.
-    bool stop = stop_requested() || (control.stop_after > 0 && step - first_step >= control.stop_after);
-    bool out_of_time =
-        max_minutes > 0 && std::chrono::duration<double>(clock_type::now() - t0).count() > 60 * max_minutes;
-    if (dp.world() > 1) {
-      auto f = dp.sum({stop ? 1.0 : 0.0, out_of_time ? 1.0 : 0.0});
-      stop = f[0] > 0;
-      out_of_time = f[1] > 0;
-    }
+    auto [stop, out_of_time] = dp.world() > 1 ? std::make_pair(agreed_stop, agreed_out_of_time) : local_flags(step);
     if (stop || out_of_time) {
       stopped = true;
       if (out_of_time) say("\ntime budget of %.1f min reached at step %lld\n", max_minutes, (long long)step);
@@ -384,8 +387,10 @@ void train_rar(const Config& cfg, const TrainControl& control) {
       if (micro == accum - 1) dp.arm();  // this backward's gradients are final: stream them out
       auto idx = sampler.next();
       auto [tokens, labels] = train.batch(torch::tensor(idx, torch::kInt64));
-      auto d = draw_objective(micro_global, dp.rank() * local_batch, local_batch, scan, r, label_dropout, seed, step, micro);
-      auto la = forward_backward(g, tokens.to(device), labels.to(device), d, autocast, 1.0 / static_cast<double>(accum));
+      auto d = draw_objective(global_batch, micro * micro_global + dp.rank() * local_batch, local_batch, scan, r,
+                              label_dropout, seed, step);
+      auto la = forward_backward(g, tokens.to(device, /*non_blocking=*/true), labels.to(device, /*non_blocking=*/true), d,
+                                 autocast, 1.0 / static_cast<double>(accum));
       loss_sum += la.loss.detach();
       correct_sum += la.correct;
     }
@@ -393,12 +398,23 @@ void train_rar(const Config& cfg, const TrainControl& control) {
     if (step == first_step && dp.world() > 1)
       say("gradient buckets: %lld, %lld all-reduced while backward was still running\n", (long long)dp.buckets(),
           (long long)dp.overlapped());
-    const double gnorm = clip_grad_norm(params_list, max_grad_norm);
-    double loss_v = loss_sum.item<double>() / accum, correct_v = correct_sum.item<double>();
+    // The step's numbers, read back once: [loss, correct, gradient norm, stop, out of time]
+    auto stats = torch::stack({loss_sum.to(torch::kFloat64) / static_cast<double>(accum), correct_sum.to(torch::kFloat64),
+                               clip_grad_norm_(params_list, max_grad_norm).to(torch::kFloat64)});
     if (dp.world() > 1) {
-      auto s = dp.sum({loss_v, correct_v});
-      loss_v = s[0] / dp.world();
-      correct_v = s[1];
+      const auto [s_local, t_local] = local_flags(step + 1);
+      stats = torch::cat({stats, torch::tensor({s_local ? 1.0 : 0.0, t_local ? 1.0 : 0.0}, torch::kFloat64)
+                                     .to(device, /*non_blocking=*/true)});
+      dp.sum_(stats);  // the gradient norm is the same on every rank (averaged gradients)
+      stats.div_(static_cast<double>(dp.world()));
+    }
+    const auto host = stats.cpu();
+    const double* h = host.data_ptr<double>();
+    double loss_v = h[0], correct_v = h[1] * dp.world();
+    const double gnorm = h[2];
+    if (dp.world() > 1) {
+      agreed_stop = h[3] > 0;
+      agreed_out_of_time = h[4] > 0;
     }
     if (!std::isfinite(loss_v) || !std::isfinite(gnorm)) {
       const std::string last = latest_checkpoint(ckpt_root);

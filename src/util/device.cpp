@@ -1,5 +1,6 @@
 #include "util/device.h"
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/torch.h>
 
 #include "util/error.h"
@@ -14,7 +15,12 @@ torch::Device parse_device(const std::string& s) {
   torch::Device d(s);
   check(!d.has_index() || d.index() < static_cast<int>(torch::cuda::device_count()), "--device ", s,
         ": no such GPU (", torch::cuda::device_count(), " visible)");
+  use_device(d);
   return d;
+}
+
+void use_device(const torch::Device& d) {
+  if (d.is_cuda() && d.has_index()) c10::impl::getDeviceGuardImpl(d.type())->setDevice(d);
 }
 
 torch::ScalarType parse_precision(const std::string& s) {

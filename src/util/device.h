@@ -9,6 +9,10 @@ namespace rar {
 // "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"; fails clearly when CUDA is
 // asked for but unavailable.
 torch::Device parse_device(const std::string& s);
+// Makes an indexed CUDA device this thread's current device (no-op otherwise). Work launched on the
+// current stream - CUDA graph captures, cuBLAS handles - goes to the current device, so a process
+// computing on cuda:N must make it current.
+void use_device(const torch::Device& d);
 // "fp32", "tf32", "bf16" or "fp16". fp32 turns TF32 matmuls off (exact comparisons); tf32 keeps
 // float32 tensors but lets CUDA matmuls/convolutions use TF32 tensor cores.
 torch::ScalarType parse_precision(const std::string& s);
