@@ -67,6 +67,12 @@ TEST(Cli, ConvertToSafetensorsKeepsScores) {
   EXPECT_NE(same.output.find("worst: 0.000e+00 over 45 tensors"), std::string::npos) << same.output;
   auto half = run_rar("info " + shared_ref("tiny_rar.bin") + " --compare " + (dir / "h.safetensors") + " --tol 1e-6");
   EXPECT_EQ(half.status, 1) << half.output;
+  EXPECT_NE(same.output.find("whole model: ||a-b|| / ||b|| = 0.000e+00"), std::string::npos) << same.output;
+  const auto wm = half.output.find("whole model: ||a-b|| / ||b|| = ");
+  ASSERT_NE(wm, std::string::npos) << half.output;
+  const double rel = std::stod(half.output.substr(wm + 31));
+  EXPECT_GT(rel, 1e-4);  // bf16 keeps 8 bits: relative rounding error up to 2^-9, about 1e-3 on average
+  EXPECT_LT(rel, 4e-3);
   EXPECT_EQ(run_rar("info " + shared_ref("tiny_rar.bin") + " --compare " + (dir / "h.safetensors") + " --tol 1e-2").status, 0);
   auto other = run_rar("info " + shared_ref("tiny_rar.bin") + " --compare " + shared_ref("tiny_vq.bin"));
   EXPECT_EQ(other.status, 1);
@@ -84,6 +90,28 @@ TEST(Cli, BenchTokensWritesARandomTokenFile) {
   EXPECT_EQ(f.info().classes, 1000);
   EXPECT_EQ(f.info().count, 8);
   EXPECT_GT(std::get<0>(at::_unique(f.tokens().to(torch::kInt64))).numel(), 500);  // spread over the vocabulary
+
+  // --structured: sequences of one class share ~3/4 of their positions (both kept: 9/16 at least),
+  // sequences of different classes almost none
+  auto s = run_rar("bench tokens --model rar_b --count 3000 --structured --out " + (dir / "s.rartok"));
+  ASSERT_EQ(s.status, 0) << s.output;
+  data::TokenFile sf(dir / "s.rartok");
+  auto t = sf.tokens().to(torch::kInt64);
+  auto y = sf.labels().to(torch::kInt64);
+  double same_sum = 0, other_sum = 0;
+  int64_t same_n = 0, other_n = 0;
+  for (int64_t i = 0; i + 1 < t.size(0) && (same_n < 20 || other_n < 20); ++i)
+    for (int64_t j = i + 1; j < t.size(0); ++j) {
+      const bool same_class = y[i].item<int64_t>() == y[j].item<int64_t>();
+      if ((same_class && same_n >= 20) || (!same_class && other_n >= 20)) continue;
+      const double agree = t[i].eq(t[j]).to(torch::kFloat64).mean().item<double>();
+      (same_class ? same_sum : other_sum) += agree;
+      ++(same_class ? same_n : other_n);
+      if (same_class) break;
+    }
+  ASSERT_EQ(same_n, 20);
+  EXPECT_GT(same_sum / same_n, 0.5);
+  EXPECT_LT(other_sum / other_n, 0.05);
 }
 
 TEST(Cli, ErrorsAreOneLine) {

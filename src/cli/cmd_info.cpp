@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 
 #include "cli/commands.h"
@@ -31,7 +32,9 @@ static void print_generator_config(const model::GeneratorConfig& c) {
 
 // Tensor-by-tensor comparison of two checkpoints: the same names and shapes, and per tensor the
 // largest |a - b| relative to max |b|. Prints the worst tensors and the overall worst; exits 1 when
-// the names or shapes differ or the worst exceeds `tol` (when tol >= 0).
+// the names or shapes differ or the worst exceeds `tol` (when tol >= 0). Also the whole-model
+// figure ||a - b|| / ||b|| over every element (small tensors whose values are mostly noise, e.g.
+// biases with zero true gradient, dominate the per-tensor maximum but not this).
 int compare(const io::StateDict& a, const io::StateDict& b, const std::string& b_path, double tol) {
   std::vector<std::string> only;
   for (const auto& n : a.names())
@@ -41,6 +44,7 @@ int compare(const io::StateDict& a, const io::StateDict& b, const std::string& b
   for (const auto& n : only) std::printf("differs: %s\n", n.c_str());
   std::vector<std::pair<double, std::string>> rows;
   bool shapes_ok = only.empty();
+  double diff2 = 0, norm2 = 0;
   for (const auto& n : a.names()) {
     if (!b.has(n)) continue;
     const auto x = a.at(n).to(torch::kFloat64), y = b.at(n).to(torch::kFloat64);
@@ -52,11 +56,14 @@ int compare(const io::StateDict& a, const io::StateDict& b, const std::string& b
     const double scale = y.numel() ? y.abs().max().item<double>() : 0.0;
     const double d = x.numel() ? (x - y).abs().max().item<double>() : 0.0;
     rows.emplace_back(scale > 0 ? d / scale : d, n);
+    diff2 += (x - y).pow(2).sum().item<double>();
+    norm2 += y.pow(2).sum().item<double>();
   }
   std::sort(rows.rbegin(), rows.rend());
   std::printf("%-56s %s\n", "tensor", "max |a-b| / max |b|");
   for (size_t i = 0; i < rows.size() && i < 10; ++i) std::printf("%-56s %.3e\n", rows[i].second.c_str(), rows[i].first);
   const double worst = rows.empty() ? 0.0 : rows.front().first;
+  std::printf("whole model: ||a-b|| / ||b|| = %.3e\n", norm2 > 0 ? std::sqrt(diff2 / norm2) : std::sqrt(diff2));
   std::printf("worst: %.3e over %zu tensors%s\n", worst, rows.size(), shapes_ok ? "" : " (names/shapes differ)");
   return shapes_ok && (tol < 0 || worst <= tol) ? 0 : 1;
 }
