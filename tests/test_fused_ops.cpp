@@ -11,6 +11,7 @@
 #include "model/generator.h"
 #include "small_step.h"
 #include "util/autocast.h"
+#include "util/error.h"
 
 using namespace rar;
 
@@ -248,9 +249,12 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
   // (q dtype, cache dtype): float32, bf16, and bf16 queries over fp8 caches (`--kv-cache fp8`)
   const std::vector<std::pair<at::ScalarType, at::ScalarType>> types = {
       {torch::kFloat32, torch::kFloat32}, {torch::kBFloat16, torch::kBFloat16}, {torch::kBFloat16, torch::kFloat8_e4m3fn}};
-  for (int64_t hd : {48, 64, 80, 128, 256})
+  // both kernels: block (every case) and warp (bf16 queries, hd 48/64/80/88/128; else block)
+  for (std::string kernel : {"block", "warp"})
+  for (int64_t hd : {48, 64, 80, 88, 128, 256})
   for (auto [dt, ct] : types)
   for (auto [cap, last] : fills) {
+    model::set_decode_attention_kernel(kernel);
     torch::manual_seed(4);
     auto q = torch::randn({B, 1, heads, hd}, cu.dtype(dt)).transpose(1, 2);  // the layout qk_norm_split gives
     auto k = torch::randn({B, heads, cap, hd}, cu), v = torch::randn({B, heads, cap, hd}, cu);
@@ -271,9 +275,12 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
     auto p = (q.to(torch::kFloat64).matmul(kv.transpose(-1, -2)) / std::sqrt(double(hd))).softmax(-1);
     auto ref = p.matmul(vv).transpose(1, 2).reshape({B, 1, heads * hd});
     const double tol = dt == torch::kFloat32 ? 1e-5 : 2e-2;
-    EXPECT_LT(rel_err(fused, ref), tol) << "hd " << hd << " dtype " << dt << " cache " << ct << " last " << last;
+    EXPECT_LT(rel_err(fused, ref), tol) << kernel << " kernel, hd " << hd << " dtype " << dt << " cache " << ct
+                                        << " last " << last;
     EXPECT_LT(rel_err(plain, ref), tol) << "plain, hd " << hd << " dtype " << dt << " cache " << ct << " last " << last;
   }
+  model::set_decode_attention_kernel("block");
+  EXPECT_RAR_ERROR(model::set_decode_attention_kernel("tiles"), "expected block or warp, got 'tiles'");
 }
 
 // bf16 inference (a bf16 model: bf16 LayerNorm weights, bf16 residual stream) takes the fused

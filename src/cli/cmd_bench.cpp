@@ -28,6 +28,7 @@ namespace {
 
 struct BenchArgs {
   std::string model = "rar_b", device = "auto", precision = "bf16", engine = "auto", kv_cache = "model";
+  std::string attention;  // decode-attention kernel: "" (as RAR_DECODE_ATTENTION says), block or warp
   int64_t batch = 128, steps = 0, repeats = 2;
   double cfg = 4.0;
   bool decode = false, header = true, checkpoint = false, plain = false, channels_last = false, structured = false;
@@ -108,6 +109,7 @@ double time_runs(const torch::Device& d, int64_t repeats, F&& f) {
 }
 
 void run_sample(const BenchArgs& a) {
+  if (!a.attention.empty()) model::set_decode_attention_kernel(a.attention);
   auto device = parse_device(a.device);
   auto dtype = parse_precision(a.precision);
   auto cfg = model::GeneratorConfig::preset(a.model);
@@ -166,7 +168,8 @@ void run_sample(const BenchArgs& a) {
               (long long)a.batch, a.cfg, a.precision.c_str(),
               (std::string(sampling::engine_name(sampler.engine())) +
                (a.distinct > 0 ? ", " + std::to_string(a.distinct) + " classes" : "") +
-               (a.kv_cache == "fp8" ? ", fp8 KV" : ""))
+               (a.kv_cache == "fp8" ? ", fp8 KV" : "") +
+               (model::decode_attention_kernel() == "warp" ? ", warp attention" : ""))
                   .c_str(),
               (long long)steps, a.batch / tokens_s, a.decode ? fixed1(a.batch / e2e_s).c_str() : "-", tflops,
               device.is_cuda() ? cat(static_cast<int>(100 * tflops / kBf16PeakTflops + 0.5), "%").c_str() : "-",
@@ -317,6 +320,7 @@ void add_bench(CLI::App& app) {
   s->add_flag("--channels-last", a->channels_last, "with --decode: NHWC decoder");
   s->add_option("--decode-batch", a->decode_batch, "with --decode: images decoded at once")->check(CLI::PositiveNumber);
   s->add_option("--kv-cache", a->kv_cache, "KV cache dtype: model or fp8");
+  s->add_option("--attention-kernel", a->attention, "decode-attention kernel on CUDA: block or warp (bf16)");
   s->add_option("--distinct-classes", a->distinct, "K classes per batch, each repeated (0 = random classes)");
   s->callback([a] { run_sample(*a); });
   auto* d = bench->add_subcommand("decode", "MaskGIT-VQGAN decoding of 16x16 tokens to 256x256 images");

@@ -150,6 +150,149 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const T* __r
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The warp variant (bf16 queries; bf16 or fp8 caches; hd = 8·L for the L instantiated below). One
+// warp per (row, head), four per block, and no block barrier: the block variant's phases (scores,
+// max, sum, values) are each closed by __syncthreads over short, latency-bound blocks, and its time
+// did not fall when the fp8 cache halved the bytes. Here each lane owns whole keys (j = lane,
+// lane + 32, ...): it issues all L 16-byte (fp8: 8-byte) loads of its key before converting any and
+// forms the whole dot product itself, so no partial sums cross lanes; the warp then takes the max
+// and the sum with shuffles. The values are summed by groups of L lanes (a group reads one value row
+// as consecutive chunks; the warp's G groups read G consecutive rows), kUnroll rows in flight per
+// lane, and the groups' partial sums are added through the warp's shared memory.
+constexpr int kWarpsPerBlock = 4;
+
+template <typename KT>
+struct RawChunk;  // eight cache elements as raw bits
+template <>
+struct RawChunk<__nv_bfloat16> {
+  using type = uint4;
+};
+template <>
+struct RawChunk<__nv_fp8_e4m3> {
+  using type = uint2;
+};
+
+template <typename KT>
+__device__ __forceinline__ typename RawChunk<KT>::type load_chunk(const KT* p) {
+  return __ldg(reinterpret_cast<const typename RawChunk<KT>::type*>(p));
+}
+
+// Shared floats per warp: q (8L), the groups' outputs (at most 256), the scores (cap); rounded up
+// to 4 floats so that every warp's q is 16-byte aligned (it is read as float4).
+__host__ __device__ constexpr int64_t warp_smem_floats(int L, int64_t cap) { return (8 * L + 256 + cap + 3) / 4 * 4; }
+
+template <typename KT, int L>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    decode_attention_warp_kernel(const __nv_bfloat16* __restrict__ q, const KT* __restrict__ k,
+                                 const KT* __restrict__ v, const int64_t* __restrict__ last, int64_t rows,
+                                 int64_t cap, float scale, __nv_bfloat16* __restrict__ out) {
+  constexpr int HD = 8 * L;
+  constexpr int G = 32 / L;  // value groups per warp
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t rh = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;  // row * heads + head
+  if (rh >= rows) return;  // a whole warp; nothing below waits on other warps
+  float* qs = smem + warp * warp_smem_floats(L, cap);
+  float* partial = qs + HD;        // [G][HD], G·HD <= 256
+  float* scores = partial + 256;   // [cap]
+  const int64_t n = *last + 1;
+  const int len = static_cast<int>(n < cap ? n : cap);
+  const KT* kp = k + rh * cap * HD;
+  const KT* vp = v + rh * cap * HD;
+  for (int i = lane; i < HD; i += 32) qs[i] = __bfloat162float(q[rh * HD + i]) * scale;
+  __syncwarp();
+
+  // Scores: lane j's keys, all chunks of a key in flight; the query chunks are broadcast reads.
+  float mx = -FLT_MAX;
+  for (int j = lane; j < len; j += 32) {
+    const KT* kr = kp + static_cast<int64_t>(j) * HD;
+    typename RawChunk<KT>::type raw[L];
+#pragma unroll
+    for (int c = 0; c < L; ++c) raw[c] = load_chunk(kr + 8 * c);
+    float acc = 0.f;
+#pragma unroll
+    for (int c = 0; c < L; ++c) {
+      float f[8];
+      unpack8(raw[c], f);
+      const float4 q0 = *reinterpret_cast<const float4*>(qs + 8 * c);
+      const float4 q1 = *reinterpret_cast<const float4*>(qs + 8 * c + 4);
+      acc += q0.x * f[0] + q0.y * f[1] + q0.z * f[2] + q0.w * f[3] + q1.x * f[4] + q1.y * f[5] + q1.z * f[6] +
+             q1.w * f[7];
+    }
+    scores[j] = acc;
+    mx = fmaxf(mx, acc);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  float sum = 0.f;
+  for (int j = lane; j < len; j += 32) {  // each lane rereads only the scores it wrote
+    const float e = __expf(scores[j] - mx);
+    scores[j] = e;
+    sum += e;
+  }
+  sum = warp_sum(sum);
+  __syncwarp();  // every lane's scores visible to the whole warp
+
+  // Values: group g's lanes read rows g, g + G, ... (chunk `sub` each), kUnroll rows in flight.
+  const int g = lane / L, sub = lane - g * L;
+  if (g < G) {
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int j0 = g; j0 < len; j0 += kUnroll * G) {
+      typename RawChunk<KT>::type raw[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int j = j0 + u * G;
+        if (j < len) raw[u] = load_chunk(vp + static_cast<int64_t>(j) * HD + 8 * sub);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int j = j0 + u * G;
+        if (j < len) {
+          float f[8];
+          unpack8(raw[u], f);
+          const float p = scores[j];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[e] += p * f[e];
+        }
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) partial[g * HD + 8 * sub + e] = acc[e];
+  }
+  __syncwarp();
+  const float inv = 1.f / sum;
+  for (int i = lane; i < HD; i += 32) {
+    float o = 0.f;
+#pragma unroll
+    for (int gg = 0; gg < G; ++gg) o += partial[gg * HD + i];
+    out[rh * HD + i] = __float2bfloat16(o * inv);
+  }
+}
+
+// The head widths the warp variant is built for (chunks of 8): rar_b 48, rar_l 64, rar_xl 80,
+// rar_xxl 88, and 128.
+bool warp_variant_built(int hd) { return hd == 48 || hd == 64 || hd == 80 || hd == 88 || hd == 128; }
+
+template <typename KT>
+void launch_warp_variant(const void* q, const void* k, const void* v, const int64_t* last, int64_t rows, int hd,
+                         int64_t cap, float scale, void* out, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
+  const size_t smem = sizeof(float) * kWarpsPerBlock * static_cast<size_t>(warp_smem_floats(hd / 8, cap));
+  auto qb = static_cast<const __nv_bfloat16*>(q);
+  auto kb = static_cast<const KT*>(k);
+  auto vb = static_cast<const KT*>(v);
+  auto ob = static_cast<__nv_bfloat16*>(out);
+  switch (hd / 8) {
+    case 6: decode_attention_warp_kernel<KT, 6><<<grid, kWarpsPerBlock * 32, smem, stream>>>(qb, kb, vb, last, rows, cap, scale, ob); break;
+    case 8: decode_attention_warp_kernel<KT, 8><<<grid, kWarpsPerBlock * 32, smem, stream>>>(qb, kb, vb, last, rows, cap, scale, ob); break;
+    case 10: decode_attention_warp_kernel<KT, 10><<<grid, kWarpsPerBlock * 32, smem, stream>>>(qb, kb, vb, last, rows, cap, scale, ob); break;
+    case 11: decode_attention_warp_kernel<KT, 11><<<grid, kWarpsPerBlock * 32, smem, stream>>>(qb, kb, vb, last, rows, cap, scale, ob); break;
+    case 16: decode_attention_warp_kernel<KT, 16><<<grid, kWarpsPerBlock * 32, smem, stream>>>(qb, kb, vb, last, rows, cap, scale, ob); break;
+    default: throw std::runtime_error("decode_attention: no warp variant for head dim " + std::to_string(hd));
+  }
+}
+
 // Shared memory of one block: the scores, then the larger of the tile partials and the groups'
 // outputs (at most kThreads/L groups of hd floats = 8·kThreads).
 size_t smem_bytes(int hd, int64_t cap) {
@@ -163,9 +306,28 @@ bool decode_attention_supported(int hd, int64_t cap) {
          smem_bytes(hd, cap) <= 48 * 1024;
 }
 
+bool decode_attention_warp_supported(int hd, int64_t cap, bool bf16_queries) {
+  return bf16_queries && warp_variant_built(hd) && cap >= 1 &&
+         sizeof(float) * kWarpsPerBlock * warp_smem_floats(hd / 8, cap) <= 48 * 1024;
+}
+
 void decode_attention(DType t, const void* q, const void* k, const void* v, const int64_t* last, int64_t R, int heads,
-                      int hd, int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8) {
+                      int hd, int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8,
+                      DecodeAttentionVariant variant) {
   if (R * heads == 0) return;
+  if (variant == DecodeAttentionVariant::warp) {
+    if (!decode_attention_warp_supported(hd, cap, t == DType::bf16))
+      throw std::runtime_error("decode_attention: the warp variant takes bf16 queries, head dim 48/64/80/88/128 and a "
+                               "cache of at most ~2,700 slots (got head dim " + std::to_string(hd) + ", cache " +
+                               std::to_string(cap) + ")");
+    if (kv_fp8)
+      launch_warp_variant<__nv_fp8_e4m3>(q, k, v, last, R * heads, hd, cap, scale, out, stream);
+    else
+      launch_warp_variant<__nv_bfloat16>(q, k, v, last, R * heads, hd, cap, scale, out, stream);
+    const auto err = cudaGetLastError();
+    if (err != cudaSuccess) throw std::runtime_error(std::string("decode_attention (warp): ") + cudaGetErrorString(err));
+    return;
+  }
   if (!decode_attention_supported(hd, cap))
     throw std::runtime_error("decode_attention: head dim " + std::to_string(hd) + " / cache " + std::to_string(cap) +
                              " not supported");

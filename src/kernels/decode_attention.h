@@ -16,10 +16,16 @@ namespace rar::kernels {
 constexpr int64_t kMaxDecodeSlots = 4096;
 bool decode_attention_supported(int hd, int64_t cap);
 
+// Two kernels: `block` (one block of 128 threads per (row, head); every dtype and hd % 8 == 0) and
+// `warp` (one warp per (row, head), no block barriers; bf16 queries, head dims 48/64/80/88/128).
+enum class DecodeAttentionVariant { block, warp };
+bool decode_attention_warp_supported(int hd, int64_t cap, bool bf16_queries);
+
 // q [R, heads, hd]; k, v [R, heads, cap, hd]; all contiguous, one dtype (f32 or bf16), or with kv_fp8
 // bf16 q and fp8 (e4m3) caches; hd % 8 == 0, hd <= 256. Row r, head h attends over slots 0..*last
 // of its cache: out[r,h] = softmax(q·kᵀ·scale)·v, [R, heads, hd]. Float accumulation.
 void decode_attention(DType t, const void* q, const void* k, const void* v, const int64_t* last, int64_t R, int heads,
-                      int hd, int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8 = false);
+                      int hd, int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8 = false,
+                      DecodeAttentionVariant variant = DecodeAttentionVariant::block);
 
 }  // namespace rar::kernels

@@ -44,14 +44,18 @@ __device__ __forceinline__ void store4(__nv_bfloat16* p, const float v[4]) {
 }
 
 // Eight consecutive bf16 elements (16 bytes) as floats; eight floats as two 16-byte accesses.
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float v[8]) {
-  const uint4 t = *reinterpret_cast<const uint4*>(p);
+// unpack8 converts eight elements already loaded as raw bits (uint4: bf16, uint2: fp8 e4m3), so a
+// kernel can issue several loads before it converts any.
+__device__ __forceinline__ void unpack8(const uint4& t, float v[8]) {
   const unsigned u[4] = {t.x, t.y, t.z, t.w};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u[i]));
     v[2 * i] = f.x, v[2 * i + 1] = f.y;
   }
+}
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float v[8]) {
+  unpack8(*reinterpret_cast<const uint4*>(p), v);
 }
 __device__ __forceinline__ void store8(__nv_bfloat16* p, const float v[8]) {
   unsigned u[4];
@@ -73,11 +77,13 @@ __device__ __forceinline__ void store8(float* p, const float v[8]) {
 
 // Eight consecutive fp8 (e4m3) elements (8 bytes) as floats; eight floats to fp8, rounded to
 // nearest, saturating at +-448 (the KV cache in fp8 mode).
-__device__ __forceinline__ void load8(const __nv_fp8_e4m3* p, float v[8]) {
-  const uint2 t = *reinterpret_cast<const uint2*>(p);
+__device__ __forceinline__ void unpack8(const uint2& t, float v[8]) {
   const float4 a = static_cast<float4>(*reinterpret_cast<const __nv_fp8x4_e4m3*>(&t.x));
   const float4 b = static_cast<float4>(*reinterpret_cast<const __nv_fp8x4_e4m3*>(&t.y));
   v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void load8(const __nv_fp8_e4m3* p, float v[8]) {
+  unpack8(*reinterpret_cast<const uint2*>(p), v);
 }
 __device__ __forceinline__ void store8(__nv_fp8_e4m3* p, const float v[8]) {
   const __nv_fp8x4_e4m3 a(make_float4(v[0], v[1], v[2], v[3])), b(make_float4(v[4], v[5], v[6], v[7]));

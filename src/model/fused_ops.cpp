@@ -20,6 +20,7 @@
 #include "kernels/decode_attention.h"
 #include "kernels/group_norm.h"
 #endif
+#include "util/error.h"
 
 namespace rar::model {
 
@@ -30,6 +31,12 @@ bool fused_from_env() {
   return !(e && std::string(e) == "0");
 }
 std::atomic<bool> g_fused{fused_from_env()};
+// RAR_DECODE_ATTENTION=warp starts with the warp variant of the decode-attention kernel.
+bool warp_attention_from_env() {
+  const char* e = std::getenv("RAR_DECODE_ATTENTION");
+  return e && std::string(e) == "warp";
+}
+std::atomic<bool> g_warp_attention{warp_attention_from_env()};
 
 // ---------------------------------------------------------------- plain path (the reference)
 
@@ -406,10 +413,12 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
     c10::cuda::CUDAGuard guard(q.device());
     auto qc = q.reshape({B, heads, hd}).contiguous();
     auto out = torch::empty({B, 1, heads * hd}, q.options());
+    const bool warp = g_warp_attention.load() &&
+                      kernels::decode_attention_warp_supported(static_cast<int>(hd), cap, q.scalar_type() == torch::kBFloat16);
     kernels::decode_attention(kdt(q), qc.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), last.data_ptr<int64_t>(),
                               B, static_cast<int>(heads), static_cast<int>(hd), cap,
                               static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))), out.data_ptr(), stream(),
-                              fp8);
+                              fp8, warp ? kernels::DecodeAttentionVariant::warp : kernels::DecodeAttentionVariant::block);
     return out;
   }
 #endif
@@ -424,6 +433,12 @@ torch::Tensor to_compute(const torch::Tensor& t) {
   if (at::autocast::is_autocast_enabled(dev)) return t.to(at::autocast::get_autocast_dtype(dev));
   return t;
 }
+
+void set_decode_attention_kernel(const std::string& name) {
+  check(name == "block" || name == "warp", "decode attention kernel: expected block or warp, got '", name, "'");
+  g_warp_attention.store(name == "warp");
+}
+std::string decode_attention_kernel() { return g_warp_attention.load() ? "warp" : "block"; }
 
 bool fused_kernels_enabled() { return g_fused.load(); }
 void set_fused_kernels(bool on) { g_fused.store(on); }
