@@ -158,9 +158,10 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const T* __r
 // lane + 32, ...): it issues all L 16-byte (fp8: 8-byte) loads of its key before converting any and
 // forms the whole dot product itself, so no partial sums cross lanes; the warp then takes the max
 // and the sum with shuffles. The values are summed by groups of L lanes (a group reads one value row
-// as consecutive chunks; the warp's G groups read G consecutive rows), kUnroll rows in flight per
-// lane, and the groups' partial sums are added through the warp's shared memory.
+// as consecutive chunks; the warp's G groups read G consecutive rows), kWarpUnroll rows in flight
+// per lane, and the groups' partial sums are added through the warp's shared memory.
 constexpr int kWarpsPerBlock = 4;
+constexpr int kWarpUnroll = 8;  // value rows in flight per lane (a warp reads only G rows at a time)
 
 template <typename KT>
 struct RawChunk;  // eight cache elements as raw bits
@@ -234,19 +235,19 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   sum = warp_sum(sum);
   __syncwarp();  // every lane's scores visible to the whole warp
 
-  // Values: group g's lanes read rows g, g + G, ... (chunk `sub` each), kUnroll rows in flight.
+  // Values: group g's lanes read rows g, g + G, ... (chunk `sub` each), kWarpUnroll rows in flight.
   const int g = lane / L, sub = lane - g * L;
   if (g < G) {
     float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (int j0 = g; j0 < len; j0 += kUnroll * G) {
-      typename RawChunk<KT>::type raw[kUnroll];
+    for (int j0 = g; j0 < len; j0 += kWarpUnroll * G) {
+      typename RawChunk<KT>::type raw[kWarpUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < kWarpUnroll; ++u) {
         const int j = j0 + u * G;
         if (j < len) raw[u] = load_chunk(vp + static_cast<int64_t>(j) * HD + 8 * sub);
       }
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < kWarpUnroll; ++u) {
         const int j = j0 + u * G;
         if (j < len) {
           float f[8];
