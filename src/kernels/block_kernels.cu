@@ -35,6 +35,24 @@ void check_launch(const char* what) {
 }
 
 int64_t blocks_for(int64_t rows) { return (rows + kWarps - 1) / kWarps; }
+
+// Launch shape of the warp-per-row forward kernels (they find their row from blockDim): kWarps
+// warps a block, fewer when that would not give every SM two blocks - a guided decode step's 512
+// rows made 64 blocks of 8 warps, leaving half an H200's 132 SMs idle.
+struct RowGrid {
+  unsigned blocks, threads;
+};
+RowGrid row_grid(int64_t rows) {
+  static const int sms = [] {
+    int d = 0, n = 0;
+    if (cudaGetDevice(&d) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, d) != cudaSuccess)
+      n = 132;
+    return n > 0 ? n : 132;
+  }();
+  int w = kWarps;
+  while (w > 1 && (rows + w - 1) / w < 2 * sms) w /= 2;
+  return {static_cast<unsigned>((rows + w - 1) / w), static_cast<unsigned>(32 * w)};
+}
 int64_t backward_blocks(int64_t rows) { return std::max<int64_t>(1, std::min(blocks_for(rows), kMaxBackwardBlocks)); }
 
 // ---------------------------------------------------------------- LayerNorm + modulation
@@ -67,7 +85,7 @@ __global__ void ln_modulate_fwd(const TX* __restrict__ x, int64_t rows, int H, c
                                 const T* __restrict__ scale, int64_t scale_stride, float eps, T* __restrict__ y,
                                 float* __restrict__ mean, float* __restrict__ rstd) {
   const int lane = threadIdx.x & 31;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);  // see row_grid
   if (row >= rows) return;
   float v[K], mu, rs;
   load_row_stats<TX, K>(x + row * H, H, lane, eps, v, mu, rs);
@@ -161,7 +179,7 @@ __global__ void ln_modulate_fwd4(const TX* __restrict__ x, int64_t rows, int H, 
                                  const T* __restrict__ gate = nullptr, int64_t gate_stride = 0,
                                  const T* __restrict__ ya = nullptr, TX* __restrict__ x_out = nullptr) {
   const int lane = threadIdx.x & 31;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);  // see row_grid
   if (row >= rows) return;
   const TX* xr = x + row * H;
   float v[G][4];
@@ -729,6 +747,7 @@ void ln_modulate_forward(DType tx, DType t, const void* x, int64_t rows, int H, 
   const bool vec = vec4_ok(x, H, H, bytes_of(tx)) && vec4_ok(shift, shift_stride, H, bytes_of(t)) &&
                    vec4_ok(scale, scale_stride, H, bytes_of(t)) && vec4_ok(y, H, H, bytes_of(t)) &&
                    (!w || (aligned(w, 16) && aligned(b, 16)));
+  const RowGrid grid = row_grid(rows);
   dispatch2(tx, t, [&](auto tx_, auto t_) {
     using TX = decltype(tx_);
     using T = decltype(t_);
@@ -737,12 +756,12 @@ void ln_modulate_forward(DType tx, DType t, const void* x, int64_t rows, int H, 
     auto* yp = static_cast<T*>(y);
     if (vec)
       dispatch_groups(H, [&](auto g_) {
-        ln_modulate_fwd4<TX, T, decltype(g_)::value><<<blocks_for(rows), kThreads, 0, stream>>>(
+        ln_modulate_fwd4<TX, T, decltype(g_)::value><<<grid.blocks, grid.threads, 0, stream>>>(
             xp, rows, H, w, b, sp, shift_stride, cp, scale_stride, eps, yp, mean, rstd);
       });
     else
       dispatch_width(H, [&](auto k_) {
-        ln_modulate_fwd<TX, T, decltype(k_)::value><<<blocks_for(rows), kThreads, 0, stream>>>(
+        ln_modulate_fwd<TX, T, decltype(k_)::value><<<grid.blocks, grid.threads, 0, stream>>>(
             xp, rows, H, w, b, sp, shift_stride, cp, scale_stride, eps, yp, mean, rstd);
       });
   });
@@ -767,11 +786,12 @@ void residual_ln_modulate_forward(DType tx, DType t, const void* x, const void* 
   if (!residual_ln_modulate_supported(tx, t, x, gate, gate_stride, ya, shift, shift_stride, scale, scale_stride, x_out,
                                       y, H, w, b))
     throw std::runtime_error("residual_ln_modulate_forward: rows not aligned to 4 elements or H > kMaxWidth");
+  const RowGrid grid = row_grid(rows);
   dispatch2(tx, t, [&](auto tx_, auto t_) {
     using TX = decltype(tx_);
     using T = decltype(t_);
     dispatch_groups(H, [&](auto g_) {
-      ln_modulate_fwd4<TX, T, decltype(g_)::value><<<blocks_for(rows), kThreads, 0, stream>>>(
+      ln_modulate_fwd4<TX, T, decltype(g_)::value><<<grid.blocks, grid.threads, 0, stream>>>(
           static_cast<const TX*>(x), rows, H, w, b, static_cast<const T*>(shift), shift_stride,
           static_cast<const T*>(scale), scale_stride, eps, static_cast<T*>(y), nullptr, nullptr,
           static_cast<const T*>(gate), gate_stride, static_cast<const T*>(ya), static_cast<TX*>(x_out));
