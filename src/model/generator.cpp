@@ -106,13 +106,25 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
 
 torch::Tensor BlockImpl::modulated(const torch::Tensor& x_in, const std::array<torch::Tensor, 6>& m,
                                    const std::function<torch::Tensor(const torch::Tensor&)>& attend) {
+  const Residual h = modulated(Residual{x_in, {}, {}}, m, attend);
+  return gated_residual(h.x, h.gate, h.y);
+}
+
+Residual BlockImpl::modulated(const Residual& h_in, const std::array<torch::Tensor, 6>& m,
+                              const std::function<torch::Tensor(const torch::Tensor&)>& attend) {
   // h += gate_a * Attn(LN1(h) * (1 + scale_a) + shift_a)
-  //   (ln_modulate and gated_residual: model/fused_ops, one CUDA kernel each on the fast path;
-  //   in inference this residual add and LN2's modulation below are one pass)
-  auto [x, z] = gated_residual_ln_modulate(x_in, m[2], attend(ln_modulate(norm1, x_in, m[0], m[1])), norm2, m[3],
-                                           m[4], !is_training());
+  //   (ln_modulate and gated_residual: model/fused_ops, one CUDA kernel each on the fast path; in
+  //   inference a pending residual add is done in LN1's pass, and this residual add in LN2's)
+  torch::Tensor x_in = h_in.x, a;
+  if (h_in.gate.defined()) {
+    auto xa = gated_residual_ln_modulate(h_in.x, h_in.gate, h_in.y, norm1, m[0], m[1], !is_training());
+    x_in = xa[0], a = xa[1];
+  } else {
+    a = ln_modulate(norm1, x_in, m[0], m[1]);
+  }
+  auto [x, z] = gated_residual_ln_modulate(x_in, m[2], attend(a), norm2, m[3], m[4], !is_training());
   // h += gate_m * MLP(LN2(h) * (1 + scale_m) + shift_m), z = LN2(h) * (1 + scale_m) + shift_m
-  return gated_residual(x, m[5], mlp(z));
+  return {x, m[5], mlp(z)};
 }
 
 // ---------------------------------------------------------------- final layer
@@ -128,9 +140,14 @@ torch::Tensor FinalLayerImpl::forward(const torch::Tensor& x, const torch::Tenso
 }
 
 torch::Tensor FinalLayerImpl::modulated(const torch::Tensor& x, const torch::Tensor& m_in) {
+  return modulated(Residual{x, {}, {}}, m_in);
+}
+
+torch::Tensor FinalLayerImpl::modulated(const Residual& h, const torch::Tensor& m_in) {
   // (scale, shift) = split2(W·SiLU(c) + b) — scale first here
   auto m = m_in.chunk(2, -1);
-  return ln_modulate(norm_final, x, m[1], m[0]);
+  if (!h.gate.defined()) return ln_modulate(norm_final, h.x, m[1], m[0]);
+  return gated_residual_ln_modulate(h.x, h.gate, h.y, norm_final, m[1], m[0], !is_training())[1];
 }
 
 // ---------------------------------------------------------------- generator
@@ -395,16 +412,18 @@ torch::Tensor GeneratorImpl::decode_step_static(const StaticDecode& s, KVCache& 
     return out.unsqueeze(1);
   };
   auto valid = s.slots.le(slot).view({1, 1, 1, -1});
+  // each block's MLP residual is added by the next block's LN1 (the last one's by the head's LN)
+  Residual r{h, {}, {}};
   for (size_t l = 0; l < block_list.size(); ++l) {
     auto& b = block_list[l];
     auto m = adaln(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), served ? s.table_block[l] : torch::Tensor())
                  .chunk(6, -1);
-    h = b->modulated(h, {m[0], m[1], m[2], m[3], m[4], m[5]}, [&](const torch::Tensor& a) {
+    r = b->modulated(r, {m[0], m[1], m[2], m[3], m[4], m[5]}, [&](const torch::Tensor& a) {
       return b->attn->forward_slot(a, cache.k[l], cache.v[l], slot, valid);
     });
   }
   auto mh = adaln(*adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head);
-  return linear(*lm_head, adaln_before_head->modulated(h, mh)).select(1, 0).to(torch::kFloat32);
+  return linear(*lm_head, adaln_before_head->modulated(r, mh)).select(1, 0).to(torch::kFloat32);
 }
 
 }  // namespace rar::model

@@ -55,6 +55,13 @@ struct MlpImpl : torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
+// The residual stream h = x + gate·y with the add still to do (gate undefined: h = x). The decode
+// step hands each block's MLP residual on to the next block's LN1 (or the head's LayerNorm), which
+// forms it in the same pass as its modulation.
+struct Residual {
+  torch::Tensor x, gate, y;
+};
+
 // One transformer block with adaLN modulation from the per-position condition c (SPEC §3.6).
 struct BlockImpl : torch::nn::Module {
   BlockImpl(const GeneratorConfig& cfg);
@@ -65,6 +72,9 @@ struct BlockImpl : torch::nn::Module {
   // how its attention runs (`attend`: the modulated LN1 output -> attention output).
   torch::Tensor modulated(const torch::Tensor& x, const std::array<torch::Tensor, 6>& m,
                           const std::function<torch::Tensor(const torch::Tensor&)>& attend);
+  // The same from and to a residual stream whose last add is pending (see Residual).
+  Residual modulated(const Residual& h, const std::array<torch::Tensor, 6>& m,
+                     const std::function<torch::Tensor(const torch::Tensor&)>& attend);
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   Attention attn{nullptr};
   Mlp mlp{nullptr};
@@ -78,6 +88,7 @@ struct FinalLayerImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& silu_c);  // silu_c = SiLU(c)
   // m = W·SiLU(c) + b [.., 2H] given: (scale, shift) = split2(m)
   torch::Tensor modulated(const torch::Tensor& x, const torch::Tensor& m);
+  torch::Tensor modulated(const Residual& h, const torch::Tensor& m);
   torch::nn::LayerNorm norm_final{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};  // SiLU, Linear(H, 2H)
 };
