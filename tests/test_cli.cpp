@@ -114,6 +114,25 @@ TEST(Cli, BenchTokensWritesARandomTokenFile) {
   EXPECT_LT(other_sum / other_n, 0.05);
 }
 
+// `bench attention`: one row per run naming what ran; bad options are one-line errors.
+TEST(Cli, BenchAttentionPrintsARowAndChecksItsOptions) {
+  auto r = run_rar("bench attention --model rar_b --batch 2 --device cpu --precision fp32 --repeats 1 --fill 40");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("| rar_b | 4 | 16 x 48 | 40 of 257 | fp32 | plain (masked SDPA) |"), std::string::npos)
+      << r.output;
+  auto f = run_rar("bench attention --model rar_b --batch 1 --cfg 0 --device cpu --kv-cache fp8 --precision bf16 "
+                   "--repeats 1 --no-header");
+  ASSERT_EQ(f.status, 0) << f.output;
+  EXPECT_NE(f.output.find("| rar_b | 1 | 16 x 48 | 128 of 257 | fp8 |"), std::string::npos) << f.output;
+  EXPECT_EQ(f.output.find("| model |"), std::string::npos) << f.output;
+  auto bad = run_rar("bench attention --device cpu --fill 300");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("--fill 300 exceeds the cache's 257 slots"), std::string::npos) << bad.output;
+  auto kern = run_rar("bench attention --device cpu --attention-kernel tiles");
+  EXPECT_NE(kern.status, 0);
+  EXPECT_NE(kern.output.find("expected block or warp, got 'tiles'"), std::string::npos) << kern.output;
+}
+
 TEST(Cli, ErrorsAreOneLine) {
   TempDir dir;
   io::write_npy(dir / "bad_classes.npy", torch::tensor({3, 7, 0, 10}, torch::kInt64));

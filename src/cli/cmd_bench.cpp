@@ -36,7 +36,7 @@ struct BenchArgs {
   int profile = 0;
   std::string trace;
   double dropout = 0.1;
-  int64_t seed = 0, count = 10000, distinct = 0, decode_batch = 64;
+  int64_t seed = 0, count = 10000, distinct = 0, decode_batch = 64, fill = 0;
   std::string out;
 };
 
@@ -184,6 +184,44 @@ void run_sample(const BenchArgs& a) {
         device.is_cuda(), a.profile, a.trace);
 }
 
+// One decode step's attention alone (model/fused_ops decode_attention: the CUDA kernel, or the
+// masked SDPA of the plain path): every row and head of a preset's guided batch attends over a
+// cache filled to `fill` slots (0 = half of it, the mean over a generation). Prints time per call
+// and the cache bytes read per second, the number to compare with the H200's 4.8 TB/s.
+void run_attention(const BenchArgs& a) {
+  if (!a.attention.empty()) model::set_decode_attention_kernel(a.attention);
+  auto device = parse_device(a.device);
+  auto dtype = parse_precision(a.precision);
+  const auto cfg = model::GeneratorConfig::preset(a.model);
+  check(a.kv_cache == "model" || a.kv_cache == "fp8", "--kv-cache: expected model or fp8, got '", a.kv_cache, "'");
+  const int64_t R = a.batch * (a.cfg != 0 ? 2 : 1), heads = cfg.heads, hd = cfg.hidden / cfg.heads;
+  const int64_t cap = cfg.seq_len + 1, fill = a.fill > 0 ? a.fill : cap / 2;
+  check(fill <= cap, "--fill ", fill, " exceeds the cache's ", cap, " slots");
+  const auto cache_t = a.kv_cache == "fp8" ? torch::kFloat8_e4m3fn : dtype;
+  torch::manual_seed(0);
+  auto opt = torch::TensorOptions().device(device).dtype(dtype);
+  auto q = torch::randn({R, 1, heads, hd}, opt).transpose(1, 2);  // the layout qk_norm_split gives
+  auto k = model::to_cache_dtype(torch::randn({R, heads, cap, hd}, opt), cache_t);
+  auto v = model::to_cache_dtype(torch::randn({R, heads, cap, hd}, opt), cache_t);
+  auto slot = torch::full({1}, fill - 1, torch::TensorOptions().device(device).dtype(torch::kInt64));
+  auto valid = torch::arange(cap, slot.options()).le(slot).view({1, 1, 1, -1});
+  torch::NoGradGuard ng;
+  constexpr int kCalls = 20;
+  const double s = time_runs(device, a.repeats, [&] {
+                     for (int i = 0; i < kCalls; ++i) model::decode_attention(q, k, v, slot, valid);
+                   }) / kCalls;
+  const double bytes = 2.0 * R * heads * fill * hd * k.element_size();
+  if (a.header)
+    std::printf("| model | rows | heads x hd | filled slots | cache | kernel | us per call | cache GB/s |\n"
+                "|---|---|---|---|---|---|---|---|\n");
+  const bool kernel = model::fused_kernels_enabled() && device.is_cuda();
+  std::printf("| %s | %lld | %lld x %lld | %lld of %lld | %s | %s | %.1f | %.0f |\n", a.model.c_str(), (long long)R,
+              (long long)heads, (long long)hd, (long long)fill, (long long)cap,
+              a.kv_cache == "fp8" ? "fp8" : a.precision.c_str(),
+              kernel ? model::decode_attention_kernel().c_str() : "plain (masked SDPA)", s * 1e6, bytes / s / 1e9);
+  std::fflush(stdout);
+}
+
 void run_decode(const BenchArgs& a) {
   auto device = parse_device(a.device);
   auto dtype = parse_precision(a.precision);
@@ -323,6 +361,14 @@ void add_bench(CLI::App& app) {
   s->add_option("--attention-kernel", a->attention, "decode-attention kernel on CUDA: block or warp (bf16)");
   s->add_option("--distinct-classes", a->distinct, "K classes per batch, each repeated (0 = random classes)");
   s->callback([a] { run_sample(*a); });
+  auto* at = bench->add_subcommand("attention", "One decode step's attention over a filled KV cache (the kernel alone)");
+  common(at);
+  at->add_option("--model", a->model, "preset giving heads and head width: rar_b, rar_l, rar_xl, rar_xxl");
+  at->add_option("--cfg", a->cfg, "guidance scale (0 = off: one row per image instead of two)");
+  at->add_option("--kv-cache", a->kv_cache, "KV cache dtype: model or fp8");
+  at->add_option("--fill", a->fill, "filled cache slots (0 = half of the S + 1)");
+  at->add_option("--attention-kernel", a->attention, "decode-attention kernel on CUDA: block or warp (bf16)");
+  at->callback([a] { run_attention(*a); });
   auto* d = bench->add_subcommand("decode", "MaskGIT-VQGAN decoding of 16x16 tokens to 256x256 images");
   d->add_flag("--channels-last", a->channels_last, "NHWC convolution weights and activations");
   common(d);
