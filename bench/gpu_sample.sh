@@ -27,11 +27,3 @@ timeout 90 "$RAR" bench decode --batch 64 --precision bf16 --channels-last --no-
 timeout 90 "$RAR" bench decode --batch 256 --precision bf16 --channels-last --no-header
 # the decoder's channels-last GroupNorm kernels: where the time goes now
 timeout 90 "$RAR" bench decode --batch 64 --precision bf16 --channels-last --no-header --profile 12 | tail -18
-# the decode-attention kernels alone: guided batch 256, cache filled to 64 / 128 / 256 of 257 slots
-echo
-first=1
-for m in rar_xl rar_b; do for kv in model fp8; do for kern in block warp; do for f in 64 128 256; do
-  timeout 60 "$RAR" bench attention --model $m --batch 256 --kv-cache $kv --attention-kernel $kern --fill $f \
-    $([ $first = 1 ] || echo --no-header) 2>&1 | grep '^|'
-  first=0
-done; done; done; done

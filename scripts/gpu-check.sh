@@ -2,7 +2,8 @@
 # One device call's worth of checking, run on the GPU machine from the repository root (after
 # scripts/gpu-pack.sh here, with .devrun carried): CUDA build, the whole test suite, then the
 # sampling/decoding benchmarks (bench/gpu_sample.sh) and, with TRAIN=1, the training table
-# (bench/gpu_train.sh); SAMPLE=0 skips the sampling table, MULTI=N runs bench/gpu_multi.sh on N GPUs.
+# (bench/gpu_train.sh); ATTENTION=0 skips the attention-kernel table (bench/gpu_attention.sh, run
+# first), SAMPLE=0 the sampling table, MULTI=N runs bench/gpu_multi.sh on N GPUs.
 # Logs and tables go to $OUT (the device tool's output folder).
 set -u
 OUT=${OUT:-/tmp/rar-gpu}
@@ -18,5 +19,6 @@ grep -E "tests passed|tests failed" "$OUT/ctest.log"; grep -E "\(Failed\)|Failur
 stamp tests
 if [ "${MULTI:-0}" -gt 1 ]; then OUT=/tmp/rar-multi bench/gpu_multi.sh build-gpu/rar "$MULTI" 2>&1 | tee "$OUT/multi.md"
   (cd /tmp/rar-multi && find . -name '*.log' -o -name metrics.jsonl | tar cf "$OUT/multi-logs.tar" -T -); stamp multi; fi
+if [ "${ATTENTION:-1}" = 1 ]; then bench/gpu_attention.sh build-gpu/rar 2>&1 | tee "$OUT/attention.md"; stamp attention; fi
 if [ "${SAMPLE:-1}" = 1 ]; then bench/gpu_sample.sh build-gpu/rar 2>&1 | tee "$OUT/sample.md"; stamp sample; fi
 if [ "${TRAIN:-0}" = 1 ]; then bench/gpu_train.sh build-gpu/rar 2>&1 | tee "$OUT/train.md"; stamp train; fi
