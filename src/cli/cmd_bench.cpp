@@ -348,26 +348,27 @@ void add_bench(CLI::App& app) {
     c->add_option("--profile", a->profile, "also profile one run and print the top N kernels by time");
     c->add_option("--trace", a->trace, "with --profile: save a Chrome trace (.json) too");
   };
+  // what `sample` and `attention` share: the model, guidance (two rows per image) and the KV cache
+  auto decode_step = [&](CLI::App* c) {
+    c->add_option("--model", a->model, "rar_b, rar_l, rar_xl or rar_xxl");
+    c->add_option("--cfg", a->cfg, "guidance scale (0 = off: one row per image instead of two)");
+    c->add_option("--kv-cache", a->kv_cache, "KV cache dtype: model or fp8");
+    c->add_option("--attention-kernel", a->attention, "decode-attention kernel on CUDA: block or warp (bf16)");
+  };
   auto* s = bench->add_subcommand("sample", "Token generation (and decoding with --decode)");
   common(s);
-  s->add_option("--model", a->model, "rar_b, rar_l, rar_xl or rar_xxl");
-  s->add_option("--cfg", a->cfg, "guidance scale (0 = off)");
+  decode_step(s);
   s->add_option("--steps", a->steps, "generate only this many tokens per image (0 = all)");
   s->add_flag("--decode", a->decode, "also time tokens -> 256x256 images with MaskGIT-VQGAN");
   s->add_option("--engine", a->engine, "plain, static, graph or auto (graph on CUDA builds)");
   s->add_flag("--channels-last", a->channels_last, "with --decode: NHWC decoder");
   s->add_option("--decode-batch", a->decode_batch, "with --decode: images decoded at once")->check(CLI::PositiveNumber);
-  s->add_option("--kv-cache", a->kv_cache, "KV cache dtype: model or fp8");
-  s->add_option("--attention-kernel", a->attention, "decode-attention kernel on CUDA: block or warp (bf16)");
   s->add_option("--distinct-classes", a->distinct, "K classes per batch, each repeated (0 = random classes)");
   s->callback([a] { run_sample(*a); });
   auto* at = bench->add_subcommand("attention", "One decode step's attention over a filled KV cache (the kernel alone)");
   common(at);
-  at->add_option("--model", a->model, "preset giving heads and head width: rar_b, rar_l, rar_xl, rar_xxl");
-  at->add_option("--cfg", a->cfg, "guidance scale (0 = off: one row per image instead of two)");
-  at->add_option("--kv-cache", a->kv_cache, "KV cache dtype: model or fp8");
+  decode_step(at);
   at->add_option("--fill", a->fill, "filled cache slots (0 = half of the S + 1)");
-  at->add_option("--attention-kernel", a->attention, "decode-attention kernel on CUDA: block or warp (bf16)");
   at->callback([a] { run_attention(*a); });
   auto* d = bench->add_subcommand("decode", "MaskGIT-VQGAN decoding of 16x16 tokens to 256x256 images");
   d->add_flag("--channels-last", a->channels_last, "NHWC convolution weights and activations");
