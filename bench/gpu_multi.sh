@@ -61,7 +61,7 @@ for r in $(seq 0 $((NG - 1))); do
     > "$OUT/sample-env-$r.log" 2>&1 &
 done
 wait
-tail -1 "$OUT/sample-multi.log" "$OUT/sample-env-0.log"
+tail -n 1 "$OUT/sample-multi.log" "$OUT/sample-env-0.log"
 python3 -c "
 import numpy as np, sys
 a = np.load(sys.argv[1])

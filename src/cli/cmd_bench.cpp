@@ -193,11 +193,10 @@ void run_attention(const BenchArgs& a) {
   auto device = parse_device(a.device);
   auto dtype = parse_precision(a.precision);
   const auto cfg = model::GeneratorConfig::preset(a.model);
-  check(a.kv_cache == "model" || a.kv_cache == "fp8", "--kv-cache: expected model or fp8, got '", a.kv_cache, "'");
   const int64_t R = a.batch * (a.cfg != 0 ? 2 : 1), heads = cfg.heads, hd = cfg.hidden / cfg.heads;
   const int64_t cap = cfg.seq_len + 1, fill = a.fill > 0 ? a.fill : cap / 2;
   check(fill <= cap, "--fill ", fill, " exceeds the cache's ", cap, " slots");
-  const auto cache_t = a.kv_cache == "fp8" ? torch::kFloat8_e4m3fn : dtype;
+  const auto cache_t = sampling::parse_kv_cache(a.kv_cache).value_or(dtype);
   torch::manual_seed(0);
   auto opt = torch::TensorOptions().device(device).dtype(dtype);
   auto q = torch::randn({R, 1, heads, hd}, opt).transpose(1, 2);  // the layout qk_norm_split gives

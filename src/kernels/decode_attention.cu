@@ -1,9 +1,10 @@
-// decode_attention.cu — see decode_attention.h. One block of 128 threads per (row, head). The
-// kernel is bound by reading the cache (every step reads all filled K and V rows), so both passes
-// read it in consecutive 16-byte chunks per thread with several loads in flight: the scores of
-// the valid keys go to shared memory, a block-wide max and sum give the softmax, and the values
-// are summed by groups of hd/8 threads (one 16-byte slice of a value row each), whose partial
-// sums are then added in shared memory.
+// decode_attention.cu — see decode_attention.h. Two kernels. `block`: one block of 128 threads per
+// (row, head); both passes read the cache in consecutive 16-byte chunks per thread with several
+// loads in flight: the scores of the valid keys go to shared memory, a block-wide max and sum give
+// the softmax, and the values are summed by groups of hd/8 threads (one 16-byte slice of a value
+// row each), whose partial sums are then added in shared memory. Its phases are separated by
+// block barriers, and on an H200 it proved latency-bound (an fp8 cache, half the bytes, took as
+// long). `warp`: one warp per (row, head), no block barriers (below).
 #include "kernels/decode_attention.h"
 #include "kernels/vec_io.cuh"
 
@@ -13,6 +14,7 @@
 #include <cfloat>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace rar::kernels {
 namespace {
@@ -224,8 +226,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     scores[j] = acc;
     mx = fmaxf(mx, acc);
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  mx = warp_max(mx);
   float sum = 0.f;
   for (int j = lane; j < len; j += 32) {  // each lane rereads only the scores it wrote
     const float e = __expf(scores[j] - mx);
@@ -271,27 +272,31 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   }
 }
 
-// The head widths the warp variant is built for (chunks of 8): rar_b 48, rar_l 64, rar_xl 80,
-// rar_xxl 88, and 128.
-bool warp_variant_built(int hd) { return hd == 48 || hd == 64 || hd == 80 || hd == 88 || hd == 128; }
+// Calls f(std::integral_constant<int, L>) for the head widths hd = 8·L the warp variant is built
+// for (rar_b 48, rar_l 64, rar_xl 80, rar_xxl 88, and 128); false for the others.
+template <typename F>
+bool dispatch_warp_chunks(int hd, F&& f) {
+  if (hd % 8 != 0) return false;
+  switch (hd / 8) {
+    case 6: f(std::integral_constant<int, 6>{}); return true;
+    case 8: f(std::integral_constant<int, 8>{}); return true;
+    case 10: f(std::integral_constant<int, 10>{}); return true;
+    case 11: f(std::integral_constant<int, 11>{}); return true;
+    case 16: f(std::integral_constant<int, 16>{}); return true;
+    default: return false;
+  }
+}
 
 template <typename KT>
 void launch_warp_variant(const void* q, const void* k, const void* v, const int64_t* last, int64_t rows, int hd,
                          int64_t cap, float scale, void* out, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
   const size_t smem = sizeof(float) * kWarpsPerBlock * static_cast<size_t>(warp_smem_floats(hd / 8, cap));
-  auto qb = static_cast<const __nv_bfloat16*>(q);
-  auto kb = static_cast<const KT*>(k);
-  auto vb = static_cast<const KT*>(v);
-  auto ob = static_cast<__nv_bfloat16*>(out);
-  switch (hd / 8) {
-    case 6: decode_attention_warp_kernel<KT, 6><<<grid, kWarpsPerBlock * 32, smem, stream>>>(qb, kb, vb, last, rows, cap, scale, ob); break;
-    case 8: decode_attention_warp_kernel<KT, 8><<<grid, kWarpsPerBlock * 32, smem, stream>>>(qb, kb, vb, last, rows, cap, scale, ob); break;
-    case 10: decode_attention_warp_kernel<KT, 10><<<grid, kWarpsPerBlock * 32, smem, stream>>>(qb, kb, vb, last, rows, cap, scale, ob); break;
-    case 11: decode_attention_warp_kernel<KT, 11><<<grid, kWarpsPerBlock * 32, smem, stream>>>(qb, kb, vb, last, rows, cap, scale, ob); break;
-    case 16: decode_attention_warp_kernel<KT, 16><<<grid, kWarpsPerBlock * 32, smem, stream>>>(qb, kb, vb, last, rows, cap, scale, ob); break;
-    default: throw std::runtime_error("decode_attention: no warp variant for head dim " + std::to_string(hd));
-  }
+  dispatch_warp_chunks(hd, [&](auto l_) {
+    decode_attention_warp_kernel<KT, decltype(l_)::value><<<grid, kWarpsPerBlock * 32, smem, stream>>>(
+        static_cast<const __nv_bfloat16*>(q), static_cast<const KT*>(k), static_cast<const KT*>(v), last, rows, cap,
+        scale, static_cast<__nv_bfloat16*>(out));
+  });
 }
 
 // Shared memory of one block: the scores, then the larger of the tile partials and the groups'
@@ -308,7 +313,7 @@ bool decode_attention_supported(int hd, int64_t cap) {
 }
 
 bool decode_attention_warp_supported(int hd, int64_t cap, bool bf16_queries) {
-  return bf16_queries && warp_variant_built(hd) && cap >= 1 &&
+  return bf16_queries && dispatch_warp_chunks(hd, [](auto) {}) && cap >= 1 &&
          sizeof(float) * kWarpsPerBlock * warp_smem_floats(hd / 8, cap) <= 48 * 1024;
 }
 
@@ -325,30 +330,28 @@ void decode_attention(DType t, const void* q, const void* k, const void* v, cons
       launch_warp_variant<__nv_fp8_e4m3>(q, k, v, last, R * heads, hd, cap, scale, out, stream);
     else
       launch_warp_variant<__nv_bfloat16>(q, k, v, last, R * heads, hd, cap, scale, out, stream);
-    const auto err = cudaGetLastError();
-    if (err != cudaSuccess) throw std::runtime_error(std::string("decode_attention (warp): ") + cudaGetErrorString(err));
-    return;
+  } else {
+    if (!decode_attention_supported(hd, cap))
+      throw std::runtime_error("decode_attention: head dim " + std::to_string(hd) + " / cache " + std::to_string(cap) +
+                               " not supported");
+    const size_t smem = smem_bytes(hd, cap);
+    const dim3 grid(static_cast<unsigned>(R * heads));
+    if (t == DType::bf16 && kv_fp8)
+      decode_attention_kernel<__nv_bfloat16, __nv_fp8_e4m3><<<grid, kThreads, smem, stream>>>(
+          static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_fp8_e4m3*>(k),
+          static_cast<const __nv_fp8_e4m3*>(v), last, hd, cap, scale, static_cast<__nv_bfloat16*>(out));
+    else if (t == DType::bf16)
+      decode_attention_kernel<__nv_bfloat16, __nv_bfloat16><<<grid, kThreads, smem, stream>>>(
+          static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(k),
+          static_cast<const __nv_bfloat16*>(v), last, hd, cap, scale, static_cast<__nv_bfloat16*>(out));
+    else if (!kv_fp8)
+      decode_attention_kernel<float, float><<<grid, kThreads, smem, stream>>>(static_cast<const float*>(q),
+                                                                             static_cast<const float*>(k),
+                                                                             static_cast<const float*>(v), last, hd,
+                                                                             cap, scale, static_cast<float*>(out));
+    else
+      throw std::runtime_error("decode_attention: an fp8 cache takes bf16 queries");
   }
-  if (!decode_attention_supported(hd, cap))
-    throw std::runtime_error("decode_attention: head dim " + std::to_string(hd) + " / cache " + std::to_string(cap) +
-                             " not supported");
-  const size_t smem = smem_bytes(hd, cap);
-  const dim3 grid(static_cast<unsigned>(R * heads));
-  if (t == DType::bf16 && kv_fp8)
-    decode_attention_kernel<__nv_bfloat16, __nv_fp8_e4m3><<<grid, kThreads, smem, stream>>>(
-        static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_fp8_e4m3*>(k),
-        static_cast<const __nv_fp8_e4m3*>(v), last, hd, cap, scale, static_cast<__nv_bfloat16*>(out));
-  else if (t == DType::bf16)
-    decode_attention_kernel<__nv_bfloat16, __nv_bfloat16><<<grid, kThreads, smem, stream>>>(
-        static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(k),
-        static_cast<const __nv_bfloat16*>(v), last, hd, cap, scale, static_cast<__nv_bfloat16*>(out));
-  else if (!kv_fp8)
-    decode_attention_kernel<float, float><<<grid, kThreads, smem, stream>>>(static_cast<const float*>(q),
-                                                                           static_cast<const float*>(k),
-                                                                           static_cast<const float*>(v), last, hd,
-                                                                           cap, scale, static_cast<float*>(out));
-  else
-    throw std::runtime_error("decode_attention: an fp8 cache takes bf16 queries");
   const auto err = cudaGetLastError();
   if (err != cudaSuccess) throw std::runtime_error(std::string("decode_attention: ") + cudaGetErrorString(err));
 }

@@ -25,18 +25,14 @@
 namespace rar::model {
 
 namespace {
+bool env_is(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e && std::string(e) == value;
+}
 // RAR_FUSED=0 in the environment starts with the plain path everywhere.
-bool fused_from_env() {
-  const char* e = std::getenv("RAR_FUSED");
-  return !(e && std::string(e) == "0");
-}
-std::atomic<bool> g_fused{fused_from_env()};
+std::atomic<bool> g_fused{!env_is("RAR_FUSED", "0")};
 // RAR_DECODE_ATTENTION=warp starts with the warp variant of the decode-attention kernel.
-bool warp_attention_from_env() {
-  const char* e = std::getenv("RAR_DECODE_ATTENTION");
-  return e && std::string(e) == "warp";
-}
-std::atomic<bool> g_warp_attention{warp_attention_from_env()};
+std::atomic<bool> g_warp_attention{env_is("RAR_DECODE_ATTENTION", "warp")};
 
 // ---------------------------------------------------------------- plain path (the reference)
 

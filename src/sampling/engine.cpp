@@ -16,6 +16,12 @@ void check_engine_name(const std::string& name) {
         "--engine must be plain, static, graph or auto, got '", name, "'");
 }
 
+std::optional<at::ScalarType> parse_kv_cache(const std::string& name) {
+  check(name == "model" || name == "fp8", "--kv-cache must be model or fp8, got '", name, "'");
+  if (name == "fp8") return torch::kFloat8_e4m3fn;
+  return std::nullopt;
+}
+
 EngineKind parse_engine(const std::string& name, const torch::Device& device) {
   check_engine_name(name);
   if (name == "plain") return EngineKind::Plain;

@@ -24,6 +24,8 @@ enum class EngineKind { Plain, Static, Graph };
 EngineKind parse_engine(const std::string& name, const torch::Device& device);
 // Throws rar::Error unless `name` is one of those four (no device needed yet).
 void check_engine_name(const std::string& name);
+// --kv-cache: "model" (nullopt: the model's dtype) or "fp8" (e4m3); throws rar::Error otherwise.
+std::optional<at::ScalarType> parse_kv_cache(const std::string& name);
 const char* engine_name(EngineKind k);
 
 class DecodeEngine {

@@ -14,14 +14,14 @@ void SamplingOptions::validate() const {
   check(steps >= 0, "--steps must be >= 0, got ", steps);
   scan_order(order, 4);  // throws for an unknown order name
   check_engine_name(engine);
-  check(kv_cache == "model" || kv_cache == "fp8", "--kv-cache must be model or fp8, got '", kv_cache, "'");
+  parse_kv_cache(kv_cache);
 }
 
 Sampler::Sampler(model::Generator g, SamplingOptions opts)
     : g_(std::move(g)),
       opts_(std::move(opts)),
       engine_(g_, (opts_.validate(), parse_engine(opts_.engine, g_->cls_token.device())),
-              opts_.kv_cache == "fp8" ? std::optional<at::ScalarType>(torch::kFloat8_e4m3fn) : std::nullopt) {
+              parse_kv_cache(opts_.kv_cache)) {
   order_ = scan_order(opts_.order, g_->cfg.seq_len);
 }
 

@@ -247,19 +247,6 @@ void DataParallel::finish() {
 
 int64_t DataParallel::buckets() const { return static_cast<int64_t>(impl_->buckets.size()); }
 
-std::vector<double> DataParallel::sum(const std::vector<double>& values) {
-#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
-  if (!impl_->pg) return values;
-  auto t = torch::tensor(values, torch::kFloat64).to(device_);
-  std::vector<at::Tensor> v = {t};
-  impl_->pg->allreduce(v)->wait();
-  auto c = v[0].cpu();
-  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
-#else
-  return values;
-#endif
-}
-
 void DataParallel::sum_(torch::Tensor& t) {
 #if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
   if (!impl_->pg) return;
@@ -271,11 +258,11 @@ void DataParallel::sum_(torch::Tensor& t) {
 void DataParallel::barrier() {
 #if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
   if (!impl_->pg) return;
-  std::vector<at::Tensor> v = {torch::zeros({1}, torch::TensorOptions().device(device_))};
-  impl_->pg->allreduce(v)->wait();
+  auto t = torch::zeros({1}, torch::TensorOptions().device(device_));
+  sum_(t);
   // NCCL's wait() only orders the current stream after the collective: reading the result back is
   // what holds this process until every rank has arrived
-  (void)v[0].item<float>();
+  (void)t.item<float>();
 #endif
 }
 

@@ -53,9 +53,7 @@ class DataParallel {
   // Of the last finish(): how many buckets there are and how many had started during backward.
   int64_t buckets() const;
   int64_t overlapped() const { return last_overlapped_; }
-  // Sums of a few scalars across ranks (for logs); sum_ sums a tensor on the device in place (no
-  // host synchronisation).
-  std::vector<double> sum(const std::vector<double>& values);
+  // Sums a tensor across ranks, in place on the device (no host synchronisation).
   void sum_(torch::Tensor& t);
   void barrier();
 
