@@ -14,9 +14,9 @@ for m in rar_b rar_xl; do
   for b in 128 256 512; do row --model $m --batch $b --engine graph; done
   row --model $m --batch 256 --engine graph --distinct-classes 4
   for b in 256 512; do row --model $m --batch $b --engine graph --kv-cache fp8; done
-  # the warp variant of the decode-attention kernel (one warp per row and head, no block barriers)
-  row --model $m --batch 256 --engine graph --attention-kernel warp
-  row --model $m --batch 256 --engine graph --attention-kernel warp --kv-cache fp8
+  # the block variant of the decode-attention kernel (the default until the warp one was measured)
+  row --model $m --batch 256 --engine graph --attention-kernel block
+  row --model $m --batch 256 --engine graph --attention-kernel block --kv-cache fp8
 done
 row --model rar_xl --batch 256 --engine graph --decode --repeats 4
 row --model rar_xl --batch 256 --engine graph --decode --repeats 4 --channels-last

@@ -279,7 +279,7 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
                                         << " last " << last;
     EXPECT_LT(rel_err(plain, ref), tol) << "plain, hd " << hd << " dtype " << dt << " cache " << ct << " last " << last;
   }
-  model::set_decode_attention_kernel("block");
+  model::set_decode_attention_kernel("warp");  // the default again
   EXPECT_RAR_ERROR(model::set_decode_attention_kernel("tiles"), "expected block or warp, got 'tiles'");
 }
 

@@ -31,8 +31,9 @@ bool env_is(const char* name, const char* value) {
 }
 // RAR_FUSED=0 in the environment starts with the plain path everywhere.
 std::atomic<bool> g_fused{!env_is("RAR_FUSED", "0")};
-// RAR_DECODE_ATTENTION=warp starts with the warp variant of the decode-attention kernel.
-std::atomic<bool> g_warp_attention{env_is("RAR_DECODE_ATTENTION", "warp")};
+// The warp variant of the decode-attention kernel is the default (faster at every fill and cache
+// dtype measured, bench/RESULTS.md); RAR_DECODE_ATTENTION=block starts with the block variant.
+std::atomic<bool> g_warp_attention{!env_is("RAR_DECODE_ATTENTION", "block")};
 
 // ---------------------------------------------------------------- plain path (the reference)
 

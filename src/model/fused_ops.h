@@ -81,8 +81,8 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
 // kernel (kernels/decode_attention): reads the valid slots only, the count from device memory.
 torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
                                const torch::Tensor& last, const torch::Tensor& valid);
-// Which decode-attention kernel the fused path uses: "block" (default) or "warp" (bf16 queries,
-// head dims 48/64/80/88/128; others fall back to "block"). The environment variable
+// Which decode-attention kernel the fused path uses: "warp" (default; bf16 queries, head dims
+// 48/64/80/88/128; others fall back to "block") or "block". The environment variable
 // RAR_DECODE_ATTENTION sets the starting value; tests and benchmarks switch it here.
 void set_decode_attention_kernel(const std::string& name);
 std::string decode_attention_kernel();
