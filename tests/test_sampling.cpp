@@ -14,11 +14,6 @@
 #include "sampling/sampler.h"
 #include "util/error.h"
 
-#ifdef RAR_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
-
 using namespace rar;
 using namespace rar::test;
 using sampling::GuidanceSchedule;
@@ -123,16 +118,6 @@ TEST(SamplerCuda, GraphEngineMatchesThePlainLoop) {
   sampling::Sampler plain(g, greedy(0.0, 0.0, "graph"));
   EXPECT_TRUE(plain.sample(classes, 64).equal(ref[1]));
   EXPECT_TRUE(plain.sample(classes, 64).equal(ref[1]));  // replayed graph, second batch
-#ifdef RAR_WITH_CUDA
-  {  // called from the caller's own stream (batches run on the sampler's priority stream): the same
-     // tokens, ready on the caller's stream, which is current again afterwards
-    auto mine = c10::cuda::getStreamFromPool(false, 0);
-    c10::cuda::CUDAStreamGuard guard(mine);
-    auto tokens = plain.sample_batch(classes, 0);
-    EXPECT_EQ(c10::cuda::getCurrentCUDAStream(0), mine);
-    EXPECT_TRUE(tokens.cpu().equal(ref[1]));
-  }
-#endif
   at::globalContext().setAllowTF32CuBLAS(tf32);
 
   g->to(torch::kBFloat16);

@@ -4,20 +4,7 @@
 #include "sampling/orders.h"
 #include "util/error.h"
 
-#ifdef RAR_WITH_CUDA
-#include <ATen/cuda/CUDAEvent.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
-
 namespace rar::sampling {
-#ifdef RAR_WITH_CUDA
-struct Sampler::PriorityStream {
-  c10::cuda::CUDAStream stream;
-};
-#else
-struct Sampler::PriorityStream {};
-#endif
 
 void SamplingOptions::validate() const {
   check(temperature > 0, "--temperature must be > 0, got ", temperature);
@@ -38,36 +25,7 @@ Sampler::Sampler(model::Generator g, SamplingOptions opts)
   order_ = scan_order(opts_.order, g_->cfg.seq_len);
 }
 
-torch::Tensor Sampler::sample_batch(const torch::Tensor& classes, uint64_t seed) {
-#ifdef RAR_WITH_CUDA
-  const auto device = g_->cls_token.device();
-  if (device.is_cuda()) {
-    // The priority stream waits for the caller's stream, runs the batch, and the caller's stream
-    // waits for it; the tokens are then used on the caller's stream (record_stream: their memory
-    // is not reused before that use is done).
-    auto caller = c10::cuda::getCurrentCUDAStream(device.index());
-    if (!fast_)
-      fast_ = std::make_shared<PriorityStream>(
-          PriorityStream{c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device.index())});
-    auto fast = fast_->stream;
-    at::cuda::CUDAEvent before, after;
-    before.record(caller);
-    before.block(fast);
-    torch::Tensor tokens;
-    {
-      c10::cuda::CUDAStreamGuard guard(fast);
-      tokens = generate(classes, seed);
-    }
-    after.record(fast);
-    after.block(caller);
-    tokens.record_stream(caller);
-    return tokens;
-  }
-#endif
-  return generate(classes, seed);
-}
-
-torch::Tensor Sampler::generate(const torch::Tensor& classes_in, uint64_t seed) {
+torch::Tensor Sampler::sample_batch(const torch::Tensor& classes_in, uint64_t seed) {
   torch::NoGradGuard no_grad;
   const auto& cfg = g_->cfg;
   const auto device = g_->cls_token.device();

@@ -4,7 +4,6 @@
 #pragma once
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,9 +34,7 @@ class Sampler {
   Sampler(model::Generator g, SamplingOptions opts);
 
   // Tokens [B,S] int64 (raster layout, on the model's device) for class ids [B]. The batch is
-  // generated in one pass; `seed` makes it reproducible on the same device. On CUDA the steps run
-  // on a high-priority stream (ordered after the caller's stream's work, and the caller's stream
-  // after them), so a decode running beside it (DecodePipeline) takes only the SMs it leaves idle.
+  // generated in one pass; `seed` makes it reproducible on the same device.
   torch::Tensor sample_batch(const torch::Tensor& classes, uint64_t seed);
 
   // Splits `classes` [N] into batches of `batch`; batch i uses seed opts.seed + i, so any batch
@@ -54,9 +51,6 @@ class Sampler {
   SamplingOptions opts_;
   std::vector<int64_t> order_;
   DecodeEngine engine_;  // keeps its buffers while the batch size stays the same
-  torch::Tensor generate(const torch::Tensor& classes, uint64_t seed);  // sample_batch on the current stream
-  struct PriorityStream;                   // CUDA: the one stream every batch runs on (its buffers stay on it)
-  std::shared_ptr<PriorityStream> fast_;
 };
 
 // Class ids for `--classes a,b,c --per-class K` (each repeated K times, in order) or, with
