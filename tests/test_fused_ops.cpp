@@ -150,8 +150,9 @@ TEST(FusedOps, AdalnSplitEqualsOneProjection) {
 TEST(FusedOpsCuda, LnModulateMatchesPlainPath) {
   if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
   const int64_t B = 3, N = 37;
-  // H = 200: the vectorised kernels (H % 4 == 0), masked lanes; H = 202: the per-element kernels
-  for (int64_t H : {200, 202})
+  // H = 200, 1280: the block-per-row kernel (H % 8 == 0; 200: masked lanes, 1280: five warps);
+  // H = 196: the four-wide warp-per-row kernels; H = 202: the per-element kernels
+  for (int64_t H : {200, 1280, 196, 202})
   for (bool affine : {true, false}) {
     for (bool autocast : {false, true}) {
       torch::manual_seed(1);
@@ -300,15 +301,15 @@ TEST(FusedOpsCuda, Bf16ModelForwardMatchesPlainPath) {
 }
 
 // The inference-only ops of the decode step against their plain compositions: the gated residual
-// fused with the next modulated LayerNorm (H = 200 vectorised, 202 the plain fallback; with and
-// without affine; adaLN chunks as strided views), and the q/k norm writing k and v straight into a
+// fused with the next modulated LayerNorm (H = 200 and 1280 the block-per-row kernel, 196 the
+// four-wide one, 202 the plain fallback; with and without affine; adaLN chunks as strided views), and the q/k norm writing k and v straight into a
 // KV cache slot given on the device.
 TEST(FusedOpsCuda, InferenceResidualNormAndCacheAppendMatchPlainPath) {
   if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
   torch::NoGradGuard ng;
   auto cu = torch::TensorOptions().device(torch::kCUDA);
   const int64_t B = 3, N = 5;
-  for (int64_t H : {200, 202})
+  for (int64_t H : {200, 1280, 196, 202})
   for (bool affine : {true, false})
   for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
     torch::manual_seed(6);

@@ -244,6 +244,79 @@ __global__ void ln_modulate_fwd4(const TX* __restrict__ x, int64_t rows, int H, 
   }
 }
 
+// Block-per-row variant (the default where rows allow it: H % 8 == 0, H <= 8192, 16-byte aligned
+// rows): thread i owns columns 8i..8i+7 and issues every load it needs (x, gate, ya, shift, scale,
+// w, b: one 16-byte access each for bf16) before any arithmetic; the two sums go through shared
+// memory. A decode step has only 2·batch rows: one warp per row (above) left most SMs with a few
+// warps, each waiting out a chain of dependent loads (11 us per call for rar_xl's 512 rows).
+// Same arithmetic as ln_modulate_fwd4 (residual rounded to TX, two-pass statistics in float).
+template <int Slot>
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float part[32];  // one array per call site (Slot): no barrier needed before reuse
+  v = warp_sum(v);
+  const int lane = threadIdx.x & 31;
+  if (lane == 0) part[threadIdx.x >> 5] = v;
+  __syncthreads();
+  return warp_sum(lane < static_cast<int>(blockDim.x >> 5) ? part[lane] : 0.f);
+}
+
+template <typename TX, typename T>
+__global__ void ln_modulate_fwd_rows(const TX* __restrict__ x, int H, const float* __restrict__ w,
+                                     const float* __restrict__ b, const T* __restrict__ shift, int64_t shift_stride,
+                                     const T* __restrict__ scale, int64_t scale_stride, float eps, T* __restrict__ y,
+                                     float* __restrict__ mean, float* __restrict__ rstd, const T* __restrict__ gate,
+                                     int64_t gate_stride, const T* __restrict__ ya, TX* __restrict__ x_out) {
+  const int64_t row = blockIdx.x;
+  const int c = 8 * threadIdx.x;
+  const bool on = c < H;  // blockDim is H/8 rounded up to whole warps
+  float v[8] = {}, sh[8] = {}, sc[8] = {}, gv[8] = {}, av[8] = {}, wv[8] = {}, bv[8] = {};
+  if (on) {
+    load8(x + row * H + c, v);
+    if (gate) {
+      load8(gate + row * gate_stride + c, gv);
+      load8(ya + row * H + c, av);
+    }
+    load8(shift + row * shift_stride + c, sh);
+    load8(scale + row * scale_stride + c, sc);
+    if (w) {
+      load8(w + c, wv);
+      load8(b + c, bv);
+    }
+    if (gate) {  // the gated residual first: x_out = x + gate·ya, in x's precision
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = to_f(from_f<TX>(v[j] + gv[j] * av[j]));
+      store8(x_out + row * H + c, v);
+    }
+  }
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) s += v[j];
+  const float mu = block_sum<0>(s) / H;
+  float q = 0.f;
+  if (on) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float d = v[j] - mu;
+      q += d * d;
+    }
+  }
+  const float rs = rsqrtf(block_sum<1>(q) / H + eps);
+  if (threadIdx.x == 0 && mean) {
+    mean[row] = mu;
+    rstd[row] = rs;
+  }
+  if (on) {
+    float o[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      float n = (v[j] - mu) * rs;
+      if (w) n = n * wv[j] + bv[j];
+      o[j] = n * (1.f + sc[j]) + sh[j];
+    }
+    store8(y + row * H + c, o);
+  }
+}
+
 template <typename TX, typename T, int G>
 __global__ void ln_modulate_bwd4(const T* __restrict__ gy, const TX* __restrict__ x, const float* __restrict__ mean,
                                  const float* __restrict__ rstd, const float* __restrict__ w,
@@ -737,6 +810,12 @@ bool vec4_ok(const void* p, int64_t stride, int width, int bytes) {
   return width % 4 == 0 && stride % 4 == 0 && aligned(p, 4 * bytes);
 }
 int bytes_of(DType t) { return t == DType::f32 ? 4 : 2; }
+// ... eight elements (16 bytes for bf16, two 16-byte accesses for float) at a time.
+bool vec8_ok(const void* p, int64_t stride, int width) {
+  return width % 8 == 0 && stride % 8 == 0 && aligned(p, 16);
+}
+constexpr int kMaxRowWidth = 8 * 1024;  // ln_modulate_fwd_rows: one thread per 8 columns
+unsigned row_threads(int H) { return static_cast<unsigned>((H / 8 + 31) / 32 * 32); }
 
 }  // namespace
 
@@ -747,6 +826,9 @@ void ln_modulate_forward(DType tx, DType t, const void* x, int64_t rows, int H, 
   const bool vec = vec4_ok(x, H, H, bytes_of(tx)) && vec4_ok(shift, shift_stride, H, bytes_of(t)) &&
                    vec4_ok(scale, scale_stride, H, bytes_of(t)) && vec4_ok(y, H, H, bytes_of(t)) &&
                    (!w || (aligned(w, 16) && aligned(b, 16)));
+  const bool rows8 = H <= kMaxRowWidth && vec8_ok(x, H, H) &&
+                     vec8_ok(shift, shift_stride, H) && vec8_ok(scale, scale_stride, H) &&
+                     vec8_ok(y, H, H) && (!w || (aligned(w, 16) && aligned(b, 16)));
   const RowGrid grid = row_grid(rows);
   dispatch2(tx, t, [&](auto tx_, auto t_) {
     using TX = decltype(tx_);
@@ -754,7 +836,10 @@ void ln_modulate_forward(DType tx, DType t, const void* x, int64_t rows, int H, 
     const auto* xp = static_cast<const TX*>(x);
     const auto *sp = static_cast<const T*>(shift), *cp = static_cast<const T*>(scale);
     auto* yp = static_cast<T*>(y);
-    if (vec)
+    if (rows8)
+      ln_modulate_fwd_rows<TX, T><<<static_cast<unsigned>(rows), row_threads(H), 0, stream>>>(
+          xp, H, w, b, sp, shift_stride, cp, scale_stride, eps, yp, mean, rstd, nullptr, 0, nullptr, nullptr);
+    else if (vec)
       dispatch_groups(H, [&](auto g_) {
         ln_modulate_fwd4<TX, T, decltype(g_)::value><<<grid.blocks, grid.threads, 0, stream>>>(
             xp, rows, H, w, b, sp, shift_stride, cp, scale_stride, eps, yp, mean, rstd);
@@ -786,10 +871,21 @@ void residual_ln_modulate_forward(DType tx, DType t, const void* x, const void* 
   if (!residual_ln_modulate_supported(tx, t, x, gate, gate_stride, ya, shift, shift_stride, scale, scale_stride, x_out,
                                       y, H, w, b))
     throw std::runtime_error("residual_ln_modulate_forward: rows not aligned to 4 elements or H > kMaxWidth");
+  const bool rows8 = H <= kMaxRowWidth && vec8_ok(x, H, H) && vec8_ok(x_out, H, H) &&
+                     vec8_ok(gate, gate_stride, H) && vec8_ok(ya, H, H) &&
+                     vec8_ok(shift, shift_stride, H) && vec8_ok(scale, scale_stride, H) &&
+                     vec8_ok(y, H, H);
   const RowGrid grid = row_grid(rows);
   dispatch2(tx, t, [&](auto tx_, auto t_) {
     using TX = decltype(tx_);
     using T = decltype(t_);
+    if (rows8) {
+      ln_modulate_fwd_rows<TX, T><<<static_cast<unsigned>(rows), row_threads(H), 0, stream>>>(
+          static_cast<const TX*>(x), H, w, b, static_cast<const T*>(shift), shift_stride,
+          static_cast<const T*>(scale), scale_stride, eps, static_cast<T*>(y), nullptr, nullptr,
+          static_cast<const T*>(gate), gate_stride, static_cast<const T*>(ya), static_cast<TX*>(x_out));
+      return;
+    }
     dispatch_groups(H, [&](auto g_) {
       ln_modulate_fwd4<TX, T, decltype(g_)::value><<<grid.blocks, grid.threads, 0, stream>>>(
           static_cast<const TX*>(x), rows, H, w, b, static_cast<const T*>(shift), shift_stride,
