@@ -13,12 +13,14 @@ for m in rar_b rar_xl; do
   row --model $m --batch 128 --engine plain
   for b in 128 256 512; do row --model $m --batch $b --engine graph; done
   row --model $m --batch 256 --engine graph --distinct-classes 4
-  for b in 256 512; do row --model $m --batch $b --engine graph --kv-cache fp8; done
+  for b in 256 512 1024; do row --model $m --batch $b --engine graph --kv-cache fp8; done
   # the block variant of the decode-attention kernel (the default until the warp one was measured)
   row --model $m --batch 256 --engine graph --attention-kernel block
   row --model $m --batch 256 --engine graph --attention-kernel block --kv-cache fp8
 done
 row --model rar_xl --batch 256 --engine graph --decode --repeats 4
+row --model rar_xl --batch 1024 --engine graph --kv-cache fp8 --decode --repeats 2
+row --model rar_b --batch 1024 --engine graph --kv-cache fp8 --decode --repeats 2
 row --model rar_xl --batch 256 --engine graph --decode --repeats 4 --channels-last
 row --model rar_b --batch 256 --engine graph --decode --repeats 4
 row --model rar_b --batch 256 --engine graph --decode --repeats 4 --channels-last
