@@ -354,6 +354,36 @@ TEST(FusedOpsCuda, InferenceResidualNormAndCacheAppendMatchPlainPath) {
   }
 }
 
+// The decoder's nearest 2x upsampling kernel is the copy LibTorch's interpolate makes, in both
+// layouts (output in the input's layout); shapes it does not take (W or C not a multiple of 8, a
+// strided view) fall back to interpolate.
+TEST(FusedOpsCuda, UpsampleNearest2xEqualsInterpolate) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  torch::NoGradGuard ng;
+  namespace F = torch::nn::functional;
+  auto cu = torch::TensorOptions().device(torch::kCUDA);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16})
+  for (auto shape : {std::vector<int64_t>{2, 16, 5, 8}, std::vector<int64_t>{3, 24, 7, 16},
+                     std::vector<int64_t>{2, 12, 4, 6}})
+  for (bool channels_last : {false, true})
+  for (bool view : {false, true}) {
+    torch::manual_seed(9);
+    auto x = torch::randn(shape, cu.dtype(dt));
+    if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    if (view) x = x.narrow(3, 1, shape[3] - 1);  // neither layout contiguous
+    auto want = F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0})
+                                      .mode(torch::kNearest));
+    auto got = model::upsample_nearest2x(x);
+    const std::string what = "dtype " + std::string(c10::toString(dt)) + " C " + std::to_string(shape[1]) + " W " +
+                             std::to_string(shape[3]) + (channels_last ? " channels-last" : " NCHW") +
+                             (view ? " view" : "");
+    ASSERT_EQ(got.sizes(), want.sizes()) << what;
+    EXPECT_TRUE(got.equal(want)) << what;
+    if (!view)
+      EXPECT_EQ(got.is_contiguous(at::MemoryFormat::ChannelsLast) && !got.is_contiguous(), channels_last) << what;
+  }
+}
+
 // A bf16 model's LayerNorm parameters are cast to float32 once and kept for the kernels: changing
 // the parameter in place (as loading weights does) must be seen by the next call.
 TEST(FusedOpsCuda, CachedAffineCastFollowsParameterUpdates) {

@@ -19,6 +19,7 @@
 #include "kernels/block_kernels.h"
 #include "kernels/decode_attention.h"
 #include "kernels/group_norm.h"
+#include "kernels/upsample.h"
 #endif
 #include "util/error.h"
 
@@ -519,6 +520,26 @@ torch::Tensor group_norm_silu(const torch::nn::GroupNorm& gn, const torch::Tenso
 #endif
   auto y = at::group_norm(x, o.num_groups(), gn->weight, gn->bias, o.eps());  // as GroupNormImpl::forward
   return silu ? torch::silu(y) : y;
+}
+
+torch::Tensor upsample_nearest2x(const torch::Tensor& x) {
+#ifdef RAR_WITH_CUDA
+  if (fused_kernels_enabled() && !torch::GradMode::is_enabled() && x.is_cuda() && x.dim() == 4 && kernel_dtype(x)) {
+    const bool nchw = x.is_contiguous(), nhwc = !nchw && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+    const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+    if (nchw || nhwc) {
+      auto y = torch::empty({N, C, 2 * H, 2 * W}, x.options(),
+                            nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+      if (kernels::upsample_nearest2x_supported(N, C, H, W, nhwc, x.data_ptr(), y.data_ptr())) {
+        c10::cuda::CUDAGuard guard(x.device());
+        kernels::upsample_nearest2x(kdt(x), x.data_ptr(), N, C, H, W, nhwc, y.data_ptr(), stream());
+        return y;
+      }
+    }
+  }
+#endif
+  namespace F = torch::nn::functional;
+  return F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest));
 }
 
 torch::Tensor to_cache_dtype(const torch::Tensor& x, at::ScalarType t) {

@@ -93,6 +93,11 @@ std::string decode_attention_kernel();
 // input to NCHW and its output back). Otherwise LibTorch's group_norm (+ silu).
 torch::Tensor group_norm_silu(const torch::nn::GroupNorm& gn, const torch::Tensor& x, bool silu = true);
 
+// The VQ decoder's nearest-neighbour 2x upsampling of [N,C,H,W] (NCHW or channels-last; the output
+// in the same layout). Without gradients on CUDA: kernels/upsample (16-byte copies); otherwise,
+// and for shapes it does not take, LibTorch's interpolate. Exact either way (a copy).
+torch::Tensor upsample_nearest2x(const torch::Tensor& x);
+
 // SPEC §3.6 MLP tail: fc2(dropout(GELU(u))) for u = fc1(x) [B,N,hidden]. In training the dropout
 // mask is drawn here (one bool per element) and, when gradients are needed, one autograd op keeps
 // only u and the mask — GELU and dropout are recomputed in backward instead of keeping their two

@@ -134,8 +134,7 @@ UpLevelImpl::UpLevelImpl(const VQConfig& c, int64_t level) {
 torch::Tensor UpLevelImpl::forward(torch::Tensor x) {
   for (auto& b : *block) x = b->as<ResnetBlock>()->forward(x);
   if (upsample_conv) {
-    x = F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest));
-    x = upsample_conv(x);
+    x = upsample_conv(upsample_nearest2x(x));
   }
   return x;
 }
