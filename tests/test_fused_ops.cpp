@@ -354,6 +354,47 @@ TEST(FusedOpsCuda, InferenceResidualNormAndCacheAppendMatchPlainPath) {
   }
 }
 
+// The decode step's q/k norm + cache append + attention in one kernel equals the two kernels it
+// replaces bit for bit (output and both caches), for every head width of the warp kernel, bf16 and
+// fp8 caches and first, middle and last slots; and the plain path within bf16 tolerance.
+TEST(FusedOpsCuda, QkNormDecodeAttentionEqualsTheTwoKernels) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  torch::NoGradGuard ng;
+  auto cu = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t B = 5, heads = 3, cap = 13;
+  model::set_decode_attention_kernel("warp");
+  for (int64_t hd : {48, 64, 80, 88, 128})
+  for (auto ct : {torch::kBFloat16, torch::kFloat8_e4m3fn})
+  for (int64_t last : {int64_t{0}, int64_t{6}, cap - 1}) {
+    torch::manual_seed(10);
+    auto qn = make_ln(hd, true), kn = make_ln(hd, true);
+    qn->to(torch::kBFloat16), kn->to(torch::kBFloat16);
+    auto qkv = (2 * torch::randn({B, 1, 3 * heads * hd}, cu)).to(torch::kBFloat16);
+    auto k0 = model::to_cache_dtype(torch::randn({B, heads, cap, hd}, cu), ct);
+    auto v0 = model::to_cache_dtype(torch::randn({B, heads, cap, hd}, cu), ct);
+    auto slot = torch::full({1}, last, cu.dtype(torch::kInt64));
+    auto valid = torch::arange(cap, cu.dtype(torch::kInt64)).le(slot).view({1, 1, 1, -1});
+    auto bytes = [](const torch::Tensor& t) { return t.view(torch::kUInt8); };
+    const std::string what = "hd " + std::to_string(hd) + " cache " + c10::toString(ct) + " slot " +
+                             std::to_string(last);
+    model::set_fused_kernels(true);
+    auto kf = k0.clone(), vf = v0.clone();
+    auto fused = model::qk_norm_decode_attention(qkv, heads, qn, kn, kf, vf, slot, valid);
+    auto kt = k0.clone(), vt = v0.clone();
+    auto q = model::qk_norm_into_cache(qkv, heads, qn, kn, kt, vt, slot);
+    auto two = model::decode_attention(q, kt, vt, slot, valid);
+    ASSERT_EQ(fused.sizes(), two.sizes()) << what;
+    EXPECT_TRUE(fused.equal(two)) << what << ": max diff " << (fused - two).abs().max().item<float>();
+    EXPECT_TRUE(bytes(kf).equal(bytes(kt))) << what;
+    EXPECT_TRUE(bytes(vf).equal(bytes(vt))) << what;
+    model::set_fused_kernels(false);
+    auto kp = k0.clone(), vp = v0.clone();
+    auto plain = model::qk_norm_decode_attention(qkv, heads, qn, kn, kp, vp, slot, valid);
+    model::set_fused_kernels(true);
+    EXPECT_LT(rel_err(fused, plain), ct == torch::kBFloat16 ? 2e-2 : 6e-2) << what;
+  }
+}
+
 // The decoder's nearest 2x upsampling kernel is the copy LibTorch's interpolate makes, in both
 // layouts (output in the input's layout); shapes it does not take (W or C not a multiple of 8, a
 // strided view) fall back to interpolate.

@@ -19,14 +19,6 @@ constexpr int kWarps = 8;  // warps per block
 constexpr int kThreads = 32 * kWarps;
 constexpr int64_t kMaxBackwardBlocks = 528;  // 4 per SM on an H100/H200
 
-// Sum over the L consecutive lanes of a group (L a power of two <= 32).
-template <int L>
-__device__ __forceinline__ float group_sum(float v) {
-#pragma unroll
-  for (int o = L / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 void check_launch(const char* what) {

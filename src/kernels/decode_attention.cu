@@ -185,34 +185,32 @@ __device__ __forceinline__ typename RawChunk<KT>::type load_chunk(const KT* p) {
 // to 4 floats so that every warp's q is 16-byte aligned (it is read as float4).
 __host__ __device__ constexpr int64_t warp_smem_floats(int L, int64_t cap) { return (8 * L + 256 + cap + 3) / 4 * 4; }
 
-template <typename KT, int L>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    decode_attention_warp_kernel(const __nv_bfloat16* __restrict__ q, const KT* __restrict__ k,
-                                 const KT* __restrict__ v, const int64_t* __restrict__ last, int64_t rows,
-                                 int64_t cap, float scale, __nv_bfloat16* __restrict__ out) {
+template <typename KT>
+__device__ __forceinline__ typename RawChunk<KT>::type load_chunk_l2(const KT* p) {
+  return __ldcg(reinterpret_cast<const typename RawChunk<KT>::type*>(p));
+}
+
+// One (row, head) on one warp, its scaled query already in qs (this warp's shared floats): scores,
+// softmax and the weighted values over slots 0..len-1 of kp/vp, written to o (bf16). With kFresh,
+// slot `fresh` is one this kernel itself wrote, read through L2 (__ldcg): the non-coherent path
+// (__ldg) is only for data written before the kernel started.
+template <typename KT, int L, bool kFresh>
+__device__ __forceinline__ void attend_warp(const float* qs, float* partial, float* scores, const KT* kp,
+                                            const KT* vp, int len, int fresh, int lane, __nv_bfloat16* o) {
   constexpr int HD = 8 * L;
   constexpr int G = 32 / L;  // value groups per warp
-  extern __shared__ float smem[];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t rh = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;  // row * heads + head
-  if (rh >= rows) return;  // a whole warp; nothing below waits on other warps
-  float* qs = smem + warp * warp_smem_floats(L, cap);
-  float* partial = qs + HD;        // [G][HD], G·HD <= 256
-  float* scores = partial + 256;   // [cap]
-  const int64_t n = *last + 1;
-  const int len = static_cast<int>(n < cap ? n : cap);
-  const KT* kp = k + rh * cap * HD;
-  const KT* vp = v + rh * cap * HD;
-  for (int i = lane; i < HD; i += 32) qs[i] = __bfloat162float(q[rh * HD + i]) * scale;
-  __syncwarp();
-
   // Scores: lane j's keys, all chunks of a key in flight; the query chunks are broadcast reads.
   float mx = -FLT_MAX;
   for (int j = lane; j < len; j += 32) {
     const KT* kr = kp + static_cast<int64_t>(j) * HD;
     typename RawChunk<KT>::type raw[L];
+    if (kFresh && j == fresh) {
 #pragma unroll
-    for (int c = 0; c < L; ++c) raw[c] = load_chunk(kr + 8 * c);
+      for (int c = 0; c < L; ++c) raw[c] = load_chunk_l2(kr + 8 * c);
+    } else {
+#pragma unroll
+      for (int c = 0; c < L; ++c) raw[c] = load_chunk(kr + 8 * c);
+    }
     float acc = 0.f;
 #pragma unroll
     for (int c = 0; c < L; ++c) {
@@ -245,7 +243,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
       for (int u = 0; u < kWarpUnroll; ++u) {
         const int j = j0 + u * G;
-        if (j < len) raw[u] = load_chunk(vp + static_cast<int64_t>(j) * HD + 8 * sub);
+        const KT* p = vp + static_cast<int64_t>(j) * HD + 8 * sub;
+        if (j < len) raw[u] = kFresh && j == fresh ? load_chunk_l2(p) : load_chunk(p);
       }
 #pragma unroll
       for (int u = 0; u < kWarpUnroll; ++u) {
@@ -265,11 +264,95 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   __syncwarp();
   const float inv = 1.f / sum;
   for (int i = lane; i < HD; i += 32) {
-    float o = 0.f;
+    float acc = 0.f;
 #pragma unroll
-    for (int gg = 0; gg < G; ++gg) o += partial[gg * HD + i];
-    out[rh * HD + i] = __float2bfloat16(o * inv);
+    for (int gg = 0; gg < G; ++gg) acc += partial[gg * HD + i];
+    o[i] = __float2bfloat16(acc * inv);
   }
+}
+
+template <typename KT, int L>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    decode_attention_warp_kernel(const __nv_bfloat16* __restrict__ q, const KT* __restrict__ k,
+                                 const KT* __restrict__ v, const int64_t* __restrict__ last, int64_t rows,
+                                 int64_t cap, float scale, __nv_bfloat16* __restrict__ out) {
+  constexpr int HD = 8 * L;
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t rh = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;  // row * heads + head
+  if (rh >= rows) return;  // a whole warp; nothing below waits on other warps
+  float* qs = smem + warp * warp_smem_floats(L, cap);
+  const int64_t n = *last + 1;
+  const int len = static_cast<int>(n < cap ? n : cap);
+  for (int i = lane; i < HD; i += 32) qs[i] = __bfloat162float(q[rh * HD + i]) * scale;
+  __syncwarp();
+  attend_warp<KT, L, false>(qs, qs + HD, qs + HD + 256, k + rh * cap * HD, v + rh * cap * HD, len, -1, lane,
+                     out + rh * HD);
+}
+
+// The same with the step's q/k LayerNorms and cache append in front (qk_norm_fwd8's arithmetic:
+// lanes [0, P) normalise q, lanes [P, 2P) k, P = L rounded up to a power of two, the same sums in
+// the same order, so q and the cached k and v are bit-identical to the two-kernel path). qkv is the
+// qkv projection [R, 3, heads, hd]; this position's key and value go to slot *last of the caches,
+// then the attention reads that slot through L2 (attend_warp's `fresh`).
+__host__ __device__ constexpr int lanes_pow2(int L) { return L <= 1 ? 1 : L <= 2 ? 2 : L <= 4 ? 4 : L <= 8 ? 8 : 16; }
+
+template <typename KT, int L>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    qk_norm_attention_warp_kernel(const __nv_bfloat16* __restrict__ qkv, int heads, const float* __restrict__ wq,
+                                  const float* __restrict__ bq, const float* __restrict__ wk,
+                                  const float* __restrict__ bk, float eps, KT* k, KT* v,
+                                  const int64_t* __restrict__ last, int64_t rows, int64_t cap, float scale,
+                                  __nv_bfloat16* __restrict__ out) {
+  constexpr int HD = 8 * L, P = lanes_pow2(L);
+  static_assert(2 * P <= 32, "q and k normalised side by side");
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t rh = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;  // row * heads + head
+  if (rh >= rows) return;
+  float* qs = smem + warp * warp_smem_floats(L, cap);
+  const int64_t n = *last + 1;
+  const int len = static_cast<int>(n < cap ? n : cap), slot = len - 1;
+  const int64_t r = rh / heads;
+  const int h = static_cast<int>(rh - r * heads);
+  const __nv_bfloat16* row = qkv + r * 3 * heads * HD;
+  KT* kp = k + rh * cap * HD;
+  KT* vp = v + rh * cap * HD;
+
+  const int which = lane / P, sub = lane % P, c = 8 * sub;  // which: 0 q, 1 k, 2-3 idle
+  const bool active = which < 2 && sub < L;
+  float val[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  if (active) load8(row + (which * heads + h) * HD + c, val);
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) s += val[j];
+  const float mu = group_sum<P>(s) / HD;
+  float sq = 0.f;
+  if (active) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sq += (val[j] - mu) * (val[j] - mu);
+  }
+  const float rs = rsqrtf(group_sum<P>(sq) / HD + eps);
+  if (active) {
+    float wv[8], bv[8], o[8];
+    load8((which == 0 ? wq : wk) + c, wv);
+    load8((which == 0 ? bq : bk) + c, bv);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) o[j] = __bfloat162float(__float2bfloat16((val[j] - mu) * rs * wv[j] + bv[j]));
+    if (which == 0) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) qs[c + j] = o[j] * scale;  // the bf16 q, scaled
+    } else {
+      store8(kp + static_cast<int64_t>(slot) * HD + c, o);
+    }
+  }
+  if (lane < L) {  // the value: copied (bf16) or rounded to fp8
+    float f[8];
+    load8(row + (2 * heads + h) * HD + 8 * lane, f);
+    store8(vp + static_cast<int64_t>(slot) * HD + 8 * lane, f);
+  }
+  __syncwarp();  // the query in shared memory and the new slot in global memory, for every lane
+  attend_warp<KT, L, true>(qs, qs + HD, qs + HD + 256, kp, vp, len, slot, lane, out + rh * HD);
 }
 
 // Calls f(std::integral_constant<int, L>) for the head widths hd = 8·L the warp variant is built
@@ -296,6 +379,19 @@ void launch_warp_variant(const void* q, const void* k, const void* v, const int6
     decode_attention_warp_kernel<KT, decltype(l_)::value><<<grid, kWarpsPerBlock * 32, smem, stream>>>(
         static_cast<const __nv_bfloat16*>(q), static_cast<const KT*>(k), static_cast<const KT*>(v), last, rows, cap,
         scale, static_cast<__nv_bfloat16*>(out));
+  });
+}
+
+template <typename KT>
+void launch_qk_norm_warp_variant(const void* qkv, int64_t rows, int heads, int hd, const float* wq, const float* bq,
+                                 const float* wk, const float* bk, float eps, void* k, void* v, const int64_t* last,
+                                 int64_t cap, float scale, void* out, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
+  const size_t smem = sizeof(float) * kWarpsPerBlock * static_cast<size_t>(warp_smem_floats(hd / 8, cap));
+  dispatch_warp_chunks(hd, [&](auto l_) {
+    qk_norm_attention_warp_kernel<KT, decltype(l_)::value><<<grid, kWarpsPerBlock * 32, smem, stream>>>(
+        static_cast<const __nv_bfloat16*>(qkv), heads, wq, bq, wk, bk, eps, static_cast<KT*>(k), static_cast<KT*>(v),
+        last, rows, cap, scale, static_cast<__nv_bfloat16*>(out));
   });
 }
 
@@ -354,6 +450,23 @@ void decode_attention(DType t, const void* q, const void* k, const void* v, cons
   }
   const auto err = cudaGetLastError();
   if (err != cudaSuccess) throw std::runtime_error(std::string("decode_attention: ") + cudaGetErrorString(err));
+}
+
+void qk_norm_decode_attention(const void* qkv, int64_t R, int heads, int hd, const float* wq, const float* bq,
+                              const float* wk, const float* bk, float eps, void* k, void* v, const int64_t* last,
+                              int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8) {
+  if (R * heads == 0) return;
+  if (!decode_attention_warp_supported(hd, cap, true))
+    throw std::runtime_error("qk_norm_decode_attention: head dim " + std::to_string(hd) + " / cache " +
+                             std::to_string(cap) + " not supported");
+  if (kv_fp8)
+    launch_qk_norm_warp_variant<__nv_fp8_e4m3>(qkv, R * heads, heads, hd, wq, bq, wk, bk, eps, k, v, last, cap, scale,
+                                               out, stream);
+  else
+    launch_qk_norm_warp_variant<__nv_bfloat16>(qkv, R * heads, heads, hd, wq, bq, wk, bk, eps, k, v, last, cap, scale,
+                                               out, stream);
+  const auto err = cudaGetLastError();
+  if (err != cudaSuccess) throw std::runtime_error(std::string("qk_norm_decode_attention: ") + cudaGetErrorString(err));
 }
 
 }  // namespace rar::kernels

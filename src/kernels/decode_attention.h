@@ -28,4 +28,14 @@ void decode_attention(DType t, const void* q, const void* k, const void* v, cons
                       int hd, int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8 = false,
                       DecodeAttentionVariant variant = DecodeAttentionVariant::block);
 
+// The decode step's q/k LayerNorms, cache append and attention in one warp kernel: qkv [R, 3·heads·hd]
+// bf16 (the qkv projection of one position per row); wq, bq, wk, bk float [hd] (q_norm, k_norm);
+// this position's key and value are written to slot *last of the caches (bf16, or fp8 with kv_fp8),
+// then out [R, heads·hd] = softmax(q·kᵀ·scale)·v over slots 0..*last. Bit-identical to
+// qk_norm_split_forward with cache_slot followed by decode_attention's warp variant; needs
+// decode_attention_warp_supported(hd, cap, true).
+void qk_norm_decode_attention(const void* qkv, int64_t R, int heads, int hd, const float* wq, const float* bq,
+                              const float* wk, const float* bk, float eps, void* k, void* v, const int64_t* last,
+                              int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8);
+
 }  // namespace rar::kernels

@@ -426,6 +426,38 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
       .reshape({B, 1, heads * hd});
 }
 
+torch::Tensor qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
+                                       const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
+                                       torch::Tensor& v_cache, const torch::Tensor& slot, const torch::Tensor& valid) {
+#ifdef RAR_WITH_CUDA
+  const int64_t B = qkv.size(0), H = qkv.size(-1) / 3, hd = H / heads;
+  const auto ct = k_cache.scalar_type();
+  if (fused_kernels_enabled() && g_warp_attention.load() && !torch::GradMode::is_enabled() && qkv.is_cuda() &&
+      qkv.scalar_type() == torch::kBFloat16 && qkv.dim() == 3 && qkv.size(1) == 1 && qkv.size(2) == 3 * H &&
+      H == heads * hd && affine_ok(q_norm) && affine_ok(k_norm) && q_norm->weight.defined() &&
+      k_norm->weight.defined() && (ct == torch::kBFloat16 || ct == torch::kFloat8_e4m3fn) &&
+      v_cache.scalar_type() == ct && k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.dim() == 4 &&
+      k_cache.size(0) == B && k_cache.size(1) == heads && k_cache.size(3) == hd &&
+      v_cache.sizes() == k_cache.sizes() && slot.is_cuda() && slot.scalar_type() == torch::kInt64 &&
+      slot.numel() == 1 &&
+      kernels::decode_attention_warp_supported(static_cast<int>(hd), k_cache.size(2), /*bf16_queries=*/true)) {
+    c10::cuda::CUDAGuard guard(qkv.device());
+    const auto in = qkv.contiguous();
+    auto out = torch::empty({B, 1, H}, qkv.options());
+    kernels::qk_norm_decode_attention(in.data_ptr(), B, static_cast<int>(heads), static_cast<int>(hd),
+                                      f32(q_norm->weight).data_ptr<float>(), f32(q_norm->bias).data_ptr<float>(),
+                                      f32(k_norm->weight).data_ptr<float>(), f32(k_norm->bias).data_ptr<float>(),
+                                      static_cast<float>(q_norm->options.eps()), k_cache.data_ptr(),
+                                      v_cache.data_ptr(), slot.data_ptr<int64_t>(), k_cache.size(2),
+                                      static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))), out.data_ptr(),
+                                      stream(), ct == torch::kFloat8_e4m3fn);
+    return out;
+  }
+#endif
+  auto q = qk_norm_into_cache(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot);
+  return decode_attention(q, k_cache, v_cache, slot, valid);
+}
+
 torch::Tensor to_compute(const torch::Tensor& t) {
   const auto dev = t.device().type();
   if (at::autocast::is_autocast_enabled(dev)) return t.to(at::autocast::get_autocast_dtype(dev));

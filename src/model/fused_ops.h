@@ -81,6 +81,14 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
 // kernel (kernels/decode_attention): reads the valid slots only, the count from device memory.
 torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
                                const torch::Tensor& last, const torch::Tensor& valid);
+
+// A decode step's attention from the qkv projection [B,1,3H]: qk_norm_into_cache (this position's
+// key and value into slot `slot`) then decode_attention over slots 0..slot -> [B,1,H]. Without
+// gradients on CUDA with the warp kernel (bf16; its head dims): one kernel does both, with the
+// same values as the two (bit-identical q, cache and output); otherwise the two ops.
+torch::Tensor qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
+                                       const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
+                                       torch::Tensor& v_cache, const torch::Tensor& slot, const torch::Tensor& valid);
 // Which decode-attention kernel the fused path uses: "warp" (default; bf16 queries, head dims
 // 48/64/80/88/128; others fall back to "block") or "block". The environment variable
 // RAR_DECODE_ATTENTION sets the starting value; tests and benchmarks switch it here.

@@ -63,12 +63,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
 
 torch::Tensor AttentionImpl::forward_slot(const torch::Tensor& x, torch::Tensor& k_cache, torch::Tensor& v_cache,
                                           const torch::Tensor& slot, const torch::Tensor& valid) {
-  // q/k LayerNorm per head; this position's key/value into its slot of the cache
-  //   (model/fused_ops: on CUDA the norm kernel writes the cache slot itself)
-  auto q = qk_norm_into_cache(linear(*qkv, x), heads, q_norm, k_norm, k_cache, v_cache, slot);
+  // q/k LayerNorm per head; this position's key/value into its slot of the cache; then
   // softmax(q·kᵀ/√hd over the valid slots)·v
-  //   (model/fused_ops: on CUDA one kernel that reads only the filled slots)
-  return linear(*proj, decode_attention(q, k_cache, v_cache, slot, valid));
+  //   (model/fused_ops: on CUDA one kernel for both that reads only the filled slots)
+  return linear(*proj, qk_norm_decode_attention(linear(*qkv, x), heads, q_norm, k_norm, k_cache, v_cache, slot, valid));
 }
 
 // ---------------------------------------------------------------- MLP
