@@ -536,16 +536,8 @@ __global__ void qk_norm_fwd8(const __nv_bfloat16* __restrict__ qkv, int64_t rows
   const int c = 8 * sub;
   float val[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   if (active) load8(qkv + rr * hd + c, val);
-  float s = 0.f;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) s += val[j];
-  const float mu = group_sum<P>(s) / hd;
-  float sq = 0.f;
-  if (active) {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) sq += (val[j] - mu) * (val[j] - mu);
-  }
-  const float rs = rsqrtf(group_sum<P>(sq) / hd + eps);
+  float mu, rs;
+  group_row_stats8<P>(val, active, hd, eps, mu, rs);
   if (!valid || !active) return;
   const int64_t kv_out = dest.offset(row.bn, row.head, heads, hd, row.out);
   if (row.which == 2) {

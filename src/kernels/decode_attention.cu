@@ -291,8 +291,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 }
 
 // The same with the step's q/k LayerNorms and cache append in front (qk_norm_fwd8's arithmetic:
-// lanes [0, P) normalise q, lanes [P, 2P) k, P = L rounded up to a power of two, the same sums in
-// the same order, so q and the cached k and v are bit-identical to the two-kernel path). qkv is the
+// lanes [0, P) normalise q, lanes [P, 2P) k, P = L rounded up to a power of two, the statistics
+// through the same group_row_stats8, so q and the cached k and v are bit-identical to the
+// two-kernel path). qkv is the
 // qkv projection [R, 3, heads, hd]; this position's key and value go to slot *last of the caches,
 // then the attention reads that slot through L2 (attend_warp's `fresh`).
 __host__ __device__ constexpr int lanes_pow2(int L) { return L <= 1 ? 1 : L <= 2 ? 2 : L <= 4 ? 4 : L <= 8 ? 8 : 16; }
@@ -323,16 +324,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const bool active = which < 2 && sub < L;
   float val[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   if (active) load8(row + (which * heads + h) * HD + c, val);
-  float s = 0.f;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) s += val[j];
-  const float mu = group_sum<P>(s) / HD;
-  float sq = 0.f;
-  if (active) {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) sq += (val[j] - mu) * (val[j] - mu);
-  }
-  const float rs = rsqrtf(group_sum<P>(sq) / HD + eps);
+  float mu, rs;
+  group_row_stats8<P>(val, active, HD, eps, mu, rs);  // as qk_norm_fwd8
   if (active) {
     float wv[8], bv[8], o[8];
     load8((which == 0 ? wq : wk) + c, wv);

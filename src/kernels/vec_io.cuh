@@ -27,6 +27,23 @@ __device__ __forceinline__ float group_sum(float v) {
   for (int o = L / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+// Mean and 1/sqrt(variance + eps) of a row of `width` values held 8 per lane by an aligned group
+// of P lanes (val: zeros where not `active`): two passes, each summed over the group. Every lane
+// of the warp calls it.
+template <int P>
+__device__ __forceinline__ void group_row_stats8(const float val[8], bool active, int width, float eps, float& mu,
+                                                 float& rs) {
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) s += val[j];
+  mu = group_sum<P>(s) / width;
+  float sq = 0.f;
+  if (active) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sq += (val[j] - mu) * (val[j] - mu);
+  }
+  rs = rsqrtf(group_sum<P>(sq) / width + eps);
+}
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
