@@ -363,11 +363,17 @@ bool dispatch_warp_chunks(int hd, F&& f) {
   }
 }
 
+// Launch shape of both warp kernels: kWarpsPerBlock (row, head) pairs a block, each warp's shared floats.
+dim3 warp_grid(int64_t rows) { return dim3(static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock)); }
+size_t warp_block_smem_bytes(int hd, int64_t cap) {
+  return sizeof(float) * kWarpsPerBlock * static_cast<size_t>(warp_smem_floats(hd / 8, cap));
+}
+
 template <typename KT>
 void launch_warp_variant(const void* q, const void* k, const void* v, const int64_t* last, int64_t rows, int hd,
                          int64_t cap, float scale, void* out, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
-  const size_t smem = sizeof(float) * kWarpsPerBlock * static_cast<size_t>(warp_smem_floats(hd / 8, cap));
+  const dim3 grid = warp_grid(rows);
+  const size_t smem = warp_block_smem_bytes(hd, cap);
   dispatch_warp_chunks(hd, [&](auto l_) {
     decode_attention_warp_kernel<KT, decltype(l_)::value><<<grid, kWarpsPerBlock * 32, smem, stream>>>(
         static_cast<const __nv_bfloat16*>(q), static_cast<const KT*>(k), static_cast<const KT*>(v), last, rows, cap,
@@ -379,8 +385,8 @@ template <typename KT>
 void launch_qk_norm_warp_variant(const void* qkv, int64_t rows, int heads, int hd, const float* wq, const float* bq,
                                  const float* wk, const float* bk, float eps, void* k, void* v, const int64_t* last,
                                  int64_t cap, float scale, void* out, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
-  const size_t smem = sizeof(float) * kWarpsPerBlock * static_cast<size_t>(warp_smem_floats(hd / 8, cap));
+  const dim3 grid = warp_grid(rows);
+  const size_t smem = warp_block_smem_bytes(hd, cap);
   dispatch_warp_chunks(hd, [&](auto l_) {
     qk_norm_attention_warp_kernel<KT, decltype(l_)::value><<<grid, kWarpsPerBlock * 32, smem, stream>>>(
         static_cast<const __nv_bfloat16*>(qkv), heads, wq, bq, wk, bk, eps, static_cast<KT*>(k), static_cast<KT*>(v),
@@ -402,8 +408,7 @@ bool decode_attention_supported(int hd, int64_t cap) {
 }
 
 bool decode_attention_warp_supported(int hd, int64_t cap, bool bf16_queries) {
-  return bf16_queries && dispatch_warp_chunks(hd, [](auto) {}) && cap >= 1 &&
-         sizeof(float) * kWarpsPerBlock * warp_smem_floats(hd / 8, cap) <= 48 * 1024;
+  return bf16_queries && dispatch_warp_chunks(hd, [](auto) {}) && cap >= 1 && warp_block_smem_bytes(hd, cap) <= 48 * 1024;
 }
 
 void decode_attention(DType t, const void* q, const void* k, const void* v, const int64_t* last, int64_t R, int heads,

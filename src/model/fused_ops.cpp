@@ -244,6 +244,22 @@ bool ln_modulate_fusable(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
          shift.sizes() == x.sizes() && scale.sizes() == x.sizes() && uniform_rows(shift) && uniform_rows(scale) &&
          affine_ok(ln);
 }
+// What a decode step's cache-slot kernels take, dtypes aside (qk_norm_into_cache's fused path, and
+// qk_norm_decode_attention's): no gradients, one position per row of qkv [B,1,3H] on the GPU, q/k
+// norms with affine parameters, caches [B,heads,cap,hd] contiguous in one dtype, the slot [1] int64
+// on the GPU.
+bool cache_slot_fusable(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
+                        const torch::nn::LayerNorm& k_norm, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
+                        const torch::Tensor& slot) {
+  const int64_t hd = qkv.size(-1) / 3 / heads;
+  return fused_kernels_enabled() && !torch::GradMode::is_enabled() && qkv.is_cuda() && qkv.dim() == 3 &&
+         qkv.size(1) == 1 && qkv.size(2) == 3 * heads * hd && affine_ok(q_norm) && affine_ok(k_norm) &&
+         q_norm->weight.defined() && k_norm->weight.defined() && v_cache.scalar_type() == k_cache.scalar_type() &&
+         k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.dim() == 4 && k_cache.size(0) == qkv.size(0) &&
+         k_cache.size(1) == heads && k_cache.size(3) == hd && v_cache.sizes() == k_cache.sizes() && slot.is_cuda() &&
+         slot.scalar_type() == torch::kInt64 && slot.numel() == 1;
+}
+float attention_scale(int64_t hd) { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))); }
 // What the gated-residual kernels take (gated_residual's fused path, and gated_residual_ln_modulate's).
 bool gated_residual_fusable(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
   return fused_kernels_enabled() && x.is_cuda() && x.dim() == 3 && kernel_dtype(x) && kernel_dtype(y) &&
@@ -415,7 +431,7 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
                       kernels::decode_attention_warp_supported(static_cast<int>(hd), cap, q.scalar_type() == torch::kBFloat16);
     kernels::decode_attention(kdt(q), qc.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), last.data_ptr<int64_t>(),
                               B, static_cast<int>(heads), static_cast<int>(hd), cap,
-                              static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))), out.data_ptr(), stream(),
+                              attention_scale(hd), out.data_ptr(), stream(),
                               fp8, warp ? kernels::DecodeAttentionVariant::warp : kernels::DecodeAttentionVariant::block);
     return out;
   }
@@ -432,14 +448,8 @@ torch::Tensor qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads, 
 #ifdef RAR_WITH_CUDA
   const int64_t B = qkv.size(0), H = qkv.size(-1) / 3, hd = H / heads;
   const auto ct = k_cache.scalar_type();
-  if (fused_kernels_enabled() && g_warp_attention.load() && !torch::GradMode::is_enabled() && qkv.is_cuda() &&
-      qkv.scalar_type() == torch::kBFloat16 && qkv.dim() == 3 && qkv.size(1) == 1 && qkv.size(2) == 3 * H &&
-      H == heads * hd && affine_ok(q_norm) && affine_ok(k_norm) && q_norm->weight.defined() &&
-      k_norm->weight.defined() && (ct == torch::kBFloat16 || ct == torch::kFloat8_e4m3fn) &&
-      v_cache.scalar_type() == ct && k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.dim() == 4 &&
-      k_cache.size(0) == B && k_cache.size(1) == heads && k_cache.size(3) == hd &&
-      v_cache.sizes() == k_cache.sizes() && slot.is_cuda() && slot.scalar_type() == torch::kInt64 &&
-      slot.numel() == 1 &&
+  if (g_warp_attention.load() && cache_slot_fusable(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot) &&
+      qkv.scalar_type() == torch::kBFloat16 && (ct == torch::kBFloat16 || ct == torch::kFloat8_e4m3fn) &&
       kernels::decode_attention_warp_supported(static_cast<int>(hd), k_cache.size(2), /*bf16_queries=*/true)) {
     c10::cuda::CUDAGuard guard(qkv.device());
     const auto in = qkv.contiguous();
@@ -449,8 +459,7 @@ torch::Tensor qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads, 
                                       f32(k_norm->weight).data_ptr<float>(), f32(k_norm->bias).data_ptr<float>(),
                                       static_cast<float>(q_norm->options.eps()), k_cache.data_ptr(),
                                       v_cache.data_ptr(), slot.data_ptr<int64_t>(), k_cache.size(2),
-                                      static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd))), out.data_ptr(),
-                                      stream(), ct == torch::kFloat8_e4m3fn);
+                                      attention_scale(hd), out.data_ptr(), stream(), ct == torch::kFloat8_e4m3fn);
     return out;
   }
 #endif
@@ -595,16 +604,11 @@ torch::Tensor qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads, const 
 #ifdef RAR_WITH_CUDA
   const int64_t B = qkv.size(0), hd = qkv.size(-1) / 3 / heads;
   const bool fp8 = k_cache.scalar_type() == torch::kFloat8_e4m3fn;
-  if (fused_kernels_enabled() && !torch::GradMode::is_enabled() && qkv.is_cuda() && qkv.dim() == 3 &&
-      qkv.size(1) == 1 && kernel_dtype(qkv) && hd <= kernels::kMaxWidth && affine_ok(q_norm) && affine_ok(k_norm) &&
-      q_norm->weight.defined() && k_norm->weight.defined() &&
+  if (cache_slot_fusable(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot) && kernel_dtype(qkv) &&
+      hd <= kernels::kMaxWidth &&
       (k_cache.scalar_type() == qkv.scalar_type() ||
        (fp8 && kernels::qk_norm_fp8_cache_supported(kdt(qkv), static_cast<int>(hd)) &&
-        qkv.scalar_type() == torch::kBFloat16)) &&
-      v_cache.scalar_type() == k_cache.scalar_type() && k_cache.is_contiguous() && v_cache.is_contiguous() &&
-      k_cache.dim() == 4 && k_cache.size(0) == B && k_cache.size(1) == heads && k_cache.size(3) == hd &&
-      v_cache.sizes() == k_cache.sizes() && slot.is_cuda() && slot.scalar_type() == torch::kInt64 &&
-      slot.numel() == 1) {
+        qkv.scalar_type() == torch::kBFloat16))) {
     c10::cuda::CUDAGuard guard(qkv.device());
     const auto in = qkv.contiguous();
     auto q = torch::empty({B, 1, heads, hd}, qkv.options());
