@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The headline sampling rows of issue #7 and one kernel profile, ~3 minutes: fits in the same
+# The headline sampling rows of issue #7 and one kernel profile, ~2.5 minutes: fits in the same
 # device call as a build and the test suite (scripts/gpu-check.sh QUICK=1), where the whole
 # bench/gpu_sample.sh (~8 minutes) does not. From the repository root on the GPU machine.
 # Usage: bench/gpu_quick.sh build-gpu/rar [profile.md]
@@ -14,8 +14,6 @@ for m in rar_xl rar_b; do
   row --model $m --batch 256
   row --model $m --batch 256 --kv-cache fp8 --decode --repeats 3
   row --model $m --batch 1024 --kv-cache fp8 --decode --repeats 2
-  # the same 1024 images as two batches side by side: does one's attention overlap the other's matmuls?
-  row --model $m --batch 512 --kv-cache fp8 --concurrent 2
 done
 # where a rar_xl step's time goes (the kernels by time; matmul / attention / other totals)
 timeout 90 "$RAR" bench sample --no-header --model rar_xl --batch 256 --kv-cache fp8 --profile 14 > "$PROFILE" 2>&1

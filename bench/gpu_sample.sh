@@ -19,7 +19,6 @@ for m in rar_b rar_xl; do
   row --model $m --batch 256 --engine graph --attention-kernel block --kv-cache fp8
 done
 row --model rar_xl --batch 256 --engine graph --decode --repeats 4
-row --model rar_xl --batch 512 --engine graph --kv-cache fp8 --concurrent 2
 row --model rar_xl --batch 1024 --engine graph --kv-cache fp8 --decode --repeats 2
 row --model rar_b --batch 1024 --engine graph --kv-cache fp8 --decode --repeats 2
 row --model rar_xl --batch 256 --engine graph --decode --repeats 4 --channels-last

@@ -133,17 +133,6 @@ TEST(Cli, BenchAttentionPrintsARowAndChecksItsOptions) {
   EXPECT_NE(kern.output.find("expected block or warp, got 'tiles'"), std::string::npos) << kern.output;
 }
 
-// `bench sample --concurrent K`: K batches side by side, named in the row; not with --decode.
-TEST(Cli, BenchSampleConcurrentBatches) {
-  auto r = run_rar("bench sample --model rar_b --batch 2 --steps 2 --device cpu --precision fp32 --repeats 1 "
-                   "--concurrent 2 --no-header");
-  ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_NE(r.output.find("| rar_b | 2 | 4 | fp32 | plain, 2 batches at once | 2 |"), std::string::npos) << r.output;
-  auto bad = run_rar("bench sample --device cpu --steps 1 --concurrent 2 --decode");
-  EXPECT_NE(bad.status, 0);
-  EXPECT_NE(bad.output.find("--concurrent does not combine with --decode"), std::string::npos) << bad.output;
-}
-
 TEST(Cli, ErrorsAreOneLine) {
   TempDir dir;
   io::write_npy(dir / "bad_classes.npy", torch::tensor({3, 7, 0, 10}, torch::kInt64));

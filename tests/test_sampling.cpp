@@ -118,12 +118,6 @@ TEST(SamplerCuda, GraphEngineMatchesThePlainLoop) {
   sampling::Sampler plain(g, greedy(0.0, 0.0, "graph"));
   EXPECT_TRUE(plain.sample(classes, 64).equal(ref[1]));
   EXPECT_TRUE(plain.sample(classes, 64).equal(ref[1]));  // replayed graph, second batch
-  // two batches side by side, each captured and replayed on its own stream: the same paths
-  for (int round = 0; round < 2; ++round) {
-    auto both = guided.sample_batches({classes, classes}, {0, 1});  // greedy: the seed does not matter
-    EXPECT_TRUE(both[0].cpu().equal(ref[0])) << "round " << round;
-    EXPECT_TRUE(both[1].cpu().equal(ref[0])) << "round " << round;
-  }
   at::globalContext().setAllowTF32CuBLAS(tf32);
 
   g->to(torch::kBFloat16);
@@ -239,27 +233,6 @@ TEST(Sampler, SameSeedSameTokensDifferentSeedDifferent) {
   EXPECT_FALSE(a.equal(c));
   EXPECT_GE(a.min().item<int64_t>(), 0);
   EXPECT_LT(a.max().item<int64_t>(), 16);
-}
-
-// Batches generated side by side (a step of each in turn, each with its own engine) get the
-// tokens each gets alone, for the plain and static engines, batches of different sizes, and a
-// second call reusing the engines.
-TEST(Sampler, ConcurrentBatchesGetTheTokensOfOneAtATime) {
-  auto g = tiny_generator(16);
-  for (std::string engine : {"plain", "static"}) {
-    sampling::SamplingOptions o;
-    o.cfg = 2.0, o.top_p = 0.95, o.engine = engine;
-    sampling::Sampler s(g, o);
-    auto a = torch::tensor({0, 1, 2, 0, 1, 2, 0, 1}, torch::kInt64), b = torch::tensor({2, 2, 1}, torch::kInt64);
-    for (int round = 0; round < 2; ++round) {
-      auto both = s.sample_batches({a, b}, {7, 9});
-      ASSERT_EQ(both.size(), 2u);
-      EXPECT_TRUE(both[0].equal(s.sample_batch(a, 7))) << engine << " round " << round;
-      EXPECT_TRUE(both[1].equal(s.sample_batch(b, 9))) << engine << " round " << round;
-    }
-  }
-  sampling::Sampler s(g, sampling::SamplingOptions{});
-  EXPECT_RAR_ERROR(s.sample_batches({torch::tensor({0}, torch::kInt64)}, {1, 2}), "1 class lists but 2 seeds");
 }
 
 TEST(Sampler, EveryScanOrderGeneratesFullGrids) {

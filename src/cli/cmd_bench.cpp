@@ -36,7 +36,7 @@ struct BenchArgs {
   int profile = 0;
   std::string trace;
   double dropout = 0.1;
-  int64_t seed = 0, count = 10000, distinct = 0, decode_batch = 64, fill = 0, concurrent = 1;
+  int64_t seed = 0, count = 10000, distinct = 0, decode_batch = 64, fill = 0;
   std::string out;
 };
 
@@ -142,19 +142,8 @@ void run_sample(const BenchArgs& a) {
                            .narrow(0, 0, a.batch)
                      : torch::randint(0, cfg.classes, {a.batch}, torch::kInt64);
   const int64_t steps = a.steps > 0 ? std::min(a.steps, cfg.seq_len) : cfg.seq_len;
-  check(a.concurrent == 1 || !a.decode, "--concurrent does not combine with --decode");
   reset_peak(device);
-  // --concurrent K: K batches side by side (Sampler::sample_batches), timed per batch
-  const std::vector<torch::Tensor> all(static_cast<size_t>(a.concurrent), classes);
-  std::vector<uint64_t> seeds(all.size());
-  for (size_t i = 0; i < seeds.size(); ++i) seeds[i] = i;
-  auto generate = [&] {
-    if (a.concurrent > 1)
-      sampler.sample_batches(all, seeds);
-    else
-      sampler.sample_batch(classes, 0);
-  };
-  double tokens_s = time_runs(device, a.repeats, generate) / static_cast<double>(a.concurrent);
+  double tokens_s = time_runs(device, a.repeats, [&] { sampler.sample_batch(classes, 0); });
   double e2e_s = 0;
   if (a.decode) {
     // End to end as `rar sample` runs it: batch i decoded (on a side stream on CUDA) while batch
@@ -179,7 +168,6 @@ void run_sample(const BenchArgs& a) {
               (long long)a.batch, a.cfg, a.precision.c_str(),
               (std::string(sampling::engine_name(sampler.engine())) +
                (a.distinct > 0 ? ", " + std::to_string(a.distinct) + " classes" : "") +
-               (a.concurrent > 1 ? ", " + std::to_string(a.concurrent) + " batches at once" : "") +
                (a.kv_cache == "fp8" ? ", fp8 KV" : "") +
                (model::decode_attention_kernel() == "block" ? ", block attention" : ""))
                   .c_str(),
@@ -190,7 +178,7 @@ void run_sample(const BenchArgs& a) {
   if (a.profile > 0)
     profile_kernels(
         [&] {
-          generate();
+          sampler.sample_batch(classes, 0);
           sync(device);
         },
         device.is_cuda(), a.profile, a.trace);
@@ -370,9 +358,6 @@ void add_bench(CLI::App& app) {
   common(s);
   decode_step(s);
   s->add_option("--steps", a->steps, "generate only this many tokens per image (0 = all)");
-  s->add_option("--concurrent", a->concurrent,
-                "generate this many batches side by side (each on its own CUDA stream); images/s over all")
-      ->check(CLI::PositiveNumber);
   s->add_flag("--decode", a->decode, "also time tokens -> 256x256 images with MaskGIT-VQGAN");
   s->add_option("--engine", a->engine, "plain, static, graph or auto (graph on CUDA builds)");
   s->add_flag("--channels-last", a->channels_last, "with --decode: NHWC decoder");

@@ -4,12 +4,6 @@
 #include "sampling/orders.h"
 #include "util/error.h"
 
-#ifdef RAR_WITH_CUDA
-#include <ATen/cuda/CUDAEvent.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
-
 namespace rar::sampling {
 
 void SamplingOptions::validate() const {
@@ -31,117 +25,42 @@ Sampler::Sampler(model::Generator g, SamplingOptions opts)
   order_ = scan_order(opts_.order, g_->cfg.seq_len);
 }
 
-// One batch in progress: its engine, random generator and tokens, and the tokens fed next step.
-struct Sampler::Batch {
-  DecodeEngine* engine = nullptr;
-  at::Generator gen;
-  torch::Tensor tokens, fed;
-  bool guided = false;
-};
-
-#ifdef RAR_WITH_CUDA
-struct Sampler::Streams {
-  std::vector<c10::cuda::CUDAStream> side;  // stream i runs side_engines_[i]
-};
-#else
-struct Sampler::Streams {};
-#endif
-
-int64_t Sampler::step_count() const {
-  const int64_t S = g_->cfg.seq_len;
-  return opts_.steps > 0 ? std::min(opts_.steps, S) : S;
-}
-
-void Sampler::begin_batch(Batch& b, DecodeEngine& engine, const torch::Tensor& classes_in, uint64_t seed) {
+torch::Tensor Sampler::sample_batch(const torch::Tensor& classes_in, uint64_t seed) {
+  torch::NoGradGuard no_grad;
   const auto& cfg = g_->cfg;
   const auto device = g_->cls_token.device();
-  const int64_t B = classes_in.size(0);
+  const int64_t B = classes_in.size(0), S = cfg.seq_len;
   check(classes_in.numel() == 0 ||
             (classes_in.min().item<int64_t>() >= 0 && classes_in.max().item<int64_t>() < cfg.classes),
         "class ids must lie in [0, ", cfg.classes, ")");
-  b.engine = &engine;
-  b.guided = opts_.cfg != 0.0;
+  const bool guided = opts_.cfg != 0.0;
   auto classes = classes_in.to(device, torch::kInt64);
   auto cond = g_->condition_tokens(classes);
-  if (b.guided) cond = torch::cat({cond, torch::full_like(cond, cfg.null_class_token())});
-  engine.begin(cond, b.guided ? B : 0, order_);
-  b.gen = make_generator(device, seed);
-  b.tokens = torch::zeros({B, cfg.seq_len}, torch::TensorOptions().dtype(torch::kInt64).device(device));
-}
+  if (guided) cond = torch::cat({cond, torch::full_like(cond, cfg.null_class_token())});
+  engine_.begin(cond, guided ? B : 0, order_);
 
-// Step t: step 0 feeds cls + class token; step t feeds x[τ_t] (drawn at step t-1).
-void Sampler::advance(Batch& b, int64_t t) {
-  auto logits = t == 0 ? b.engine->prefill() : b.engine->step(b.fed, t);
-  if (b.guided) {
-    auto halves = logits.chunk(2, 0);
-    logits = apply_guidance(halves[0], halves[1],
-                            guidance_scale_at(t, g_->cfg.seq_len, opts_.cfg, opts_.cfg_power, opts_.schedule));
-  }
-  torch::Tensor next;
-  if (opts_.top_k == 1) {
-    next = logits.argmax(-1);  // greedy: no randomness, temperature irrelevant
-  } else {
-    auto l = apply_top_p(apply_top_k(apply_temperature(logits, opts_.temperature), opts_.top_k), opts_.top_p);
-    next = draw(l, b.gen);
-  }
-  b.tokens.select(1, order_[t]).copy_(next);
-  b.fed = b.guided ? torch::cat({next, next}) : next;
-}
-
-torch::Tensor Sampler::sample_batch(const torch::Tensor& classes, uint64_t seed) {
-  torch::NoGradGuard no_grad;
-  Batch b;
-  begin_batch(b, engine_, classes, seed);
-  for (int64_t t = 0, steps = step_count(); t < steps; ++t) advance(b, t);
-  return b.tokens;
-}
-
-std::vector<torch::Tensor> Sampler::sample_batches(const std::vector<torch::Tensor>& classes,
-                                                   const std::vector<uint64_t>& seeds) {
-  torch::NoGradGuard no_grad;
-  check(classes.size() == seeds.size(), "sample_batches: ", classes.size(), " class lists but ", seeds.size(),
-        " seeds");
-  const size_t K = classes.size();
-  while (side_engines_.size() < K)
-    side_engines_.emplace_back(g_, engine_.kind(), parse_kv_cache(opts_.kv_cache));
-  std::vector<Batch> batches(K);
-#ifdef RAR_WITH_CUDA
-  const auto device = g_->cls_token.device();
-  if (device.is_cuda()) {
-    // Each batch on its own stream (the same one every call: its engine's buffers stay on it),
-    // after the caller's stream's work; the caller's stream then waits for all of them, and the
-    // tokens' memory is not reused before its work on them is done (record_stream).
-    if (!streams_) streams_ = std::make_shared<Streams>();
-    while (streams_->side.size() < K) streams_->side.push_back(c10::cuda::getStreamFromPool(false, device.index()));
-    auto caller = c10::cuda::getCurrentCUDAStream(device.index());
-    at::cuda::CUDAEvent before;
-    before.record(caller);
-    for (size_t i = 0; i < K; ++i) {
-      before.block(streams_->side[i]);
-      c10::cuda::CUDAStreamGuard guard(streams_->side[i]);
-      begin_batch(batches[i], side_engines_[i], classes[i], seeds[i]);
+  auto gen = make_generator(device, seed);
+  auto tokens = torch::zeros({B, S}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  const int64_t steps = opts_.steps > 0 ? std::min(opts_.steps, S) : S;
+  torch::Tensor logits, fed;
+  for (int64_t t = 0; t < steps; ++t) {
+    // Step 0 feeds cls + class token; step t feeds x[τ_t] (drawn at step t-1).
+    logits = t == 0 ? engine_.prefill() : engine_.step(fed, t);
+    if (guided) {
+      auto halves = logits.chunk(2, 0);
+      logits = apply_guidance(halves[0], halves[1],
+                              guidance_scale_at(t, S, opts_.cfg, opts_.cfg_power, opts_.schedule));
     }
-    for (int64_t t = 0, steps = step_count(); t < steps; ++t)
-      for (size_t i = 0; i < K; ++i) {
-        c10::cuda::CUDAStreamGuard guard(streams_->side[i]);
-        advance(batches[i], t);
-      }
-    std::vector<torch::Tensor> tokens;
-    for (size_t i = 0; i < K; ++i) {
-      at::cuda::CUDAEvent done;
-      done.record(streams_->side[i]);
-      done.block(caller);
-      batches[i].tokens.record_stream(caller);
-      tokens.push_back(batches[i].tokens);
+    torch::Tensor next;
+    if (opts_.top_k == 1) {
+      next = logits.argmax(-1);  // greedy: no randomness, temperature irrelevant
+    } else {
+      auto l = apply_top_p(apply_top_k(apply_temperature(logits, opts_.temperature), opts_.top_k), opts_.top_p);
+      next = draw(l, gen);
     }
-    return tokens;
+    tokens.select(1, order_[t]).copy_(next);
+    fed = guided ? torch::cat({next, next}) : next;
   }
-#endif
-  for (size_t i = 0; i < K; ++i) begin_batch(batches[i], side_engines_[i], classes[i], seeds[i]);
-  for (int64_t t = 0, steps = step_count(); t < steps; ++t)
-    for (auto& b : batches) advance(b, t);
-  std::vector<torch::Tensor> tokens;
-  for (auto& b : batches) tokens.push_back(b.tokens);
   return tokens;
 }
 

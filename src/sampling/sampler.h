@@ -4,7 +4,6 @@
 #pragma once
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,13 +37,6 @@ class Sampler {
   // generated in one pass; `seed` makes it reproducible on the same device.
   torch::Tensor sample_batch(const torch::Tensor& classes, uint64_t seed);
 
-  // Several batches generated side by side, a step of each in turn, each with its own engine (KV
-  // cache, graph): on CUDA each on its own stream, so one batch's attention (bound by memory) can
-  // run beside another's matrix products (bound by arithmetic). Batch i gets the tokens
-  // sample_batch(classes[i], seeds[i]) gives; the caller's stream waits for all of them.
-  std::vector<torch::Tensor> sample_batches(const std::vector<torch::Tensor>& classes,
-                                            const std::vector<uint64_t>& seeds);
-
   // Splits `classes` [N] into batches of `batch`; batch i uses seed opts.seed + i, so any batch
   // can be regenerated alone (resumable runs). `on_batch(first, tokens)` sees each batch.
   torch::Tensor sample(const torch::Tensor& classes, int64_t batch,
@@ -59,14 +51,6 @@ class Sampler {
   SamplingOptions opts_;
   std::vector<int64_t> order_;
   DecodeEngine engine_;  // keeps its buffers while the batch size stays the same
-  // sample_batches: engine i and (CUDA) stream i for its batch i, kept between calls
-  std::vector<DecodeEngine> side_engines_;
-  struct Streams;
-  std::shared_ptr<Streams> streams_;
-  struct Batch;  // one batch in progress (sampler.cpp)
-  void begin_batch(Batch& b, DecodeEngine& engine, const torch::Tensor& classes, uint64_t seed);
-  void advance(Batch& b, int64_t t);
-  int64_t step_count() const;
 };
 
 // Class ids for `--classes a,b,c --per-class K` (each repeated K times, in order) or, with
