@@ -156,12 +156,14 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const T* __r
 // The warp variant (bf16 queries; bf16 or fp8 caches; hd = 8·L for the L instantiated below). One
 // warp per (row, head), four per block, and no block barrier: the block variant's phases (scores,
 // max, sum, values) are each closed by __syncthreads over short, latency-bound blocks, and its time
-// did not fall when the fp8 cache halved the bytes. Here each lane owns whole keys (j = lane,
-// lane + 32, ...): it issues all L 16-byte (fp8: 8-byte) loads of its key before converting any and
-// forms the whole dot product itself, so no partial sums cross lanes; the warp then takes the max
-// and the sum with shuffles. The values are summed by groups of L lanes (a group reads one value row
-// as consecutive chunks; the warp's G groups read G consecutive rows), kWarpUnroll rows in flight
-// per lane, and the groups' partial sums are added through the warp's shared memory.
+// did not fall when the fp8 cache halved the bytes. Scores, two ways (kCoalescedScores picks by
+// measurement): either each lane owns whole keys (j = lane, lane + 32, ...), issues all L chunk
+// loads of its key before converting any and forms the whole dot product itself; or the warp reads
+// 32 keys at a time as one contiguous run (lane i: chunks i, i + 32, ...) and adds each key's
+// partial sums through shared memory. The warp then takes the max and the sum with shuffles. The
+// values are summed by groups of L lanes (a group reads one value row as consecutive chunks; the
+// warp's G groups read G consecutive rows), kWarpUnroll rows in flight per lane, and the groups'
+// partial sums are added through the warp's shared memory.
 constexpr int kWarpsPerBlock = 4;
 constexpr int kWarpUnroll = 8;  // value rows in flight per lane (a warp reads only G rows at a time)
 
@@ -181,9 +183,28 @@ __device__ __forceinline__ typename RawChunk<KT>::type load_chunk(const KT* p) {
   return __ldg(reinterpret_cast<const typename RawChunk<KT>::type*>(p));
 }
 
-// Shared floats per warp: q (8L), the groups' outputs (at most 256), the scores (cap); rounded up
-// to 4 floats so that every warp's q is 16-byte aligned (it is read as float4).
-__host__ __device__ constexpr int64_t warp_smem_floats(int L, int64_t cap) { return (8 * L + 256 + cap + 3) / 4 * 4; }
+// Stride of one key's L partial dot products in the coalesced score phase: L made odd, so that
+// 32 lanes reading key `lane`'s partials hit distinct banks.
+__host__ __device__ constexpr int key_partial_stride(int L) { return L % 2 == 1 ? L : L + 1; }
+// Scratch floats per warp: the value groups' outputs (at most 256) or, before them, the score
+// phase's partial dot products (32 keys x key_partial_stride).
+__host__ __device__ constexpr int warp_scratch_floats(int L) {
+  return 32 * key_partial_stride(L) > 256 ? 32 * key_partial_stride(L) : 256;
+}
+// Shared floats per warp: q (8L), the scratch, the scores (cap); rounded up to 4 floats so that
+// every warp's q is 16-byte aligned (it is read as float4).
+__host__ __device__ constexpr int64_t warp_smem_floats(int L, int64_t cap) {
+  return (8 * L + warp_scratch_floats(L) + cap + 3) / 4 * 4;
+}
+
+// Which score phase a cache gets (measured on the H200, 512 rows, guidance on): with bf16 keys of
+// 80 or more elements the coalesced phase wins (rar_xl `rar bench attention`, 256 slots: 174.8 ->
+// 160.8 us; sampling b256 172.9 -> 176.7 images/s); with fp8 keys (8-byte chunks) the per-lane-key
+// phase is 14-18% faster (87.7 vs 105.6 us: the shared-memory round trip of the partial sums costs
+// more than coalescing saves when a warp's lines stay in L1), and so it is for rar_b's 48-wide
+// bf16 keys in the fused decode step (sampling 362.2 per-lane vs 345.3 coalesced).
+template <typename KT, int L>
+constexpr bool kCoalescedScores = std::is_same<KT, __nv_bfloat16>::value && L >= 10;
 
 template <typename KT>
 __device__ __forceinline__ typename RawChunk<KT>::type load_chunk_l2(const KT* p) {
@@ -199,30 +220,69 @@ __device__ __forceinline__ void attend_warp(const float* qs, float* partial, flo
                                             const KT* vp, int len, int fresh, int lane, __nv_bfloat16* o) {
   constexpr int HD = 8 * L;
   constexpr int G = 32 / L;  // value groups per warp
-  // Scores: lane j's keys, all chunks of a key in flight; the query chunks are broadcast reads.
   float mx = -FLT_MAX;
-  for (int j = lane; j < len; j += 32) {
-    const KT* kr = kp + static_cast<int64_t>(j) * HD;
-    typename RawChunk<KT>::type raw[L];
-    if (kFresh && j == fresh) {
+  if constexpr (kCoalescedScores<KT, L>) {
+    // Scores, 32 keys at a time: the 32·L chunks of those keys are consecutive in memory and lane
+    // `lane` loads chunks lane, lane + 32, ... (each load instruction one contiguous 32-chunk
+    // run), forms each chunk's 8-term partial dot product and leaves it in the scratch; lane k then
+    // adds key k's L partials in chunk order.
+    constexpr int S = key_partial_stride(L);
+    for (int base = 0; base < len; base += 32) {
+      const int keys = len - base < 32 ? len - base : 32;
+      const KT* kb = kp + static_cast<int64_t>(base) * HD;
+      typename RawChunk<KT>::type raw[L];
 #pragma unroll
-      for (int c = 0; c < L; ++c) raw[c] = load_chunk_l2(kr + 8 * c);
-    } else {
+      for (int t = 0; t < L; ++t) {
+        const int i = lane + 32 * t, key = i / L;
+        if (key < keys) raw[t] = kFresh && base + key == fresh ? load_chunk_l2(kb + 8 * i) : load_chunk(kb + 8 * i);
+      }
 #pragma unroll
-      for (int c = 0; c < L; ++c) raw[c] = load_chunk(kr + 8 * c);
+      for (int t = 0; t < L; ++t) {
+        const int i = lane + 32 * t, key = i / L, c = i - key * L;
+        if (key < keys) {
+          float f[8];
+          unpack8(raw[t], f);
+          const float4 q0 = *reinterpret_cast<const float4*>(qs + 8 * c);
+          const float4 q1 = *reinterpret_cast<const float4*>(qs + 8 * c + 4);
+          partial[key * S + c] = q0.x * f[0] + q0.y * f[1] + q0.z * f[2] + q0.w * f[3] + q1.x * f[4] + q1.y * f[5] +
+                                 q1.z * f[6] + q1.w * f[7];
+        }
+      }
+      __syncwarp();
+      if (lane < keys) {
+        float acc = 0.f;
+#pragma unroll
+        for (int c = 0; c < L; ++c) acc += partial[lane * S + c];
+        scores[base + lane] = acc;
+        mx = fmaxf(mx, acc);
+      }
+      __syncwarp();  // the scratch is refilled by the next 32 keys
     }
-    float acc = 0.f;
+  } else {
+    // Scores: lane j's keys, all chunks of a key in flight; the query chunks are broadcast reads.
+    for (int j = lane; j < len; j += 32) {
+      const KT* kr = kp + static_cast<int64_t>(j) * HD;
+      typename RawChunk<KT>::type raw[L];
+      if (kFresh && j == fresh) {
 #pragma unroll
-    for (int c = 0; c < L; ++c) {
-      float f[8];
-      unpack8(raw[c], f);
-      const float4 q0 = *reinterpret_cast<const float4*>(qs + 8 * c);
-      const float4 q1 = *reinterpret_cast<const float4*>(qs + 8 * c + 4);
-      acc += q0.x * f[0] + q0.y * f[1] + q0.z * f[2] + q0.w * f[3] + q1.x * f[4] + q1.y * f[5] + q1.z * f[6] +
-             q1.w * f[7];
+        for (int c = 0; c < L; ++c) raw[c] = load_chunk_l2(kr + 8 * c);
+      } else {
+#pragma unroll
+        for (int c = 0; c < L; ++c) raw[c] = load_chunk(kr + 8 * c);
+      }
+      float acc = 0.f;
+#pragma unroll
+      for (int c = 0; c < L; ++c) {
+        float f[8];
+        unpack8(raw[c], f);
+        const float4 q0 = *reinterpret_cast<const float4*>(qs + 8 * c);
+        const float4 q1 = *reinterpret_cast<const float4*>(qs + 8 * c + 4);
+        acc += q0.x * f[0] + q0.y * f[1] + q0.z * f[2] + q0.w * f[3] + q1.x * f[4] + q1.y * f[5] + q1.z * f[6] +
+               q1.w * f[7];
+      }
+      scores[j] = acc;
+      mx = fmaxf(mx, acc);
     }
-    scores[j] = acc;
-    mx = fmaxf(mx, acc);
   }
   mx = warp_max(mx);
   float sum = 0.f;
@@ -286,7 +346,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int len = static_cast<int>(n < cap ? n : cap);
   for (int i = lane; i < HD; i += 32) qs[i] = __bfloat162float(q[rh * HD + i]) * scale;
   __syncwarp();
-  attend_warp<KT, L, false>(qs, qs + HD, qs + HD + 256, k + rh * cap * HD, v + rh * cap * HD, len, -1, lane,
+  attend_warp<KT, L, false>(qs, qs + HD, qs + HD + warp_scratch_floats(L), k + rh * cap * HD, v + rh * cap * HD, len, -1, lane,
                      out + rh * HD);
 }
 
@@ -345,7 +405,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     store8(vp + static_cast<int64_t>(slot) * HD + 8 * lane, f);
   }
   __syncwarp();  // the query in shared memory and the new slot in global memory, for every lane
-  attend_warp<KT, L, true>(qs, qs + HD, qs + HD + 256, kp, vp, len, slot, lane, out + rh * HD);
+  attend_warp<KT, L, true>(qs, qs + HD, qs + HD + warp_scratch_floats(L), kp, vp, len, slot, lane, out + rh * HD);
 }
 
 // Calls f(std::integral_constant<int, L>) for the head widths hd = 8·L the warp variant is built
@@ -418,7 +478,7 @@ void decode_attention(DType t, const void* q, const void* k, const void* v, cons
   if (variant == DecodeAttentionVariant::warp) {
     if (!decode_attention_warp_supported(hd, cap, t == DType::bf16))
       throw std::runtime_error("decode_attention: the warp variant takes bf16 queries, head dim 48/64/80/88/128 and a "
-                               "cache of at most ~2,700 slots (got head dim " + std::to_string(hd) + ", cache " +
+                               "cache of at most ~2,400 slots (got head dim " + std::to_string(hd) + ", cache " +
                                std::to_string(cap) + ")");
     if (kv_fp8)
       launch_warp_variant<__nv_fp8_e4m3>(q, k, v, last, R * heads, hd, cap, scale, out, stream);
