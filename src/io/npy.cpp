@@ -1,11 +1,13 @@
 #include "io/npy.h"
 
 #include <cstring>
-#include <regex>
+#include <algorithm>
+#include <cctype>
 
 #include "io/zip.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/parse.h"
 
 namespace rar::io {
 namespace {
@@ -36,60 +38,198 @@ const char* descr_of(torch::ScalarType t) {
 
 }  // namespace
 
-torch::Tensor npy_decode(const std::string& b, const std::string& what) {
+namespace {
+
+// The header dict of an .npy file, e.g. {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }:
+// a Python literal read by a small scanner (linear time, no recursion) that accepts only this form.
+class HeaderScanner {
+ public:
+  HeaderScanner(const std::string& text, const std::string& what) : t_(text), what_(what) {}
+
+  void parse(std::string& descr, bool& fortran, std::vector<int64_t>& shape) {
+    bool has_descr = false, has_fortran = false, has_shape = false;
+    expect('{');
+    while (!peek('}')) {
+      const std::string key = string_literal();
+      expect(':');
+      if (key == "descr") {
+        check(peek('\'') || peek('"'), what_, ": .npy 'descr' must be a string (structured dtypes are not supported)");
+        descr = string_literal();
+        has_descr = true;
+      } else if (key == "fortran_order") {
+        fortran = word() == "True";
+        has_fortran = true;
+      } else if (key == "shape") {
+        shape = int_tuple();
+        has_shape = true;
+      } else {
+        fail(what_, ": .npy header has an unknown key '", shorten(key), "'");
+      }
+      if (!peek('}')) expect(',');
+    }
+    expect('}');
+    check(has_descr, what_, ": .npy header has no 'descr'");
+    check(has_fortran, what_, ": .npy header has no 'fortran_order'");
+    check(has_shape, what_, ": .npy header has no 'shape'");
+  }
+
+ private:
+  void skip_space() {
+    while (i_ < t_.size() && (t_[i_] == ' ' || t_[i_] == '\n' || t_[i_] == '\t' || t_[i_] == '\r')) ++i_;
+  }
+  bool peek(char c) {
+    skip_space();
+    return i_ < t_.size() && t_[i_] == c;
+  }
+  void expect(char c) {
+    check(peek(c), what_, ": malformed .npy header (expected '", c, "' at character ", i_, ")");
+    ++i_;
+  }
+  std::string string_literal() {
+    skip_space();
+    check(i_ < t_.size() && (t_[i_] == '\'' || t_[i_] == '"'), what_, ": malformed .npy header (expected a string at character ", i_, ")");
+    const char q = t_[i_++];
+    const size_t e = t_.find(q, i_);
+    check(e != std::string::npos, what_, ": malformed .npy header (unterminated string)");
+    std::string v = t_.substr(i_, e - i_);
+    i_ = e + 1;
+    return v;
+  }
+  std::string word() {
+    skip_space();
+    const size_t b = i_;
+    while (i_ < t_.size() && std::isalpha(static_cast<unsigned char>(t_[i_]))) ++i_;
+    std::string w = t_.substr(b, i_ - b);
+    check(w == "True" || w == "False", what_, ": .npy 'fortran_order' must be True or False");
+    return w;
+  }
+  std::vector<int64_t> int_tuple() {
+    expect('(');
+    std::vector<int64_t> v;
+    while (!peek(')')) {
+      const size_t b = i_;
+      while (i_ < t_.size() && std::isdigit(static_cast<unsigned char>(t_[i_]))) ++i_;
+      if (i_ < t_.size() && t_[i_] == 'L') ++i_;  // Python 2 longs
+      int64_t d = 0;
+      const std::string digits = t_.substr(b, (i_ > b && t_[i_ - 1] == 'L') ? i_ - b - 1 : i_ - b);
+      check(parse_int(digits, d), what_, ": .npy shape entry '", shorten(digits), "' is not a non-negative integer");
+      check(v.size() < 64, what_, ": .npy shape has more than 64 dimensions");
+      v.push_back(d);
+      if (!peek(')')) expect(',');
+    }
+    expect(')');
+    return v;
+  }
+
+  const std::string& t_;
+  const std::string& what_;
+  size_t i_ = 0;
+};
+
+constexpr uint64_t kMaxNpyHeader = 1 << 20;
+
+struct NpyLayout {
+  torch::ScalarType type = torch::kUInt8;
+  bool fortran = false;
+  std::vector<int64_t> shape;
+  uint64_t numel = 0, nbytes = 0;
+  size_t data_offset = 0;
+};
+
+// Bytes needed before the header text: magic (6), version (2), header length (2 or 4).
+size_t npy_preamble(const char* b, size_t n, uint64_t& hlen, const std::string& what) {
   static const char kMagic[] = "\x93NUMPY";
-  check(b.size() >= 10 && std::memcmp(b.data(), kMagic, 6) == 0, what, ": not an .npy file (bad magic)");
-  int major = static_cast<unsigned char>(b[6]);
+  check(n >= 10 && std::memcmp(b, kMagic, 6) == 0, what, ": not an .npy file (bad magic)");
+  const int major = static_cast<unsigned char>(b[6]);
   check(major >= 1 && major <= 3, what, ": unsupported .npy version ", major);
-  size_t hlen, hstart;
   if (major == 1) {
     hlen = static_cast<unsigned char>(b[8]) | (static_cast<unsigned char>(b[9]) << 8);
-    hstart = 10;
-  } else {
-    check(b.size() >= 12, what, ": truncated .npy header");
-    hlen = 0;
-    for (int i = 0; i < 4; ++i) hlen |= static_cast<size_t>(static_cast<unsigned char>(b[8 + i])) << (8 * i);
-    hstart = 12;
+    return 10;
   }
-  check(b.size() >= hstart + hlen, what, ": truncated .npy header");
-  std::string header = b.substr(hstart, hlen);
+  check(n >= 12, what, ": truncated .npy header");
+  hlen = 0;
+  for (int i = 0; i < 4; ++i) hlen |= static_cast<uint64_t>(static_cast<unsigned char>(b[8 + i])) << (8 * i);
+  check(hlen <= kMaxNpyHeader, what, ": .npy header of ", hlen, " bytes (at most ", kMaxNpyHeader, " accepted)");
+  return 12;
+}
 
-  std::smatch m;
-  check(std::regex_search(header, m, std::regex(R"('descr'\s*:\s*'([^']*)')")), what,
-        ": .npy header has no 'descr'");
-  torch::ScalarType type = dtype_from_descr(m[1], what);
-  check(std::regex_search(header, m, std::regex(R"('fortran_order'\s*:\s*(True|False))")), what,
-        ": .npy header has no 'fortran_order'");
-  bool fortran = m[1] == "True";
-  check(std::regex_search(header, m, std::regex(R"('shape'\s*:\s*\(([^)]*)\))")), what,
-        ": .npy header has no 'shape'");
-  std::vector<int64_t> shape;
-  std::string dims = m[1];
-  check(std::regex_match(dims, std::regex(R"([\d\s,]*)")), what, ": .npy header has a malformed shape '(", dims, ")'");
-  std::regex num(R"(\s*(\d+)\s*(,|$))");
-  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), num); it != std::sregex_iterator(); ++it)
-    shape.push_back(std::stoll((*it)[1]));
+NpyLayout npy_layout(const std::string& header, size_t data_offset, const std::string& what) {
+  NpyLayout l;
+  std::string descr;
+  HeaderScanner(header, what).parse(descr, l.fortran, l.shape);
+  l.type = dtype_from_descr(descr, what);
+  l.numel = 1;
+  for (int64_t d : l.shape)
+    check(!__builtin_mul_overflow(l.numel, static_cast<uint64_t>(d), &l.numel) && l.numel <= (uint64_t(1) << 62), what,
+          ": .npy shape ", c10::IntArrayRef(l.shape), " is too large");
+  check(!__builtin_mul_overflow(l.numel, static_cast<uint64_t>(c10::elementSize(l.type)), &l.nbytes), what,
+        ": .npy shape ", c10::IntArrayRef(l.shape), " is too large");
+  l.data_offset = data_offset;
+  return l;
+}
 
-  int64_t numel = 1;
-  for (int64_t d : shape) numel *= d;
-  size_t nbytes = static_cast<size_t>(numel) * c10::elementSize(type);
-  size_t have = b.size() - hstart - hlen;
-  check(have >= nbytes, what, ": truncated .npy data (", have, " bytes, shape needs ", nbytes, ")");
+// An empty tensor of the file's storage layout (C order, or reversed dims for Fortran order).
+torch::Tensor npy_storage(const NpyLayout& l) {
+  std::vector<int64_t> storage_shape = l.shape;
+  if (l.fortran) std::reverse(storage_shape.begin(), storage_shape.end());
+  return torch::empty(storage_shape, torch::TensorOptions().dtype(l.type));
+}
 
-  std::vector<int64_t> storage_shape = shape;
-  if (fortran) std::reverse(storage_shape.begin(), storage_shape.end());
-  torch::Tensor t = torch::empty(storage_shape, torch::TensorOptions().dtype(type));
-  if (nbytes) std::memcpy(t.data_ptr(), b.data() + hstart + hlen, nbytes);
-  if (type == torch::kBool) {  // any nonzero byte is True; torch requires 0/1
+// From the storage layout to the array numpy means: booleans made 0/1, Fortran order undone.
+torch::Tensor npy_finish(torch::Tensor t, const NpyLayout& l) {
+  if (l.type == torch::kBool) {  // any nonzero byte is True; torch requires 0/1
     auto* p = static_cast<uint8_t*>(t.data_ptr());
-    for (int64_t i = 0; i < numel; ++i) p[i] = p[i] != 0;
+    for (uint64_t i = 0; i < l.numel; ++i) p[i] = p[i] != 0;
   }
-  if (fortran) {
-    std::vector<int64_t> perm(shape.size());
+  if (l.fortran) {
+    std::vector<int64_t> perm(l.shape.size());
     for (size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<int64_t>(perm.size() - 1 - i);
     t = t.permute(perm).contiguous();
   }
   return t;
+}
+
+// An npz member: stored members are read straight into the tensor (their size is checked against
+// the file by the zip reader); compressed ones are inflated first, so memory follows real bytes.
+torch::Tensor npz_member(const ZipReader& zip, const std::string& name, const std::string& what) {
+  if (!zip.stat(name).stored) return npy_decode(zip.read(name), what);
+  const uint64_t size = zip.size(name);
+  ZipReader::Stream in(zip, name);
+  check(size >= 10, what, ": not an .npy file (bad magic)");
+  char pre[12] = {};
+  in.read(pre, 10);
+  size_t n = 10;
+  if (pre[6] != 1 && size >= 12) {
+    in.read(pre + 10, 2);
+    n = 12;
+  }
+  uint64_t hlen = 0;
+  const size_t start = npy_preamble(pre, n, hlen, what);
+  check(size - start >= hlen, what, ": truncated .npy header");
+  std::string header(hlen, '\0');
+  in.read(header.data(), hlen);
+  const NpyLayout l = npy_layout(header, start + hlen, what);
+  check(size - l.data_offset == l.nbytes, what, ": .npy data of ", size - l.data_offset, " bytes, shape ",
+        c10::IntArrayRef(l.shape), " needs ", l.nbytes);
+  torch::Tensor t = npy_storage(l);
+  in.read(t.data_ptr(), l.nbytes);
+  in.expect_end();
+  return npy_finish(t, l);
+}
+
+}  // namespace
+
+torch::Tensor npy_decode(const std::string& b, const std::string& what) {
+  uint64_t hlen = 0;
+  const size_t start = npy_preamble(b.data(), b.size(), hlen, what);
+  check(b.size() - start >= hlen, what, ": truncated .npy header");
+  const NpyLayout l = npy_layout(b.substr(start, hlen), start + hlen, what);
+  const uint64_t have = b.size() - l.data_offset;
+  check(have == l.nbytes, what, have < l.nbytes ? ": truncated .npy data (" : ": trailing bytes after the .npy data (",
+        have, " bytes, shape ", c10::IntArrayRef(l.shape), " needs ", l.nbytes, ")");
+  torch::Tensor t = npy_storage(l);
+  if (l.nbytes) std::memcpy(t.data_ptr(), b.data() + l.data_offset, l.nbytes);
+  return npy_finish(t, l);
 }
 
 std::string npy_header(torch::ScalarType type, const std::vector<int64_t>& dims) {
@@ -127,7 +267,8 @@ NamedArrays read_npz(const std::string& path) {
   for (const auto& name : zip.names()) {
     std::string key = name;
     if (key.size() > 4 && key.compare(key.size() - 4, 4, ".npy") == 0) key.resize(key.size() - 4);
-    out.emplace_back(key, npy_decode(zip.read(name), path + ":" + key));
+    for (const auto& [k, _] : out) check(k != key, path, ": two arrays named '", shorten(key), "'");
+    out.emplace_back(key, npz_member(zip, name, path + ":" + key));
   }
   return out;
 }

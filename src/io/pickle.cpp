@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <map>
+#include <unordered_map>
 
 #include "util/error.h"
 
@@ -27,22 +28,6 @@ const char* kind_name(PyObject::Kind k) {
 namespace {
 
 using K = PyObject::Kind;
-
-PyRef make(K kind) {
-  auto o = std::make_shared<PyObject>();
-  o->kind = kind;
-  return o;
-}
-PyRef make_int(int64_t v) {
-  auto o = make(K::Int);
-  o->i = v;
-  return o;
-}
-PyRef make_str(K kind, std::string s) {
-  auto o = make(kind);
-  o->s = std::move(s);
-  return o;
-}
 
 // The globals a state dict may reference. Storage classes map to their element type.
 const std::map<std::string, torch::ScalarType>& storage_types() {
@@ -79,6 +64,39 @@ class Unpickler {
 
  private:
   [[noreturn]] void bad(size_t at, const std::string& msg) { fail(what_, ": pickle offset ", at, ": ", msg); }
+
+  // Every object is made here, so that their number is bounded whatever the input.
+  PyRef make(K kind) {
+    if (++objects_ > kPickleMaxObjects)
+      fail(what_, ": pickle offset ", pos_, ": more than ", kPickleMaxObjects, " objects (not a state dict)");
+    auto o = std::make_shared<PyObject>();
+    o->kind = kind;
+    return o;
+  }
+  PyRef make_int(int64_t v) {
+    auto o = make(K::Int);
+    o->i = v;
+    return o;
+  }
+  PyRef make_str(K kind, std::string s) {
+    auto o = make(kind);
+    o->s = std::move(s);
+    return o;
+  }
+  // Places `child` inside the open container `parent`: the child is sealed from now on and the
+  // parent's depth grows with it.
+  void adopt(PyObject& parent, PyObject& child, size_t at) {
+    if (&parent == &child) bad(at, cat("a ", kind_name(parent.kind), " that contains itself is not part of a state dict"));
+    child.sealed = true;
+    parent.depth = std::max(parent.depth, child.depth + 1);
+    if (parent.depth > kPickleMaxDepth) bad(at, cat("objects nested more than ", kPickleMaxDepth, " levels deep"));
+  }
+  // A container may be filled (APPEND, SETITEM, ...) only before it is placed in another object.
+  PyRef& open_container(PyRef& c, K kind, const char* op, size_t at) {
+    if (c->kind != kind) bad(at, cat(op, " on a ", kind_name(c->kind)));
+    if (c->sealed) bad(at, cat(op, " modifies a ", kind_name(c->kind), " already placed in another object"));
+    return c;
+  }
 
   void need(size_t n) {
     if (d_.size() - pos_ < n) fail(what_, ": truncated pickle at offset ", pos_);
@@ -126,19 +144,19 @@ class Unpickler {
     stack_.resize(m);
     return items;
   }
-  PyRef tuple(std::vector<PyRef> items) {
-    auto t = make(K::Tuple);
+  PyRef sequence(K kind, std::vector<PyRef> items, size_t at) {
+    auto t = make(kind);
+    for (auto& i : items) adopt(*t, *i, at);
     t->items = std::move(items);
     return t;
   }
-  void memo_put(uint64_t idx, size_t at) {
-    if (idx > (1u << 26)) bad(at, "memo index out of range");
-    if (memo_.size() <= idx) memo_.resize(idx + 1);
-    memo_[idx] = top(at);
-  }
+  PyRef tuple(std::vector<PyRef> items, size_t at) { return sequence(K::Tuple, std::move(items), at); }
+  // The memo is sparse: an index costs memory only when used (a pickle may name any 32-bit index).
+  void memo_put(uint64_t idx, size_t at) { memo_[idx] = top(at); }
   PyRef memo_get(uint64_t idx, size_t at) {
-    if (idx >= memo_.size() || !memo_[idx]) bad(at, cat("memo key ", idx, " undefined"));
-    return memo_[idx];
+    auto it = memo_.find(idx);
+    if (it == memo_.end()) bad(at, cat("memo key ", idx, " undefined"));
+    return it->second;
   }
 
   PyRef global(const std::string& module, const std::string& name, size_t at) {
@@ -150,7 +168,9 @@ class Unpickler {
   }
 
   void set_item(PyRef& dict, PyRef k, PyRef v, size_t at) {
-    if (dict->kind != K::Dict) bad(at, cat("SETITEM on a ", kind_name(dict->kind)));
+    open_container(dict, K::Dict, "SETITEM", at);
+    adopt(*dict, *k, at);
+    adopt(*dict, *v, at);
     dict->entries.emplace_back(std::move(k), std::move(v));
   }
 
@@ -172,12 +192,19 @@ class Unpickler {
     int64_t offset = as_int(a[1], "storage offset", cat(what_, ": pickle offset ", at));
     auto size = int_tuple(a[2], "tensor size", at), stride = int_tuple(a[3], "tensor stride", at);
     if (size.size() != stride.size()) bad(at, "tensor size and stride differ in length");
+    // Checked arithmetic: sizes and strides come from the file and may be anything.
     int64_t last = offset, numel = 1;
+    bool overflow = false;
     for (size_t i = 0; i < size.size(); ++i) {
       if (size[i] < 0 || stride[i] < 0) bad(at, "negative tensor size or stride");
-      numel *= size[i];
-      last += (size[i] - 1) * stride[i];
+      int64_t span = 0;
+      overflow |= __builtin_mul_overflow(numel, size[i], &numel);
+      if (size[i] > 0) {
+        overflow |= __builtin_mul_overflow(size[i] - 1, stride[i], &span);
+        overflow |= __builtin_add_overflow(last, span, &last);
+      }
     }
+    if (overflow) bad(at, cat("tensor size ", c10::IntArrayRef(size), " / stride ", c10::IntArrayRef(stride), " overflows"));
     if (offset < 0 || (numel > 0 && last >= storage.numel()))
       bad(at, cat("tensor view (offset ", offset, ", size ", c10::IntArrayRef(size), ", stride ",
                   c10::IntArrayRef(stride), ") exceeds its storage of ", storage.numel(), " elements"));
@@ -236,30 +263,30 @@ class Unpickler {
       case '}': stack_.push_back(make(K::Dict)); break;
       case ']': stack_.push_back(make(K::List)); break;
       case ')': stack_.push_back(make(K::Tuple)); break;
-      case 't': stack_.push_back(tuple(pop_mark(at))); break;
-      case 0x85: { auto a = pop(at); stack_.push_back(tuple({a})); break; }
-      case 0x86: { auto b = pop(at), a = pop(at); stack_.push_back(tuple({a, b})); break; }
-      case 0x87: { auto c = pop(at), b = pop(at), a = pop(at); stack_.push_back(tuple({a, b, c})); break; }
-      case 'l': { auto l = make(K::List); l->items = pop_mark(at); stack_.push_back(l); break; }
+      case 't': stack_.push_back(tuple(pop_mark(at), at)); break;
+      case 0x85: { auto a = pop(at); stack_.push_back(tuple({a}, at)); break; }
+      case 0x86: { auto b = pop(at), a = pop(at); stack_.push_back(tuple({a, b}, at)); break; }
+      case 0x87: { auto c = pop(at), b = pop(at), a = pop(at); stack_.push_back(tuple({a, b, c}, at)); break; }
+      case 'l': stack_.push_back(sequence(K::List, pop_mark(at), at)); break;
       case 'd': {
         auto items = pop_mark(at);
         if (items.size() % 2) bad(at, "DICT with an odd number of items");
         auto d = make(K::Dict);
-        for (size_t i = 0; i < items.size(); i += 2) d->entries.emplace_back(items[i], items[i + 1]);
+        for (size_t i = 0; i < items.size(); i += 2) set_item(d, items[i], items[i + 1], at);
         stack_.push_back(d);
         break;
       }
       case 'a': {
         auto v = pop(at);
-        auto& l = top(at);
-        if (l->kind != K::List) bad(at, "APPEND to a non-list");
+        auto& l = open_container(top(at), K::List, "APPEND", at);
+        adopt(*l, *v, at);
         l->items.push_back(v);
         break;
       }
       case 'e': {
         auto items = pop_mark(at);
-        auto& l = top(at);
-        if (l->kind != K::List) bad(at, "APPENDS to a non-list");
+        auto& l = open_container(top(at), K::List, "APPENDS", at);
+        for (auto& i : items) adopt(*l, *i, at);
         l->items.insert(l->items.end(), items.begin(), items.end());
         break;
       }
@@ -341,7 +368,8 @@ class Unpickler {
         bad(at, cat("unsupported pickle opcode 0x", std::hex, int(op),
                     " (only the opcodes of a tensor state dict are accepted)"));
     }
-    if (marks_.size() > 10000 || stack_.size() > 10000000) bad(at, "pickle nesting too deep");
+    if (marks_.size() > 10000 || stack_.size() > static_cast<size_t>(kPickleMaxObjects))
+      bad(at, "pickle stack too deep (not a state dict)");
   }
 
   const std::string& d_;
@@ -349,9 +377,10 @@ class Unpickler {
   std::string what_;
   size_t pos_ = 0;
   uint64_t next_memo_ = 0;
+  int64_t objects_ = 0;
   std::vector<PyRef> stack_;
   std::vector<size_t> marks_;
-  std::vector<PyRef> memo_;
+  std::unordered_map<uint64_t, PyRef> memo_;
   std::map<std::string, PyRef> storages_;
 };
 

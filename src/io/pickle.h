@@ -26,7 +26,18 @@ struct PyObject {
   std::vector<PyRef> items;                     // Tuple, List
   std::vector<std::pair<PyRef, PyRef>> entries; // Dict (insertion order)
   torch::Tensor tensor;                         // Tensor (also used for a storage: 1-D, flat)
+  // The unpickler's bookkeeping. An object becomes `sealed` once it is placed inside another; a
+  // sealed container is never modified again, so the object graph stays acyclic and `depth` (1 for
+  // a leaf, 1 + the deepest child otherwise) is final once sealed.
+  bool sealed = false;
+  int depth = 1;
 };
+
+// Limits that hold for any input (a real state dict stays far below them): nesting depth (which
+// also bounds the recursion of destroying the result) and the number of objects built (each costs
+// ~200 bytes, whatever the size of the opcode that made it).
+constexpr int kPickleMaxDepth = 100;
+constexpr int64_t kPickleMaxObjects = 1 << 20;
 
 const char* kind_name(PyObject::Kind k);
 

@@ -1,13 +1,20 @@
 #include "io/safetensors.h"
 
+#include <algorithm>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/fs.h"
+#include "util/parse.h"
 
 namespace rar::io {
 namespace {
+
+// The format's own limit (the safetensors library refuses larger headers too).
+constexpr uint64_t kMaxHeader = 100ull << 20;
 
 const std::pair<const char*, torch::ScalarType> kDtypes[] = {
     {"F64", torch::kFloat64}, {"F32", torch::kFloat32}, {"F16", torch::kFloat16}, {"BF16", torch::kBFloat16},
@@ -23,69 +30,109 @@ const char* dtype_name(torch::ScalarType t) {
 }  // namespace
 
 StateDict read_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  const uint64_t file_size = static_cast<uint64_t>(regular_file_size(path));
+  std::ifstream in(path, std::ios::binary);
   check(in.good(), path, ": cannot open");
-  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
-  in.seekg(0);
   check(file_size >= 8, path, ": truncated safetensors file (", file_size, " bytes)");
   unsigned char lenbuf[8];
   in.read(reinterpret_cast<char*>(lenbuf), 8);
   uint64_t hlen = 0;
   for (int i = 0; i < 8; ++i) hlen |= static_cast<uint64_t>(lenbuf[i]) << (8 * i);
-  check(hlen <= file_size - 8 && hlen <= (100u << 20), path, ": safetensors header length ", hlen,
-        " does not fit the file (", file_size, " bytes)");
+  check(hlen <= file_size - 8 && hlen <= kMaxHeader, path, ": safetensors header length ", hlen,
+        " does not fit the file (", file_size, " bytes; at most ", kMaxHeader, " accepted)");
   std::string header(hlen, '\0');
   in.read(header.data(), static_cast<std::streamsize>(hlen));
-  nlohmann::json j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+  check(in.good(), path, ": read failed in the header");
+  // The header is {name: {dtype, shape, data_offsets}, "__metadata__": {str: str}}: nothing nests
+  // deeper than 3, so deeper values are dropped while parsing (memory stays proportional to what
+  // is kept); a name given twice is refused rather than silently taking the last.
+  bool too_deep = false;
+  std::string duplicate;
+  std::set<std::string> names;
+  auto filter = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    if (depth > 3) {
+      too_deep = true;
+      return false;
+    }
+    if (event == nlohmann::json::parse_event_t::key && depth == 1 && duplicate.empty() &&
+        !names.insert(parsed.get<std::string>()).second)
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
+  nlohmann::json j = nlohmann::json::parse(header, filter, /*allow_exceptions=*/false);
   check(j.is_object(), path, ": safetensors header is not a JSON object");
+  check(!too_deep, path, ": safetensors header nests deeper than {name: {field: [values]}}");
+  check(duplicate.empty(), path, ": safetensors header names the tensor '", shorten(duplicate), "' twice");
   const uint64_t data_start = 8 + hlen, data_size = file_size - data_start;
 
   StateDict sd;
   sd.source = path;
-  // Order tensors by their data offset: the order they were written in.
-  std::vector<std::pair<uint64_t, std::string>> order;
+  struct Entry {
+    uint64_t begin, end;
+    std::string name;
+    torch::ScalarType type;
+    std::vector<int64_t> shape;
+  };
+  std::vector<Entry> entries;
   for (auto& [name, info] : j.items()) {
     if (name == "__metadata__") {
       check(info.is_object(), path, ": __metadata__ is not an object");
       for (auto& [k, v] : info.items()) {
-        check(v.is_string(), path, ": __metadata__ value '", k, "' is not a string");
+        check(v.is_string(), path, ": __metadata__ value '", shorten(k), "' is not a string");
         sd.metadata[k] = v.get<std::string>();
       }
       continue;
     }
+    const std::string what = cat(path, ": tensor '", shorten(name), "'");
     check(info.is_object() && info.contains("dtype") && info.contains("shape") && info.contains("data_offsets"),
-          path, ": tensor '", name, "' needs dtype, shape and data_offsets");
-    check(info["data_offsets"].is_array() && info["data_offsets"].size() == 2 &&
-              info["data_offsets"][0].is_number_unsigned() && info["data_offsets"][1].is_number_unsigned(),
-          path, ": tensor '", name, "': data_offsets must be [begin, end]");
-    order.emplace_back(info["data_offsets"][0].get<uint64_t>(), name);
-  }
-  std::sort(order.begin(), order.end());
-  for (auto& [begin_, name] : order) {
-    const auto& info = j[name];
-    std::string dt = info["dtype"].is_string() ? info["dtype"].get<std::string>() : "?";
-    torch::ScalarType type = torch::kFloat32;
+          what, " needs dtype, shape and data_offsets");
+    const auto& off = info["data_offsets"];
+    check(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(), what,
+          ": data_offsets must be [begin, end]");
+    Entry e{off[0].get<uint64_t>(), off[1].get<uint64_t>(), name, torch::kFloat32, {}};
+    const std::string dt = info["dtype"].is_string() ? info["dtype"].get<std::string>() : "?";
     bool known = false;
-    for (auto& [n, s] : kDtypes)
-      if (dt == n) type = s, known = true;
-    check(known, path, ": tensor '", name, "': unsupported dtype '", dt, "'");
-    std::vector<int64_t> shape;
-    check(info["shape"].is_array(), path, ": tensor '", name, "': shape must be a list");
+    for (auto& [n, t] : kDtypes)
+      if (dt == n) e.type = t, known = true;
+    check(known, what, ": unsupported dtype '", shorten(dt), "'");
+    check(info["shape"].is_array() && info["shape"].size() <= 64, what, ": shape must be a list of at most 64 sizes");
+    uint64_t numel = 1, nbytes = 0;
     for (auto& d : info["shape"]) {
-      check(d.is_number_unsigned(), path, ": tensor '", name, "': shape must hold non-negative integers");
-      shape.push_back(d.get<int64_t>());
+      check(d.is_number_unsigned() && d.get<uint64_t>() <= (uint64_t(1) << 62), what,
+            ": shape must hold non-negative integers");
+      e.shape.push_back(d.get<int64_t>());
+      check(!__builtin_mul_overflow(numel, d.get<uint64_t>(), &numel), what, ": shape ", c10::IntArrayRef(e.shape),
+            " overflows");
     }
-    uint64_t begin = info["data_offsets"][0], end = info["data_offsets"][1];
-    torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(type));
-    uint64_t nbytes = static_cast<uint64_t>(t.numel()) * t.element_size();
-    check(begin <= end && end <= data_size, path, ": tensor '", name, "': data_offsets [", begin, ", ", end,
+    check(!__builtin_mul_overflow(numel, static_cast<uint64_t>(c10::elementSize(e.type)), &nbytes), what, ": shape ",
+          c10::IntArrayRef(e.shape), " overflows");
+    check(e.begin <= e.end && e.end <= data_size, what, ": data_offsets [", e.begin, ", ", e.end,
           "] outside the data (", data_size, " bytes; file truncated?)");
-    check(end - begin == nbytes, path, ": tensor '", name, "': ", end - begin, " bytes for shape ",
-          c10::IntArrayRef(shape), " of ", dt, " (expected ", nbytes, ")");
-    in.seekg(static_cast<std::streamoff>(data_start + begin));
-    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(nbytes));
-    check(in.good(), path, ": read failed for tensor '", name, "'");
-    sd.set(name, t);
+    check(e.end - e.begin == nbytes, what, ": ", e.end - e.begin, " bytes for shape ", c10::IntArrayRef(e.shape), " of ",
+          dt, " (expected ", nbytes, ")");
+    entries.push_back(std::move(e));
+  }
+  // The data is the tensors back to back in offset order: no overlaps, no holes, nothing after.
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  uint64_t expect = 0;
+  for (const auto& e : entries) {
+    check(e.begin == expect, path, ": tensor '", shorten(e.name), "' starts at byte ", e.begin, " of the data, expected ",
+          expect, e.begin < expect ? " (overlaps the previous tensor)" : " (a hole in the data)");
+    expect = e.end;
+  }
+  check(expect == data_size, path, ": ", data_size - expect, " bytes after the last tensor (the header does not describe them)");
+  for (const auto& e : entries) {  // read in file order; every size above is checked against the file
+    torch::Tensor t = torch::empty(e.shape, torch::TensorOptions().dtype(e.type));
+    in.seekg(static_cast<std::streamoff>(data_start + e.begin));
+    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
+    check(in.good(), path, ": read failed for tensor '", shorten(e.name), "'");
+    if (e.type == torch::kBool) {  // bytes other than 0/1 are not valid torch booleans
+      auto* p = static_cast<uint8_t*>(t.data_ptr());
+      for (int64_t i = 0; i < t.numel(); ++i) p[i] = p[i] != 0;
+    }
+    sd.set(e.name, t);
   }
   return sd;
 }

@@ -11,6 +11,9 @@
 namespace rar::io {
 namespace {
 
+// A state dict's pickle is tens of kilobytes; anything this large is not one.
+constexpr uint64_t kMaxPickleBytes = 256ull << 20;
+
 using K = PyObject::Kind;
 
 bool is_tensor_dict(const PyRef& o) {
@@ -38,7 +41,10 @@ StateDict state_dict_in(const PyRef& root, const std::string& path) {
   }
   StateDict sd;
   sd.source = path;
-  for (auto& [k, v] : dict->entries) sd.set(k->s, v->tensor);
+  for (auto& [k, v] : dict->entries) {
+    check(!sd.has(k->s), path, ": the state dict holds the name '", k->s.substr(0, 200), "' twice");
+    sd.set(k->s, v->tensor);
+  }
   return sd;
 }
 
@@ -57,22 +63,38 @@ StateDict read_torch_checkpoint(const std::string& path) {
   check(!pkl.empty(), path, ": zip archive without data.pkl: not a torch.save checkpoint");
   std::string prefix = pkl.substr(0, pkl.size() - 8);  // "archive/" or ""
   if (zip.has(prefix + "byteorder")) {
-    std::string order = zip.read(prefix + "byteorder");
+    std::string order = zip.read(prefix + "byteorder", 64);
     check(order == "little", path, ": byteorder '", order, "' is not supported (expected little)");
   }
 
+  // Storages: each member must hold exactly numel x element size bytes (a Half storage over float
+  // bytes is refused, as is one that declares more than the archive holds), and the stored bytes of
+  // all storages together must fit in the file (entries that overlap cannot multiply them).
+  uint64_t storage_bytes_in_file = 0;
   StorageLoader load = [&](torch::ScalarType dtype, const std::string& key, int64_t numel) {
     std::string member = prefix + "data/" + key;
     check(zip.has(member), path, ": storage '", key, "' is missing from the archive");
-    uint64_t nbytes = static_cast<uint64_t>(numel) * c10::elementSize(dtype);
-    uint64_t have = zip.size(member);
-    check(have >= nbytes, path, ": storage '", key, "' holds ", have, " bytes, expected ", nbytes, " (",
-          numel, " x ", c10::toString(dtype), ")");
+    const uint64_t esize = c10::elementSize(dtype);
+    uint64_t nbytes = 0;
+    check(!__builtin_mul_overflow(static_cast<uint64_t>(numel), esize, &nbytes), path, ": storage '", key,
+          "' declares ", numel, " elements (overflow)");
+    const auto st = zip.stat(member);
+    check(st.size == nbytes, path, ": storage '", key, "' holds ", st.size, " bytes, expected ", nbytes, " (", numel,
+          " x ", c10::toString(dtype), ")");
+    storage_bytes_in_file += st.comp_size;
+    check(storage_bytes_in_file <= zip.file_size(), path, ": storages claim more bytes than the file holds (",
+          "overlapping zip entries)");
+    if (!st.stored) {  // compressed (torch.save never does this): inflate first, then allocate
+      std::string bytes = zip.read(member);
+      torch::Tensor t = torch::empty({numel}, torch::TensorOptions().dtype(dtype));
+      if (nbytes) std::memcpy(t.data_ptr(), bytes.data(), nbytes);
+      return t;
+    }
     torch::Tensor t = torch::empty({numel}, torch::TensorOptions().dtype(dtype));
-    if (nbytes) zip.read(member, t.data_ptr(), nbytes);
+    zip.read(member, t.data_ptr(), nbytes);
     return t;
   };
-  PyRef root = unpickle(zip.read(pkl), load, path + ":" + pkl);
+  PyRef root = unpickle(zip.read(pkl, kMaxPickleBytes), load, path + ":" + pkl);
 
   return state_dict_in(root, path);
 }
@@ -99,7 +121,13 @@ StateDict read_legacy_torch_checkpoint(const std::string& path) {
   // The object: storages are allocated now and filled from the data that follows the pickles;
   // tensors are views of them, so they see the data once it is read.
   std::map<std::string, torch::Tensor> storages;
+  // Storages are allocated before their data is read: together they must fit in what is left of the file.
+  uint64_t declared = 0;
   StorageLoader alloc = [&](torch::ScalarType dtype, const std::string& key, int64_t numel) {
+    uint64_t nbytes = 0;
+    check(!__builtin_mul_overflow(static_cast<uint64_t>(numel), c10::elementSize(dtype), &nbytes) &&
+              !__builtin_add_overflow(declared, nbytes, &declared) && declared <= d.size(),
+          path, ": storage '", key, "' declares ", numel, " elements, more than the file's ", d.size(), " bytes hold");
     auto t = torch::empty({numel}, torch::TensorOptions().dtype(dtype));
     storages[key] = t;
     return t;
@@ -114,8 +142,8 @@ StateDict read_legacy_torch_checkpoint(const std::string& path) {
     int64_t numel = 0;
     std::memcpy(&numel, d.data() + pos, 8);
     pos += 8;
-    check(numel == t.numel(), path, ": storage '", k->s, "' holds ", numel, " elements, the pickle says ", t.numel());
-    const size_t nbytes = static_cast<size_t>(numel) * t.element_size();
+    check(numel >= 0 && numel == t.numel(), path, ": storage '", k->s, "' holds ", numel, " elements, the pickle says ", t.numel());
+    const size_t nbytes = static_cast<size_t>(numel) * t.element_size();  // <= d.size(): checked at allocation
     check(d.size() - pos >= nbytes, path, ": truncated in storage '", k->s, "'");
     if (nbytes) std::memcpy(t.data_ptr(), d.data() + pos, nbytes);
     pos += nbytes;

@@ -1,9 +1,9 @@
 #include "model/generator_config.h"
 
-#include <regex>
 #include <set>
 
 #include "util/error.h"
+#include "util/parse.h"
 
 namespace rar::model {
 
@@ -87,12 +87,9 @@ GeneratorConfig GeneratorConfig::infer(const io::StateDict& sd) {
   check(hd > 0 && c.hidden % hd == 0, sd.source, ": q_norm width ", hd, " does not divide hidden size ", c.hidden);
   c.heads = c.hidden / hd;
   c.mlp = sd.sizes("blocks.0.mlp.fc1.weight", 2)[0];
-  std::regex block(R"(blocks\.(\d+)\..*)");
   std::set<int64_t> ids;
-  for (const auto& n : sd.names()) {
-    std::smatch m;
-    if (std::regex_match(n, m, block)) ids.insert(std::stoll(m[1]));
-  }
+  for (const auto& n : sd.names())
+    if (const int64_t i = index_after(n, "blocks."); i >= 0) ids.insert(i);
   c.layers = static_cast<int64_t>(ids.size());
   check(c.classes > 0, sd.source, ": embeddings.weight has too few rows for codebook ", c.codebook);
   check(c.seq_len > 0, sd.source, ": pos_embed must have more than 1024 rows");

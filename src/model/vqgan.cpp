@@ -4,13 +4,13 @@
 #include "model/fused_ops.h"
 
 #include <cmath>
-#include <regex>
 #include <set>
 
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "model/weights.h"
 #include "util/error.h"
+#include "util/parse.h"
 
 namespace rar::model {
 
@@ -66,13 +66,14 @@ VQConfig VQConfig::infer(const io::StateDict& sd) {
   c.codebook_size = codebook[0];
   c.z_channels = codebook[1];
   std::set<int64_t> levels, blocks;
-  std::regex level(R"(encoder\.down\.(\d+)\.block\.(\d+)\..*)");
   for (const auto& n : sd.names()) {
-    std::smatch m;
-    if (std::regex_match(n, m, level)) {
-      levels.insert(std::stoll(m[1]));
-      if (m[1] == "0") blocks.insert(std::stoll(m[2]));
-    }
+    size_t rest = 0;
+    const int64_t lv = index_after(n, "encoder.down.", &rest);
+    if (lv < 0) continue;
+    const int64_t b = index_after(std::string_view(n).substr(rest), "block.");
+    if (b < 0) continue;
+    levels.insert(lv);
+    if (lv == 0) blocks.insert(b);
   }
   check(!levels.empty(), sd.source, ": no encoder.down.* levels");
   c.res_blocks = static_cast<int64_t>(blocks.size());

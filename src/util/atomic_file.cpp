@@ -1,13 +1,14 @@
 #include "util/atomic_file.h"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace rar {
 
@@ -38,6 +39,7 @@ void AtomicFile::commit() {
   check(std::rename(tmp_.c_str(), path_.c_str()) == 0, path_, ": cannot rename temp file into place (",
         std::strerror(errno), ")");
   committed_ = true;
+  fsync_path(parent_dir(path_));  // the rename itself survives a crash
 }
 
 void write_file_atomic(const std::string& path, const std::string& content) {
@@ -46,13 +48,43 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   f.commit();
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  check(in.good(), path, ": cannot open (", std::strerror(errno), ")");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  check(!in.bad(), path, ": read failed");
-  return ss.str();
+std::string read_file(const std::string& path, uint64_t max_bytes) {
+  const uint64_t size = static_cast<uint64_t>(regular_file_size(path));
+  check(size <= max_bytes, path, ": ", size, " bytes, more than the ", max_bytes, " this reader accepts");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  check(fd >= 0, path, ": cannot open (", std::strerror(errno), ")");
+  std::string out(size, '\0');
+  uint64_t got = 0;
+  while (got < size) {
+    ssize_t r = ::read(fd, out.data() + got, size - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      const int err = errno;
+      ::close(fd);
+      fail(path, ": read failed after ", got, " of ", size, " bytes (", r == 0 ? "file shrank" : std::strerror(err), ")");
+    }
+    got += static_cast<uint64_t>(r);
+  }
+  ::close(fd);
+  return out;
+}
+
+int remove_stale_temp_files(const std::string& dir) {
+  if (!is_directory(dir)) return 0;
+  int removed = 0;
+  for (const auto& name : list_dir(dir)) {
+    const auto at = name.rfind(".tmp-");
+    if (at == std::string::npos) continue;
+    // "<name>.tmp-<pid>" (AtomicFile, ZipWriter) and libzip's "<name>.tmp-<pid>.XXXXXX"
+    std::string pid_text = name.substr(at + 5);
+    pid_text = pid_text.substr(0, pid_text.find('.'));
+    if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno == EPERM) continue;  // its writer still runs
+    remove_tree(join_path(dir, name));
+    ++removed;
+  }
+  return removed;
 }
 
 }  // namespace rar

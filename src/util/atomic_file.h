@@ -29,7 +29,11 @@ class AtomicFile {
 
 // Writes a whole string atomically.
 void write_file_atomic(const std::string& path, const std::string& content);
-// Reads a whole file; throws rar::Error naming the file when it cannot be read.
-std::string read_file(const std::string& path);
+// Reads a whole regular file; throws rar::Error naming the file when it cannot be read, is not a
+// regular file, or holds more than `max_bytes`.
+std::string read_file(const std::string& path, uint64_t max_bytes = UINT64_MAX);
+// Temp files "<name>.tmp-<pid>" in `dir` left by a process that no longer runs (killed between
+// writing and renaming): removes them and returns how many it removed.
+int remove_stale_temp_files(const std::string& dir);
 
 }  // namespace rar

@@ -1,6 +1,7 @@
 #include "util/fs.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,6 +29,30 @@ int64_t file_size(const std::string& path) {
   struct stat st;
   check(::stat(path.c_str(), &st) == 0, path, ": cannot stat (", std::strerror(errno), ")");
   return static_cast<int64_t>(st.st_size);
+}
+
+int64_t regular_file_size(const std::string& path) {
+  struct stat st;
+  check(::stat(path.c_str(), &st) == 0, path, ": cannot open (", std::strerror(errno), ")");
+  check(!S_ISDIR(st.st_mode), path, ": is a directory, expected a file");
+  check(S_ISREG(st.st_mode), path, ": not a regular file (a device, pipe or socket cannot be read as data)");
+  return static_cast<int64_t>(st.st_size);
+}
+
+void fsync_path(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  check(fd >= 0, path, ": cannot open to sync (", std::strerror(errno), ")");
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  // Some filesystems cannot sync a directory (EINVAL): the rename itself is still atomic there.
+  check(rc == 0 || err == EINVAL, path, ": fsync failed (", std::strerror(err), ")");
+}
+
+std::string parent_dir(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
 }
 
 void make_dirs(const std::string& path) {

@@ -11,6 +11,13 @@ namespace rar {
 bool path_exists(const std::string& path);
 bool is_directory(const std::string& path);
 int64_t file_size(const std::string& path);           // throws rar::Error when missing
+// The size of a regular file (following symlinks); a directory, FIFO, device or socket, a missing
+// file or a symlink loop is a one-line error naming the path. Readers call this before reading so
+// that `x.png -> /dev/zero` or a named pipe cannot make them read forever.
+int64_t regular_file_size(const std::string& path);
+// fsync of a file or of a directory (after a rename in it); errors name the path.
+void fsync_path(const std::string& path);
+std::string parent_dir(const std::string& path);      // "." for a bare name
 void make_dirs(const std::string& path);              // mkdir -p
 void remove_tree(const std::string& path);            // rm -rf (no error when missing)
 std::vector<std::string> list_dir(const std::string& path);  // names, sorted, without . and ..
