@@ -79,7 +79,7 @@ void add_info(CLI::App& app) {
   cmd->add_option("--preset", *preset, "show a preset instead: rar_b, rar_l, rar_xl, rar_xxl");
   cmd->add_flag("--no-tensors", *quiet, "omit the tensor table");
   cmd->add_option("--compare", *other, "compare with this checkpoint: per-tensor max relative difference");
-  cmd->add_option("--tol", *tol, "with --compare: exit 1 when the worst relative difference exceeds this");
+  cmd->add_option("--tol", *tol, "with --compare: exit 1 when the worst relative difference exceeds this")->check(non_negative());
   cmd->callback([=] {
     check(!path->empty() != !preset->empty(), "info: give either a checkpoint or --preset");
     if (!preset->empty()) return print_generator_config(model::GeneratorConfig::preset(*preset));

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "io/metrics_log.h"
 #include "io/plot.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
@@ -42,33 +43,9 @@ void add_plot(CLI::App& app) {
   c->add_option("metrics", a->metrics, "metrics.jsonl written by rar train / train-tokenizer")->required();
   c->add_option("--out", a->out, "curves.png")->required();
   c->add_option("--keys", a->keys, "comma-separated keys, one panel each (default: the known ones present)");
-  c->add_option("--columns", a->columns, "panels per row")->check(CLI::PositiveNumber);
+  c->add_option("--columns", a->columns, "panels per row")->check(positive());
   c->callback([a] {
-    // key -> (steps, values)
-    std::map<std::string, io::Series> series;
-    std::istringstream in(read_file(a->metrics));
-    std::string line;
-    int64_t n = 0;
-    while (std::getline(in, line)) {
-      ++n;
-      if (line.empty()) continue;
-      nlohmann::json row;
-      try {
-        row = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception&) {
-        fail(a->metrics, ":", n, ": not a JSON object");
-      }
-      check(row.is_object() && row.contains("step") && row["step"].is_number(), a->metrics, ":", n,
-            ": expected an object with a numeric \"step\"");
-      const double step = row["step"].get<double>();
-      for (auto it = row.begin(); it != row.end(); ++it) {
-        if (it.key() == "step" || !it.value().is_number()) continue;
-        auto& s = series[it.key()];
-        s.name = it.key();
-        s.x.push_back(step);
-        s.y.push_back(it.value().get<double>());
-      }
-    }
+    auto series = io::read_metrics(a->metrics);  // key -> (steps, values)
     check(!series.empty(), a->metrics, ": no metrics rows");
     std::vector<io::Panel> panels;
     if (!a->keys.empty()) {

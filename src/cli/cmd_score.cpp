@@ -24,7 +24,7 @@ void add_score(CLI::App& app) {
   cmd->add_option("--orders", o->orders, "one permutation of 0..S-1 per row, int [N,S] (default raster)");
   cmd->add_flag("--null-class", o->null_class, "condition on the null class instead of the labels");
   cmd->add_option("--out", o->out, "write the NLLs as float64 [N] .npy");
-  cmd->add_option("--batch", o->batch, "sequences per forward pass")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", o->batch, "sequences per forward pass")->check(positive());
   cmd->add_option("--device", o->device, "cpu, cuda or cuda:N");
   cmd->add_option("--precision", o->precision, "fp32 or bf16");
   cmd->callback([o] {
@@ -32,6 +32,8 @@ void add_score(CLI::App& app) {
     auto dtype = parse_precision(o->precision);
     auto tokens = io::read_array(o->tokens);
     auto classes = io::read_array(o->classes);
+    check(tokens.dim() == 2 && tokens.size(0) > 0, o->tokens, ": expected at least one token sequence [N,S], got shape ",
+          tokens.sizes());
     torch::Tensor orders = o->orders.empty() ? torch::Tensor() : io::read_array(o->orders);
     auto g = model::load_generator(o->generator, device, dtype);
     auto nll = eval::sequence_nll(g.model, tokens, classes, orders, o->null_class, o->batch);

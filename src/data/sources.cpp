@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "io/image.h"
 #include "io/npy.h"
@@ -16,21 +17,6 @@ namespace {
 
 bool ends_with(const std::string& s, const std::string& suf) {
   return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
-
-std::string read_maybe_gz(const std::string& path) {
-  if (!ends_with(path, ".gz")) return read_file(path);
-  gzFile f = gzopen(path.c_str(), "rb");
-  check(f != nullptr, path, ": cannot open");
-  std::string out;
-  char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof buf)) > 0) out.append(buf, n);
-  int err = 0;
-  const std::string msg = gzerror(f, &err);  // a copy: the message lives in f, freed by gzclose
-  gzclose(f);
-  check(n == 0 && err == Z_OK, path, ": corrupt gzip data (", msg, ")");
-  return out;
 }
 
 // Images held in memory: uint8 [N,H,W,C] and labels [N].
@@ -99,24 +85,72 @@ std::string find_first(const std::vector<std::string>& candidates) {
 
 }  // namespace
 
+namespace {
+
+// An IDX file's bytes, plain or gzip-compressed (".gz"). A compressed file is inflated only as far
+// as its header says the data goes (plus one byte, to notice trailing data), growing with what
+// really comes out: a header that lies, or a gzip bomb, costs no more than the bytes it yields.
+std::string read_idx_bytes(const std::string& path) {
+  if (!ends_with(path, ".gz")) return read_file(path);
+  regular_file_size(path);
+  gzFile f = gzopen(path.c_str(), "rb");
+  check(f != nullptr, path, ": cannot open");
+  std::string out;
+  uint64_t want = 4;  // the magic first, then the dimensions, then the data
+  bool header_done = false;
+  for (;;) {
+    if (out.size() >= 4 && want == 4) want = 4 + 4 * uint64_t(static_cast<uint8_t>(out[3]));
+    if (!header_done && out.size() >= want && want > 4) {
+      header_done = true;
+      uint64_t numel = 1;
+      for (uint64_t d = 0; d < (want - 4) / 4; ++d) {
+        const auto* p = reinterpret_cast<const uint8_t*>(out.data()) + 4 + 4 * d;
+        const uint64_t n = (uint64_t(p[0]) << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
+        if (__builtin_mul_overflow(numel, n, &numel) || numel > (uint64_t(1) << 40)) numel = uint64_t(1) << 40;
+      }
+      want += numel + 1;
+    }
+    if (out.size() >= want) break;
+    const uint64_t have = out.size();
+    const uint64_t step = std::min<uint64_t>(want - have, std::max<uint64_t>(have, 1 << 16));
+    out.resize(have + step);
+    const int n = gzread(f, out.data() + have, static_cast<unsigned>(std::min<uint64_t>(step, 1 << 30)));
+    if (n <= 0) {
+      out.resize(have);
+      if (n == 0) break;
+      int err = 0;
+      const std::string msg = gzerror(f, &err);  // a copy: the message lives in f, freed by gzclose
+      gzclose(f);
+      fail(path, ": corrupt gzip data (", msg, ")");
+    }
+    out.resize(have + static_cast<uint64_t>(n));
+  }
+  gzclose(f);
+  return out;
+}
+
+}  // namespace
+
 torch::Tensor read_idx(const std::string& path) {
-  std::string b = read_maybe_gz(path);
+  std::string b = read_idx_bytes(path);
   check(b.size() >= 4 && b[0] == 0 && b[1] == 0, path, ": not an IDX file (bad magic)");
   check(static_cast<uint8_t>(b[2]) == 0x08, path, ": IDX element type 0x", std::hex, int(uint8_t(b[2])),
         " not supported (expected unsigned byte 0x08)");
   int dims = static_cast<uint8_t>(b[3]);
   check(dims >= 1 && dims <= 4 && b.size() >= 4 + 4 * size_t(dims), path, ": truncated IDX header");
   std::vector<int64_t> shape;
-  int64_t numel = 1;
+  uint64_t numel = 1;
   for (int d = 0; d < dims; ++d) {
     const auto* p = reinterpret_cast<const uint8_t*>(b.data()) + 4 + 4 * d;
     int64_t n = (int64_t(p[0]) << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
     shape.push_back(n);
-    numel *= n;
+    check(!__builtin_mul_overflow(numel, uint64_t(n), &numel), path, ": IDX shape ", c10::IntArrayRef(shape),
+          " overflows");
   }
-  size_t start = 4 + 4 * size_t(dims);
-  check(b.size() - start >= size_t(numel), path, ": truncated IDX data (", b.size() - start, " bytes, shape needs ",
+  const uint64_t start = 4 + 4 * uint64_t(dims), have = b.size() - start;
+  check(have >= numel, path, ": truncated IDX data (", have, " bytes, shape ", c10::IntArrayRef(shape), " needs ",
         numel, ")");
+  check(have == numel, path, ": trailing bytes after the IDX data (", have, " bytes, shape needs ", numel, ")");
   auto t = torch::empty(shape, torch::kUInt8);
   std::memcpy(t.data_ptr(), b.data() + start, numel);
   return t;

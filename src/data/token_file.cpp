@@ -5,10 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstring>
 
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace rar::data {
 namespace {
@@ -65,29 +68,62 @@ void write_token_file(const std::string& path, const torch::Tensor& tokens_in, c
 }
 
 TokenFile::TokenFile(const std::string& path, bool verify_checksum) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
+  size_ = static_cast<size_t>(regular_file_size(path));
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   check(fd >= 0, path, ": cannot open (", std::strerror(errno), ")");
-  struct stat st;
-  ::fstat(fd, &st);
-  size_ = static_cast<size_t>(st.st_size);
   if (size_ >= kHeader) map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
-  check(size_ >= kHeader && map_ != MAP_FAILED, path, ": too short for a token file header (", size_, " bytes)");
+  if (map_ == MAP_FAILED) map_ = nullptr;
+  try {
+    validate(verify_checksum);
+  } catch (...) {  // the destructor does not run for a constructor that throws
+    if (map_) ::munmap(map_, size_);
+    map_ = nullptr;
+    throw;
+  }
+}
+
+void TokenFile::validate(bool verify_checksum) {
+  const std::string& path = path_;
+  check(size_ >= kHeader && map_ != nullptr, path, ": too short for a token file header (", size_, " bytes)");
   const auto* h = static_cast<const uint8_t*>(map_);
   check(std::memcmp(h, kMagic, 8) == 0, path, ": not a .rartok token file (bad magic)");
   check(get(h, 8, 4) == 1, path, ": token file version ", get(h, 8, 4), " not supported (expected 1)");
   token_bytes_ = static_cast<int>(get(h, 12, 4));
   check(token_bytes_ == 2 || token_bytes_ == 4, path, ": bad token width ", token_bytes_);
-  info_ = {int64_t(get(h, 16, 8)), int64_t(get(h, 24, 8)), int64_t(get(h, 32, 8)), int64_t(get(h, 40, 8))};
-  size_t want = kHeader + size_t(info_.count) * 4 + size_t(info_.count) * info_.seq_len * token_bytes_;
-  check(size_ == want, path, ": ", size_, " bytes, but the header (N=", info_.count, ", S=", info_.seq_len,
-        ") needs ", want, " (truncated or corrupted)");
+  const uint64_t V = get(h, 16, 8), S = get(h, 24, 8), N = get(h, 32, 8), C = get(h, 40, 8);
+  constexpr uint64_t kMax = uint64_t(1) << 40;  // any field beyond this is corruption, not data
+  check(V >= 1 && V <= kMax && S >= 1 && S <= kMax && N <= kMax && C >= 1 && C <= kMax, path,
+        ": header fields out of range (V=", V, ", S=", S, ", N=", N, ", C=", C, ")");
+  check(token_bytes_ == 4 || V <= 65536, path, ": V=", V, " does not fit 2-byte token ids");
+  info_ = {int64_t(V), int64_t(S), int64_t(N), int64_t(C)};
+  uint64_t want = 0, tokens = 0;
+  const bool fits = !__builtin_mul_overflow(N, S, &tokens) && !__builtin_mul_overflow(tokens, uint64_t(token_bytes_), &want) &&
+                    !__builtin_add_overflow(want, kHeader + 4 * N, &want);
+  check(fits && size_ == want, path, ": ", size_, " bytes, but the header (N=", N, ", S=", S, ") needs ",
+        fits ? std::to_string(want) : std::string("more than 2^64"), " (truncated or corrupted)");
   if (verify_checksum)
     check(fnv1a(h + kHeader, size_ - kHeader) == get(h, 48, 8), path, ": checksum mismatch (corrupted data)");
+  // Ids out of range would index the wrong embedding rows (a label equal to C is the null class).
+  const uint8_t* body = h + kHeader;
+  int64_t lo = INT64_MAX, hi = INT64_MIN;
+  for (uint64_t i = 0; i < N; ++i) {
+    const int64_t v = static_cast<int32_t>(get(body, 4 * i, 4));
+    lo = std::min(lo, v), hi = std::max(hi, v);
+  }
+  check(N == 0 || (lo >= 0 && hi < info_.classes), path, ": class ids span [", lo, ", ", hi, "], outside [0, ",
+        info_.classes, ")");
+  const uint8_t* tp = body + 4 * N;
+  uint64_t tmax = 0;
+  for (uint64_t i = 0; i < tokens; ++i) {
+    const uint64_t v = token_bytes_ == 2 ? get(tp, 2 * i, 2) : static_cast<uint64_t>(static_cast<int32_t>(get(tp, 4 * i, 4)));
+    tmax = std::max(tmax, v);  // a negative int32 becomes huge here
+  }
+  check(tokens == 0 || tmax < V, path, ": token id ", static_cast<int64_t>(tmax), " outside [0, ", V, ")");
 }
 
 TokenFile::~TokenFile() {
-  if (map_ && map_ != MAP_FAILED) ::munmap(map_, size_);
+  if (map_) ::munmap(map_, size_);
 }
 
 torch::Tensor TokenFile::labels() const {

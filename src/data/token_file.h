@@ -31,7 +31,8 @@ void write_token_file(const std::string& path, const torch::Tensor& tokens, cons
 
 class TokenFile {
  public:
-  // Maps the file and verifies header, sizes and checksum; rejects anything inconsistent.
+  // Maps the file and verifies header, sizes, checksum and that every class id is in [0, C) and
+  // every token id in [0, V); rejects anything inconsistent.
   explicit TokenFile(const std::string& path, bool verify_checksum = true);
   ~TokenFile();
   TokenFile(const TokenFile&) = delete;
@@ -47,6 +48,7 @@ class TokenFile {
   void expect(int64_t codebook, int64_t seq_len, int64_t classes = 0) const;
 
  private:
+  void validate(bool verify_checksum);
   std::string path_;
   TokenFileInfo info_;
   int token_bytes_ = 2;

@@ -2,6 +2,7 @@
 
 #include <png.h>
 #include <jpeglib.h>
+#include <jerror.h>
 
 #include <csetjmp>
 #include <cstdio>
@@ -26,11 +27,20 @@ void check_hwc(const torch::Tensor& t, const std::string& what) {
         ": expected a uint8 image [H,W,1|3], got ", t.sizes(), " ", c10::toString(t.scalar_type()));
 }
 
+void check_image_size(int64_t w, int64_t h, const std::string& path) {
+  check(w > 0 && h > 0 && w <= kMaxImageSide && h <= kMaxImageSide && w * h <= kMaxImagePixels, path, ": image of ", w,
+        " x ", h, " pixels (at most ", kMaxImagePixels >> 20, " megapixels and ", kMaxImageSide, " a side are read)");
+}
+
 torch::Tensor decode_png(const std::string& data, const std::string& path) {
   png_image img;
   std::memset(&img, 0, sizeof img);
   img.version = PNG_IMAGE_VERSION;
   check(png_image_begin_read_from_memory(&img, data.data(), data.size()) != 0, path, ": bad PNG (", img.message, ")");
+  if (int64_t(img.width) * img.height > kMaxImagePixels || img.width > kMaxImageSide || img.height > kMaxImageSide) {
+    png_image_free(&img);
+    check_image_size(img.width, img.height, path);
+  }
   const bool grey = !(img.format & PNG_FORMAT_FLAG_COLOR);
   img.format = grey ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;  // alpha composited away, palette expanded
   auto t = torch::empty({img.height, img.width, grey ? 1 : 3}, torch::kUInt8);
@@ -53,12 +63,17 @@ void jpeg_fail(j_common_ptr cinfo) {
   (*cinfo->err->format_message)(cinfo, err->message);
   std::longjmp(err->jump, 1);
 }
+// libjpeg reports a file that ends early as a warning and pads the image with grey; we refuse it.
+void jpeg_warning(j_common_ptr cinfo, int level) {
+  if (level == -1 && cinfo->err->msg_code == JWRN_JPEG_EOF) jpeg_fail(cinfo);
+}
 
 torch::Tensor decode_jpeg(const std::string& data, const std::string& path) {
   jpeg_decompress_struct cinfo;
   JpegError err;
   cinfo.err = jpeg_std_error(&err.mgr);
   err.mgr.error_exit = jpeg_fail;
+  err.mgr.emit_message = jpeg_warning;
   torch::Tensor t;
   if (setjmp(err.jump)) {
     jpeg_destroy_decompress(&cinfo);
@@ -67,6 +82,12 @@ torch::Tensor decode_jpeg(const std::string& data, const std::string& path) {
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(data.data()), data.size());
   jpeg_read_header(&cinfo, TRUE);
+  if (int64_t(cinfo.image_width) * cinfo.image_height > kMaxImagePixels || cinfo.image_width > kMaxImageSide ||
+      cinfo.image_height > kMaxImageSide) {
+    const int64_t w = cinfo.image_width, h = cinfo.image_height;
+    jpeg_destroy_decompress(&cinfo);
+    check_image_size(w, h, path);
+  }
   cinfo.out_color_space = cinfo.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&cinfo);
   t = torch::empty({cinfo.output_height, cinfo.output_width, cinfo.output_components}, torch::kUInt8);
@@ -117,12 +138,14 @@ std::string encode_jpeg(const torch::Tensor& hwc, int quality, const std::string
 
 }  // namespace
 
-torch::Tensor read_image(const std::string& path) {
-  std::string data = read_file(path);
+torch::Tensor decode_image(const std::string& data, const std::string& path) {
   if (data.size() >= 8 && std::memcmp(data.data(), "\x89PNG\r\n\x1a\n", 8) == 0) return decode_png(data, path);
   if (data.size() >= 3 && std::memcmp(data.data(), "\xff\xd8\xff", 3) == 0) return decode_jpeg(data, path);
   fail(path, ": not a PNG or JPEG file");
 }
+
+// Image files are compressed: anything over 1 GiB is not one we would decode within the pixel cap.
+torch::Tensor read_image(const std::string& path) { return decode_image(read_file(path, 1ull << 30), path); }
 
 std::string encode_png(const torch::Tensor& hwc_in) {
   check_hwc(hwc_in, "PNG");

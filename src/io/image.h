@@ -7,8 +7,16 @@
 
 namespace rar::io {
 
+// Decoding refuses images larger than this before allocating anything: 64 megapixels (8192 x 8192;
+// 192 MiB as RGB) and 65535 pixels a side. A header may claim any size; its pixels must also come
+// from the file (a truncated JPEG is an error, not a grey-padded image).
+constexpr int64_t kMaxImagePixels = int64_t(1) << 26;
+constexpr int64_t kMaxImageSide = 65535;
+
 // PNG (any bit depth/colour type; alpha dropped, palette expanded) or JPEG, by content.
 torch::Tensor read_image(const std::string& path);
+// The same from the file's bytes (`what` names the source in errors).
+torch::Tensor decode_image(const std::string& bytes, const std::string& what);
 // uint8 [H,W,C], C in {1,3}. PNG or JPEG chosen by the extension (.png, .jpg/.jpeg).
 void write_image(const std::string& path, const torch::Tensor& hwc, int jpeg_quality = 95);
 std::string encode_png(const torch::Tensor& hwc);

@@ -7,6 +7,7 @@
 #include "io/parts_dir.h"
 #include "io/zip.h"
 #include "util/atomic_file.h"
+#include "util/crash_point.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -16,6 +17,8 @@ SampleShards::SampleShards(std::string out_path, int64_t total, int64_t shard_si
     : out_(std::move(out_path)), dir_(out_ + ".parts"), total_(total), shard_size_(shard_size) {
   check(total > 0 && shard_size > 0, out_, ": nothing to sample");
   open_parts_dir(dir_, {{"total", total}, {"shard_size", shard_size}, {"settings", settings}});
+  remove_stale_temp_files(dir_);  // shards half-written by a killed run
+  remove_stale_temp_files(parent_dir(out_), basename_of(out_));
 }
 
 std::string SampleShards::shard_path(int64_t shard) const {
@@ -76,6 +79,8 @@ void SampleShards::finalize() {
         f << npy_header(torch::kUInt8, image_shape);
       }
       f.write(static_cast<const char*>(images.data_ptr()), images.numel());
+      f.flush();
+      crash_point("sample.finalize-shard");
     }
     check(f.good(), tmp_images, ": write failed");
   }

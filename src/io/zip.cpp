@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <set>
 
+#include "util/crash_point.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -129,6 +130,7 @@ std::string ZipReader::read(const std::string& name, uint64_t max_bytes) const {
 
 void ZipWriter::commit() {
   check(!members_.empty(), path_, ": refusing to write an empty archive");
+  check(!is_directory(path_), path_, ": is a directory, expected a file name");
   std::string tmp = path_ + ".tmp-" + std::to_string(::getpid());
   int err = 0;
   zip_t* z = zip_open(tmp.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &err);
@@ -145,12 +147,14 @@ void ZipWriter::commit() {
     }
     zip_set_file_compression(z, i, ZIP_CM_STORE, 0);
   }
+  crash_point("zip.before-close");
   if (zip_close(z) != 0) {
     std::string msg = zip_strerror(z);
     zip_discard(z);
     std::remove(tmp.c_str());
     fail(path_, ": cannot write zip archive (", msg, ")");
   }
+  crash_point("zip.before-sync");
   try {
     fsync_path(tmp);  // the data is on disk before the name points at it
   } catch (const Error&) {
@@ -161,6 +165,7 @@ void ZipWriter::commit() {
     std::remove(tmp.c_str());
     fail(path_, ": cannot rename temp file into place");
   }
+  crash_point("zip.after-rename");
   fsync_path(parent_dir(path_));
 }
 

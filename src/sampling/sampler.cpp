@@ -1,5 +1,7 @@
 #include "sampling/sampler.h"
 
+#include <cmath>
+
 #include "sampling/logits_chain.h"
 #include "sampling/orders.h"
 #include "util/error.h"
@@ -7,8 +9,9 @@
 namespace rar::sampling {
 
 void SamplingOptions::validate() const {
-  check(temperature > 0, "--temperature must be > 0, got ", temperature);
-  check(cfg_power >= 0, "--cfg-power must be >= 0, got ", cfg_power);
+  check(std::isfinite(cfg) && cfg >= 0, "--cfg must be a finite number >= 0, got ", cfg);
+  check(std::isfinite(temperature) && temperature > 0, "--temperature must be a finite number > 0, got ", temperature);
+  check(std::isfinite(cfg_power) && cfg_power >= 0, "--cfg-power must be a finite number >= 0, got ", cfg_power);
   check(top_k >= 0, "--top-k must be >= 0, got ", top_k);
   check(top_p > 0 && top_p <= 1, "--top-p must lie in (0, 1], got ", top_p);
   check(steps >= 0, "--steps must be >= 0, got ", steps);

@@ -3,15 +3,21 @@
 
 #include <ATen/Context.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <map>
+#include <set>
 #include <cstdlib>
 
 #include <unistd.h>
 
 #include "io/safetensors.h"
 #include "util/atomic_file.h"
+#include "util/crash_point.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/parse.h"
 
 namespace rar::training {
 namespace {
@@ -28,22 +34,36 @@ std::string save_checkpoint(const std::string& root, int64_t step, const TrainCh
   char name[32];
   std::snprintf(name, sizeof name, "step-%08lld", (long long)step);
   const std::string final_dir = join_path(root, name);
-  const std::string tmp = join_path(root, std::string(".tmp-") + name + "-" + std::to_string(::getpid()));
+  // "<step>.tmp-<pid>": never taken for a checkpoint, and removed by the next run once its writer is gone
+  const std::string tmp = join_path(root, std::string(name) + ".tmp-" + std::to_string(::getpid()));
   remove_tree(tmp);
   make_dirs(tmp);
-  io::write_safetensors(join_path(tmp, "model.safetensors"), ckpt.model);
-  io::write_safetensors(join_path(tmp, "optimizer.safetensors"), ckpt.optimizer);
-  write_file_atomic(join_path(tmp, "config.yaml"), ckpt.config_yaml);
-  auto state = ckpt.state;
-  state["step"] = step;
-  write_file_atomic(join_path(tmp, "trainer.json"), state.dump(2) + "\n");  // last: marks the folder complete
+  try {
+    io::write_safetensors(join_path(tmp, "model.safetensors"), ckpt.model);
+    io::write_safetensors(join_path(tmp, "optimizer.safetensors"), ckpt.optimizer);
+    write_file_atomic(join_path(tmp, "config.yaml"), ckpt.config_yaml);
+    auto state = ckpt.state;
+    state["step"] = step;
+    write_file_atomic(join_path(tmp, "trainer.json"), state.dump(2) + "\n");  // last: marks the folder complete
+    fsync_path(tmp);
+  } catch (...) {  // e.g. a full disk: the half-written folder goes, the previous checkpoints stay
+    remove_tree(tmp);
+    throw;
+  }
+  crash_point("checkpoint.before-rename");
   remove_tree(final_dir);
-  check(std::rename(tmp.c_str(), final_dir.c_str()) == 0, "cannot rename ", tmp, " to ", final_dir);
+  const bool renamed = std::rename(tmp.c_str(), final_dir.c_str()) == 0;
+  check(renamed, "cannot rename ", tmp, " to ", final_dir, " (", std::strerror(errno), ")");
+  crash_point("checkpoint.after-rename");
+  fsync_path(root);
   if (keep_last > 0) {
     std::vector<std::string> steps;
     for (const auto& n : list_dir(root))
       if (is_step_dir(n)) steps.push_back(n);
-    for (size_t i = 0; i + keep_last < steps.size(); ++i) remove_tree(join_path(root, steps[i]));
+    for (size_t i = 0; i + keep_last < steps.size(); ++i) {
+      remove_tree(join_path(root, steps[i]));
+      crash_point("checkpoint.pruned");
+    }
   }
   return final_dir;
 }
@@ -54,6 +74,64 @@ std::string latest_checkpoint(const std::string& root) {
   for (auto it = names.rbegin(); it != names.rend(); ++it)
     if (is_step_dir(*it) && path_exists(join_path(join_path(root, *it), "trainer.json"))) return join_path(root, *it);
   return "";
+}
+
+void check_finite_weights(const io::StateDict& sd, int64_t step) {
+  for (const auto& n : sd.names()) {
+    const auto& t = sd.at(n);
+    if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>())
+      fail("step ", step, ": weight '", n, "' is not finite (NaN or inf): the learning rate is too high or the data ",
+           "is broken; nothing was saved, the last good checkpoint is kept");
+  }
+}
+
+namespace {
+
+// The config as "dotted.key -> value" pairs of leaves.
+void flatten(const nlohmann::json& j, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (j.is_object() && !j.empty()) {
+    for (auto it = j.begin(); it != j.end(); ++it) flatten(it.value(), prefix.empty() ? it.key() : prefix + "." + it.key(), out);
+    return;
+  }
+  out[prefix] = j.dump();
+}
+
+// Keys that steer a run without changing what it computes: free to differ on resume.
+bool steers_only(const std::string& key) {
+  static const std::set<std::string> keys = {
+      "training.max_minutes",  "training.device",          "experiment.output_dir",  "experiment.save_every",
+      "experiment.log_every",  "experiment.eval_every",    "experiment.generate_every", "experiment.keep_last",
+      "experiment.eval_examples", "experiment.eval_images", "dataset.train_tokens",   "dataset.val_tokens",
+      "model.vq_model.pretrained_tokenizer_weight", "data.test", "data.cache_mb", "training.init_from"};
+  return keys.count(key) > 0;
+}
+
+}  // namespace
+
+void check_resume_config(const std::string& dir, const Config& current) {
+  const Config saved = Config::from_yaml(read_file(join_path(dir, "config.yaml"), 16u << 20), join_path(dir, "config.yaml"));
+  std::map<std::string, std::string> a, b;
+  flatten(saved.resolved(), "", a);
+  flatten(current.resolved(), "", b);
+  std::vector<std::string> differ;
+  for (const auto& [k, v] : b)
+    if (!steers_only(k) && (!a.count(k) || a[k] != v)) differ.push_back(k + ": " + (a.count(k) ? a[k] : "(absent)") + " -> " + v);
+  for (const auto& [k, v] : a)
+    if (!steers_only(k) && !b.count(k)) differ.push_back(k + ": " + v + " -> (absent)");
+  if (differ.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < differ.size() && i < 5; ++i) list += (i ? "; " : "") + shorten(differ[i], 120);
+  if (differ.size() > 5) list += cat("; and ", differ.size() - 5, " more");
+  fail(dir, ": --resume with a config that differs from the checkpoint's (", list,
+       "). Repeat the run's own settings, or start a new output folder (training.init_from=", dir,
+       "/model.safetensors starts from these weights)");
+}
+
+void check_fresh_output(const std::string& root, bool resume) {
+  if (resume) return;
+  const std::string last = latest_checkpoint(root);
+  check(last.empty(), root, " already holds the checkpoints of a run (", last,
+        "): add --resume to continue it, or choose another output folder");
 }
 
 TrainCheckpoint load_checkpoint(const std::string& dir) {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/state_dict.h"
+#include "training/config.h"
 
 namespace rar::training {
 
@@ -26,6 +27,17 @@ std::string save_checkpoint(const std::string& root, int64_t step, const TrainCh
 // The newest complete checkpoint folder under `root`, or "" when there is none.
 std::string latest_checkpoint(const std::string& root);
 TrainCheckpoint load_checkpoint(const std::string& dir);
+
+// Fails (naming the step and the tensor) when a floating-point weight is NaN or infinite: called
+// before anything is saved, so a diverged run never overwrites good weights.
+void check_finite_weights(const io::StateDict& sd, int64_t step);
+// Before resuming from the checkpoint folder `dir`: its config.yaml must agree with `current` on
+// every key that changes what is computed (model, optimizer, schedule, data order, batch, seed);
+// keys that only steer the run (time budget, logging and saving intervals, device, paths) may
+// change. Fails listing the differences.
+void check_resume_config(const std::string& dir, const Config& current);
+// A run without --resume must not write into a folder that holds another run's checkpoints.
+void check_fresh_output(const std::string& root, bool resume);
 
 // The default generators' states (CPU, and the CUDA device's when `cuda_device` >= 0) as tensors
 // "rng.cpu" / "rng.cuda", and back.

@@ -6,50 +6,88 @@
 
 #include <cmath>
 #include <cstdio>
-#include <regex>
+#include <cctype>
 #include <set>
 
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/parse.h"
 
 namespace rar::training {
 namespace {
 
 using json = nlohmann::json;
 
+// YAML 1.2 core-schema numbers plus underscores ("250_000") and exponent-only floats ("4e-4"),
+// recognised by scanning (linear time; std::regex recursed per character and overflowed the stack
+// on long scalars).
+bool digits_with_underscores(const std::string& s, size_t& i) {
+  const size_t b = i;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || (s[i] == '_' && i > b))) ++i;
+  return i > b;
+}
+bool looks_like_int(const std::string& s) {
+  size_t i = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
+  if (i >= s.size() || !std::isdigit(static_cast<unsigned char>(s[i]))) return false;
+  return digits_with_underscores(s, i) && i == s.size();
+}
+bool looks_like_float(const std::string& s) {
+  size_t i = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
+  bool mantissa = false;
+  if (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) mantissa = digits_with_underscores(s, i);
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '_')) mantissa |= s[i++] != '_';
+  }
+  if (!mantissa) return false;
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+    const size_t b = i;
+    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+    if (i == b) return false;
+  }
+  return i == s.size();
+}
+
 json scalar_value(const std::string& raw, bool quoted) {
   if (quoted) return raw;
   if (raw.empty() || raw == "~" || raw == "null" || raw == "Null" || raw == "NULL") return nullptr;
   if (raw == "true" || raw == "True" || raw == "TRUE") return true;
   if (raw == "false" || raw == "False" || raw == "FALSE") return false;
-  static const std::regex int_re(R"([-+]?[0-9][0-9_]*)");
-  static const std::regex float_re(R"([-+]?([0-9][0-9_]*)?(\.[0-9_]*)?([eE][-+]?[0-9]+)?)");
   std::string s;
   for (char c : raw)
     if (c != '_') s += c;
-  if (std::regex_match(raw, int_re)) {
-    try {
-      return static_cast<int64_t>(std::stoll(s));
-    } catch (...) {
-    }
-  }
-  if (std::regex_match(raw, float_re) && s.find_first_of("0123456789") != std::string::npos) return std::stod(s);
-  if (raw == ".inf" || raw == "+.inf") return INFINITY;
-  if (raw == "-.inf") return -INFINITY;
-  if (raw == ".nan") return NAN;
+  int64_t i = 0;
+  if (looks_like_int(raw) && parse_int(s, i)) return i;
+  double d = 0;
+  if ((looks_like_int(raw) || looks_like_float(raw)) && parse_double(s, d)) return d;  // huge integers too
+  if (raw == ".inf" || raw == "+.inf" || raw == ".Inf" || raw == "+.Inf") return INFINITY;
+  if (raw == "-.inf" || raw == "-.Inf") return -INFINITY;
+  if (raw == ".nan" || raw == ".NaN") return NAN;
   return raw;
 }
 
-json from_node(const YAML::Node& n) {
+// A YAML document as JSON. Aliases (*a) refer to an anchored node and are expanded here, so a
+// small file can describe an enormous tree ("billion laughs"): the expansion is limited.
+constexpr int64_t kMaxConfigNodes = 100000;
+constexpr int kMaxConfigDepth = 64;
+
+json from_node(const YAML::Node& n, const std::string& source, int64_t& budget, int depth) {
+  check(--budget >= 0, source, ": more than ", kMaxConfigNodes, " values once aliases are expanded (not a config)");
+  check(depth <= kMaxConfigDepth, source, ": nested more than ", kMaxConfigDepth, " levels deep");
   switch (n.Type()) {
     case YAML::NodeType::Map: {
       json o = json::object();
-      for (const auto& kv : n) o[kv.first.as<std::string>()] = from_node(kv.second);
+      for (const auto& kv : n) {
+        check(kv.first.IsScalar(), source, ": mapping keys must be plain scalars");
+        o[kv.first.Scalar()] = from_node(kv.second, source, budget, depth + 1);
+      }
       return o;
     }
     case YAML::NodeType::Sequence: {
       json a = json::array();
-      for (const auto& v : n) a.push_back(from_node(v));
+      for (const auto& v : n) a.push_back(from_node(v, source, budget, depth + 1));
       return a;
     }
     case YAML::NodeType::Scalar:
@@ -57,6 +95,11 @@ json from_node(const YAML::Node& n) {
     default:
       return nullptr;
   }
+}
+
+json from_node(const YAML::Node& n, const std::string& source) {
+  int64_t budget = kMaxConfigNodes;
+  return from_node(n, source, budget, 0);
 }
 
 void emit(YAML::Emitter& out, const json& v) {
@@ -127,11 +170,12 @@ Config Config::from_yaml(const std::string& text, const std::string& source) {
   }
   if (root.IsNull()) return c;
   check(root.IsMap(), source, ": expected a mapping of sections (model:, training:, ...) at the top level");
-  c.tree = from_node(root);
+  c.tree = from_node(root, source);
   return c;
 }
 
-Config Config::load(const std::string& path) { return from_yaml(read_file(path), path); }
+// A training config is a few kilobytes; 16 MiB is generous.
+Config Config::load(const std::string& path) { return from_yaml(read_file(path, 16u << 20), path); }
 
 std::vector<std::string> Config::merge(const Config& over) {
   std::vector<std::string> added;
@@ -150,7 +194,7 @@ void Config::apply_override(const std::string& assignment) {
         "=... to add one)");
   json value;
   try {
-    value = from_node(YAML::Load("v: " + text)["v"]);
+    value = from_node(YAML::Load("v: " + text)["v"], "override '" + shorten(assignment) + "'");
   } catch (const YAML::Exception& e) {
     fail("override '", assignment, "': value is not valid YAML: ", e.what());
   }
@@ -173,58 +217,67 @@ bool Config::has(const std::string& key) const {
   return true;
 }
 
-json Config::resolve(const json& v, int depth) const {
+json Config::resolve(const json& v, int depth, int64_t& budget) const {
   check(depth < 16, source, ": ${...} references nest too deep (a cycle?)");
+  check(--budget >= 0, source, ": more than ", kMaxConfigNodes, " values once ${...} references are resolved");
   if (v.is_object()) {
     json o = json::object();
-    for (auto it = v.begin(); it != v.end(); ++it) o[it.key()] = resolve(it.value(), depth);
+    for (auto it = v.begin(); it != v.end(); ++it) o[it.key()] = resolve(it.value(), depth, budget);
     return o;
   }
   if (v.is_array()) {
     json a = json::array();
-    for (const auto& e : v) a.push_back(resolve(e, depth));
+    for (const auto& e : v) a.push_back(resolve(e, depth, budget));
     return a;
   }
   if (v.is_string()) {
     const auto& s = v.get_ref<const std::string&>();
     if (s.size() > 3 && s.compare(0, 2, "${") == 0 && s.back() == '}') {
       const std::string ref = s.substr(2, s.size() - 3);
-      check(has(ref), source, ": '", s, "' refers to a key that does not exist");
+      check(has(ref), source, ": '", shorten(s), "' refers to a key that does not exist");
       const json* n = &tree;
       for (const auto& p : split_key(ref)) n = &(*n)[p];
-      return resolve(*n, depth + 1);
+      return resolve(*n, depth + 1, budget);
     }
   }
   return v;
 }
 
-json Config::resolved() const { return resolve(tree, 0); }
+json Config::resolve(const json& v) const {
+  int64_t budget = kMaxConfigNodes;
+  return resolve(v, 0, budget);
+}
+
+json Config::resolved() const { return resolve(tree); }
 
 const json& Config::node(const std::string& key) const {
   thread_local json last;
   check(has(key), source, ": missing config key '", key, "'");
   const json* n = &tree;
   for (const auto& p : split_key(key)) n = &(*n)[p];
-  last = resolve(*n, 0);
+  last = resolve(*n);
   return last;
 }
 
 int64_t Config::get_int(const std::string& key) const {
   const json& v = node(key);
   if (v.is_number_integer()) return v.get<int64_t>();
-  if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()) return static_cast<int64_t>(v.get<double>());
-  fail(source, ": config key '", key, "' must be an integer, got ", v.dump());
+  if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>() && std::fabs(v.get<double>()) < 9.2e18)
+    return static_cast<int64_t>(v.get<double>());
+  fail(source, ": config key '", key, "' must be an integer, got ", shorten(v.dump()));
 }
 
 double Config::get_double(const std::string& key) const {
   const json& v = node(key);
-  check(v.is_number(), source, ": config key '", key, "' must be a number, got ", v.dump());
+  check(v.is_number(), source, ": config key '", key, "' must be a number, got ", shorten(v.dump()));
+  check(std::isfinite(v.get<double>()), source, ": config key '", key, "' must be a finite number, got ",
+        v.get<double>());
   return v.get<double>();
 }
 
 bool Config::get_bool(const std::string& key) const {
   const json& v = node(key);
-  check(v.is_boolean(), source, ": config key '", key, "' must be true or false, got ", v.dump());
+  check(v.is_boolean(), source, ": config key '", key, "' must be true or false, got ", shorten(v.dump()));
   return v.get<bool>();
 }
 
@@ -233,15 +286,15 @@ std::string Config::get_string(const std::string& key) const {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_null()) return "";
   if (v.is_number() || v.is_boolean()) return v.dump();
-  fail(source, ": config key '", key, "' must be a string, got ", v.dump());
+  fail(source, ": config key '", key, "' must be a string, got ", shorten(v.dump()));
 }
 
 std::vector<int64_t> Config::get_int_list(const std::string& key) const {
   const json& v = node(key);
-  check(v.is_array(), source, ": config key '", key, "' must be a list of integers, got ", v.dump());
+  check(v.is_array(), source, ": config key '", key, "' must be a list of integers, got ", shorten(v.dump()));
   std::vector<int64_t> out;
   for (const auto& e : v) {
-    check(e.is_number_integer(), source, ": config key '", key, "' must be a list of integers, got ", v.dump());
+    check(e.is_number_integer(), source, ": config key '", key, "' must be a list of integers, got ", shorten(v.dump()));
     out.push_back(e.get<int64_t>());
   }
   return out;

@@ -51,7 +51,8 @@ class Config {
 
  private:
   const nlohmann::json& node(const std::string& key) const;  // resolved value at key
-  nlohmann::json resolve(const nlohmann::json& v, int depth) const;
+  nlohmann::json resolve(const nlohmann::json& v) const;
+  nlohmann::json resolve(const nlohmann::json& v, int depth, int64_t& budget) const;
 };
 
 // Defaults (YAML text) <- the user's file (when not empty) <- overrides. Keys of the user's file

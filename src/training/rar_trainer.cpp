@@ -10,6 +10,7 @@
 #include "eval/nll.h"
 #include "io/checkpoint.h"
 #include "io/image.h"
+#include "io/metrics_log.h"
 #include "io/safetensors.h"
 #include "model/vqgan.h"
 #include "model/weights.h"
@@ -157,7 +158,12 @@ void train_rar(const Config& cfg, const TrainControl& control) {
   const std::string out = cfg.get_string("experiment.output_dir");
   check(!out.empty(), "experiment.output_dir is empty");
   const std::string ckpt_root = join_path(out, "checkpoints");
-  if (main) make_dirs(out);
+  if (main) {
+    make_dirs(out);
+    remove_stale_temp_files(out);  // left by a run killed mid-write
+    remove_stale_temp_files(ckpt_root);
+  }
+  check_fresh_output(ckpt_root, control.resume);
 
   // ---------------------------------------------------------------- data
   const model::GeneratorConfig gcfg = generator_config_of(cfg);
@@ -215,6 +221,7 @@ void train_rar(const Config& cfg, const TrainControl& control) {
   const std::string latest = control.resume ? latest_checkpoint(ckpt_root) : "";
   if (control.resume && latest.empty()) say("no checkpoint in %s: starting from scratch\n", ckpt_root.c_str());
   if (!latest.empty()) {
+    check_resume_config(latest, cfg);
     auto ck = load_checkpoint(latest);
     {
       torch::NoGradGuard ng;
@@ -232,6 +239,7 @@ void train_rar(const Config& cfg, const TrainControl& control) {
     }
     step = ck.state.at("step").get<int64_t>();
     sampler.set_position(ck.state.at("data_position").get<int64_t>());
+    if (main) io::truncate_metrics(join_path(out, "metrics.jsonl"), step);  // rows after the checkpoint come again
     say("resumed from %s (step %lld)\n", latest.c_str(), (long long)step);
   }
   const std::string config_yaml = cfg.to_yaml();
@@ -239,6 +247,11 @@ void train_rar(const Config& cfg, const TrainControl& control) {
 
   // Gathers every rank's RNG states to rank 0 (each writes its own when world > 1: rng.cpu.<rank>).
   auto save = [&](int64_t at_step) -> std::string {
+    {  // every rank holds the same weights, so every rank takes the same decision
+      io::StateDict weights;
+      for (auto& [n, p] : named_parameters(*g)) weights.set(n, p.detach());
+      check_finite_weights(weights, at_step);
+    }
     io::StateDict rng;
     save_rng_states(rng, cuda_index);
     std::string where;

@@ -2,8 +2,11 @@
 #include "training/run_support.h"
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 
+#include "util/crash_point.h"
 #include "util/error.h"
 
 namespace rar::training {
@@ -34,8 +37,9 @@ MetricsLog::~MetricsLog() {
 }
 void MetricsLog::write(const nlohmann::json& row) {
   const std::string line = row.dump() + "\n";
-  check(std::fwrite(line.data(), 1, line.size(), f_) == line.size() && std::fflush(f_) == 0, path_,
-        ": write failed");
+  const bool ok = std::fwrite(line.data(), 1, line.size(), f_) == line.size() && std::fflush(f_) == 0;
+  check(ok, path_, ": write failed (", std::strerror(errno), ")");
+  crash_point("metrics.row");
 }
 
 }  // namespace rar::training

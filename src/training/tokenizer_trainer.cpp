@@ -10,6 +10,7 @@
 #include "data/epoch_sampler.h"
 #include "data/sources.h"
 #include "io/image.h"
+#include "io/metrics_log.h"
 #include "model/weights.h"
 #include "training/adamw.h"
 #include "training/optim_config.h"
@@ -212,9 +213,13 @@ void train_tokenizer(const Config& cfg, bool resume, int64_t stop_after) {
   // ---------------------------------------------------------------- resume
   int64_t step = 0;
   bool codebook_initialised = false;
+  remove_stale_temp_files(out);  // left by a run killed mid-write
+  remove_stale_temp_files(ckpt_root);
+  check_fresh_output(ckpt_root, resume);
   const std::string latest = resume ? latest_checkpoint(ckpt_root) : "";
   if (resume && latest.empty()) std::fprintf(stderr, "no checkpoint in %s: starting from scratch\n", ckpt_root.c_str());
   if (!latest.empty()) {
+    check_resume_config(latest, cfg);
     auto ck = load_checkpoint(latest);
     {
       torch::NoGradGuard ng;
@@ -227,6 +232,7 @@ void train_tokenizer(const Config& cfg, bool resume, int64_t stop_after) {
     sampler.set_position(ck.state.at("data_position").get<int64_t>());
     restarted_total = ck.state.value("codes_restarted", int64_t(0));
     codebook_initialised = true;
+    io::truncate_metrics(join_path(out, "metrics.jsonl"), step);  // rows after the checkpoint come again
     std::fprintf(stderr, "resumed from %s (step %lld)\n", latest.c_str(), (long long)step);
   }
   const std::string config_yaml = cfg.to_yaml();
@@ -235,6 +241,7 @@ void train_tokenizer(const Config& cfg, bool resume, int64_t stop_after) {
   auto save = [&](int64_t at_step) {
     TrainCheckpoint ck;
     ck.model = model::state_dict_of(*vq);
+    check_finite_weights(ck.model, at_step);
     ck.model.metadata[model::kVQConfigKey] = vcfg.to_json().dump();
     ck.optimizer = opt.state();
     ck.optimizer.set("vq.usage", usage.cpu());

@@ -7,12 +7,14 @@
 #include <cerrno>
 #include <cstring>
 
+#include "util/crash_point.h"
 #include "util/error.h"
 #include "util/fs.h"
 
 namespace rar {
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  check(!is_directory(path_), path_, ": is a directory, expected a file name");
   tmp_ = path_ + ".tmp-" + std::to_string(::getpid());
   f_ = std::fopen(tmp_.c_str(), "wb");
   check(f_ != nullptr, path_, ": cannot open for writing (", std::strerror(errno), ")");
@@ -25,20 +27,29 @@ AtomicFile::~AtomicFile() {
 
 void AtomicFile::write(const void* data, size_t n) {
   check(f_ != nullptr, path_, ": write after commit");
-  if (n && std::fwrite(data, 1, n, f_) != n)
-    fail(path_, ": write failed (", std::strerror(errno), ")");
+  if (n && std::fwrite(data, 1, n, f_) != n) {
+    const int err = errno;
+    fail(path_, ": write failed (", std::strerror(err), ")");
+  }
+  if (n > 1) {  // a kill here leaves a half-written temp file
+    std::fflush(f_);
+    crash_point("atomic-file.write");
+  }
 }
 
 void AtomicFile::commit() {
   check(f_ != nullptr, path_, ": commit twice");
+  crash_point("atomic-file.before-sync");
   bool ok = std::fflush(f_) == 0 && ::fsync(::fileno(f_)) == 0;
   int err = errno;
   ok = (std::fclose(f_) == 0) && ok;
   f_ = nullptr;
   check(ok, path_, ": write failed (", std::strerror(err), ")");
-  check(std::rename(tmp_.c_str(), path_.c_str()) == 0, path_, ": cannot rename temp file into place (",
-        std::strerror(errno), ")");
+  crash_point("atomic-file.before-rename");
+  const bool renamed = std::rename(tmp_.c_str(), path_.c_str()) == 0;
+  check(renamed, path_, ": cannot rename temp file into place (", std::strerror(errno), ")");
   committed_ = true;
+  crash_point("atomic-file.after-rename");
   fsync_path(parent_dir(path_));  // the rename itself survives a crash
 }
 
@@ -69,12 +80,12 @@ std::string read_file(const std::string& path, uint64_t max_bytes) {
   return out;
 }
 
-int remove_stale_temp_files(const std::string& dir) {
+int remove_stale_temp_files(const std::string& dir, const std::string& prefix) {
   if (!is_directory(dir)) return 0;
   int removed = 0;
   for (const auto& name : list_dir(dir)) {
     const auto at = name.rfind(".tmp-");
-    if (at == std::string::npos) continue;
+    if (at == std::string::npos || name.compare(0, prefix.size(), prefix) != 0) continue;
     // "<name>.tmp-<pid>" (AtomicFile, ZipWriter) and libzip's "<name>.tmp-<pid>.XXXXXX"
     std::string pid_text = name.substr(at + 5);
     pid_text = pid_text.substr(0, pid_text.find('.'));

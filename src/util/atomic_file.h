@@ -32,8 +32,8 @@ void write_file_atomic(const std::string& path, const std::string& content);
 // Reads a whole regular file; throws rar::Error naming the file when it cannot be read, is not a
 // regular file, or holds more than `max_bytes`.
 std::string read_file(const std::string& path, uint64_t max_bytes = UINT64_MAX);
-// Temp files "<name>.tmp-<pid>" in `dir` left by a process that no longer runs (killed between
-// writing and renaming): removes them and returns how many it removed.
-int remove_stale_temp_files(const std::string& dir);
+// Temp files "<name>.tmp-<pid>" in `dir` (whose <name> starts with `prefix`) left by a process
+// that no longer runs (killed between writing and renaming): removes them, returns how many.
+int remove_stale_temp_files(const std::string& dir, const std::string& prefix = "");
 
 }  // namespace rar

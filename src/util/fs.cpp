@@ -27,13 +27,15 @@ bool is_directory(const std::string& path) {
 
 int64_t file_size(const std::string& path) {
   struct stat st;
-  check(::stat(path.c_str(), &st) == 0, path, ": cannot stat (", std::strerror(errno), ")");
+  const bool ok = ::stat(path.c_str(), &st) == 0;  // errno read after the call, not among check's arguments
+  check(ok, path, ": cannot stat (", std::strerror(errno), ")");
   return static_cast<int64_t>(st.st_size);
 }
 
 int64_t regular_file_size(const std::string& path) {
   struct stat st;
-  check(::stat(path.c_str(), &st) == 0, path, ": cannot open (", std::strerror(errno), ")");
+  const bool ok = ::stat(path.c_str(), &st) == 0;
+  check(ok, path, ": cannot open (", std::strerror(errno), ")");
   check(!S_ISDIR(st.st_mode), path, ": is a directory, expected a file");
   check(S_ISREG(st.st_mode), path, ": not a regular file (a device, pipe or socket cannot be read as data)");
   return static_cast<int64_t>(st.st_size);
@@ -55,12 +57,17 @@ std::string parent_dir(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
+std::string basename_of(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
 void make_dirs(const std::string& path) {
   if (path.empty() || is_directory(path)) return;
   auto slash = path.find_last_of('/', path.size() - 2);
   if (slash != std::string::npos && slash > 0) make_dirs(path.substr(0, slash));
-  check(::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST, path, ": cannot create directory (",
-        std::strerror(errno), ")");
+  const bool ok = ::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST;
+  check(ok, path, ": cannot create directory (", std::strerror(errno), ")");
 }
 
 void remove_tree(const std::string& path) {
@@ -86,7 +93,8 @@ std::vector<std::string> list_dir(const std::string& path) {
 std::string make_temp_dir(const std::string& prefix) {
   const char* tmp = std::getenv("TMPDIR");
   std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + prefix + "XXXXXX";
-  check(::mkdtemp(templ.data()) != nullptr, templ, ": cannot create temp directory (", std::strerror(errno), ")");
+  const bool ok = ::mkdtemp(templ.data()) != nullptr;
+  check(ok, templ, ": cannot create temp directory (", std::strerror(errno), ")");
   return templ;
 }
 

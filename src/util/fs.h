@@ -18,6 +18,7 @@ int64_t regular_file_size(const std::string& path);
 // fsync of a file or of a directory (after a rename in it); errors name the path.
 void fsync_path(const std::string& path);
 std::string parent_dir(const std::string& path);      // "." for a bare name
+std::string basename_of(const std::string& path);     // the part after the last '/'
 void make_dirs(const std::string& path);              // mkdir -p
 void remove_tree(const std::string& path);            // rm -rf (no error when missing)
 std::vector<std::string> list_dir(const std::string& path);  // names, sorted, without . and ..
