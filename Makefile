@@ -4,8 +4,15 @@
 #   make gpu    (on the GPU machine) CUDA build against the LibTorch inside its PyTorch, then tests
 BUILD ?= build
 JOBS ?= $(shell nproc)
+# make test SANITIZE=address,undefined: the whole CPU suite built with those sanitizers (own folder)
+SANITIZE ?=
+ifneq ($(SANITIZE),)
+BUILD := build-sanitize
+CMAKE_EXTRA := -DRAR_SANITIZE=$(SANITIZE) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+TEST_ENV := ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+endif
 
-.PHONY: all deps build test demo gpu gpu-test clean
+.PHONY: all deps build test demo gpu gpu-test clean fuzz
 
 all: build
 
@@ -13,13 +20,17 @@ deps:
 	@scripts/install-deps.sh
 
 $(BUILD)/build.ninja: | deps
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_EXTRA)
 
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD) && $(TEST_ENV) ctest --output-on-failure -j $(JOBS) --timeout 1500
+
+# libFuzzer targets (clang, ASan + UBSan) in build-fuzz/, FUZZ_SECONDS each (default 60): scripts/fuzz.sh
+fuzz: deps
+	@scripts/fuzz.sh
 
 ifeq ($(GPU),)
 demo: build
@@ -41,4 +52,4 @@ gpu-test: gpu
 	. scripts/gpu-env.sh && cd $(GPU_BUILD) && ctest --output-on-failure -j 4
 
 clean:
-	rm -rf $(BUILD) $(GPU_BUILD)
+	rm -rf $(BUILD) $(GPU_BUILD) build-sanitize build-fuzz

@@ -189,31 +189,44 @@ torch::Tensor npy_finish(torch::Tensor t, const NpyLayout& l) {
   return t;
 }
 
-// An npz member: stored members are read straight into the tensor (their size is checked against
-// the file by the zip reader); compressed ones are inflated first, so memory follows real bytes.
+// An npz member, read front to back: the header first, then the data. A stored member's data goes
+// straight into the tensor (its size is checked against the file by the zip reader); a compressed
+// member's is inflated in growing pieces, so memory follows the bytes that really come out, and
+// nothing is inflated past what the header declares.
 torch::Tensor npz_member(const ZipReader& zip, const std::string& name, const std::string& what) {
-  if (!zip.stat(name).stored) return npy_decode(zip.read(name), what);
-  const uint64_t size = zip.size(name);
+  const auto st = zip.stat(name);
   ZipReader::Stream in(zip, name);
-  check(size >= 10, what, ": not an .npy file (bad magic)");
+  check(st.size >= 10, what, ": not an .npy file (bad magic)");
   char pre[12] = {};
   in.read(pre, 10);
   size_t n = 10;
-  if (pre[6] != 1 && size >= 12) {
+  if (pre[6] != 1 && st.size >= 12) {
     in.read(pre + 10, 2);
     n = 12;
   }
   uint64_t hlen = 0;
   const size_t start = npy_preamble(pre, n, hlen, what);
-  check(size - start >= hlen, what, ": truncated .npy header");
+  check(st.size - start >= hlen, what, ": truncated .npy header");
   std::string header(hlen, '\0');
   in.read(header.data(), hlen);
   const NpyLayout l = npy_layout(header, start + hlen, what);
-  check(size - l.data_offset == l.nbytes, what, ": .npy data of ", size - l.data_offset, " bytes, shape ",
+  check(st.size - l.data_offset == l.nbytes, what, ": .npy data of ", st.size - l.data_offset, " bytes, shape ",
         c10::IntArrayRef(l.shape), " needs ", l.nbytes);
-  torch::Tensor t = npy_storage(l);
-  in.read(t.data_ptr(), l.nbytes);
+  if (st.stored) {
+    torch::Tensor t = npy_storage(l);
+    in.read(t.data_ptr(), l.nbytes);
+    in.expect_end();
+    return npy_finish(t, l);
+  }
+  std::string data;
+  while (data.size() < l.nbytes) {
+    const uint64_t have = data.size(), step = std::min<uint64_t>(l.nbytes - have, std::max<uint64_t>(have, 1 << 20));
+    data.resize(have + step);
+    in.read(data.data() + have, step);
+  }
   in.expect_end();
+  torch::Tensor t = npy_storage(l);
+  if (l.nbytes) std::memcpy(t.data_ptr(), data.data(), l.nbytes);
   return npy_finish(t, l);
 }
 

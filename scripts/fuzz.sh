@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# make fuzz — builds the libFuzzer targets (clang, AddressSanitizer + UndefinedBehaviorSanitizer)
+# in build-fuzz/, writes their seed corpora, runs every target for FUZZ_SECONDS (default 60),
+# FUZZ_JOBS at a time (default: the number of cores), and prints a table of executions, coverage
+# and findings. Findings are minimised and copied to tests/data/fuzz-regressions/<target>/, where
+# `make test` replays them (tests/test_fuzz_regressions.cpp).
+#
+#   FUZZ_SECONDS=600 make fuzz            longer runs
+#   FUZZ_TARGETS="pickle npy" make fuzz   some targets only
+# The corpora grow across runs (build-fuzz/corpus/<target>); per-target logs are in build-fuzz/logs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_EACH=${FUZZ_SECONDS:-60}
+JOBS=${FUZZ_JOBS:-$(nproc)}
+BUILD=${FUZZ_BUILD:-build-fuzz}
+ALL="pickle torch_zip torch_legacy safetensors npy npz png jpeg idx idx_gz rartok config metrics roundtrip"
+TARGETS=${FUZZ_TARGETS:-$ALL}
+
+if ! command -v clang++ >/dev/null || ! dpkg-query -W libclang-rt-14-dev >/dev/null 2>&1; then
+  echo "[fuzz] apt-get install clang libclang-rt-14-dev"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev >/dev/null
+fi
+if [ ! -f "$BUILD/build.ninja" ]; then
+  CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRAR_FUZZ=ON -DRAR_TESTS=OFF
+fi
+cmake --build "$BUILD" -j "$(nproc)"
+
+export TMPDIR=${TMPDIR:-$([ -d /dev/shm ] && echo /dev/shm || echo /tmp)}
+# Leaks matter (a reader run millions of times must not grow); LibTorch's own one-time
+# allocations at exit are not ours, hence the suppressions file.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-"detect_leaks=1:allocator_may_return_null=1:suppressions=$PWD/tests/fuzz/lsan.supp"}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-"suppressions=$PWD/tests/fuzz/lsan.supp:print_suppressions=0"}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-"print_stacktrace=1:halt_on_error=1"}
+export OMP_NUM_THREADS=1
+
+"$BUILD/fuzz_seeds" "$BUILD/seeds" >/dev/null
+mkdir -p "$BUILD/logs" "$BUILD/artifacts"
+
+run_one() {
+  local t=$1
+  mkdir -p "$BUILD/corpus/$t" "$BUILD/artifacts/$t"
+  # -rss_limit_mb / -malloc_limit_mb: memory far beyond the input is a finding; -timeout: a hang is one.
+  "$BUILD/fuzz_$t" "$BUILD/corpus/$t" "$BUILD/seeds/$t" -max_total_time="$SECONDS_EACH" -max_len=16384 \
+    -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 -print_final_stats=1 -close_fd_mask=1 \
+    -artifact_prefix="$BUILD/artifacts/$t/" >"$BUILD/logs/$t.log" 2>&1 || true
+}
+export -f run_one
+export BUILD SECONDS_EACH
+echo "fuzzing ${TARGETS// /, } for ${SECONDS_EACH}s each, $JOBS at a time"
+printf '%s\n' $TARGETS | xargs -P "$JOBS" -I{} bash -c 'run_one {}'
+
+# Findings: minimise each and keep it as a regression file.
+found=0
+for t in $TARGETS; do
+  for a in "$BUILD/artifacts/$t"/*; do
+    [ -f "$a" ] || continue
+    case "$(basename "$a")" in minimized-*) continue ;; esac
+    found=$((found + 1))
+    min="$BUILD/artifacts/$t/minimized-$(basename "$a")"
+    "$BUILD/fuzz_$t" -minimize_crash=1 -runs=5000 -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+      -exact_artifact_path="$min" "$a" >/dev/null 2>&1 || true
+    [ -s "$min" ] || cp "$a" "$min"
+    mkdir -p "tests/data/fuzz-regressions/$t"
+    cp "$min" "tests/data/fuzz-regressions/$t/$(basename "$a")"
+    echo "finding: $t $(basename "$a") -> tests/data/fuzz-regressions/$t/"
+  done
+done
+
+printf '\n%-13s %12s %8s %8s %9s  %s\n' target executions exec/s edges corpus findings
+for t in $TARGETS; do
+  log="$BUILD/logs/$t.log"
+  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+  rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+  corpus=$(ls "$BUILD/corpus/$t" | wc -l)
+  n=$(ls "$BUILD/artifacts/$t" 2>/dev/null | grep -vc '^minimized-' || true)
+  printf '%-13s %12s %8s %8s %9s  %s\n' "$t" "${execs:-0}" "${rate:-0}" "${cov:-0}" "$corpus" "$n"
+done
+[ "$found" -eq 0 ] && echo "no findings" || echo "$found findings copied to tests/data/fuzz-regressions/ (see $BUILD/logs)"
