@@ -339,12 +339,12 @@ void add_bench(CLI::App& app) {
   bench->require_subcommand(1);
   auto a = std::make_shared<BenchArgs>();
   auto common = [&](CLI::App* c) {
-    c->add_option("--batch", a->batch, "images per batch")->check(positive());
+    c->add_option("--batch", a->batch, "images per batch")->check(positive_count());
     c->add_option("--precision", a->precision, "fp32, tf32, bf16 or fp16");
     c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
-    c->add_option("--repeats", a->repeats, "timed runs after one warm-up")->check(positive());
+    c->add_option("--repeats", a->repeats, "timed runs after one warm-up")->check(positive_count());
     c->add_flag("!--no-header", a->header, "omit the table header");
-    c->add_option("--profile", a->profile, "also profile one run and print the top N kernels by time")->check(non_negative());
+    c->add_option("--profile", a->profile, "also profile one run and print the top N kernels by time")->check(count());
     c->add_option("--trace", a->trace, "with --profile: save a Chrome trace (.json) too");
   };
   // what `sample` and `attention` share: the model, guidance (two rows per image) and the KV cache
@@ -357,17 +357,17 @@ void add_bench(CLI::App& app) {
   auto* s = bench->add_subcommand("sample", "Token generation (and decoding with --decode)");
   common(s);
   decode_step(s);
-  s->add_option("--steps", a->steps, "generate only this many tokens per image (0 = all)")->check(non_negative());
+  s->add_option("--steps", a->steps, "generate only this many tokens per image (0 = all)")->check(count());
   s->add_flag("--decode", a->decode, "also time tokens -> 256x256 images with MaskGIT-VQGAN");
   s->add_option("--engine", a->engine, "plain, static, graph or auto (graph on CUDA builds)");
   s->add_flag("--channels-last", a->channels_last, "with --decode: NHWC decoder");
-  s->add_option("--decode-batch", a->decode_batch, "with --decode: images decoded at once")->check(positive());
-  s->add_option("--distinct-classes", a->distinct, "K classes per batch, each repeated (0 = random classes)")->check(non_negative());
+  s->add_option("--decode-batch", a->decode_batch, "with --decode: images decoded at once")->check(positive_count());
+  s->add_option("--distinct-classes", a->distinct, "K classes per batch, each repeated (0 = random classes)")->check(count());
   s->callback([a] { run_sample(*a); });
   auto* at = bench->add_subcommand("attention", "One decode step's attention over a filled KV cache (the kernel alone)");
   common(at);
   decode_step(at);
-  at->add_option("--fill", a->fill, "filled cache slots (0 = half of the S + 1)")->check(non_negative());
+  at->add_option("--fill", a->fill, "filled cache slots (0 = half of the S + 1)")->check(count());
   at->callback([a] { run_attention(*a); });
   auto* d = bench->add_subcommand("decode", "MaskGIT-VQGAN decoding of 16x16 tokens to 256x256 images");
   d->add_flag("--channels-last", a->channels_last, "NHWC convolution weights and activations");
@@ -375,15 +375,15 @@ void add_bench(CLI::App& app) {
   d->callback([a] { run_decode(*a); });
   auto* k = bench->add_subcommand("tokens", "A .rartok file of random sequences (data for throughput / multi-GPU runs)");
   k->add_option("--model", a->model, "preset giving vocabulary, length and classes: rar_b, rar_l, rar_xl, rar_xxl");
-  k->add_option("--count", a->count, "sequences")->check(positive());
-  k->add_option("--seed", a->seed, "random seed")->check(non_negative());
+  k->add_option("--count", a->count, "sequences")->check(positive_count());
+  k->add_option("--seed", a->seed, "random seed")->check(count());
   k->add_flag("--structured", a->structured, "per-class template sequences, 1/4 of positions random (learnable)");
   k->add_option("--out", a->out, "output .rartok")->required();
   k->callback([a] { run_tokens(*a, a->count, a->out); });
   auto* t = bench->add_subcommand("train", "Training steps (forward, backward, clipping, AdamW), r = 1, random tokens");
   common(t);
   t->add_option("--model", a->model, "rar_b, rar_l, rar_xl or rar_xxl");
-  t->add_option("--steps", a->steps, "timed steps after 3 warm-up steps (default 10)")->check(positive());
+  t->add_option("--steps", a->steps, "timed steps after 3 warm-up steps (default 10)")->check(positive_count());
   t->add_flag("--checkpoint", a->checkpoint, "activation checkpointing of every block");
   t->add_option("--checkpoint-layers", a->checkpoint_layers, "activation checkpointing of the first N blocks")
       ->check(CLI::NonNegativeNumber);

@@ -20,14 +20,14 @@ void add_classifier_commands(CLI::App& app) {
   t->add_option("--data", o->data, "training images with labels (ImageFolder, fashion-mnist, .npz, ...)")->required();
   t->add_option("--test", o->test, "held-out images for the accuracy (auto: the :test split; none)");
   t->add_option("--out", o->out, "classifier .safetensors");
-  t->add_option("--size", o->size, "ADM center crop size (0 = as is)")->check(non_negative());
-  t->add_option("--pad", o->pad, "zero-pad to this square size (32 for Fashion-MNIST, as the tokenizer sees it)")->check(non_negative());
-  t->add_option("--steps", o->steps, "optimizer steps")->check(positive());
-  t->add_option("--batch", o->batch, "batch size")->check(positive());
-  t->add_option("--width", o->width, "channels of the first stage (then x2, x4)")->check(positive());
+  t->add_option("--size", o->size, "ADM center crop size (0 = as is)")->check(count());
+  t->add_option("--pad", o->pad, "zero-pad to this square size (32 for Fashion-MNIST, as the tokenizer sees it)")->check(count());
+  t->add_option("--steps", o->steps, "optimizer steps")->check(positive_count());
+  t->add_option("--batch", o->batch, "batch size")->check(positive_count());
+  t->add_option("--width", o->width, "channels of the first stage (then x2, x4)")->check(positive_count());
   t->add_option("--lr", o->lr, "peak learning rate")->check(positive());
   t->add_option("--device", o->device, "auto, cpu, cuda or cuda:N");
-  t->add_option("--seed", o->seed, "seed")->check(non_negative());
+  t->add_option("--seed", o->seed, "seed")->check(count());
   t->callback([o] { training::train_classifier(*o); });
 
   struct EvalArgs {
@@ -40,9 +40,9 @@ void add_classifier_commands(CLI::App& app) {
   c->add_option("--classifier", a->classifier, "from rar train-classifier")->required();
   c->add_option("--samples", a->samples, "labelled samples (.npz arr_0 + arr_1 from rar sample, or any source)")->required();
   c->add_option("--ref", a->ref, "real images for the feature-FID (e.g. fashion-mnist:test)");
-  c->add_option("--pad", a->pad, "zero-pad images to this square size (both sides->check(non_negative()); 32 for Fashion-MNIST)");
-  c->add_option("--size", a->size, "ADM center crop size (both sides)")->check(non_negative());
-  c->add_option("--max-images", a->max_images, "use at most this many images per side (0 = all)")->check(non_negative());
+  c->add_option("--pad", a->pad, "zero-pad images to this square size (both sides->check(count()); 32 for Fashion-MNIST)");
+  c->add_option("--size", a->size, "ADM center crop size (both sides)")->check(count());
+  c->add_option("--max-images", a->max_images, "use at most this many images per side (0 = all)")->check(count());
   c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
   c->callback([a] {
     auto device = parse_device(a->device);

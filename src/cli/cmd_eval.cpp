@@ -66,8 +66,8 @@ void add_eval(CLI::App& app) {
   auto common = [&](CLI::App* c) {
     c->add_option("--inception", a->inception, "FID Inception weights (pt_inception-2015-12-05-6726825d.pth); env RAR_INCEPTION");
     c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
-    c->add_option("--batch", a->batch, "images per batch")->check(positive());
-    c->add_option("--max-images", a->max_images, "use at most this many images per side (0 = all)")->check(non_negative());
+    c->add_option("--batch", a->batch, "images per batch")->check(positive_count());
+    c->add_option("--max-images", a->max_images, "use at most this many images per side (0 = all)")->check(count());
   };
   auto* fid = ev->add_subcommand("fid", "Frechet Inception Distance between two image sets or statistics");
   common(fid);
@@ -87,7 +87,7 @@ void add_eval(CLI::App& app) {
   auto* is = ev->add_subcommand("is", "Inception Score (mean and std over splits)");
   common(is);
   is->add_option("--samples", a->samples, "images")->required();
-  is->add_option("--splits", a->splits, "splits")->check(positive());
+  is->add_option("--splits", a->splits, "splits")->check(positive_count());
   is->callback([a] {
     auto device = parse_device(a->device);
     parse_precision("fp32");

@@ -43,7 +43,7 @@ void add_plot(CLI::App& app) {
   c->add_option("metrics", a->metrics, "metrics.jsonl written by rar train / train-tokenizer")->required();
   c->add_option("--out", a->out, "curves.png")->required();
   c->add_option("--keys", a->keys, "comma-separated keys, one panel each (default: the known ones present)");
-  c->add_option("--columns", a->columns, "panels per row")->check(positive());
+  c->add_option("--columns", a->columns, "panels per row")->check(positive_count());
   c->callback([a] {
     auto series = io::read_metrics(a->metrics);  // key -> (steps, values)
     check(!series.empty(), a->metrics, ": no metrics rows");

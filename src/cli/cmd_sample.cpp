@@ -237,23 +237,23 @@ void add_sample(CLI::App& app) {
   auto* cls = cmd->add_option("--classes", a->classes, "comma-separated class ids, e.g. 1,2,3");
   auto* all = cmd->add_flag("--all-classes", a->all_classes, "every class 0..C-1");
   cls->excludes(all);
-  cmd->add_option("--per-class", a->per_class, "samples per listed class (ADM protocol: 50)")->check(positive());
+  cmd->add_option("--per-class", a->per_class, "samples per listed class (ADM protocol: 50)")->check(positive_count());
   cmd->add_option("--class-names", a->class_names, "class names, one per line (e.g. train.rartok.classes.txt) to label grid rows");
   cmd->add_option("--cfg", a->opts.cfg, "guidance scale g (0 = no guidance)")->check(non_negative());
   cmd->add_option("--cfg-power", a->opts.cfg_power, "power p of the pow-cosine schedule (0 = constant g)")->check(non_negative());
   cmd->add_option("--cfg-schedule", a->schedule, "pow-cosine, linear or constant");
   cmd->add_option("--temperature", a->opts.temperature, "softmax temperature (> 0)")->check(positive());
-  cmd->add_option("--top-k", a->opts.top_k, "keep the k most likely tokens (1 = greedy, 0 = off)")->check(non_negative());
+  cmd->add_option("--top-k", a->opts.top_k, "keep the k most likely tokens (1 = greedy, 0 = off)")->check(count());
   cmd->add_option("--top-p", a->opts.top_p, "nucleus sampling mass in (0, 1] (1 = off)")->check(positive());
   cmd->add_option("--order", a->opts.order, "scan order: raster, spiral-in, spiral-out, z-curve, subsample, alternate");
-  cmd->add_option("--seed", a->opts.seed, "random seed (batch i uses seed + i)")->check(non_negative());
+  cmd->add_option("--seed", a->opts.seed, "random seed (batch i uses seed + i)")->check(count());
   cmd->add_option("--engine", a->opts.engine,
                   "plain (the KV-cache loop), static (fixed shapes), graph (static, captured in a CUDA graph) or auto");
   cmd->add_option("--kv-cache", a->opts.kv_cache,
                   "KV cache dtype: model (exact) or fp8 (e4m3, half the memory traffic of a step; approximate)");
-  cmd->add_option("--batch", a->batch, "images per batch")->check(positive());
+  cmd->add_option("--batch", a->batch, "images per batch")->check(positive_count());
   cmd->add_option("--decode-batch", a->decode_batch, "images decoded at once (decoder memory: ~8 GiB per 64 in bf16)")
-      ->check(positive());
+      ->check(positive_count());
   cmd->add_option("--decode-precision", a->decode_precision, "decoder weights and activations: fp32 or bf16");
   cmd->add_flag("--channels-last", a->channels_last, "decoder in channels-last (NHWC) layout");
   cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
@@ -261,7 +261,7 @@ void add_sample(CLI::App& app) {
   cmd->add_option("--tokens-out", a->tokens_out, "write the sampled token ids, int64 [N,S] .npy");
   cmd->add_option("--out", a->out, "grid.png | directory/ | samples.npz (ADM layout, resumable)");
   cmd->add_option("--max-batches", a->max_batches,
-                  "with an .npz output: generate at most this many new batches, then stop (resume later)")->check(non_negative());
+                  "with an .npz output: generate at most this many new batches, then stop (resume later)")->check(count());
   cmd->callback([a] { run(*a); });
 }
 

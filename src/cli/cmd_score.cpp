@@ -24,7 +24,7 @@ void add_score(CLI::App& app) {
   cmd->add_option("--orders", o->orders, "one permutation of 0..S-1 per row, int [N,S] (default raster)");
   cmd->add_flag("--null-class", o->null_class, "condition on the null class instead of the labels");
   cmd->add_option("--out", o->out, "write the NLLs as float64 [N] .npy");
-  cmd->add_option("--batch", o->batch, "sequences per forward pass")->check(positive());
+  cmd->add_option("--batch", o->batch, "sequences per forward pass")->check(positive_count());
   cmd->add_option("--device", o->device, "cpu, cuda or cuda:N");
   cmd->add_option("--precision", o->precision, "fp32 or bf16");
   cmd->callback([o] {

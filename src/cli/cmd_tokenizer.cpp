@@ -173,14 +173,14 @@ void add_tokenizer_commands(CLI::App& app) {
     c->add_option("--tokenizer", a->tokenizer, "VQ tokenizer checkpoint")->required();
     c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
     c->add_option("--precision", a->precision, "fp32 (exact, TF32 off) or tf32 (faster convolutions on CUDA)");
-    c->add_option("--batch", a->batch, "images per batch")->check(positive());
+    c->add_option("--batch", a->batch, "images per batch")->check(positive_count());
   };
   auto* enc = app.add_subcommand("encode", "Images to token ids int64 [N, h*w] (.npy)");
   common(enc);
   enc->add_option("--images", a->images, "images: .npy uint8 [N,H,W,C], .npz, a folder, IDX, or one image")->required();
   enc->add_option("--out", a->out, "token ids .npy")->required();
-  enc->add_option("--size", a->size, "ADM center crop to this size first (0 = use images as they are)")->check(non_negative());
-  enc->add_option("--pad", a->pad, "zero-pad images to this square size (e.g. 32 for 28x28 MNIST)")->check(non_negative());
+  enc->add_option("--size", a->size, "ADM center crop to this size first (0 = use images as they are)")->check(count());
+  enc->add_option("--pad", a->pad, "zero-pad images to this square size (e.g. 32 for 28x28 MNIST)")->check(count());
   enc->callback([a] {
     auto device = pick_device(a->device, a->precision);
     auto vq = model::load_vq(a->tokenizer, device);
@@ -204,8 +204,8 @@ void add_tokenizer_commands(CLI::App& app) {
   common(rec);
   rec->add_option("--images", a->images, "images (as for encode)")->required();
   rec->add_option("--out", a->out, "optional: side-by-side grid .png (originals then reconstructions) or .npy");
-  rec->add_option("--size", a->size, "ADM center crop to this size first")->check(non_negative());
-  rec->add_option("--pad", a->pad, "zero-pad images to this square size")->check(non_negative());
+  rec->add_option("--size", a->size, "ADM center crop to this size first")->check(count());
+  rec->add_option("--pad", a->pad, "zero-pad images to this square size")->check(count());
   rec->callback([a] {
     auto device = pick_device(a->device, a->precision);
     auto vq = model::load_vq(a->tokenizer, device);
@@ -225,12 +225,12 @@ void add_tokenizer_commands(CLI::App& app) {
   tok->add_option("--data", a->images,
                   "ImageFolder DIR, fashion-mnist[:train|:test], mnist[...], IDX file, .npy/.npz")->required();
   tok->add_option("--out", a->out, "train.rartok (class names go to train.rartok.classes.txt)")->required();
-  tok->add_option("--size", a->size, "ADM center crop size (0 = images as they are)")->check(non_negative());
-  tok->add_option("--pad", a->pad, "zero-pad images to this square size (e.g. 32 for Fashion-MNIST)")->check(non_negative());
+  tok->add_option("--size", a->size, "ADM center crop size (0 = images as they are)")->check(count());
+  tok->add_option("--pad", a->pad, "zero-pad images to this square size (e.g. 32 for Fashion-MNIST)")->check(count());
   tok->add_flag("--flip", a->flip, "also store each image mirrored");
   tok->add_flag("--ten-crop", a->ten_crop, "store the ten crops at 1.1x (needs --size)");
-  tok->add_option("--chunk", a->chunk, "images per resumable chunk")->check(positive());
-  tok->add_option("--max-chunks", a->max_chunks, "encode at most this many new chunks, then stop (resume later)")->check(non_negative());
+  tok->add_option("--chunk", a->chunk, "images per resumable chunk")->check(positive_count());
+  tok->add_option("--max-chunks", a->max_chunks, "encode at most this many new chunks, then stop (resume later)")->check(count());
   tok->callback([a] {
     check(!a->ten_crop || a->size > 0, "--ten-crop needs --size");
     check(!(a->ten_crop && a->flip), "--ten-crop already includes the mirrored crops; drop --flip");

@@ -24,9 +24,9 @@ void add_train(CLI::App& app) {
   c->add_option("--preset", a->preset, "generator size: rar_b, rar_l, rar_xl or rar_xxl");
   c->add_option("--out", a->out, "output folder (experiment.output_dir)");
   c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N (training.device)");
-  c->add_option("--steps", a->steps, "optimizer steps (training.max_train_steps)")->check(positive());
+  c->add_option("--steps", a->steps, "optimizer steps (training.max_train_steps)")->check(positive_count());
   c->add_option("--minutes", a->minutes, "stop after this wall time, checkpointed (training.max_minutes)")->check(non_negative());
-  c->add_option("--stop-after", a->stop_after, "train this many steps now, checkpoint and exit (then --resume)")->check(non_negative());
+  c->add_option("--stop-after", a->stop_after, "train this many steps now, checkpoint and exit (then --resume)")->check(count());
   c->add_flag("--resume", a->resume, "continue from the newest checkpoint in the output folder");
   c->add_flag("--print-config", a->print_config, "print the effective config and exit");
   c->add_option("overrides", a->overrides, "key.path=value overrides, e.g. training.per_gpu_batch_size=32");

@@ -20,10 +20,10 @@ void add_train_tokenizer(CLI::App& app) {
   c->add_option("--test", a->test, "held-out images for PSNR and code usage (data.test; default auto, 'none' for no evaluation)");
   c->add_option("--out", a->out, "output folder (experiment.output_dir)");
   c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N (training.device)");
-  c->add_option("--steps", a->steps, "training steps (training.max_train_steps)")->check(positive());
+  c->add_option("--steps", a->steps, "training steps (training.max_train_steps)")->check(positive_count());
   c->add_option("--minutes", a->minutes, "stop after this wall time, then evaluate (training.max_minutes)")->check(non_negative());
   c->add_option("--stop-after", a->stop_after,
-                "train this many steps now, checkpoint and exit (continue later with --resume)")->check(non_negative());
+                "train this many steps now, checkpoint and exit (continue later with --resume)")->check(count());
   c->add_flag("--resume", a->resume, "continue from the newest checkpoint in the output folder");
   c->add_flag("--print-config", a->print_config, "print the effective config and exit");
   c->add_option("overrides", a->overrides, "key.path=value overrides, e.g. model.vq_model.codebook_size=1024");

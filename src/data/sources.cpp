@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
@@ -51,6 +52,8 @@ class FolderSource : public ImageSource {
   explicit FolderSource(const std::string& dir) {
     for (const auto& name : list_dir(dir)) {
       std::string sub = join_path(dir, name);
+      const bool exists = path_exists(sub);  // errno read after the call, not among check's arguments
+      check(exists, sub, ": cannot open (", std::strerror(errno), ")");  // e.g. a symlink loop
       if (!is_directory(sub)) continue;
       int64_t id = static_cast<int64_t>(names_.size());
       names_.push_back(name);

@@ -7,10 +7,12 @@
 #include "io/safetensors.h"
 #include "io/torch_checkpoint.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace rar::io {
 
 CheckpointFormat detect_checkpoint_format(const std::string& path) {
+  regular_file_size(path);  // a directory, device or pipe is an error here, not an endless read
   std::ifstream in(path, std::ios::binary);
   check(in.good(), path, ": cannot open (", std::strerror(errno), ")");
   char head[8] = {};

@@ -50,7 +50,7 @@ bool looks_like_float(const std::string& s) {
   return i == s.size();
 }
 
-json scalar_value(const std::string& raw, bool quoted) {
+json scalar_value(const std::string& raw, bool quoted, const std::string& where = "") {
   if (quoted) return raw;
   if (raw.empty() || raw == "~" || raw == "null" || raw == "Null" || raw == "NULL") return nullptr;
   if (raw == "true" || raw == "True" || raw == "TRUE") return true;
@@ -59,9 +59,12 @@ json scalar_value(const std::string& raw, bool quoted) {
   for (char c : raw)
     if (c != '_') s += c;
   int64_t i = 0;
-  if (looks_like_int(raw) && parse_int(s, i)) return i;
+  if (looks_like_int(raw)) {
+    check(parse_int(s, i), where, ": integer '", shorten(raw, 40), "' does not fit in 64 bits");
+    return i;
+  }
   double d = 0;
-  if ((looks_like_int(raw) || looks_like_float(raw)) && parse_double(s, d)) return d;  // huge integers too
+  if (looks_like_float(raw) && parse_double(s, d)) return d;
   if (raw == ".inf" || raw == "+.inf" || raw == ".Inf" || raw == "+.Inf") return INFINITY;
   if (raw == "-.inf" || raw == "-.Inf") return -INFINITY;
   if (raw == ".nan" || raw == ".NaN") return NAN;
@@ -73,7 +76,7 @@ json scalar_value(const std::string& raw, bool quoted) {
 constexpr int64_t kMaxConfigNodes = 100000;
 constexpr int kMaxConfigDepth = 64;
 
-json from_node(const YAML::Node& n, const std::string& source, int64_t& budget, int depth) {
+json from_node(const YAML::Node& n, const std::string& source, int64_t& budget, int depth, const std::string& key) {
   check(--budget >= 0, source, ": more than ", kMaxConfigNodes, " values once aliases are expanded (not a config)");
   check(depth <= kMaxConfigDepth, source, ": nested more than ", kMaxConfigDepth, " levels deep");
   switch (n.Type()) {
@@ -81,17 +84,18 @@ json from_node(const YAML::Node& n, const std::string& source, int64_t& budget, 
       json o = json::object();
       for (const auto& kv : n) {
         check(kv.first.IsScalar(), source, ": mapping keys must be plain scalars");
-        o[kv.first.Scalar()] = from_node(kv.second, source, budget, depth + 1);
+        const std::string& k = kv.first.Scalar();
+        o[k] = from_node(kv.second, source, budget, depth + 1, key.empty() ? k : key + "." + shorten(k, 40));
       }
       return o;
     }
     case YAML::NodeType::Sequence: {
       json a = json::array();
-      for (const auto& v : n) a.push_back(from_node(v, source, budget, depth + 1));
+      for (const auto& v : n) a.push_back(from_node(v, source, budget, depth + 1, key));
       return a;
     }
     case YAML::NodeType::Scalar:
-      return scalar_value(n.Scalar(), n.Tag() == "!");
+      return scalar_value(n.Scalar(), n.Tag() == "!", key.empty() ? source : source + ": " + key);
     default:
       return nullptr;
   }
@@ -99,7 +103,7 @@ json from_node(const YAML::Node& n, const std::string& source, int64_t& budget, 
 
 json from_node(const YAML::Node& n, const std::string& source) {
   int64_t budget = kMaxConfigNodes;
-  return from_node(n, source, budget, 0);
+  return from_node(n, source, budget, 0, "");
 }
 
 void emit(YAML::Emitter& out, const json& v) {
@@ -117,7 +121,12 @@ void emit(YAML::Emitter& out, const json& v) {
   } else if (v.is_string()) {
     const auto& s = v.get_ref<const std::string&>();
     // Quote strings that would read back as another type.
-    if (!scalar_value(s, false).is_string()) out << YAML::DoubleQuoted << s;
+    bool plain = false;
+    try {
+      plain = scalar_value(s, false).is_string();
+    } catch (const Error&) {  // an integer too large: quoted, it reads back as the string it is
+    }
+    if (!plain) out << YAML::DoubleQuoted << s;
     else out << s;
   } else if (v.is_boolean()) {
     out << (v.get<bool>() ? "true" : "false");
