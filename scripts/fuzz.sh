@@ -29,7 +29,7 @@ cmake --build "$BUILD" -j "$(nproc)"
 export TMPDIR=${TMPDIR:-$([ -d /dev/shm ] && echo /dev/shm || echo /tmp)}
 # Leaks matter (a reader run millions of times must not grow); LibTorch's own one-time
 # allocations at exit are not ours, hence the suppressions file.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-"detect_leaks=1:allocator_may_return_null=1:suppressions=$PWD/tests/fuzz/lsan.supp"}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-"detect_leaks=1:allocator_may_return_null=1"}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-"suppressions=$PWD/tests/fuzz/lsan.supp:print_suppressions=0"}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-"print_stacktrace=1:halt_on_error=1"}
 export OMP_NUM_THREADS=1

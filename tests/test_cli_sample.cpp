@@ -148,8 +148,8 @@ TEST(CliSample, ErrorsAreOneLine) {
     std::string args, needle;
   } cases[] = {
       {"sample" + gen() + "--classes 3,10 --tokens-out " + (dir / "t.npy"), "class id 10 out of range [0, 10)"},
-      {"sample" + gen() + "--classes 3 --cfg-power -1 --tokens-out " + (dir / "t.npy"), "--cfg-power must be >= 0"},
-      {"sample" + gen() + "--classes 3 --temperature 0 --tokens-out " + (dir / "t.npy"), "--temperature must be > 0"},
+      {"sample" + gen() + "--classes 3 --cfg-power -1 --tokens-out " + (dir / "t.npy"), "--cfg-power: must be >= 0"},
+      {"sample" + gen() + "--classes 3 --temperature 0 --tokens-out " + (dir / "t.npy"), "--temperature: must be > 0"},
       {"sample" + gen() + "--classes 3 --top-p 1.5 --tokens-out " + (dir / "t.npy"), "--top-p must lie in (0, 1]"},
       {"sample" + gen() + "--classes 3 --tokens-out " + (dir / "no/dir/t.npy"), "cannot open for writing"},
       {"sample" + gen() + "--classes 3 --out " + (dir / "g.png"), "needs --tokenizer"},

@@ -278,8 +278,10 @@ TEST(Sampler, BadOptionsAndClassesAreRejected) {
     edit(o);
     EXPECT_RAR_ERROR(sampling::Sampler(g, o), needle);
   };
-  bad([](auto& o) { o.cfg_power = -1; }, "--cfg-power must be >= 0");
-  bad([](auto& o) { o.temperature = 0; }, "--temperature must be > 0");
+  bad([](auto& o) { o.cfg_power = -1; }, "--cfg-power must be a finite number >= 0");
+  bad([](auto& o) { o.temperature = 0; }, "--temperature must be a finite number > 0");
+  bad([](auto& o) { o.cfg = NAN; }, "--cfg must be a finite number");
+  bad([](auto& o) { o.temperature = INFINITY; }, "--temperature must be a finite number");
   bad([](auto& o) { o.top_p = 1.5; }, "--top-p must lie in (0, 1]");
   bad([](auto& o) { o.top_p = 0; }, "--top-p must lie in (0, 1]");
   bad([](auto& o) { o.order = "diagonal"; }, "unknown scan order");

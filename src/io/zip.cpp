@@ -13,6 +13,9 @@
 
 namespace rar::io {
 
+// Members carry a fixed timestamp (2020-01-01), so that an archive is a function of its contents.
+constexpr time_t kMemberTime = 1577836800;
+
 ZipReader::ZipReader(const std::string& path) : path_(path) {
   file_size_ = static_cast<uint64_t>(regular_file_size(path));
   int err = 0;
@@ -146,6 +149,7 @@ void ZipWriter::commit() {
       fail(path_, ": cannot add member '", name, "'");
     }
     zip_set_file_compression(z, i, ZIP_CM_STORE, 0);
+    zip_file_set_mtime(z, static_cast<zip_uint64_t>(i), kMemberTime, 0);  // the same bytes for the same arrays
   }
   crash_point("zip.before-close");
   if (zip_close(z) != 0) {

@@ -284,6 +284,8 @@ void train_rar(const Config& cfg, const TrainControl& control) {
       ck.state = {{"data_position", sampler.position()}, {"kind", "rar"}, {"world_size", dp.world()},
                   {"global_batch", global_batch}};
       ck.config_yaml = config_yaml;
+      // The checkpoint first: the exported weights never get ahead of what --resume can restore.
+      where = save_checkpoint(ckpt_root, at_step, ck, cfg.get_int("experiment.keep_last"));
       model::save_generator(join_path(out, "generator.safetensors"), g);
       if (use_ema) {
         io::StateDict e;
@@ -292,7 +294,6 @@ void train_rar(const Config& cfg, const TrainControl& control) {
         e.metadata["format"] = "pt";
         io::write_safetensors(join_path(out, "generator_ema.safetensors"), e);
       }
-      where = save_checkpoint(ckpt_root, at_step, ck, cfg.get_int("experiment.keep_last"));
     }
     dp.barrier();
     return where;

@@ -248,8 +248,10 @@ void train_tokenizer(const Config& cfg, bool resume, int64_t stop_after) {
     save_rng_states(ck.optimizer, cuda_index);
     ck.state = {{"data_position", sampler.position()}, {"codes_restarted", restarted_total}, {"kind", "tokenizer"}};
     ck.config_yaml = config_yaml;
+    // The checkpoint first: the exported weights never get ahead of what --resume can restore.
+    const std::string where = save_checkpoint(ckpt_root, at_step, ck, cfg.get_int("experiment.keep_last"));
     model::save_vq(join_path(out, "tokenizer.safetensors"), vq);
-    return save_checkpoint(ckpt_root, at_step, ck, cfg.get_int("experiment.keep_last"));
+    return where;
   };
 
   MetricsLog metrics(join_path(out, "metrics.jsonl"), !latest.empty());
