@@ -35,6 +35,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-"print_stacktrace=1:halt_on_error=1"}
 export OMP_NUM_THREADS=1
 
 "$BUILD/fuzz_seeds" "$BUILD/seeds" >/dev/null
+rm -rf "$BUILD/artifacts"  # this run's findings only (earlier ones are in tests/data/fuzz-regressions)
 mkdir -p "$BUILD/logs" "$BUILD/artifacts"
 
 run_one() {
@@ -67,14 +68,15 @@ for t in $TARGETS; do
   done
 done
 
-printf '\n%-13s %12s %8s %8s %9s  %s\n' target executions exec/s edges corpus findings
+printf '\n%-13s %12s %8s %8s %8s %9s  %s\n' target executions exec/s edges peak-MB corpus findings
 for t in $TARGETS; do
   log="$BUILD/logs/$t.log"
-  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
-  rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+  rss=$(grep -o 'stat::peak_rss_mb: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
   corpus=$(ls "$BUILD/corpus/$t" | wc -l)
   n=$(ls "$BUILD/artifacts/$t" 2>/dev/null | grep -vc '^minimized-' || true)
-  printf '%-13s %12s %8s %8s %9s  %s\n' "$t" "${execs:-0}" "${rate:-0}" "${cov:-0}" "$corpus" "$n"
+  printf '%-13s %12s %8s %8s %8s %9s  %s\n' "$t" "${execs:-0}" "${rate:-0}" "${cov:-0}" "${rss:-0}" "$corpus" "$n"
 done
 [ "$found" -eq 0 ] && echo "no findings" || echo "$found findings copied to tests/data/fuzz-regressions/ (see $BUILD/logs)"

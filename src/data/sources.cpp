@@ -155,7 +155,7 @@ torch::Tensor read_idx(const std::string& path) {
         numel, ")");
   check(have == numel, path, ": trailing bytes after the IDX data (", have, " bytes, shape needs ", numel, ")");
   auto t = torch::empty(shape, torch::kUInt8);
-  std::memcpy(t.data_ptr(), b.data() + start, numel);
+  if (numel) std::memcpy(t.data_ptr(), b.data() + start, numel);  // an empty tensor has no buffer
   return t;
 }
 

@@ -149,7 +149,12 @@ void write_safetensors(const std::string& path, const StateDict& sd) {
     offset += n;
     data.push_back(t);
   }
-  std::string header = j.dump();
+  std::string header;
+  try {
+    header = j.dump();
+  } catch (const nlohmann::json::exception&) {
+    fail(path, ": tensor names and metadata must be valid UTF-8 to be written as safetensors");
+  }
   header.append((8 - header.size() % 8) % 8, ' ');
   unsigned char len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(header.size() >> (8 * i));

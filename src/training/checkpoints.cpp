@@ -93,7 +93,7 @@ void flatten(const nlohmann::json& j, const std::string& prefix, std::map<std::s
     for (auto it = j.begin(); it != j.end(); ++it) flatten(it.value(), prefix.empty() ? it.key() : prefix + "." + it.key(), out);
     return;
   }
-  out[prefix] = j.dump();
+  out[prefix] = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 // Keys that steer a run without changing what it computes: free to differ on resume.

@@ -74,6 +74,9 @@ json scalar_value(const std::string& raw, bool quoted, const std::string& where 
 // A YAML document as JSON. Aliases (*a) refer to an anchored node and are expanded here, so a
 // small file can describe an enormous tree ("billion laughs"): the expansion is limited.
 constexpr int64_t kMaxConfigNodes = 100000;
+
+// A value for an error message: shortened, and bytes that are not UTF-8 replaced (dump() throws on them).
+std::string show(const json& v) { return shorten(v.dump(-1, ' ', false, json::error_handler_t::replace)); }
 constexpr int kMaxConfigDepth = 64;
 
 json from_node(const YAML::Node& n, const std::string& source, int64_t& budget, int depth, const std::string& key) {
@@ -273,12 +276,12 @@ int64_t Config::get_int(const std::string& key) const {
   if (v.is_number_integer()) return v.get<int64_t>();
   if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>() && std::fabs(v.get<double>()) < 9.2e18)
     return static_cast<int64_t>(v.get<double>());
-  fail(source, ": config key '", key, "' must be an integer, got ", shorten(v.dump()));
+  fail(source, ": config key '", key, "' must be an integer, got ", show(v));
 }
 
 double Config::get_double(const std::string& key) const {
   const json& v = node(key);
-  check(v.is_number(), source, ": config key '", key, "' must be a number, got ", shorten(v.dump()));
+  check(v.is_number(), source, ": config key '", key, "' must be a number, got ", show(v));
   check(std::isfinite(v.get<double>()), source, ": config key '", key, "' must be a finite number, got ",
         v.get<double>());
   return v.get<double>();
@@ -286,7 +289,7 @@ double Config::get_double(const std::string& key) const {
 
 bool Config::get_bool(const std::string& key) const {
   const json& v = node(key);
-  check(v.is_boolean(), source, ": config key '", key, "' must be true or false, got ", shorten(v.dump()));
+  check(v.is_boolean(), source, ": config key '", key, "' must be true or false, got ", show(v));
   return v.get<bool>();
 }
 
@@ -295,15 +298,15 @@ std::string Config::get_string(const std::string& key) const {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_null()) return "";
   if (v.is_number() || v.is_boolean()) return v.dump();
-  fail(source, ": config key '", key, "' must be a string, got ", shorten(v.dump()));
+  fail(source, ": config key '", key, "' must be a string, got ", show(v));
 }
 
 std::vector<int64_t> Config::get_int_list(const std::string& key) const {
   const json& v = node(key);
-  check(v.is_array(), source, ": config key '", key, "' must be a list of integers, got ", shorten(v.dump()));
+  check(v.is_array(), source, ": config key '", key, "' must be a list of integers, got ", show(v));
   std::vector<int64_t> out;
   for (const auto& e : v) {
-    check(e.is_number_integer(), source, ": config key '", key, "' must be a list of integers, got ", shorten(v.dump()));
+    check(e.is_number_integer(), source, ": config key '", key, "' must be a list of integers, got ", show(v));
     out.push_back(e.get<int64_t>());
   }
   return out;
