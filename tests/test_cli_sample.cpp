@@ -94,6 +94,12 @@ TEST(CliSample, NpzRunResumesToTheSameResult) {
                        (dir / "resumed.npz"));
   EXPECT_EQ(other.status, 1);
   EXPECT_NE(other.output.find("different settings"), std::string::npos) << other.output;
+  // so is one whose decoding or KV cache differs (they change the bytes of a shard)
+  for (const char* opt : {"--decode-precision bf16 ", "--kv-cache fp8 ", "--channels-last ", "--engine static "}) {
+    auto changed = run_rar(common + opt + "--out " + (dir / "resumed.npz"));
+    EXPECT_EQ(changed.status, 1) << opt << changed.output;
+    EXPECT_NE(changed.output.find("different settings"), std::string::npos) << opt << changed.output;
+  }
   ASSERT_EQ(run_rar(common + "--out " + (dir / "resumed.npz")).status, 0);
   EXPECT_FALSE(path_exists(dir / "resumed.npz.parts"));
   auto a = io::read_npz(dir / "full.npz"), b = io::read_npz(dir / "resumed.npz");
@@ -104,6 +110,7 @@ TEST(CliSample, NpzRunResumesToTheSameResult) {
   EXPECT_TRUE(a[1].second.equal(torch::tensor({0, 0, 0, 5, 5, 5}, torch::kInt64)));
   EXPECT_TRUE(a[0].second.equal(b[0].second));
   EXPECT_TRUE(a[1].second.equal(b[1].second));
+  EXPECT_EQ(read_bytes(dir / "full.npz"), read_bytes(dir / "resumed.npz"));  // the very same bytes
 }
 
 // Two processes (gloo, the torchrun environment variables): batch b is rank b % 2's, both write

@@ -115,6 +115,35 @@ TEST(TrainRar, LossAtR0EqualsTheReferenceNll) {
   EXPECT_TRUE(path_exists(dir / "run/generator.safetensors"));
 }
 
+// A run's folder belongs to that run: --resume with settings that change the computation is
+// refused (naming what differs), settings that only steer the run may change, and a fresh run
+// without --resume does not write over another run's checkpoints.
+TEST(TrainRar, ResumeChecksTheConfigAndFreshRunsKeepOutOfUsedFolders) {
+  TempDir dir;
+  const std::string data = write_tiny_tokens(dir);
+  const std::string args = " --device cpu --steps 4" + tiny_model_args() + " training.per_gpu_batch_size=4 experiment.save_every=2";
+  auto first = run_rar("train --data " + data + " --out " + dir / "run" + args + " --stop-after 2");
+  ASSERT_EQ(first.status, 0) << first.output;
+  auto other_lr = run_rar("train --data " + data + " --out " + dir / "run" + args + " --resume optimizer.params.learning_rate=1e-2");
+  EXPECT_EQ(other_lr.status, 1) << other_lr.output;
+  EXPECT_NE(other_lr.output.find("optimizer.params.learning_rate: 0.0004 -> 0.01"), std::string::npos) << other_lr.output;
+  auto other_batch = run_rar("train --data " + data + " --out " + dir / "run" + args + " --resume training.per_gpu_batch_size=2");
+  EXPECT_EQ(other_batch.status, 1) << other_batch.output;
+  EXPECT_NE(other_batch.output.find("training.per_gpu_batch_size: 4 -> 2"), std::string::npos) << other_batch.output;
+  auto fresh = run_rar("train --data " + data + " --out " + dir / "run" + args);
+  EXPECT_EQ(fresh.status, 1) << fresh.output;
+  EXPECT_NE(fresh.output.find("add --resume to continue it"), std::string::npos) << fresh.output;
+  // logging and saving intervals, the time budget and the device may change
+  auto steer = run_rar("train --data " + data + " --out " + dir / "run" + args +
+                       " --resume experiment.log_every=2 experiment.save_every=1 --minutes 30");
+  ASSERT_EQ(steer.status, 0) << steer.output;
+  EXPECT_NE(steer.output.find("resumed from"), std::string::npos) << steer.output;
+  // rows after the checkpoint are written once: steps 1..4, no repeats
+  std::vector<int64_t> steps;
+  for (const auto& row : metric_rows(dir / "run/metrics.jsonl", "loss")) steps.push_back(row["step"].get<int64_t>());
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 4}));  // log_every 1 before the stop, 2 after it
+}
+
 TEST(TrainRar, StopAndResumeEndWithTheSameWeights) {
   TempDir dir;
   const std::string data = write_tiny_tokens(dir);
