@@ -281,6 +281,12 @@ TEST(TrainRar, FailuresAreOneLineAndKeepTheLastCheckpoint) {
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("rar: error: step "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("Last good checkpoint"), std::string::npos) << r.output;
+  // weights that overflow in the very last update: caught before anything is saved
+  r = run_rar("train --data " + data + " --out " + dir / "inf --device cpu --steps 1" + tiny_model_args() +
+              " optimizer.params.learning_rate=1e300 lr_scheduler.params.warmup_steps=0 training.max_grad_norm=0");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("is not finite (NaN or inf)"), std::string::npos) << r.output;
+  EXPECT_FALSE(path_exists(dir / "inf/generator.safetensors"));
 }
 
 TEST(ActivationCheckpointing, GradientsEqualThePlainPathWithDropout) {

@@ -13,7 +13,8 @@
 # the previous checkpoint intact.
 #
 #   tests/torture.sh RAR [KILLS]      KILLS kills per job (default 3: the short form `make test` runs)
-#   SWEEP=1 tests/torture.sh RAR      additionally kill once at every crash point of every job (long)
+#   SWEEP=1 tests/torture.sh RAR      additionally kill once at every crash point of every job (long;
+#                                     SWEEP_STEP=20: every 20th, plus the first and last of each kind)
 #   JOBS="train sample" ...           some jobs only
 set -euo pipefail
 
@@ -153,14 +154,20 @@ for job in $JOBS; do
 
   # ---------------------------------------------------------------- long form: every crash point
   if [ "${SWEEP:-0}" = 1 ]; then
-    for ((n = 1; n <= points; ++n)); do
+    # every SWEEP_STEP-th crash point, plus the first and last of each kind (name)
+    step=${SWEEP_STEP:-1}
+    indices=$( { seq 1 "$step" "$points"; awk '!first[$2]++ { print $1 } { last[$2] = $1 } END { for (k in last) print last[k] }' \
+      "$W/ref/$job/points"; } | sort -nu)
+    swept=0
+    for n in $indices; do
+      swept=$((swept + 1))
       prepare "$job" "$W/sweep"
       set +e; run_job "$job" "$W/sweep" RAR_CRASH_AT=$n; st=$?; set -e
       [ "$st" -eq 137 ] || fail "$job: crash point $n did not kill (status $st)"
       run_job "$job" "$W/sweep" || fail "$job: rerun after crash point $n failed: $(tail -3 "$W/sweep/run.log")"
       compare "$job" "$W/sweep"
     done
-    echo "torture: $job: killed at each of its $points crash points, every rerun equals the uninterrupted run"
+    echo "torture: $job: killed at $swept of its $points crash points (every ${step}th, and the first and last of each of its $(awk '{print $2}' "$W/ref/$job/points" | sort -u | wc -l) kinds), every rerun equals the uninterrupted run"
   fi
 done
 
