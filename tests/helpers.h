@@ -32,20 +32,6 @@ struct RunResult {
   std::string output;  // stdout and stderr together
 };
 
-// Runs the rar binary with `args` (shell syntax) and captures its output and exit status; `env`
-// ("NAME=value ...") is set for that run only.
-inline RunResult run_rar_env(const std::string& env, const std::string& args) {
-  std::string cmd = env + " " + std::string(RAR_BIN) + " " + args + " 2>&1";
-  RunResult r{0, ""};
-  FILE* p = ::popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-inline RunResult run_rar(const std::string& args) { return run_rar_env("", args); }
 // Runs a shell command line (sh -c) and captures its output; status -1 when a signal ended it.
 inline RunResult run_shell(const std::string& cmd) {
   RunResult r{0, ""};
@@ -57,6 +43,12 @@ inline RunResult run_shell(const std::string& cmd) {
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
 }
+// Runs the rar binary with `args` (shell syntax) and captures its output and exit status; `env`
+// ("NAME=value ...") is set for that run only.
+inline RunResult run_rar_env(const std::string& env, const std::string& args) {
+  return run_shell(env + " " + std::string(RAR_BIN) + " " + args + " 2>&1");
+}
+inline RunResult run_rar(const std::string& args) { return run_rar_env("", args); }
 
 // Runs `rar <args>` as ranks 0 and 1 of a 2-process group on this machine (the torchrun variables,
 // gloo on `port`), each writing to `log_prefix`.rank{0,1}.log. Returns the summed exit status and
