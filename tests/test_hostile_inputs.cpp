@@ -1,7 +1,9 @@
 // Hostile and broken inputs through the CLI, one test per class of docs/RELIABILITY.md's
 // catalogue: every one must end with `rar: error: <one line>` and exit 1 — never a signal, a hang
 // (ctest's timeout), memory far beyond the input (each run here is capped at 2 GiB of address
-// space, a few hundred MiB above what LibTorch itself maps), or a half-written file of ours.
+// space, a few hundred MiB above what LibTorch itself maps, and its peak RSS checked), or a
+// half-written file of ours.
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,10 +23,20 @@ using namespace rar::test;
 namespace {
 
 constexpr const char* kMemoryCap = "2000000";  // KiB of address space (ulimit -v)
+constexpr long kMaxRssKiB = 1536 * 1024;        // peak resident memory of any run here
 
-// `rar <args>` with its address space capped.
+// `rar <args>` with its address space capped where that leaves room to start (a CUDA build maps
+// more than the cap before main; there only the resident-memory check below applies). Every run's
+// peak RSS must stay under kMaxRssKiB: RUSAGE_CHILDREN holds the largest of this test's children.
 RunResult run_capped(const std::string& args) {
-  return run_shell(std::string("(ulimit -v ") + kMemoryCap + " && exec " + RAR_BIN + " " + args + ") 2>&1");
+  static const bool cap_fits =
+      run_shell(std::string("(ulimit -v ") + kMemoryCap + " && exec " + RAR_BIN + " --version) 2>&1").status == 0;
+  const std::string limit = cap_fits ? std::string("ulimit -v ") + kMemoryCap + " && " : "";
+  auto r = run_shell("(" + limit + "exec " + RAR_BIN + " " + args + ") 2>&1");
+  struct rusage use {};
+  ::getrusage(RUSAGE_CHILDREN, &use);
+  EXPECT_LE(use.ru_maxrss, kMaxRssKiB) << "rar " << args.substr(0, 200) << ": peak RSS " << use.ru_maxrss << " KiB";
+  return r;
 }
 
 // Exit 1, one line on stderr starting "rar: error:", containing `needle`.
