@@ -20,6 +20,7 @@ common="train --data $OUT/data.rartok --device cuda experiment.log_every=10 expe
 # One GPU runs GLOBAL/MICRO accumulation steps; NG GPUs run GLOBAL/(NG*MICRO) each.
 pair() {
   local name=$1 steps=$2 gb=$3 mb=$4 extra=$5 mextra=${6:-}
+  rm -rf "$OUT/one-$name" "$OUT/multi-$name"  # fresh runs (rar train refuses a folder holding another run)
   "$RAR" $common $extra --steps $steps --out "$OUT/one-$name" training.per_gpu_batch_size=$mb \
     training.gradient_accumulation_steps=$((gb / mb)) > "$OUT/one-$name.log" 2>&1 || tail -5 "$OUT/one-$name.log"
   NCCL_DEBUG=${NCCL_DEBUG:-} torchrun --no-python --nproc-per-node "$NG" --master-port 29511 "$RAR" $common $extra $mextra \

@@ -14,6 +14,7 @@ C="train --data $D/data.rartok --device cuda --steps $STEPS experiment.log_every
   experiment.eval_every=100000 experiment.generate_every=100000 lr_scheduler.params.warmup_steps=10
   model.generator.dropout=0 model.generator.attn_drop=0 training.per_gpu_batch_size=64"
 for p in no bf16; do
+  rm -rf "$D/a-$p" "$D/b-$p" "$D/m-$p"  # fresh runs (rar train refuses a folder holding another run)
   # one GPU: 2 micro-batches of 64 accumulated; two GPUs: 64 each (the same rows and draws)
   "$R" $C training.mixed_precision=$p --out "$D/a-$p" training.gradient_accumulation_steps=2 > "$D/a-$p.log" 2>&1
   "$R" $C training.mixed_precision=$p --out "$D/b-$p" training.gradient_accumulation_steps=2 > "$D/b-$p.log" 2>&1
