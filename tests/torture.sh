@@ -29,6 +29,7 @@ export OMP_NUM_THREADS=1
 echo "torture: kills per job $KILLS, seed $SEED, work $W"
 
 fail() { echo "torture: FAIL: $*" >&2; exit 1; }
+trap 'echo "torture: FAIL: line $LINENO: \"$BASH_COMMAND\" exited with $?" >&2' ERR
 
 # ---------------------------------------------------------------- inputs: 48 grey 8x8 images, 3 classes
 python3 - "$W" <<'EOF'
