@@ -7,7 +7,9 @@
 #include <gtest/gtest.h>
 
 #include "helpers.h"
-#include "model/fused_ops.h"
+#include "model/ops/block_ops.h"
+#include "model/ops/decode_ops.h"
+#include "model/ops/decoder_ops.h"
 #include "model/generator.h"
 #include "small_step.h"
 #include "util/autocast.h"

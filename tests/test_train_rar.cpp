@@ -389,3 +389,32 @@ TEST(TrainRar, SigtermCheckpointsAndResumeEndsTheSame) {
   auto b = io::read_safetensors(dir / "cut/generator.safetensors");
   for (const auto& n : a.names()) EXPECT_TRUE(a.at(n).equal(b.at(n))) << n;
 }
+
+// training.max_minutes ends a run like the end of its schedule (checkpoint, final validation),
+// and --resume continues it to the same weights as an uninterrupted run.
+TEST(TrainRar, TimeBudgetEndsLikeTheScheduleAndResumeContinues) {
+  TempDir dir;
+  const std::string data = write_tiny_tokens(dir);
+  const std::string args = " --data " + data + " --val " + data + " --device cpu --steps 5" + tiny_model_args() +
+                           " training.per_gpu_batch_size=4 lr_scheduler.params.warmup_steps=2 experiment.eval_every=0";
+  auto full = run_rar("train --out " + dir / "full" + args);
+  ASSERT_EQ(full.status, 0) << full.output;
+  // a budget of 0.06 µs runs out at once: before the first step or, on a fast clock, soon after
+  auto cut = run_rar("train --out " + dir / "cut" + args + " training.max_minutes=1e-9");
+  ASSERT_EQ(cut.status, 0) << cut.output;
+  const size_t at = cut.output.find("reached at step ");
+  ASSERT_NE(at, std::string::npos) << cut.output;
+  const int64_t k = std::stoll(cut.output.substr(at + 16));
+  ASSERT_LT(k, 5) << cut.output;
+  EXPECT_NE(cut.output.find("validation step " + std::to_string(k)), std::string::npos) << cut.output;
+  auto val = metric_rows(dir / "cut/metrics.jsonl", "val/nll");
+  ASSERT_EQ(val.size(), 1u);
+  EXPECT_EQ(val[0]["step"].get<int64_t>(), k);
+  EXPECT_TRUE(val[0].contains("minutes"));
+  auto rest = run_rar("train --out " + dir / "cut" + args + " --resume");
+  ASSERT_EQ(rest.status, 0) << rest.output;
+  EXPECT_NE(rest.output.find("finished at step 5"), std::string::npos) << rest.output;
+  auto a = io::read_safetensors(dir / "full/generator.safetensors");
+  auto b = io::read_safetensors(dir / "cut/generator.safetensors");
+  for (const auto& n : a.names()) EXPECT_TRUE(a.at(n).equal(b.at(n))) << n;
+}

@@ -8,6 +8,8 @@
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "model/vqgan.h"
+#include "training/optim_config.h"
+#include "training/vq_objective.h"
 
 using namespace rar;
 using namespace rar::test;
@@ -140,4 +142,134 @@ TEST(Quantizer, L2NormalisedCodesPickTheMostSimilarDirection) {
   EXPECT_TRUE(codes.flatten().equal(zn.matmul(en.t()).argmax(1)));
   auto v = q->vectors_of(codes);  // unit vectors
   EXPECT_TRUE(torch::allclose(v.pow(2).sum(1), torch::ones({2, 3, 3}), 1e-5, 1e-5));
+}
+
+// training.max_minutes ends a run like the end of its schedule (checkpoint, final evaluation,
+// reconstruction grid), and --resume continues it to the same weights as an uninterrupted run.
+TEST(TrainTokenizer, TimeBudgetEndsLikeTheScheduleAndResumeContinues) {
+  TempDir dir;
+  const std::string images = write_images(dir);
+  auto full = run_rar(tiny_args(images, dir / "full", 6));
+  ASSERT_EQ(full.status, 0) << full.output;
+  // a budget of 0.06 µs runs out at once: before the first step or, on a fast clock, soon after
+  auto cut = run_rar(tiny_args(images, dir / "cut", 6) + " training.max_minutes=1e-9");
+  ASSERT_EQ(cut.status, 0) << cut.output;
+  const size_t at = cut.output.find("reached at step ");
+  ASSERT_NE(at, std::string::npos) << cut.output;
+  const int64_t k = std::stoll(cut.output.substr(at + 16));
+  ASSERT_LT(k, 6) << cut.output;
+  EXPECT_NE(cut.output.find("test PSNR"), std::string::npos) << cut.output;
+  EXPECT_TRUE(path_exists(dir / "cut/eval.json"));
+  char name[64];
+  std::snprintf(name, sizeof name, "cut/recon-%08lld.png", (long long)k);
+  EXPECT_TRUE(path_exists(dir / name)) << name;
+  std::snprintf(name, sizeof name, "cut/checkpoints/step-%08lld/trainer.json", (long long)k);
+  EXPECT_TRUE(path_exists(dir / name)) << name;
+  int64_t final_rows = 0;
+  for (const auto& row : read_jsonl(dir / "cut/metrics.jsonl"))
+    if (row.contains("minutes")) {
+      ++final_rows;
+      EXPECT_EQ(row["step"].get<int64_t>(), k);
+    }
+  EXPECT_EQ(final_rows, 1);
+
+  auto rest = run_rar(tiny_args(images, dir / "cut", 6) + " --resume");
+  ASSERT_EQ(rest.status, 0) << rest.output;
+  EXPECT_NE(rest.output.find("finished at step 6"), std::string::npos) << rest.output;
+  auto a = io::read_safetensors(dir / "full/tokenizer.safetensors");
+  auto b = io::read_safetensors(dir / "cut/tokenizer.safetensors");
+  for (const auto& n : a.names()) EXPECT_TRUE(a.at(n).equal(b.at(n))) << n;
+}
+
+namespace {
+
+model::VQModel tiny_vq() {
+  model::VQConfig vc;
+  vc.image_channels = 1;
+  vc.base_channels = 8;
+  vc.channel_mult = {1, 2};
+  vc.res_blocks = 1;
+  vc.z_channels = 4;
+  vc.codebook_size = 16;
+  vc.norm_groups = 4;
+  return model::VQModel(vc);
+}
+
+// Largest absolute gradient over a module's parameters (0 when none has one).
+double max_grad(torch::nn::Module& m) {
+  double g = 0;
+  for (auto& p : m.parameters())
+    if (p.grad().defined()) g = std::max(g, p.grad().abs().max().item<double>());
+  return g;
+}
+
+}  // namespace
+
+// The objective of vq_objective.h, term by term against an independent computation, and its
+// stop-gradients: the codebook term moves only the codes, the commitment term only the encoder,
+// and the reconstruction reaches the encoder through the straight-through estimator but not the codes.
+TEST(VqObjective, LossIsTheWeightedSumAndGradientsFollowTheStopGradients) {
+  torch::manual_seed(5);
+  auto vq = tiny_vq();
+  auto x = torch::rand({4, 1, 8, 8});
+  auto z = training::vq_encode(vq, x, false);
+  ASSERT_EQ(z.z_flat.sizes(), (std::vector<int64_t>{4 * 4 * 4, 4}));  // 4 images of 4x4 positions, code dim 4
+  training::init_codebook(vq, z.z_flat);
+
+  const training::VqLossWeights w{"l1+l2", 0.7, 1.3, 0.25};
+  auto l = training::vq_loss(vq, z, x, w, false);
+  // independently: nearest codes by squared distance, the quantised grid through the decoder
+  torch::NoGradGuard ng;
+  auto e = vq->quantize->codebook();
+  auto codes = (z.z_flat.unsqueeze(1) - e.unsqueeze(0)).pow(2).sum(-1).argmin(1);
+  ASSERT_TRUE(l.codes.equal(codes));
+  auto zq = e.index_select(0, codes);
+  const double sq = (zq - z.z_flat).pow(2).mean().item<double>();
+  auto recon = vq->decoder(zq.view({4, 4, 4, 4}).permute({0, 3, 1, 2}));
+  const double rec = ((recon - x).abs().mean() + (recon - x).pow(2).mean()).item<double>();
+  EXPECT_NEAR(l.codebook.item<double>(), sq, 1e-6);
+  EXPECT_NEAR(l.commitment.item<double>(), sq, 1e-6);
+  EXPECT_NEAR(l.reconstruction.item<double>(), rec, 1e-5);
+  EXPECT_NEAR(l.loss.item<double>(), 0.7 * rec + 1.3 * sq + 0.25 * sq, 1e-5);
+}
+
+TEST(VqObjective, EachTermMovesOnlyWhatItShould) {
+  torch::manual_seed(6);
+  auto vq = tiny_vq();
+  auto x = torch::rand({4, 1, 8, 8});
+  training::init_codebook(vq, training::vq_encode(vq, x, false).z_flat.detach());
+  struct Case {
+    training::VqLossWeights w;
+    bool encoder, decoder, codes;
+  };
+  for (const Case& c : {Case{{"l2", 0, 1, 0}, false, false, true},    // codebook term: the codes only
+                        Case{{"l2", 0, 0, 1}, true, false, false},    // commitment: the encoder only
+                        Case{{"l1", 1, 0, 0}, true, true, false}}) {  // reconstruction: straight through
+    vq->zero_grad();
+    training::vq_loss(vq, training::vq_encode(vq, x, false), x, c.w, false).loss.backward();
+    const std::string what = "weights " + std::to_string(c.w.reconstruction_weight) + "/" +
+                             std::to_string(c.w.codebook_weight) + "/" + std::to_string(c.w.commitment);
+    EXPECT_EQ(max_grad(*vq->encoder) > 0, c.encoder) << what;
+    EXPECT_EQ(max_grad(*vq->decoder) > 0, c.decoder) << what;
+    EXPECT_EQ(max_grad(*vq->quantize) > 0, c.codes) << what;
+  }
+}
+
+TEST(VqObjective, DeadCodesRestartOnEncoderOutputs) {
+  torch::manual_seed(7);
+  auto vq = tiny_vq();
+  training::AdamW opt(training::named_parameters(*vq), training::AdamWOptions{});
+  training::CodeUsage usage(16, 0.0, torch::kCPU);  // decay 0: the shares are the last batch's
+  usage.add(torch::zeros({64}, torch::kInt64));     // every position on code 0: 15 codes dead
+  auto z = torch::randn({64, 4}) * 100;             // far from every code
+  const int64_t restarted = usage.restart_dead(vq, opt, z, 0.5);
+  EXPECT_EQ(restarted, 15);
+  auto w = vq->quantize->embedding->weight.detach();
+  // each restarted code sits within 0.01-scale noise of one of the encoder outputs
+  for (int64_t k = 1; k < 16; ++k) {
+    const double d = (z - w[k]).pow(2).sum(1).min().sqrt().item<double>();
+    EXPECT_LT(d, 0.2) << k;
+  }
+  EXPECT_LT(w[0].abs().max().item<double>(), 10.0);  // the live code stays
+  EXPECT_NEAR(usage.shares()[1].item<double>(), 1.0 / 16, 1e-7);
 }

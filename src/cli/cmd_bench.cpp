@@ -5,7 +5,8 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "model/fused_ops.h"
+#include "model/ops/decode_ops.h"
+#include "model/ops/fused.h"
 #include "model/generator.h"
 #include "model/vqgan.h"
 #include "data/token_file.h"

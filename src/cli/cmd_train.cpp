@@ -52,10 +52,7 @@ void add_train(CLI::App& app) {
       std::fputs(cfg.to_yaml().c_str(), stdout);
       return;
     }
-    training::TrainControl tc;
-    tc.resume = a->resume;
-    tc.stop_after = a->stop_after;
-    training::train_rar(cfg, tc);
+    training::train_rar(cfg, training::RunControl{a->resume, a->stop_after});
   });
 }
 

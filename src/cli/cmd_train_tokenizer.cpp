@@ -41,7 +41,7 @@ void add_train_tokenizer(CLI::App& app) {
       std::fputs(cfg.to_yaml().c_str(), stdout);
       return;
     }
-    training::train_tokenizer(cfg, a->resume, a->stop_after);
+    training::train_tokenizer(cfg, training::RunControl{a->resume, a->stop_after});
   });
 }
 

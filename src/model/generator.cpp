@@ -3,7 +3,8 @@
 #include "model/generator.h"
 
 #include "model/checkpoint.h"
-#include "model/fused_ops.h"
+#include "model/ops/block_ops.h"
+#include "model/ops/decode_ops.h"
 #include "model/init.h"
 #include "util/error.h"
 

@@ -1,7 +1,7 @@
 // vqgan.cpp — MaskGIT-VQGAN, following SPEC §6 line by line.
 #include "model/vqgan.h"
 
-#include "model/fused_ops.h"
+#include "model/ops/decoder_ops.h"
 
 #include <cmath>
 #include <set>

@@ -13,6 +13,7 @@
 #include "model/generator.h"
 #include "training/config.h"
 #include "training/rar_objective.h"
+#include "training/training_run.h"
 
 namespace rar::training {
 
@@ -20,12 +21,8 @@ namespace rar::training {
 // device, time budget, init_from, scan order, EMA decay).
 const char* rar_defaults_yaml();
 
-struct TrainControl {
-  bool resume = false;
-  int64_t stop_after = 0;  // > 0: stop after this many steps of this invocation (checkpointed)
-};
-
-void train_rar(const Config& cfg, const TrainControl& control);
+// The run (resume, stop conditions, checkpoints) follows training/training_run.h.
+void train_rar(const Config& cfg, const RunControl& control = {});
 
 // One micro-batch: condition tokens (with the drawn label drops), forward in the drawn orders
 // (bf16 autocast when asked), next-token loss, backward of loss·grad_scale. Shared by the trainer

@@ -17,6 +17,8 @@
 #include "training/checkpoints.h"
 #include "training/run_support.h"
 #include "training/schedule.h"
+#include "training/training_run.h"
+#include "training/vq_objective.h"
 #include "util/atomic_file.h"
 #include "util/device.h"
 #include "util/error.h"
@@ -148,311 +150,256 @@ void write_recon_grid(const std::string& path, model::VQModel& vq, const data::I
   io::write_image(path, io::make_grid(torch::cat({x, recon}).cpu(), 8));
 }
 
+// The run's settings, read once.
+struct TokenizerSettings {
+  RunSettings run;
+  std::string train_data, test_data;  // data.train, data.test resolved ("" = no evaluation)
+  int64_t size = 0, pad = 0, cache_bytes = 0, batch = 0, eval_images = 0;
+  bool flip = false;
+  VqLossWeights loss;
+  double dead_threshold = 0, usage_decay = 0;
+  int64_t dead_every = 0;
+
+  static TokenizerSettings from(const Config& c) {
+    TokenizerSettings s;
+    s.run = RunSettings::from(c);
+    s.train_data = c.get_string("data.train");
+    s.test_data = data::resolve_test_split(c.get_string("data.test"), s.train_data);
+    s.size = c.get_int("data.size");
+    s.pad = c.get_int("data.pad");
+    s.cache_bytes = c.get_int("data.cache_mb") * (int64_t(1) << 20);
+    s.flip = c.get_bool("data.flip");
+    s.batch = c.get_int("training.per_gpu_batch_size");
+    check(s.batch > 0, "training.per_gpu_batch_size must be positive, got ", s.batch);
+    s.eval_images = c.get_int("experiment.eval_images");
+    s.loss.reconstruction = c.get_string("losses.reconstruction");
+    s.loss.reconstruction_weight = c.get_double("losses.reconstruction_weight");
+    s.loss.codebook_weight = c.get_double("losses.codebook_weight");
+    s.loss.commitment = c.get_double("losses.commitment_cost");
+    s.loss.validate();
+    s.dead_threshold = c.get_double("losses.dead_code_threshold");
+    s.usage_decay = c.get_double("losses.usage_decay");
+    s.dead_every = c.get_int("losses.dead_code_every");
+    return s;
+  }
+};
+
+model::VQModel on_device(model::VQModel vq, const torch::Device& device) {
+  vq->to(device);
+  vq->train();
+  return vq;
+}
+
+// The tokenizer's pieces of the run (training/training_run.h).
+class TokenizerJob final : public TrainingJob {
+ public:
+  TokenizerJob(const TokenizerSettings& s, const model::VQConfig& vcfg, const Config& cfg,
+               const data::ImageBatches& train, const data::ImageBatches* test, torch::Device device)
+      : s_(s), vcfg_(vcfg), train_(train), test_(test), device_(device),
+        autocast_(s.run.bf16 && device.is_cuda()), cuda_index_(device.is_cuda() ? std::max<int>(0, device.index()) : -1),
+        vq_(on_device(model::VQModel(vcfg), device)), opt_(named_parameters(*vq_), adamw_options(cfg)),
+        sampler_(train.size(), s.batch, s.run.seed), usage_(vcfg.codebook_size, s.usage_decay, device) {
+    const auto f64 = torch::TensorOptions(torch::kFloat64).device(device);
+    acc_rec_ = torch::zeros({}, f64);
+    acc_psnr_ = torch::zeros({}, f64);
+    window_hist_ = torch::zeros({vcfg.codebook_size}, torch::TensorOptions(torch::kInt64).device(device));
+  }
+
+  std::string name() const override { return "train-tokenizer"; }
+
+  void restore(const TrainCheckpoint& ck, const std::string& dir) override {
+    {
+      torch::NoGradGuard ng;
+      model::load_weights(*vq_, ck.model, dir);
+    }
+    opt_.load_state(ck.optimizer);
+    usage_.shares().copy_(ck.optimizer.at("vq.usage"));
+    load_rng_states(ck.optimizer, cuda_index_);
+    sampler_.set_position(ck.state.at("data_position").get<int64_t>());
+    restarted_total_ = ck.state.value("codes_restarted", int64_t(0));
+    // the codebook starts on the first step's encoder outputs: a checkpoint at step 0 (a run out
+    // of time before its first step) has not done that yet
+    codebook_initialised_ = ck.state.at("step").get<int64_t>() > 0;
+  }
+
+  void describe() const override {
+    int64_t params = 0;
+    for (auto& p : vq_->parameters()) params += p.numel();
+    const auto chw = train_.shape();
+    const int64_t f = vcfg_.downsample_factor();
+    std::fprintf(stderr,
+                 "tokenizer: %lld parameters, %lldx%lld images x%lld ch -> %lldx%lld tokens, K=%lld, code dim %lld%s; "
+                 "%lld train images%s; %s%s\n",
+                 (long long)params, (long long)chw[1], (long long)chw[2], (long long)chw[0], (long long)(chw[1] / f),
+                 (long long)(chw[2] / f), (long long)vcfg_.codebook_size, (long long)vcfg_.z_channels,
+                 vcfg_.use_l2_norm ? " (l2-normalised)" : "", (long long)train_.size(),
+                 test_ ? (", " + std::to_string(test_->size()) + " test").c_str() : "", device_.str().c_str(),
+                 autocast_ ? " bf16 autocast" : "");
+  }
+
+  StepStats gradients(int64_t step, const std::function<StopFlags()>&) override {
+    auto x = train_.get(sampler_.next()).to(device_, /*non_blocking=*/true).to(torch::kFloat32).div_(255.0);
+    if (s_.flip) {
+      auto g = at::make_generator<at::CPUGeneratorImpl>(s_.run.seed * 1000003ULL + static_cast<uint64_t>(step));
+      auto m = torch::rand({x.size(0)}, g).lt(0.5).to(device_).view({-1, 1, 1, 1});
+      x = torch::where(m, x.flip({3}), x);
+    }
+    z_ = vq_encode(vq_, x, autocast_);
+    if (!codebook_initialised_) {  // start the codebook on encoder outputs of the first batch
+      init_codebook(vq_, z_.z_flat);
+      codebook_initialised_ = true;
+    }
+    loss_ = vq_loss(vq_, z_, x, s_.loss, autocast_);
+    opt_.zero_grad();
+    loss_.loss.backward();
+    StepStats st;
+    st.grad_norm = clip_grad_norm(vq_->parameters(), s_.run.max_grad_norm);
+    st.loss = loss_.loss.item<double>();
+    grad_norm_of_last_ = st.grad_norm;
+    acc_loss_ += st.loss;
+    return st;
+  }
+
+  void update(int64_t step) override {
+    lr_ = s_.run.lr.at(step);
+    opt_.step(lr_);
+    // code usage: EMA of shares, window histogram, dead-code restarts
+    window_hist_ += usage_.add(loss_.codes);
+    if (s_.dead_every > 0 && (step + 1) % s_.dead_every == 0)
+      restarted_total_ += usage_.restart_dead(vq_, opt_, z_.z_flat, s_.dead_threshold);
+    acc_rec_ += loss_.reconstruction.detach().to(torch::kFloat64);
+    acc_psnr_ += -10.0 * torch::log10(loss_.mse.detach().to(torch::kFloat64).clamp_min(1e-10));
+    ++acc_n_;
+  }
+
+  LogLine log_window(int64_t, const LogWindow& w) override {
+    const double K = static_cast<double>(vcfg_.codebook_size);
+    const double used = (window_hist_ > 0).sum().item<double>() / K;
+    const double ips = static_cast<double>(w.steps * s_.batch) / std::max(1e-9, w.seconds);
+    const double psnr = acc_psnr_.item<double>() / acc_n_;
+    LogLine line;
+    line.row = {{"loss", acc_loss_ / acc_n_},
+                {"rec_loss", acc_rec_.item<double>() / acc_n_},
+                {"psnr", psnr},
+                {"codebook_loss", loss_.codebook.item<double>()},
+                {"commit_loss", loss_.commitment.item<double>()},
+                {"lr", lr_},
+                {"grad_norm", grad_norm_of_last_},
+                {"codes_used", used},
+                {"codes_restarted", restarted_total_},
+                {"images_per_s", ips}};
+    char extra[160];
+    std::snprintf(extra, sizeof extra, "loss %.4f  psnr %.2f  codes %.0f%%  lr %.2e  %.0f img/s", acc_loss_ / acc_n_,
+                  psnr, 100 * used, lr_, ips);
+    line.progress = extra;
+    acc_loss_ = 0;
+    acc_rec_.zero_();
+    acc_psnr_.zero_();
+    acc_n_ = 0;
+    window_hist_.zero_();
+    return line;
+  }
+
+  io::StateDict weights() const override { return model::state_dict_of(*vq_); }
+
+  TrainCheckpoint checkpoint(int64_t) override {
+    TrainCheckpoint ck;
+    ck.model = model::state_dict_of(*vq_);
+    ck.model.metadata[model::kVQConfigKey] = vcfg_.to_json().dump();
+    ck.optimizer = opt_.state();
+    ck.optimizer.set("vq.usage", usage_.shares().cpu());
+    save_rng_states(ck.optimizer, cuda_index_);
+    ck.state = {{"data_position", sampler_.position()}, {"codes_restarted", restarted_total_}, {"kind", "tokenizer"}};
+    return ck;
+  }
+
+  void export_weights() override { model::save_vq(join_path(s_.run.output_dir, "tokenizer.safetensors"), vq_); }
+
+  // Periodic evaluations on eval_images test images, the final one on all of them.
+  nlohmann::json evaluate(int64_t step, bool final) override {
+    if (!test_) return nullptr;
+    const auto r = evaluate_reconstruction(vq_, *test_, final ? 0 : s_.eval_images, 256, device_);
+    if (final) final_ = r;
+    else
+      std::fprintf(stderr, "eval step %lld: PSNR %.2f dB, codes used %.1f%%, perplexity %.1f (%lld test images)\n",
+                   (long long)step, r.psnr, 100 * r.codes_used, r.perplexity, (long long)r.images);
+    return {{"eval/psnr", r.psnr}, {"eval/codes_used", r.codes_used}, {"eval/perplexity", r.perplexity},
+            {"eval/images", r.images}};
+  }
+
+  void generate(int64_t step) override {
+    char name[48];
+    std::snprintf(name, sizeof name, "recon-%08lld.png", (long long)step);
+    write_recon_grid(join_path(s_.run.output_dir, name), vq_, test_ ? *test_ : train_, 32, device_);
+  }
+
+  void finish(int64_t step, double minutes) override {
+    if (final_.images > 0) {
+      const auto& r = final_;
+      nlohmann::json summary = {{"step", step},           {"test_psnr_db", r.psnr},    {"codes_used", r.codes_used},
+                                {"perplexity", r.perplexity}, {"test_images", r.images}, {"minutes", minutes},
+                                {"device", device_.str()}};
+      write_file_atomic(join_path(s_.run.output_dir, "eval.json"), summary.dump(2) + "\n");
+      const int64_t K = vcfg_.codebook_size;
+      std::printf("test PSNR %.2f dB, codes used %.1f%% (%lld of %lld), perplexity %.1f, %lld test images, %.1f min\n",
+                  r.psnr, 100 * r.codes_used, (long long)std::llround(r.codes_used * K), (long long)K, r.perplexity,
+                  (long long)r.images, minutes);
+    }
+    std::fprintf(stderr, "tokenizer: %s\n", join_path(s_.run.output_dir, "tokenizer.safetensors").c_str());
+  }
+
+ private:
+  const TokenizerSettings& s_;
+  const model::VQConfig vcfg_;
+  const data::ImageBatches& train_;
+  const data::ImageBatches* test_;
+  const torch::Device device_;
+  const bool autocast_;
+  const int cuda_index_;
+  model::VQModel vq_;
+  AdamW opt_;
+  data::EpochSampler sampler_;
+  CodeUsage usage_;
+  bool codebook_initialised_ = false;
+  int64_t restarted_total_ = 0;
+  // this step's encoder outputs and loss (update() and log_window() read them)
+  Encoded z_;
+  VqLoss loss_;
+  double lr_ = 0, grad_norm_of_last_ = 0;
+  ReconstructionStats final_;
+  // the log window's sums, on the device (read once per log line)
+  double acc_loss_ = 0;
+  torch::Tensor acc_rec_, acc_psnr_, window_hist_;
+  int64_t acc_n_ = 0;
+};
+
 }  // namespace
 
-void train_tokenizer(const Config& cfg, bool resume, int64_t stop_after) {
-  using clock = std::chrono::steady_clock;
-  const std::string out = cfg.get_string("experiment.output_dir");
-  check(!out.empty(), "experiment.output_dir is empty");
-  make_dirs(out);
-  const std::string ckpt_root = join_path(out, "checkpoints");
+void train_tokenizer(const Config& cfg, const RunControl& control) {
+  const TokenizerSettings s = TokenizerSettings::from(cfg);
+  prepare_run_folder(s.run, control.resume);
+  parse_precision(s.run.tf32 ? "tf32" : "fp32");
+  const torch::Device device = parse_device(s.run.device);
 
-  // ---------------------------------------------------------------- device and precision
-  const std::string mp = cfg.get_string("training.mixed_precision");
-  check(mp == "no" || mp == "fp32" || mp == "bf16", "training.mixed_precision: expected no or bf16, got '", mp, "'");
-  parse_precision(cfg.get_bool("training.enable_tf32") ? "tf32" : "fp32");
-  const torch::Device device = parse_device(cfg.get_string("training.device"));
-  const bool autocast = mp == "bf16" && device.is_cuda();
-  const int cuda_index = device.is_cuda() ? std::max<int>(0, device.index()) : -1;
-
-  // ---------------------------------------------------------------- data
-  const std::string train_spec = cfg.get_string("data.train");
-  auto train_src = data::open_source(train_spec);
-  const int64_t size = cfg.get_int("data.size"), pad = cfg.get_int("data.pad");
-  const int64_t cache = cfg.get_int("data.cache_mb") * (int64_t(1) << 20);
-  const int64_t data_channels = data::prepare(train_src->image(0), size, train_src->image(0).size(2), pad).size(2);
+  // data: the tokenizer's channels follow the data unless the config sets them
+  auto train_src = data::open_source(s.train_data);
+  const int64_t data_channels = data::prepare(train_src->image(0), s.size, train_src->image(0).size(2), s.pad).size(2);
   const model::VQConfig vcfg = vq_config_of(cfg, data_channels);
-  data::ImageBatches train(*train_src, size, vcfg.image_channels, pad, cache, "load train");
+  data::ImageBatches train(*train_src, s.size, vcfg.image_channels, s.pad, s.cache_bytes, "load train");
   const auto chw = train.shape();
   const int64_t f = vcfg.downsample_factor();
   check(chw[1] % f == 0 && chw[2] % f == 0, "images are ", chw[1], "x", chw[2], " after preparation, not a multiple of ",
         f, " (the tokenizer's downsampling, from channel_mult): set data.pad or data.size");
   std::unique_ptr<data::ImageSource> test_src;
   std::unique_ptr<data::ImageBatches> test;
-  const std::string tspec = data::resolve_test_split(cfg.get_string("data.test"), train_spec);
-  if (!tspec.empty()) {
-    test_src = data::open_source(tspec);
-    test = std::make_unique<data::ImageBatches>(*test_src, size, vcfg.image_channels, pad, cache, "load test");
+  if (!s.test_data.empty()) {
+    test_src = data::open_source(s.test_data);
+    test = std::make_unique<data::ImageBatches>(*test_src, s.size, vcfg.image_channels, s.pad, s.cache_bytes, "load test");
   }
-  const data::ImageBatches& shown = test ? *test : train;
 
-  // ---------------------------------------------------------------- model, optimizer, schedule
-  const uint64_t seed = static_cast<uint64_t>(cfg.get_int("training.seed"));
-  torch::manual_seed(seed);
-  model::VQModel vq(vcfg);
-  vq->to(device);
-  vq->train();
-  AdamW opt(named_parameters(*vq), adamw_options(cfg));
-  const LrSchedule sched = lr_schedule(cfg);
-  const int64_t batch = cfg.get_int("training.per_gpu_batch_size");
-  check(batch > 0 && sched.total_steps > 0, "training.per_gpu_batch_size and training.max_train_steps must be positive");
-  data::EpochSampler sampler(train.size(), batch, seed);
-
-  const std::string rec_kind = cfg.get_string("losses.reconstruction");
-  check(rec_kind == "l1" || rec_kind == "l2" || rec_kind == "l1+l2", "losses.reconstruction: expected l1, l2 or l1+l2, got '",
-        rec_kind, "'");
-  const double w_rec = cfg.get_double("losses.reconstruction_weight"), w_cb = cfg.get_double("losses.codebook_weight"),
-               beta = cfg.get_double("losses.commitment_cost");
-  const double dead_threshold = cfg.get_double("losses.dead_code_threshold"),
-               usage_decay = cfg.get_double("losses.usage_decay");
-  const int64_t dead_every = cfg.get_int("losses.dead_code_every");
-  const int64_t K = vcfg.codebook_size;
-  auto usage = torch::full({K}, 1.0 / static_cast<double>(K), torch::TensorOptions(torch::kFloat32).device(device));
-  int64_t restarted_total = 0;
-
-  // ---------------------------------------------------------------- resume
-  int64_t step = 0;
-  bool codebook_initialised = false;
-  remove_stale_temp_files(out);  // left by a run killed mid-write
-  remove_stale_temp_files(ckpt_root);
-  check_fresh_output(ckpt_root, resume);
-  const std::string latest = resume ? latest_checkpoint(ckpt_root) : "";
-  if (resume && latest.empty()) std::fprintf(stderr, "no checkpoint in %s: starting from scratch\n", ckpt_root.c_str());
-  if (!latest.empty()) {
-    check_resume_config(latest, cfg);
-    auto ck = load_checkpoint(latest);
-    {
-      torch::NoGradGuard ng;
-      model::load_weights(*vq, ck.model, "tokenizer");
-    }
-    opt.load_state(ck.optimizer);
-    usage.copy_(ck.optimizer.at("vq.usage"));
-    load_rng_states(ck.optimizer, cuda_index);
-    step = ck.state.at("step").get<int64_t>();
-    sampler.set_position(ck.state.at("data_position").get<int64_t>());
-    restarted_total = ck.state.value("codes_restarted", int64_t(0));
-    codebook_initialised = true;
-    io::truncate_metrics(join_path(out, "metrics.jsonl"), step);  // rows after the checkpoint come again
-    std::fprintf(stderr, "resumed from %s (step %lld)\n", latest.c_str(), (long long)step);
-  }
-  const std::string config_yaml = cfg.to_yaml();
-  write_file_atomic(join_path(out, "config.yaml"), config_yaml);
-
-  auto save = [&](int64_t at_step) {
-    TrainCheckpoint ck;
-    ck.model = model::state_dict_of(*vq);
-    check_finite_weights(ck.model, at_step);
-    ck.model.metadata[model::kVQConfigKey] = vcfg.to_json().dump();
-    ck.optimizer = opt.state();
-    ck.optimizer.set("vq.usage", usage.cpu());
-    save_rng_states(ck.optimizer, cuda_index);
-    ck.state = {{"data_position", sampler.position()}, {"codes_restarted", restarted_total}, {"kind", "tokenizer"}};
-    ck.config_yaml = config_yaml;
-    // The checkpoint first: the exported weights never get ahead of what --resume can restore.
-    const std::string where = save_checkpoint(ckpt_root, at_step, ck, cfg.get_int("experiment.keep_last"));
-    model::save_vq(join_path(out, "tokenizer.safetensors"), vq);
-    return where;
-  };
-
-  MetricsLog metrics(join_path(out, "metrics.jsonl"), !latest.empty());
-  const int64_t log_every = std::max<int64_t>(1, cfg.get_int("experiment.log_every"));
-  const int64_t eval_every = cfg.get_int("experiment.eval_every"), grid_every = cfg.get_int("experiment.generate_every"),
-                save_every = cfg.get_int("experiment.save_every"), eval_images = cfg.get_int("experiment.eval_images");
-  const double max_minutes = cfg.get_double("training.max_minutes");
-  const double max_grad_norm = cfg.get_double("training.max_grad_norm");
-  const bool flip = cfg.get_bool("data.flip");
-
-  auto run_eval = [&](int64_t at_step) {
-    if (!test) return;
-    auto s = evaluate_reconstruction(vq, *test, eval_images, 256, device);
-    metrics.write({{"step", at_step},
-                   {"eval/psnr", s.psnr},
-                   {"eval/codes_used", s.codes_used},
-                   {"eval/perplexity", s.perplexity},
-                   {"eval/images", s.images}});
-    std::fprintf(stderr, "eval step %lld: PSNR %.2f dB, codes used %.1f%%, perplexity %.1f (%lld test images)\n",
-                 (long long)at_step, s.psnr, 100 * s.codes_used, s.perplexity, (long long)s.images);
-  };
-  auto grid = [&](int64_t at_step) {
-    char name[48];
-    std::snprintf(name, sizeof name, "recon-%08lld.png", (long long)at_step);
-    write_recon_grid(join_path(out, name), vq, shown, 32, device);
-  };
-
-  std::fprintf(stderr,
-               "tokenizer: %lld parameters, %lldx%lld images x%lld ch -> %lldx%lld tokens, K=%lld, code dim %lld%s; "
-               "%lld train images%s; %s%s\n",
-               (long long)[&] {
-                 int64_t n = 0;
-                 for (auto& p : vq->parameters()) n += p.numel();
-                 return n;
-               }(),
-               (long long)chw[1], (long long)chw[2], (long long)chw[0], (long long)(chw[1] / f), (long long)(chw[2] / f),
-               (long long)K, (long long)vcfg.z_channels, vcfg.use_l2_norm ? " (l2-normalised)" : "",
-               (long long)train.size(), test ? (", " + std::to_string(test->size()) + " test").c_str() : "",
-               device.str().c_str(), autocast ? " bf16 autocast" : "");
-
-  // ---------------------------------------------------------------- loop
-  install_stop_handlers();
-  const auto t0 = clock::now();
-  Progress progress("train-tokenizer", sched.total_steps, "step", step);
-  double acc_loss = 0;
-  // Summed on the device and read once per log line (no per-step synchronisation).
-  auto acc_rec = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
-  auto acc_psnr = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
-  int64_t acc_n = 0, window_start = step;
-  auto window_hist = torch::zeros({K}, torch::TensorOptions(torch::kInt64).device(device));
-  auto t_window = clock::now();
-  bool stopped_early = false;
-  const int64_t first_step = step;
-  while (step < sched.total_steps) {
-    if (stop_requested() || (stop_after > 0 && step - first_step >= stop_after)) {
-      stopped_early = true;
-      break;
-    }
-    if (max_minutes > 0 && std::chrono::duration<double>(clock::now() - t0).count() > 60 * max_minutes) {
-      std::fprintf(stderr, "\ntime budget of %.1f min reached at step %lld\n", max_minutes, (long long)step);
-      break;
-    }
-    auto idx = sampler.next();
-    auto x = train.get(idx).to(device, /*non_blocking=*/true).to(torch::kFloat32).div_(255.0);
-    if (flip) {
-      auto g = at::make_generator<at::CPUGeneratorImpl>(seed * 1000003ULL + static_cast<uint64_t>(step));
-      auto m = torch::rand({x.size(0)}, g).lt(0.5).to(device).view({-1, 1, 1, 1});
-      x = torch::where(m, x.flip({3}), x);
-    }
-
-    torch::Tensor z, codes, rec_loss, cb_loss, commit_loss, recon;
-    {
-      Autocast ac(autocast, device.type(), torch::kBFloat16);
-      z = vq->quantize->prepare(vq->encoder(x).to(torch::kFloat32));
-    }
-    auto e = vq->quantize->codebook();
-    const int64_t D = z.size(1);
-    auto z_flat = z.permute({0, 2, 3, 1}).reshape({-1, D});
-    if (!codebook_initialised) {  // start the codebook on encoder outputs of the first batch
-      torch::NoGradGuard ng;
-      auto pick = torch::randint(z_flat.size(0), {K}, torch::TensorOptions(torch::kInt64).device(device));
-      vq->quantize->embedding->weight.copy_(z_flat.detach().index_select(0, pick) +
-                                            0.01 * torch::randn({K, D}, z.options()));
-      e = vq->quantize->codebook();
-      codebook_initialised = true;
-    }
-    {
-      torch::NoGradGuard ng;
-      codes = model::nearest_codes(z_flat, e);
-    }
-    auto zq_flat = e.index_select(0, codes);
-    cb_loss = F::mse_loss(zq_flat, z_flat.detach());
-    commit_loss = F::mse_loss(z_flat, zq_flat.detach());
-    auto z_st = (z_flat + (zq_flat - z_flat).detach()).view({z.size(0), z.size(2), z.size(3), D}).permute({0, 3, 1, 2});
-    {
-      Autocast ac(autocast, device.type(), torch::kBFloat16);
-      recon = vq->decoder(z_st).to(torch::kFloat32);
-    }
-    auto mse = F::mse_loss(recon, x);
-    if (rec_kind == "l1") rec_loss = F::l1_loss(recon, x);
-    else if (rec_kind == "l2") rec_loss = mse;
-    else rec_loss = F::l1_loss(recon, x) + mse;
-    auto loss = w_rec * rec_loss + w_cb * cb_loss + beta * commit_loss;
-
-    opt.zero_grad();
-    loss.backward();
-    const double lr = sched.at(step);
-    const double gnorm = clip_grad_norm(vq->parameters(), max_grad_norm);
-    const double loss_v = loss.item<double>();
-    if (!std::isfinite(loss_v) || !std::isfinite(gnorm)) {
-      const std::string last = latest_checkpoint(ckpt_root);
-      fail("step ", step, ": loss is ", loss_v, " (gradient norm ", gnorm, "); stopped without updating. Last good checkpoint: ",
-           last.empty() ? std::string("none") : last, " (lower optimizer.params.learning_rate, or resume with --resume)");
-    }
-    opt.step(lr);
-    ++step;
-
-    {  // code usage: EMA of shares, window histogram, dead-code restarts
-      torch::NoGradGuard ng;
-      auto counts = torch::bincount(codes, {}, K);
-      window_hist += counts;
-      usage.mul_(usage_decay).add_(counts.to(torch::kFloat32) / static_cast<double>(codes.size(0)), 1 - usage_decay);
-      if (dead_every > 0 && step % dead_every == 0) {
-        auto dead = (usage * static_cast<double>(K) < dead_threshold).nonzero().flatten();
-        const int64_t nd = dead.size(0);
-        if (nd > 0) {
-          auto pick = torch::randint(z_flat.size(0), {nd}, dead.options());
-          auto& w = vq->quantize->embedding->weight;
-          w.index_copy_(0, dead, z_flat.detach().index_select(0, pick) + 0.01 * torch::randn({nd, D}, z.options()));
-          opt.reset_rows(w, dead);
-          usage.index_fill_(0, dead, 1.0 / static_cast<double>(K));
-          restarted_total += nd;
-        }
-      }
-    }
-
-    acc_loss += loss_v;
-    acc_rec += rec_loss.detach().to(torch::kFloat64);
-    acc_psnr += -10.0 * torch::log10(mse.detach().to(torch::kFloat64).clamp_min(1e-10));
-    ++acc_n;
-    if (step % log_every == 0 || step == sched.total_steps) {
-      const double secs = std::chrono::duration<double>(clock::now() - t_window).count();
-      const double used = (window_hist > 0).sum().item<double>() / static_cast<double>(K);
-      const double ips = static_cast<double>((step - window_start) * batch) / std::max(1e-9, secs);
-      const double psnr = acc_psnr.item<double>() / acc_n;
-      metrics.write({{"step", step},
-                     {"loss", acc_loss / acc_n},
-                     {"rec_loss", acc_rec.item<double>() / acc_n},
-                     {"psnr", psnr},
-                     {"codebook_loss", cb_loss.item<double>()},
-                     {"commit_loss", commit_loss.item<double>()},
-                     {"lr", lr},
-                     {"grad_norm", gnorm},
-                     {"codes_used", used},
-                     {"codes_restarted", restarted_total},
-                     {"images_per_s", ips},
-                     {"elapsed_s", std::chrono::duration<double>(clock::now() - t0).count()}});
-      char extra[160];
-      std::snprintf(extra, sizeof extra, "loss %.4f  psnr %.2f  codes %.0f%%  lr %.2e  %.0f img/s", acc_loss / acc_n,
-                    psnr, 100 * used, lr, ips);
-      progress.update(step, extra);
-      acc_loss = 0;
-      acc_rec.zero_();
-      acc_psnr.zero_();
-      acc_n = 0;
-      window_hist.zero_();
-      window_start = step;
-      t_window = clock::now();
-    }
-    if (grid_every > 0 && step % grid_every == 0) grid(step);
-    if (eval_every > 0 && step % eval_every == 0 && step != sched.total_steps) run_eval(step);
-    if (save_every > 0 && step % save_every == 0 && step != sched.total_steps) save(step);
-  }
-  progress.update(step);
-  progress.finish();
-  const std::string where = save(step);
-  std::fprintf(stderr, "%s at step %lld: checkpoint %s\n", stopped_early ? "stopped" : "finished", (long long)step,
-               where.c_str());
-  if (stopped_early) {
-    std::fprintf(stderr, "resume with the same command and --resume\n");
-    return;
-  }
-  grid(step);
-  if (test) {
-    auto s = evaluate_reconstruction(vq, *test, 0, 256, device);
-    const double minutes = std::chrono::duration<double>(clock::now() - t0).count() / 60.0;
-    metrics.write({{"step", step},
-                   {"eval/psnr", s.psnr},
-                   {"eval/codes_used", s.codes_used},
-                   {"eval/perplexity", s.perplexity},
-                   {"eval/images", s.images},
-                   {"minutes", minutes}});
-    nlohmann::json summary = {{"step", step},         {"test_psnr_db", s.psnr}, {"codes_used", s.codes_used},
-                              {"perplexity", s.perplexity}, {"test_images", s.images}, {"minutes", minutes},
-                              {"device", device.str()}};
-    write_file_atomic(join_path(out, "eval.json"), summary.dump(2) + "\n");
-    std::printf("test PSNR %.2f dB, codes used %.1f%% (%lld of %lld), perplexity %.1f, %lld test images, %.1f min\n", s.psnr,
-                100 * s.codes_used, (long long)std::llround(s.codes_used * K), (long long)K, s.perplexity,
-                (long long)s.images, minutes);
-  }
-  std::fprintf(stderr, "tokenizer: %s\n", join_path(out, "tokenizer.safetensors").c_str());
+  torch::manual_seed(s.run.seed);
+  TokenizerJob job(s, vcfg, cfg, train, test.get(), device);
+  run_training(s.run, cfg, job, control);
 }
 
 }  // namespace rar::training

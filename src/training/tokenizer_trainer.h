@@ -13,6 +13,7 @@
 #include "data/prepare.h"
 #include "model/vqgan.h"
 #include "training/config.h"
+#include "training/training_run.h"
 
 namespace rar::training {
 
@@ -31,8 +32,7 @@ ReconstructionStats evaluate_reconstruction(model::VQModel& vq, const data::Imag
 
 // Trains per `cfg` (defaults merged, overrides applied); writes into experiment.output_dir:
 // tokenizer.safetensors, metrics.jsonl, recon-<step>.png, config.yaml, checkpoints/.
-// With `resume`, continues from the newest checkpoint there. With `stop_after` > 0, stops after
-// that many steps of this invocation as if interrupted (checkpoint written; resume later).
-void train_tokenizer(const Config& cfg, bool resume, int64_t stop_after = 0);
+// The run (resume, stop conditions, checkpoints) follows training/training_run.h.
+void train_tokenizer(const Config& cfg, const RunControl& control = {});
 
 }  // namespace rar::training

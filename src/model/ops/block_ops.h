@@ -1,0 +1,63 @@
+// block_ops.h — the generator block's memory-bound steps as single operations (model/generator),
+// each a plain LibTorch function with a fused CUDA path beside it (model/ops/fused.h):
+//   ln_modulate, gated_residual, gated_residual_ln_modulate   adaLN modulation and the residual adds
+//   qk_norm_split                                             q/k LayerNorm per head
+//   adaln_split6                                              the block's six modulation vectors
+//   gelu_dropout_linear                                       the MLP's tail
+#pragma once
+#include <array>
+
+#include <torch/torch.h>
+
+#include "model/ops/fused.h"
+
+namespace rar::model {
+
+// SPEC §3.6 modulated LayerNorm: LN(x) * (1 + scale) + shift, with `ln`'s affine (if any) and eps.
+// x [B,N,H] (float32 residual stream, or bf16 with bf16 weights); shift/scale [B,N,H] (chunks of
+// the adaLN projection). Result in the matmul dtype (autocast's, else shift's).
+torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
+                          const torch::Tensor& scale);
+
+// SPEC §3.6 gated residual: x + gate * y.
+torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y);
+
+// SPEC §3.6, the end of a block's attention half and the start of its MLP half: x' = x + gate·y,
+// z = ln_modulate(ln, x', shift, scale) -> {x', z}. With `inference` and grad mode off, on CUDA one
+// kernel pass (the residual stream is read once); otherwise the two ops above (training always
+// takes those, so a checkpointed block's no-grad forward and its recomputation run the same kernels).
+std::array<torch::Tensor, 2> gated_residual_ln_modulate(const torch::Tensor& x, const torch::Tensor& gate,
+                                                        const torch::Tensor& y, const torch::nn::LayerNorm& ln,
+                                                        const torch::Tensor& shift, const torch::Tensor& scale,
+                                                        bool inference);
+
+// Attention inputs: the qkv projection's output [B,N,3H] -> q = q_norm(q), k = k_norm(k), v, each
+// [B,heads,N,hd]. q/k norms run in the input's dtype (float32 statistics).
+std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
+                                           const torch::nn::LayerNorm& k_norm);
+
+// SPEC §3.6 adaLN modulation of a block: split6(W·SiLU(c) + b) = (shift_a, scale_a, gate_a, shift_m,
+// scale_m, gate_m), each [B,N,H]. In training it is two matmuls, the shifts' rows and the others',
+// so the shifts (no backward needs them) get their own storage and are freed after the forward:
+// the block keeps 8 of the 12 bytes per token and hidden unit the single [B,N,6H] product would
+// (chunks are views: one saved chunk keeps the whole product alive). Same values either way up to
+// float rounding; decided by `training`, not by grad mode, so a checkpointed block's recomputation
+// runs the very matmuls of its first forward.
+std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
+                                          bool training);
+
+// SPEC §3.6 MLP tail: fc2(dropout(GELU(u))) for u = fc1(x) [B,N,hidden]. In training the dropout
+// mask is drawn here (one bool per element) and, when gradients are needed, one autograd op keeps
+// only u and the mask — GELU and dropout are recomputed in backward instead of keeping their two
+// outputs (8 of the ~64 bytes a block keeps per token and hidden unit). Every device; the output
+// is in u's dtype (the matmul dtype under autocast).
+torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training);
+
+// The same op with a given mask (undefined = no dropout): the plain composition and the op with
+// explicit backward. For tests.
+torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& mask, double p,
+                                        const torch::Tensor& w, const torch::Tensor& b);
+torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& mask, double p,
+                                         const torch::Tensor& w, const torch::Tensor& b);
+
+}  // namespace rar::model

@@ -1,0 +1,235 @@
+// block_ops_cuda.cpp — the fused path of model/ops/block_ops (CUDA builds only): autograd
+// Functions over the kernels of kernels/block_kernels.cu, one kernel forward and one backward each.
+#include <ATen/autocast_mode.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "model/ops/cuda/common.h"
+#include "model/ops/fused.h"
+#include "model/ops/fused_paths.h"
+
+namespace rar::model::fused {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct LnModulateFn : torch::autograd::Function<LnModulateFn> {
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor w, torch::Tensor b,
+                               torch::Tensor shift, torch::Tensor scale, double eps) {
+    c10::cuda::CUDAGuard guard(x.device());
+    const int64_t H = x.size(-1), rows = x.numel() / H;
+    auto y = torch::empty(x.sizes(), x.options().dtype(shift.scalar_type()));
+    auto mean = torch::empty({rows}, x.options().dtype(torch::kFloat32));
+    auto rstd = torch::empty_like(mean);
+    K::ln_modulate_forward(kdt(x), kdt(shift), x.data_ptr(), rows, static_cast<int>(H), opt_ptr(w), opt_ptr(b),
+                           shift.data_ptr(), shift.stride(1), scale.data_ptr(), scale.stride(1),
+                           static_cast<float>(eps), y.data_ptr(), mean.data_ptr<float>(), rstd.data_ptr<float>(),
+                           stream());
+    ctx->save_for_backward({x, w, b, scale, mean, rstd});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &x = s[0], &w = s[1], &b = s[2], &scale = s[3], &mean = s[4], &rstd = s[5];
+    c10::cuda::CUDAGuard guard(x.device());
+    auto gy = grads[0].to(scale.scalar_type()).contiguous();
+    const int64_t H = x.size(-1), rows = x.numel() / H;
+    auto gx = torch::empty_like(x);
+    auto gscale = torch::empty(x.sizes(), gy.options());
+    torch::Tensor gw_part, gb_part;
+    const bool affine = w.numel() > 0;
+    if (affine) {
+      gw_part = torch::empty({K::ln_modulate_partial_rows(rows), H}, mean.options());
+      gb_part = torch::empty_like(gw_part);
+    }
+    K::ln_modulate_backward(kdt(x), kdt(scale), gy.data_ptr(), x.data_ptr(), mean.data_ptr<float>(),
+                            rstd.data_ptr<float>(), opt_ptr(w), opt_ptr(b), scale.data_ptr(), scale.stride(1), rows,
+                            static_cast<int>(H), gx.data_ptr(), gscale.data_ptr(), opt_ptr(gw_part),
+                            opt_ptr(gb_part), stream());
+    torch::Tensor gw, gb;
+    if (affine) {
+      gw = gw_part.sum(0);
+      gb = gb_part.sum(0);
+    }
+    return {gx, gw, gb, gy, gscale, torch::Tensor()};
+  }
+};
+
+struct GatedResidualFn : torch::autograd::Function<GatedResidualFn> {
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor gate, torch::Tensor y) {
+    ctx->save_for_backward({gate, y});
+    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
+    return torch::addcmul(x, gate, y);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &gate = s[0], &y = s[1];
+    c10::cuda::CUDAGuard guard(y.device());
+    const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
+    auto g = grads[0].to(x_dtype).contiguous();
+    const int64_t H = y.size(-1), rows = y.numel() / H;
+    auto ggate = torch::empty(y.sizes(), y.options());
+    auto gy = torch::empty_like(ggate);
+    K::gated_residual_backward(kdt(g), kdt(y), g.data_ptr(), gate.data_ptr(), gate.stride(1), y.data_ptr(), rows,
+                               static_cast<int>(H), ggate.data_ptr(), gy.data_ptr(), stream());
+    return {g, ggate, gy};
+  }
+};
+
+struct QkNormSplitFn : torch::autograd::Function<QkNormSplitFn> {
+  static variable_list forward(AutogradContext* ctx, torch::Tensor qkv, torch::Tensor wq, torch::Tensor bq,
+                               torch::Tensor wk, torch::Tensor bk, int64_t heads, double eps) {
+    c10::cuda::CUDAGuard guard(qkv.device());
+    const int64_t B = qkv.size(0), N = qkv.size(1), hd = qkv.size(2) / 3 / heads;
+    auto q = torch::empty({B, N, heads, hd}, qkv.options());
+    auto k = torch::empty_like(q), v = torch::empty_like(q);
+    auto mean = torch::empty({B * N * 2 * heads}, qkv.options().dtype(torch::kFloat32));
+    auto rstd = torch::empty_like(mean);
+    K::qk_norm_split_forward(kdt(qkv), qkv.data_ptr(), B, N, static_cast<int>(heads), static_cast<int>(hd),
+                             wq.data_ptr<float>(), bq.data_ptr<float>(), wk.data_ptr<float>(), bk.data_ptr<float>(),
+                             static_cast<float>(eps), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                             mean.data_ptr<float>(), rstd.data_ptr<float>(), stream());
+    ctx->save_for_backward({qkv, wq, wk, mean, rstd});
+    ctx->saved_data["heads"] = heads;
+    return {q, k, v};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &qkv = s[0], &wq = s[1], &wk = s[2], &mean = s[3], &rstd = s[4];
+    c10::cuda::CUDAGuard guard(qkv.device());
+    const int64_t heads = ctx->saved_data["heads"].toInt();
+    const int64_t B = qkv.size(0), N = qkv.size(1), hd = qkv.size(2) / 3 / heads;
+    auto grad = [&](int i) {
+      return grads[i].defined() ? grads[i].to(qkv.scalar_type()).contiguous()
+                                : torch::zeros({B, N, heads, hd}, qkv.options());
+    };
+    auto gq = grad(0), gk = grad(1), gv = grad(2);
+    auto gqkv = torch::empty_like(qkv);
+    auto part = torch::empty({K::qk_norm_partial_rows(B * N * 3 * heads), 4, hd}, mean.options());
+    K::qk_norm_split_backward(kdt(qkv), gq.data_ptr(), gk.data_ptr(), gv.data_ptr(), qkv.data_ptr(),
+                              mean.data_ptr<float>(), rstd.data_ptr<float>(), wq.data_ptr<float>(),
+                              wk.data_ptr<float>(), B, N, static_cast<int>(heads), static_cast<int>(hd),
+                              gqkv.data_ptr(), part.data_ptr<float>(), stream());
+    auto sums = part.sum(0);  // [4, hd]
+    return {gqkv, sums[0], sums[1], sums[2], sums[3], torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// The dtype of the plain path's modulation result: the normalised value (autocast's dtype, else
+// x's) promoted with shift and scale. The fused path writes shift's dtype, so it must be that.
+at::ScalarType plain_modulate_dtype(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
+  const auto dev = x.device().type();
+  const auto n = at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : x.scalar_type();
+  return at::promote_types(at::promote_types(n, shift.scalar_type()), scale.scalar_type());
+}
+
+// What the LN-modulation kernels take (ln_modulate's fused path, and gated_residual_ln_modulate's).
+bool ln_modulate_fusable(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
+                         const torch::Tensor& scale) {
+  return fused_kernels_enabled() && x.is_cuda() && x.dim() == 3 && x.size(-1) <= kernels::kMaxWidth &&
+         kernel_dtype(x) && kernel_dtype(shift) && shift.scalar_type() == scale.scalar_type() &&
+         plain_modulate_dtype(x, shift, scale) == shift.scalar_type() &&
+         !(x.scalar_type() == torch::kBFloat16 && shift.scalar_type() == torch::kFloat32) &&
+         shift.sizes() == x.sizes() && scale.sizes() == x.sizes() && uniform_rows(shift) && uniform_rows(scale) &&
+         affine_ok(ln);
+}
+// What the gated-residual kernels take (gated_residual's fused path, and gated_residual_ln_modulate's).
+bool gated_residual_fusable(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
+  return fused_kernels_enabled() && x.is_cuda() && x.dim() == 3 && kernel_dtype(x) && kernel_dtype(y) &&
+         gate.scalar_type() == y.scalar_type() &&
+         !(x.scalar_type() == torch::kBFloat16 && y.scalar_type() == torch::kFloat32) && gate.sizes() == x.sizes() &&
+         y.sizes() == x.sizes() && uniform_rows(gate);
+}
+
+// GELU + dropout as one kernel each way, the mask kept as bits (n/8 bytes): u contiguous, float32
+// or bf16, a multiple of 8 elements, 16-byte aligned.
+bool gelu_kernel_ok(const torch::Tensor& u, const torch::Tensor& mask) {
+  return fused_kernels_enabled() && u.is_cuda() && kernel_dtype(u) && u.is_contiguous() &&
+         (mask.numel() == 0 || (mask.is_contiguous() && mask.scalar_type() == torch::kBool)) &&
+         kernels::gelu_dropout_supported(kdt(u), u.data_ptr(), u.numel());
+}
+}  // namespace
+
+std::optional<torch::Tensor> ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
+                                         const torch::Tensor& shift, const torch::Tensor& scale) {
+  if (ln_modulate_fusable(ln, x, shift, scale)) {
+    const auto none = torch::empty({0}, x.options().dtype(torch::kFloat32));
+    return LnModulateFn::apply(x.contiguous(), ln->weight.defined() ? f32(ln->weight) : none,
+                               ln->bias.defined() ? f32(ln->bias) : none, shift, scale, ln->options.eps());
+  }
+  return std::nullopt;
+}
+
+std::optional<torch::Tensor> gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
+  if (gated_residual_fusable(x, gate, y)) return GatedResidualFn::apply(x, gate, y.contiguous());
+  return std::nullopt;
+}
+
+std::optional<std::array<torch::Tensor, 2>> gated_residual_ln_modulate(const torch::Tensor& x, const torch::Tensor& gate,
+                                                                       const torch::Tensor& y,
+                                                                       const torch::nn::LayerNorm& ln,
+                                                                       const torch::Tensor& shift,
+                                                                       const torch::Tensor& scale) {
+  const auto t = gate.scalar_type();
+  if (x.is_contiguous() && shift.scalar_type() == t &&
+      gated_residual_fusable(x, gate, y) && ln_modulate_fusable(ln, x, shift, scale)) {
+    c10::cuda::CUDAGuard guard(x.device());
+    const int64_t H = x.size(-1), rows = x.numel() / H;
+    const auto yc = y.contiguous();
+    const auto w = ln->weight.defined() ? f32(ln->weight) : torch::Tensor();
+    const auto b = ln->bias.defined() ? f32(ln->bias) : torch::Tensor();
+    auto x_out = torch::empty_like(x);
+    auto z = torch::empty(x.sizes(), x.options().dtype(t));
+    if (K::residual_ln_modulate_supported(kdt(x), kdt(gate), x.data_ptr(), gate.data_ptr(), gate.stride(1),
+                                          yc.data_ptr(), shift.data_ptr(), shift.stride(1), scale.data_ptr(),
+                                          scale.stride(1), x_out.data_ptr(), z.data_ptr(), static_cast<int>(H),
+                                          opt_ptr(w), opt_ptr(b))) {
+      K::residual_ln_modulate_forward(kdt(x), kdt(gate), x.data_ptr(), gate.data_ptr(), gate.stride(1), yc.data_ptr(),
+                                      rows, static_cast<int>(H), opt_ptr(w), opt_ptr(b), shift.data_ptr(),
+                                      shift.stride(1), scale.data_ptr(), scale.stride(1),
+                                      static_cast<float>(ln->options.eps()), x_out.data_ptr(), z.data_ptr(), stream());
+      return std::array<torch::Tensor, 2>{x_out, z};
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<std::array<torch::Tensor, 3>> qk_norm_split(const torch::Tensor& qkv, int64_t heads,
+                                                          const torch::nn::LayerNorm& q_norm,
+                                                          const torch::nn::LayerNorm& k_norm) {
+  const int64_t hd = qkv.size(-1) / 3 / heads;
+  if (fused_kernels_enabled() && qkv.is_cuda() && qkv.dim() == 3 && kernel_dtype(qkv) && hd <= kernels::kMaxWidth &&
+      affine_ok(q_norm) && affine_ok(k_norm) && q_norm->weight.defined() && k_norm->weight.defined()) {
+    auto out = QkNormSplitFn::apply(qkv.contiguous(), f32(q_norm->weight), f32(q_norm->bias), f32(k_norm->weight),
+                                    f32(k_norm->bias), heads, q_norm->options.eps());
+    // [B,N,heads,hd] -> [B,heads,N,hd] views (the layout attention kernels prefer)
+    return std::array<torch::Tensor, 3>{out[0].transpose(1, 2), out[1].transpose(1, 2), out[2].transpose(1, 2)};
+  }
+  return std::nullopt;
+}
+
+std::optional<GeluDropout> gelu_dropout_forward(const torch::Tensor& u, const torch::Tensor& mask, double p) {
+  if (!gelu_kernel_ok(u, mask)) return std::nullopt;
+  c10::cuda::CUDAGuard guard(u.device());
+  const bool has_mask = mask.numel() > 0;
+  GeluDropout r;
+  r.a = torch::empty_like(u);
+  r.bits = torch::empty({has_mask ? u.numel() / 8 : 0}, u.options().dtype(torch::kUInt8));
+  K::gelu_dropout_forward(kdt(u), u.data_ptr(), has_mask ? mask.data_ptr<bool>() : nullptr,
+                          static_cast<float>(has_mask ? 1.0 / (1.0 - p) : 1.0), u.numel(), r.a.data_ptr(),
+                          has_mask ? r.bits.data_ptr<uint8_t>() : nullptr, stream());
+  return r;
+}
+
+torch::Tensor gelu_dropout_backward(const torch::Tensor& u, const torch::Tensor& bits, double p, torch::Tensor& g) {
+  c10::cuda::CUDAGuard guard(u.device());
+  auto a = torch::empty_like(g);
+  K::gelu_dropout_backward(kdt(u), u.data_ptr(), bits.numel() ? bits.data_ptr<uint8_t>() : nullptr,
+                           static_cast<float>(bits.numel() ? 1.0 / (1.0 - p) : 1.0), u.numel(), g.data_ptr(),
+                           a.data_ptr(), stream());
+  return a;
+}
+
+}  // namespace rar::model::fused

@@ -1,0 +1,74 @@
+// decode_ops.cpp — see decode_ops.h. Each op: its plain path here, its fused path in
+// model/ops/cuda/decode_ops_cuda.cpp (through model/ops/fused_paths.h).
+#include "model/ops/decode_ops.h"
+
+#include <atomic>
+#include <cstdlib>
+
+#include "model/ops/block_ops.h"
+#include "model/ops/fused_paths.h"
+#include "util/error.h"
+
+namespace rar::model {
+
+namespace {
+// The warp variant of the decode-attention kernel is the default (faster at every fill and cache
+// dtype measured, bench/RESULTS.md); RAR_DECODE_ATTENTION=block starts with the block variant.
+std::atomic<bool> g_warp_attention{[] {
+  const char* e = std::getenv("RAR_DECODE_ATTENTION");
+  return !(e && std::string(e) == "block");
+}()};
+}  // namespace
+
+void set_decode_attention_kernel(const std::string& name) {
+  check(name == "block" || name == "warp", "decode attention kernel: expected block or warp, got '", name, "'");
+  g_warp_attention.store(name == "warp");
+}
+std::string decode_attention_kernel() { return g_warp_attention.load() ? "warp" : "block"; }
+
+torch::Tensor to_cache_dtype(const torch::Tensor& x, at::ScalarType t) {
+  if (x.scalar_type() == t) return x;
+  // fp8 saturates like the CUDA kernels (LibTorch's cast would give NaN past 448)
+  if (t == torch::kFloat8_e4m3fn) return x.to(torch::kFloat32).clamp(-448.0, 448.0).to(t);
+  return x.to(t);
+}
+
+void append_to_cache(torch::Tensor& cache, const torch::Tensor& slot, const torch::Tensor& x) {
+  auto c = to_cache_dtype(x, cache.scalar_type());
+  if (cache.scalar_type() == torch::kFloat8_e4m3fn)  // index_copy_ has no fp8 kernels: copy the bytes
+    cache.view(torch::kUInt8).index_copy_(2, slot, c.view(torch::kUInt8));
+  else
+    cache.index_copy_(2, slot, c);
+}
+
+torch::Tensor qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
+                                 const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache, torch::Tensor& v_cache,
+                                 const torch::Tensor& slot) {
+  if (auto q = fused::qk_norm_into_cache(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot)) return *q;
+  auto [q, k, v] = qk_norm_split(qkv, heads, q_norm, k_norm);
+  append_to_cache(k_cache, slot, k);
+  append_to_cache(v_cache, slot, v);
+  return q;
+}
+
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
+                               const torch::Tensor& last, const torch::Tensor& valid) {
+  if (auto o = fused::decode_attention(q, k_cache, v_cache, last, g_warp_attention.load())) return *o;
+  const int64_t B = q.size(0), heads = q.size(1), hd = q.size(3);
+  // (a cache in another dtype, fp8, is read in q's)
+  return at::scaled_dot_product_attention(q, k_cache.to(q.scalar_type()), v_cache.to(q.scalar_type()), valid)
+      .transpose(1, 2)
+      .reshape({B, 1, heads * hd});
+}
+
+torch::Tensor qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
+                                       const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
+                                       torch::Tensor& v_cache, const torch::Tensor& slot, const torch::Tensor& valid) {
+  if (auto o = fused::qk_norm_decode_attention(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot,
+                                               g_warp_attention.load()))
+    return *o;
+  auto q = qk_norm_into_cache(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot);
+  return decode_attention(q, k_cache, v_cache, slot, valid);
+}
+
+}  // namespace rar::model

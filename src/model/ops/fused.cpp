@@ -1,0 +1,52 @@
+// fused.cpp — see fused.h.
+#include "model/ops/fused.h"
+
+#include "model/ops/fused_paths.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+namespace rar::model {
+
+namespace {
+
+// RAR_FUSED=0 in the environment starts with the plain path everywhere.
+std::atomic<bool> g_fused{[] {
+  const char* e = std::getenv("RAR_FUSED");
+  return !(e && std::string(e) == "0");
+}()};
+
+struct SharedCastFn : torch::autograd::Function<SharedCastFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor src, torch::Tensor cast) {
+    ctx->saved_data["dtype"] = static_cast<int64_t>(src.scalar_type());
+    return cast.view_as(cast);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    return {grads[0].to(dt), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+bool fused_kernels_enabled() { return g_fused.load(); }
+void set_fused_kernels(bool on) { g_fused.store(on); }
+bool fused_kernels_built() { return fused::built(); }
+
+torch::Tensor to_compute(const torch::Tensor& t) {
+  const auto dev = t.device().type();
+  if (at::autocast::is_autocast_enabled(dev)) return t.to(at::autocast::get_autocast_dtype(dev));
+  return t;
+}
+
+torch::Tensor shared_cast(const torch::Tensor& src, const torch::Tensor& cast) {
+  if (cast.scalar_type() == src.scalar_type()) return src;
+  if (!torch::GradMode::is_enabled() || !src.requires_grad()) return cast;
+  return SharedCastFn::apply(src, cast.detach());
+}
+
+}  // namespace rar::model

@@ -1,0 +1,54 @@
+// fused_paths.h — the fused (CUDA) path of every op in model/ops, as the plain-path files call it.
+// Implemented in model/ops/cuda/*_cuda.cpp in a CUDA build, and by fused_unavailable.cpp (always
+// "not taken") otherwise, so the ops' files hold no #ifdef. Each function returns the op's result
+// when the fused path takes these inputs (fused_kernels_enabled(), CUDA tensors, dtypes and shapes
+// its kernels support), or nothing, and the caller runs the plain path.
+#pragma once
+#include <array>
+#include <optional>
+
+#include <torch/torch.h>
+
+namespace rar::model::fused {
+
+bool built();
+
+// ---- block ops (model/ops/block_ops.h)
+std::optional<torch::Tensor> ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
+                                         const torch::Tensor& shift, const torch::Tensor& scale);
+std::optional<torch::Tensor> gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y);
+// Inference only (no autograd): one pass for x' = x + gate·y and ln_modulate(ln, x', shift, scale).
+std::optional<std::array<torch::Tensor, 2>> gated_residual_ln_modulate(const torch::Tensor& x, const torch::Tensor& gate,
+                                                                       const torch::Tensor& y,
+                                                                       const torch::nn::LayerNorm& ln,
+                                                                       const torch::Tensor& shift,
+                                                                       const torch::Tensor& scale);
+std::optional<std::array<torch::Tensor, 3>> qk_norm_split(const torch::Tensor& qkv, int64_t heads,
+                                                          const torch::nn::LayerNorm& q_norm,
+                                                          const torch::nn::LayerNorm& k_norm);
+// GELU + dropout in one kernel: a = GELU(u)·mask/(1-p) and the mask packed as bits (none without a mask).
+struct GeluDropout {
+  torch::Tensor a, bits;
+};
+std::optional<GeluDropout> gelu_dropout_forward(const torch::Tensor& u, const torch::Tensor& mask, double p);
+// Its backward: `g` holds the gradient of a ([rows, in], contiguous) and becomes u's in place;
+// returns a, recomputed from u and the bits.
+torch::Tensor gelu_dropout_backward(const torch::Tensor& u, const torch::Tensor& bits, double p, torch::Tensor& g);
+
+// ---- decode ops (model/ops/decode_ops.h)
+std::optional<torch::Tensor> qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads,
+                                                const torch::nn::LayerNorm& q_norm, const torch::nn::LayerNorm& k_norm,
+                                                torch::Tensor& k_cache, torch::Tensor& v_cache,
+                                                const torch::Tensor& slot);
+std::optional<torch::Tensor> decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache,
+                                              const torch::Tensor& v_cache, const torch::Tensor& last, bool warp);
+std::optional<torch::Tensor> qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads,
+                                                      const torch::nn::LayerNorm& q_norm,
+                                                      const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
+                                                      torch::Tensor& v_cache, const torch::Tensor& slot, bool warp);
+
+// ---- decoder ops (model/ops/decoder_ops.h)
+std::optional<torch::Tensor> group_norm_silu(const torch::nn::GroupNorm& gn, const torch::Tensor& x, bool silu);
+std::optional<torch::Tensor> upsample_nearest2x(const torch::Tensor& x);
+
+}  // namespace rar::model::fused

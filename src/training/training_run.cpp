@@ -1,0 +1,172 @@
+// training_run.cpp — see training_run.h.
+#include "training/training_run.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "io/metrics_log.h"
+#include "training/optim_config.h"
+#include "training/run_support.h"
+#include "util/atomic_file.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/progress.h"
+
+namespace rar::training {
+
+RunSettings RunSettings::from(const Config& cfg) {
+  RunSettings s;
+  s.output_dir = cfg.get_string("experiment.output_dir");
+  check(!s.output_dir.empty(), "experiment.output_dir is empty");
+  s.lr = lr_schedule(cfg);
+  check(s.lr.total_steps > 0, "training.max_train_steps must be positive, got ", s.lr.total_steps);
+  s.log_every = std::max<int64_t>(1, cfg.get_int("experiment.log_every"));
+  s.eval_every = cfg.get_int("experiment.eval_every");
+  s.generate_every = cfg.get_int("experiment.generate_every");
+  s.save_every = cfg.get_int("experiment.save_every");
+  s.keep_last = cfg.get_int("experiment.keep_last");
+  s.max_minutes = cfg.get_double("training.max_minutes");
+  s.max_grad_norm = cfg.get_double("training.max_grad_norm");
+  s.seed = static_cast<uint64_t>(cfg.get_int("training.seed"));
+  s.device = cfg.get_string("training.device");
+  const std::string mp = cfg.get_string("training.mixed_precision");
+  check(mp == "no" || mp == "fp32" || mp == "bf16", "training.mixed_precision: expected no or bf16, got '", mp, "'");
+  s.bf16 = mp == "bf16";
+  s.tf32 = cfg.get_bool("training.enable_tf32");
+  return s;
+}
+
+std::string RunSettings::checkpoint_root() const { return join_path(output_dir, "checkpoints"); }
+
+void prepare_run_folder(const RunSettings& s, bool resume, bool main) {
+  if (main) {
+    make_dirs(s.output_dir);
+    remove_stale_temp_files(s.output_dir);  // left by a run killed mid-write
+    remove_stale_temp_files(s.checkpoint_root());
+  }
+  check_fresh_output(s.checkpoint_root(), resume);
+}
+
+void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, const RunControl& control) {
+  using clock = std::chrono::steady_clock;
+  auto seconds_since = [](clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); };
+  const bool main = job.is_main();
+  const std::string ckpt_root = s.checkpoint_root(), metrics_path = join_path(s.output_dir, "metrics.jsonl");
+  const int64_t total = s.total_steps();
+
+  // ---------------------------------------------------------------- resume
+  int64_t step = 0;
+  const std::string latest = control.resume ? latest_checkpoint(ckpt_root) : "";
+  if (control.resume && latest.empty() && main)
+    std::fprintf(stderr, "no checkpoint in %s: starting from scratch\n", ckpt_root.c_str());
+  if (!latest.empty()) {
+    check_resume_config(latest, cfg);
+    const TrainCheckpoint ck = load_checkpoint(latest);
+    job.restore(ck, latest);
+    step = ck.state.at("step").get<int64_t>();
+    if (main) io::truncate_metrics(metrics_path, step);  // rows after the checkpoint come again
+    if (main) std::fprintf(stderr, "resumed from %s (step %lld)\n", latest.c_str(), (long long)step);
+  }
+  const std::string config_yaml = cfg.to_yaml();
+  std::unique_ptr<MetricsLog> metrics;
+  if (main) {
+    write_file_atomic(join_path(s.output_dir, "config.yaml"), config_yaml);
+    metrics = std::make_unique<MetricsLog>(metrics_path, !latest.empty());
+  }
+  auto write_row = [&](int64_t at, nlohmann::json row) {
+    if (!metrics || row.is_null()) return;
+    row["step"] = at;
+    metrics->write(row);
+  };
+
+  // ---------------------------------------------------------------- save
+  // Every rank checks the weights (they hold the same ones, so they take the same decision); the
+  // checkpoint comes first, so the exported weights never get ahead of what --resume restores.
+  auto save = [&](int64_t at) -> std::string {
+    check_finite_weights(job.weights(), at);
+    TrainCheckpoint ck = job.checkpoint(at);
+    std::string where;
+    if (main) {
+      ck.config_yaml = config_yaml;
+      where = save_checkpoint(ckpt_root, at, ck, s.keep_last);
+      job.export_weights();
+    }
+    job.barrier();
+    return where;
+  };
+
+  // ---------------------------------------------------------------- loop
+  if (main) job.describe();
+  install_stop_handlers();
+  const int64_t first_step = step;
+  std::unique_ptr<Progress> progress;
+  if (main) progress = std::make_unique<Progress>(job.name(), total, "step", step);
+  const auto t0 = clock::now();
+  auto t_window = t0;
+  int64_t window_start = step;
+  auto local_flags = [&](int64_t steps_done) {
+    StopFlags f;
+    f.interrupt = stop_requested() || (control.stop_after > 0 && steps_done - first_step >= control.stop_after);
+    f.out_of_time = s.max_minutes > 0 && seconds_since(t0) > 60 * s.max_minutes;
+    return f;
+  };
+  StopFlags flags;
+  while (step < total) {
+    if (!job.agrees_on_stop()) flags = local_flags(step);
+    if (flags.any()) break;
+    const StepStats st = job.gradients(step, [&] { return local_flags(step + 1); });
+    if (job.agrees_on_stop()) flags = st.agreed;
+    if (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm)) {
+      const std::string last = latest_checkpoint(ckpt_root);
+      fail("step ", step, ": loss is ", st.loss, " (gradient norm ", st.grad_norm,
+           "); stopped without updating. Last good checkpoint: ", last.empty() ? std::string("none") : last,
+           " (lower optimizer.params.learning_rate, then --resume)");
+    }
+    job.update(step);
+    ++step;
+
+    if (step % s.log_every == 0 || step == total) {
+      LogLine line = job.log_window(step, LogWindow{step - window_start, seconds_since(t_window), seconds_since(t0)});
+      if (main) {
+        line.row["elapsed_s"] = seconds_since(t0);
+        write_row(step, std::move(line.row));
+        progress->update(step, line.progress);
+      }
+      window_start = step;
+      t_window = clock::now();
+    }
+    // Periodic work, except at the last scheduled step (the end of the run does it once).
+    if (step == total) break;
+    if (main && s.eval_every > 0 && step % s.eval_every == 0) write_row(step, job.evaluate(step, false));
+    if (main && s.generate_every > 0 && step % s.generate_every == 0) job.generate(step);
+    if (s.save_every > 0 && step % s.save_every == 0) save(step);
+  }
+  if (progress) {
+    progress->update(step);
+    progress->finish();
+  }
+
+  // ---------------------------------------------------------------- end
+  const std::string where = save(step);
+  if (step < total && flags.interrupt) {
+    if (main) std::fprintf(stderr, "stopped at step %lld: checkpoint %s\nresume with the same command and --resume\n",
+                           (long long)step, where.c_str());
+    return;
+  }
+  if (!main) return;
+  if (step < total)
+    std::fprintf(stderr, "time budget of %.1f min reached at step %lld of %lld: checkpoint %s (--resume continues)\n",
+                 s.max_minutes, (long long)step, (long long)total, where.c_str());
+  else
+    std::fprintf(stderr, "finished at step %lld: checkpoint %s\n", (long long)step, where.c_str());
+  const double minutes = seconds_since(t0) / 60.0;
+  nlohmann::json row = job.evaluate(step, true);
+  if (!row.is_null()) row["minutes"] = minutes;
+  write_row(step, std::move(row));
+  job.generate(step);
+  job.finish(step, minutes);
+}
+
+}  // namespace rar::training
