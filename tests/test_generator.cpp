@@ -10,6 +10,7 @@
 #include "io/checkpoint.h"
 #include "io/npy.h"
 #include "model/weights.h"
+#include "sampling/static_decode.h"
 #include "util/device.h"
 #include "util/error.h"
 
@@ -168,33 +169,33 @@ TEST(Generator, StaticDecodeStepMatchesFullForward) {
   const int64_t S = g->cfg.seq_len;
   auto order = torch::randperm(S, torch::kInt64);
   std::vector<int64_t> tau(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + S);
-  auto check_batch = [&](model::StaticDecode& s, const torch::Tensor& classes, const std::string& what) {
+  auto check_batch = [&](sampling::StaticDecode& s, const torch::Tensor& classes, const std::string& what) {
     const int64_t B = classes.size(0);
     auto cond = torch::cat({g->condition_tokens(classes), torch::full({B}, g->cfg.null_class_token(), torch::kInt64)});
     auto tokens = torch::randint(0, g->cfg.codebook, {2 * B, S}, torch::kInt64);
     auto full = g->forward(tokens, cond, order.unsqueeze(0).expand({2 * B, S}).contiguous());
-    auto cache = g->make_zeroed_cache(2 * B, S + 1);
+    auto cache = sampling::make_zeroed_cache(*g, 2 * B, S + 1);
     g->decode_prefill(cond, tau[0], cache);
     for (int64_t t = 1; t < S; t += 17) {  // a spread of steps; each writes its own slot
       for (int64_t u = (t == 1 ? 1 : t - 16); u <= t; ++u) {
         s.token.copy_(tokens.select(1, tau[u - 1]));
         s.step.fill_(u);
-        auto logits = g->decode_step_static(s, cache);
+        auto logits = sampling::decode_step_static(*g, s, cache);
         if (u == t) EXPECT_TRUE(torch::allclose(logits, full.select(1, t), 1e-4, 1e-5)) << what << " step " << t;
       }
     }
   };
   auto classes = torch::tensor({3, 3, 7, 3}, torch::kInt64);
   for (int64_t budget : {int64_t(1) << 30, int64_t(0)}) {
-    auto s = g->make_static_decode(g->condition_tokens(classes), 4, tau, S + 1, budget);
+    auto s = sampling::make_static_decode(*g, g->condition_tokens(classes), 4, tau, S + 1, budget);
     EXPECT_EQ(s.table_rows.size(0), budget ? 8 : 4) << "rows served by the tables";
     EXPECT_EQ(s.table_head.size(0), (budget ? 3 : 1) * (S + 2)) << "distinct conditions: 3, 7 and null";
     check_batch(s, classes, budget ? "all tables" : "null table only");
     // another batch with as many distinct classes: updated in place; one with more: refused
     auto other = torch::tensor({5, 1, 1, 5}, torch::kInt64);
-    ASSERT_TRUE(g->update_static_decode(s, g->condition_tokens(other), budget));
+    ASSERT_TRUE(sampling::update_static_decode(*g, s, g->condition_tokens(other), budget));
     check_batch(s, other, budget ? "updated tables" : "updated, null table only");
-    EXPECT_EQ(g->update_static_decode(s, g->condition_tokens(torch::tensor({0, 1, 2, 4}, torch::kInt64)), budget),
+    EXPECT_EQ(sampling::update_static_decode(*g, s, g->condition_tokens(torch::tensor({0, 1, 2, 4}, torch::kInt64)), budget),
               budget == 0);
   }
 }
@@ -326,8 +327,8 @@ TEST(Generator, Fp8KvCacheTracksTheFullForward) {
     return (a - b).abs().max().item<double>() / b.abs().max().item<double>();
   };
   // static step
-  auto s = g->make_static_decode(g->condition_tokens(classes), B, tau, S + 1);
-  auto cache = g->make_zeroed_cache(2 * B, S + 1, torch::kFloat8_e4m3fn);
+  auto s = sampling::make_static_decode(*g, g->condition_tokens(classes), B, tau, S + 1);
+  auto cache = sampling::make_zeroed_cache(*g, 2 * B, S + 1, torch::kFloat8_e4m3fn);
   ASSERT_EQ(cache.k[0].scalar_type(), torch::kFloat8_e4m3fn);
   g->decode_prefill(cond, tau[0], cache);
   // plain cached step
@@ -338,7 +339,7 @@ TEST(Generator, Fp8KvCacheTracksTheFullForward) {
   for (int64_t t = 1; t < S; ++t) {
     s.token.copy_(tokens.select(1, tau[t - 1]));
     s.step.fill_(t);
-    auto logits = g->decode_step_static(s, cache);
+    auto logits = sampling::decode_step_static(*g, s, cache);
     auto lp = g->decode_step(tokens.select(1, tau[t - 1]), t, tau[t - 1], tau[t], cond, plain);
     auto want = full.select(1, t);
     worst = std::max(worst, rel(logits, want));

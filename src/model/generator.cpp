@@ -1,5 +1,6 @@
-// generator.cpp — the RAR generator, written to read like SPEC §3: each step of the forward
-// pass is one commented statement. The speed work lives elsewhere (model/fused_ops, kernels/, sampling/).
+// generator.cpp — the RAR generator, written to read like the published rar.py: each step of the
+// forward pass is one commented statement (docs/DESIGN.md, "The generator"). The speed work lives
+// elsewhere: the ops' fused paths in model/ops/, the static decode step in sampling/static_decode.
 #include "model/generator.h"
 
 #include "model/checkpoint.h"
@@ -41,12 +42,12 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t heads_, double attn_drop_, dou
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_cache, torch::Tensor* v_cache,
                                      int64_t past) {
   const int64_t B = x.size(0), N = x.size(1), H = x.size(2);
-  // qkv projection, q/k LayerNorm per head (model/fused_ops)
+  // qkv projection, q/k LayerNorm per head (model/ops)
   auto [q, k, v] = qk_norm_split(linear(*qkv, x), heads, q_norm, k_norm);
   bool causal = true;
   if (k_cache) {
     // Append this step's keys/values, then attend over everything cached so far
-    //   (a cache may hold another dtype than the model, fp8: model/fused_ops to_cache_dtype)
+    //   (a cache may hold another dtype than the model, fp8: model/ops to_cache_dtype)
     k_cache->index({Slice(), Slice(), Slice(past, past + N)}).copy_(to_cache_dtype(k, k_cache->scalar_type()));
     v_cache->index({Slice(), Slice(), Slice(past, past + N)}).copy_(to_cache_dtype(v, v_cache->scalar_type()));
     k = k_cache->index({Slice(), Slice(), Slice(0, past + N)}).to(q.scalar_type());
@@ -60,14 +61,6 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
   auto o = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, is_training() ? attn_drop : 0.0, causal);
   o = o.transpose(1, 2).reshape({B, N, H});
   return proj_drop(linear(*proj, o));
-}
-
-torch::Tensor AttentionImpl::forward_slot(const torch::Tensor& x, torch::Tensor& k_cache, torch::Tensor& v_cache,
-                                          const torch::Tensor& slot, const torch::Tensor& valid) {
-  // q/k LayerNorm per head; this position's key/value into its slot of the cache; then
-  // softmax(q·kᵀ/√hd over the valid slots)·v
-  //   (model/fused_ops: on CUDA one kernel for both that reads only the filled slots)
-  return linear(*proj, qk_norm_decode_attention(linear(*qkv, x), heads, q_norm, k_norm, k_cache, v_cache, slot, valid));
 }
 
 // ---------------------------------------------------------------- MLP
@@ -97,33 +90,14 @@ BlockImpl::BlockImpl(const GeneratorConfig& cfg) {
 torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor& silu_c, torch::Tensor* k_cache,
                                  torch::Tensor* v_cache, int64_t past) {
   // (shift_a, scale_a, gate_a, shift_m, scale_m, gate_m) = split6(W·SiLU(c) + b); SiLU(c) is
-  // computed once for all blocks by the caller (adaLN_modulation[0] is that SiLU).
-  // (model/fused_ops: in training, two matmuls so that the shifts are not kept for backward)
-  auto m = adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training());
-  return modulated(x_in, m, [&](const torch::Tensor& a) { return attn(a, k_cache, v_cache, past); });
-}
-
-torch::Tensor BlockImpl::modulated(const torch::Tensor& x_in, const std::array<torch::Tensor, 6>& m,
-                                   const std::function<torch::Tensor(const torch::Tensor&)>& attend) {
-  const Residual h = modulated(Residual{x_in, {}, {}}, m, attend);
-  return gated_residual(h.x, h.gate, h.y);
-}
-
-Residual BlockImpl::modulated(const Residual& h_in, const std::array<torch::Tensor, 6>& m,
-                              const std::function<torch::Tensor(const torch::Tensor&)>& attend) {
-  // h += gate_a * Attn(LN1(h) * (1 + scale_a) + shift_a)
-  //   (ln_modulate and gated_residual: model/fused_ops, one CUDA kernel each on the fast path; in
-  //   inference a pending residual add is done in LN1's pass, and this residual add in LN2's)
-  torch::Tensor x_in = h_in.x, a;
-  if (h_in.gate.defined()) {
-    auto xa = gated_residual_ln_modulate(h_in.x, h_in.gate, h_in.y, norm1, m[0], m[1], !is_training());
-    x_in = xa[0], a = xa[1];
-  } else {
-    a = ln_modulate(norm1, x_in, m[0], m[1]);
-  }
-  auto [x, z] = gated_residual_ln_modulate(x_in, m[2], attend(a), norm2, m[3], m[4], !is_training());
-  // h += gate_m * MLP(LN2(h) * (1 + scale_m) + shift_m), z = LN2(h) * (1 + scale_m) + shift_m
-  return {x, m[5], mlp(z)};
+  // computed once for all blocks by the caller (adaLN_modulation[0] is that SiLU)
+  //   (model/ops adaln_split6: in training two matmuls, so that the shifts are not kept for backward)
+  const auto [shift_a, scale_a, gate_a, shift_m, scale_m, gate_m] =
+      adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training());
+  // h += gate_a · Attn(LN1(h)·(1 + scale_a) + shift_a)
+  auto x = gated_residual(x_in, gate_a, attn(ln_modulate(norm1, x_in, shift_a, scale_a), k_cache, v_cache, past));
+  // h += gate_m · MLP(LN2(h)·(1 + scale_m) + shift_m)
+  return gated_residual(x, gate_m, mlp(ln_modulate(norm2, x, shift_m, scale_m)));
 }
 
 // ---------------------------------------------------------------- final layer
@@ -135,18 +109,9 @@ FinalLayerImpl::FinalLayerImpl(int64_t dim) {
 }
 
 torch::Tensor FinalLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& silu_c) {
-  return modulated(x, linear(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c));
-}
-
-torch::Tensor FinalLayerImpl::modulated(const torch::Tensor& x, const torch::Tensor& m_in) {
-  return modulated(Residual{x, {}, {}}, m_in);
-}
-
-torch::Tensor FinalLayerImpl::modulated(const Residual& h, const torch::Tensor& m_in) {
-  // (scale, shift) = split2(W·SiLU(c) + b) — scale first here
-  auto m = m_in.chunk(2, -1);
-  if (!h.gate.defined()) return ln_modulate(norm_final, h.x, m[1], m[0]);
-  return gated_residual_ln_modulate(h.x, h.gate, h.y, norm_final, m[1], m[0], !is_training())[1];
+  // (scale, shift) = split2(W·SiLU(c) + b) — scale first here; LN_noaffine(x)·(1 + scale) + shift
+  const auto m = linear(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c).chunk(2, -1);
+  return ln_modulate(norm_final, x, m[1], m[0]);
 }
 
 // ---------------------------------------------------------------- generator
@@ -204,7 +169,7 @@ torch::Tensor GeneratorImpl::condition_tokens(const torch::Tensor& classes, cons
 torch::Tensor GeneratorImpl::run_blocks(torch::Tensor h, const torch::Tensor& c, KVCache* cache) {
   const int64_t past = cache ? cache->length : 0;
   // SiLU(c), shared by every block's adaLN: computed and cast to the matmul dtype once; each block
-  // takes its own use of it so its gradients add up in float32 (model/fused_ops shared_cast).
+  // takes its own use of it so its gradients add up in float32 (model/ops shared_cast).
   const auto silu = F::silu(c);
   const auto silu_lp = to_compute(silu.detach());
   for (size_t l = 0; l < block_list.size(); ++l) {
@@ -300,129 +265,6 @@ torch::Tensor GeneratorImpl::decode_step(const torch::Tensor& token, int64_t t, 
   auto c = embeddings(condition) + E[1 + t];
   h = run_blocks(h.unsqueeze(1), c.unsqueeze(1), &cache);
   return head(h, c.unsqueeze(1)).select(1, 0).to(torch::kFloat32);
-}
-
-// ---------------------------------------------------------------- static-shape decoding
-
-KVCache GeneratorImpl::make_zeroed_cache(int64_t batch, int64_t capacity, std::optional<at::ScalarType> dtype) const {
-  auto cache = make_cache(batch, capacity, dtype);
-  for (auto* ts : {&cache.k, &cache.v})
-    for (auto& t : *ts) t.view(torch::kUInt8).zero_();  // all-zero bytes are 0 in every float dtype
-  return cache;
-}
-
-GeneratorImpl::AdaTables GeneratorImpl::ada_tables(const torch::Tensor& class_conditions, int64_t null_rows,
-                                                   int64_t table_bytes) {
-  torch::NoGradGuard no_grad;
-  const int64_t S = cfg.seq_len, J = S + 2, H = cfg.hidden;
-  const auto dev = cls_token.device();
-  const auto i64 = torch::TensorOptions(torch::kInt64).device(dev);
-  // The distinct conditions (the null class last when there are null rows) and each row's index.
-  auto [distinct, inverse] = at::_unique(class_conditions.cpu(), /*sorted=*/true, /*return_inverse=*/true);
-  const int64_t per_condition = J * (6 * H * cfg.layers + 2 * H) * cls_token.element_size();
-  const bool all = (distinct.size(0) + (null_rows > 0)) * per_condition <= table_bytes;
-  AdaTables t;
-  std::vector<torch::Tensor> conds, rows;
-  if (all) {
-    conds.push_back(distinct);
-    rows.push_back(inverse);
-  }
-  if (null_rows > 0) {
-    const int64_t u = all ? distinct.size(0) : 0;
-    conds.push_back(torch::full({1}, cfg.null_class_token(), torch::kInt64));
-    rows.push_back(torch::full({null_rows}, u, torch::kInt64));
-  }
-  if (conds.empty()) return t;
-  auto ids = torch::cat(conds).to(dev);
-  t.rows = (torch::cat(rows) * J).to(i64);
-  // SiLU(emb(c) + E[j]) for every condition and position, through each block's adaLN and the head's
-  auto silu_c = F::silu((embeddings(ids).unsqueeze(1) + timesteps_embeddings[0].narrow(0, 0, J).unsqueeze(0)).reshape({-1, H}));
-  for (auto& b : block_list) t.block.push_back(linear(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c));
-  t.head = linear(*adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c);
-  return t;
-}
-
-StaticDecode GeneratorImpl::make_static_decode(const torch::Tensor& condition, int64_t null_rows,
-                                               const std::vector<int64_t>& order, int64_t capacity,
-                                               int64_t table_bytes) {
-  torch::NoGradGuard no_grad;
-  const int64_t S = cfg.seq_len;
-  check(static_cast<int64_t>(order.size()) == S, "static decode: order has ", order.size(), " positions, want ", S);
-  check(capacity >= S + 1, "static decode: capacity ", capacity, " < ", S + 1);
-  const auto P = pos_embed[0], T = target_aware_pos_embed[0];
-  const auto dev = cls_token.device();
-  const auto i64 = torch::TensorOptions(torch::kInt64).device(dev);
-  StaticDecode s;
-  s.condition = condition.to(i64);
-  s.null_rows = null_rows;
-  s.token = torch::zeros({s.condition.size(0) + null_rows}, i64);
-  s.step = torch::ones({1}, i64);
-  s.slots = torch::arange(capacity, i64);
-  // row t (1..S-1) = P[2+τ_{t-1}] + T[2+τ_t]
-  auto tau = torch::tensor(order, torch::kInt64).to(dev);
-  auto prev = torch::cat({tau.narrow(0, 0, 1), tau.narrow(0, 0, S - 1)});  // row 0: unused
-  s.position = P.index_select(0, prev + 2) + T.index_select(0, tau + 2);
-  auto t = ada_tables(s.condition, null_rows, table_bytes);
-  s.table_block = std::move(t.block);
-  s.table_head = t.head;
-  s.table_rows = t.rows;
-  return s;
-}
-
-bool GeneratorImpl::update_static_decode(StaticDecode& s, const torch::Tensor& condition, int64_t table_bytes) {
-  torch::NoGradGuard no_grad;
-  if (condition.size(0) != s.condition.size(0)) return false;
-  auto t = ada_tables(condition.to(s.condition.device()), s.null_rows, table_bytes);
-  const bool same = t.rows.defined() == s.table_rows.defined() &&
-                    (!t.rows.defined() || (t.rows.sizes() == s.table_rows.sizes() &&
-                                           t.head.sizes() == s.table_head.sizes()));
-  if (!same) return false;
-  s.condition.copy_(condition);
-  if (t.rows.defined()) {
-    s.table_rows.copy_(t.rows);
-    s.table_head.copy_(t.head);
-    for (size_t l = 0; l < t.block.size(); ++l) s.table_block[l].copy_(t.block[l]);
-  }
-  return true;
-}
-
-torch::Tensor GeneratorImpl::decode_step_static(const StaticDecode& s, KVCache& cache) {
-  const auto E = timesteps_embeddings[0];
-  const auto slot = s.step + 1;  // the fed token's index in the sequence
-  const int64_t R = s.token.size(0), served = s.table_rows.defined() ? s.table_rows.size(0) : 0;
-  // index 1+t: x[τ_{t-1}] + P[2+τ_{t-1}] + T[2+τ_t]; condition E[1+t]
-  auto h = (embeddings(s.token) + s.position.index_select(0, s.step)).unsqueeze(1);  // [R,1,H]
-  // adaLN products: rows the tables serve gather theirs (table row u*(S+2) + 1+t); the others
-  // (class rows beyond the table budget) run the matmul on SiLU(emb(c) + E[1+t]).
-  torch::Tensor silu_c, table_index;
-  if (served < R)
-    silu_c = to_compute(F::silu(embeddings(s.condition.narrow(0, 0, R - served)) + E.index_select(0, slot)));
-  if (served > 0) table_index = s.table_rows + slot;
-  // Both kinds of rows write into one [R,1,n] product (no concatenation afterwards), in the tables' dtype.
-  if (served > 0 && served < R) silu_c = silu_c.to(s.table_head.scalar_type());
-  auto adaln = [&](const torch::nn::LinearImpl& lin, const torch::Tensor& table) {
-    const int64_t n = lin.weight.size(0);
-    if (served == 0) return linear(lin, silu_c.unsqueeze(1));
-    if (served == R) return table.index_select(0, table_index).unsqueeze(1);
-    auto out = torch::empty({R, n}, table.options());
-    auto class_rows = out.narrow(0, 0, R - served), table_rows = out.narrow(0, R - served, served);
-    at::addmm_out(class_rows, lin.bias.to(table.scalar_type()), silu_c, lin.weight.to(table.scalar_type()).t());
-    at::index_select_out(table_rows, table, 0, table_index);
-    return out.unsqueeze(1);
-  };
-  auto valid = s.slots.le(slot).view({1, 1, 1, -1});
-  // each block's MLP residual is added by the next block's LN1 (the last one's by the head's LN)
-  Residual r{h, {}, {}};
-  for (size_t l = 0; l < block_list.size(); ++l) {
-    auto& b = block_list[l];
-    auto m = adaln(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), served ? s.table_block[l] : torch::Tensor())
-                 .chunk(6, -1);
-    r = b->modulated(r, {m[0], m[1], m[2], m[3], m[4], m[5]}, [&](const torch::Tensor& a) {
-      return b->attn->forward_slot(a, cache.k[l], cache.v[l], slot, valid);
-    });
-  }
-  auto mh = adaln(*adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head);
-  return linear(*lm_head, adaln_before_head->modulated(r, mh)).select(1, 0).to(torch::kFloat32);
 }
 
 }  // namespace rar::model

@@ -1,6 +1,8 @@
 // engine.cpp — see engine.h.
 #include "sampling/engine.h"
 
+#include "sampling/static_decode.h"
+
 #include "util/error.h"
 
 #ifdef RAR_WITH_CUDA
@@ -71,11 +73,11 @@ void DecodeEngine::begin(const torch::Tensor& condition, int64_t null_rows, cons
   }
   // Same rows and order: the new batch's conditions and adaLN tables go into the existing tensors
   // (a captured graph reads them), unless the tables change shape (another count of distinct classes).
-  if (same && static_.token.defined() && g_->update_static_decode(static_, condition_.narrow(0, 0, R - null_rows)))
+  if (same && static_.token.defined() && update_static_decode(*g_, static_, condition_.narrow(0, 0, R - null_rows)))
     return;
   graph_.reset();
-  cache_ = g_->make_zeroed_cache(R, S + 1, kv_dtype_);
-  static_ = g_->make_static_decode(condition_.narrow(0, 0, R - null_rows), null_rows, order_, S + 1);
+  cache_ = make_zeroed_cache(*g_, R, S + 1, kv_dtype_);
+  static_ = make_static_decode(*g_, condition_.narrow(0, 0, R - null_rows), null_rows, order_, S + 1);
 }
 
 torch::Tensor DecodeEngine::prefill() {
@@ -90,7 +92,7 @@ torch::Tensor DecodeEngine::step(const torch::Tensor& fed, int64_t t) {
   if (kind_ == EngineKind::Plain) return g_->decode_step(fed, t, order_[t - 1], order_[t], condition_, cache_);
   static_.token.copy_(fed);
   static_.step.fill_(t);
-  if (kind_ == EngineKind::Static) return g_->decode_step_static(static_, cache_);
+  if (kind_ == EngineKind::Static) return decode_step_static(*g_, static_, cache_);
 #ifdef RAR_WITH_CUDA
   if (!graph_) {
     // Capture on a side stream after one eager run there (allocator, cuBLAS handles and
@@ -101,9 +103,9 @@ torch::Tensor DecodeEngine::step(const torch::Tensor& fed, int64_t t) {
     auto side = c10::cuda::getStreamFromPool();
     {
       c10::cuda::CUDAStreamGuard guard(side);
-      g_->decode_step_static(static_, cache_);
+      decode_step_static(*g_, static_, cache_);
       graph_->graph.capture_begin();
-      graph_->logits = g_->decode_step_static(static_, cache_);
+      graph_->logits = decode_step_static(*g_, static_, cache_);
       graph_->graph.capture_end();
     }
     torch::cuda::synchronize();

@@ -1,7 +1,7 @@
 // engine.h — the model side of generation (SPEC §5, issue #7): step 0 (prefill) and step t of the
 // KV-cache loop, behind one interface with three implementations:
 //   plain:  Generator::decode_prefill / decode_step, the cache grown step by step (the reference);
-//   static: every step with the same shapes and addresses (Generator::decode_step_static: the step
+//   static: every step with the same shapes and addresses (sampling/static_decode: the step
 //           index in a device tensor, attention over the whole cache with a mask, the null class's
 //           adaLN products from a table computed once);
 //   graph:  the static step captured once in a CUDA graph and replayed at every step (CUDA builds,
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "model/generator.h"
+#include "sampling/static_decode.h"
 
 namespace rar::sampling {
 
@@ -53,7 +54,7 @@ class DecodeEngine {
   torch::Tensor condition_;
   std::vector<int64_t> order_;
   model::KVCache cache_;
-  model::StaticDecode static_;
+  StaticDecode static_;
   std::unique_ptr<Graph> graph_;
 };
 

@@ -1,0 +1,178 @@
+// static_decode.cpp — see static_decode.h.
+#include "sampling/static_decode.h"
+
+#include "model/ops/block_ops.h"
+#include "model/ops/decode_ops.h"
+#include "util/error.h"
+
+namespace rar::sampling {
+
+namespace F = torch::nn::functional;
+using model::KVCache;
+
+namespace {
+
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x) { return at::linear(x, l.weight, l.bias); }
+
+// The residual stream h = x + gate·y with the add still to do (gate undefined: h = x). Each
+// block's MLP residual is handed on to the next block's LN1 (or the head's LayerNorm), which forms
+// it in the same pass as its modulation (model/ops gated_residual_ln_modulate).
+struct Residual {
+  torch::Tensor x, gate, y;
+};
+
+// One block at one position per row, from and to a residual stream whose last add is pending:
+// the block's two residual lines (model/generator BlockImpl::forward) with the adds fused into the
+// next LayerNorm, and attention over the cache slots (`slot`: this position's, `valid`: the filled ones).
+Residual block_step(model::BlockImpl& b, const Residual& h, const std::array<torch::Tensor, 6>& m, torch::Tensor& k_cache,
+                    torch::Tensor& v_cache, const torch::Tensor& slot, const torch::Tensor& valid) {
+  // h += gate_a · Attn(LN1(h)·(1 + scale_a) + shift_a)   (the pending add done in LN1's pass)
+  torch::Tensor x = h.x, a;
+  if (h.gate.defined()) {
+    auto xa = model::gated_residual_ln_modulate(h.x, h.gate, h.y, b.norm1, m[0], m[1], !b.is_training());
+    x = xa[0], a = xa[1];
+  } else {
+    a = model::ln_modulate(b.norm1, x, m[0], m[1]);
+  }
+  auto& attn = *b.attn;
+  auto o = linear(*attn.proj, model::qk_norm_decode_attention(linear(*attn.qkv, a), attn.heads, attn.q_norm,
+                                                                attn.k_norm, k_cache, v_cache, slot, valid));
+  // h += gate_m · MLP(LN2(h)·(1 + scale_m) + shift_m)     (this add done in LN2's pass; the MLP's left pending)
+  auto [x2, z] = model::gated_residual_ln_modulate(x, m[2], o, b.norm2, m[3], m[4], !b.is_training());
+  return {x2, m[5], b.mlp(z)};
+}
+
+// The adaLN head's modulated LayerNorm on a pending residual stream: (scale, shift) = split2(m).
+torch::Tensor head_step(model::FinalLayerImpl& f, const Residual& h, const torch::Tensor& m_in) {
+  auto m = m_in.chunk(2, -1);
+  if (!h.gate.defined()) return model::ln_modulate(f.norm_final, h.x, m[1], m[0]);
+  return model::gated_residual_ln_modulate(h.x, h.gate, h.y, f.norm_final, m[1], m[0], !f.is_training())[1];
+}
+
+// The adaLN tables of StaticDecode for these conditions.
+struct AdaTables {
+  std::vector<torch::Tensor> block;
+  torch::Tensor head, rows;
+};
+
+AdaTables ada_tables(model::GeneratorImpl& g, const torch::Tensor& class_conditions, int64_t null_rows, int64_t table_bytes) {
+  torch::NoGradGuard no_grad;
+  const int64_t S = g.cfg.seq_len, J = S + 2, H = g.cfg.hidden;
+  const auto dev = g.cls_token.device();
+  const auto i64 = torch::TensorOptions(torch::kInt64).device(dev);
+  // The distinct conditions (the null class last when there are null rows) and each row's index.
+  auto [distinct, inverse] = at::_unique(class_conditions.cpu(), /*sorted=*/true, /*return_inverse=*/true);
+  const int64_t per_condition = J * (6 * H * g.cfg.layers + 2 * H) * g.cls_token.element_size();
+  const bool all = (distinct.size(0) + (null_rows > 0)) * per_condition <= table_bytes;
+  AdaTables t;
+  std::vector<torch::Tensor> conds, rows;
+  if (all) {
+    conds.push_back(distinct);
+    rows.push_back(inverse);
+  }
+  if (null_rows > 0) {
+    const int64_t u = all ? distinct.size(0) : 0;
+    conds.push_back(torch::full({1}, g.cfg.null_class_token(), torch::kInt64));
+    rows.push_back(torch::full({null_rows}, u, torch::kInt64));
+  }
+  if (conds.empty()) return t;
+  auto ids = torch::cat(conds).to(dev);
+  t.rows = (torch::cat(rows) * J).to(i64);
+  // SiLU(emb(c) + E[j]) for every condition and position, through each block's adaLN and the head's
+  auto silu_c = F::silu((g.embeddings(ids).unsqueeze(1) + g.timesteps_embeddings[0].narrow(0, 0, J).unsqueeze(0)).reshape({-1, H}));
+  for (auto& b : g.block_list) t.block.push_back(linear(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c));
+  t.head = linear(*g.adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c);
+  return t;
+}
+
+}  // namespace
+
+model::KVCache make_zeroed_cache(const model::GeneratorImpl& g, int64_t batch, int64_t capacity,
+                                 std::optional<at::ScalarType> dtype) {
+  auto cache = g.make_cache(batch, capacity, dtype);
+  for (auto* ts : {&cache.k, &cache.v})
+    for (auto& t : *ts) t.view(torch::kUInt8).zero_();  // all-zero bytes are 0 in every float dtype
+  return cache;
+}
+
+StaticDecode make_static_decode(model::GeneratorImpl& g, const torch::Tensor& condition, int64_t null_rows,
+                                const std::vector<int64_t>& order, int64_t capacity, int64_t table_bytes) {
+  torch::NoGradGuard no_grad;
+  const int64_t S = g.cfg.seq_len;
+  check(static_cast<int64_t>(order.size()) == S, "static decode: order has ", order.size(), " positions, want ", S);
+  check(capacity >= S + 1, "static decode: capacity ", capacity, " < ", S + 1);
+  const auto P = g.pos_embed[0], T = g.target_aware_pos_embed[0];
+  const auto dev = g.cls_token.device();
+  const auto i64 = torch::TensorOptions(torch::kInt64).device(dev);
+  StaticDecode s;
+  s.condition = condition.to(i64);
+  s.null_rows = null_rows;
+  s.token = torch::zeros({s.condition.size(0) + null_rows}, i64);
+  s.step = torch::ones({1}, i64);
+  s.slots = torch::arange(capacity, i64);
+  // row t (1..S-1) = P[2+τ_{t-1}] + T[2+τ_t]
+  auto tau = torch::tensor(order, torch::kInt64).to(dev);
+  auto prev = torch::cat({tau.narrow(0, 0, 1), tau.narrow(0, 0, S - 1)});  // row 0: unused
+  s.position = P.index_select(0, prev + 2) + T.index_select(0, tau + 2);
+  auto t = ada_tables(g, s.condition, null_rows, table_bytes);
+  s.table_block = std::move(t.block);
+  s.table_head = t.head;
+  s.table_rows = t.rows;
+  return s;
+}
+
+bool update_static_decode(model::GeneratorImpl& g, StaticDecode& s, const torch::Tensor& condition, int64_t table_bytes) {
+  torch::NoGradGuard no_grad;
+  if (condition.size(0) != s.condition.size(0)) return false;
+  auto t = ada_tables(g, condition.to(s.condition.device()), s.null_rows, table_bytes);
+  const bool same = t.rows.defined() == s.table_rows.defined() &&
+                    (!t.rows.defined() || (t.rows.sizes() == s.table_rows.sizes() &&
+                                           t.head.sizes() == s.table_head.sizes()));
+  if (!same) return false;
+  s.condition.copy_(condition);
+  if (t.rows.defined()) {
+    s.table_rows.copy_(t.rows);
+    s.table_head.copy_(t.head);
+    for (size_t l = 0; l < t.block.size(); ++l) s.table_block[l].copy_(t.block[l]);
+  }
+  return true;
+}
+
+torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache) {
+  const auto E = g.timesteps_embeddings[0];
+  const auto slot = s.step + 1;  // the fed token's index in the sequence
+  const int64_t R = s.token.size(0), served = s.table_rows.defined() ? s.table_rows.size(0) : 0;
+  // index 1+t: x[τ_{t-1}] + P[2+τ_{t-1}] + T[2+τ_t]; condition E[1+t]
+  auto h = (g.embeddings(s.token) + s.position.index_select(0, s.step)).unsqueeze(1);  // [R,1,H]
+  // adaLN products: rows the tables serve gather theirs (table row u*(S+2) + 1+t); the others
+  // (class rows beyond the table budget) run the matmul on SiLU(emb(c) + E[1+t]).
+  torch::Tensor silu_c, table_index;
+  if (served < R)
+    silu_c = model::to_compute(F::silu(g.embeddings(s.condition.narrow(0, 0, R - served)) + E.index_select(0, slot)));
+  if (served > 0) table_index = s.table_rows + slot;
+  // Both kinds of rows write into one [R,1,n] product (no concatenation afterwards), in the tables' dtype.
+  if (served > 0 && served < R) silu_c = silu_c.to(s.table_head.scalar_type());
+  auto adaln = [&](const torch::nn::LinearImpl& lin, const torch::Tensor& table) {
+    const int64_t n = lin.weight.size(0);
+    if (served == 0) return linear(lin, silu_c.unsqueeze(1));
+    if (served == R) return table.index_select(0, table_index).unsqueeze(1);
+    auto out = torch::empty({R, n}, table.options());
+    auto class_rows = out.narrow(0, 0, R - served), table_rows = out.narrow(0, R - served, served);
+    at::addmm_out(class_rows, lin.bias.to(table.scalar_type()), silu_c, lin.weight.to(table.scalar_type()).t());
+    at::index_select_out(table_rows, table, 0, table_index);
+    return out.unsqueeze(1);
+  };
+  auto valid = s.slots.le(slot).view({1, 1, 1, -1});
+  // each block's MLP residual is added by the next block's LN1 (the last one's by the head's LN)
+  Residual r{h, {}, {}};
+  for (size_t l = 0; l < g.block_list.size(); ++l) {
+    auto& b = g.block_list[l];
+    auto m = adaln(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), served ? s.table_block[l] : torch::Tensor())
+                 .chunk(6, -1);
+    r = block_step(*b, r, {m[0], m[1], m[2], m[3], m[4], m[5]}, cache.k[l], cache.v[l], slot, valid);
+  }
+  auto mh = adaln(*g.adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head);
+  return linear(*g.lm_head, head_step(*g.adaln_before_head, r, mh)).select(1, 0).to(torch::kFloat32);
+}
+
+}  // namespace rar::sampling
