@@ -1,4 +1,4 @@
-// model/fused_ops against the plain LibTorch path. The MLP tail that keeps only fc1's output and
+// model/ops (block, decode and decoder ops) against the plain LibTorch path. The MLP tail that keeps only fc1's output and
 // the dropout mask (every device): values and gradients. The fused CUDA block kernels (CUDA builds
 // on a GPU only; the plain path is what every CPU test runs): values and every gradient, in float32
 // (tight) and under bf16 autocast (bf16 rounding), and a whole generator's training step with the

@@ -185,7 +185,7 @@ void run_sample(const BenchArgs& a) {
         device.is_cuda(), a.profile, a.trace);
 }
 
-// One decode step's attention alone (model/fused_ops decode_attention: the CUDA kernel, or the
+// One decode step's attention alone (model/ops/decode_ops decode_attention: the CUDA kernel, or the
 // masked SDPA of the plain path): every row and head of a preset's guided batch attends over a
 // cache filled to `fill` slots (0 = half of it, the mean over a generation). Prints time per call
 // and the cache bytes read per second, the number to compare with the H200's 4.8 TB/s.

@@ -1,6 +1,7 @@
 // block_kernels.h — CUDA kernels for the memory-bound steps of a transformer block (CUDA builds
-// only, RAR_WITH_CUDA). Raw pointers and one stream: the autograd wrappers, the checks and the
-// plain LibTorch path they are tested against live in model/fused_ops.
+// only): ln_modulate.cu, qk_norm.cu, gated_residual.cu, gelu_dropout.cu. Raw pointers and one
+// stream: the autograd wrappers and checks are model/ops/cuda/block_ops_cuda.cpp, the plain
+// LibTorch path they are tested against model/ops/block_ops.cpp.
 //
 // Layouts: a "row" is one position's H values. x, y, gradients are contiguous [rows, H]; the
 // adaLN chunks (shift, scale, gate) are views into the [rows, 6H] projection, so each has its own

@@ -1,8 +1,8 @@
 // decode_attention.h — attention of one new query per row over a KV cache, the number of valid
-// slots read from device memory: the static-shape decode step (model/generator forward_slot) can
+// slots read from device memory: the static-shape decode step (sampling/static_decode) can
 // then be captured once in a CUDA graph and replayed at every step, reading only the filled part
 // of the cache (a masked attention over the whole cache reads all of it). CUDA builds only; the
-// wrapper and the plain path (masked scaled_dot_product_attention) live in model/fused_ops.
+// wrapper and the plain path (masked scaled_dot_product_attention) live in model/ops/decode_ops and model/ops/cuda/decode_ops_cuda.cpp.
 #pragma once
 #include <cstdint>
 

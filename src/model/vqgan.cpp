@@ -106,7 +106,7 @@ ResnetBlockImpl::ResnetBlockImpl(int64_t in, int64_t out, int64_t groups, double
 }
 
 torch::Tensor ResnetBlockImpl::forward(const torch::Tensor& x) {
-  // silu(GroupNorm(.)): model/fused_ops (one CUDA kernel pair for channels-last inference)
+  // silu(GroupNorm(.)): model/ops/decoder_ops (one CUDA kernel pair for channels-last inference)
   auto h = conv1(group_norm_silu(norm1, x));
   h = conv2(dropout(group_norm_silu(norm2, h)));
   return in_ch == out_ch ? h + x : h + nin_shortcut(h);  // the published quirk: shortcut of h

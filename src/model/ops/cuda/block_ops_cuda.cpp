@@ -1,5 +1,5 @@
 // block_ops_cuda.cpp — the fused path of model/ops/block_ops (CUDA builds only): autograd
-// Functions over the kernels of kernels/block_kernels.cu, one kernel forward and one backward each.
+// Functions over the kernels of kernels/block_kernels.h, one kernel forward and one backward each.
 #include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>

@@ -1,5 +1,5 @@
 // decode_ops_cuda.cpp — the fused path of model/ops/decode_ops (CUDA builds only): the cache-slot
-// write and the decode-attention kernels (kernels/block_kernels.cu, kernels/decode_attention.cu).
+// write and the decode-attention kernels (kernels/qk_norm.cu, kernels/decode_attention.cu).
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
