@@ -8,9 +8,11 @@
 #include "helpers.h"
 #include "io/npy.h"
 #include "model/weights.h"
+#include "model/vqgan.h"
 #include "sampling/guidance.h"
 #include "sampling/logits_chain.h"
 #include "sampling/orders.h"
+#include "sampling/sample_job.h"
 #include "sampling/sampler.h"
 #include "util/error.h"
 
@@ -290,4 +292,67 @@ TEST(Sampler, BadOptionsAndClassesAreRejected) {
   EXPECT_RAR_ERROR(sampling::class_list({0, 5}, false, 1, 3), "class id 5 out of range [0, 3)");
   EXPECT_EQ(sampling::class_list({}, true, 2, 3).equal(torch::tensor({0, 0, 1, 1, 2, 2}, torch::kInt64)), true);
   EXPECT_EQ(sampling::class_list({2, 0}, false, 2, 3).equal(torch::tensor({2, 2, 0, 0}, torch::kInt64)), true);
+}
+
+// The sampling job behind `rar sample`: batches in order, batch b drawn with seed + b (so a rank's
+// share and a resumed run give the same tokens), images decoded for each, shards written as they
+// finish and read back instead of regenerated, max_batches stopping early.
+TEST(SampleJob, BatchesInOrderSeededByIndexShardedAndResumable) {
+  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
+  auto vq = model::load_vq(shared_ref("tiny_vq.bin")).model;
+  sampling::SamplingOptions o;
+  o.cfg = 2.0;
+  o.seed = 11;
+  const int64_t N = 7, batch = 3;  // batches of 3, 3, 1
+  auto classes = torch::arange(N, torch::kInt64).remainder(g->cfg.classes);
+  sampling::SampleRun run{classes, batch, 2, 0, o};
+
+  std::vector<sampling::SampledBatch> got;
+  auto all = sampling::run_sampling(g, vq, run, [&](const sampling::SampledBatch& b) { got.push_back(b); });
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(all.images, N);
+  EXPECT_EQ(all.generated, 3);
+  sampling::Sampler direct(g, o);
+  for (int64_t b = 0; b < 3; ++b) {
+    const auto& x = got[b];
+    EXPECT_EQ(x.index, b);
+    EXPECT_EQ(x.first, b * batch);
+    EXPECT_EQ(x.n, std::min(batch, N - b * batch));
+    EXPECT_TRUE(x.classes.equal(classes.narrow(0, x.first, x.n)));
+    EXPECT_TRUE(x.tokens.equal(direct.sample_batch(x.classes, sampling::Sampler::batch_seed(o.seed, b)))) << b;
+    ASSERT_TRUE(x.images.defined());
+    EXPECT_EQ(x.images.size(0), x.n);
+    EXPECT_EQ(x.images.scalar_type(), torch::kUInt8);
+  }
+  // rank 1 of 2 takes batch 1 only, with the same tokens
+  sampling::SampleRun odd = run;
+  odd.rank = 1, odd.world = 2;
+  EXPECT_EQ(sampling::images_of_rank(N, batch, 1, 2), 3);
+  std::vector<sampling::SampledBatch> mine;
+  sampling::run_sampling(g, vq, odd, [&](const sampling::SampledBatch& b) { mine.push_back(b); });
+  ASSERT_EQ(mine.size(), 1u);
+  EXPECT_EQ(mine[0].index, 1);
+  EXPECT_TRUE(mine[0].tokens.equal(got[1].tokens));
+
+  // shards: stop after one batch, then resume: the first batch is read back, not regenerated
+  TempDir dir;
+  const nlohmann::json settings = {{"test", 1}};
+  io::SampleShards shards(dir / "s.npz", N, batch, settings);
+  sampling::SampleRun part = run;
+  part.shards = &shards;
+  part.max_batches = 1;
+  auto first = sampling::run_sampling(g, vq, part, [](const sampling::SampledBatch&) {});
+  EXPECT_TRUE(first.stopped);
+  EXPECT_EQ(first.generated, 1);
+  EXPECT_TRUE(shards.done(0));
+  EXPECT_FALSE(shards.done(1));
+  part.max_batches = 0;
+  std::vector<sampling::SampledBatch> rest;
+  auto second = sampling::run_sampling(g, vq, part, [&](const sampling::SampledBatch& b) { rest.push_back(b); });
+  EXPECT_FALSE(second.stopped);
+  EXPECT_EQ(second.generated, 2);
+  ASSERT_EQ(rest.size(), 3u);
+  EXPECT_FALSE(rest[0].generated);
+  EXPECT_FALSE(rest[0].images.defined());
+  for (int64_t b = 0; b < 3; ++b) EXPECT_TRUE(rest[b].tokens.equal(got[b].tokens)) << b;
 }

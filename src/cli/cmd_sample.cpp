@@ -11,8 +11,7 @@
 #include "io/sample_shards.h"
 #include "model/vqgan.h"
 #include "model/weights.h"
-#include "sampling/decode_pipeline.h"
-#include "sampling/sampler.h"
+#include "sampling/sample_job.h"
 #include "training/distributed.h"
 #include "util/device.h"
 #include "util/atomic_file.h"
@@ -108,7 +107,6 @@ void run(SampleArgs& a) {
     check(vq.cfg.codebook_size == g.cfg.codebook, "tokenizer codebook (", vq.cfg.codebook_size,
           " codes) does not match the generator's vocabulary (", g.cfg.codebook, ")");
   }
-  sampling::Sampler sampler(g.model, a.opts);
   const int64_t N = classes.size(0);
   std::unique_ptr<io::SampleShards> shards;
   if (kind == OutKind::Npz) {
@@ -128,62 +126,27 @@ void run(SampleArgs& a) {
     if (dp && rank == 0) dp->barrier();
   }
 
+  sampling::SampleRun run{classes, a.batch, a.decode_batch, a.max_batches, a.opts, shards.get(), rank, world};
   std::vector<torch::Tensor> all_tokens, all_images;
-  int64_t mine = 0, done_images = 0;  // this process's images, and those finished
-  for (int64_t first = rank * a.batch; first < N; first += world * a.batch) mine += std::min(a.batch, N - first);
-  Progress progress("sample", mine, "img");
-  // A generated batch waits here while its images are decoded (on a CUDA device: on a side stream,
-  // overlapped with generating the next batch); its outputs are written once the images are back.
-  struct Batch {
-    int64_t index = 0, first = 0, n = 0;
-    torch::Tensor cls, tokens;
-  };
-  std::optional<sampling::DecodePipeline> decoder;
-  if (vq.model) decoder.emplace(vq.model, a.decode_batch);
-  std::optional<Batch> waiting;
-  auto finish = [&](const Batch& x, const torch::Tensor& images, bool generated_now) {
-    if (shards && generated_now) shards->write(x.index, images, x.cls, x.tokens);
-    if (!a.tokens_out.empty()) all_tokens.push_back(x.tokens);
-    if (kind == OutKind::Grid) all_images.push_back(images);
-    if (kind == OutKind::Dir) {
-      for (int64_t i = 0; i < x.n; ++i) {
-        char name[64];
-        std::snprintf(name, sizeof name, "%06lld_class%04lld.png", (long long)(x.first + i),
-                      (long long)x.cls[i].item<int64_t>());
-        io::write_image(join_path(a.out, name), images[i]);
-      }
-    }
-    progress.update(done_images += x.n);
-  };
-  auto flush = [&] {
-    if (!waiting) return;
-    finish(*waiting, decoder ? decoder->take() : torch::Tensor(), true);
-    waiting.reset();
-  };
-  int64_t generated = 0;
-  bool stopped = false;
-  for (int64_t b = 0, first = 0; first < N; ++b, first += a.batch) {
-    if (b % world != rank) continue;
-    Batch x{b, first, std::min(a.batch, N - first), {}, {}};
-    x.cls = classes.narrow(0, first, x.n);
-    if (shards && shards->done(b)) {
-      flush();
-      x.tokens = shards->tokens(b);
-      finish(x, torch::Tensor(), false);
-      continue;
-    }
-    if (a.max_batches > 0 && generated == a.max_batches) {
-      stopped = true;
-      break;
-    }
-    ++generated;
-    auto tokens = sampler.sample_batch(x.cls, sampling::Sampler::batch_seed(a.opts.seed, b));
-    flush();  // the previous batch's images were decoded while this batch was generated
-    if (decoder) decoder->submit(tokens);
-    x.tokens = tokens.cpu();
-    waiting = x;
-  }
-  flush();
+  Progress progress("sample", sampling::images_of_rank(N, a.batch, rank, world), "img");
+  int64_t done_images = 0;
+  const auto summary = sampling::run_sampling(
+      g.model, vq.model ? std::optional<model::VQModel>(vq.model) : std::nullopt, run,
+      [&](const sampling::SampledBatch& x) {
+        if (!a.tokens_out.empty()) all_tokens.push_back(x.tokens);
+        if (kind == OutKind::Grid) all_images.push_back(x.images);
+        if (kind == OutKind::Dir) {
+          for (int64_t i = 0; i < x.n; ++i) {
+            char name[64];
+            std::snprintf(name, sizeof name, "%06lld_class%04lld.png", (long long)(x.first + i),
+                          (long long)x.classes[i].item<int64_t>());
+            io::write_image(join_path(a.out, name), x.images[i]);
+          }
+        }
+        progress.update(done_images += x.n);
+      });
+  const int64_t generated = summary.generated;
+  const bool stopped = summary.stopped;
   if (dp) dp->barrier();  // every process's shards are written
   bool complete = !stopped;
   if (shards)
