@@ -1,5 +1,5 @@
 // small_step.h — a small generator on CUDA and one training step's inputs, shared by the GPU
-// tests that compare two ways of running that step (bf16 vs fp32, fused vs plain, checkpointed).
+// tests that compare two ways of running that step (bf16 vs fp32, fused vs plain, recomputed blocks).
 #pragma once
 #include <torch/torch.h>
 

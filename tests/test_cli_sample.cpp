@@ -43,7 +43,10 @@ TEST(CliSample, DecoderAndKvCacheOptions) {
   ASSERT_EQ(run_rar(common + "--out " + (dir / "a/")).status, 0);
   auto r = run_rar(common + "--decode-precision bf16 --channels-last --decode-batch 1 --out " + (dir / "b/"));
   ASSERT_EQ(r.status, 0) << r.output;
-  for (const auto& name : list_dir(dir / "a")) {
+  const auto written = list_dir(dir / "a");
+  ASSERT_EQ(written.size(), 4u);  // 2 classes x 2
+  ASSERT_EQ(list_dir(dir / "b"), written);
+  for (const auto& name : written) {
     auto a = io::read_image(dir / "a/" + name).to(torch::kInt32), b = io::read_image(dir / "b/" + name).to(torch::kInt32);
     // (tiny_vq: 1.3-1.4 levels on average; a wrong decode is tens)
     EXPECT_LE((a - b).abs().to(torch::kFloat64).mean().item<double>(), 2.0) << name;

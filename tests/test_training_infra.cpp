@@ -76,10 +76,20 @@ TEST(Config, RejectsBadFilesWithOneLine) {
 TEST(Config, ComposeMergesUserFileOverDefaultsThenOverrides) {
   TempDir dir;
   write_bytes(dir / "user.yaml", "training:\n  steps: 20\nexperiment:\n  project: x\n");
+  testing::internal::CaptureStderr();
   auto c = training::compose_config("training:\n  steps: 10\n  lr: 0.5\n", dir / "user.yaml", {"training.lr=0.25"});
+  const std::string said = testing::internal::GetCapturedStderr();
   EXPECT_EQ(c.get_int("training.steps"), 20);
   EXPECT_DOUBLE_EQ(c.get_double("training.lr"), 0.25);
-  EXPECT_EQ(c.get_string("experiment.project"), "x");  // kept, reported as unused
+  EXPECT_EQ(c.get_string("experiment.project"), "x");  // kept, and reported as unused (only it)
+  // (the defaults have no `experiment` section: the whole section is the unused key)
+  EXPECT_NE(said.find("keys this command does not use (kept): experiment\n"), std::string::npos) << said;
+  EXPECT_EQ(said.find("training."), std::string::npos) << said;
+  // merge() itself names exactly the keys the base lacks
+  auto base = training::Config::from_yaml("a:\n  b: 1\n", "<base>");
+  auto over = training::Config::from_yaml("a:\n  b: 2\n  c: 3\nd: 4\n", "<over>");
+  EXPECT_EQ(base.merge(over), (std::vector<std::string>{"a.c", "d"}));
+  EXPECT_EQ(base.get_int("a.b"), 2);
 }
 
 TEST(Schedule, WarmupThenCosineToEndAndRandomness) {

@@ -262,7 +262,7 @@ void run_train(const BenchArgs& a) {
   cfg.dropout = cfg.attn_dropout = a.dropout;
   torch::manual_seed(0);
   model::Generator g(cfg);
-  g->checkpoint_layers = a.checkpoint ? cfg.layers : std::min(a.checkpoint_layers, cfg.layers);
+  g->recompute_layers = a.checkpoint ? cfg.layers : std::min(a.checkpoint_layers, cfg.layers);
   model::set_fused_kernels(!a.plain);
   g->to(device);
   g->train();
@@ -299,7 +299,7 @@ void run_train(const BenchArgs& a) {
                 "|---|---|---|---|---|---|---|---|\n");
   std::printf("| %s | %lld | %s | %.0f | %.1f | %.1fk | %.1f | %.1f |\n", a.model.c_str(), (long long)a.batch,
               (a.precision + (a.plain ? " plain" : "") +
-               (g->checkpoint_layers > 0 ? " ckpt " + cat(g->checkpoint_layers, "/", cfg.layers) : "") +
+               (g->recompute_layers > 0 ? " ckpt " + cat(g->recompute_layers, "/", cfg.layers) : "") +
                (a.dropout != 0.1 ? " dropout " + cat(a.dropout) : ""))
                   .c_str(),
               s * 1e3, a.batch / s, a.batch * cfg.seq_len / s / 1e3, flops / s / 1e12, peak_gib(device));
@@ -386,7 +386,7 @@ void add_bench(CLI::App& app) {
   t->add_option("--model", a->model, "rar_b, rar_l, rar_xl or rar_xxl");
   t->add_option("--steps", a->steps, "timed steps after 3 warm-up steps (default 10)")->check(positive_count());
   t->add_flag("--checkpoint", a->checkpoint, "activation checkpointing of every block");
-  t->add_option("--checkpoint-layers", a->checkpoint_layers, "activation checkpointing of the first N blocks")
+  t->add_option("--checkpoint-layers", a->checkpoint_layers, "recompute the activations of the first N blocks in backward (activation checkpointing)")
       ->check(CLI::NonNegativeNumber);
   t->add_flag("--plain", a->plain, "plain LibTorch ops only (no fused CUDA kernels)");
   t->add_option("--dropout", a->dropout, "dropout and attention dropout (the recipe's 0.1 by default)")->check(non_negative());

@@ -3,7 +3,7 @@
 // elsewhere: the ops' fused paths in model/ops/, the static decode step in sampling/static_decode.
 #include "model/generator.h"
 
-#include "model/checkpoint.h"
+#include "model/recompute.h"
 #include "model/ops/block_ops.h"
 #include "model/ops/decode_ops.h"
 #include "model/init.h"
@@ -175,8 +175,8 @@ torch::Tensor GeneratorImpl::run_blocks(torch::Tensor h, const torch::Tensor& c,
   for (size_t l = 0; l < block_list.size(); ++l) {
     const auto silu_c = shared_cast(silu, silu_lp);
     if (cache) h = block_list[l](h, silu_c, &cache->k[l], &cache->v[l], past);
-    else if (static_cast<int64_t>(l) < checkpoint_layers && is_training() && torch::GradMode::is_enabled())
-      h = checkpointed_block(block_list[l], h, silu_c);
+    else if (static_cast<int64_t>(l) < recompute_layers && is_training() && torch::GradMode::is_enabled())
+      h = recomputed_block(block_list[l], h, silu_c);
     else h = block_list[l](h, silu_c);
   }
   if (cache) cache->length += h.size(1);

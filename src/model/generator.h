@@ -106,10 +106,10 @@ struct GeneratorImpl : torch::nn::Module {
   std::vector<Block> block_list;  // the same modules, typed
   FinalLayer adaln_before_head{nullptr};
   torch::nn::Linear lm_head{nullptr};
-  // Activation checkpointing in training (`use_checkpoint`): the first `checkpoint_layers` blocks
-  // (all of them when >= layers) keep only their input and recompute their activations during
-  // backward (model/checkpoint.h); the rest keep theirs. 0 = off.
-  int64_t checkpoint_layers = 0;
+  // Recomputed activations in training (the config's `use_checkpoint` / `checkpoint_layers`): the
+  // first `recompute_layers` blocks (all of them when >= layers) keep only their input and
+  // recompute their activations during backward (model/recompute.h); the rest keep theirs. 0 = off.
+  int64_t recompute_layers = 0;
 
  private:
   // SPEC §3.6: the L blocks over new positions h, c [B,N,H] (appending to the cache if given).

@@ -195,7 +195,7 @@ model::Generator build_generator(const RarSettings& s, const torch::Device& devi
     torch::NoGradGuard ng;
     model::load_weights(*g, io::read_checkpoint(s.init_from), s.init_from);
   }
-  g->checkpoint_layers = s.recomputed_layers;
+  g->recompute_layers = s.recomputed_layers;
   g->to(device);
   g->train();
   dp.broadcast(g->parameters());

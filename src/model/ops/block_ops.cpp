@@ -138,11 +138,11 @@ torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Te
 
 torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training) {
   if (!training) return at::linear(at::gelu(u), fc2.weight, fc2.bias);
-  // The mask is drawn the same way with or without gradients, so a checkpointed block's
+  // The mask is drawn the same way with or without gradients, so a recomputed block's
   // recomputation (gradients on) sees the mask its forward (gradients off) drew.
   torch::Tensor mask;
   if (p > 0) mask = torch::empty(u.sizes(), u.options().dtype(torch::kBool)).bernoulli_(1.0 - p);
-  // The same op (and kernels) with or without gradients, so that a checkpointed block's recomputed
+  // The same op (and kernels) with or without gradients, so that a recomputed block's recomputed
   // forward repeats its first forward exactly.
   return gelu_dropout_linear_saving(u, mask, p, fc2.weight, fc2.bias);
 }

@@ -25,7 +25,7 @@ torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, 
 // SPEC §3.6, the end of a block's attention half and the start of its MLP half: x' = x + gate·y,
 // z = ln_modulate(ln, x', shift, scale) -> {x', z}. With `inference` and grad mode off, on CUDA one
 // kernel pass (the residual stream is read once); otherwise the two ops above (training always
-// takes those, so a checkpointed block's no-grad forward and its recomputation run the same kernels).
+// takes those, so a recomputed block's no-grad forward and its recomputation run the same kernels).
 std::array<torch::Tensor, 2> gated_residual_ln_modulate(const torch::Tensor& x, const torch::Tensor& gate,
                                                         const torch::Tensor& y, const torch::nn::LayerNorm& ln,
                                                         const torch::Tensor& shift, const torch::Tensor& scale,
@@ -41,7 +41,7 @@ std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t hea
 // so the shifts (no backward needs them) get their own storage and are freed after the forward:
 // the block keeps 8 of the 12 bytes per token and hidden unit the single [B,N,6H] product would
 // (chunks are views: one saved chunk keeps the whole product alive). Same values either way up to
-// float rounding; decided by `training`, not by grad mode, so a checkpointed block's recomputation
+// float rounding; decided by `training`, not by grad mode, so a recomputed block's recomputation
 // runs the very matmuls of its first forward.
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
                                           bool training);

@@ -1,5 +1,5 @@
-// checkpoint.cpp — see checkpoint.h.
-#include "model/checkpoint.h"
+// recompute.cpp — see recompute.h.
+#include "model/recompute.h"
 
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
@@ -80,7 +80,7 @@ struct BlockRecompute : torch::autograd::Function<BlockRecompute> {
 
 }  // namespace
 
-torch::Tensor checkpointed_block(Block& block, const torch::Tensor& x, const torch::Tensor& silu_c) {
+torch::Tensor recomputed_block(Block& block, const torch::Tensor& x, const torch::Tensor& silu_c) {
   return BlockRecompute::apply(x, silu_c, block.get());
 }
 
