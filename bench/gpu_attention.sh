@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The decode-attention kernels alone (issue #7), from the repository root on the GPU machine:
+# The decode-attention kernels alone (bench/RESULTS.md, "Sampling"), from the repository root on the GPU machine:
 # rar_xl and rar_b, guided batch 256, bf16 and fp8 caches, both kernels, cache filled to 64 / 128 /
 # 256 of 257 slots. ~1-2 minutes. Usage: bench/gpu_attention.sh build-gpu/rar
 set -u

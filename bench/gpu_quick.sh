@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The headline sampling rows of issue #7 and one kernel profile, ~2.5 minutes: fits in the same
+# The headline sampling rows of bench/RESULTS.md and one kernel profile, ~2.5 minutes: fits in the same
 # device call as a build and the test suite (scripts/gpu-check.sh QUICK=1), where the whole
 # bench/gpu_sample.sh (~8 minutes) does not. From the repository root on the GPU machine.
 # Usage: bench/gpu_quick.sh build-gpu/rar [profile.md]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Generation and decoding benchmarks on the GPU machine (issue #7): rows for bench/RESULTS.md.
+# Generation and decoding benchmarks on the GPU machine (bench/RESULTS.md, "Sampling"): rows for bench/RESULTS.md.
 # Usage: bench/gpu_sample.sh build-gpu/rar
 set -u
 RAR=${1:-build-gpu/rar}

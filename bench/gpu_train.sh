@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Training-step benchmarks on the GPU machine (issue #5): rows for bench/RESULTS.md.
+# Training-step benchmarks on the GPU machine (bench/RESULTS.md, "Training"): rows for bench/RESULTS.md.
 # Usage: bench/gpu_train.sh build-gpu/rar
 set -u
 RAR=${1:-build-gpu/rar}

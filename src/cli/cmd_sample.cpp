@@ -1,4 +1,4 @@
-// `rar sample` — class-conditional generation (SPEC §5) to token ids, a PNG grid, one PNG per
+// `rar sample` — class-conditional generation (DESIGN §5) to token ids, a PNG grid, one PNG per
 // sample, or an ADM-layout .npz written in resumable shards.
 #include <cstdio>
 #include <optional>

@@ -1,4 +1,4 @@
-// `rar score` — per-sample mean NLL (nats/token) of token sequences under a generator (SPEC §3.8).
+// `rar score` — per-sample mean NLL (nats/token) of token sequences under a generator (DESIGN §3.8).
 #include <cstdio>
 
 #include "cli/commands.h"

@@ -1,5 +1,5 @@
 // `rar encode | decode | reconstruct | tokenize` — images to tokens and back with a VQ tokenizer
-// (SPEC §6), and whole datasets to the pretokenized .rartok format the trainer reads.
+// (DESIGN §6), and whole datasets to the pretokenized .rartok format the trainer reads.
 #include <ATen/Parallel.h>
 
 #include <cmath>

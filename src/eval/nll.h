@@ -1,4 +1,4 @@
-// nll.h — per-sample negative log-likelihood of token sequences under a generator (SPEC §3.8):
+// nll.h — per-sample negative log-likelihood of token sequences under a generator (DESIGN §3.8):
 // the mean cross-entropy, in nats per token, of predicting x[τ_{j+1}] at position j.
 // Used as validation loss and as the equivalence test against the reference code.
 #pragma once

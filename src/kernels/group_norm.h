@@ -1,5 +1,5 @@
 // group_norm.h — GroupNorm (+ SiLU) of channels-last activations [N,H,W,C] (the VQ decoder in
-// channels-last mode, issue #7): one pass gathering each (image, group)'s sum and sum of squares,
+// channels-last mode, DESIGN §10): one pass gathering each (image, group)'s sum and sum of squares,
 // one pass normalising, applying the per-channel affine and, optionally, SiLU. LibTorch's GroupNorm
 // copies channels-last input to NCHW and its output back, which cost more than the convolutions.
 // CUDA builds only; the wrapper and the plain path live in model/ops/decoder_ops and model/ops/cuda/decoder_ops_cuda.cpp.

@@ -1,9 +1,13 @@
-// generator.h — the RAR generator (SPEC §2–3, §5): a class-conditional decoder-only transformer
+// generator.h — the RAR generator (DESIGN §2–3, §5): a class-conditional decoder-only transformer
 // with adaLN-modulated blocks. Submodules and parameters carry the published state-dict names
 // (`blocks.{i}.attn.qkv.weight`, `adaln_before_head.adaLN_modulation.1.bias`, ...), so a
 // published checkpoint maps 1:1 onto named_parameters().
 //
 // Shapes: B batch, S image tokens, N new positions, H hidden, V codebook, h heads, hd = H/h.
+// Orders, one convention everywhere: τ = (τ_1, ..., τ_S) is the scan order, 1-based as in the
+// paper — τ_k is the grid position (row·cols + col) of the k-th token generated. Code holds it
+// 0-based: order[k-1] = τ_k (an `orders` tensor row, a std::vector<int64_t> order).
+// The equations this file implements: docs/DESIGN.md §1-§3 and §5.
 #pragma once
 #include <array>
 #include <optional>
@@ -49,7 +53,7 @@ struct MlpImpl : torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
-// One transformer block with adaLN modulation from the per-position condition c (SPEC §3.6).
+// One transformer block with adaLN modulation from the per-position condition c (DESIGN §3.6).
 struct BlockImpl : torch::nn::Module {
   BlockImpl(const GeneratorConfig& cfg);
   // x [B,N,H], silu_c = SiLU(c) [B,N,H] (computed once for all blocks) -> [B,N,H]
@@ -62,7 +66,7 @@ struct BlockImpl : torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
-// `adaln_before_head`: non-affine LayerNorm modulated by the condition (scale first, SPEC §3.7).
+// `adaln_before_head`: non-affine LayerNorm modulated by the condition (scale first, DESIGN §3.7).
 struct FinalLayerImpl : torch::nn::Module {
   explicit FinalLayerImpl(int64_t dim);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& silu_c);  // silu_c = SiLU(c)
@@ -74,21 +78,21 @@ TORCH_MODULE(FinalLayer);
 struct GeneratorImpl : torch::nn::Module {
   explicit GeneratorImpl(const GeneratorConfig& cfg);
 
-  // The published initialisation (SPEC §4): truncated normal 0.02 for linear/embedding weights
+  // The published initialisation (DESIGN §4): truncated normal 0.02 for linear/embedding weights
   // and the position/timestep tables, zero biases, unit LayerNorm weights, zero cls_token, and
   // every adaLN output layer zeroed.
   void reset_parameters();
 
-  // Class ids [B] -> condition token ids (SPEC §3.1); drop[b] (optional bool [B]) selects the null class.
+  // Class ids [B] -> condition token ids (DESIGN §3.1); drop[b] (optional bool [B]) selects the null class.
   torch::Tensor condition_tokens(const torch::Tensor& classes, const torch::Tensor& drop = {}) const;
 
-  // Training / scoring forward (SPEC §3). tokens [B,S] int64 in raster layout, condition [B]
+  // Training / scoring forward (DESIGN §3). tokens [B,S] int64 in raster layout, condition [B]
   // condition token ids, orders [B,S] a permutation per sample (undefined = raster).
   // Returns logits [B,S+1,V]: position j < S predicts tokens[τ_{j+1}]; position S is unused.
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& condition,
                         const torch::Tensor& orders = {});
 
-  // --- incremental decoding with a KV cache (SPEC §5) ---
+  // --- incremental decoding with a KV cache (DESIGN §5) ---
   // dtype: the model's unless given (fp8 e4m3: `--kv-cache fp8`, see model/ops/decode_ops to_cache_dtype)
   KVCache make_cache(int64_t batch, int64_t capacity, std::optional<at::ScalarType> dtype = std::nullopt) const;
   // Step 0: feeds cls (index 0) and the class token (index 1, target position first_pos).
@@ -112,9 +116,9 @@ struct GeneratorImpl : torch::nn::Module {
   int64_t recompute_layers = 0;
 
  private:
-  // SPEC §3.6: the L blocks over new positions h, c [B,N,H] (appending to the cache if given).
+  // DESIGN §3.6: the L blocks over new positions h, c [B,N,H] (appending to the cache if given).
   torch::Tensor run_blocks(torch::Tensor h, const torch::Tensor& c, KVCache* cache);
-  // SPEC §3.7: adaLN head, h, c [B,N,H] -> logits [B,N,V].
+  // DESIGN §3.7: adaLN head, h, c [B,N,H] -> logits [B,N,V].
   torch::Tensor head(const torch::Tensor& h, const torch::Tensor& c);
 };
 TORCH_MODULE(Generator);

@@ -1,4 +1,4 @@
-// generator_config.h — the shape of a RAR generator (SPEC §1–2): hidden size H, blocks L, heads,
+// generator_config.h — the shape of a RAR generator (DESIGN §1–2): hidden size H, blocks L, heads,
 // MLP width I, codebook V, classes C, image tokens S. Presets are the published models; any other
 // combination is allowed, and the config of a checkpoint is recovered from its tensor shapes.
 #pragma once
@@ -24,7 +24,7 @@ struct GeneratorConfig {
   double attn_dropout = 0.1; // attention weights, training only
 
   int64_t head_dim() const { return hidden / heads; }
-  // Token-space layout (SPEC §1): image tokens 0..V-1, mask V, class c -> V+1+c, null V+C+1.
+  // Token-space layout (DESIGN §1): image tokens 0..V-1, mask V, class c -> V+1+c, null V+C+1.
   int64_t vocab_rows() const { return codebook + classes + 2; }
   int64_t class_token(int64_t c) const { return codebook + 1 + c; }
   int64_t null_class_token() const { return codebook + classes + 1; }
@@ -40,7 +40,7 @@ struct GeneratorConfig {
   // "rar_b", "rar_l", "rar_xl", "rar_xxl".
   static GeneratorConfig preset(const std::string& name);
   static std::vector<std::string> preset_names();
-  // Recovers every size from the tensor shapes (SPEC §2). Throws naming what is missing.
+  // Recovers every size from the tensor shapes (DESIGN §2). Throws naming what is missing.
   static GeneratorConfig infer(const io::StateDict& sd);
 };
 

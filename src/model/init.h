@@ -1,4 +1,4 @@
-// init.h — weight initialisers shared by the models (the RAR recipe, SPEC §4 "Init").
+// init.h — weight initialisers shared by the models (the RAR recipe, DESIGN §4 "Init").
 #pragma once
 #include <torch/types.h>
 

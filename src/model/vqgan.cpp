@@ -1,4 +1,4 @@
-// vqgan.cpp — MaskGIT-VQGAN, following SPEC §6 line by line.
+// vqgan.cpp — MaskGIT-VQGAN, following DESIGN §6 line by line.
 #include "model/vqgan.h"
 
 #include "model/ops/decoder_ops.h"

@@ -1,4 +1,4 @@
-// vqgan.h — the MaskGIT-VQGAN tokenizer (SPEC §6): a convolutional encoder to a grid of z
+// vqgan.h — the MaskGIT-VQGAN tokenizer (DESIGN §6): a convolutional encoder to a grid of z
 // vectors, nearest-code quantisation against a codebook, and a decoder back to pixels.
 // Module and parameter names are those of the published `maskgit-vqgan-imagenet-f16-256.bin`
 // (`encoder.down.{i}.block.{j}.conv1.weight`, `quantize.embedding.weight`, ...).

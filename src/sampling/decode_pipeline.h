@@ -1,4 +1,4 @@
-// decode_pipeline.h — tokens -> uint8 images, overlapped with generation (issue #7): on a CUDA
+// decode_pipeline.h — tokens -> uint8 images, overlapped with generation (DESIGN §5, §10): on a CUDA
 // device each submitted batch is decoded on a side stream while the caller generates the next
 // one on the main stream; take() hands back the oldest batch's images on the CPU. Elsewhere it
 // decodes at submit(). The images are the same either way. A batch is decoded `chunk` images at a

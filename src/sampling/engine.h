@@ -1,4 +1,4 @@
-// engine.h — the model side of generation (SPEC §5, issue #7): step 0 (prefill) and step t of the
+// engine.h — the model side of generation (DESIGN §5): step 0 (prefill) and step t of the
 // KV-cache loop, behind one interface with three implementations:
 //   plain:  Generator::decode_prefill / decode_step, the cache grown step by step (the reference);
 //   static: every step with the same shapes and addresses (sampling/static_decode: the step
@@ -42,7 +42,7 @@ class DecodeEngine {
   // while R and the order stay the same.
   void begin(const torch::Tensor& condition, int64_t null_rows, const std::vector<int64_t>& order);
   torch::Tensor prefill();                                  // step 0: logits [R,V] float32
-  torch::Tensor step(const torch::Tensor& fed, int64_t t);  // step t >= 1, fed = x[τ_{t-1}] [R]
+  torch::Tensor step(const torch::Tensor& fed, int64_t t);  // step t >= 1, fed = x[τ_t] [R] (sampled at step t-1)
 
   EngineKind kind() const { return kind_; }
 

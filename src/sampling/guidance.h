@@ -1,4 +1,4 @@
-// guidance.h — classifier-free guidance (SPEC §5): logits = u + (c - u) * g_t, with the scale
+// guidance.h — classifier-free guidance (DESIGN §5): logits = u + (c - u) * g_t, with the scale
 // g_t following a schedule over the S steps:
 //   pow-cosine (reference)  g_t = (g - 1) * (1 - cos(π (t/S)^p)) / 2 + 1, with 0^0 = 1
 //   linear                  g_t = 1 + (g - 1) * t / S

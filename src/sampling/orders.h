@@ -1,4 +1,4 @@
-// orders.h — scan orders over a token grid (the paper's ablation, SPEC §4): the order τ in which
+// orders.h — scan orders over a token grid (the paper's ablation, DESIGN §4): the order τ in which
 // the S = rows x cols tokens are generated. Shared by sampling and training.
 //   raster      row by row, left to right (what the published models use)
 //   spiral-in   clockwise from the top-left corner along the border, inwards to the centre

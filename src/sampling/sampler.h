@@ -1,4 +1,4 @@
-// sampler.h — class-conditional token generation with the KV cache (SPEC §5): S steps, one
+// sampler.h — class-conditional token generation with the KV cache (DESIGN §5): S steps, one
 // token per step in the scan order, classifier-free guidance on a doubled batch, then the
 // temperature -> top-k -> top-p -> draw chain.
 #pragma once

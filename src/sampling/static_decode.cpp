@@ -110,7 +110,7 @@ StaticDecode make_static_decode(model::GeneratorImpl& g, const torch::Tensor& co
   s.token = torch::zeros({s.condition.size(0) + null_rows}, i64);
   s.step = torch::ones({1}, i64);
   s.slots = torch::arange(capacity, i64);
-  // row t (1..S-1) = P[2+τ_{t-1}] + T[2+τ_t]
+  // row t (1..S-1) = P[2+τ_t] + T[2+τ_{t+1}], with τ_t = order[t-1]
   auto tau = torch::tensor(order, torch::kInt64).to(dev);
   auto prev = torch::cat({tau.narrow(0, 0, 1), tau.narrow(0, 0, S - 1)});  // row 0: unused
   s.position = P.index_select(0, prev + 2) + T.index_select(0, tau + 2);
@@ -142,7 +142,7 @@ torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s,
   const auto E = g.timesteps_embeddings[0];
   const auto slot = s.step + 1;  // the fed token's index in the sequence
   const int64_t R = s.token.size(0), served = s.table_rows.defined() ? s.table_rows.size(0) : 0;
-  // index 1+t: x[τ_{t-1}] + P[2+τ_{t-1}] + T[2+τ_t]; condition E[1+t]
+  // index 1+t: x[τ_t] + P[2+τ_t] + T[2+τ_{t+1}]; condition E[1+t]
   auto h = (g.embeddings(s.token) + s.position.index_select(0, s.step)).unsqueeze(1);  // [R,1,H]
   // adaLN products: rows the tables serve gather theirs (table row u*(S+2) + 1+t); the others
   // (class rows beyond the table budget) run the matmul on SiLU(emb(c) + E[1+t]).

@@ -20,10 +20,10 @@ namespace rar::sampling {
 // the same shapes and tensor addresses — the step index is a device tensor written before each
 // step — so one step can be captured in a CUDA graph and replayed (sampling/engine).
 struct StaticDecode {
-  torch::Tensor token;      // [R] int64: x[τ_{t-1}] (0-based scan order), fed at step t (written per step)
+  torch::Tensor token;      // [R] int64: x[τ_t], fed at step t (written per step)
   torch::Tensor step;       // [1] int64: t >= 1 (written per step); the new position is cache slot t+1
   torch::Tensor condition;  // [R - null_rows] int64: condition token ids of the class rows
-  torch::Tensor position;   // [S,H]: row t = P[2+τ_{t-1}] + T[2+τ_t] (row 0 unused)
+  torch::Tensor position;   // [S,H]: row t = P[2+τ_t] + T[2+τ_{t+1}] (row 0 unused)
   torch::Tensor slots;      // [capacity] int64: 0, 1, 2, ... (the attention mask compares them to t+1)
   int64_t null_rows = 0;    // the last null_rows rows are the null class (the guided batch's second half)
   // adaLN products W·SiLU(emb(c) + E[j]) + b depend only on a row's condition c and the position j,
@@ -52,7 +52,7 @@ bool update_static_decode(model::GeneratorImpl& g, StaticDecode& s, const torch:
 // A KV cache whose every slot is zero (Generator::make_cache leaves them unset).
 model::KVCache make_zeroed_cache(const model::GeneratorImpl& g, int64_t batch, int64_t capacity,
                                  std::optional<at::ScalarType> dtype = std::nullopt);
-// Step t = s.step (1..S-1): the same logits as decode_step(s.token, t, τ_{t-1}, τ_t, ...) [R,V] float32.
+// Step t = s.step (1..S-1): the same logits as decode_step(s.token, t, τ_t, τ_{t+1}, ...) [R,V] float32.
 torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache);
 
 }  // namespace rar::sampling

@@ -17,7 +17,7 @@
 
 namespace rar::training {
 
-// The published no-decay rule (SPEC §4): parameters with fewer than 2 dims, or whose name contains
+// The published no-decay rule (DESIGN §4): parameters with fewer than 2 dims, or whose name contains
 // any of ln, bias, latent_tokens, mask_token, embedding, norm, gamma, embed, get no weight decay.
 bool published_no_decay(const std::string& name, const torch::Tensor& p);
 

@@ -1,9 +1,9 @@
-// rar_objective.h — the RAR training objective (SPEC §4, paper §3.2):
+// rar_objective.h — the RAR training objective (DESIGN §4, paper §3.2):
 //   r(step) = randomness annealing (training/schedule.h);
 //   each sample independently takes a uniformly random permutation τ with probability r, else
 //   the scan order (raster for the published models);
 //   the class label is replaced by the null class with probability `label_dropout`;
-//   loss = mean cross-entropy of predicting x[τ_{j+1}] at position j, j = 0..S-1 (SPEC §3.8).
+//   loss = mean cross-entropy of predicting x[τ_{j+1}] at position j, j = 0..S-1 (DESIGN §3.8).
 // The generator's forward adds the target-aware positions for whatever τ it is given.
 //
 // Draws come from a CPU generator seeded per (seed, step, micro-step), for the whole global batch,

@@ -1,4 +1,4 @@
-// rar_trainer.h — `rar train`: the RAR generator trained with the published recipe (SPEC §4) on a
+// rar_trainer.h — `rar train`: the RAR generator trained with the published recipe (DESIGN §4) on a
 // pretokenized dataset (.rartok), on one CPU/GPU or data-parallel over c10d.
 //
 // Per optimizer step: lr = warmup/cosine(step), r = randomness(step); for each micro-batch draw

@@ -1,4 +1,4 @@
-// schedule.h — the step-dependent quantities of the recipe (SPEC §4).
+// schedule.h — the step-dependent quantities of the recipe (DESIGN §4).
 // `step` counts optimizer updates already taken, so the first update runs at step 0 — as
 // PyTorch's LambdaLR, which sets lr = base · λ(0) before the first optimizer.step().
 #pragma once

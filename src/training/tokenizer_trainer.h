@@ -1,4 +1,4 @@
-// tokenizer_trainer.h — training a VQ tokenizer (the MaskGIT-VQGAN architecture of SPEC §6) on
+// tokenizer_trainer.h — training a VQ tokenizer (the MaskGIT-VQGAN architecture of DESIGN §6) on
 // your own images:
 //   z = E(x);  z, e ← l2-normalised when use_l2_norm;  k = argmin_j |z − e_j|²;  z_q = e_k
 //   loss = w_rec · rec(D(z + sg(z_q − z)), x)               (straight-through estimator)

@@ -13,16 +13,16 @@
 
 namespace rar::model {
 
-// SPEC §3.6 modulated LayerNorm: LN(x) * (1 + scale) + shift, with `ln`'s affine (if any) and eps.
+// DESIGN §3.6 modulated LayerNorm: LN(x) * (1 + scale) + shift, with `ln`'s affine (if any) and eps.
 // x [B,N,H] (float32 residual stream, or bf16 with bf16 weights); shift/scale [B,N,H] (chunks of
 // the adaLN projection). Result in the matmul dtype (autocast's, else shift's).
 torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
                           const torch::Tensor& scale);
 
-// SPEC §3.6 gated residual: x + gate * y.
+// DESIGN §3.6 gated residual: x + gate * y.
 torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y);
 
-// SPEC §3.6, the end of a block's attention half and the start of its MLP half: x' = x + gate·y,
+// DESIGN §3.6, the end of a block's attention half and the start of its MLP half: x' = x + gate·y,
 // z = ln_modulate(ln, x', shift, scale) -> {x', z}. With `inference` and grad mode off, on CUDA one
 // kernel pass (the residual stream is read once); otherwise the two ops above (training always
 // takes those, so a recomputed block's no-grad forward and its recomputation run the same kernels).
@@ -36,7 +36,7 @@ std::array<torch::Tensor, 2> gated_residual_ln_modulate(const torch::Tensor& x, 
 std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
                                            const torch::nn::LayerNorm& k_norm);
 
-// SPEC §3.6 adaLN modulation of a block: split6(W·SiLU(c) + b) = (shift_a, scale_a, gate_a, shift_m,
+// DESIGN §3.6 adaLN modulation of a block: split6(W·SiLU(c) + b) = (shift_a, scale_a, gate_a, shift_m,
 // scale_m, gate_m), each [B,N,H]. In training it is two matmuls, the shifts' rows and the others',
 // so the shifts (no backward needs them) get their own storage and are freed after the forward:
 // the block keeps 8 of the 12 bytes per token and hidden unit the single [B,N,6H] product would
@@ -46,7 +46,7 @@ std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t hea
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
                                           bool training);
 
-// SPEC §3.6 MLP tail: fc2(dropout(GELU(u))) for u = fc1(x) [B,N,hidden]. In training the dropout
+// DESIGN §3.6 MLP tail: fc2(dropout(GELU(u))) for u = fc1(x) [B,N,hidden]. In training the dropout
 // mask is drawn here (one bool per element) and, when gradients are needed, one autograd op keeps
 // only u and the mask — GELU and dropout are recomputed in backward instead of keeping their two
 // outputs (8 of the ~64 bytes a block keeps per token and hidden unit). Every device; the output
