@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# make cuda-check — compiles what only the CUDA build compiles (the fused paths' host code in
-# src/model/ops/cuda/, every source with RAR_WITH_CUDA islands, and the kernels in src/kernels/)
+# make cuda-check — compiles what only the CUDA build compiles (the host code in the cuda/ folders:
+# model/ops/cuda, util/cuda; any source testing RAR_WITH_CUDA; the kernels in src/kernels/)
 # on a machine without a GPU: the CUDA toolkit (nvcc) and LibTorch's headers are enough to catch
 # compile errors before a GPU-machine call. Nothing is linked or run.
 set -euo pipefail
@@ -10,7 +10,7 @@ command -v "$CUDA_HOME/bin/nvcc" >/dev/null || { echo "cuda-check: no nvcc in $C
 T=.deps/libtorch/include
 FLAGS=(-std=gnu++17 -DRAR_WITH_CUDA=1 -D_GLIBCXX_USE_CXX11_ABI=1 -Isrc -isystem "$T"
        -isystem "$T/torch/csrc/api/include" -isystem "$CUDA_HOME/include" -isystem /usr/include/libpng16)
-hosts=$( (ls src/model/ops/cuda/*.cpp; grep -rl RAR_WITH_CUDA src --include=*.cpp) | sort -u)
+hosts=$( (ls src/*/cuda/*.cpp src/*/*/cuda/*.cpp 2>/dev/null; grep -rl RAR_WITH_CUDA src --include=*.cpp || true) | sort -u)
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 printf '%s\n' $hosts | xargs -P "$(nproc)" -I{} sh -c 'g++ "$@" -fsyntax-only {} && echo "ok   {}"' _ "${FLAGS[@]}"
 for cu in src/kernels/*.cu; do

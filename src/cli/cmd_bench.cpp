@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "util/gpu.h"
 #include "model/ops/decode_ops.h"
 #include "model/ops/fused.h"
 #include "model/generator.h"
@@ -20,9 +21,6 @@
 #include "util/device.h"
 #include "util/profile.h"
 #include "util/error.h"
-#ifdef RAR_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
 
 namespace rar::cli {
 namespace {
@@ -55,19 +53,11 @@ void sync(const torch::Device& d) {
 }
 
 void reset_peak(const torch::Device& d) {
-#ifdef RAR_WITH_CUDA
-  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.has_index() ? d.index() : 0);
-#endif
+  gpu::reset_peak_memory(d);
 }
 
 double peak_gib(const torch::Device& d) {
-#ifdef RAR_WITH_CUDA
-  if (d.is_cuda()) {
-    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.has_index() ? d.index() : 0);
-    return stats.allocated_bytes[0].peak / double(1 << 30);
-  }
-#endif
-  return 0.0;
+  return gpu::peak_memory_gib(d);
 }
 
 // Multiply-adds of generating one image's tokens (x2 for FLOPs): the linear layers at every fed

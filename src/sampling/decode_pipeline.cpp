@@ -6,34 +6,14 @@
 
 #include "io/image.h"
 #include "util/error.h"
-
-#ifdef RAR_WITH_CUDA
-#include <ATen/cuda/CUDAEvent.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
+#include "util/gpu.h"
 
 namespace rar::sampling {
 
-struct DecodePipeline::Pending {
-  torch::Tensor images;  // uint8 NHWC, on the model's device until take()
-#ifdef RAR_WITH_CUDA
-  at::cuda::CUDAEvent done;
-#endif
-};
-
-#ifdef RAR_WITH_CUDA
-struct DecodePipeline::Side {
-  c10::cuda::CUDAStream stream;
-};
-#endif
-
 DecodePipeline::DecodePipeline(model::VQModel vq, int64_t chunk) : vq_(std::move(vq)), chunk_(chunk) {
   check(chunk_ > 0, "decode pipeline: chunk must be > 0, got ", chunk_);
-#ifdef RAR_WITH_CUDA
   const auto device = vq_->quantize->embedding->weight.device();
-  if (device.is_cuda()) side_ = std::make_unique<Side>(Side{c10::cuda::getStreamFromPool(false, device.index())});
-#endif
+  if (device.is_cuda()) side_ = std::make_unique<gpu::SideStream>(device);
 }
 
 DecodePipeline::~DecodePipeline() {
@@ -54,38 +34,15 @@ torch::Tensor DecodePipeline::decode(const torch::Tensor& tokens) {
 void DecodePipeline::submit(const torch::Tensor& tokens) {
   torch::NoGradGuard no_grad;
   vq_->check_codes(tokens);  // once per batch, before anything is queued on the side stream
-  auto p = std::make_unique<Pending>();
-#ifdef RAR_WITH_CUDA
-  if (side_) {
-    // The side stream starts once the main stream has produced the tokens; the tokens' memory
-    // must not be reused by the main stream before the side stream has read it.
-    at::cuda::CUDAEvent ready;
-    ready.record(c10::cuda::getCurrentCUDAStream(tokens.device().index()));
-    c10::cuda::CUDAStreamGuard guard(side_->stream);
-    ready.block(side_->stream);
-    tokens.record_stream(side_->stream);
-    p->images = decode(tokens);
-    p->done.record(side_->stream);
-    pending_.push_back(std::move(p));
-    return;
-  }
-#endif
-  p->images = decode(tokens).cpu();
-  pending_.push_back(std::move(p));
+  if (side_) pending_.push_back(side_->run(tokens, [this](const torch::Tensor& t) { return decode(t); }));
+  else pending_.push_back(decode(tokens).cpu());
 }
 
 torch::Tensor DecodePipeline::take() {
   check(!pending_.empty(), "decode pipeline: take() without a submitted batch");
-  auto p = std::move(pending_.front());
+  auto images = std::move(pending_.front());
   pending_.pop_front();
-#ifdef RAR_WITH_CUDA
-  if (side_) {
-    p->done.synchronize();
-    c10::cuda::CUDAStreamGuard guard(side_->stream);  // the images belong to the side stream
-    return p->images.cpu();
-  }
-#endif
-  return p->images;
+  return side_ ? side_->collect(images) : images;
 }
 
 }  // namespace rar::sampling

@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 #include "model/vqgan.h"
+#include "util/gpu.h"
 
 namespace rar::sampling {
 
@@ -25,15 +26,11 @@ class DecodePipeline {
   bool empty() const { return pending_.empty(); }
 
  private:
-  struct Pending;
   torch::Tensor decode(const torch::Tensor& tokens);
   model::VQModel vq_;
   int64_t chunk_;
-  std::deque<std::unique_ptr<Pending>> pending_;
-#ifdef RAR_WITH_CUDA
-  struct Side;
-  std::unique_ptr<Side> side_;
-#endif
+  std::deque<torch::Tensor> pending_;     // submitted batches' images (on the device while decoding)
+  std::unique_ptr<gpu::SideStream> side_;  // CUDA: decoding overlapped with the caller's stream
 };
 
 }  // namespace rar::sampling

@@ -4,12 +4,8 @@
 #include "sampling/static_decode.h"
 
 #include "util/error.h"
+#include "util/gpu.h"
 
-#ifdef RAR_WITH_CUDA
-#include <ATen/cuda/CUDAGraph.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 namespace rar::sampling {
 
@@ -28,9 +24,7 @@ EngineKind parse_engine(const std::string& name, const torch::Device& device) {
   check_engine_name(name);
   if (name == "plain") return EngineKind::Plain;
   if (name == "static") return EngineKind::Static;
-#ifdef RAR_WITH_CUDA
-  if (device.is_cuda()) return EngineKind::Graph;
-#endif
+  if (gpu::built() && device.is_cuda()) return EngineKind::Graph;
   check(name == "auto", "--engine graph needs a CUDA device and a CUDA build (-DRAR_CUDA=ON)");
   return EngineKind::Plain;
 }
@@ -43,14 +37,6 @@ const char* engine_name(EngineKind k) {
   }
   return "?";
 }
-
-// The captured step: its graph and the output tensor the replays write (graph-owned memory).
-struct DecodeEngine::Graph {
-#ifdef RAR_WITH_CUDA
-  at::cuda::CUDAGraph graph;
-#endif
-  torch::Tensor logits;
-};
 
 DecodeEngine::DecodeEngine(model::Generator g, EngineKind kind, std::optional<at::ScalarType> kv_dtype)
     : g_(std::move(g)), kind_(kind), kv_dtype_(kv_dtype) {}
@@ -93,28 +79,9 @@ torch::Tensor DecodeEngine::step(const torch::Tensor& fed, int64_t t) {
   static_.token.copy_(fed);
   static_.step.fill_(t);
   if (kind_ == EngineKind::Static) return decode_step_static(*g_, static_, cache_);
-#ifdef RAR_WITH_CUDA
-  if (!graph_) {
-    // Capture on a side stream after one eager run there (allocator, cuBLAS handles and
-    // workspaces set up outside the capture); the eager run computes this very step, and the
-    // first replay computes it again, identically.
-    torch::cuda::synchronize();
-    graph_ = std::make_unique<Graph>();
-    auto side = c10::cuda::getStreamFromPool();
-    {
-      c10::cuda::CUDAStreamGuard guard(side);
-      decode_step_static(*g_, static_, cache_);
-      graph_->graph.capture_begin();
-      graph_->logits = decode_step_static(*g_, static_, cache_);
-      graph_->graph.capture_end();
-    }
-    torch::cuda::synchronize();
-  }
-  graph_->graph.replay();
-  return graph_->logits;
-#else
-  fail("engine: CUDA graphs need a CUDA build");
-#endif
+  // graph: the static step captured at the first step of a batch shape, replayed after
+  if (!graph_) graph_ = std::make_unique<gpu::StepGraph>([this] { return decode_step_static(*g_, static_, cache_); });
+  return graph_->replay();
 }
 
 }  // namespace rar::sampling

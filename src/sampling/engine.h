@@ -16,6 +16,7 @@
 
 #include "model/generator.h"
 #include "sampling/static_decode.h"
+#include "util/gpu.h"
 
 namespace rar::sampling {
 
@@ -47,7 +48,6 @@ class DecodeEngine {
   EngineKind kind() const { return kind_; }
 
  private:
-  struct Graph;
   model::Generator g_;
   EngineKind kind_;
   std::optional<at::ScalarType> kv_dtype_;
@@ -55,7 +55,7 @@ class DecodeEngine {
   std::vector<int64_t> order_;
   model::KVCache cache_;
   StaticDecode static_;
-  std::unique_ptr<Graph> graph_;
+  std::unique_ptr<gpu::StepGraph> graph_;  // the captured static step (graph kind)
 };
 
 }  // namespace rar::sampling

@@ -2,11 +2,9 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
-#ifdef RAR_WITH_CUDA
-#include <ATen/cuda/CUDAGeneratorImpl.h>
-#endif
 
 #include "util/error.h"
+#include "util/gpu.h"
 
 namespace rar::sampling {
 
@@ -38,13 +36,7 @@ torch::Tensor draw(const torch::Tensor& logits, at::Generator& gen) {
 
 at::Generator make_generator(const torch::Device& device, uint64_t seed) {
   if (device.is_cpu()) return at::detail::createCPUGenerator(seed);
-#ifdef RAR_WITH_CUDA
-  auto gen = at::cuda::detail::createCUDAGenerator(device.has_index() ? device.index() : 0);
-  gen.set_current_seed(seed);
-  return gen;
-#else
-  fail("sampling on ", device.str(), " needs the CUDA build");
-#endif
+  return gpu::cuda_generator(device, seed);
 }
 
 }  // namespace rar::sampling

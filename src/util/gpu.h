@@ -1,0 +1,56 @@
+// gpu.h — what the code needs of CUDA beyond tensors, behind one interface: a CUDA build
+// implements it in util/cuda/gpu_cuda.cpp, other builds in util/gpu_unavailable.cpp (where
+// nothing is available and every use is a one-line error), so no caller needs an #ifdef.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+
+#include <torch/torch.h>
+
+namespace rar::gpu {
+
+// Whether this build has CUDA (a CUDA device may still be absent).
+bool built();
+
+// A generator for `device` (a CUDA device) seeded with `seed`.
+at::Generator cuda_generator(const torch::Device& device, uint64_t seed);
+
+// Peak memory of the caching allocator on a CUDA device: reset, and read in GiB (0 elsewhere).
+void reset_peak_memory(const torch::Device& device);
+double peak_memory_gib(const torch::Device& device);
+
+// A step captured once in a CUDA graph and replayed: the constructor runs `step` once eagerly on
+// a side stream (allocator, cuBLAS handles and workspaces set up outside the capture), then
+// captures it; replay() re-runs the captured kernels and returns the tensor `step` returned at
+// capture (rewritten in place by every replay). Everything `step` reads must stay at the same
+// addresses.
+class StepGraph {
+ public:
+  explicit StepGraph(const std::function<torch::Tensor()>& step);
+  ~StepGraph();
+  torch::Tensor replay();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Work overlapped with the current stream on a side stream of a CUDA device, collected in order.
+class SideStream {
+ public:
+  explicit SideStream(const torch::Device& device);
+  ~SideStream();
+  // Runs fn(input) on the side stream once the current stream has produced `input` (its memory is
+  // kept for the side stream until then); returns fn's result, still being computed.
+  torch::Tensor run(const torch::Tensor& input, const std::function<torch::Tensor(const torch::Tensor&)>& fn);
+  // Waits for the oldest run not yet collected and returns its result (`result`) on the CPU.
+  torch::Tensor collect(const torch::Tensor& result);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rar::gpu
