@@ -356,3 +356,23 @@ TEST(SampleJob, BatchesInOrderSeededByIndexShardedAndResumable) {
   EXPECT_FALSE(rest[0].images.defined());
   for (int64_t b = 0; b < 3; ++b) EXPECT_TRUE(rest[b].tokens.equal(got[b].tokens)) << b;
 }
+
+// A batch of row groups with settings of their own (what the service coalesces): each group's
+// tokens equal those of sampling its rows alone with its settings and seed (CPU, float32).
+TEST(Sampler, RowGroupsSampleAsIfAlone) {
+  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
+  sampling::SamplingOptions a, b, c;
+  a.cfg = 3.0, a.cfg_power = 1.0, a.temperature = 1.1;               // guided
+  b.temperature = 0.8, b.top_k = 5;                                  // unguided, top-k
+  c.cfg = 2.0, c.schedule = sampling::GuidanceSchedule::Linear, c.top_p = 0.7;
+  auto classes = torch::tensor({1, 2, 3, 0, 0, 4}, torch::kInt64);
+  std::vector<sampling::RowGroup> groups = {{0, 2, a, 7}, {2, 1, b, 8}, {3, 3, c, 9}};
+  sampling::Sampler batch(g, sampling::SamplingOptions{});
+  auto together = batch.sample_groups(classes, groups);
+  for (const auto& grp : groups) {
+    sampling::Sampler alone(g, grp.opts);
+    auto want = alone.sample_batch(classes.narrow(0, grp.first, grp.n), grp.seed);
+    EXPECT_TRUE(together.narrow(0, grp.first, grp.n).equal(want)) << "group at row " << grp.first;
+  }
+  EXPECT_RAR_ERROR(batch.sample_groups(classes, {{0, 2, a, 1}, {3, 3, c, 2}}), "row groups");
+}

@@ -28,7 +28,11 @@ Sampler::Sampler(model::Generator g, SamplingOptions opts)
   order_ = scan_order(opts_.order, g_->cfg.seq_len);
 }
 
-torch::Tensor Sampler::sample_batch(const torch::Tensor& classes_in, uint64_t seed) {
+torch::Tensor Sampler::sample_batch(const torch::Tensor& classes, uint64_t seed) {
+  return sample_groups(classes, {RowGroup{0, classes.size(0), opts_, seed}});
+}
+
+torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std::vector<RowGroup>& groups) {
   torch::NoGradGuard no_grad;
   const auto& cfg = g_->cfg;
   const auto device = g_->cls_token.device();
@@ -36,30 +40,48 @@ torch::Tensor Sampler::sample_batch(const torch::Tensor& classes_in, uint64_t se
   check(classes_in.numel() == 0 ||
             (classes_in.min().item<int64_t>() >= 0 && classes_in.max().item<int64_t>() < cfg.classes),
         "class ids must lie in [0, ", cfg.classes, ")");
-  const bool guided = opts_.cfg != 0.0;
+  int64_t covered = 0;
+  bool guided = false;
+  for (const auto& grp : groups) {
+    check(grp.first == covered && grp.n > 0, "sampler: row groups must cover the batch in order");
+    grp.opts.validate();
+    covered += grp.n;
+    guided = guided || grp.opts.cfg != 0.0;
+  }
+  check(covered == B, "sampler: row groups cover ", covered, " rows of ", B);
+  // Guided groups need the null-class rows; unguided groups in the same batch ignore them.
   auto classes = classes_in.to(device, torch::kInt64);
   auto cond = g_->condition_tokens(classes);
   if (guided) cond = torch::cat({cond, torch::full_like(cond, cfg.null_class_token())});
   engine_.begin(cond, guided ? B : 0, order_);
 
-  auto gen = make_generator(device, seed);
+  std::vector<at::Generator> gens;
+  for (const auto& grp : groups) gens.push_back(make_generator(device, grp.seed));
   auto tokens = torch::zeros({B, S}, torch::TensorOptions().dtype(torch::kInt64).device(device));
   const int64_t steps = opts_.steps > 0 ? std::min(opts_.steps, S) : S;
-  torch::Tensor logits, fed;
+  torch::Tensor logits, fed, next;
   for (int64_t t = 0; t < steps; ++t) {
     // Step 0 feeds cls + class token; step t feeds x[τ_t] (drawn at step t-1).
     logits = t == 0 ? engine_.prefill() : engine_.step(fed, t);
-    if (guided) {
-      auto halves = logits.chunk(2, 0);
-      logits = apply_guidance(halves[0], halves[1],
-                              guidance_scale_at(t, S, opts_.cfg, opts_.cfg_power, opts_.schedule));
-    }
-    torch::Tensor next;
-    if (opts_.top_k == 1) {
-      next = logits.argmax(-1);  // greedy: no randomness, temperature irrelevant
-    } else {
-      auto l = apply_top_p(apply_top_k(apply_temperature(logits, opts_.temperature), opts_.top_k), opts_.top_p);
-      next = draw(l, gen);
+    const bool one = groups.size() == 1;
+    if (!one) next = torch::empty({B}, tokens.options());
+    for (size_t k = 0; k < groups.size(); ++k) {
+      const auto& grp = groups[k];
+      const auto& o = grp.opts;
+      auto l = one ? (guided ? logits.narrow(0, 0, B) : logits) : logits.narrow(0, grp.first, grp.n);
+      if (o.cfg != 0.0) {
+        auto u = logits.narrow(0, B + grp.first, grp.n);
+        l = apply_guidance(l, u, guidance_scale_at(t, S, o.cfg, o.cfg_power, o.schedule));
+      }
+      torch::Tensor drawn;
+      if (o.top_k == 1) {
+        drawn = l.argmax(-1);  // greedy: no randomness, temperature irrelevant
+      } else {
+        auto c = apply_top_p(apply_top_k(apply_temperature(l, o.temperature), o.top_k), o.top_p);
+        drawn = draw(c, gens[k]);
+      }
+      if (one) next = drawn;
+      else next.narrow(0, grp.first, grp.n).copy_(drawn);
     }
     tokens.select(1, order_[t]).copy_(next);
     fed = guided ? torch::cat({next, next}) : next;

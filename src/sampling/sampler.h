@@ -29,6 +29,15 @@ struct SamplingOptions {
   void validate() const;  // throws rar::Error naming the bad option
 };
 
+// One request's rows within a batch (the service coalesces several): rows [first, first + n) of
+// the batch, sampled with their own guidance, logits chain and random stream. The scan order,
+// engine, cache dtype and step count are the batch's (the Sampler's options).
+struct RowGroup {
+  int64_t first = 0, n = 0;
+  SamplingOptions opts;  // cfg, cfg_power, schedule, temperature, top_k, top_p are used
+  uint64_t seed = 0;
+};
+
 class Sampler {
  public:
   Sampler(model::Generator g, SamplingOptions opts);
@@ -36,6 +45,12 @@ class Sampler {
   // Tokens [B,S] int64 (raster layout, on the model's device) for class ids [B]. The batch is
   // generated in one pass; `seed` makes it reproducible on the same device.
   torch::Tensor sample_batch(const torch::Tensor& classes, uint64_t seed);
+  // The same for a batch made of row groups with settings of their own (`groups` cover [0, B) in
+  // order). A group draws from its own generator, seeded with its seed, exactly as sample_batch
+  // draws for a batch of just that group's rows — so a group's tokens equal sample_batch's for its
+  // rows whenever the model computes each row the same in either batch (always on the CPU in
+  // float32; a GPU may round a different batch shape differently).
+  torch::Tensor sample_groups(const torch::Tensor& classes, const std::vector<RowGroup>& groups);
 
   // Splits `classes` [N] into batches of `batch`; batch i uses seed opts.seed + i, so any batch
   // can be regenerated alone (resumable runs). `on_batch(first, tokens)` sees each batch.
