@@ -43,6 +43,7 @@ void add_sample(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_tokenizer_commands(CLI::App& app);
 void add_train_tokenizer(CLI::App& app);
+void add_serve(CLI::App& app);
 void add_train(CLI::App& app);
 void add_plot(CLI::App& app);
 void add_eval(CLI::App& app);

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   rar::cli::add_plot(app);
   rar::cli::add_eval(app);
   rar::cli::add_classifier_commands(app);
+  rar::cli::add_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

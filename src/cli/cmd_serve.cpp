@@ -1,0 +1,97 @@
+// `rar serve` — the generation service (serve/server.h): a web page, a JSON API and batching of
+// concurrent requests on one device.
+#include <csignal>
+#include <cstdio>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "model/weights.h"
+#include "serve/imagenet_classes.h"
+#include "serve/server.h"
+#include "util/atomic_file.h"
+#include "util/device.h"
+#include "util/error.h"
+
+namespace rar::cli {
+namespace {
+
+serve::Server* g_server = nullptr;
+void on_signal(int) {
+  if (g_server) g_server->stop();
+}
+
+struct ServeArgs {
+  std::string generator, tokenizer, host = "127.0.0.1", device = "auto", precision = "bf16", class_names;
+  std::string engine = "auto", kv_cache = "model", decode_precision = "bf16";
+  int port = 8080;
+  int64_t max_batch = 256, max_wait_ms = 20, max_images = 64, queue = 1024, decode_batch = 64;
+};
+
+void run(const ServeArgs& a) {
+  const torch::Device device = parse_device(a.device);
+  auto g = model::load_generator(a.generator, device, parse_precision(a.precision));
+  check(a.decode_precision == "fp32" || a.decode_precision == "bf16", "--decode-precision: expected fp32 or bf16, got '",
+        a.decode_precision, "'");
+  auto vq = model::load_vq(a.tokenizer, device, a.decode_precision == "bf16" ? torch::kBFloat16 : torch::kFloat32);
+  check(vq.cfg.codebook_size == g.cfg.codebook, "tokenizer codebook (", vq.cfg.codebook_size,
+        " codes) does not match the generator's vocabulary (", g.cfg.codebook, ")");
+
+  serve::SchedulerOptions so;
+  so.max_batch = a.max_batch, so.max_wait_ms = a.max_wait_ms, so.queue = a.queue, so.decode_batch = a.decode_batch;
+  so.engine.engine = a.engine, so.engine.kv_cache = a.kv_cache;
+  so.engine.validate();
+  check(a.max_images <= a.queue, "--max-images-per-request (", a.max_images, ") must not exceed --queue (", a.queue, ")");
+
+  serve::ServerOptions o;
+  o.host = a.host, o.port = a.port;
+  o.limits.num_classes = g.cfg.classes;
+  o.limits.max_images = a.max_images;
+  if (!a.class_names.empty()) {
+    std::istringstream in(read_file(a.class_names));
+    for (std::string line; std::getline(in, line);) o.class_names.push_back(line);
+  } else if (g.cfg.classes == 1000) {
+    o.class_names = serve::imagenet_class_names();
+  }
+  o.info = {{"generator", a.generator}, {"tokenizer", a.tokenizer}, {"device", device.str()}, {"precision", a.precision},
+            {"decode_precision", a.decode_precision}, {"kv_cache", a.kv_cache},
+            {"model", g.cfg.to_json()}};
+
+  serve::BatchScheduler scheduler(g.model, vq.model, so);
+  serve::Server server(scheduler, o);
+  const int port = server.bind();
+  std::fprintf(stderr, "rar serve: http://%s:%d/ (%s%s), %s, batches of up to %lld images within %lld ms\n",
+               a.host.c_str(), port, a.host == "127.0.0.1" || a.host == "localhost" ? "this machine only" : "reachable from the network",
+               a.host == "127.0.0.1" || a.host == "localhost" ? "; --host 0.0.0.0 to open it" : "",
+               device.str().c_str(), (long long)a.max_batch, (long long)a.max_wait_ms);
+  g_server = &server;
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  server.listen();
+  g_server = nullptr;
+  std::fprintf(stderr, "rar serve: stopped\n");
+}
+
+}  // namespace
+
+void add_serve(CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  auto* c = app.add_subcommand("serve", "Serve generation over HTTP: a web page and a JSON API, batching concurrent requests");
+  c->add_option("--generator", a->generator, "generator checkpoint")->required();
+  c->add_option("--tokenizer", a->tokenizer, "VQ tokenizer checkpoint")->required();
+  c->add_option("--host", a->host, "address to listen on (default 127.0.0.1: this machine only)");
+  c->add_option("--port", a->port, "port (0 = any free port)")->check(CLI::Range(0, 65535));
+  c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
+  c->add_option("--precision", a->precision, "generator: fp32, tf32 or bf16");
+  c->add_option("--decode-precision", a->decode_precision, "decoder: fp32 or bf16");
+  c->add_option("--engine", a->engine, "decode engine: plain, static, graph or auto");
+  c->add_option("--kv-cache", a->kv_cache, "KV cache dtype: model or fp8");
+  c->add_option("--max-batch", a->max_batch, "most images in one GPU batch")->check(positive_count());
+  c->add_option("--max-wait-ms", a->max_wait_ms, "longest wait for a batch to fill")->check(count());
+  c->add_option("--max-images-per-request", a->max_images, "most images one request may ask for")->check(positive_count());
+  c->add_option("--queue", a->queue, "most images waiting; beyond, requests get 503")->check(positive_count());
+  c->add_option("--decode-batch", a->decode_batch, "images decoded at once")->check(positive_count());
+  c->add_option("--class-names", a->class_names, "class names, one per line (default: ImageNet's for 1000 classes)");
+  c->callback([a] { run(*a); });
+}
+
+}  // namespace rar::cli

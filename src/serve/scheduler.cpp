@@ -1,0 +1,192 @@
+// scheduler.cpp — see scheduler.h.
+#include "serve/scheduler.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "io/image.h"
+#include "util/error.h"
+
+namespace rar::serve {
+
+using clock_type = std::chrono::steady_clock;
+
+// ---------------------------------------------------------------- Job
+
+std::vector<GeneratedImage> Job::wait_for_more(size_t have) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] {
+    return images_.size() > have || !error_.empty() || cancelled_ ||
+           static_cast<int64_t>(images_.size()) == static_cast<int64_t>(request.classes.size());
+  });
+  return images_;
+}
+
+bool Job::finished() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !error_.empty() || static_cast<int64_t>(images_.size()) == static_cast<int64_t>(request.classes.size());
+}
+
+std::string Job::error() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return error_;
+}
+
+void Job::cancel() {
+  std::lock_guard<std::mutex> lock(mu_);
+  cancelled_ = true;
+  cv_.notify_all();
+}
+
+bool Job::cancelled() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cancelled_;
+}
+
+void Job::deliver(std::vector<GeneratedImage> images) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& im : images) images_.push_back(std::move(im));
+  std::sort(images_.begin(), images_.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
+  cv_.notify_all();
+}
+
+void Job::fail_with(const std::string& message) {
+  std::lock_guard<std::mutex> lock(mu_);
+  error_ = message;
+  cv_.notify_all();
+}
+
+// ---------------------------------------------------------------- scheduler
+
+BatchScheduler::BatchScheduler(model::Generator g, std::optional<model::VQModel> vq, SchedulerOptions opts)
+    : g_(std::move(g)), vq_(std::move(vq)), opts_(std::move(opts)), sampler_(g_, opts_.engine) {
+  check(opts_.max_batch > 0 && opts_.max_wait_ms >= 0 && opts_.queue > 0, "serve: bad batching limits");
+  int64_t buckets = 1;
+  for (int64_t b = 1; b < opts_.max_batch; b *= 2) ++buckets;
+  stats_.batch_sizes.assign(buckets, 0);
+  worker_ = std::thread([this] { run(); });
+}
+
+BatchScheduler::~BatchScheduler() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+  for (auto& c : queue_) c.job->fail_with("the server is shutting down");
+}
+
+std::shared_ptr<Job> BatchScheduler::submit(GenerateRequest r) {
+  const int64_t n = static_cast<int64_t>(r.classes.size());
+  auto job = std::make_shared<Job>(std::move(r));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (queued_images_ + n > opts_.queue) {
+      ++stats_.rejected;
+      return nullptr;
+    }
+    ++stats_.requests;
+    const auto now = clock_type::now();
+    for (int64_t first = 0, j = 0; first < n; first += opts_.max_batch, ++j)
+      queue_.push_back(Chunk{job, first, std::min(opts_.max_batch, n - first),
+                             job->request.opts.seed + static_cast<uint64_t>(j), now});
+    queued_images_ += n;
+    stats_.queued_images = queued_images_;
+  }
+  cv_.notify_all();
+  return job;
+}
+
+SchedulerStats BatchScheduler::stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void BatchScheduler::run() {
+  for (;;) {
+    std::vector<Chunk> batch;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      // Wait (at most max_wait_ms after the oldest chunk arrived) for the batch to fill.
+      const auto deadline = queue_.front().queued + std::chrono::milliseconds(opts_.max_wait_ms);
+      auto rows_waiting = [&] {
+        int64_t r = 0;
+        for (const auto& c : queue_) r += c.n;
+        return r;
+      };
+      cv_.wait_until(lock, deadline, [&] { return stopping_ || rows_waiting() >= opts_.max_batch; });
+      if (stopping_) return;
+      // Whole chunks in arrival order while they fit; cancelled requests' chunks are dropped.
+      int64_t rows = 0;
+      while (!queue_.empty()) {
+        auto& c = queue_.front();
+        if (c.job->cancelled()) {
+          queued_images_ -= c.n;
+          stats_.cancelled_rows += c.n;
+          queue_.pop_front();
+          continue;
+        }
+        if (rows + c.n > opts_.max_batch) break;
+        rows += c.n;
+        queued_images_ -= c.n;
+        batch.push_back(std::move(c));
+        queue_.pop_front();
+      }
+      stats_.queued_images = queued_images_;
+    }
+    if (!batch.empty()) serve_batch(std::move(batch));
+  }
+}
+
+void BatchScheduler::serve_batch(std::vector<Chunk> chunks) {
+  std::vector<int64_t> classes;
+  std::vector<sampling::RowGroup> groups;
+  for (const auto& c : chunks) {
+    sampling::RowGroup grp;
+    grp.first = static_cast<int64_t>(classes.size());
+    grp.n = c.n;
+    grp.opts = c.job->request.opts;
+    grp.seed = c.seed;
+    groups.push_back(grp);
+    for (int64_t i = 0; i < c.n; ++i) classes.push_back(c.job->request.classes[c.first + i]);
+  }
+  const int64_t rows = static_cast<int64_t>(classes.size());
+  try {
+    auto tokens = sampler_.sample_groups(torch::tensor(classes, torch::kInt64), groups);
+    torch::Tensor images;  // uint8 [rows,H,W,C]
+    if (vq_) {
+      torch::NoGradGuard ng;
+      std::vector<torch::Tensor> parts;
+      for (int64_t i = 0; i < rows; i += opts_.decode_batch)
+        parts.push_back(io::to_uint8_nhwc((*vq_)->decode(tokens.narrow(0, i, std::min(opts_.decode_batch, rows - i)))).cpu());
+      images = torch::cat(parts);
+    }
+    int64_t row = 0;
+    for (const auto& c : chunks) {
+      std::vector<GeneratedImage> out;
+      for (int64_t i = 0; i < c.n; ++i, ++row) {
+        GeneratedImage im;
+        im.index = c.first + i;
+        im.cls = classes[row];
+        im.seed = c.seed;
+        if (images.defined()) im.png = io::encode_png(images[row]);
+        out.push_back(std::move(im));
+      }
+      c.job->deliver(std::move(out));
+    }
+  } catch (const std::exception& e) {
+    for (const auto& c : chunks) c.job->fail_with(std::string("generation failed: ") + e.what());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.batches;
+  stats_.rows += rows;
+  stats_.images += rows;
+  size_t bucket = 0;
+  for (int64_t b = 1; b < rows; b *= 2) ++bucket;
+  if (bucket < stats_.batch_sizes.size()) ++stats_.batch_sizes[bucket];
+}
+
+}  // namespace rar::serve

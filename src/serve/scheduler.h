@@ -1,0 +1,111 @@
+// scheduler.h — the service's batching (rar serve): requests are queued and coalesced into GPU
+// batches of at most max_batch rows, waiting at most max_wait_ms for a batch to fill. Every
+// request's rows are one group of the batch, with its own guidance, logits chain and seed
+// (sampling::Sampler::sample_groups), so a request gives the images `rar sample` gives for the
+// same classes, settings and seed (--batch = the request's size).
+//
+// Policy: a request larger than max_batch is cut into chunks of max_batch rows (chunk j uses
+// seed + j, as `rar sample --batch max_batch` does); chunks are served in arrival order, a
+// batch taking whole chunks while they fit. A long request's later chunks queue behind requests
+// that arrived meanwhile, so it cannot hold the GPU; the per-request image limit keeps one chunk
+// well below a batch. Images are handed back as soon as their batch is decoded; a request
+// cancelled while queued (its client went away) takes no rows.
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "model/generator.h"
+#include "model/vqgan.h"
+#include "sampling/sampler.h"
+#include "serve/request.h"
+
+namespace rar::serve {
+
+struct GeneratedImage {
+  int64_t index = 0;  // within the request
+  int64_t cls = 0;
+  uint64_t seed = 0;  // the seed of the chunk the image came from
+  std::string png;
+};
+
+// One request in flight: the scheduler fills it, the connection waits on it.
+class Job {
+ public:
+  explicit Job(GenerateRequest r) : request(std::move(r)), start(std::chrono::steady_clock::now()) {}
+  const GenerateRequest request;
+  const std::chrono::steady_clock::time_point start;
+  // Blocks until images beyond `have` are done (or the job ends); returns all images so far.
+  std::vector<GeneratedImage> wait_for_more(size_t have);
+  bool finished();
+  std::string error();
+  void cancel();
+  bool cancelled();
+  // (scheduler side)
+  void deliver(std::vector<GeneratedImage> images);
+  void fail_with(const std::string& message);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<GeneratedImage> images_;
+  std::string error_;
+  bool cancelled_ = false;
+};
+
+struct SchedulerOptions {
+  int64_t max_batch = 256;
+  int64_t max_wait_ms = 20;
+  int64_t queue = 1024;        // most images waiting
+  int64_t decode_batch = 64;
+  sampling::SamplingOptions engine;  // engine, kv_cache (the batch's); per-request settings come with requests
+};
+
+struct SchedulerStats {
+  int64_t requests = 0, images = 0, batches = 0, rows = 0, queued_images = 0, rejected = 0, cancelled_rows = 0;
+  std::vector<int64_t> batch_sizes;  // histogram buckets: rows <= 1, 2, 4, ..., max
+};
+
+class BatchScheduler {
+ public:
+  BatchScheduler(model::Generator g, std::optional<model::VQModel> vq, SchedulerOptions opts);
+  ~BatchScheduler();
+  BatchScheduler(const BatchScheduler&) = delete;
+  BatchScheduler& operator=(const BatchScheduler&) = delete;
+
+  // Queues a request; nothing (and the request counted as rejected) when the queue is full.
+  std::shared_ptr<Job> submit(GenerateRequest r);
+  SchedulerStats stats();
+  const SchedulerOptions& options() const { return opts_; }
+
+ private:
+  struct Chunk {
+    std::shared_ptr<Job> job;
+    int64_t first = 0, n = 0;  // images [first, first + n) of the request
+    uint64_t seed = 0;
+    std::chrono::steady_clock::time_point queued;
+  };
+  void run();
+  void serve_batch(std::vector<Chunk> chunks);
+
+  model::Generator g_;
+  std::optional<model::VQModel> vq_;
+  SchedulerOptions opts_;
+  sampling::Sampler sampler_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Chunk> queue_;
+  int64_t queued_images_ = 0;
+  bool stopping_ = false;
+  SchedulerStats stats_;
+  std::thread worker_;
+};
+
+}  // namespace rar::serve
