@@ -156,23 +156,31 @@ void BatchScheduler::serve_batch(std::vector<Chunk> chunks) {
   const int64_t rows = static_cast<int64_t>(classes.size());
   try {
     auto tokens = sampler_.sample_groups(torch::tensor(classes, torch::kInt64), groups);
-    torch::Tensor images;  // uint8 [rows,H,W,C]
+    // Each chunk is decoded on its own (in decode_batch pieces), as `rar sample` decodes its batch:
+    // a request's pixels do not depend on who shared its generation batch.
+    std::vector<torch::Tensor> chunk_images;
     if (vq_) {
       torch::NoGradGuard ng;
-      std::vector<torch::Tensor> parts;
-      for (int64_t i = 0; i < rows; i += opts_.decode_batch)
-        parts.push_back(io::to_uint8_nhwc((*vq_)->decode(tokens.narrow(0, i, std::min(opts_.decode_batch, rows - i)))).cpu());
-      images = torch::cat(parts);
+      int64_t first = 0;
+      for (const auto& c : chunks) {
+        std::vector<torch::Tensor> parts;
+        for (int64_t i = 0; i < c.n; i += opts_.decode_batch)
+          parts.push_back(
+              io::to_uint8_nhwc((*vq_)->decode(tokens.narrow(0, first + i, std::min(opts_.decode_batch, c.n - i)))).cpu());
+        chunk_images.push_back(torch::cat(parts));
+        first += c.n;
+      }
     }
     int64_t row = 0;
-    for (const auto& c : chunks) {
+    for (size_t k = 0; k < chunks.size(); ++k) {
+      const auto& c = chunks[k];
       std::vector<GeneratedImage> out;
       for (int64_t i = 0; i < c.n; ++i, ++row) {
         GeneratedImage im;
         im.index = c.first + i;
         im.cls = classes[row];
         im.seed = c.seed;
-        if (images.defined()) im.png = io::encode_png(images[row]);
+        if (vq_) im.png = io::encode_png(chunk_images[k][i]);
         out.push_back(std::move(im));
       }
       c.job->deliver(std::move(out));

@@ -200,11 +200,17 @@ Server::Server(BatchScheduler& scheduler, ServerOptions opts) : impl_(std::make_
     res.set_content(info.dump(), "application/json");
   });
   http.Post("/v1/generate", [im](const httplib::Request& req, httplib::Response& res) { im->generate(req, res); });
-  http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty()) {
-      const std::string msg = res.status == 413 ? "request body too large" : "no such endpoint";
-      res.set_content(json{{"error", msg}}.dump(), "application/json");
+  http.set_error_handler([im](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    if (res.status == 413) {  // over set_payload_max_length: a bad request like any other
+      {
+        std::lock_guard<std::mutex> lock(im->mu);
+        ++im->bad_requests;
+      }
+      send_error(res, 400, "request body is over the limit of " + std::to_string(im->opts.limits.max_body_bytes) + " bytes");
+      return;
     }
+    res.set_content(json{{"error", res.status == 404 ? "no such endpoint" : "bad request"}}.dump(), "application/json");
   });
   http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
     std::string msg = "internal error";
