@@ -12,7 +12,7 @@ CMAKE_EXTRA := -DRAR_SANITIZE=$(SANITIZE) -DCMAKE_BUILD_TYPE=RelWithDebInfo
 TEST_ENV := ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 endif
 
-.PHONY: all deps build test demo gpu gpu-test clean fuzz cuda-check
+.PHONY: all deps build test demo gpu gpu-test clean fuzz cuda-check browser-test
 
 all: build
 
@@ -31,6 +31,11 @@ test: build
 # libFuzzer targets (clang, ASan + UBSan) in build-fuzz/, FUZZ_SECONDS each (default 60): scripts/fuzz.sh
 fuzz: deps
 	@scripts/fuzz.sh
+
+# The web page of `rar serve` in headless Chromium (installs chromium, chromium-driver and
+# python3-selenium when missing); the screenshot lands in docs/serve-page.png.
+browser-test: build
+	@scripts/browser-test.sh $(BUILD)/rar
 
 # Compiles the CUDA build's own sources (fused paths, kernels) here, without a GPU: scripts/check-cuda.sh
 cuda-check: deps
