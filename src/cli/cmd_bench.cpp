@@ -9,6 +9,7 @@
 #include "model/ops/decode_ops.h"
 #include "model/ops/fused.h"
 #include "model/generator.h"
+#include "model/weights.h"
 #include "model/vqgan.h"
 #include "data/token_file.h"
 #include "sampling/decode_pipeline.h"
@@ -308,6 +309,20 @@ void run_train(const BenchArgs& a) {
 // learn: each class has its own template sequence, of which 3/4 of the positions are kept and the
 // rest drawn at random - training on it lowers the loss well below log(V), so the gradients carry
 // signal (on random tokens they are mostly noise, which Adam turns into steps of size ~lr).
+// A generator of a preset with the published initialisation and the MaskGIT-VQGAN tokenizer with
+// random weights, as safetensors: models to serve and load-test (`rar serve`) without downloads.
+void run_weights(const BenchArgs& a, const std::string& out, const std::string& tokenizer_out) {
+  torch::manual_seed(static_cast<uint64_t>(a.seed));
+  model::Generator g(model::GeneratorConfig::preset(a.model));
+  model::save_generator(out, g);
+  std::printf("%s: random %s generator\n", out.c_str(), a.model.c_str());
+  if (!tokenizer_out.empty()) {
+    model::VQModel vq(model::VQConfig{});
+    model::save_vq(tokenizer_out, vq);
+    std::printf("%s: random MaskGIT-VQGAN tokenizer\n", tokenizer_out.c_str());
+  }
+}
+
 void run_tokens(const BenchArgs& a, int64_t count, const std::string& out) {
   check(count > 0, "--count must be > 0");
   auto cfg = model::GeneratorConfig::preset(a.model);
@@ -364,6 +379,13 @@ void add_bench(CLI::App& app) {
   d->add_flag("--channels-last", a->channels_last, "NHWC convolution weights and activations");
   common(d);
   d->callback([a] { run_decode(*a); });
+  auto* w = bench->add_subcommand("weights", "A random generator of a preset (and a random tokenizer) as safetensors");
+  w->add_option("--model", a->model, "rar_b, rar_l, rar_xl or rar_xxl");
+  w->add_option("--seed", a->seed, "random seed")->check(count());
+  w->add_option("--out", a->out, "generator .safetensors")->required();
+  auto tok_out = std::make_shared<std::string>();
+  w->add_option("--tokenizer-out", *tok_out, "also a random MaskGIT-VQGAN tokenizer here");
+  w->callback([a, tok_out] { run_weights(*a, a->out, *tok_out); });
   auto* k = bench->add_subcommand("tokens", "A .rartok file of random sequences (data for throughput / multi-GPU runs)");
   k->add_option("--model", a->model, "preset giving vocabulary, length and classes: rar_b, rar_l, rar_xl, rar_xxl");
   k->add_option("--count", a->count, "sequences")->check(positive_count());
