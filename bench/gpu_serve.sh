@@ -16,8 +16,8 @@ for m in rar_b rar_xl; do
   "$R" serve --generator "$D/$m.safetensors" --tokenizer "$D/vq.safetensors" --device cuda --precision bf16 \
     --port $port --max-batch 256 --max-wait-ms 20 > "$D/serve-$m.log" 2>&1 &
   pid=$!
-  for i in $(seq 1 120); do curl -sf "localhost:$port/health" > /dev/null 2>&1 && break; sleep 1; done
   url="http://127.0.0.1:$port"
+  for i in $(seq 1 120); do $PY -c "import urllib.request; urllib.request.urlopen('$url/health')" 2>/dev/null && break; sleep 1; done
   $PY bench/serve_load.py --url $url --clients 1 --min-images 1 --max-images 1 --seconds 15 --label "$m idle, 1 image"
   $PY bench/serve_load.py --url $url --clients 1 --seconds "$SECS" --label "$m one at a time, 1-8"
   for k in 32 128; do
