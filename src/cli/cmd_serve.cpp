@@ -23,7 +23,7 @@ void on_signal(int) {
 struct ServeArgs {
   std::string generator, tokenizer, host = "127.0.0.1", device = "auto", precision = "bf16", class_names;
   std::string engine = "auto", kv_cache = "model", decode_precision = "bf16";
-  int port = 8080;
+  int port = 8080, threads = 256;
   int64_t max_batch = 256, max_wait_ms = 20, max_images = 64, queue = 1024, decode_batch = 64;
 };
 
@@ -43,7 +43,7 @@ void run(const ServeArgs& a) {
   check(a.max_images <= a.queue, "--max-images-per-request (", a.max_images, ") must not exceed --queue (", a.queue, ")");
 
   serve::ServerOptions o;
-  o.host = a.host, o.port = a.port;
+  o.host = a.host, o.port = a.port, o.threads = a.threads;
   o.limits.num_classes = g.cfg.classes;
   o.limits.max_images = a.max_images;
   if (!a.class_names.empty()) {
@@ -90,6 +90,8 @@ void add_serve(CLI::App& app) {
   c->add_option("--max-images-per-request", a->max_images, "most images one request may ask for")->check(positive_count());
   c->add_option("--queue", a->queue, "most images waiting; beyond, requests get 503")->check(positive_count());
   c->add_option("--decode-batch", a->decode_batch, "images decoded at once")->check(positive_count());
+  c->add_option("--threads", a->threads, "connections served at once (each waiting request holds one)")
+      ->check(CLI::Range(4, 4096));
   c->add_option("--class-names", a->class_names, "class names, one per line (default: ImageNet's for 1000 classes)");
   c->callback([a] { run(*a); });
 }

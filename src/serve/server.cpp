@@ -3,6 +3,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -185,6 +186,10 @@ Server::Server(BatchScheduler& scheduler, ServerOptions opts) : impl_(std::make_
   auto& http = impl_->http;
   Impl* im = impl_.get();
   http.set_payload_max_length(im->opts.limits.max_body_bytes);
+  // A waiting request holds its connection's thread, so the pool bounds how many requests can be
+  // in flight together — and so how full a batch can get (httplib's default is a handful).
+  const int threads = std::max(4, im->opts.threads);
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   http.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_content(page_html(), "text/html; charset=utf-8"); });
   http.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
   http.Get("/metrics", [im](const httplib::Request&, httplib::Response& res) {

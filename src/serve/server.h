@@ -23,6 +23,7 @@ struct ServerOptions {
   int port = 8080;  // 0: any free port (see Server::port)
   RequestLimits limits;
   std::vector<std::string> class_names;  // may be shorter than the number of classes
+  int threads = 256;                     // connections handled at once (each waiting request holds one)
   nlohmann::json info;                   // what GET /v1/info adds about the model and device
 };
 
