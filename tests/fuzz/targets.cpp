@@ -17,6 +17,7 @@
 #include "io/checkpoint.h"
 #include "io/image.h"
 #include "io/metrics_log.h"
+#include "serve/request.h"
 #include "io/npy.h"
 #include "io/pickle.h"
 #include "io/safetensors.h"
@@ -108,6 +109,16 @@ void run_config(const uint8_t* data, size_t size) {
 }
 
 void run_metrics(const uint8_t* data, size_t size) { (void)io::read_metrics(as_file(data, size, "metrics.jsonl")); }
+
+// The body of POST /v1/generate, as `rar serve` receives it from the network.
+void run_serve_request(const uint8_t* data, size_t size) {
+  serve::RequestLimits lim;  // the server's defaults: 1000 classes, 64 images, 64 KiB
+  auto r = serve::parse_generate_request(std::string(reinterpret_cast<const char*>(data), size), lim);
+  if (r.classes.empty() || static_cast<int64_t>(r.classes.size()) > lim.max_images) finding("request: image count");
+  for (int64_t c : r.classes)
+    if (c < 0 || c >= lim.num_classes) finding("request: class out of range");
+  r.opts.validate();  // accepted settings must be ones the sampler takes
+}
 
 // ---------------------------------------------------------------- the round trip of what we write
 
@@ -222,6 +233,7 @@ const std::vector<Target>& targets() {
       {"rartok", ".rartok token files (rar train --data)", run_rartok},
       {"config", "training YAML configs with dotted overrides (rar train --config ... key=value)", run_config},
       {"metrics", "metrics.jsonl logs (rar plot)", run_metrics},
+      {"serve_request", "POST /v1/generate bodies (rar serve)", run_serve_request},
       {"roundtrip", "write then read: safetensors, npy, npz, .rartok", run_roundtrip},
   };
   return all;
@@ -332,6 +344,12 @@ void write_seeds(const std::string& dir) {
 
   put(join_path(dir, "metrics"), "metrics.jsonl",
       "{\"step\": 1, \"loss\": 2.5, \"lr\": 1e-4}\n{\"step\": 2, \"loss\": 2.25, \"val/nll\": 2.0}\n");
+
+  put(join_path(dir, "serve_request"), "class.json", R"({"class": 207, "n": 4, "cfg": 4.0, "seed": 1})");
+  put(join_path(dir, "serve_request"), "classes.json",
+      R"({"classes": [1, 2, 999], "n": 2, "cfg": 2.5, "cfg_power": 1.0, "cfg_schedule": "linear", "temperature": 0.9,
+          "top_k": 40, "top_p": 0.95, "seed": 123456789})");
+  put(join_path(dir, "serve_request"), "bad.json", R"({"class": 1e400, "n": -1, "x": [[[]]]})");
 
   for (int i = 0; i < 4; ++i) {
     auto r = torch::randint(0, 256, {96}).to(torch::kUInt8);
