@@ -4,10 +4,25 @@
 #include <torch/torch.h>
 
 #include "model/generator.h"
+#include "model/vqgan.h"
 #include "training/rar_objective.h"
 #include "training/rar_trainer.h"
 
 namespace rar::test_support {
+
+// A VQ tokenizer small enough for CPU tests: 1 channel, 16 codes of 4 dims, 2x downsampling.
+inline model::VQConfig tiny_vq_config() {
+  model::VQConfig vc;
+  vc.image_channels = 1;
+  vc.base_channels = 8;
+  vc.channel_mult = {1, 2};
+  vc.res_blocks = 1;
+  vc.z_channels = 4;
+  vc.codebook_size = 16;
+  vc.norm_groups = 4;
+  return vc;
+}
+
 
 struct SmallStep {
   model::GeneratorConfig cfg;

@@ -233,15 +233,7 @@ TEST(TrainRar, LearnsStructuredTokensValidatesAndDrawsSampleGrids) {
   TempDir dir;
   const std::string data = write_tiny_tokens(dir);
   // A (random) tokenizer with 16 codes and 4x4 tokens for the sample grids.
-  model::VQConfig vc;
-  vc.image_channels = 1;
-  vc.base_channels = 8;
-  vc.channel_mult = {1, 2};
-  vc.res_blocks = 1;
-  vc.z_channels = 4;
-  vc.codebook_size = 16;
-  vc.norm_groups = 4;
-  model::VQModel vq(vc);
+  model::VQModel vq(test_support::tiny_vq_config());
   model::save_vq(dir / "vq.safetensors", vq);
   const std::string device = std::getenv("RAR_TEST_DEVICE") ? std::getenv("RAR_TEST_DEVICE") : "cpu";
   auto r = run_rar("train --data " + data + " --val " + data + " --out " + dir / "run" + " --tokenizer " +

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "helpers.h"
+#include "small_step.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "model/vqgan.h"
@@ -183,17 +184,7 @@ TEST(TrainTokenizer, TimeBudgetEndsLikeTheScheduleAndResumeContinues) {
 
 namespace {
 
-model::VQModel tiny_vq() {
-  model::VQConfig vc;
-  vc.image_channels = 1;
-  vc.base_channels = 8;
-  vc.channel_mult = {1, 2};
-  vc.res_blocks = 1;
-  vc.z_channels = 4;
-  vc.codebook_size = 16;
-  vc.norm_groups = 4;
-  return model::VQModel(vc);
-}
+model::VQModel tiny_vq() { return model::VQModel(test_support::tiny_vq_config()); }
 
 // Largest absolute gradient over a module's parameters (0 when none has one).
 double max_grad(torch::nn::Module& m) {

@@ -170,11 +170,7 @@ void run(SampleArgs& a) {
     int64_t cols = a.per_class > 1 ? a.per_class : std::min<int64_t>(N, 8);
     auto grid = io::make_grid(nhwc, cols);
     if (a.per_class > 1) {  // one row per class: label the rows
-      std::vector<std::string> names;
-      if (!a.class_names.empty()) {
-        std::istringstream in(read_file(a.class_names));
-        for (std::string line; std::getline(in, line);) names.push_back(line);
-      }
+      const std::vector<std::string> names = a.class_names.empty() ? std::vector<std::string>{} : read_lines(a.class_names);
       std::vector<std::string> labels;
       for (int64_t r = 0; r < N / a.per_class; ++r) {
         const int64_t c = classes[r * a.per_class].item<int64_t>();

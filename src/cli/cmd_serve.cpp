@@ -2,7 +2,6 @@
 // concurrent requests on one device.
 #include <csignal>
 #include <cstdio>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "model/weights.h"
@@ -47,8 +46,7 @@ void run(const ServeArgs& a) {
   o.limits.num_classes = g.cfg.classes;
   o.limits.max_images = a.max_images;
   if (!a.class_names.empty()) {
-    std::istringstream in(read_file(a.class_names));
-    for (std::string line; std::getline(in, line);) o.class_names.push_back(line);
+    o.class_names = read_lines(a.class_names);
   } else if (g.cfg.classes == 1000) {
     o.class_names = serve::imagenet_class_names();
   }

@@ -190,7 +190,6 @@ void BatchScheduler::serve_batch(std::vector<Chunk> chunks) {
   }
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.batches;
-  stats_.rows += rows;
   stats_.images += rows;
   size_t bucket = 0;
   for (int64_t b = 1; b < rows; b *= 2) ++bucket;

@@ -69,7 +69,7 @@ struct SchedulerOptions {
 };
 
 struct SchedulerStats {
-  int64_t requests = 0, images = 0, batches = 0, rows = 0, queued_images = 0, rejected = 0, cancelled_rows = 0;
+  int64_t requests = 0, images = 0, batches = 0, queued_images = 0, rejected = 0, cancelled_rows = 0;
   std::vector<int64_t> batch_sizes;  // histogram buckets: rows <= 1, 2, 4, ..., max
 };
 

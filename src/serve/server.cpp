@@ -166,7 +166,7 @@ struct Server::Impl {
       cum += st.batch_sizes[b];
       m << "rar_batch_rows_bucket{le=\"" << le << "\"} " << cum << "\n";
     }
-    m << "rar_batch_rows_bucket{le=\"+Inf\"} " << cum << "\nrar_batch_rows_sum " << st.rows << "\nrar_batch_rows_count "
+    m << "rar_batch_rows_bucket{le=\"+Inf\"} " << cum << "\nrar_batch_rows_sum " << st.images << "\nrar_batch_rows_count "
       << st.batches << "\n";
     m << "# HELP rar_request_seconds Time from a request's arrival to its last image.\n"
          "# TYPE rar_request_seconds histogram\n";

@@ -128,9 +128,10 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
     ++step;
 
     if (step % s.log_every == 0 || step == total) {
-      LogLine line = job.log_window(step, LogWindow{step - window_start, seconds_since(t_window), seconds_since(t0)});
+      const LogWindow w{step - window_start, seconds_since(t_window), seconds_since(t0)};
+      LogLine line = job.log_window(step, w);
       if (main) {
-        line.row["elapsed_s"] = seconds_since(t0);
+        line.row["elapsed_s"] = w.elapsed;
         write_row(step, std::move(line.row));
         progress->update(step, line.progress);
       }

@@ -1,5 +1,7 @@
 #include "util/atomic_file.h"
 
+#include <sstream>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -57,6 +59,13 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   AtomicFile f(path);
   f.write(content);
   f.commit();
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::istringstream in(read_file(path));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
 }
 
 std::string read_file(const std::string& path, uint64_t max_bytes) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace rar {
 
@@ -32,6 +33,8 @@ void write_file_atomic(const std::string& path, const std::string& content);
 // Reads a whole regular file; throws rar::Error naming the file when it cannot be read, is not a
 // regular file, or holds more than `max_bytes`.
 std::string read_file(const std::string& path, uint64_t max_bytes = UINT64_MAX);
+// read_file split into lines (without their '\n'): e.g. a class-names file, line i = class i.
+std::vector<std::string> read_lines(const std::string& path);
 // Temp files "<name>.tmp-<pid>" in `dir` (whose <name> starts with `prefix`) left by a process
 // that no longer runs (killed between writing and renaming): removes them, returns how many.
 int remove_stale_temp_files(const std::string& dir, const std::string& prefix = "");
