@@ -3,14 +3,14 @@
 # weights: for rar_b and rar_xl, K concurrent clients of 1-8 images each (bench/serve_load.py),
 # one request at a time, single-image latency when idle, and `rar bench sample` at the batch the
 # server filled, for the bench/RESULTS.md rows.
-#   bench/gpu_serve.sh build-gpu/rar [seconds per load run]
+#   [MODELS="rar_b rar_xl"] bench/gpu_serve.sh build-gpu/rar [seconds per load run]
 set -u
 R=${1:-build-gpu/rar}
 SECS=${2:-45}
 D=${OUT:-/tmp/rar-serve}
 mkdir -p "$D"
 PY=$(command -v python3)
-for m in rar_b rar_xl; do
+for m in ${MODELS:-rar_b rar_xl}; do
   "$R" bench weights --model $m --out "$D/$m.safetensors" --tokenizer-out "$D/vq.safetensors" > /dev/null
   port=$((18000 + RANDOM % 1000))
   "$R" serve --generator "$D/$m.safetensors" --tokenizer "$D/vq.safetensors" --device cuda --precision bf16 \

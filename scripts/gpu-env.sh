@@ -10,3 +10,5 @@ fi
 export PKG_CONFIG_PATH=/opt/deps/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 export PKG_CONFIG_SYSROOT_DIR=/opt/deps
 export LD_LIBRARY_PATH=/opt/deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# OpenSSL (for cpp-httplib) from the same unpacked Debian packages, headers and libraries matching
+export OPENSSL_ROOT_DIR=/opt/deps/usr
