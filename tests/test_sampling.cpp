@@ -201,6 +201,55 @@ TEST(LogitsChain, TopKAndTopPNeverEmitExcludedTokens) {
   EXPECT_RAR_ERROR(sampling::apply_temperature(logits, 0.0), "temperature must be > 0");
 }
 
+// The row-wise forms (a batch of requests with settings of their own runs one chain) give each
+// row what the scalar form gives that row alone, and a block's draw is torch.multinomial's.
+TEST(LogitsChain, RowFormsEqualTheScalarFormsRowByRowAndDrawIsMultinomials) {
+  torch::manual_seed(4);
+  const int64_t B = 6, V = 40;
+  auto logits = torch::randn({B, V}) * 2;
+  const std::vector<double> temps = {1.0, 0.5, 2.0, 1.0, 0.7, 1.3}, ps = {1.0, 0.9, 0.5, 0.2, 1.0, 0.99};
+  const std::vector<int64_t> ks = {V, 5, 1, V, 17, 39};
+  auto col = [](const auto& v, at::ScalarType dt) {
+    return torch::tensor(std::vector<double>(v.begin(), v.end()), torch::kFloat64).to(dt).view({-1, 1});
+  };
+  auto t = sampling::apply_temperature_rows(logits, col(temps, torch::kFloat32));
+  auto k = sampling::apply_top_k_rows(t, col(ks, torch::kInt64));
+  auto p = sampling::apply_top_p_rows(k, col(ps, torch::kFloat32));
+  for (int64_t i = 0; i < B; ++i) {
+    auto ti = sampling::apply_temperature(logits.narrow(0, i, 1), temps[i]);
+    auto ki = sampling::apply_top_k(ti, ks[i]);
+    auto pi = sampling::apply_top_p(ki, ps[i]);
+    EXPECT_TRUE(t[i].equal(ti[0])) << "row " << i;
+    EXPECT_TRUE(k[i].equal(ki[0])) << "row " << i;
+    EXPECT_TRUE(p[i].equal(pi[0])) << "row " << i;
+  }
+  EXPECT_EQ(k[2].isfinite().sum().item<int64_t>(), 1);  // k = 1 keeps the best alone
+  // Two blocks with their own generators; the rows between them belong to no block.
+  std::vector<at::Generator> gens{sampling::make_generator(torch::kCPU, 5), sampling::make_generator(torch::kCPU, 9)};
+  auto drawn = sampling::draw_rows(logits, {{0, 2}, {3, 3}}, gens);
+  auto g5 = sampling::make_generator(torch::kCPU, 5), g9 = sampling::make_generator(torch::kCPU, 9);
+  EXPECT_TRUE(drawn.narrow(0, 0, 2).equal(torch::multinomial(logits.narrow(0, 0, 2).softmax(-1), 1, false, g5).view({-1})));
+  EXPECT_TRUE(drawn.narrow(0, 3, 3).equal(torch::multinomial(logits.narrow(0, 3, 3).softmax(-1), 1, false, g9).view({-1})));
+  EXPECT_EQ(drawn[2].item<int64_t>(), logits[2].argmax().item<int64_t>());
+  // the generators moved on exactly as multinomial's did
+  EXPECT_TRUE(torch::rand({3}, gens[1]).equal(torch::rand({3}, g9)));
+}
+
+TEST(LogitsChainCuda, DrawIsMultinomialsOnTheGpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  if (sampling::parse_engine("auto", torch::kCUDA) != sampling::EngineKind::Graph) GTEST_SKIP() << "no CUDA build";
+  torch::manual_seed(4);
+  auto logits = (torch::randn({300, 1024}) * 2).to(torch::kCUDA);
+  std::vector<at::Generator> gens{sampling::make_generator(torch::kCUDA, 5), sampling::make_generator(torch::kCUDA, 9)};
+  auto drawn = sampling::draw_rows(logits, {{0, 100}, {100, 200}}, gens);
+  auto g5 = sampling::make_generator(torch::kCUDA, 5), g9 = sampling::make_generator(torch::kCUDA, 9);
+  auto m5 = torch::multinomial(logits.narrow(0, 0, 100).softmax(-1), 1, false, g5).view({-1});
+  auto m9 = torch::multinomial(logits.narrow(0, 100, 200).softmax(-1), 1, false, g9).view({-1});
+  EXPECT_TRUE(drawn.narrow(0, 0, 100).equal(m5));
+  EXPECT_TRUE(drawn.narrow(0, 100, 200).equal(m9));
+  EXPECT_TRUE(torch::rand({3}, gens[1]).equal(torch::rand({3}, g9)));
+}
+
 TEST(Sampler, FirstTokenFrequenciesMatchTheModelChiSquare) {
   const int64_t V = 6;
   auto g = tiny_generator(V);

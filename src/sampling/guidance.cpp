@@ -31,4 +31,8 @@ torch::Tensor apply_guidance(const torch::Tensor& cond, const torch::Tensor& unc
   return uncond + (cond - uncond) * scale;
 }
 
+torch::Tensor apply_guidance(const torch::Tensor& cond, const torch::Tensor& uncond, const torch::Tensor& scale) {
+  return uncond + (cond - uncond) * scale;
+}
+
 }  // namespace rar::sampling

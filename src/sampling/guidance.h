@@ -19,5 +19,7 @@ GuidanceSchedule parse_guidance_schedule(const std::string& s);
 float guidance_scale_at(int64_t step, int64_t steps, double scale, double power, GuidanceSchedule schedule);
 // cond, uncond [B,V] -> guided logits [B,V].
 torch::Tensor apply_guidance(const torch::Tensor& cond, const torch::Tensor& uncond, float scale);
+// The same with a scale per row: scale [B,1] float32.
+torch::Tensor apply_guidance(const torch::Tensor& cond, const torch::Tensor& uncond, const torch::Tensor& scale);
 
 }  // namespace rar::sampling

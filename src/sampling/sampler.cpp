@@ -32,6 +32,69 @@ torch::Tensor Sampler::sample_batch(const torch::Tensor& classes, uint64_t seed)
   return sample_groups(classes, {RowGroup{0, classes.size(0), opts_, seed}});
 }
 
+namespace {
+
+// The row groups' settings as one setting per row, on the device: the logits chain then runs
+// once per step for the whole batch, whatever mix of requests it holds (and without waiting for
+// the device: a chain run per group stalled the step loop).
+struct RowSettings {
+  torch::Tensor scale;        // [steps, B] f32: each row's guidance scale at each step (guided batches)
+  torch::Tensor unguided;     // [B,1] bool: rows without guidance in a guided batch (else undefined)
+  torch::Tensor temperature;  // [B,1] f32 (undefined: all 1)
+  torch::Tensor top_k;        // [B,1] int64 in [1, V] (undefined: all off)
+  torch::Tensor top_p;        // [B,1] f32 (undefined: all 1)
+  torch::Tensor greedy;       // [B] bool: rows with top-k 1 (undefined: none)
+  std::vector<RowBlock> drawn;  // the groups that draw (not greedy), with their generators
+  std::vector<at::Generator> gens;
+  bool all_greedy = false;
+};
+
+RowSettings row_settings(const std::vector<RowGroup>& groups, int64_t B, int64_t steps, int64_t S, int64_t V,
+                         bool guided, const torch::Device& device) {
+  RowSettings r;
+  std::vector<float> scale(guided ? steps * B : 0), temperature(B), top_p(B);
+  std::vector<int64_t> top_k(B);
+  std::vector<uint8_t> unguided(B), greedy(B);
+  bool any_unguided = false, any_t = false, any_k = false, any_p = false, any_greedy = false;
+  r.all_greedy = true;
+  for (const auto& grp : groups) {
+    const auto& o = grp.opts;
+    for (int64_t i = grp.first; i < grp.first + grp.n; ++i) {
+      for (int64_t t = 0; guided && t < steps; ++t)
+        scale[t * B + i] = o.cfg != 0.0 ? guidance_scale_at(t, S, o.cfg, o.cfg_power, o.schedule) : 1.0f;
+      unguided[i] = o.cfg == 0.0;
+      temperature[i] = static_cast<float>(o.temperature);
+      top_k[i] = o.top_k <= 0 || o.top_k >= V ? V : o.top_k;
+      top_p[i] = static_cast<float>(o.top_p);
+      greedy[i] = o.top_k == 1;
+    }
+    any_unguided |= o.cfg == 0.0;
+    any_t |= o.temperature != 1.0;
+    any_k |= o.top_k > 1 && o.top_k < V;
+    any_p |= o.top_p < 1.0;
+    any_greedy |= o.top_k == 1;
+    r.all_greedy &= o.top_k == 1;
+    if (o.top_k != 1) {
+      r.drawn.push_back(RowBlock{grp.first, grp.n});
+      r.gens.push_back(make_generator(device, grp.seed));
+    }
+  }
+  auto column = [&](auto& v, at::ScalarType dt) {
+    using T = typename std::decay_t<decltype(v)>::value_type;
+    return torch::from_blob(v.data(), {static_cast<int64_t>(v.size())}, c10::CppTypeToScalarType<T>::value)
+        .to(device, dt, /*non_blocking=*/false, /*copy=*/true).view({-1, 1});
+  };
+  if (guided) r.scale = torch::from_blob(scale.data(), {steps, B}, torch::kFloat32).to(device, torch::kFloat32, false, /*copy=*/true);
+  if (guided && any_unguided) r.unguided = column(unguided, torch::kBool);
+  if (any_t) r.temperature = column(temperature, torch::kFloat32);
+  if (any_k) r.top_k = column(top_k, torch::kInt64);
+  if (any_p) r.top_p = column(top_p, torch::kFloat32);
+  if (any_greedy) r.greedy = column(greedy, torch::kBool).view({-1});
+  return r;
+}
+
+}  // namespace
+
 torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std::vector<RowGroup>& groups) {
   torch::NoGradGuard no_grad;
   const auto& cfg = g_->cfg;
@@ -55,33 +118,26 @@ torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std:
   if (guided) cond = torch::cat({cond, torch::full_like(cond, cfg.null_class_token())});
   engine_.begin(cond, guided ? B : 0, order_);
 
-  std::vector<at::Generator> gens;
-  for (const auto& grp : groups) gens.push_back(make_generator(device, grp.seed));
-  auto tokens = torch::zeros({B, S}, torch::TensorOptions().dtype(torch::kInt64).device(device));
   const int64_t steps = opts_.steps > 0 ? std::min(opts_.steps, S) : S;
+  auto rows = row_settings(groups, B, steps, S, g_->lm_head->weight.size(0), guided, device);
+  auto tokens = torch::zeros({B, S}, torch::TensorOptions().dtype(torch::kInt64).device(device));
   torch::Tensor logits, fed, next;
   for (int64_t t = 0; t < steps; ++t) {
     // Step 0 feeds cls + class token; step t feeds x[τ_t] (drawn at step t-1).
     logits = t == 0 ? engine_.prefill() : engine_.step(fed, t);
-    const bool one = groups.size() == 1;
-    if (!one) next = torch::empty({B}, tokens.options());
-    for (size_t k = 0; k < groups.size(); ++k) {
-      const auto& grp = groups[k];
-      const auto& o = grp.opts;
-      auto l = one ? (guided ? logits.narrow(0, 0, B) : logits) : logits.narrow(0, grp.first, grp.n);
-      if (o.cfg != 0.0) {
-        auto u = logits.narrow(0, B + grp.first, grp.n);
-        l = apply_guidance(l, u, guidance_scale_at(t, S, o.cfg, o.cfg_power, o.schedule));
-      }
-      torch::Tensor drawn;
-      if (o.top_k == 1) {
-        drawn = l.argmax(-1);  // greedy: no randomness, temperature irrelevant
-      } else {
-        auto c = apply_top_p(apply_top_k(apply_temperature(l, o.temperature), o.top_k), o.top_p);
-        drawn = draw(c, gens[k]);
-      }
-      if (one) next = drawn;
-      else next.narrow(0, grp.first, grp.n).copy_(drawn);
+    auto l = guided ? logits.narrow(0, 0, B) : logits;
+    if (guided) {
+      auto g = apply_guidance(l, logits.narrow(0, B, B), rows.scale.select(0, t).unsqueeze(1));
+      l = rows.unguided.defined() ? torch::where(rows.unguided, l, g) : g;
+    }
+    if (rows.all_greedy) {
+      next = l.argmax(-1);  // greedy: no randomness, temperature irrelevant
+    } else {
+      auto c = rows.temperature.defined() ? apply_temperature_rows(l, rows.temperature) : l;
+      if (rows.top_k.defined()) c = apply_top_k_rows(c, rows.top_k);
+      if (rows.top_p.defined()) c = apply_top_p_rows(c, rows.top_p);
+      next = draw_rows(c, rows.drawn, rows.gens);
+      if (rows.greedy.defined()) next = torch::where(rows.greedy, l.argmax(-1), next);
     }
     tokens.select(1, order_[t]).copy_(next);
     fed = guided ? torch::cat({next, next}) : next;
