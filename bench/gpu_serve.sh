@@ -14,7 +14,7 @@ for m in ${MODELS:-rar_b rar_xl}; do
   "$R" bench weights --model $m --out "$D/$m.safetensors" --tokenizer-out "$D/vq.safetensors" > /dev/null
   port=$((18000 + RANDOM % 1000))
   "$R" serve --generator "$D/$m.safetensors" --tokenizer "$D/vq.safetensors" --device cuda --precision bf16 \
-    --port $port --max-batch 256 --max-wait-ms 20 > "$D/serve-$m.log" 2>&1 &
+    --port $port --max-batch 256 --max-wait-ms 20 ${SERVE_FLAGS:-} > "$D/serve-$m.log" 2>&1 &
   pid=$!
   url="http://127.0.0.1:$port"
   for i in $(seq 1 120); do $PY -c "import urllib.request; urllib.request.urlopen('$url/health')" 2>/dev/null && break; sleep 1; done

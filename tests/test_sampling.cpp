@@ -120,6 +120,19 @@ TEST(SamplerCuda, GraphEngineMatchesThePlainLoop) {
   sampling::Sampler plain(g, greedy(0.0, 0.0, "graph"));
   EXPECT_TRUE(plain.sample(classes, 64).equal(ref[1]));
   EXPECT_TRUE(plain.sample(classes, 64).equal(ref[1]));  // replayed graph, second batch
+  // Row counts interleaved on one engine (a service's batches): each count's graph is captured
+  // once over the first rows of the shared cache and replays after the others ran — the same
+  // sampled tokens as the static step run eagerly (the same kernels) for every batch.
+  {
+    auto o = greedy(3.0, 1.0, "graph");
+    o.top_k = 0, o.top_p = 0.9, o.seed = 11;
+    sampling::Sampler graphed(g, o);
+    o.engine = "static";
+    sampling::Sampler eager(g, o);
+    auto many = torch::cat({classes, classes, classes});  // 12 rows
+    for (int64_t batch : {4, 3, 12, 2, 4, 3})
+      EXPECT_TRUE(graphed.sample(many, batch).equal(eager.sample(many, batch))) << "batch " << batch;
+  }
   at::globalContext().setAllowTF32CuBLAS(tf32);
 
   g->to(torch::kBFloat16);

@@ -24,6 +24,7 @@ struct ServeArgs {
   std::string engine = "auto", kv_cache = "model", decode_precision = "bf16";
   int port = 8080, threads = 256;
   int64_t max_batch = 256, max_wait_ms = 20, max_images = 64, queue = 1024, decode_batch = 64;
+  bool verbose = false, no_padding = false;
 };
 
 void run(const ServeArgs& a) {
@@ -37,6 +38,7 @@ void run(const ServeArgs& a) {
 
   serve::SchedulerOptions so;
   so.max_batch = a.max_batch, so.max_wait_ms = a.max_wait_ms, so.queue = a.queue, so.decode_batch = a.decode_batch;
+  so.verbose = a.verbose, so.pad_rows = !a.no_padding;
   so.engine.engine = a.engine, so.engine.kv_cache = a.kv_cache;
   so.engine.validate();
   check(a.max_images <= a.queue, "--max-images-per-request (", a.max_images, ") must not exceed --queue (", a.queue, ")");
@@ -90,6 +92,8 @@ void add_serve(CLI::App& app) {
   c->add_option("--decode-batch", a->decode_batch, "images decoded at once")->check(positive_count());
   c->add_option("--threads", a->threads, "connections served at once (each waiting request holds one)")
       ->check(CLI::Range(4, 4096));
+  c->add_flag("--no-padding", a->no_padding, "generate each batch at its own row count (a graph capture per new count)");
+  c->add_flag("--verbose", a->verbose, "one line per batch on stderr: rows, padding, times");
   c->add_option("--class-names", a->class_names, "class names, one per line (default: ImageNet's for 1000 classes)");
   c->callback([a] { run(*a); });
 }

@@ -147,7 +147,7 @@ torch::Tensor decode_image(const std::string& data, const std::string& path) {
 // Image files are compressed: anything over 1 GiB is not one we would decode within the pixel cap.
 torch::Tensor read_image(const std::string& path) { return decode_image(read_file(path, 1ull << 30), path); }
 
-std::string encode_png(const torch::Tensor& hwc_in) {
+std::string encode_png(const torch::Tensor& hwc_in, bool fast) {
   check_hwc(hwc_in, "PNG");
   auto hwc = hwc_in.contiguous();
   png_image img;
@@ -156,9 +156,10 @@ std::string encode_png(const torch::Tensor& hwc_in) {
   img.width = static_cast<png_uint_32>(hwc.size(1));
   img.height = static_cast<png_uint_32>(hwc.size(0));
   img.format = hwc.size(2) == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
-  png_alloc_size_t size = 0;
-  check(png_image_write_to_memory(&img, nullptr, &size, 0, hwc.data_ptr(), 0, nullptr) != 0, "PNG encoding failed (",
-        img.message, ")");
+  if (fast) img.flags |= PNG_IMAGE_FLAG_FAST;
+  // One pass into a buffer of the largest size such an image can take (a first pass with no
+  // buffer would compress the whole image only to learn its size).
+  png_alloc_size_t size = PNG_IMAGE_PNG_SIZE_MAX(img);
   std::string out(size, '\0');
   check(png_image_write_to_memory(&img, out.data(), &size, 0, hwc.data_ptr(), 0, nullptr) != 0,
         "PNG encoding failed (", img.message, ")");

@@ -19,7 +19,8 @@ torch::Tensor read_image(const std::string& path);
 torch::Tensor decode_image(const std::string& bytes, const std::string& what);
 // uint8 [H,W,C], C in {1,3}. PNG or JPEG chosen by the extension (.png, .jpg/.jpeg).
 void write_image(const std::string& path, const torch::Tensor& hwc, int jpeg_quality = 95);
-std::string encode_png(const torch::Tensor& hwc);
+// fast: less compression for much less time (the service's images; the pixels are the same).
+std::string encode_png(const torch::Tensor& hwc, bool fast = false);
 
 // Images [N,C,H,W] float in [0,1] (or uint8) -> one uint8 [H',W',C] grid with `cols` columns and
 // `pad` pixels of `pad_value` between and around the tiles.

@@ -51,37 +51,55 @@ void DecodeEngine::begin(const torch::Tensor& condition, int64_t null_rows, cons
   check(static_cast<int64_t>(order.size()) == S, "engine: order has ", order.size(), " positions, want ", S);
   check(null_rows >= 0 && null_rows <= R, "engine: null_rows ", null_rows, " of ", R);
   condition_ = condition.to(device, torch::kInt64);
-  const bool same = cache_.batch() == R && order == order_ && static_.null_rows == null_rows;
-  order_ = order;
   if (kind_ == EngineKind::Plain) {
+    order_ = order;
     if (cache_.batch() != R) cache_ = g_->make_cache(R, S + 1, kv_dtype_);
     return;
   }
-  // Same rows and order: the new batch's conditions and adaLN tables go into the existing tensors
-  // (a captured graph reads them), unless the tables change shape (another count of distinct classes).
-  if (same && static_.token.defined() && update_static_decode(*g_, static_, condition_.narrow(0, 0, R - null_rows)))
+  // Captured steps and tables are valid for one scan order and one cache.
+  if (order != order_ || cache_.batch() < R) {
+    shape_ = nullptr;
+    shapes_.clear();
+    cache_ = {};
+    cache_ = make_zeroed_cache(*g_, R, S + 1, kv_dtype_);
+  }
+  order_ = order;
+  const auto class_rows = condition_.narrow(0, 0, R - null_rows);
+  // A row count met before: the new batch's conditions and adaLN tables go into its tensors (its
+  // graph reads them), unless the tables change shape (another count of distinct classes).
+  auto it = shapes_.find(R);
+  if (it != shapes_.end() && it->second.s.null_rows == null_rows && update_static_decode(*g_, it->second.s, class_rows)) {
+    shape_ = &it->second;
     return;
-  graph_.reset();
-  cache_ = make_zeroed_cache(*g_, R, S + 1, kv_dtype_);
-  static_ = make_static_decode(*g_, condition_.narrow(0, 0, R - null_rows), null_rows, order_, S + 1);
+  }
+  // The first R rows of the cache (masked slots may hold an earlier batch's values: finite, and
+  // weighted by exactly zero).
+  Shape sh;
+  for (size_t l = 0; l < cache_.k.size(); ++l) {
+    sh.cache.k.push_back(cache_.k[l].narrow(0, 0, R));
+    sh.cache.v.push_back(cache_.v[l].narrow(0, 0, R));
+  }
+  sh.s = make_static_decode(*g_, class_rows, null_rows, order_, S + 1);
+  shape_ = &(shapes_[R] = std::move(sh));
 }
 
 torch::Tensor DecodeEngine::prefill() {
   torch::NoGradGuard no_grad;
   check(!order_.empty(), "engine: prefill before begin");
-  return g_->decode_prefill(condition_, order_[0], cache_);
+  return g_->decode_prefill(condition_, order_[0], kind_ == EngineKind::Plain ? cache_ : shape_->cache);
 }
 
 torch::Tensor DecodeEngine::step(const torch::Tensor& fed, int64_t t) {
   torch::NoGradGuard no_grad;
   check(t >= 1 && t < static_cast<int64_t>(order_.size()), "engine: step ", t, " out of range");
   if (kind_ == EngineKind::Plain) return g_->decode_step(fed, t, order_[t - 1], order_[t], condition_, cache_);
-  static_.token.copy_(fed);
-  static_.step.fill_(t);
-  if (kind_ == EngineKind::Static) return decode_step_static(*g_, static_, cache_);
-  // graph: the static step captured at the first step of a batch shape, replayed after
-  if (!graph_) graph_ = std::make_unique<gpu::StepGraph>([this] { return decode_step_static(*g_, static_, cache_); });
-  return graph_->replay();
+  auto& sh = *shape_;
+  sh.s.token.copy_(fed);
+  sh.s.step.fill_(t);
+  if (kind_ == EngineKind::Static) return decode_step_static(*g_, sh.s, sh.cache);
+  // graph: the static step captured at the first step of a row count, replayed after
+  if (!sh.graph) sh.graph = std::make_unique<gpu::StepGraph>([this] { return decode_step_static(*g_, shape_->s, shape_->cache); });
+  return sh.graph->replay();
 }
 
 }  // namespace rar::sampling

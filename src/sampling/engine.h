@@ -9,6 +9,7 @@
 // The sampler (sampling/sampler) runs the loop and the logits chain the same way for all three.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,8 +40,10 @@ class DecodeEngine {
   DecodeEngine& operator=(DecodeEngine&&) noexcept;
 
   // A new batch: condition token ids [R] (the class rows, then null_rows rows of the null class
-  // when guided) and the scan order (0-based positions). Buffers (and a captured graph) are kept
-  // while R and the order stay the same.
+  // when guided) and the scan order (0-based positions). Static and graph kinds keep, for every
+  // row count R met with this order, the step's buffers and captured graph over the first R rows
+  // of one cache sized for the largest R (a service's batches come in a few sizes: each is
+  // captured once); the plain kind keeps its cache while R stays the same.
   void begin(const torch::Tensor& condition, int64_t null_rows, const std::vector<int64_t>& order);
   torch::Tensor prefill();                                  // step 0: logits [R,V] float32
   torch::Tensor step(const torch::Tensor& fed, int64_t t);  // step t >= 1, fed = x[τ_t] [R] (sampled at step t-1)
@@ -53,9 +56,14 @@ class DecodeEngine {
   std::optional<at::ScalarType> kv_dtype_;
   torch::Tensor condition_;
   std::vector<int64_t> order_;
-  model::KVCache cache_;
-  StaticDecode static_;
-  std::unique_ptr<gpu::StepGraph> graph_;  // the captured static step (graph kind)
+  model::KVCache cache_;  // plain: this batch's cache; static/graph: the cache of the largest R
+  struct Shape {
+    model::KVCache cache;  // the first R rows of cache_
+    StaticDecode s;
+    std::unique_ptr<gpu::StepGraph> graph;  // the captured static step (graph kind)
+  };
+  std::map<int64_t, Shape> shapes_;  // by R (static/graph kinds)
+  Shape* shape_ = nullptr;           // this batch's
 };
 
 }  // namespace rar::sampling

@@ -9,8 +9,6 @@
 
 namespace rar::serve {
 
-using clock_type = std::chrono::steady_clock;
-
 // ---------------------------------------------------------------- Job
 
 std::vector<GeneratedImage> Job::wait_for_more(size_t have) {
@@ -64,7 +62,11 @@ BatchScheduler::BatchScheduler(model::Generator g, std::optional<model::VQModel>
   int64_t buckets = 1;
   for (int64_t b = 1; b < opts_.max_batch; b *= 2) ++buckets;
   stats_.batch_sizes.assign(buckets, 0);
+  if (vq_ && (*vq_)->quantize->embedding->weight.device().is_cuda())
+    side_ = std::make_unique<gpu::SideStream>((*vq_)->quantize->embedding->weight.device());
+  opts_.pad_rows = opts_.pad_rows && sampler_.engine() == sampling::EngineKind::Graph;
   worker_ = std::thread([this] { run(); });
+  if (side_) deliverer_ = std::thread([this] { deliver_loop(); });
 }
 
 BatchScheduler::~BatchScheduler() {
@@ -74,6 +76,12 @@ BatchScheduler::~BatchScheduler() {
   }
   cv_.notify_all();
   worker_.join();
+  {
+    std::lock_guard<std::mutex> lock(out_mu_);
+    out_stopping_ = true;
+  }
+  out_cv_.notify_all();
+  if (deliverer_.joinable()) deliverer_.join();  // hands out what was generated
   for (auto& c : queue_) c.job->fail_with("the server is shutting down");
 }
 
@@ -141,58 +149,121 @@ void BatchScheduler::run() {
   }
 }
 
+namespace {
+
+// The row count a batch of `rows` is padded to: 1, 2, 4, ..., 32, then multiples of 32 (at most
+// max_batch): a handful of captured graphs, at most 31 rows generated in vain.
+int64_t padded_rows(int64_t rows, int64_t max_batch) {
+  int64_t p = 1;
+  while (p < rows && p < 32) p *= 2;
+  if (p < rows) p = (rows + 31) / 32 * 32;
+  return std::max(rows, std::min(p, max_batch));
+}
+
+}  // namespace
+
 void BatchScheduler::serve_batch(std::vector<Chunk> chunks) {
-  std::vector<int64_t> classes;
+  Batch b;
+  b.start = clock_type::now();
   std::vector<sampling::RowGroup> groups;
   for (const auto& c : chunks) {
     sampling::RowGroup grp;
-    grp.first = static_cast<int64_t>(classes.size());
+    grp.first = static_cast<int64_t>(b.classes.size());
     grp.n = c.n;
     grp.opts = c.job->request.opts;
     grp.seed = c.seed;
     groups.push_back(grp);
-    for (int64_t i = 0; i < c.n; ++i) classes.push_back(c.job->request.classes[c.first + i]);
+    for (int64_t i = 0; i < c.n; ++i) b.classes.push_back(c.job->request.classes[c.first + i]);
   }
-  const int64_t rows = static_cast<int64_t>(classes.size());
+  const int64_t rows = static_cast<int64_t>(b.classes.size());
+  b.padded = opts_.pad_rows ? padded_rows(rows, opts_.max_batch) : rows;
+  std::vector<int64_t> classes = b.classes;
+  if (b.padded > rows) {  // filler rows: greedy, unguided, class 0; their tokens are dropped
+    sampling::RowGroup fill;
+    fill.first = rows, fill.n = b.padded - rows, fill.opts.top_k = 1;
+    groups.push_back(fill);
+    classes.resize(static_cast<size_t>(b.padded), 0);
+  }
+  b.chunks = std::move(chunks);
   try {
-    auto tokens = sampler_.sample_groups(torch::tensor(classes, torch::kInt64), groups);
+    auto tokens = sampler_.sample_groups(torch::tensor(classes, torch::kInt64), groups).narrow(0, 0, rows);
+    b.sampled = clock_type::now();
     // Each chunk is decoded on its own (in decode_batch pieces), as `rar sample` decodes its batch:
     // a request's pixels do not depend on who shared its generation batch.
-    std::vector<torch::Tensor> chunk_images;
-    if (vq_) {
+    auto decode = [this, &b](const torch::Tensor& t) {
       torch::NoGradGuard ng;
+      std::vector<torch::Tensor> parts;
       int64_t first = 0;
-      for (const auto& c : chunks) {
-        std::vector<torch::Tensor> parts;
+      for (const auto& c : b.chunks) {
         for (int64_t i = 0; i < c.n; i += opts_.decode_batch)
-          parts.push_back(
-              io::to_uint8_nhwc((*vq_)->decode(tokens.narrow(0, first + i, std::min(opts_.decode_batch, c.n - i)))).cpu());
-        chunk_images.push_back(torch::cat(parts));
+          parts.push_back(io::to_uint8_nhwc((*vq_)->decode(t.narrow(0, first + i, std::min(opts_.decode_batch, c.n - i)))));
         first += c.n;
       }
-    }
-    int64_t row = 0;
-    for (size_t k = 0; k < chunks.size(); ++k) {
-      const auto& c = chunks[k];
-      std::vector<GeneratedImage> out;
-      for (int64_t i = 0; i < c.n; ++i, ++row) {
-        GeneratedImage im;
-        im.index = c.first + i;
-        im.cls = classes[row];
-        im.seed = c.seed;
-        if (vq_) im.png = io::encode_png(chunk_images[k][i]);
-        out.push_back(std::move(im));
+      return torch::cat(parts);
+    };
+    if (vq_ && side_) {  // decoded beside the next batch; handed out by deliver_loop
+      b.pixels = side_->run(tokens, decode);
+      {
+        std::lock_guard<std::mutex> lock(out_mu_);
+        out_.push_back(std::move(b));
       }
-      c.job->deliver(std::move(out));
+      out_cv_.notify_all();
+      return;
     }
+    if (vq_) b.pixels = decode(tokens).cpu();
+    deliver(b);
   } catch (const std::exception& e) {
-    for (const auto& c : chunks) c.job->fail_with(std::string("generation failed: ") + e.what());
+    for (const auto& c : b.chunks) c.job->fail_with(std::string("generation failed: ") + e.what());
   }
+}
+
+void BatchScheduler::deliver_loop() {
+  for (;;) {
+    Batch b;
+    {
+      std::unique_lock<std::mutex> lock(out_mu_);
+      out_cv_.wait(lock, [&] { return out_stopping_ || !out_.empty(); });
+      if (out_.empty()) return;
+      b = std::move(out_.front());
+      out_.pop_front();
+    }
+    try {
+      b.pixels = side_->collect(b.pixels);
+      deliver(b);
+    } catch (const std::exception& e) {
+      for (const auto& c : b.chunks) c.job->fail_with(std::string("decoding failed: ") + e.what());
+    }
+  }
+}
+
+void BatchScheduler::deliver(Batch& b) {
+  int64_t row = 0;
+  for (const auto& c : b.chunks) {
+    std::vector<GeneratedImage> out;
+    for (int64_t i = 0; i < c.n; ++i, ++row) {
+      GeneratedImage im;
+      im.index = c.first + i;
+      im.cls = b.classes[static_cast<size_t>(row)];
+      im.seed = c.seed;
+      if (b.pixels.defined()) im.pixels = b.pixels[row];
+      out.push_back(std::move(im));
+    }
+    c.job->deliver(std::move(out));
+  }
+  const int64_t rows = static_cast<int64_t>(b.classes.size());
+  const auto end = clock_type::now();
+  const double seconds = std::chrono::duration<double>(end - b.start).count();
+  if (opts_.verbose)
+    std::fprintf(stderr, "rar serve: batch of %lld rows (%zu requests, generated as %lld): sampled in %.3f s, handed out after %.3f s\n",
+                 static_cast<long long>(rows), b.chunks.size(), static_cast<long long>(b.padded),
+                 std::chrono::duration<double>(b.sampled - b.start).count(), seconds);
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.batches;
   stats_.images += rows;
+  stats_.padded_rows += b.padded - rows;
+  stats_.batch_seconds += seconds;
   size_t bucket = 0;
-  for (int64_t b = 1; b < rows; b *= 2) ++bucket;
+  for (int64_t n = 1; n < rows; n *= 2) ++bucket;
   if (bucket < stats_.batch_sizes.size()) ++stats_.batch_sizes[bucket];
 }
 

@@ -10,6 +10,11 @@
 // that arrived meanwhile, so it cannot hold the GPU; the per-request image limit keeps one chunk
 // well below a batch. Images are handed back as soon as their batch is decoded; a request
 // cancelled while queued (its client went away) takes no rows.
+//
+// On a GPU the batch is padded to a few row counts (1, 2, 4, ..., 32, then multiples of 32), so
+// the engine captures one CUDA graph per count and replays it afterwards, and a batch's VQ
+// decoding runs on a side stream while the next batch generates (a second thread hands the
+// images out). PNG encoding is left to the connections' threads.
 #pragma once
 #include <chrono>
 #include <condition_variable>
@@ -26,14 +31,17 @@
 #include "model/vqgan.h"
 #include "sampling/sampler.h"
 #include "serve/request.h"
+#include "util/gpu.h"
 
 namespace rar::serve {
+
+using clock_type = std::chrono::steady_clock;
 
 struct GeneratedImage {
   int64_t index = 0;  // within the request
   int64_t cls = 0;
   uint64_t seed = 0;  // the seed of the chunk the image came from
-  std::string png;
+  torch::Tensor pixels;  // uint8 [H,W,3] on the CPU (undefined without a tokenizer)
 };
 
 // One request in flight: the scheduler fills it, the connection waits on it.
@@ -65,11 +73,15 @@ struct SchedulerOptions {
   int64_t max_wait_ms = 20;
   int64_t queue = 1024;        // most images waiting
   int64_t decode_batch = 64;
+  bool pad_rows = true;   // pad batches to a few row counts when the engine captures graphs
+  bool verbose = false;   // one line per batch on stderr (rows, padding, times)
   sampling::SamplingOptions engine;  // engine, kv_cache (the batch's); per-request settings come with requests
 };
 
 struct SchedulerStats {
   int64_t requests = 0, images = 0, batches = 0, queued_images = 0, rejected = 0, cancelled_rows = 0;
+  int64_t padded_rows = 0;      // rows generated only to fill a captured row count
+  double batch_seconds = 0;     // summed over batches: from a batch's start to its images handed out
   std::vector<int64_t> batch_sizes;  // histogram buckets: rows <= 1, 2, 4, ..., max
 };
 
@@ -92,13 +104,24 @@ class BatchScheduler {
     uint64_t seed = 0;
     std::chrono::steady_clock::time_point queued;
   };
+  // A generated batch on its way out: its chunks, classes and (on a GPU, still decoding) images.
+  struct Batch {
+    std::vector<Chunk> chunks;
+    std::vector<int64_t> classes;
+    int64_t padded = 0;
+    torch::Tensor pixels;  // [rows,H,W,3] uint8
+    clock_type::time_point start, sampled;
+  };
   void run();
   void serve_batch(std::vector<Chunk> chunks);
+  void deliver(Batch& b);
+  void deliver_loop();
 
   model::Generator g_;
   std::optional<model::VQModel> vq_;
   SchedulerOptions opts_;
   sampling::Sampler sampler_;
+  std::unique_ptr<gpu::SideStream> side_;  // VQ decoding beside generation (CUDA)
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Chunk> queue_;
@@ -106,6 +129,11 @@ class BatchScheduler {
   bool stopping_ = false;
   SchedulerStats stats_;
   std::thread worker_;
+  std::mutex out_mu_;  // the batches still decoding, oldest first
+  std::condition_variable out_cv_;
+  std::deque<Batch> out_;
+  bool out_stopping_ = false;
+  std::thread deliverer_;
 };
 
 }  // namespace rar::serve

@@ -13,6 +13,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "io/image.h"
 #include "serve/page.h"
 #include "util/error.h"
 
@@ -37,8 +38,13 @@ void send_error(httplib::Response& res, int status, const std::string& message) 
   res.set_content(json{{"error", message}}.dump(), "application/json");
 }
 
+// PNG (fast compression) in base64, encoded by the connection's own thread.
+std::string png_base64(const GeneratedImage& im) {
+  return im.pixels.defined() ? base64(io::encode_png(im.pixels, /*fast=*/true)) : std::string();
+}
+
 json image_json(const GeneratedImage& im) {
-  return {{"index", im.index}, {"class", im.cls}, {"seed", im.seed}, {"png", base64(im.png)}};
+  return {{"index", im.index}, {"class", im.cls}, {"seed", im.seed}, {"png", png_base64(im)}};
 }
 
 }  // namespace
@@ -139,7 +145,7 @@ struct Server::Impl {
     observe(s);
     json out = {{"images", json::array()}, {"classes", json::array()}, {"seeds", json::array()}, {"seconds", s}};
     for (const auto& im : images) {
-      out["images"].push_back(base64(im.png));
+      out["images"].push_back(png_base64(im));
       out["classes"].push_back(im.cls);
       out["seeds"].push_back(im.seed);
     }
@@ -158,6 +164,9 @@ struct Server::Impl {
     counter("rar_batches_total", "GPU batches run.", st.batches);
     counter("rar_cancelled_rows_total", "Queued images dropped because their client went away.", st.cancelled_rows);
     counter("rar_queue_images", "Images waiting in the queue.", st.queued_images, "gauge");
+    counter("rar_padded_rows_total", "Rows generated only to fill a captured batch size.", st.padded_rows);
+    m << "# HELP rar_batch_seconds_total Time from batches' start to their images handed out.\n"
+         "# TYPE rar_batch_seconds_total counter\nrar_batch_seconds_total " << st.batch_seconds << "\n";
     std::lock_guard<std::mutex> lock(mu);
     counter("rar_bad_requests_total", "Requests answered with 400.", bad_requests);
     m << "# HELP rar_batch_rows Rows per GPU batch.\n# TYPE rar_batch_rows histogram\n";

@@ -1,5 +1,8 @@
 // gpu_cuda.cpp — util/gpu.h in a CUDA build.
 #include <ATen/cuda/CUDAEvent.h>
+
+#include <deque>
+#include <mutex>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -59,12 +62,14 @@ torch::Tensor StepGraph::replay() {
 }
 
 struct SideStream::Impl {
+  explicit Impl(c10::cuda::CUDAStream s) : stream(s) {}
   c10::cuda::CUDAStream stream;
+  std::mutex mu;  // run() and collect() may be called from different threads
   std::deque<at::cuda::CUDAEvent> done;  // one per run not yet collected, oldest first
 };
 
 SideStream::SideStream(const torch::Device& device)
-    : impl_(std::make_unique<Impl>(Impl{c10::cuda::getStreamFromPool(false, index_of(device)), {}})) {
+    : impl_(std::make_unique<Impl>(c10::cuda::getStreamFromPool(false, index_of(device)))) {
   check(device.is_cuda(), "side stream: ", device.str(), " is not a CUDA device");
 }
 SideStream::~SideStream() = default;
@@ -78,15 +83,22 @@ torch::Tensor SideStream::run(const torch::Tensor& input, const std::function<to
   ready.block(impl_->stream);
   input.record_stream(impl_->stream);
   auto out = fn(input);
-  impl_->done.emplace_back();
-  impl_->done.back().record(impl_->stream);
+  at::cuda::CUDAEvent done;
+  done.record(impl_->stream);
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->done.push_back(std::move(done));
   return out;
 }
 
 torch::Tensor SideStream::collect(const torch::Tensor& result) {
-  check(!impl_->done.empty(), "side stream: collect() without a run");
-  impl_->done.front().synchronize();
-  impl_->done.pop_front();
+  at::cuda::CUDAEvent done;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    check(!impl_->done.empty(), "side stream: collect() without a run");
+    done = std::move(impl_->done.front());
+    impl_->done.pop_front();
+  }
+  done.synchronize();
   c10::cuda::CUDAStreamGuard guard(impl_->stream);  // the result belongs to the side stream
   return result.cpu();
 }
