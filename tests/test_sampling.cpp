@@ -260,7 +260,8 @@ TEST(LogitsChainCuda, DrawIsMultinomialsOnTheGpu) {
   auto m9 = torch::multinomial(logits.narrow(0, 100, 200).softmax(-1), 1, false, g9).view({-1});
   EXPECT_TRUE(drawn.narrow(0, 0, 100).equal(m5));
   EXPECT_TRUE(drawn.narrow(0, 100, 200).equal(m9));
-  EXPECT_TRUE(torch::rand({3}, gens[1]).equal(torch::rand({3}, g9)));
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  EXPECT_TRUE(torch::rand({3}, gens[1], cuda).equal(torch::rand({3}, g9, cuda)));
 }
 
 TEST(Sampler, FirstTokenFrequenciesMatchTheModelChiSquare) {

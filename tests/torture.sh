@@ -15,12 +15,12 @@
 #   tests/torture.sh RAR [KILLS]      KILLS kills per job (default 3: the short form `make test` runs)
 #   SWEEP=1 tests/torture.sh RAR      additionally kill once at every crash point of every job (long;
 #                                     SWEEP_STEP=20: every 20th, plus the first and last of each kind)
-#   JOBS="train sample" ...           some jobs only
+#   TORTURE_JOBS="train sample" ...           some jobs only
 set -euo pipefail
 
 RAR=$(readlink -f "$1")
 KILLS=${2:-3}
-JOBS=${JOBS:-"tok tokenize train sample"}
+TORTURE_JOBS=${TORTURE_JOBS:-"tok tokenize train sample"}
 SEED=${TORTURE_SEED:-$RANDOM}
 RANDOM=$SEED
 W=$(mktemp -d "${TMPDIR:-/tmp}/rar_torture_XXXXXX")
@@ -114,7 +114,7 @@ ms_now() { date +%s%3N; }
 declare -A DUR POINTS
 # References for the jobs asked for and those whose outputs they read (in pipeline order).
 last=0 i=0
-for job in tok tokenize train sample; do i=$((i + 1)); [[ " $JOBS " == *" $job "* ]] && last=$i; done
+for job in tok tokenize train sample; do i=$((i + 1)); [[ " $TORTURE_JOBS " == *" $job "* ]] && last=$i; done
 i=0
 for job in tok tokenize train sample; do
   i=$((i + 1)); (( i <= last )) || break
@@ -126,7 +126,7 @@ for job in tok tokenize train sample; do
   echo "torture: $job: reference in ${DUR[$job]} ms, ${POINTS[$job]} crash points"
 done
 
-for job in $JOBS; do
+for job in $TORTURE_JOBS; do
   dur=${DUR[$job]} points=${POINTS[$job]}
   # ---------------------------------------------------------------- killed again and again
   dir="$W/kill/$job"
@@ -173,7 +173,7 @@ for job in $JOBS; do
 done
 
 # ---------------------------------------------------------------- a full disk
-if [[ " $JOBS " == *" train "* ]]; then
+if [[ " $TORTURE_JOBS " == *" train "* ]]; then
   disk="$W/disk"
   prepare train "$disk"
   cp -r "$W/ref/train/out/." "$disk/out/"
