@@ -22,16 +22,22 @@
 # with a time budget (--minutes, checkpointed; --resume continues), samples are resumable .npz
 # shards, finished stages leave DONE files. Run it again and again on a warm machine (files stay
 # between calls of one session) until it prints the table:
-#   STAGE_MINUTES=8 experiments/annealing-gpu.sh build-gpu/rar DEMO_DIR OUT_DIR
+#   STAGE_MINUTES=9 PARALLEL=2 experiments/annealing-gpu.sh build-gpu/rar DEMO_DIR OUT_DIR
 # DEMO_DIR holds the GPU demo's tokenizer/tokenizer.safetensors, train.rartok, test.rartok and
-# classifier.safetensors (`make demo GPU=1`; small enough to carry: ~30 MB).
+# classifier.safetensors (`make demo GPU=1`; small enough to carry: ~10 MB). PARALLEL arms train
+# at once (one H200, fashion-mnist.yaml: 29.9 steps/s alone, 4 x 12.7 together). A checkpoint
+# (~230 MB) cannot leave the machine, so an arm must finish within one session's machine.
+# Dry run on the CPU: DEVICE=cpu EPOCHS=1 N_TRAIN=2560 PER_CLASS=5 experiments/annealing-gpu.sh build/rar demo /tmp/a
 set -euo pipefail
 RAR=${1:-build-gpu/rar}
 DEMO=${2:-demo}
 OUT=${3:-experiments/out/annealing-gpu}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 EPOCHS=${EPOCHS:-100}
-STAGE_MINUTES=${STAGE_MINUTES:-8}
+STAGE_MINUTES=${STAGE_MINUTES:-9}
+PARALLEL=${PARALLEL:-2}
+DEVICE=${DEVICE:-cuda}
+PER_CLASS=${PER_CLASS:-1000}
 ARMS=${ARMS:-"raster random a50-75 a25-50"}
 CFG=$ROOT/configs/rar/fashion-mnist.yaml
 T0=$(date +%s)
@@ -51,19 +57,32 @@ anneal() {
     a25-50) echo "$((STEPS / 4)) $((STEPS / 2))" ;;
   esac
 }
-echo "annealing-gpu: $EPOCHS epochs = $STEPS steps of 256; arms: $ARMS; this call until $(date -d @$DEADLINE +%T)"
+echo "annealing-gpu: $EPOCHS epochs = $STEPS steps of 256; arms: $ARMS ($PARALLEL at once); this call until $(date -d @$DEADLINE +%T)"
 
-# ---- training (time-sliced)
-for arm in $ARMS; do
-  [ -f "$OUT/$arm/DONE" ] && continue
-  m=$(left); [ "$m" -ge 1 ] || { echo "out of time for this call: run again"; exit 0; }
-  read -r start end <<< "$(anneal $arm)"
-  "$RAR" train --config "$CFG" --data "$DEMO/train.rartok" --val "$DEMO/test.rartok" --out "$OUT/$arm" --device cuda \
-    --steps "$STEPS" --minutes "$m" --resume model.generator.randomness_anneal_start="$start" \
-    model.generator.randomness_anneal_end="$end" experiment.generate_every=0 experiment.eval_every=$((STEPS / 10)) \
-    experiment.save_every=$((STEPS / 20)) experiment.eval_examples=0 > "$OUT/$arm.train.log" 2>&1 || {
-    tail -5 "$OUT/$arm.train.log"; exit 1; }
-  grep -q "finished at step $STEPS" "$OUT/$arm.train.log" && touch "$OUT/$arm/DONE" || { echo "$arm: continues next call"; exit 0; }
+# ---- training (time-sliced, PARALLEL arms at once)
+train_arm() {  # train_arm ARM MINUTES: trains until done or out of minutes
+  local arm=$1 start end
+  read -r start end <<< "$(anneal "$arm")"
+  "$RAR" train --config "$CFG" --data "$DEMO/train.rartok" --val "$DEMO/test.rartok" --out "$OUT/$arm" --device "$DEVICE" \
+    --steps "$STEPS" --minutes "$2" --resume model.generator.randomness_anneal_start="$start" \
+    model.generator.randomness_anneal_end="$end" experiment.generate_every=0 experiment.eval_every=$(( (STEPS + 9) / 10 )) \
+    experiment.save_every=$(( (STEPS + 19) / 20 )) experiment.eval_examples=0 >> "$OUT/$arm.train.log" 2>&1 || {
+    echo "$arm: training failed:"; tail -5 "$OUT/$arm.train.log"; return 1; }
+  if grep -q "finished at step $STEPS" "$OUT/$arm.train.log"; then touch "$OUT/$arm/DONE"; fi
+}
+for pass in 1 2 3 4 5 6 7 8; do
+  pending=()
+  for arm in $ARMS; do [ -f "$OUT/$arm/DONE" ] || pending+=("$arm"); done
+  [ ${#pending[@]} -gt 0 ] || break
+  m=$(left); [ "$m" -ge 1 ] || { echo "out of time for this call (pending: ${pending[*]}): run again"; exit 0; }
+  now=("${pending[@]:0:$PARALLEL}")
+  echo "training ${now[*]} for up to $m min"
+  pids=()
+  for arm in "${now[@]}"; do train_arm "$arm" "$m" & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || exit 1; done
+  for arm in "${now[@]}"; do
+    [ -f "$OUT/$arm/DONE" ] || { echo "$arm: at $(grep -o 'step [0-9]*' "$OUT/$arm.train.log" | tail -1); continues next call"; exit 0; }
+  done
 done
 
 # ---- samples and scores
@@ -71,22 +90,52 @@ T=$DEMO/tokenizer/tokenizer.safetensors
 C=$DEMO/classifier.safetensors
 score() {  # score NAME SAMPLES -> a line in $OUT/scores.tsv
   grep -q "^$1	" "$OUT/scores.tsv" 2>/dev/null && return
-  res=$("$RAR" eval classify --classifier "$C" --samples "$2" --ref fashion-mnist:test --pad 32 --device cuda 2>/dev/null)
+  res=$("$RAR" eval classify --classifier "$C" --samples "$2" --ref fashion-mnist:test --pad 32 --device "$DEVICE" \
+    ${3:+--max-images $3} 2>/dev/null)
   printf '%s\t%s\t%s\n' "$1" "$(echo "$res" | awk '/^accuracy/ {print $2}')" \
     "$(echo "$res" | awk '/^feature-FID/ {print $2}')" >> "$OUT/scores.tsv"
 }
 [ "$(left)" -ge 1 ] || { echo "out of time for this call: run again"; exit 0; }
-score floor fashion-mnist:train
+score floor fashion-mnist:train $((PER_CLASS * 10))
 for arm in $ARMS; do
   G=$OUT/$arm/generator.safetensors
   [ -f "$OUT/$arm/grid.png" ] || "$RAR" sample --generator "$G" --tokenizer "$T" --all-classes --per-class 10 --cfg 2 \
-    --cfg-power 1 --seed 7 --out "$OUT/$arm/grid.png" --device cuda --class-names "$DEMO/train.rartok.classes.txt" > /dev/null
+    --cfg-power 1 --seed 7 --out "$OUT/$arm/grid.png" --device "$DEVICE" --class-names "$DEMO/train.rartok.classes.txt" > /dev/null
+  [ -f "$OUT/$arm/curves.png" ] || "$RAR" plot "$OUT/$arm/metrics.jsonl" --out "$OUT/$arm/curves.png" > /dev/null 2>&1 || true
   for g in 1 2 3; do
     [ "$(left)" -ge 1 ] || { echo "out of time for this call: run again"; exit 0; }
     s=$OUT/$arm/samples-g$g.npz
-    [ -f "$s" ] || "$RAR" sample --generator "$G" --tokenizer "$T" --all-classes --per-class 1000 --cfg $g --cfg-power 1 \
-      --seed 7 --batch 1000 --tokens-out "$OUT/$arm/tokens-g$g.npy" --out "$s" --device cuda > /dev/null
+    [ -f "$s" ] || "$RAR" sample --generator "$G" --tokenizer "$T" --all-classes --per-class "$PER_CLASS" --cfg $g \
+      --cfg-power 1 --seed 7 --batch 1000 --tokens-out "$OUT/$arm/tokens-g$g.npy" --out "$s" --device "$DEVICE" > /dev/null
     score "$arm g$g" "$s"
   done
 done
-echo "training, sampling and scoring done in this call after $(( $(date +%s) - T0 )) s"
+
+# ---- the fp8 KV cache on the best arm (lowest feature-FID at guidance 2): same seeds, same scoring
+best=$(awk -F'\t' '$1 ~ / g2$/ {sub(/ g2$/, "", $1); print $3, $1}' "$OUT/scores.tsv" | sort -g | head -1 | cut -d' ' -f2)
+s=$OUT/$best/samples-g2-fp8.npz
+[ -f "$s" ] || "$RAR" sample --generator "$OUT/$best/generator.safetensors" --tokenizer "$T" --all-classes \
+  --per-class "$PER_CLASS" --cfg 2 --cfg-power 1 --seed 7 --batch 1000 --kv-cache fp8 \
+  --tokens-out "$OUT/$best/tokens-g2-fp8.npy" --out "$s" --device "$DEVICE" > /dev/null
+score "$best g2 fp8" "$s"
+same=$(python3 "$ROOT/experiments/same_tokens.py" "$OUT/$best/tokens-g2.npy" "$OUT/$best/tokens-g2-fp8.npy")
+
+# ---- the table
+{
+  echo "| training order | validation NLL (raster) | g = 1 | g = 2 | g = 3 |"
+  echo "|---|---|---|---|---|"
+  for arm in $ARMS; do
+    nll=$(grep -o '"val/nll":[0-9.]*' "$OUT/$arm/metrics.jsonl" | tail -1 | cut -d: -f2)
+    row="| $arm | $(printf '%.4f' "$nll")"
+    for g in 1 2 3; do
+      row="$row | $(awk -F'\t' -v k="$arm g$g" '$1 == k {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv")"
+    done
+    echo "$row |"
+  done
+  echo "| real training images (floor) | | $(awk -F'\t' '$1 == "floor" {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv") | | |"
+  echo
+  echo "fp8 KV cache on $best, guidance 2: $(awk -F'\t' -v k="$best g2 fp8" '$1 == k {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv")" \
+    "(exact cache: $(awk -F'\t' -v k="$best g2" '$1 == k {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv")); tokens identical: $same"
+} > "$OUT/table.md"
+cat "$OUT/table.md"
+echo "done in this call after $(( $(date +%s) - T0 )) s"
