@@ -85,6 +85,7 @@ function addImage(ev, t0) {
   a.href = "data:image/png;base64," + ev.png;
   a.download = "rar_class" + ev.class + "_seed" + ev.seed + "_" + ev.index + ".png";
   const img = document.createElement("img");
+  img.onload = () => { if (img.naturalWidth <= 64) img.style.imageRendering = "pixelated"; };  // small images: crisp pixels
   img.src = a.href; img.alt = "class " + ev.class;
   a.appendChild(img); fig.appendChild(a);
   const cap = document.createElement("figcaption");

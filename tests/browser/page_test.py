@@ -3,11 +3,15 @@
 chromium-driver, driven by python3-selenium) loads the page, picks a class, generates, and checks
 that the images appear and decode; then saves a screenshot.
 
-    tests/browser/page_test.py RAR GENERATOR TOKENIZER [SCREENSHOT.png]
+    tests/browser/page_test.py RAR GENERATOR TOKENIZER [SCREENSHOT.png] [--size 256] [--n 3]
+                               [--cls 4] [--cfg 2] [--class-names names.txt]
+
+(--size: the images' width in pixels; the other options choose what the screenshot shows.)
 
 Exit 0: passed. Exit 77: skipped (no chromium / chromium-driver / selenium here; `make
 browser-test` installs them). Anything else: failed.
 """
+import argparse
 import os
 import shutil
 import signal
@@ -26,11 +30,18 @@ def free_port():
 
 
 def main():
-    if len(sys.argv) < 4:
-        print(__doc__)
-        return 2
-    rar, generator, tokenizer = sys.argv[1:4]
-    shot = sys.argv[4] if len(sys.argv) > 4 else None
+    ap = argparse.ArgumentParser(description="rar serve's page in headless Chromium")
+    ap.add_argument("rar")
+    ap.add_argument("generator")
+    ap.add_argument("tokenizer")
+    ap.add_argument("shot", nargs="?")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--n", type=int, default=3)
+    ap.add_argument("--cls", default="4")
+    ap.add_argument("--cfg", default="2")
+    ap.add_argument("--class-names")
+    args = ap.parse_args()
+    rar, generator, tokenizer, shot, n = args.rar, args.generator, args.tokenizer, args.shot, args.n
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     try:
@@ -45,7 +56,8 @@ def main():
 
     port = free_port()
     server = subprocess.Popen([rar, "serve", "--generator", generator, "--tokenizer", tokenizer, "--device", "cpu",
-                               "--precision", "fp32", "--decode-precision", "fp32", "--port", str(port)],
+                               "--precision", "fp32", "--decode-precision", "fp32", "--port", str(port)] +
+                              (["--class-names", args.class_names] if args.class_names else []),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = server.stdout.readline()  # "rar serve: http://127.0.0.1:PORT/ ..."
@@ -60,25 +72,25 @@ def main():
         service = webdriver.ChromeService(executable_path=driver) if hasattr(webdriver, "ChromeService") else None
         browser = webdriver.Chrome(options=opts, service=service) if service else webdriver.Chrome(options=opts)
         try:
-            browser.get(f"http://127.0.0.1:{port}/?n=3&cfg=2&seed=7")
+            browser.get(f"http://127.0.0.1:{port}/?n={n}&cfg={args.cfg}&seed=7")
             wait = WebDriverWait(browser, 60)
             wait.until(lambda b: "classes" in b.find_element(By.ID, "status").text)
             cls = browser.find_element(By.ID, "cls")
             cls.clear()
-            cls.send_keys("4")
-            assert browser.find_element(By.ID, "n").get_attribute("value") == "3", "state from the URL not applied"
+            cls.send_keys(args.cls)
+            assert browser.find_element(By.ID, "n").get_attribute("value") == str(n), "state from the URL not applied"
             browser.find_element(By.ID, "go").click()
-            wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#gallery img")) == 3)
+            wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#gallery img")) == n)
             wait.until(lambda b: " s" in b.find_element(By.ID, "status").text and "images in" in b.find_element(By.ID, "status").text)
             imgs = browser.find_elements(By.CSS_SELECTOR, "#gallery img")
             widths = [browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) for i in imgs]
-            assert all(w == 256 for w in widths), f"images did not decode: {widths}"
+            assert all(w == args.size for w in widths), f"images did not decode to {args.size} pixels: {widths}"
             links = browser.find_elements(By.CSS_SELECTOR, "#gallery a[download]")
-            assert len(links) == 3 and all(l.get_attribute("href").startswith("data:image/png;base64,") for l in links)
-            assert "cls=4" in browser.current_url and "seed=7" in browser.current_url, browser.current_url
+            assert len(links) == n and all(l.get_attribute("href").startswith("data:image/png;base64,") for l in links)
+            assert f"cls={args.cls}" in browser.current_url and "seed=7" in browser.current_url, browser.current_url
             if shot:
                 browser.save_screenshot(shot)
-            print(f"passed: 3 images shown ({browser.find_element(By.ID, 'status').text})")
+            print(f"passed: {n} images shown ({browser.find_element(By.ID, 'status').text})")
             return 0
         finally:
             browser.quit()
