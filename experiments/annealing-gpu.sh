@@ -27,7 +27,7 @@
 # classifier.safetensors (`make demo GPU=1`; small enough to carry: ~10 MB). PARALLEL arms train
 # at once (one H200, fashion-mnist.yaml: 29.9 steps/s alone, 4 x 12.7 together). A checkpoint
 # (~230 MB) cannot leave the machine, so an arm must finish within one session's machine.
-# Dry run on the CPU: DEVICE=cpu EPOCHS=1 N_TRAIN=2560 PER_CLASS=5 experiments/annealing-gpu.sh build/rar demo /tmp/a
+# Dry run on the CPU: DEVICE=cpu EPOCHS=1 N_TRAIN=2560 PER_CLASS=5 EVAL_EXAMPLES=256 experiments/annealing-gpu.sh build/rar demo /tmp/a
 set -euo pipefail
 RAR=${1:-build-gpu/rar}
 DEMO=${2:-demo}
@@ -65,8 +65,8 @@ train_arm() {  # train_arm ARM MINUTES: trains until done or out of minutes
   read -r start end <<< "$(anneal "$arm")"
   "$RAR" train --config "$CFG" --data "$DEMO/train.rartok" --val "$DEMO/test.rartok" --out "$OUT/$arm" --device "$DEVICE" \
     --steps "$STEPS" --minutes "$2" --resume model.generator.randomness_anneal_start="$start" \
-    model.generator.randomness_anneal_end="$end" experiment.generate_every=0 experiment.eval_every=$(( (STEPS + 9) / 10 )) \
-    experiment.save_every=$(( (STEPS + 19) / 20 )) experiment.eval_examples=0 >> "$OUT/$arm.train.log" 2>&1 || {
+    model.generator.randomness_anneal_end="$end" model.vq_model.codebook_size=512 experiment.generate_every=0 experiment.eval_every=$(( (STEPS + 9) / 10 )) \
+    experiment.save_every=$(( (STEPS + 19) / 20 )) experiment.eval_examples=${EVAL_EXAMPLES:-0} >> "$OUT/$arm.train.log" 2>&1 || {
     echo "$arm: training failed:"; tail -5 "$OUT/$arm.train.log"; return 1; }
   if grep -q "finished at step $STEPS" "$OUT/$arm.train.log"; then touch "$OUT/$arm/DONE"; fi
 }
