@@ -1,6 +1,8 @@
 // `rar train`: the objective's draws (r = 0 is the scan order, r = 1 uniform permutations), the
 // loss at r = 0 equal to the reference NLL, exact stop/resume, two gloo processes equal to one,
 // learning on structured data, and the failure paths.
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -89,6 +91,23 @@ TEST(RarObjective, OrdersAreTheScanAtR0AndUniformPermutationsAtR1) {
   // Another step draws differently.
   auto other = training::draw_objective(64, 0, 64, scan, 0.5, 0.1, 3, 8);
   EXPECT_FALSE(other.orders.equal(all.orders));
+
+  // The draws are those of the plain per-row tensor code (the fast path writes through pointers):
+  // one generator per (seed, step, row), u = rand(2), then randperm when u0 < r.
+  for (double r : {0.0, 0.3, 1.0}) {
+    auto fast = training::draw_objective(64, 8, 40, scan, r, 0.2, 11, 123);
+    for (int64_t i = 0; i < 40; ++i) {
+      const uint64_t row = static_cast<uint64_t>(8 + i);
+      const uint64_t key = 11 * 0x9E3779B97F4A7C15ULL ^ (uint64_t(123) * 0xBF58476D1CE4E5B9ULL) ^ ((row + 1) * 0x94D049BB133111EBULL);
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(key);
+      auto u = torch::rand({2}, gen);
+      const bool permuted = u[0].item<float>() < r;
+      EXPECT_EQ(fast.permuted[i].item<bool>(), permuted) << "r " << r << " row " << i;
+      EXPECT_EQ(fast.drop[i].item<bool>(), u[1].item<float>() < 0.2) << "r " << r << " row " << i;
+      auto order = permuted ? torch::randperm(16, gen, torch::kInt64) : torch::tensor(scan);
+      EXPECT_TRUE(fast.orders[i].equal(order)) << "r " << r << " row " << i;
+    }
+  }
 }
 
 TEST(TrainRar, LossAtR0EqualsTheReferenceNll) {
