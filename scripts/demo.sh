@@ -25,7 +25,9 @@ else
 fi
 GUIDANCE=${GUIDANCE:-3.0}
 T0=$(date +%s)
-stage() { echo; echo "== [$(( $(date +%s) - T0 ))s] $*"; }
+# Each stage's wall time, summed up at the end beside what 2 cores took here (a slow machine shows).
+NAMES=(); STARTS=()
+stage() { NAMES+=("${1#*/6 }"); STARTS+=("$(date +%s)"); echo; echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 
 stage "1/6 tokenizer ($TOK_CFG)"
 if [ ! -f "$OUT/tokenizer/eval.json" ]; then
@@ -68,5 +70,12 @@ echo "-- floor: 10000 real training images vs fashion-mnist:test"
 "$RAR" eval classify --classifier "$OUT/classifier.safetensors" --samples fashion-mnist:train --max-images 10000 \
   --ref fashion-mnist:test --pad 32 --device "$DEV"
 echo
+STARTS+=("$(date +%s)")
+if [ -z "${GPU:-}" ]; then TYPICAL=(146 39 28 443 50 11); else TYPICAL=(207 6 13 102 10 5); fi
+echo
+echo "stage times (this run; typical on the reference machine: README, Fashion-MNIST demo):"
+for i in "${!NAMES[@]}"; do
+  printf '  %-40s %5d s   (typical %d s)\n' "${NAMES[$i]%% (*}" $(( STARTS[i + 1] - STARTS[i] )) "${TYPICAL[$i]}"
+done
 echo "== done in $(( $(date +%s) - T0 ))s: $OUT/grid.png (rows = classes: $(paste -sd, "$OUT/train.rartok.classes.txt")),"
 echo "   $OUT/samples.npz, $OUT/curves.png, $OUT/tokenizer/, $OUT/rar/"
