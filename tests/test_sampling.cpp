@@ -167,7 +167,7 @@ TEST(Guidance, Schedules) {
   EXPECT_FLOAT_EQ(sampling::guidance_scale_at(64, S, 5.0, 0.0, GuidanceSchedule::Linear), 2.0f);
   EXPECT_FLOAT_EQ(sampling::guidance_scale_at(200, S, 5.0, 9.0, GuidanceSchedule::Constant), 5.0f);
   auto c = torch::tensor({{2.f, 0.f}}), u = torch::tensor({{1.f, 1.f}});
-  EXPECT_TRUE(sampling::apply_guidance(c, u, 3.f).equal(torch::tensor({{4.f, -2.f}})));
+  EXPECT_TRUE(sampling::apply_guidance(c, u, torch::full({1, 1}, 3.f)).equal(torch::tensor({{4.f, -2.f}})));
   EXPECT_RAR_ERROR(sampling::parse_guidance_schedule("cosine"), "expected pow-cosine, linear or constant");
 }
 

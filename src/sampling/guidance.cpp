@@ -27,10 +27,6 @@ float guidance_scale_at(int64_t step, int64_t steps, double scale, double power,
   return g;
 }
 
-torch::Tensor apply_guidance(const torch::Tensor& cond, const torch::Tensor& uncond, float scale) {
-  return uncond + (cond - uncond) * scale;
-}
-
 torch::Tensor apply_guidance(const torch::Tensor& cond, const torch::Tensor& uncond, const torch::Tensor& scale) {
   return uncond + (cond - uncond) * scale;
 }

@@ -17,9 +17,7 @@ enum class GuidanceSchedule { PowCosine, Linear, Constant };
 GuidanceSchedule parse_guidance_schedule(const std::string& s);
 // Evaluated in float32 like the reference code, so greedy paths match it bit for bit.
 float guidance_scale_at(int64_t step, int64_t steps, double scale, double power, GuidanceSchedule schedule);
-// cond, uncond [B,V] -> guided logits [B,V].
-torch::Tensor apply_guidance(const torch::Tensor& cond, const torch::Tensor& uncond, float scale);
-// The same with a scale per row: scale [B,1] float32.
+// cond, uncond [B,V] -> guided logits [B,V], with a scale per row: scale [B,1] float32.
 torch::Tensor apply_guidance(const torch::Tensor& cond, const torch::Tensor& uncond, const torch::Tensor& scale);
 
 }  // namespace rar::sampling

@@ -20,11 +20,6 @@ std::vector<GeneratedImage> Job::wait_for_more(size_t have) {
   return images_;
 }
 
-bool Job::finished() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return !error_.empty() || static_cast<int64_t>(images_.size()) == static_cast<int64_t>(request.classes.size());
-}
-
 std::string Job::error() {
   std::lock_guard<std::mutex> lock(mu_);
   return error_;

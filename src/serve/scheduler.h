@@ -52,7 +52,6 @@ class Job {
   const std::chrono::steady_clock::time_point start;
   // Blocks until images beyond `have` are done (or the job ends); returns all images so far.
   std::vector<GeneratedImage> wait_for_more(size_t have);
-  bool finished();
   std::string error();
   void cancel();
   bool cancelled();
