@@ -114,6 +114,13 @@ TEST(CliSample, NpzRunResumesToTheSameResult) {
   EXPECT_TRUE(a[0].second.equal(b[0].second));
   EXPECT_TRUE(a[1].second.equal(b[1].second));
   EXPECT_EQ(read_bytes(dir / "full.npz"), read_bytes(dir / "resumed.npz"));  // the very same bytes
+  // --compress only deflates the archive: the same arrays, fewer bytes (the reader takes both)
+  ASSERT_EQ(run_rar(common + "--compress --out " + (dir / "small.npz")).status, 0);
+  auto c = io::read_npz(dir / "small.npz");
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_TRUE(c[0].second.equal(a[0].second));
+  EXPECT_TRUE(c[1].second.equal(a[1].second));
+  EXPECT_LT(read_bytes(dir / "small.npz").size(), read_bytes(dir / "full.npz").size());
 }
 
 // Two processes (gloo, the torchrun environment variables): batch b is rank b % 2's, both write

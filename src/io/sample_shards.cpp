@@ -57,8 +57,8 @@ torch::Tensor SampleShards::tokens(int64_t shard) const {
   fail(shard_path(shard), ": holds no tokens");
 }
 
-void SampleShards::finalize() {
-  // Stream arr_0 to a temporary .npy next to the output, then zip it (stored) with arr_1.
+void SampleShards::finalize(bool compress) {
+  // Stream arr_0 to a temporary .npy next to the output, then zip it with arr_1.
   std::vector<torch::Tensor> labels;
   std::vector<int64_t> image_shape;
   const std::string tmp_images = dir_ + "/arr_0.npy.tmp";
@@ -85,6 +85,7 @@ void SampleShards::finalize() {
     check(f.good(), tmp_images, ": write failed");
   }
   ZipWriter zip(out_);
+  zip.set_compress(compress);
   zip.add_file("arr_0.npy", tmp_images);
   zip.add("arr_1.npy", npy_encode(torch::cat(labels)));
   zip.commit();

@@ -21,8 +21,8 @@ class SampleShards {
   // images uint8 [n,H,W,C], labels int64 [n], tokens int64 [n,S] (undefined when not decoded/kept)
   void write(int64_t shard, const torch::Tensor& images, const torch::Tensor& labels, const torch::Tensor& tokens);
   torch::Tensor tokens(int64_t shard) const;
-  // Assembles the final .npz and removes the parts folder.
-  void finalize();
+  // Assembles the final .npz (deflated when `compress`) and removes the parts folder.
+  void finalize(bool compress = false);
   const std::string& parts_dir() const { return dir_; }
 
  private:

@@ -148,7 +148,7 @@ void ZipWriter::commit() {
       std::remove(tmp.c_str());
       fail(path_, ": cannot add member '", name, "'");
     }
-    zip_set_file_compression(z, i, ZIP_CM_STORE, 0);
+    zip_set_file_compression(z, i, compress_ ? ZIP_CM_DEFLATE : ZIP_CM_STORE, compress_ ? 6 : 0);
     zip_file_set_mtime(z, static_cast<zip_uint64_t>(i), kMemberTime, 0);  // the same bytes for the same arrays
   }
   crash_point("zip.before-close");

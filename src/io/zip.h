@@ -76,6 +76,8 @@ class ZipWriter {
   void add(const std::string& name, std::string data) { members_.push_back({name, std::move(data), ""}); }
   // A member whose bytes are read from `file` when the archive is written (for large members).
   void add_file(const std::string& name, const std::string& file) { members_.push_back({name, "", file}); }
+  // Deflate the members (numpy's savez_compressed layout) instead of storing them (the default).
+  void set_compress(bool on) { compress_ = on; }
   void commit();
 
  private:
@@ -84,6 +86,7 @@ class ZipWriter {
   };
   std::string path_;
   std::vector<Member> members_;
+  bool compress_ = false;
 };
 
 }  // namespace rar::io
