@@ -97,45 +97,56 @@ score() {  # score NAME SAMPLES -> a line in $OUT/scores.tsv
 }
 [ "$(left)" -ge 1 ] || { echo "out of time for this call: run again"; exit 0; }
 [ "${FLOOR:-1}" = 0 ] || score floor fashion-mnist:train $((PER_CLASS * 10))  # FLOOR=0: scored elsewhere (the training images need not travel)
+scored() { grep -q "^$1	" "$OUT/scores.tsv" 2>/dev/null; }
+sample_scored() {  # sample_scored NAME ARM SEED EXTRA-OPTIONS...: 10,000 samples at guidance 2 (g for g1/g3 names), scored
+  local name=$1 arm=$2 seed=$3 tag; shift 3
+  scored "$name" && return
+  [ -f "$OUT/$arm/generator.safetensors" ] || { echo "$name: not scored (its generator is not here)"; return 0; }
+  tag=${name#"$arm "}; tag=${tag// /-}
+  [ -f "$OUT/$arm/samples-$tag.npz" ] || "$RAR" sample --generator "$OUT/$arm/generator.safetensors" --tokenizer "$T" \
+    --all-classes --per-class "$PER_CLASS" --cfg-power 1 --seed "$seed" --batch 1000 --tokens-out "$OUT/$arm/tokens-$tag.npy" \
+    --out "$OUT/$arm/samples-$tag.npz" --compress --device "$DEVICE" "$@" > /dev/null
+  score "$name" "$OUT/$arm/samples-$tag.npz"
+}
 for arm in $ARMS; do
-  G=$OUT/$arm/generator.safetensors
-  [ -f "$OUT/$arm/grid.png" ] || "$RAR" sample --generator "$G" --tokenizer "$T" --all-classes --per-class 10 --cfg 2 \
-    --cfg-power 1 --seed 7 --out "$OUT/$arm/grid.png" --device "$DEVICE" --class-names "$DEMO/train.rartok.classes.txt" > /dev/null
+  [ -f "$OUT/$arm/grid.png" ] || "$RAR" sample --generator "$OUT/$arm/generator.safetensors" --tokenizer "$T" --all-classes \
+    --per-class 10 --cfg 2 --cfg-power 1 --seed 7 --out "$OUT/$arm/grid.png" --device "$DEVICE" \
+    --class-names "$DEMO/train.rartok.classes.txt" > /dev/null
+  # curves need a build with cairo (the GPU machine's has none: they are drawn afterwards, here)
   [ -f "$OUT/$arm/curves.png" ] || "$RAR" plot "$OUT/$arm/metrics.jsonl" --out "$OUT/$arm/curves.png" > /dev/null 2>&1 || true
   for g in 1 2 3; do
     [ "$(left)" -ge 1 ] || { echo "out of time for this call: run again"; exit 0; }
-    s=$OUT/$arm/samples-g$g.npz
-    [ -f "$s" ] || "$RAR" sample --generator "$G" --tokenizer "$T" --all-classes --per-class "$PER_CLASS" --cfg $g \
-      --cfg-power 1 --seed 7 --batch 1000 --tokens-out "$OUT/$arm/tokens-g$g.npy" --out "$s" --compress --device "$DEVICE" > /dev/null
-    score "$arm g$g" "$s"
+    sample_scored "$arm g$g" "$arm" 7 --cfg $g
   done
+  # the same guidance-2 run with another seed: how far two draws of one model lie apart
+  sample_scored "$arm g2 seed8" "$arm" 8 --cfg 2
 done
 
-# ---- the fp8 KV cache on the best arm (lowest feature-FID at guidance 2): same seeds, same scoring
+# ---- the fp8 KV cache on the best arm (lowest feature-FID at guidance 2): same seeds, same scoring.
+# scores.tsv may hold rows of arms trained in an earlier session (copied in): the best of all.
 best=$(awk -F'\t' '$1 ~ / g2$/ {sub(/ g2$/, "", $1); print $3, $1}' "$OUT/scores.tsv" | sort -g | head -1 | cut -d' ' -f2)
-s=$OUT/$best/samples-g2-fp8.npz
-[ -f "$s" ] || "$RAR" sample --generator "$OUT/$best/generator.safetensors" --tokenizer "$T" --all-classes \
-  --per-class "$PER_CLASS" --cfg 2 --cfg-power 1 --seed 7 --batch 1000 --kv-cache fp8 \
-  --tokens-out "$OUT/$best/tokens-g2-fp8.npy" --out "$s" --compress --device "$DEVICE" > /dev/null
-score "$best g2 fp8" "$s"
-same=$(python3 "$ROOT/experiments/same_tokens.py" "$OUT/$best/tokens-g2.npy" "$OUT/$best/tokens-g2-fp8.npy")
+[ -f "$OUT/$best/generator.safetensors" ] || scored "$best g2 fp8" || echo "best arm $best was trained elsewhere: its fp8 row must come from there"
+[ -f "$OUT/$best/generator.safetensors" ] && sample_scored "$best g2 fp8" "$best" 7 --cfg 2 --kv-cache fp8
+same=$(python3 "$ROOT/experiments/same_tokens.py" "$OUT/$best/tokens-g2.npy" "$OUT/$best/tokens-g2-fp8.npy" 2>&1 || true)
+seeds=$(python3 "$ROOT/experiments/same_tokens.py" "$OUT/$best/tokens-g2.npy" "$OUT/$best/tokens-g2-seed8.npy" 2>&1 || true)
 
 # ---- the table
 {
-  echo "| training order | validation NLL (raster) | g = 1 | g = 2 | g = 3 |"
-  echo "|---|---|---|---|---|"
+  echo "| training order | validation NLL (raster) | g = 1 | g = 2 | g = 3 | g = 2, seed 8 |"
+  echo "|---|---|---|---|---|---|"
   for arm in $ARMS; do
     nll=$(grep -o '"val/nll":[0-9.]*' "$OUT/$arm/metrics.jsonl" | tail -1 | cut -d: -f2)
     row="| $arm | $(printf '%.4f' "$nll")"
-    for g in 1 2 3; do
-      row="$row | $(awk -F'\t' -v k="$arm g$g" '$1 == k {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv")"
+    for g in g1 g2 g3 "g2 seed8"; do
+      row="$row | $(awk -F'\t' -v k="$arm $g" '$1 == k {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv")"
     done
     echo "$row |"
   done
-  echo "| real training images (floor) | | $(awk -F'\t' '$1 == "floor" {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv") | | |"
+  echo "| real training images (floor) | | $(awk -F'\t' '$1 == "floor" {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv") | | | |"
   echo
   echo "fp8 KV cache on $best, guidance 2: $(awk -F'\t' -v k="$best g2 fp8" '$1 == k {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv")" \
-    "(exact cache: $(awk -F'\t' -v k="$best g2" '$1 == k {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv")); tokens identical: $same"
+    "(exact cache: $(awk -F'\t' -v k="$best g2" '$1 == k {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv")); tokens identical: $same;" \
+    "exact cache, seed 8 vs seed 7: $seeds"
 } > "$OUT/table.md"
 cat "$OUT/table.md"
 echo "done in this call after $(( $(date +%s) - T0 )) s"
