@@ -286,6 +286,51 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
   EXPECT_RAR_ERROR(model::set_decode_attention_kernel("tiles"), "expected block or warp, got 'tiles'");
 }
 
+// The decode step's linear for a few rows (kernels/skinny_linear) against float64 over the same
+// bf16 inputs and against at::linear: every row count it takes (1-8), output widths not a multiple
+// of its 4 columns per block, K over one and several 128-thread chunk rounds, bias or none, GELU or
+// none. 9 rows, float32 or a view fall back to at::linear exactly; with the path off nothing changes.
+TEST(FusedOpsCuda, SkinnyLinearMatchesLinear) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  auto cu = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const bool was = model::skinny_linear_enabled();
+  model::set_skinny_linear(true);
+  torch::NoGradGuard ng;
+  for (int64_t M : {1, 2, 3, 5, 8})
+  for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{3, 8}, {130, 72}, {257, 1280}, {33, 5120}})
+  for (bool bias : {true, false})
+  for (bool gelu : {false, true}) {
+    torch::manual_seed(M * 1000 + N);
+    torch::nn::Linear lin(torch::nn::LinearOptions(K, N).bias(bias));
+    lin->to(torch::kCUDA, torch::kBFloat16);
+    auto x = torch::randn({M, 1, K}, cu);
+    auto y = model::decode_linear(*lin, x, gelu);
+    ASSERT_EQ(y.sizes(), (std::vector<int64_t>{M, 1, N}));
+    ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
+    auto ref = at::linear(x.to(torch::kFloat64), lin->weight.to(torch::kFloat64),
+                          bias ? lin->bias.to(torch::kFloat64) : torch::Tensor());
+    if (gelu) ref = at::gelu(ref);
+    auto cublas = at::linear(x, lin->weight, lin->bias);
+    if (gelu) cublas = at::gelu(cublas);
+    const std::string what = "M " + std::to_string(M) + " N " + std::to_string(N) + " K " + std::to_string(K) +
+                             (bias ? " bias" : "") + (gelu ? " gelu" : "");
+    EXPECT_LT(rel_err(y, ref), 4e-3) << what;  // one bf16 rounding of the float sum
+    EXPECT_LT(rel_err(y, cublas), 1e-2) << what;
+  }
+  // what it does not take: at::linear's own result, bit for bit
+  torch::manual_seed(3);
+  torch::nn::Linear lin(64, 40);
+  lin->to(torch::kCUDA, torch::kBFloat16);
+  auto nine = torch::randn({9, 1, 64}, cu);
+  EXPECT_TRUE(model::decode_linear(*lin, nine).equal(at::linear(nine, lin->weight, lin->bias)));
+  auto strided = torch::randn({2, 1, 128}, cu).narrow(2, 0, 64);
+  EXPECT_TRUE(model::decode_linear(*lin, strided, true).equal(at::gelu(at::linear(strided, lin->weight, lin->bias))));
+  model::set_skinny_linear(false);
+  auto two = torch::randn({2, 1, 64}, cu);
+  EXPECT_TRUE(model::decode_linear(*lin, two).equal(at::linear(two, lin->weight, lin->bias)));
+  model::set_skinny_linear(was);
+}
+
 // bf16 inference (a bf16 model: bf16 LayerNorm weights, bf16 residual stream) takes the fused
 // kernels too; its logits stay within bf16 rounding of the plain path's.
 TEST(FusedOpsCuda, Bf16ModelForwardMatchesPlainPath) {

@@ -161,11 +161,16 @@ void run_sample(const BenchArgs& a) {
               (std::string(sampling::engine_name(sampler.engine())) +
                (a.distinct > 0 ? ", " + std::to_string(a.distinct) + " classes" : "") +
                (a.kv_cache == "fp8" ? ", fp8 KV" : "") +
-               (model::decode_attention_kernel() == "block" ? ", block attention" : ""))
+               (model::decode_attention_kernel() == "block" ? ", block attention" : "") +
+               (model::skinny_linear_enabled() && a.batch * (a.cfg != 0 ? 2 : 1) <= 8 ? ", skinny linear" : ""))
                   .c_str(),
               (long long)steps, a.batch / tokens_s, a.decode ? fixed1(a.batch / e2e_s).c_str() : "-", tflops,
               device.is_cuda() ? cat(static_cast<int>(100 * tflops / kBf16PeakTflops + 0.5), "%").c_str() : "-",
               peak_gib(device));
+  // a few images: the time of one batch is the number a user waits for
+  if (a.batch <= 8)
+    std::printf("latency: %.1f ms per batch of %lld (tokens)%s\n", 1e3 * tokens_s, (long long)a.batch,
+                a.decode ? cat(", ", fixed1(1e3 * e2e_s), " ms end to end").c_str() : "");
   std::fflush(stdout);
   if (a.profile > 0)
     profile_kernels(

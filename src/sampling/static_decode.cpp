@@ -35,11 +35,14 @@ Residual block_step(model::BlockImpl& b, const Residual& h, const std::array<tor
     a = model::ln_modulate(b.norm1, x, m[0], m[1]);
   }
   auto& attn = *b.attn;
-  auto o = linear(*attn.proj, model::qk_norm_decode_attention(linear(*attn.qkv, a), attn.heads, attn.q_norm,
-                                                                attn.k_norm, k_cache, v_cache, slot, valid));
+  auto o = model::decode_linear(*attn.proj, model::qk_norm_decode_attention(model::decode_linear(*attn.qkv, a),
+                                                                              attn.heads, attn.q_norm, attn.k_norm,
+                                                                              k_cache, v_cache, slot, valid));
   // h += gate_m · MLP(LN2(h)·(1 + scale_m) + shift_m)     (this add done in LN2's pass; the MLP's left pending)
   auto [x2, z] = model::gated_residual_ln_modulate(x, m[2], o, b.norm2, m[3], m[4], !b.is_training());
-  return {x2, m[5], b.mlp(z)};
+  // the MLP; in inference (no dropout) fc2(GELU(fc1(z))) as decode-step linears
+  if (b.is_training()) return {x2, m[5], b.mlp(z)};
+  return {x2, m[5], model::decode_linear(*b.mlp->fc2, model::decode_linear(*b.mlp->fc1, z, /*gelu=*/true))};
 }
 
 // The adaLN head's modulated LayerNorm on a pending residual stream: (scale, shift) = split2(m).
@@ -172,7 +175,7 @@ torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s,
     r = block_step(*b, r, {m[0], m[1], m[2], m[3], m[4], m[5]}, cache.k[l], cache.v[l], slot, valid);
   }
   auto mh = adaln(*g.adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head);
-  return linear(*g.lm_head, head_step(*g.adaln_before_head, r, mh)).select(1, 0).to(torch::kFloat32);
+  return model::decode_linear(*g.lm_head, head_step(*g.adaln_before_head, r, mh)).select(1, 0).to(torch::kFloat32);
 }
 
 }  // namespace rar::sampling

@@ -18,7 +18,22 @@ std::atomic<bool> g_warp_attention{[] {
   const char* e = std::getenv("RAR_DECODE_ATTENTION");
   return !(e && std::string(e) == "block");
 }()};
+// The skinny linear kernel for decode steps of a few rows: opt-in (RAR_SKINNY_LINEAR=1) until measured.
+std::atomic<bool> g_skinny_linear{[] {
+  const char* e = std::getenv("RAR_SKINNY_LINEAR");
+  return e && std::string(e) == "1";
+}()};
 }  // namespace
+
+void set_skinny_linear(bool on) { g_skinny_linear.store(on); }
+bool skinny_linear_enabled() { return g_skinny_linear.load(); }
+
+torch::Tensor decode_linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, bool gelu) {
+  if (g_skinny_linear.load())
+    if (auto y = fused::skinny_linear(x, l.weight, l.bias, gelu)) return *y;
+  auto y = at::linear(x, l.weight, l.bias);
+  return gelu ? at::gelu(y) : y;
+}
 
 void set_decode_attention_kernel(const std::string& name) {
   check(name == "block" || name == "warp", "decode attention kernel: expected block or warp, got '", name, "'");

@@ -46,6 +46,10 @@ std::optional<torch::Tensor> qk_norm_decode_attention(const torch::Tensor& qkv, 
                                                       const torch::nn::LayerNorm& q_norm,
                                                       const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
                                                       torch::Tensor& v_cache, const torch::Tensor& slot, bool warp);
+// y = x·wᵀ + b (then exact GELU with `gelu`) for a few rows: x [B,1,in] bf16 with B <= 8 (a decode
+// step of one to four guided images), w [out,in] and b bf16; no gradients.
+std::optional<torch::Tensor> skinny_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                                           bool gelu);
 
 // ---- decoder ops (model/ops/decoder_ops.h)
 std::optional<torch::Tensor> group_norm_silu(const torch::nn::GroupNorm& gn, const torch::Tensor& x, bool silu);

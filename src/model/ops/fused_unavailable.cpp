@@ -45,6 +45,9 @@ std::optional<torch::Tensor> qk_norm_decode_attention(const torch::Tensor&, int6
                                                       const torch::Tensor&, bool) {
   return std::nullopt;
 }
+std::optional<torch::Tensor> skinny_linear(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, bool) {
+  return std::nullopt;
+}
 std::optional<torch::Tensor> group_norm_silu(const torch::nn::GroupNorm&, const torch::Tensor&, bool) {
   return std::nullopt;
 }

@@ -4,6 +4,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "kernels/decode_attention.h"
+#include "kernels/skinny_linear.h"
 #include "model/ops/cuda/common.h"
 #include "model/ops/fused.h"
 #include "model/ops/fused_paths.h"
@@ -97,6 +98,23 @@ std::optional<torch::Tensor> qk_norm_decode_attention(const torch::Tensor& qkv, 
     return out;
   }
   return std::nullopt;
+}
+
+std::optional<torch::Tensor> skinny_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                                           bool gelu) {
+  const auto bf16 = torch::kBFloat16;
+  if (!fused_kernels_enabled() || torch::GradMode::is_enabled() || !x.is_cuda() || x.scalar_type() != bf16 ||
+      x.dim() != 3 || x.size(1) != 1 || !x.is_contiguous() || w.dim() != 2 || w.scalar_type() != bf16 ||
+      !w.is_contiguous() || w.device() != x.device() || w.size(1) != x.size(2) ||
+      (b.defined() && (b.scalar_type() != bf16 || !b.is_contiguous() || b.numel() != w.size(0))) ||
+      !kernels::skinny_linear_supported(x.size(0), x.size(2), x.data_ptr(), w.data_ptr()))
+    return std::nullopt;
+  c10::cuda::CUDAGuard guard(x.device());
+  const int64_t M = x.size(0), N = w.size(0), K = w.size(1);
+  auto y = torch::empty({M, 1, N}, x.options());
+  kernels::skinny_linear(x.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr, M, N, K, gelu, y.data_ptr(),
+                         stream());
+  return y;
 }
 
 }  // namespace rar::model::fused

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Interactive latency (issue #22): one image with guidance (2 rows per step), 256 steps, random
+# weights, graph engine — the time a user waits for one image — with cuBLAS's matrix products and
+# with the skinny linear kernel (RAR_SKINNY_LINEAR=1), exact and fp8 caches; then a kernel profile
+# of one rar_xl image each way (kernel time vs the wall time above: what is not kernel time is
+# launch gaps and host work). ~3 minutes. From the repository root on the GPU machine.
+# Usage: bench/gpu_latency.sh build-gpu/rar [profile.md]
+set -u
+RAR=${1:-build-gpu/rar}
+PROFILE=${2:-/dev/null}
+row() {  # the table row and the latency line
+  timeout ${ROW_TIMEOUT:-90} "$RAR" bench sample --no-header --engine graph --repeats 5 "$@" 2>&1 |
+    grep -E '^\| rar|^latency' | paste -sd ' ' || echo "| failed: $* |"
+}
+echo "| model | batch | cfg | precision | engine | steps | tokens images/s | end-to-end images/s | TFLOP/s | of bf16 peak | peak GiB |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+for m in rar_xl rar_b; do
+  for skinny in 0 1; do
+    RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --decode
+    RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --kv-cache fp8
+    RAR_SKINNY_LINEAR=$skinny row --model $m --batch 4
+  done
+done
+: > "$PROFILE"
+for skinny in 0 1; do
+  echo "## rar_xl, batch 1, RAR_SKINNY_LINEAR=$skinny" >> "$PROFILE"
+  RAR_SKINNY_LINEAR=$skinny timeout 90 "$RAR" bench sample --no-header --engine graph --model rar_xl --batch 1 \
+    --repeats 2 --profile 16 >> "$PROFILE" 2>&1
+done
+[ "$PROFILE" = /dev/null ] || grep -E "^##|^kernel time|^latency|^\| (attention|matmul|other)" "$PROFILE"
