@@ -3,7 +3,7 @@
 # weights, graph engine — the time a user waits for one image — with cuBLAS's matrix products and
 # with the skinny linear kernel (RAR_SKINNY_LINEAR=1), exact and fp8 caches; then a kernel profile
 # of one rar_xl image each way (kernel time vs the wall time above: what is not kernel time is
-# launch gaps and host work). ~3 minutes. From the repository root on the GPU machine.
+# launch gaps and host work); the block attention kernel beside the warp one. ~3 minutes. From the repository root on the GPU machine.
 # Usage: bench/gpu_latency.sh build-gpu/rar [profile.md]
 set -u
 RAR=${1:-build-gpu/rar}
@@ -19,6 +19,8 @@ for m in rar_xl rar_b; do
     RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --decode
     RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --kv-cache fp8
     RAR_SKINNY_LINEAR=$skinny row --model $m --batch 4
+    # the block attention kernel (4 warps per row and head) where a batch has few rows and heads
+    RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --attention-kernel block
   done
 done
 : > "$PROFILE"
