@@ -122,6 +122,19 @@ for arm in $ARMS; do
   sample_scored "$arm g2 seed8" "$arm" 8 --cfg 2
 done
 
+# ---- memorisation: each arm's guidance-2 samples against their nearest training images (pixel L2),
+# beside the test images' (needs the training images: skipped with FLOOR=0, run where they are)
+if [ "${FLOOR:-1}" != 0 ]; then
+  for arm in $ARMS; do
+    grep -q "^$arm	" "$OUT/copies.tsv" 2>/dev/null || [ ! -f "$OUT/$arm/samples-g2.npz" ] && continue
+    line=$("$RAR" eval classify --classifier "$C" --samples "$OUT/$arm/samples-g2.npz" --ref fashion-mnist:test \
+      --train fashion-mnist:train --pad 32 --device "$DEVICE" 2>/dev/null | grep '^nearest training image')
+    # "... median A for samples, B for reference images; C% of samples nearer ..."
+    printf '%s\t%s\n' "$arm" "$(echo "$line" | sed -E 's/.*median ([0-9.]+) for samples, ([0-9.]+) for reference images; ([0-9.]+%).*/\1\t\2\t\3/')" \
+      >> "$OUT/copies.tsv"
+  done
+fi
+
 # ---- the fp8 KV cache on the best arm (lowest feature-FID at guidance 2): same seeds, same scoring.
 # scores.tsv may hold rows of arms trained in an earlier session (copied in): the best of all.
 best=$(awk -F'\t' '$1 ~ / g2$/ {sub(/ g2$/, "", $1); print $3, $1}' "$OUT/scores.tsv" | sort -g | head -1 | cut -d' ' -f2)
@@ -132,17 +145,18 @@ seeds=$(python3 "$ROOT/experiments/same_tokens.py" "$OUT/$best/tokens-g2.npy" "$
 
 # ---- the table
 {
-  echo "| training order | validation NLL (raster) | g = 1 | g = 2 | g = 3 | g = 2, seed 8 |"
-  echo "|---|---|---|---|---|---|"
+  echo "| training order | validation NLL (raster) | g = 1 | g = 2 | g = 3 | g = 2, seed 8 | g = 2: nearest training image, median (test images') / samples nearer than 99% of test images |"
+  echo "|---|---|---|---|---|---|---|"
   for arm in $ARMS; do
     nll=$(grep -o '"val/nll":[0-9.]*' "$OUT/$arm/metrics.jsonl" | tail -1 | cut -d: -f2)
     row="| $arm | $(printf '%.4f' "$nll")"
     for g in g1 g2 g3 "g2 seed8"; do
       row="$row | $(awk -F'\t' -v k="$arm $g" '$1 == k {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv")"
     done
+    row="$row | $(awk -F'\t' -v k="$arm" '$1 == k {printf "%.3f (%.3f) / %s", $2, $3, $4}' "$OUT/copies.tsv" 2>/dev/null)"
     echo "$row |"
   done
-  echo "| real training images (floor) | | $(awk -F'\t' '$1 == "floor" {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv") | | | |"
+  echo "| real training images (floor) | | $(awk -F'\t' '$1 == "floor" {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv") | | | | |"
   echo
   echo "fp8 KV cache on $best, guidance 2: $(awk -F'\t' -v k="$best g2 fp8" '$1 == k {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv")" \
     "(exact cache: $(awk -F'\t' -v k="$best g2" '$1 == k {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv")); tokens identical: $same;" \

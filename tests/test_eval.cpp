@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "eval/fid.h"
+#include "eval/nearest.h"
 #include "eval/inception.h"
 #include "helpers.h"
 #include "io/npy.h"
@@ -133,6 +134,30 @@ TEST(CliEval, FidFromStatsAndFromImagesAgainstTheirOwnStats) {
   EXPECT_NE(r.output.find("FID Inception weights are needed"), std::string::npos) << r.output;
 }
 
+// Nearest training image: the chunked float32 search finds the brute-force float64 neighbour's
+// distance (every chunk size, duplicates of a training row at distance 0), and the copy share
+// counts the samples under the held-out images' quantile.
+TEST(NearestImages, DistancesAndCopyShare) {
+  torch::manual_seed(8);
+  auto base = torch::rand({300, 48});
+  auto query = torch::cat({torch::rand({37, 48}), base.narrow(0, 5, 3)});
+  auto brute = torch::cdist(query.to(torch::kFloat64), base.to(torch::kFloat64)).amin(1);
+  for (int64_t chunk : {1, 7, 1024}) {
+    auto d = eval::nearest_distances(query, base, torch::kCPU, chunk);
+    ASSERT_EQ(d.sizes(), (std::vector<int64_t>{40}));
+    EXPECT_TRUE(torch::allclose(d, brute, 1e-9, 1e-12)) << "chunk " << chunk;
+    EXPECT_EQ(d.narrow(0, 37, 3).abs().max().item<double>(), 0.0);
+  }
+  EXPECT_RAR_ERROR(eval::nearest_distances(query, torch::rand({3, 47}), torch::kCPU), "different image sizes");
+  auto heldout = torch::arange(1, 101, torch::kFloat64);  // 1..100: the 1% quantile is 2
+  auto r = eval::copy_report(torch::tensor({0.5, 1.5, 3.0, 50.0}, torch::kFloat64), heldout);
+  EXPECT_DOUBLE_EQ(r.threshold, 2.0);
+  EXPECT_DOUBLE_EQ(r.copies, 0.5);
+  EXPECT_DOUBLE_EQ(r.heldout_median, 51.0);
+  EXPECT_DOUBLE_EQ(r.sample_median, 3.0);  // the upper median of an even count
+  EXPECT_DOUBLE_EQ(eval::copy_report(heldout, heldout).copies, 0.01);  // held-out images themselves: the quantile
+}
+
 TEST(Classifier, TrainsOnPatternsAndScoresSamples) {
   TempDir dir;
   // 4 classes of 8x8 patterns with noise; labels in a sibling .npy.
@@ -168,6 +193,28 @@ TEST(Classifier, TrainsOnPatternsAndScoresSamples) {
   EXPECT_NEAR(sacc, acc / 2, 10.0);  // the mislabelled half counts as misses
   ASSERT_EQ(std::sscanf(r.output.c_str() + r.output.find("feature-FID"), "feature-FID %lf", &fid), 1) << r.output;
   EXPECT_NEAR(fid, 0.0, 1e-6);  // same images on both sides
+  // the memorisation check: the training images themselves as "samples" all sit at distance 0,
+  // nearer than any fresh draw of the same patterns (the held-out reference); fresh draws do not
+  std::vector<torch::Tensor> fresh;
+  for (int i = 0; i < 256; ++i) fresh.push_back((protos[i % 4] + 0.1 * torch::randn({8, 8})).clamp(0, 1));
+  auto fresh_u8 = (torch::stack(fresh) * 255).round().to(torch::kUInt8).unsqueeze(-1);
+  auto fresh_lab = torch::arange(256, torch::kInt64).remainder(4);
+  io::write_npz(dir / "heldout.npz", {{"arr_0", fresh_u8.narrow(0, 0, 128)}, {"arr_1", fresh_lab.narrow(0, 0, 128)}});
+  io::write_npz(dir / "fresh.npz", {{"arr_0", fresh_u8.narrow(0, 128, 128)}, {"arr_1", fresh_lab.narrow(0, 128, 128)}});
+  for (auto [samples, expect] : std::vector<std::pair<std::string, double>>{{"train.npz", 100.0}, {"fresh.npz", 1.0}}) {
+    r = run_rar("eval classify --classifier " + dir / "c.safetensors" + " --samples " + dir / samples + " --ref " +
+                dir / "heldout.npz --train " + dir / "train.npz --device cpu");
+    ASSERT_EQ(r.status, 0) << r.output;
+    const auto at = r.output.find("for reference images; ");
+    ASSERT_NE(at, std::string::npos) << r.output;
+    double copies = -1;
+    ASSERT_EQ(std::sscanf(r.output.c_str() + at, "for reference images; %lf%%", &copies), 1) << r.output;
+    EXPECT_NEAR(copies, expect, 5.0) << samples;
+  }
+  r = run_rar("eval classify --classifier " + dir / "c.safetensors" + " --samples " + dir / "samples.npz --train " +
+              dir / "train.npz --device cpu");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("--train needs --ref"), std::string::npos) << r.output;
   r = run_rar("eval classify --classifier " + dir / "train.npz" + " --samples " + dir / "samples.npz");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("rar: error:"), std::string::npos) << r.output;

@@ -6,6 +6,7 @@
 #include "data/prepare.h"
 #include "data/sources.h"
 #include "eval/classify.h"
+#include "eval/nearest.h"
 #include "eval/fid.h"
 #include "model/classifier.h"
 #include "training/classifier_trainer.h"
@@ -31,7 +32,7 @@ void add_classifier_commands(CLI::App& app) {
   t->callback([o] { training::train_classifier(*o); });
 
   struct EvalArgs {
-    std::string classifier, samples, ref, device = "auto";
+    std::string classifier, samples, ref, train, device = "auto";
     int64_t pad = 0, size = 0, batch = 256, max_images = 0;
   };
   auto a = std::make_shared<EvalArgs>();
@@ -40,6 +41,9 @@ void add_classifier_commands(CLI::App& app) {
   c->add_option("--classifier", a->classifier, "from rar train-classifier")->required();
   c->add_option("--samples", a->samples, "labelled samples (.npz arr_0 + arr_1 from rar sample, or any source)")->required();
   c->add_option("--ref", a->ref, "real images for the feature-FID (e.g. fashion-mnist:test)");
+  c->add_option("--train", a->train,
+                "training images (e.g. fashion-mnist:train): also report how near the samples lie to their nearest "
+                "training image, against the --ref images (a memorisation check)");
   c->add_option("--pad", a->pad, "zero-pad images to this square size (both sides->check(count()); 32 for Fashion-MNIST)");
   c->add_option("--size", a->size, "ADM center crop size (both sides)")->check(count());
   c->add_option("--max-images", a->max_images, "use at most this many images per side (0 = all)")->check(count());
@@ -59,6 +63,18 @@ void add_classifier_commands(CLI::App& app) {
       const double fid = eval::frechet_distance(eval::feature_stats(so.features), eval::feature_stats(ro.features));
       std::printf("feature-FID %.4f (%lld samples vs %lld reference images; reference accuracy %.2f%%)\n", fid,
                   (long long)so.labels.size(0), (long long)ro.labels.size(0), 100 * eval::accuracy(ro));
+      if (!a->train.empty()) {
+        auto tsrc = data::open_source(a->train);
+        data::ImageBatches train(*tsrc, a->size, cl.cfg.channels, a->pad, int64_t(4) << 30, "load training images");
+        const auto base = eval::pixel_rows(train, 0);
+        const auto r = eval::copy_report(eval::nearest_distances(eval::pixel_rows(samples, a->max_images), base, device),
+                                         eval::nearest_distances(eval::pixel_rows(ref, a->max_images), base, device));
+        std::printf("nearest training image (pixel L2, [0,1] scale, %lld training images): median %.4f for samples, "
+                    "%.4f for reference images; %.2f%% of samples nearer than 99%% of reference images are (%.4f)\n",
+                    (long long)base.size(0), r.sample_median, r.heldout_median, 100 * r.copies, r.threshold);
+      }
+    } else {
+      check(a->train.empty(), "--train needs --ref (held-out real images to compare the distances with)");
     }
   });
 }
