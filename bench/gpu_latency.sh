@@ -3,7 +3,7 @@
 # weights, graph engine — the time a user waits for one image — with cuBLAS's matrix products and
 # with the skinny linear kernel (RAR_SKINNY_LINEAR=1), exact and fp8 caches; then a kernel profile
 # of one rar_xl image each way (kernel time vs the wall time above: what is not kernel time is
-# launch gaps and host work); the block attention kernel beside the warp one. ~3 minutes. From the repository root on the GPU machine.
+# launch gaps and host work); the split and block attention kernels beside the warp one. ~4 minutes. From the repository root on the GPU machine.
 # Usage: bench/gpu_latency.sh build-gpu/rar [profile.md]
 set -u
 RAR=${1:-build-gpu/rar}
@@ -19,14 +19,24 @@ for m in rar_xl rar_b; do
     RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --decode
     RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --kv-cache fp8
     RAR_SKINNY_LINEAR=$skinny row --model $m --batch 4
-    # the block attention kernel (4 warps per row and head) where a batch has few rows and heads
+    # the decode step's attention with 8 warps per row and head (split) or the block kernel (4 warps,
+    # q/k norm separate), where a batch has few rows
+    RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --attention-kernel split
     RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --attention-kernel block
   done
+  RAR_SKINNY_LINEAR=1 row --model $m --batch 1 --attention-kernel split --kv-cache fp8
+  RAR_SKINNY_LINEAR=1 row --model $m --batch 4 --attention-kernel split
+done
+# where the split variant stops paying: batches of 16, 64 and 256 images (32-512 rows)
+for b in 16 64 256; do
+  row --model rar_xl --batch $b --repeats 2
+  row --model rar_xl --batch $b --repeats 2 --attention-kernel split
 done
 : > "$PROFILE"
-for skinny in 0 1; do
-  echo "## rar_xl, batch 1, RAR_SKINNY_LINEAR=$skinny" >> "$PROFILE"
-  RAR_SKINNY_LINEAR=$skinny timeout 90 "$RAR" bench sample --no-header --engine graph --model rar_xl --batch 1 \
-    --repeats 2 --profile 16 >> "$PROFILE" 2>&1
+for v in "0 warp" "1 split"; do
+  set -- $v
+  echo "## rar_xl, batch 1, RAR_SKINNY_LINEAR=$1, $2 attention" >> "$PROFILE"
+  RAR_SKINNY_LINEAR=$1 timeout 90 "$RAR" bench sample --no-header --engine graph --model rar_xl --batch 1 \
+    --repeats 2 --attention-kernel $2 --profile 16 >> "$PROFILE" 2>&1
 done
 [ "$PROFILE" = /dev/null ] || grep -E "^##|^kernel time|^latency|^\| (attention|matmul|other)" "$PROFILE"

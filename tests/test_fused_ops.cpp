@@ -283,7 +283,7 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
     EXPECT_LT(rel_err(plain, ref), tol) << "plain, hd " << hd << " dtype " << dt << " cache " << ct << " last " << last;
   }
   model::set_decode_attention_kernel("warp");  // the default again
-  EXPECT_RAR_ERROR(model::set_decode_attention_kernel("tiles"), "expected block or warp, got 'tiles'");
+  EXPECT_RAR_ERROR(model::set_decode_attention_kernel("tiles"), "expected block, warp, split or auto, got 'tiles'");
 }
 
 // The decode step's linear for a few rows (kernels/skinny_linear) against float64 over the same
@@ -440,6 +440,45 @@ TEST(FusedOpsCuda, QkNormDecodeAttentionEqualsTheTwoKernels) {
     model::set_fused_kernels(true);
     EXPECT_LT(rel_err(fused, plain), ct == torch::kBFloat16 ? 2e-2 : 6e-2) << what;
   }
+}
+
+// The split variant of the decode step (8 warps per row and head, for few rows) against the warp
+// kernel: the same cache bytes (the same append) and the same attention up to float summation order,
+// for every head width, both cache dtypes, caches of 13 and 257 slots and fills that leave some of
+// the 8 parts empty (1 slot) or ragged; "auto" takes it for few rows.
+TEST(FusedOpsCuda, SplitDecodeAttentionMatchesTheWarpKernel) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  torch::NoGradGuard ng;
+  auto cu = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t B = 2, heads = 3;
+  for (int64_t hd : {48, 64, 80, 88, 128})
+  for (auto ct : {torch::kBFloat16, torch::kFloat8_e4m3fn})
+  for (auto [cap, last] : std::vector<std::pair<int64_t, int64_t>>{{13, 0}, {13, 6}, {13, 12}, {257, 3}, {257, 100}, {257, 256}}) {
+    torch::manual_seed(12);
+    auto qn = make_ln(hd, true), kn = make_ln(hd, true);
+    qn->to(torch::kBFloat16), kn->to(torch::kBFloat16);
+    auto qkv = (2 * torch::randn({B, 1, 3 * heads * hd}, cu)).to(torch::kBFloat16);
+    auto k0 = model::to_cache_dtype(torch::randn({B, heads, cap, hd}, cu), ct);
+    auto v0 = model::to_cache_dtype(torch::randn({B, heads, cap, hd}, cu), ct);
+    auto slot = torch::full({1}, last, cu.dtype(torch::kInt64));
+    auto valid = torch::arange(cap, cu.dtype(torch::kInt64)).le(slot).view({1, 1, 1, -1});
+    auto bytes = [](const torch::Tensor& t) { return t.view(torch::kUInt8); };
+    const std::string what = "hd " + std::to_string(hd) + " cache " + c10::toString(ct) + " cap " +
+                             std::to_string(cap) + " slot " + std::to_string(last);
+    model::set_decode_attention_kernel("warp");
+    auto kw = k0.clone(), vw = v0.clone();
+    auto warp = model::qk_norm_decode_attention(qkv, heads, qn, kn, kw, vw, slot, valid);
+    model::set_decode_attention_kernel("split");
+    auto ks = k0.clone(), vs = v0.clone();
+    auto split = model::qk_norm_decode_attention(qkv, heads, qn, kn, ks, vs, slot, valid);
+    EXPECT_TRUE(bytes(ks).equal(bytes(kw))) << what;
+    EXPECT_TRUE(bytes(vs).equal(bytes(vw))) << what;
+    EXPECT_LT(rel_err(split, warp), 1e-2) << what;
+    model::set_decode_attention_kernel("auto");  // 6 (row, head) pairs: the split variant
+    auto ka = k0.clone(), va = v0.clone();
+    EXPECT_TRUE(model::qk_norm_decode_attention(qkv, heads, qn, kn, ka, va, slot, valid).equal(split)) << what;
+  }
+  model::set_decode_attention_kernel("warp");
 }
 
 // The decoder's nearest 2x upsampling kernel is the copy LibTorch's interpolate makes, in both

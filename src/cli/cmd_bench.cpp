@@ -161,7 +161,7 @@ void run_sample(const BenchArgs& a) {
               (std::string(sampling::engine_name(sampler.engine())) +
                (a.distinct > 0 ? ", " + std::to_string(a.distinct) + " classes" : "") +
                (a.kv_cache == "fp8" ? ", fp8 KV" : "") +
-               (model::decode_attention_kernel() == "block" ? ", block attention" : "") +
+               (model::decode_attention_kernel() != "warp" ? ", " + model::decode_attention_kernel() + " attention" : "") +
                (model::skinny_linear_enabled() && a.batch * (a.cfg != 0 ? 2 : 1) <= 8 ? ", skinny linear" : ""))
                   .c_str(),
               (long long)steps, a.batch / tokens_s, a.decode ? fixed1(a.batch / e2e_s).c_str() : "-", tflops,
@@ -363,7 +363,7 @@ void add_bench(CLI::App& app) {
     c->add_option("--model", a->model, "rar_b, rar_l, rar_xl or rar_xxl");
     c->add_option("--cfg", a->cfg, "guidance scale (0 = off: one row per image instead of two)")->check(non_negative());
     c->add_option("--kv-cache", a->kv_cache, "KV cache dtype: model or fp8");
-    c->add_option("--attention-kernel", a->attention, "decode-attention kernel on CUDA: warp (default; bf16) or block");
+    c->add_option("--attention-kernel", a->attention, "decode-attention kernel on CUDA: warp (default; bf16), block, split (8 warps per row and head) or auto");
   };
   auto* s = bench->add_subcommand("sample", "Token generation (and decoding with --decode)");
   common(s);

@@ -408,6 +408,222 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   attend_warp<KT, L, true>(qs, qs + HD, qs + HD + warp_scratch_floats(L), kp, vp, len, slot, lane, out + rh * HD);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The split variant of the fused step, for batches of few rows (one or a few images): a warp per
+// (row, head) walks all of its up to 257 slots in ~20 dependent rounds of loads, and with few rows
+// most SMs idle. Here a block of kSplitWarps warps takes one (row, head): warp 0 does the q/k
+// LayerNorms and the cache append (as the warp kernel, bit for bit), then warp w attends over the
+// w-th contiguous part of the slots with attend_warp's loads, leaving its part's max score, its sum
+// of exponentials and its unnormalised value sum; the block then rescales the parts to the common
+// maximum and adds them (the flash-decoding combination, inside one block).
+constexpr int kSplitWarps = 8;
+
+// Slots per warp and the shared floats of one split block: q, the parts' value sums and
+// statistics, then per warp the scratch and its slots' scores (each region a multiple of 4 floats).
+__host__ __device__ constexpr int64_t split_part_slots(int64_t cap) { return (cap + kSplitWarps - 1) / kSplitWarps; }
+__host__ __device__ constexpr int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
+__host__ __device__ constexpr int64_t split_warp_floats(int L, int64_t cap) {
+  return round4(warp_scratch_floats(L) + split_part_slots(cap));
+}
+__host__ __device__ constexpr int64_t split_smem_floats(int L, int64_t cap) {
+  return round4(8 * L) + round4(kSplitWarps * 8 * L) + round4(2 * kSplitWarps) + kSplitWarps * split_warp_floats(L, cap);
+}
+
+// attend_warp over a part of the slots, unnormalised: the part's max score `mx_out`, its sum of
+// exp(score - mx) `sum_out`, and acc_out[i] = Σ exp(score - mx)·v[i] (HD floats, shared memory).
+// An empty part gives mx = -FLT_MAX, sum = 0, acc = 0. Slot `fresh` (relative to the part; out of
+// range for none) was written by this kernel and is read through L2.
+template <typename KT, int L>
+__device__ __forceinline__ void attend_part(const float* qs, float* partial, float* scores, const KT* kp,
+                                            const KT* vp, int len, int fresh, int lane, float* acc_out, float& mx_out,
+                                            float& sum_out) {
+  constexpr int HD = 8 * L;
+  constexpr int G = 32 / L;
+  float mx = -FLT_MAX;
+  if constexpr (kCoalescedScores<KT, L>) {
+    constexpr int S = key_partial_stride(L);
+    for (int base = 0; base < len; base += 32) {
+      const int keys = len - base < 32 ? len - base : 32;
+      const KT* kb = kp + static_cast<int64_t>(base) * HD;
+      typename RawChunk<KT>::type raw[L];
+#pragma unroll
+      for (int t = 0; t < L; ++t) {
+        const int i = lane + 32 * t, key = i / L;
+        if (key < keys) raw[t] = base + key == fresh ? load_chunk_l2(kb + 8 * i) : load_chunk(kb + 8 * i);
+      }
+#pragma unroll
+      for (int t = 0; t < L; ++t) {
+        const int i = lane + 32 * t, key = i / L, c = i - key * L;
+        if (key < keys) {
+          float f[8];
+          unpack8(raw[t], f);
+          const float4 q0 = *reinterpret_cast<const float4*>(qs + 8 * c);
+          const float4 q1 = *reinterpret_cast<const float4*>(qs + 8 * c + 4);
+          partial[key * S + c] = q0.x * f[0] + q0.y * f[1] + q0.z * f[2] + q0.w * f[3] + q1.x * f[4] + q1.y * f[5] +
+                                 q1.z * f[6] + q1.w * f[7];
+        }
+      }
+      __syncwarp();
+      if (lane < keys) {
+        float a = 0.f;
+#pragma unroll
+        for (int c = 0; c < L; ++c) a += partial[lane * S + c];
+        scores[base + lane] = a;
+        mx = fmaxf(mx, a);
+      }
+      __syncwarp();
+    }
+  } else {
+    for (int j = lane; j < len; j += 32) {
+      const KT* kr = kp + static_cast<int64_t>(j) * HD;
+      typename RawChunk<KT>::type raw[L];
+      if (j == fresh) {
+#pragma unroll
+        for (int c = 0; c < L; ++c) raw[c] = load_chunk_l2(kr + 8 * c);
+      } else {
+#pragma unroll
+        for (int c = 0; c < L; ++c) raw[c] = load_chunk(kr + 8 * c);
+      }
+      float a = 0.f;
+#pragma unroll
+      for (int c = 0; c < L; ++c) {
+        float f[8];
+        unpack8(raw[c], f);
+        const float4 q0 = *reinterpret_cast<const float4*>(qs + 8 * c);
+        const float4 q1 = *reinterpret_cast<const float4*>(qs + 8 * c + 4);
+        a += q0.x * f[0] + q0.y * f[1] + q0.z * f[2] + q0.w * f[3] + q1.x * f[4] + q1.y * f[5] + q1.z * f[6] +
+             q1.w * f[7];
+      }
+      scores[j] = a;
+      mx = fmaxf(mx, a);
+    }
+  }
+  mx = warp_max(mx);
+  float sum = 0.f;
+  for (int j = lane; j < len; j += 32) {
+    const float e = __expf(scores[j] - mx);
+    scores[j] = e;
+    sum += e;
+  }
+  sum = warp_sum(sum);
+  __syncwarp();
+  const int g = lane / L, sub = lane - g * L;
+  if (g < G) {
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int j0 = g; j0 < len; j0 += kWarpUnroll * G) {
+      typename RawChunk<KT>::type raw[kWarpUnroll];
+#pragma unroll
+      for (int u = 0; u < kWarpUnroll; ++u) {
+        const int j = j0 + u * G;
+        const KT* p = vp + static_cast<int64_t>(j) * HD + 8 * sub;
+        if (j < len) raw[u] = j == fresh ? load_chunk_l2(p) : load_chunk(p);
+      }
+#pragma unroll
+      for (int u = 0; u < kWarpUnroll; ++u) {
+        const int j = j0 + u * G;
+        if (j < len) {
+          float f[8];
+          unpack8(raw[u], f);
+          const float pj = scores[j];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[e] += pj * f[e];
+        }
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) partial[g * HD + 8 * sub + e] = acc[e];
+  }
+  __syncwarp();
+  for (int i = lane; i < HD; i += 32) {
+    float a = 0.f;
+#pragma unroll
+    for (int gg = 0; gg < G; ++gg) a += partial[gg * HD + i];
+    acc_out[i] = a;
+  }
+  mx_out = mx;
+  sum_out = sum;
+}
+
+template <typename KT, int L>
+__global__ void __launch_bounds__(kSplitWarps * 32)
+    qk_norm_attention_split_kernel(const __nv_bfloat16* __restrict__ qkv, int heads, const float* __restrict__ wq,
+                                   const float* __restrict__ bq, const float* __restrict__ wk,
+                                   const float* __restrict__ bk, float eps, KT* k, KT* v,
+                                   const int64_t* __restrict__ last, int64_t cap, float scale,
+                                   __nv_bfloat16* __restrict__ out) {
+  constexpr int HD = 8 * L, P = lanes_pow2(L);
+  static_assert(2 * P <= 32, "q and k normalised side by side");
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t rh = blockIdx.x;  // row * heads + head
+  float* qs = smem;
+  float* accs = qs + round4(HD);                   // [kSplitWarps][HD]
+  float* stats = accs + round4(kSplitWarps * HD);  // each part's max, then its sum
+  float* mine = stats + round4(2 * kSplitWarps) + warp * split_warp_floats(L, cap);
+  const int64_t n = *last + 1;
+  const int len = static_cast<int>(n < cap ? n : cap), slot = len - 1;
+  const int64_t r = rh / heads;
+  const int h = static_cast<int>(rh - r * heads);
+  const __nv_bfloat16* row = qkv + r * 3 * heads * HD;
+  KT* kp = k + rh * cap * HD;
+  KT* vp = v + rh * cap * HD;
+
+  if (warp == 0) {  // qk_norm_attention_warp_kernel's first half, the same arithmetic
+    const int which = lane / P, sub = lane % P, c = 8 * sub;
+    const bool active = which < 2 && sub < L;
+    float val[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (active) load8(row + (which * heads + h) * HD + c, val);
+    float mu, rs;
+    group_row_stats8<P>(val, active, HD, eps, mu, rs);
+    if (active) {
+      float wv[8], bv[8], o[8];
+      load8((which == 0 ? wq : wk) + c, wv);
+      load8((which == 0 ? bq : bk) + c, bv);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) o[j] = __bfloat162float(__float2bfloat16((val[j] - mu) * rs * wv[j] + bv[j]));
+      if (which == 0) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) qs[c + j] = o[j] * scale;
+      } else {
+        store8(kp + static_cast<int64_t>(slot) * HD + c, o);
+      }
+    }
+    if (lane < L) {
+      float f[8];
+      load8(row + (2 * heads + h) * HD + 8 * lane, f);
+      store8(vp + static_cast<int64_t>(slot) * HD + 8 * lane, f);
+    }
+  }
+  __syncthreads();  // q in shared memory, the new slot in global memory (read through L2 below)
+
+  const int per = (len + kSplitWarps - 1) / kSplitWarps;
+  const int lo = min(len, warp * per), hi = min(len, lo + per);
+  float mx, sum;
+  attend_part<KT, L>(qs, mine, mine + warp_scratch_floats(L), kp + static_cast<int64_t>(lo) * HD,
+                     vp + static_cast<int64_t>(lo) * HD, hi - lo, slot - lo, lane, accs + warp * HD, mx, sum);
+  if (lane == 0) {
+    stats[warp] = mx;
+    stats[kSplitWarps + warp] = sum;
+  }
+  __syncthreads();
+  float m = -FLT_MAX;
+#pragma unroll
+  for (int w = 0; w < kSplitWarps; ++w) m = fmaxf(m, stats[w]);
+  float den = 0.f, wt[kSplitWarps];
+#pragma unroll
+  for (int w = 0; w < kSplitWarps; ++w) {
+    wt[w] = stats[kSplitWarps + w] > 0.f ? __expf(stats[w] - m) : 0.f;  // empty parts weigh nothing
+    den += wt[w] * stats[kSplitWarps + w];
+  }
+  const float inv = 1.f / den;
+  for (int i = threadIdx.x; i < HD; i += kSplitWarps * 32) {
+    float o = 0.f;
+#pragma unroll
+    for (int w = 0; w < kSplitWarps; ++w) o += wt[w] * accs[w * HD + i];
+    out[rh * HD + i] = __float2bfloat16(o * inv);
+  }
+}
+
 // Calls f(std::integral_constant<int, L>) for the head widths hd = 8·L the warp variant is built
 // for (rar_b 48, rar_l 64, rar_xl 80, rar_xxl 88, and 128); false for the others.
 template <typename F>
@@ -454,6 +670,19 @@ void launch_qk_norm_warp_variant(const void* qkv, int64_t rows, int heads, int h
   });
 }
 
+template <typename KT>
+void launch_qk_norm_split_variant(const void* qkv, int64_t rows, int heads, int hd, const float* wq, const float* bq,
+                                  const float* wk, const float* bk, float eps, void* k, void* v, const int64_t* last,
+                                  int64_t cap, float scale, void* out, cudaStream_t stream) {
+  const size_t smem = sizeof(float) * static_cast<size_t>(split_smem_floats(hd / 8, cap));
+  dispatch_warp_chunks(hd, [&](auto l_) {
+    qk_norm_attention_split_kernel<KT, decltype(l_)::value><<<dim3(static_cast<unsigned>(rows)), kSplitWarps * 32, smem,
+                                                              stream>>>(
+        static_cast<const __nv_bfloat16*>(qkv), heads, wq, bq, wk, bk, eps, static_cast<KT*>(k), static_cast<KT*>(v),
+        last, cap, scale, static_cast<__nv_bfloat16*>(out));
+  });
+}
+
 // Shared memory of one block: the scores, then the larger of the tile partials and the groups'
 // outputs (at most kThreads/L groups of hd floats = 8·kThreads).
 size_t smem_bytes(int hd, int64_t cap) {
@@ -469,6 +698,11 @@ bool decode_attention_supported(int hd, int64_t cap) {
 
 bool decode_attention_warp_supported(int hd, int64_t cap, bool bf16_queries) {
   return bf16_queries && dispatch_warp_chunks(hd, [](auto) {}) && cap >= 1 && warp_block_smem_bytes(hd, cap) <= 48 * 1024;
+}
+
+bool decode_attention_split_supported(int hd, int64_t cap) {
+  return decode_attention_warp_supported(hd, cap, true) &&
+         sizeof(float) * static_cast<size_t>(split_smem_floats(hd / 8, cap)) <= 48 * 1024;
 }
 
 void decode_attention(DType t, const void* q, const void* k, const void* v, const int64_t* last, int64_t R, int heads,
@@ -512,12 +746,18 @@ void decode_attention(DType t, const void* q, const void* k, const void* v, cons
 
 void qk_norm_decode_attention(const void* qkv, int64_t R, int heads, int hd, const float* wq, const float* bq,
                               const float* wk, const float* bk, float eps, void* k, void* v, const int64_t* last,
-                              int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8) {
+                              int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8, bool split) {
   if (R * heads == 0) return;
-  if (!decode_attention_warp_supported(hd, cap, true))
+  if (!decode_attention_warp_supported(hd, cap, true) || (split && !decode_attention_split_supported(hd, cap)))
     throw std::runtime_error("qk_norm_decode_attention: head dim " + std::to_string(hd) + " / cache " +
                              std::to_string(cap) + " not supported");
-  if (kv_fp8)
+  if (split && kv_fp8)
+    launch_qk_norm_split_variant<__nv_fp8_e4m3>(qkv, R * heads, heads, hd, wq, bq, wk, bk, eps, k, v, last, cap, scale,
+                                                out, stream);
+  else if (split)
+    launch_qk_norm_split_variant<__nv_bfloat16>(qkv, R * heads, heads, hd, wq, bq, wk, bk, eps, k, v, last, cap, scale,
+                                                out, stream);
+  else if (kv_fp8)
     launch_qk_norm_warp_variant<__nv_fp8_e4m3>(qkv, R * heads, heads, hd, wq, bq, wk, bk, eps, k, v, last, cap, scale,
                                                out, stream);
   else

@@ -12,12 +12,29 @@
 namespace rar::model {
 
 namespace {
-// The warp variant of the decode-attention kernel is the default (faster at every fill and cache
-// dtype measured, bench/RESULTS.md); RAR_DECODE_ATTENTION=block starts with the block variant.
-std::atomic<bool> g_warp_attention{[] {
+// The decode-attention kernel: 0 block, 1 warp, 2 split (the fused step's split variant at every
+// batch size), 3 auto (split for few rows, warp otherwise). The warp variant is the default (faster
+// at every fill and cache dtype measured at batch 256, bench/RESULTS.md); RAR_DECODE_ATTENTION sets
+// the starting value.
+enum AttentionKernel { kBlock, kWarp, kSplit, kAuto };
+constexpr const char* kAttentionKernelNames[] = {"block", "warp", "split", "auto"};
+int attention_kernel_id(const std::string& name) {
+  for (int i = 0; i < 4; ++i)
+    if (name == kAttentionKernelNames[i]) return i;
+  return -1;
+}
+std::atomic<int> g_attention{[] {
   const char* e = std::getenv("RAR_DECODE_ATTENTION");
-  return !(e && std::string(e) == "block");
+  const int id = e ? attention_kernel_id(e) : -1;
+  return id >= 0 ? id : int{kWarp};
 }()};
+// auto: the split variant up to this many (row, head) pairs, i.e. while the warp variant would
+// give the GPU's 132 SMs fewer than ~8 warps each
+constexpr int64_t kSplitMaxPairs = 1024;
+bool use_split(int64_t rows, int64_t heads) {
+  const int k = g_attention.load();
+  return k == kSplit || (k == kAuto && rows * heads <= kSplitMaxPairs);
+}
 // The skinny linear kernel for decode steps of a few rows: opt-in (RAR_SKINNY_LINEAR=1) until measured.
 std::atomic<bool> g_skinny_linear{[] {
   const char* e = std::getenv("RAR_SKINNY_LINEAR");
@@ -36,10 +53,11 @@ torch::Tensor decode_linear(const torch::nn::LinearImpl& l, const torch::Tensor&
 }
 
 void set_decode_attention_kernel(const std::string& name) {
-  check(name == "block" || name == "warp", "decode attention kernel: expected block or warp, got '", name, "'");
-  g_warp_attention.store(name == "warp");
+  const int id = attention_kernel_id(name);
+  check(id >= 0, "decode attention kernel: expected block, warp, split or auto, got '", name, "'");
+  g_attention.store(id);
 }
-std::string decode_attention_kernel() { return g_warp_attention.load() ? "warp" : "block"; }
+std::string decode_attention_kernel() { return kAttentionKernelNames[g_attention.load()]; }
 
 torch::Tensor to_cache_dtype(const torch::Tensor& x, at::ScalarType t) {
   if (x.scalar_type() == t) return x;
@@ -68,7 +86,7 @@ torch::Tensor qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads, const 
 
 torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
                                const torch::Tensor& last, const torch::Tensor& valid) {
-  if (auto o = fused::decode_attention(q, k_cache, v_cache, last, g_warp_attention.load())) return *o;
+  if (auto o = fused::decode_attention(q, k_cache, v_cache, last, g_attention.load() != kBlock)) return *o;
   const int64_t B = q.size(0), heads = q.size(1), hd = q.size(3);
   // (a cache in another dtype, fp8, is read in q's)
   return at::scaled_dot_product_attention(q, k_cache.to(q.scalar_type()), v_cache.to(q.scalar_type()), valid)
@@ -80,7 +98,7 @@ torch::Tensor qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads, 
                                        const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
                                        torch::Tensor& v_cache, const torch::Tensor& slot, const torch::Tensor& valid) {
   if (auto o = fused::qk_norm_decode_attention(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot,
-                                               g_warp_attention.load()))
+                                               g_attention.load() != kBlock, use_split(qkv.size(0), heads)))
     return *o;
   auto q = qk_norm_into_cache(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot);
   return decode_attention(q, k_cache, v_cache, slot, valid);

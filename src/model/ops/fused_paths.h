@@ -42,10 +42,12 @@ std::optional<torch::Tensor> qk_norm_into_cache(const torch::Tensor& qkv, int64_
                                                 const torch::Tensor& slot);
 std::optional<torch::Tensor> decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache,
                                               const torch::Tensor& v_cache, const torch::Tensor& last, bool warp);
+// `split`: the split variant (8 warps per row and head) instead of the warp kernel.
 std::optional<torch::Tensor> qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads,
                                                       const torch::nn::LayerNorm& q_norm,
                                                       const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
-                                                      torch::Tensor& v_cache, const torch::Tensor& slot, bool warp);
+                                                      torch::Tensor& v_cache, const torch::Tensor& slot, bool warp,
+                                                      bool split);
 // y = x·wᵀ + b (then exact GELU with `gelu`) for a few rows: x [B,1,in] bf16 with B <= 8 (a decode
 // step of one to four guided images), w [out,in] and b bf16; no gradients.
 std::optional<torch::Tensor> skinny_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,

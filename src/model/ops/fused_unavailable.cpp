@@ -42,7 +42,7 @@ std::optional<torch::Tensor> decode_attention(const torch::Tensor&, const torch:
 }
 std::optional<torch::Tensor> qk_norm_decode_attention(const torch::Tensor&, int64_t, const torch::nn::LayerNorm&,
                                                       const torch::nn::LayerNorm&, torch::Tensor&, torch::Tensor&,
-                                                      const torch::Tensor&, bool) {
+                                                      const torch::Tensor&, bool, bool) {
   return std::nullopt;
 }
 std::optional<torch::Tensor> skinny_linear(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, bool) {

@@ -80,7 +80,8 @@ std::optional<torch::Tensor> decode_attention(const torch::Tensor& q, const torc
 std::optional<torch::Tensor> qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads,
                                                       const torch::nn::LayerNorm& q_norm,
                                                       const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
-                                                      torch::Tensor& v_cache, const torch::Tensor& slot, bool warp) {
+                                                      torch::Tensor& v_cache, const torch::Tensor& slot, bool warp,
+                                                      bool split) {
   const int64_t B = qkv.size(0), H = qkv.size(-1) / 3, hd = H / heads;
   const auto ct = k_cache.scalar_type();
   if (warp && cache_slot_fusable(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot) &&
@@ -89,12 +90,13 @@ std::optional<torch::Tensor> qk_norm_decode_attention(const torch::Tensor& qkv, 
     c10::cuda::CUDAGuard guard(qkv.device());
     const auto in = qkv.contiguous();
     auto out = torch::empty({B, 1, H}, qkv.options());
+    split = split && kernels::decode_attention_split_supported(static_cast<int>(hd), k_cache.size(2));
     kernels::qk_norm_decode_attention(in.data_ptr(), B, static_cast<int>(heads), static_cast<int>(hd),
                                       f32(q_norm->weight).data_ptr<float>(), f32(q_norm->bias).data_ptr<float>(),
                                       f32(k_norm->weight).data_ptr<float>(), f32(k_norm->bias).data_ptr<float>(),
                                       static_cast<float>(q_norm->options.eps()), k_cache.data_ptr(),
                                       v_cache.data_ptr(), slot.data_ptr<int64_t>(), k_cache.size(2),
-                                      attention_scale(hd), out.data_ptr(), stream(), ct == torch::kFloat8_e4m3fn);
+                                      attention_scale(hd), out.data_ptr(), stream(), ct == torch::kFloat8_e4m3fn, split);
     return out;
   }
   return std::nullopt;
