@@ -130,7 +130,7 @@ TEST(Cli, BenchAttentionPrintsARowAndChecksItsOptions) {
   EXPECT_NE(bad.output.find("--fill 300 exceeds the cache's 257 slots"), std::string::npos) << bad.output;
   auto kern = run_rar("bench attention --device cpu --attention-kernel tiles");
   EXPECT_NE(kern.status, 0);
-  EXPECT_NE(kern.output.find("expected block or warp, got 'tiles'"), std::string::npos) << kern.output;
+  EXPECT_NE(kern.output.find("expected block, warp, split or auto, got 'tiles'"), std::string::npos) << kern.output;
 }
 
 TEST(Cli, ErrorsAreOneLine) {

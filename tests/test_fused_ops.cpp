@@ -331,6 +331,48 @@ TEST(FusedOpsCuda, SkinnyLinearMatchesLinear) {
   model::set_skinny_linear(was);
 }
 
+// The small-batch step's two other kernels against their plain compositions (ln_modulate on
+// gathered table rows, then the product; the product, then the gated residual): the modulated
+// LayerNorm in front of the product (with and without the LayerNorm's affine, GELU or not) and the
+// gated residual behind it (x updated in place), for 1, 2 and 8 rows and widths 64 and 1280.
+TEST(FusedOpsCuda, SkinnyLnLinearAndResidualMatchPlainPath) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  auto cu = torch::TensorOptions().device(torch::kCUDA);
+  const bool was = model::skinny_linear_enabled();
+  torch::NoGradGuard ng;
+  for (int64_t M : {1, 2, 8})
+  for (int64_t H : {64, 1280})
+  for (bool affine : {true, false}) {
+    torch::manual_seed(M + H);
+    const std::string what = "M " + std::to_string(M) + " H " + std::to_string(H) + (affine ? " affine" : "");
+    auto table = torch::randn({5, 6 * H}, cu).mul_(0.5).to(torch::kBFloat16);
+    auto index = torch::randint(0, 5, {M}, cu.dtype(torch::kInt64));
+    auto ln = make_ln(H, affine);
+    ln->to(torch::kBFloat16);
+    torch::nn::Linear qkv(H, 3 * H), fc2(4 * H, H);
+    qkv->to(torch::kCUDA, torch::kBFloat16), fc2->to(torch::kCUDA, torch::kBFloat16);
+    auto x = (2 * torch::randn({M, 1, H}, cu) + 1).to(torch::kBFloat16);
+    for (bool gelu : {false, true}) {
+      model::set_skinny_linear(false);
+      auto plain = model::decode_ln_linear(ln, x, table, index, 3 * H, 4 * H, *qkv, gelu);
+      model::set_skinny_linear(true);
+      auto fused = model::decode_ln_linear(ln, x, table, index, 3 * H, 4 * H, *qkv, gelu);
+      ASSERT_EQ(fused.sizes(), plain.sizes()) << what;
+      EXPECT_LT(rel_err(fused, plain), 1.5e-2) << what << (gelu ? " gelu" : "");
+    }
+    auto h = torch::randn({M, 1, 4 * H}, cu).to(torch::kBFloat16);
+    auto xp = x.clone(), xf = x.clone();
+    model::set_skinny_linear(false);
+    auto plain = model::decode_linear_residual(xp, h, *fc2, table, index, 5 * H);
+    model::set_skinny_linear(true);
+    auto fused = model::decode_linear_residual(xf, h, *fc2, table, index, 5 * H);
+    EXPECT_EQ(fused.data_ptr(), xf.data_ptr()) << what << ": in place";
+    EXPECT_LT(rel_err(fused, plain), 1.5e-2) << what;
+    EXPECT_FALSE(fused.equal(x)) << what;
+  }
+  model::set_skinny_linear(was);
+}
+
 // bf16 inference (a bf16 model: bf16 LayerNorm weights, bf16 residual stream) takes the fused
 // kernels too; its logits stay within bf16 rounding of the plain path's.
 TEST(FusedOpsCuda, Bf16ModelForwardMatchesPlainPath) {

@@ -15,6 +15,27 @@ constexpr int kRB = kSkinnyRowsPerBlock;
 constexpr int kT = kSkinnyThreads;
 constexpr int kWarps = kT / 32;
 constexpr int kUnroll = 2;  // chunks of each weight row in flight per thread (kRB x kUnroll loads)
+constexpr size_t kMaxSmem = 48 * 1024;
+
+// What stands in front of the product and behind it.
+enum Front { kPlainIn, kLnIn };
+enum Back { kStore, kGelu, kResidual };
+
+struct LnArgs {
+  const float* w;
+  const float* b;
+  float eps;
+  const bf16* table;
+  int64_t stride;
+  const int64_t* index;
+  int64_t shift_col, scale_col;
+};
+struct GateArgs {
+  const bf16* table;
+  int64_t stride;
+  const int64_t* index;
+  int64_t gate_col;
+};
 
 // A weight chunk read once: through the non-coherent path, not kept in L1 (no other thread reads it).
 __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
@@ -26,23 +47,74 @@ __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
 }
 
 __device__ __forceinline__ float gelu_exact(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); }
+__device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
+
+// kLnIn: the block's M input rows, normalised and modulated, into xs [M][K] (floats holding bf16
+// values), as ln_modulate_fwd_rows computes them.
+template <int M>
+__device__ __forceinline__ void ln_front(const bf16* __restrict__ x, const LnArgs& ln, int K, float* xs) {
+  __shared__ float stat[2][M];
+  const int chunks = K / 8;
+  for (int i = threadIdx.x; i < M * chunks; i += kT) {
+    const int m = i / chunks, c = i - m * chunks;
+    float v[8];
+    load8(x + static_cast<int64_t>(m) * K + 8 * c, v);
+    store8(xs + static_cast<int64_t>(m) * K + 8 * c, v);
+  }
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int m = warp; m < M; m += kWarps) {
+    const float* r = xs + static_cast<int64_t>(m) * K;
+    float s = 0.f;
+    for (int k = lane; k < K; k += 32) s += r[k];
+    const float mu = warp_sum(s) / K;
+    float q = 0.f;
+    for (int k = lane; k < K; k += 32) q += (r[k] - mu) * (r[k] - mu);
+    const float rs = rsqrtf(warp_sum(q) / K + ln.eps);
+    if (lane == 0) stat[0][m] = mu, stat[1][m] = rs;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < M * K; i += kT) {
+    const int m = i / K, k = i - m * K;
+    float n = (xs[i] - stat[0][m]) * stat[1][m];
+    if (ln.w) n = n * ln.w[k] + ln.b[k];
+    const bf16* row = ln.table + ln.index[m] * ln.stride;
+    xs[i] = round_bf16(n * (1.f + __bfloat162float(row[ln.scale_col + k])) + __bfloat162float(row[ln.shift_col + k]));
+  }
+  __syncthreads();
+}
+
+// Eight elements of row m at chunk c of the product's input: from global memory (bf16) or from the
+// normalised rows in shared memory.
+template <Front F>
+__device__ __forceinline__ void input8(const bf16* __restrict__ x, const float* xs, int m, int chunks, int c,
+                                       float f[8]) {
+  if constexpr (F == kLnIn) {
+    const float* p = xs + (static_cast<int64_t>(m) * chunks + c) * 8;
+    const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+  } else {
+    unpack8(__ldg(reinterpret_cast<const uint4*>(x) + static_cast<int64_t>(m) * chunks + c), f);
+  }
+}
 
 // Block b computes columns n0 = b·kRB ... n0 + kRB - 1 of all M rows. Thread i owns the chunks
 // i, i + kT, i + 2kT, ... of K (8 elements each): it issues its kRB x kUnroll weight loads before
-// any arithmetic, reads the M rows of x at the same chunks (small, cached), and keeps kRB x M
-// partial sums; the block then adds its threads' partials (shuffles, then one shared-memory row per
-// warp), and the first kRB·M threads add the bias, apply GELU and write.
-template <int M, bool Gelu>
-__global__ void __launch_bounds__(kT) skinny_linear_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                                           const bf16* __restrict__ b, int64_t N, int64_t K,
-                                                           bf16* __restrict__ y) {
+// any arithmetic, reads the M input rows at the same chunks, and keeps kRB x M partial sums; the
+// block then adds its threads' partials (shuffles, then one shared-memory row per warp), and the
+// first kRB·M threads finish: bias, then GELU, a store, or the gated residual into y (= x, in place).
+template <int M, Front F, Back B>
+__global__ void __launch_bounds__(kT) skinny_kernel(const bf16* __restrict__ x, LnArgs ln, const bf16* __restrict__ w,
+                                                    const bf16* __restrict__ b, GateArgs gate, int64_t N, int64_t K,
+                                                    bf16* __restrict__ y) {
+  extern __shared__ float xs[];  // kLnIn: [M][K]
   __shared__ float red[kWarps][kRB * M];
+  if constexpr (F == kLnIn) ln_front<M>(x, ln, static_cast<int>(K), xs);
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kRB;
   const int chunks = static_cast<int>(K / 8);
   const uint4* wr[kRB];
 #pragma unroll
   for (int r = 0; r < kRB; ++r) wr[r] = reinterpret_cast<const uint4*>(w + (n0 + r < N ? n0 + r : n0) * K);
-  const uint4* xr = reinterpret_cast<const uint4*>(x);
   float acc[kRB][M];
 #pragma unroll
   for (int r = 0; r < kRB; ++r)
@@ -64,7 +136,7 @@ __global__ void __launch_bounds__(kT) skinny_linear_kernel(const bf16* __restric
       if (c >= chunks) break;
       float xf[M][8];
 #pragma unroll
-      for (int m = 0; m < M; ++m) unpack8(__ldg(xr + static_cast<int64_t>(m) * chunks + c), xf[m]);
+      for (int m = 0; m < M; ++m) input8<F>(x, xs, m, chunks, c, xf[m]);
 #pragma unroll
       for (int r = 0; r < kRB; ++r) {
         float wf[8];
@@ -97,26 +169,53 @@ __global__ void __launch_bounds__(kT) skinny_linear_kernel(const bf16* __restric
 #pragma unroll
       for (int i = 0; i < kWarps; ++i) s += red[i][threadIdx.x];
       if (b) s += __bfloat162float(b[n]);
-      if (Gelu) s = gelu_exact(s);
-      y[static_cast<int64_t>(m) * N + n] = __float2bfloat16(s);
+      bf16* out = y + static_cast<int64_t>(m) * N + n;
+      if constexpr (B == kResidual) {
+        const float g = __bfloat162float(gate.table[gate.index[m] * gate.stride + gate.gate_col + n]);
+        *out = __float2bfloat16(__bfloat162float(*out) + g * round_bf16(s));
+      } else {
+        *out = __float2bfloat16(B == kGelu ? gelu_exact(s) : s);
+      }
     }
   }
 }
 
-template <int M>
-void launch(const void* x, const void* w, const void* b, int64_t N, int64_t K, bool gelu, void* y, cudaStream_t s) {
+template <int M, Front F, Back B>
+void launch_one(const void* x, const LnArgs& ln, const void* w, const void* b, const GateArgs& gate, int64_t N,
+                int64_t K, void* y, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>((N + kRB - 1) / kRB));
-  auto* xp = static_cast<const bf16*>(x);
-  auto* wp = static_cast<const bf16*>(w);
-  auto* bp = static_cast<const bf16*>(b);
-  auto* yp = static_cast<bf16*>(y);
-  if (gelu)
-    skinny_linear_kernel<M, true><<<grid, kT, 0, s>>>(xp, wp, bp, N, K, yp);
-  else
-    skinny_linear_kernel<M, false><<<grid, kT, 0, s>>>(xp, wp, bp, N, K, yp);
+  const size_t smem = F == kLnIn ? sizeof(float) * static_cast<size_t>(M * K) : 0;
+  skinny_kernel<M, F, B><<<grid, kT, smem, s>>>(static_cast<const bf16*>(x), ln, static_cast<const bf16*>(w),
+                                               static_cast<const bf16*>(b), gate, N, K, static_cast<bf16*>(y));
+}
+
+template <Front F, Back B>
+void launch(int64_t M, const void* x, const LnArgs& ln, const void* w, const void* b, const GateArgs& gate, int64_t N,
+            int64_t K, void* y, cudaStream_t s) {
+  switch (M) {
+    case 1: launch_one<1, F, B>(x, ln, w, b, gate, N, K, y, s); break;
+    case 2: launch_one<2, F, B>(x, ln, w, b, gate, N, K, y, s); break;
+    case 3: launch_one<3, F, B>(x, ln, w, b, gate, N, K, y, s); break;
+    case 4: launch_one<4, F, B>(x, ln, w, b, gate, N, K, y, s); break;
+    case 5: launch_one<5, F, B>(x, ln, w, b, gate, N, K, y, s); break;
+    case 6: launch_one<6, F, B>(x, ln, w, b, gate, N, K, y, s); break;
+    case 7: launch_one<7, F, B>(x, ln, w, b, gate, N, K, y, s); break;
+    default: launch_one<8, F, B>(x, ln, w, b, gate, N, K, y, s); break;
+  }
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+void check_launch(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": launch failed: " + cudaGetErrorString(e));
+}
+
+void require(bool ok, const char* what, int64_t M, int64_t K) {
+  if (!ok)
+    throw std::invalid_argument(std::string(what) + ": unsupported shape M=" + std::to_string(M) +
+                                " K=" + std::to_string(K));
+}
 
 }  // namespace
 
@@ -125,22 +224,42 @@ bool skinny_linear_supported(int64_t M, int64_t K, const void* x, const void* w)
          aligned16(w);
 }
 
+bool skinny_ln_linear_supported(int64_t M, int64_t K, const void* x, const void* w) {
+  return skinny_linear_supported(M, K, x, w) && sizeof(float) * static_cast<size_t>(M * K) <= kMaxSmem;
+}
+
 void skinny_linear(const void* x, const void* w, const void* b, int64_t M, int64_t N, int64_t K, bool gelu, void* y,
                    cudaStream_t stream) {
-  if (!skinny_linear_supported(M, K, x, w) || N < 1)
-    throw std::invalid_argument("skinny_linear: unsupported shape M=" + std::to_string(M) + " K=" + std::to_string(K));
-  switch (M) {
-    case 1: launch<1>(x, w, b, N, K, gelu, y, stream); break;
-    case 2: launch<2>(x, w, b, N, K, gelu, y, stream); break;
-    case 3: launch<3>(x, w, b, N, K, gelu, y, stream); break;
-    case 4: launch<4>(x, w, b, N, K, gelu, y, stream); break;
-    case 5: launch<5>(x, w, b, N, K, gelu, y, stream); break;
-    case 6: launch<6>(x, w, b, N, K, gelu, y, stream); break;
-    case 7: launch<7>(x, w, b, N, K, gelu, y, stream); break;
-    default: launch<8>(x, w, b, N, K, gelu, y, stream); break;
-  }
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) throw std::runtime_error(std::string("skinny_linear: launch failed: ") + cudaGetErrorString(e));
+  require(skinny_linear_supported(M, K, x, w) && N >= 1, "skinny_linear", M, K);
+  const LnArgs ln{};
+  const GateArgs gate{};
+  if (gelu)
+    launch<kPlainIn, kGelu>(M, x, ln, w, b, gate, N, K, y, stream);
+  else
+    launch<kPlainIn, kStore>(M, x, ln, w, b, gate, N, K, y, stream);
+  check_launch("skinny_linear");
+}
+
+void skinny_ln_linear(const void* x, const float* w_ln, const float* b_ln, float eps, const AdaRows& ada,
+                      int64_t shift_col, int64_t scale_col, const void* w, const void* b, int64_t M, int64_t N,
+                      int64_t K, bool gelu, void* y, cudaStream_t stream) {
+  require(skinny_ln_linear_supported(M, K, x, w) && N >= 1 && ada.table && ada.index, "skinny_ln_linear", M, K);
+  const LnArgs ln{w_ln, b_ln, eps, static_cast<const bf16*>(ada.table), ada.stride, ada.index, shift_col, scale_col};
+  const GateArgs gate{};
+  if (gelu)
+    launch<kLnIn, kGelu>(M, x, ln, w, b, gate, N, K, y, stream);
+  else
+    launch<kLnIn, kStore>(M, x, ln, w, b, gate, N, K, y, stream);
+  check_launch("skinny_ln_linear");
+}
+
+void skinny_linear_residual(const void* h, const void* w, const void* b, const AdaRows& ada, int64_t gate_col,
+                            int64_t M, int64_t N, int64_t K, void* x, cudaStream_t stream) {
+  require(skinny_linear_supported(M, K, h, w) && N >= 1 && ada.table && ada.index, "skinny_linear_residual", M, K);
+  const LnArgs ln{};
+  const GateArgs gate{static_cast<const bf16*>(ada.table), ada.stride, ada.index, gate_col};
+  launch<kPlainIn, kResidual>(M, h, ln, w, b, gate, N, K, x, stream);
+  check_launch("skinny_linear_residual");
 }
 
 }  // namespace rar::kernels

@@ -141,7 +141,46 @@ bool update_static_decode(model::GeneratorImpl& g, StaticDecode& s, const torch:
   return true;
 }
 
+namespace {
+
+// The step of a batch of at most 8 rows whose adaLN vectors all come from the tables (one to four
+// guided images), with the skinny path on: five ops per block (model/ops/decode_ops), each one
+// kernel on the GPU — the modulated LayerNorm in front of the qkv and fc1 products, the gated
+// residuals behind proj and fc2, the tables' rows read in place. The same arithmetic as the step
+// below, whose residual adds are instead done in front of the next LayerNorm.
+bool small_batch_step(const model::GeneratorImpl& g, const StaticDecode& s) {
+  const int64_t R = s.token.size(0);
+  return model::skinny_linear_enabled() && !g.is_training() && R <= 8 && s.table_rows.defined() &&
+         s.table_rows.size(0) == R;
+}
+
+torch::Tensor decode_step_small(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache) {
+  const int64_t H = g.cfg.hidden;
+  const auto slot = s.step + 1;  // the fed token's index in the sequence
+  auto x = (g.embeddings(s.token) + s.position.index_select(0, s.step)).unsqueeze(1).contiguous();  // [R,1,H]
+  const auto index = s.table_rows + slot;  // each row's table row: condition u, position 1+t
+  const auto valid = s.slots.le(slot).view({1, 1, 1, -1});
+  for (size_t l = 0; l < g.block_list.size(); ++l) {
+    auto& b = *g.block_list[l];
+    auto& attn = *b.attn;
+    const auto& table = s.table_block[l];  // columns: shift_a, scale_a, gate_a, shift_m, scale_m, gate_m
+    auto qkv = model::decode_ln_linear(b.norm1, x, table, index, 0, H, *attn.qkv);
+    auto o = model::qk_norm_decode_attention(qkv, attn.heads, attn.q_norm, attn.k_norm, cache.k[l], cache.v[l], slot,
+                                             valid);
+    x = model::decode_linear_residual(x, o, *attn.proj, table, index, 2 * H);
+    auto u = model::decode_ln_linear(b.norm2, x, table, index, 3 * H, 4 * H, *b.mlp->fc1, /*gelu=*/true);
+    x = model::decode_linear_residual(x, u, *b.mlp->fc2, table, index, 5 * H);
+  }
+  // the head's table rows: (scale, shift)
+  return model::decode_ln_linear(g.adaln_before_head->norm_final, x, s.table_head, index, H, 0, *g.lm_head)
+      .select(1, 0)
+      .to(torch::kFloat32);
+}
+
+}  // namespace
+
 torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache) {
+  if (small_batch_step(g, s)) return decode_step_small(g, s, cache);
   const auto E = g.timesteps_embeddings[0];
   const auto slot = s.step + 1;  // the fed token's index in the sequence
   const int64_t R = s.token.size(0), served = s.table_rows.defined() ? s.table_rows.size(0) : 0;

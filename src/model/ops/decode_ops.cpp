@@ -52,6 +52,25 @@ torch::Tensor decode_linear(const torch::nn::LinearImpl& l, const torch::Tensor&
   return gelu ? at::gelu(y) : y;
 }
 
+torch::Tensor decode_ln_linear(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& table,
+                               const torch::Tensor& index, int64_t shift_col, int64_t scale_col,
+                               const torch::nn::LinearImpl& lin, bool gelu) {
+  if (g_skinny_linear.load())
+    if (auto y = fused::skinny_ln_linear(ln, x, table, index, shift_col, scale_col, lin.weight, lin.bias, gelu))
+      return *y;
+  const int64_t H = x.size(-1);
+  const auto rows = table.index_select(0, index).unsqueeze(1);  // [R,1,n]
+  return decode_linear(lin, ln_modulate(ln, x, rows.narrow(-1, shift_col, H), rows.narrow(-1, scale_col, H)), gelu);
+}
+
+torch::Tensor decode_linear_residual(torch::Tensor& x, const torch::Tensor& h, const torch::nn::LinearImpl& lin,
+                                     const torch::Tensor& table, const torch::Tensor& index, int64_t gate_col) {
+  if (g_skinny_linear.load())
+    if (auto y = fused::skinny_linear_residual(x, h, lin.weight, lin.bias, table, index, gate_col)) return *y;
+  const auto gate = table.index_select(0, index).unsqueeze(1).narrow(-1, gate_col, x.size(-1));
+  return gated_residual(x, gate, decode_linear(lin, h));
+}
+
 void set_decode_attention_kernel(const std::string& name) {
   const int id = attention_kernel_id(name);
   check(id >= 0, "decode attention kernel: expected block, warp, split or auto, got '", name, "'");

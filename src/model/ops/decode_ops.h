@@ -46,6 +46,23 @@ torch::Tensor qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads, 
 // that reads each weight row once with every SM busy, GELU in its epilogue (kernels/skinny_linear);
 // the same values up to float summation order.
 torch::Tensor decode_linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, bool gelu = false);
+
+// A block of the decode step for a batch whose adaLN vectors all come from a table
+// (sampling/static_decode's small-batch step) in five ops: decode_ln_linear (qkv), the q/k norm +
+// attention, decode_linear_residual (proj), decode_ln_linear (fc1 + GELU), decode_linear_residual
+// (fc2). `table` [T, n] holds the adaLN vectors of each condition and position; row r of the batch
+// uses table row index[r] ([R] int64 on the device). With the skinny path on, no gradients, CUDA,
+// bf16 and at most 8 rows, each op is one kernel (kernels/skinny_linear): the LayerNorm in front of
+// the product, the gated residual behind it, no gathered copy of the table rows.
+// z = ln_modulate(ln, x, shift, scale) with shift, scale = columns [shift_col, +H), [scale_col, +H) of
+// the rows' table rows; then decode_linear(lin, z, gelu). x [R,1,H] -> [R,1,out].
+torch::Tensor decode_ln_linear(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& table,
+                               const torch::Tensor& index, int64_t shift_col, int64_t scale_col,
+                               const torch::nn::LinearImpl& lin, bool gelu = false);
+// x + gate·lin(h), gate = columns [gate_col, +H) of the rows' table rows; x [R,1,H], h [R,1,in]. The
+// fused path adds into x in place; use the returned tensor either way.
+torch::Tensor decode_linear_residual(torch::Tensor& x, const torch::Tensor& h, const torch::nn::LinearImpl& lin,
+                                     const torch::Tensor& table, const torch::Tensor& index, int64_t gate_col);
 void set_skinny_linear(bool on);
 bool skinny_linear_enabled();
 
