@@ -26,6 +26,9 @@ for m in rar_xl rar_b; do
   done
   RAR_SKINNY_LINEAR=1 row --model $m --batch 1 --attention-kernel split --kv-cache fp8
   RAR_SKINNY_LINEAR=1 row --model $m --batch 4 --attention-kernel split
+  # programmatic dependent launch between the small-batch step's kernels
+  RAR_PDL=1 RAR_SKINNY_LINEAR=1 row --model $m --batch 1 --attention-kernel split --decode
+  RAR_PDL=1 RAR_SKINNY_LINEAR=1 row --model $m --batch 1 --attention-kernel split --kv-cache fp8
 done
 # where the split variant stops paying: batches of 16, 64 and 256 images (32-512 rows)
 for b in 16 64 256; do
@@ -33,10 +36,10 @@ for b in 16 64 256; do
   row --model rar_xl --batch $b --repeats 2 --attention-kernel split
 done
 : > "$PROFILE"
-for v in "0 warp" "1 split"; do
+for v in "0 warp 0" "1 split 0" "1 split 1"; do
   set -- $v
-  echo "## rar_xl, batch 1, RAR_SKINNY_LINEAR=$1, $2 attention" >> "$PROFILE"
-  RAR_SKINNY_LINEAR=$1 timeout 90 "$RAR" bench sample --no-header --engine graph --model rar_xl --batch 1 \
+  echo "## rar_xl, batch 1, RAR_SKINNY_LINEAR=$1, $2 attention, RAR_PDL=$3" >> "$PROFILE"
+  RAR_SKINNY_LINEAR=$1 RAR_PDL=$3 timeout 90 "$RAR" bench sample --no-header --engine graph --model rar_xl --batch 1 \
     --repeats 2 --attention-kernel $2 --profile 16 >> "$PROFILE" 2>&1
 done
 [ "$PROFILE" = /dev/null ] || grep -E "^##|^kernel time|^latency|^\| (attention|matmul|other)" "$PROFILE"

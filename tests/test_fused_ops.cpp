@@ -519,6 +519,10 @@ TEST(FusedOpsCuda, SplitDecodeAttentionMatchesTheWarpKernel) {
     model::set_decode_attention_kernel("auto");  // 6 (row, head) pairs: the split variant
     auto ka = k0.clone(), va = v0.clone();
     EXPECT_TRUE(model::qk_norm_decode_attention(qkv, heads, qn, kn, ka, va, slot, valid).equal(split)) << what;
+    model::set_pdl(true);  // launched with programmatic dependent launch: the same bits
+    auto kd = k0.clone(), vd = v0.clone();
+    EXPECT_TRUE(model::qk_norm_decode_attention(qkv, heads, qn, kn, kd, vd, slot, valid).equal(split)) << what;
+    model::set_pdl(false);
   }
   model::set_decode_attention_kernel("warp");
 }

@@ -209,9 +209,10 @@ TEST(SamplerCuda, SkinnyLinearStepMatchesTheCublasStep) {
     auto cond = g->condition_tokens(classes);
     cond = torch::cat({cond, torch::full_like(cond, g->cfg.null_class_token())});
     auto tokens = ref[0].narrow(0, 0, 1).expand({B, S}).to(torch::kCUDA);
-    sampling::DecodeEngine cublas(g, sampling::EngineKind::Static), skinny(g, sampling::EngineKind::Static);
+    sampling::DecodeEngine cublas(g, sampling::EngineKind::Static), skinny(g, sampling::EngineKind::Static),
+        pdl(g, sampling::EngineKind::Static);
     double worst = 0;
-    bool same = true;
+    bool same = true, pdl_same = true;
     for (int64_t t = 0; t < S; ++t) {
       auto fed = t == 0 ? torch::Tensor() : torch::cat({tokens.select(1, t - 1), tokens.select(1, t - 1)});
       model::set_skinny_linear(false);
@@ -220,9 +221,15 @@ TEST(SamplerCuda, SkinnyLinearStepMatchesTheCublasStep) {
       model::set_skinny_linear(true);
       if (t == 0) skinny.begin(cond, B, raster);
       auto b = t == 0 ? skinny.prefill() : skinny.step(fed, t);
+      model::set_pdl(true);  // programmatic dependent launch: the same kernels, the same bits
+      if (t == 0) pdl.begin(cond, B, raster);
+      auto c = t == 0 ? pdl.prefill() : pdl.step(fed, t);
+      model::set_pdl(false);
       worst = std::max(worst, ((b - a).abs().max() / (a.max() - a.min())).item<double>());
       same = same && a.equal(b);
+      pdl_same = pdl_same && c.equal(b);
     }
+    EXPECT_TRUE(pdl_same) << B << " images";
     EXPECT_LT(worst, 3e-2) << B << " images";
     if (B == 5) EXPECT_TRUE(same) << "10 rows take cuBLAS";
     else EXPECT_FALSE(same) << B << " images: the skinny kernel did not run";  // float sums in another order
@@ -234,6 +241,11 @@ TEST(SamplerCuda, SkinnyLinearStepMatchesTheCublasStep) {
   o.engine = "static";
   sampling::Sampler eager(g, o);
   for (int64_t batch : {1, 3}) EXPECT_TRUE(graphed.sample(classes, batch).equal(eager.sample(classes, batch))) << batch;
+  model::set_pdl(true);  // new graphs, captured with programmatic dependent launch edges
+  o.engine = "graph";
+  sampling::Sampler graphed_pdl(g, o);
+  for (int64_t batch : {1, 3}) EXPECT_TRUE(graphed_pdl.sample(classes, batch).equal(eager.sample(classes, batch))) << batch;
+  model::set_pdl(false);
   model::set_skinny_linear(was);
 }
 

@@ -162,7 +162,8 @@ void run_sample(const BenchArgs& a) {
                (a.distinct > 0 ? ", " + std::to_string(a.distinct) + " classes" : "") +
                (a.kv_cache == "fp8" ? ", fp8 KV" : "") +
                (model::decode_attention_kernel() != "warp" ? ", " + model::decode_attention_kernel() + " attention" : "") +
-               (model::skinny_linear_enabled() && a.batch * (a.cfg != 0 ? 2 : 1) <= 8 ? ", skinny linear" : ""))
+               (model::skinny_linear_enabled() && a.batch * (a.cfg != 0 ? 2 : 1) <= 8 ? ", skinny linear" : "") +
+               (model::pdl_enabled() ? ", pdl" : ""))
                   .c_str(),
               (long long)steps, a.batch / tokens_s, a.decode ? fixed1(a.batch / e2e_s).c_str() : "-", tflops,
               device.is_cuda() ? cat(static_cast<int>(100 * tflops / kBf16PeakTflops + 0.5), "%").c_str() : "-",

@@ -6,6 +6,7 @@
 // block barriers, and on an H200 it proved latency-bound (an fp8 cache, half the bytes, took as
 // long). `warp`: one warp per (row, head), no block barriers (below).
 #include "kernels/decode_attention.h"
+#include "kernels/pdl.cuh"
 #include "kernels/vec_io.cuh"
 
 #include <cuda_bf16.h>
@@ -554,6 +555,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
   constexpr int HD = 8 * L, P = lanes_pow2(L);
   static_assert(2 * P <= 32, "q and k normalised side by side");
   extern __shared__ float smem[];
+  pdl_trigger();
+  pdl_wait();  // qkv is the previous kernel's output (with programmatic dependent launch)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t rh = blockIdx.x;  // row * heads + head
   float* qs = smem;
@@ -673,13 +676,13 @@ void launch_qk_norm_warp_variant(const void* qkv, int64_t rows, int heads, int h
 template <typename KT>
 void launch_qk_norm_split_variant(const void* qkv, int64_t rows, int heads, int hd, const float* wq, const float* bq,
                                   const float* wk, const float* bk, float eps, void* k, void* v, const int64_t* last,
-                                  int64_t cap, float scale, void* out, cudaStream_t stream) {
+                                  int64_t cap, float scale, void* out, cudaStream_t stream, bool pdl) {
   const size_t smem = sizeof(float) * static_cast<size_t>(split_smem_floats(hd / 8, cap));
   dispatch_warp_chunks(hd, [&](auto l_) {
-    qk_norm_attention_split_kernel<KT, decltype(l_)::value><<<dim3(static_cast<unsigned>(rows)), kSplitWarps * 32, smem,
-                                                              stream>>>(
-        static_cast<const __nv_bfloat16*>(qkv), heads, wq, bq, wk, bk, eps, static_cast<KT*>(k), static_cast<KT*>(v),
-        last, cap, scale, static_cast<__nv_bfloat16*>(out));
+    launch_maybe_pdl(pdl, qk_norm_attention_split_kernel<KT, decltype(l_)::value>, dim3(static_cast<unsigned>(rows)),
+                     dim3(kSplitWarps * 32), smem, stream, static_cast<const __nv_bfloat16*>(qkv), heads, wq, bq, wk,
+                     bk, eps, static_cast<KT*>(k), static_cast<KT*>(v), last, cap, scale,
+                     static_cast<__nv_bfloat16*>(out));
   });
 }
 
@@ -746,17 +749,18 @@ void decode_attention(DType t, const void* q, const void* k, const void* v, cons
 
 void qk_norm_decode_attention(const void* qkv, int64_t R, int heads, int hd, const float* wq, const float* bq,
                               const float* wk, const float* bk, float eps, void* k, void* v, const int64_t* last,
-                              int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8, bool split) {
+                              int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8, bool split,
+                              bool pdl) {
   if (R * heads == 0) return;
   if (!decode_attention_warp_supported(hd, cap, true) || (split && !decode_attention_split_supported(hd, cap)))
     throw std::runtime_error("qk_norm_decode_attention: head dim " + std::to_string(hd) + " / cache " +
                              std::to_string(cap) + " not supported");
   if (split && kv_fp8)
     launch_qk_norm_split_variant<__nv_fp8_e4m3>(qkv, R * heads, heads, hd, wq, bq, wk, bk, eps, k, v, last, cap, scale,
-                                                out, stream);
+                                                out, stream, pdl);
   else if (split)
     launch_qk_norm_split_variant<__nv_bfloat16>(qkv, R * heads, heads, hd, wq, bq, wk, bk, eps, k, v, last, cap, scale,
-                                                out, stream);
+                                                out, stream, pdl);
   else if (kv_fp8)
     launch_qk_norm_warp_variant<__nv_fp8_e4m3>(qkv, R * heads, heads, hd, wq, bq, wk, bk, eps, k, v, last, cap, scale,
                                                out, stream);

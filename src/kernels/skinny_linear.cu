@@ -1,5 +1,6 @@
 // skinny_linear.cu — see skinny_linear.h.
 #include "kernels/skinny_linear.h"
+#include "kernels/pdl.cuh"
 #include "kernels/vec_io.cuh"
 
 #include <cuda_bf16.h>
@@ -103,26 +104,22 @@ __device__ __forceinline__ void input8(const bf16* __restrict__ x, const float* 
 // any arithmetic, reads the M input rows at the same chunks, and keeps kRB x M partial sums; the
 // block then adds its threads' partials (shuffles, then one shared-memory row per warp), and the
 // first kRB·M threads finish: bias, then GELU, a store, or the gated residual into y (= x, in place).
+// Launched with programmatic dependent launch, the first weight loads are issued before waiting for
+// the previous kernel (weights are no kernel's output); everything else comes after.
 template <int M, Front F, Back B>
 __global__ void __launch_bounds__(kT) skinny_kernel(const bf16* __restrict__ x, LnArgs ln, const bf16* __restrict__ w,
                                                     const bf16* __restrict__ b, GateArgs gate, int64_t N, int64_t K,
                                                     bf16* __restrict__ y) {
   extern __shared__ float xs[];  // kLnIn: [M][K]
   __shared__ float red[kWarps][kRB * M];
-  if constexpr (F == kLnIn) ln_front<M>(x, ln, static_cast<int>(K), xs);
+  pdl_trigger();
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kRB;
   const int chunks = static_cast<int>(K / 8);
   const uint4* wr[kRB];
 #pragma unroll
   for (int r = 0; r < kRB; ++r) wr[r] = reinterpret_cast<const uint4*>(w + (n0 + r < N ? n0 + r : n0) * K);
-  float acc[kRB][M];
-#pragma unroll
-  for (int r = 0; r < kRB; ++r)
-#pragma unroll
-    for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
-
-  for (int c0 = threadIdx.x; c0 < chunks; c0 += kUnroll * kT) {
-    uint4 wv[kUnroll][kRB];
+  uint4 wv[kUnroll][kRB];
+  auto load_weights = [&](int c0) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int c = c0 + u * kT;
@@ -130,6 +127,18 @@ __global__ void __launch_bounds__(kT) skinny_kernel(const bf16* __restrict__ x, 
       for (int r = 0; r < kRB; ++r)
         if (c < chunks) wv[u][r] = load_streaming(wr[r] + c);
     }
+  };
+  load_weights(threadIdx.x);
+  pdl_wait();  // from here on the previous kernel's outputs (x, the residual stream) are complete
+  if constexpr (F == kLnIn) ln_front<M>(x, ln, static_cast<int>(K), xs);
+  float acc[kRB][M];
+#pragma unroll
+  for (int r = 0; r < kRB; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
+
+  for (int c0 = threadIdx.x; c0 < chunks; c0 += kUnroll * kT) {
+    if (c0 != static_cast<int>(threadIdx.x)) load_weights(c0);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int c = c0 + u * kT;
@@ -182,25 +191,25 @@ __global__ void __launch_bounds__(kT) skinny_kernel(const bf16* __restrict__ x, 
 
 template <int M, Front F, Back B>
 void launch_one(const void* x, const LnArgs& ln, const void* w, const void* b, const GateArgs& gate, int64_t N,
-                int64_t K, void* y, cudaStream_t s) {
+                int64_t K, void* y, cudaStream_t s, bool pdl) {
   const dim3 grid(static_cast<unsigned>((N + kRB - 1) / kRB));
   const size_t smem = F == kLnIn ? sizeof(float) * static_cast<size_t>(M * K) : 0;
-  skinny_kernel<M, F, B><<<grid, kT, smem, s>>>(static_cast<const bf16*>(x), ln, static_cast<const bf16*>(w),
-                                               static_cast<const bf16*>(b), gate, N, K, static_cast<bf16*>(y));
+  launch_maybe_pdl(pdl, skinny_kernel<M, F, B>, grid, dim3(kT), smem, s, static_cast<const bf16*>(x), ln,
+                   static_cast<const bf16*>(w), static_cast<const bf16*>(b), gate, N, K, static_cast<bf16*>(y));
 }
 
 template <Front F, Back B>
 void launch(int64_t M, const void* x, const LnArgs& ln, const void* w, const void* b, const GateArgs& gate, int64_t N,
-            int64_t K, void* y, cudaStream_t s) {
+            int64_t K, void* y, cudaStream_t s, bool pdl = false) {
   switch (M) {
-    case 1: launch_one<1, F, B>(x, ln, w, b, gate, N, K, y, s); break;
-    case 2: launch_one<2, F, B>(x, ln, w, b, gate, N, K, y, s); break;
-    case 3: launch_one<3, F, B>(x, ln, w, b, gate, N, K, y, s); break;
-    case 4: launch_one<4, F, B>(x, ln, w, b, gate, N, K, y, s); break;
-    case 5: launch_one<5, F, B>(x, ln, w, b, gate, N, K, y, s); break;
-    case 6: launch_one<6, F, B>(x, ln, w, b, gate, N, K, y, s); break;
-    case 7: launch_one<7, F, B>(x, ln, w, b, gate, N, K, y, s); break;
-    default: launch_one<8, F, B>(x, ln, w, b, gate, N, K, y, s); break;
+    case 1: launch_one<1, F, B>(x, ln, w, b, gate, N, K, y, s, pdl); break;
+    case 2: launch_one<2, F, B>(x, ln, w, b, gate, N, K, y, s, pdl); break;
+    case 3: launch_one<3, F, B>(x, ln, w, b, gate, N, K, y, s, pdl); break;
+    case 4: launch_one<4, F, B>(x, ln, w, b, gate, N, K, y, s, pdl); break;
+    case 5: launch_one<5, F, B>(x, ln, w, b, gate, N, K, y, s, pdl); break;
+    case 6: launch_one<6, F, B>(x, ln, w, b, gate, N, K, y, s, pdl); break;
+    case 7: launch_one<7, F, B>(x, ln, w, b, gate, N, K, y, s, pdl); break;
+    default: launch_one<8, F, B>(x, ln, w, b, gate, N, K, y, s, pdl); break;
   }
 }
 
@@ -242,23 +251,23 @@ void skinny_linear(const void* x, const void* w, const void* b, int64_t M, int64
 
 void skinny_ln_linear(const void* x, const float* w_ln, const float* b_ln, float eps, const AdaRows& ada,
                       int64_t shift_col, int64_t scale_col, const void* w, const void* b, int64_t M, int64_t N,
-                      int64_t K, bool gelu, void* y, cudaStream_t stream) {
+                      int64_t K, bool gelu, void* y, cudaStream_t stream, bool pdl) {
   require(skinny_ln_linear_supported(M, K, x, w) && N >= 1 && ada.table && ada.index, "skinny_ln_linear", M, K);
   const LnArgs ln{w_ln, b_ln, eps, static_cast<const bf16*>(ada.table), ada.stride, ada.index, shift_col, scale_col};
   const GateArgs gate{};
   if (gelu)
-    launch<kLnIn, kGelu>(M, x, ln, w, b, gate, N, K, y, stream);
+    launch<kLnIn, kGelu>(M, x, ln, w, b, gate, N, K, y, stream, pdl);
   else
-    launch<kLnIn, kStore>(M, x, ln, w, b, gate, N, K, y, stream);
+    launch<kLnIn, kStore>(M, x, ln, w, b, gate, N, K, y, stream, pdl);
   check_launch("skinny_ln_linear");
 }
 
 void skinny_linear_residual(const void* h, const void* w, const void* b, const AdaRows& ada, int64_t gate_col,
-                            int64_t M, int64_t N, int64_t K, void* x, cudaStream_t stream) {
+                            int64_t M, int64_t N, int64_t K, void* x, cudaStream_t stream, bool pdl) {
   require(skinny_linear_supported(M, K, h, w) && N >= 1 && ada.table && ada.index, "skinny_linear_residual", M, K);
   const LnArgs ln{};
   const GateArgs gate{static_cast<const bf16*>(ada.table), ada.stride, ada.index, gate_col};
-  launch<kPlainIn, kResidual>(M, h, ln, w, b, gate, N, K, x, stream);
+  launch<kPlainIn, kResidual>(M, h, ln, w, b, gate, N, K, x, stream, pdl);
   check_launch("skinny_linear_residual");
 }
 

@@ -7,6 +7,8 @@
 // that a transformer block is five kernels: the modulated LayerNorm in front (each block normalises
 // the M input rows itself) and the gated residual behind. The wrappers and their plain paths
 // (LibTorch compositions) live in model/ops/decode_ops and model/ops/cuda/decode_ops_cuda.cpp.
+// `pdl`: launched with programmatic dependent launch (kernels/pdl.cuh): the kernel starts while the
+// one before it finishes and streams its first weights meanwhile.
 #pragma once
 #include <cstdint>
 
@@ -41,12 +43,12 @@ struct AdaRows {
 bool skinny_ln_linear_supported(int64_t M, int64_t K, const void* x, const void* w);
 void skinny_ln_linear(const void* x, const float* w_ln, const float* b_ln, float eps, const AdaRows& ada,
                       int64_t shift_col, int64_t scale_col, const void* w, const void* b, int64_t M, int64_t N,
-                      int64_t K, bool gelu, void* y, cudaStream_t stream);
+                      int64_t K, bool gelu, void* y, cudaStream_t stream, bool pdl = false);
 
 // The gated residual behind: x [M,N] += gate · bf16(h·wᵀ + b), in place, rounded to bf16 (the gated
 // residual op's arithmetic on the bf16-rounded product), the gate at column gate_col of each row's
 // table row. h [M,K].
 void skinny_linear_residual(const void* h, const void* w, const void* b, const AdaRows& ada, int64_t gate_col,
-                            int64_t M, int64_t N, int64_t K, void* x, cudaStream_t stream);
+                            int64_t M, int64_t N, int64_t K, void* x, cudaStream_t stream, bool pdl = false);
 
 }  // namespace rar::kernels

@@ -40,8 +40,14 @@ std::atomic<bool> g_skinny_linear{[] {
   const char* e = std::getenv("RAR_SKINNY_LINEAR");
   return e && std::string(e) == "1";
 }()};
+std::atomic<bool> g_pdl{[] {
+  const char* e = std::getenv("RAR_PDL");
+  return e && std::string(e) == "1";
+}()};
 }  // namespace
 
+void set_pdl(bool on) { g_pdl.store(on); }
+bool pdl_enabled() { return g_pdl.load(); }
 void set_skinny_linear(bool on) { g_skinny_linear.store(on); }
 bool skinny_linear_enabled() { return g_skinny_linear.load(); }
 

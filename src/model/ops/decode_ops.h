@@ -65,6 +65,11 @@ torch::Tensor decode_linear_residual(torch::Tensor& x, const torch::Tensor& h, c
                                      const torch::Tensor& table, const torch::Tensor& index, int64_t gate_col);
 void set_skinny_linear(bool on);
 bool skinny_linear_enabled();
+// Programmatic dependent launch for the small-batch step's kernels (the skinny ones and the split
+// attention): each may start while the previous one finishes, streaming its first weights meanwhile
+// (kernels/pdl.cuh). Opt-in (set_pdl / RAR_PDL=1) until measured; the same values either way.
+void set_pdl(bool on);
+bool pdl_enabled();
 
 // Which decode-attention kernel the fused path uses: "warp" (default; bf16 queries, head dims
 // 48/64/80/88/128; others fall back to "block"), "block", "split" (the decode step's q/k norm +

@@ -6,6 +6,7 @@
 #include "kernels/decode_attention.h"
 #include "kernels/skinny_linear.h"
 #include "model/ops/cuda/common.h"
+#include "model/ops/decode_ops.h"
 #include "model/ops/fused.h"
 #include "model/ops/fused_paths.h"
 
@@ -96,7 +97,8 @@ std::optional<torch::Tensor> qk_norm_decode_attention(const torch::Tensor& qkv, 
                                       f32(k_norm->weight).data_ptr<float>(), f32(k_norm->bias).data_ptr<float>(),
                                       static_cast<float>(q_norm->options.eps()), k_cache.data_ptr(),
                                       v_cache.data_ptr(), slot.data_ptr<int64_t>(), k_cache.size(2),
-                                      attention_scale(hd), out.data_ptr(), stream(), ct == torch::kFloat8_e4m3fn, split);
+                                      attention_scale(hd), out.data_ptr(), stream(), ct == torch::kFloat8_e4m3fn, split,
+                                      split && pdl_enabled());
     return out;
   }
   return std::nullopt;
@@ -154,7 +156,7 @@ std::optional<torch::Tensor> skinny_ln_linear(const torch::nn::LayerNorm& ln, co
   kernels::skinny_ln_linear(x.data_ptr(), affine ? f32(ln->weight).data_ptr<float>() : nullptr,
                             affine ? f32(ln->bias).data_ptr<float>() : nullptr, static_cast<float>(ln->options.eps()),
                             ada_rows(table, index), shift_col, scale_col, w.data_ptr(),
-                            b.defined() ? b.data_ptr() : nullptr, M, N, K, gelu, y.data_ptr(), stream());
+                            b.defined() ? b.data_ptr() : nullptr, M, N, K, gelu, y.data_ptr(), stream(), pdl_enabled());
   return y;
 }
 
@@ -169,7 +171,7 @@ std::optional<torch::Tensor> skinny_linear_residual(torch::Tensor& x, const torc
     return std::nullopt;
   c10::cuda::CUDAGuard guard(h.device());
   kernels::skinny_linear_residual(h.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr,
-                                  ada_rows(table, index), gate_col, M, N, K, x.data_ptr(), stream());
+                                  ada_rows(table, index), gate_col, M, N, K, x.data_ptr(), stream(), pdl_enabled());
   return x;
 }
 
