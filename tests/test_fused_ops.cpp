@@ -61,6 +61,25 @@ torch::nn::LayerNorm make_ln(int64_t H, bool affine) {
   return ln;
 }
 
+// A decode step's attention inputs on the GPU: q/k norms (bf16 affine), the qkv projection of one
+// position for B rows, random caches [B,heads,cap,hd] in the cache dtype, the slot and its mask.
+struct DecodeInputs {
+  torch::nn::LayerNorm qn{nullptr}, kn{nullptr};
+  torch::Tensor qkv, k0, v0, slot, valid;
+  DecodeInputs(int64_t B, int64_t heads, int64_t hd, int64_t cap, int64_t last, at::ScalarType ct, uint64_t seed) {
+    auto cu = torch::TensorOptions().device(torch::kCUDA);
+    torch::manual_seed(seed);
+    qn = make_ln(hd, true), kn = make_ln(hd, true);
+    qn->to(torch::kBFloat16), kn->to(torch::kBFloat16);
+    qkv = (2 * torch::randn({B, 1, 3 * heads * hd}, cu)).to(torch::kBFloat16);
+    k0 = model::to_cache_dtype(torch::randn({B, heads, cap, hd}, cu), ct);
+    v0 = model::to_cache_dtype(torch::randn({B, heads, cap, hd}, cu), ct);
+    slot = torch::full({1}, last, cu.dtype(torch::kInt64));
+    valid = torch::arange(cap, cu.dtype(torch::kInt64)).le(slot).view({1, 1, 1, -1});
+  }
+};
+torch::Tensor bytes_of(const torch::Tensor& t) { return t.view(torch::kUInt8); }
+
 }  // namespace
 
 // The op against the plain composition with the same mask. On CUDA (when there) the op runs the
@@ -455,15 +474,10 @@ TEST(FusedOpsCuda, QkNormDecodeAttentionEqualsTheTwoKernels) {
   for (int64_t hd : {48, 64, 80, 88, 128})
   for (auto ct : {torch::kBFloat16, torch::kFloat8_e4m3fn})
   for (int64_t last : {int64_t{0}, int64_t{6}, cap - 1}) {
-    torch::manual_seed(10);
-    auto qn = make_ln(hd, true), kn = make_ln(hd, true);
-    qn->to(torch::kBFloat16), kn->to(torch::kBFloat16);
-    auto qkv = (2 * torch::randn({B, 1, 3 * heads * hd}, cu)).to(torch::kBFloat16);
-    auto k0 = model::to_cache_dtype(torch::randn({B, heads, cap, hd}, cu), ct);
-    auto v0 = model::to_cache_dtype(torch::randn({B, heads, cap, hd}, cu), ct);
-    auto slot = torch::full({1}, last, cu.dtype(torch::kInt64));
-    auto valid = torch::arange(cap, cu.dtype(torch::kInt64)).le(slot).view({1, 1, 1, -1});
-    auto bytes = [](const torch::Tensor& t) { return t.view(torch::kUInt8); };
+    DecodeInputs in(B, heads, hd, cap, last, ct, 10);
+    auto &qn = in.qn, &kn = in.kn;
+    auto &qkv = in.qkv, &k0 = in.k0, &v0 = in.v0, &slot = in.slot, &valid = in.valid;
+    const auto bytes = bytes_of;
     const std::string what = "hd " + std::to_string(hd) + " cache " + c10::toString(ct) + " slot " +
                              std::to_string(last);
     model::set_fused_kernels(true);
@@ -496,15 +510,10 @@ TEST(FusedOpsCuda, SplitDecodeAttentionMatchesTheWarpKernel) {
   for (int64_t hd : {48, 64, 80, 88, 128})
   for (auto ct : {torch::kBFloat16, torch::kFloat8_e4m3fn})
   for (auto [cap, last] : std::vector<std::pair<int64_t, int64_t>>{{13, 0}, {13, 6}, {13, 12}, {257, 3}, {257, 100}, {257, 256}}) {
-    torch::manual_seed(12);
-    auto qn = make_ln(hd, true), kn = make_ln(hd, true);
-    qn->to(torch::kBFloat16), kn->to(torch::kBFloat16);
-    auto qkv = (2 * torch::randn({B, 1, 3 * heads * hd}, cu)).to(torch::kBFloat16);
-    auto k0 = model::to_cache_dtype(torch::randn({B, heads, cap, hd}, cu), ct);
-    auto v0 = model::to_cache_dtype(torch::randn({B, heads, cap, hd}, cu), ct);
-    auto slot = torch::full({1}, last, cu.dtype(torch::kInt64));
-    auto valid = torch::arange(cap, cu.dtype(torch::kInt64)).le(slot).view({1, 1, 1, -1});
-    auto bytes = [](const torch::Tensor& t) { return t.view(torch::kUInt8); };
+    DecodeInputs in(B, heads, hd, cap, last, ct, 12);
+    auto &qn = in.qn, &kn = in.kn;
+    auto &qkv = in.qkv, &k0 = in.k0, &v0 = in.v0, &slot = in.slot, &valid = in.valid;
+    const auto bytes = bytes_of;
     const std::string what = "hd " + std::to_string(hd) + " cache " + c10::toString(ct) + " cap " +
                              std::to_string(cap) + " slot " + std::to_string(last);
     model::set_decode_attention_kernel("warp");

@@ -212,229 +212,20 @@ __device__ __forceinline__ typename RawChunk<KT>::type load_chunk_l2(const KT* p
   return __ldcg(reinterpret_cast<const typename RawChunk<KT>::type*>(p));
 }
 
-// One (row, head) on one warp, its scaled query already in qs (this warp's shared floats): scores,
-// softmax and the weighted values over slots 0..len-1 of kp/vp, written to o (bf16). With kFresh,
-// slot `fresh` is one this kernel itself wrote, read through L2 (__ldcg): the non-coherent path
-// (__ldg) is only for data written before the kernel started.
+// One (row, head) on one warp, its scaled query already in qs (this warp's shared floats), over
+// slots 0..len-1 of kp/vp, unnormalised: the max score `mx_out`, the sum of exp(score - mx)
+// `sum_out`, and acc_out[i] = Σ exp(score - mx)·v[i] (HD floats in shared memory; may be `partial`
+// itself). An empty range gives mx = -FLT_MAX, sum = 0, acc = 0. With kFresh, slot `fresh` is one
+// this kernel itself wrote, read through L2 (__ldcg): the non-coherent path (__ldg) is only for data
+// written before the kernel started.
+//
+// Scores, two ways (kCoalescedScores picks by measurement): either each lane owns whole keys (j =
+// lane, lane + 32, ...) and issues all L chunk loads of its key before converting any; or the warp
+// reads 32 keys at a time as one contiguous run (lane i: chunks i, i + 32, ...) and adds each key's
+// partial sums through shared memory. The values are summed by groups of L lanes (a group reads one
+// value row as consecutive chunks; the warp's G groups read G consecutive rows), kWarpUnroll rows in
+// flight per lane, and the groups' partial sums are added through shared memory.
 template <typename KT, int L, bool kFresh>
-__device__ __forceinline__ void attend_warp(const float* qs, float* partial, float* scores, const KT* kp,
-                                            const KT* vp, int len, int fresh, int lane, __nv_bfloat16* o) {
-  constexpr int HD = 8 * L;
-  constexpr int G = 32 / L;  // value groups per warp
-  float mx = -FLT_MAX;
-  if constexpr (kCoalescedScores<KT, L>) {
-    // Scores, 32 keys at a time: the 32·L chunks of those keys are consecutive in memory and lane
-    // `lane` loads chunks lane, lane + 32, ... (each load instruction one contiguous 32-chunk
-    // run), forms each chunk's 8-term partial dot product and leaves it in the scratch; lane k then
-    // adds key k's L partials in chunk order.
-    constexpr int S = key_partial_stride(L);
-    for (int base = 0; base < len; base += 32) {
-      const int keys = len - base < 32 ? len - base : 32;
-      const KT* kb = kp + static_cast<int64_t>(base) * HD;
-      typename RawChunk<KT>::type raw[L];
-#pragma unroll
-      for (int t = 0; t < L; ++t) {
-        const int i = lane + 32 * t, key = i / L;
-        if (key < keys) raw[t] = kFresh && base + key == fresh ? load_chunk_l2(kb + 8 * i) : load_chunk(kb + 8 * i);
-      }
-#pragma unroll
-      for (int t = 0; t < L; ++t) {
-        const int i = lane + 32 * t, key = i / L, c = i - key * L;
-        if (key < keys) {
-          float f[8];
-          unpack8(raw[t], f);
-          const float4 q0 = *reinterpret_cast<const float4*>(qs + 8 * c);
-          const float4 q1 = *reinterpret_cast<const float4*>(qs + 8 * c + 4);
-          partial[key * S + c] = q0.x * f[0] + q0.y * f[1] + q0.z * f[2] + q0.w * f[3] + q1.x * f[4] + q1.y * f[5] +
-                                 q1.z * f[6] + q1.w * f[7];
-        }
-      }
-      __syncwarp();
-      if (lane < keys) {
-        float acc = 0.f;
-#pragma unroll
-        for (int c = 0; c < L; ++c) acc += partial[lane * S + c];
-        scores[base + lane] = acc;
-        mx = fmaxf(mx, acc);
-      }
-      __syncwarp();  // the scratch is refilled by the next 32 keys
-    }
-  } else {
-    // Scores: lane j's keys, all chunks of a key in flight; the query chunks are broadcast reads.
-    for (int j = lane; j < len; j += 32) {
-      const KT* kr = kp + static_cast<int64_t>(j) * HD;
-      typename RawChunk<KT>::type raw[L];
-      if (kFresh && j == fresh) {
-#pragma unroll
-        for (int c = 0; c < L; ++c) raw[c] = load_chunk_l2(kr + 8 * c);
-      } else {
-#pragma unroll
-        for (int c = 0; c < L; ++c) raw[c] = load_chunk(kr + 8 * c);
-      }
-      float acc = 0.f;
-#pragma unroll
-      for (int c = 0; c < L; ++c) {
-        float f[8];
-        unpack8(raw[c], f);
-        const float4 q0 = *reinterpret_cast<const float4*>(qs + 8 * c);
-        const float4 q1 = *reinterpret_cast<const float4*>(qs + 8 * c + 4);
-        acc += q0.x * f[0] + q0.y * f[1] + q0.z * f[2] + q0.w * f[3] + q1.x * f[4] + q1.y * f[5] + q1.z * f[6] +
-               q1.w * f[7];
-      }
-      scores[j] = acc;
-      mx = fmaxf(mx, acc);
-    }
-  }
-  mx = warp_max(mx);
-  float sum = 0.f;
-  for (int j = lane; j < len; j += 32) {  // each lane rereads only the scores it wrote
-    const float e = __expf(scores[j] - mx);
-    scores[j] = e;
-    sum += e;
-  }
-  sum = warp_sum(sum);
-  __syncwarp();  // every lane's scores visible to the whole warp
-
-  // Values: group g's lanes read rows g, g + G, ... (chunk `sub` each), kWarpUnroll rows in flight.
-  const int g = lane / L, sub = lane - g * L;
-  if (g < G) {
-    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (int j0 = g; j0 < len; j0 += kWarpUnroll * G) {
-      typename RawChunk<KT>::type raw[kWarpUnroll];
-#pragma unroll
-      for (int u = 0; u < kWarpUnroll; ++u) {
-        const int j = j0 + u * G;
-        const KT* p = vp + static_cast<int64_t>(j) * HD + 8 * sub;
-        if (j < len) raw[u] = kFresh && j == fresh ? load_chunk_l2(p) : load_chunk(p);
-      }
-#pragma unroll
-      for (int u = 0; u < kWarpUnroll; ++u) {
-        const int j = j0 + u * G;
-        if (j < len) {
-          float f[8];
-          unpack8(raw[u], f);
-          const float p = scores[j];
-#pragma unroll
-          for (int e = 0; e < 8; ++e) acc[e] += p * f[e];
-        }
-      }
-    }
-#pragma unroll
-    for (int e = 0; e < 8; ++e) partial[g * HD + 8 * sub + e] = acc[e];
-  }
-  __syncwarp();
-  const float inv = 1.f / sum;
-  for (int i = lane; i < HD; i += 32) {
-    float acc = 0.f;
-#pragma unroll
-    for (int gg = 0; gg < G; ++gg) acc += partial[gg * HD + i];
-    o[i] = __float2bfloat16(acc * inv);
-  }
-}
-
-template <typename KT, int L>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    decode_attention_warp_kernel(const __nv_bfloat16* __restrict__ q, const KT* __restrict__ k,
-                                 const KT* __restrict__ v, const int64_t* __restrict__ last, int64_t rows,
-                                 int64_t cap, float scale, __nv_bfloat16* __restrict__ out) {
-  constexpr int HD = 8 * L;
-  extern __shared__ float smem[];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t rh = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;  // row * heads + head
-  if (rh >= rows) return;  // a whole warp; nothing below waits on other warps
-  float* qs = smem + warp * warp_smem_floats(L, cap);
-  const int64_t n = *last + 1;
-  const int len = static_cast<int>(n < cap ? n : cap);
-  for (int i = lane; i < HD; i += 32) qs[i] = __bfloat162float(q[rh * HD + i]) * scale;
-  __syncwarp();
-  attend_warp<KT, L, false>(qs, qs + HD, qs + HD + warp_scratch_floats(L), k + rh * cap * HD, v + rh * cap * HD, len, -1, lane,
-                     out + rh * HD);
-}
-
-// The same with the step's q/k LayerNorms and cache append in front (qk_norm_fwd8's arithmetic:
-// lanes [0, P) normalise q, lanes [P, 2P) k, P = L rounded up to a power of two, the statistics
-// through the same group_row_stats8, so q and the cached k and v are bit-identical to the
-// two-kernel path). qkv is the
-// qkv projection [R, 3, heads, hd]; this position's key and value go to slot *last of the caches,
-// then the attention reads that slot through L2 (attend_warp's `fresh`).
-__host__ __device__ constexpr int lanes_pow2(int L) { return L <= 1 ? 1 : L <= 2 ? 2 : L <= 4 ? 4 : L <= 8 ? 8 : 16; }
-
-template <typename KT, int L>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    qk_norm_attention_warp_kernel(const __nv_bfloat16* __restrict__ qkv, int heads, const float* __restrict__ wq,
-                                  const float* __restrict__ bq, const float* __restrict__ wk,
-                                  const float* __restrict__ bk, float eps, KT* k, KT* v,
-                                  const int64_t* __restrict__ last, int64_t rows, int64_t cap, float scale,
-                                  __nv_bfloat16* __restrict__ out) {
-  constexpr int HD = 8 * L, P = lanes_pow2(L);
-  static_assert(2 * P <= 32, "q and k normalised side by side");
-  extern __shared__ float smem[];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t rh = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;  // row * heads + head
-  if (rh >= rows) return;
-  float* qs = smem + warp * warp_smem_floats(L, cap);
-  const int64_t n = *last + 1;
-  const int len = static_cast<int>(n < cap ? n : cap), slot = len - 1;
-  const int64_t r = rh / heads;
-  const int h = static_cast<int>(rh - r * heads);
-  const __nv_bfloat16* row = qkv + r * 3 * heads * HD;
-  KT* kp = k + rh * cap * HD;
-  KT* vp = v + rh * cap * HD;
-
-  const int which = lane / P, sub = lane % P, c = 8 * sub;  // which: 0 q, 1 k, 2-3 idle
-  const bool active = which < 2 && sub < L;
-  float val[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  if (active) load8(row + (which * heads + h) * HD + c, val);
-  float mu, rs;
-  group_row_stats8<P>(val, active, HD, eps, mu, rs);  // as qk_norm_fwd8
-  if (active) {
-    float wv[8], bv[8], o[8];
-    load8((which == 0 ? wq : wk) + c, wv);
-    load8((which == 0 ? bq : bk) + c, bv);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) o[j] = __bfloat162float(__float2bfloat16((val[j] - mu) * rs * wv[j] + bv[j]));
-    if (which == 0) {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) qs[c + j] = o[j] * scale;  // the bf16 q, scaled
-    } else {
-      store8(kp + static_cast<int64_t>(slot) * HD + c, o);
-    }
-  }
-  if (lane < L) {  // the value: copied (bf16) or rounded to fp8
-    float f[8];
-    load8(row + (2 * heads + h) * HD + 8 * lane, f);
-    store8(vp + static_cast<int64_t>(slot) * HD + 8 * lane, f);
-  }
-  __syncwarp();  // the query in shared memory and the new slot in global memory, for every lane
-  attend_warp<KT, L, true>(qs, qs + HD, qs + HD + warp_scratch_floats(L), kp, vp, len, slot, lane, out + rh * HD);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The split variant of the fused step, for batches of few rows (one or a few images): a warp per
-// (row, head) walks all of its up to 257 slots in ~20 dependent rounds of loads, and with few rows
-// most SMs idle. Here a block of kSplitWarps warps takes one (row, head): warp 0 does the q/k
-// LayerNorms and the cache append (as the warp kernel, bit for bit), then warp w attends over the
-// w-th contiguous part of the slots with attend_warp's loads, leaving its part's max score, its sum
-// of exponentials and its unnormalised value sum; the block then rescales the parts to the common
-// maximum and adds them (the flash-decoding combination, inside one block).
-constexpr int kSplitWarps = 8;
-
-// Slots per warp and the shared floats of one split block: q, the parts' value sums and
-// statistics, then per warp the scratch and its slots' scores (each region a multiple of 4 floats).
-__host__ __device__ constexpr int64_t split_part_slots(int64_t cap) { return (cap + kSplitWarps - 1) / kSplitWarps; }
-__host__ __device__ constexpr int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
-__host__ __device__ constexpr int64_t split_warp_floats(int L, int64_t cap) {
-  return round4(warp_scratch_floats(L) + split_part_slots(cap));
-}
-__host__ __device__ constexpr int64_t split_smem_floats(int L, int64_t cap) {
-  return round4(8 * L) + round4(kSplitWarps * 8 * L) + round4(2 * kSplitWarps) + kSplitWarps * split_warp_floats(L, cap);
-}
-
-// attend_warp over a part of the slots, unnormalised: the part's max score `mx_out`, its sum of
-// exp(score - mx) `sum_out`, and acc_out[i] = Σ exp(score - mx)·v[i] (HD floats, shared memory).
-// An empty part gives mx = -FLT_MAX, sum = 0, acc = 0. Slot `fresh` (relative to the part; out of
-// range for none) was written by this kernel and is read through L2.
-template <typename KT, int L>
 __device__ __forceinline__ void attend_part(const float* qs, float* partial, float* scores, const KT* kp,
                                             const KT* vp, int len, int fresh, int lane, float* acc_out, float& mx_out,
                                             float& sum_out) {
@@ -450,7 +241,7 @@ __device__ __forceinline__ void attend_part(const float* qs, float* partial, flo
 #pragma unroll
       for (int t = 0; t < L; ++t) {
         const int i = lane + 32 * t, key = i / L;
-        if (key < keys) raw[t] = base + key == fresh ? load_chunk_l2(kb + 8 * i) : load_chunk(kb + 8 * i);
+        if (key < keys) raw[t] = kFresh && base + key == fresh ? load_chunk_l2(kb + 8 * i) : load_chunk(kb + 8 * i);
       }
 #pragma unroll
       for (int t = 0; t < L; ++t) {
@@ -478,7 +269,7 @@ __device__ __forceinline__ void attend_part(const float* qs, float* partial, flo
     for (int j = lane; j < len; j += 32) {
       const KT* kr = kp + static_cast<int64_t>(j) * HD;
       typename RawChunk<KT>::type raw[L];
-      if (j == fresh) {
+      if (kFresh && j == fresh) {
 #pragma unroll
         for (int c = 0; c < L; ++c) raw[c] = load_chunk_l2(kr + 8 * c);
       } else {
@@ -517,7 +308,7 @@ __device__ __forceinline__ void attend_part(const float* qs, float* partial, flo
       for (int u = 0; u < kWarpUnroll; ++u) {
         const int j = j0 + u * G;
         const KT* p = vp + static_cast<int64_t>(j) * HD + 8 * sub;
-        if (j < len) raw[u] = j == fresh ? load_chunk_l2(p) : load_chunk(p);
+        if (j < len) raw[u] = kFresh && j == fresh ? load_chunk_l2(p) : load_chunk(p);
       }
 #pragma unroll
       for (int u = 0; u < kWarpUnroll; ++u) {
@@ -545,6 +336,126 @@ __device__ __forceinline__ void attend_part(const float* qs, float* partial, flo
   sum_out = sum;
 }
 
+// attend_part normalised, to o (bf16).
+template <typename KT, int L, bool kFresh>
+__device__ __forceinline__ void attend_warp(const float* qs, float* partial, float* scores, const KT* kp,
+                                            const KT* vp, int len, int fresh, int lane, __nv_bfloat16* o) {
+  float mx, sum;
+  attend_part<KT, L, kFresh>(qs, partial, scores, kp, vp, len, fresh, lane, partial, mx, sum);
+  const float inv = 1.f / sum;
+  for (int i = lane; i < 8 * L; i += 32) o[i] = __float2bfloat16(partial[i] * inv);  // each lane its own sums
+}
+
+template <typename KT, int L>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    decode_attention_warp_kernel(const __nv_bfloat16* __restrict__ q, const KT* __restrict__ k,
+                                 const KT* __restrict__ v, const int64_t* __restrict__ last, int64_t rows,
+                                 int64_t cap, float scale, __nv_bfloat16* __restrict__ out) {
+  constexpr int HD = 8 * L;
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t rh = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;  // row * heads + head
+  if (rh >= rows) return;  // a whole warp; nothing below waits on other warps
+  float* qs = smem + warp * warp_smem_floats(L, cap);
+  const int64_t n = *last + 1;
+  const int len = static_cast<int>(n < cap ? n : cap);
+  for (int i = lane; i < HD; i += 32) qs[i] = __bfloat162float(q[rh * HD + i]) * scale;
+  __syncwarp();
+  attend_warp<KT, L, false>(qs, qs + HD, qs + HD + warp_scratch_floats(L), k + rh * cap * HD, v + rh * cap * HD, len, -1, lane,
+                     out + rh * HD);
+}
+
+// The same with the step's q/k LayerNorms and cache append in front (qk_norm_fwd8's arithmetic:
+// lanes [0, P) normalise q, lanes [P, 2P) k, P = L rounded up to a power of two, the statistics
+// through the same group_row_stats8, so q and the cached k and v are bit-identical to the
+// two-kernel path). qkv is the
+// qkv projection [R, 3, heads, hd]; this position's key and value go to slot *last of the caches,
+// then the attention reads that slot through L2 (attend_warp's `fresh`).
+__host__ __device__ constexpr int lanes_pow2(int L) { return L <= 1 ? 1 : L <= 2 ? 2 : L <= 4 ? 4 : L <= 8 ? 8 : 16; }
+
+// One warp's q/k LayerNorms and cache append for one (row, head) — qk_norm_fwd8's arithmetic:
+// lanes [0, P) normalise q, lanes [P, 2P) k, P = L rounded up to a power of two, the statistics
+// through the same group_row_stats8 — writing the scaled bf16 q to qs and this position's key and
+// value (bf16, or rounded to fp8) to slot `slot` of kp/vp. row: this row's qkv projection.
+template <typename KT, int L>
+__device__ __forceinline__ void norm_and_append(const __nv_bfloat16* row, int heads, int h, const float* wq,
+                                                const float* bq, const float* wk, const float* bk, float eps,
+                                                float scale, float* qs, KT* kp, KT* vp, int slot, int lane) {
+  constexpr int HD = 8 * L, P = lanes_pow2(L);
+  static_assert(2 * P <= 32, "q and k normalised side by side");
+  const int which = lane / P, sub = lane % P, c = 8 * sub;  // which: 0 q, 1 k, 2-3 idle
+  const bool active = which < 2 && sub < L;
+  float val[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  if (active) load8(row + (which * heads + h) * HD + c, val);
+  float mu, rs;
+  group_row_stats8<P>(val, active, HD, eps, mu, rs);  // as qk_norm_fwd8
+  if (active) {
+    float wv[8], bv[8], o[8];
+    load8((which == 0 ? wq : wk) + c, wv);
+    load8((which == 0 ? bq : bk) + c, bv);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) o[j] = __bfloat162float(__float2bfloat16((val[j] - mu) * rs * wv[j] + bv[j]));
+    if (which == 0) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) qs[c + j] = o[j] * scale;  // the bf16 q, scaled
+    } else {
+      store8(kp + static_cast<int64_t>(slot) * HD + c, o);
+    }
+  }
+  if (lane < L) {  // the value: copied (bf16) or rounded to fp8
+    float f[8];
+    load8(row + (2 * heads + h) * HD + 8 * lane, f);
+    store8(vp + static_cast<int64_t>(slot) * HD + 8 * lane, f);
+  }
+}
+
+template <typename KT, int L>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    qk_norm_attention_warp_kernel(const __nv_bfloat16* __restrict__ qkv, int heads, const float* __restrict__ wq,
+                                  const float* __restrict__ bq, const float* __restrict__ wk,
+                                  const float* __restrict__ bk, float eps, KT* k, KT* v,
+                                  const int64_t* __restrict__ last, int64_t rows, int64_t cap, float scale,
+                                  __nv_bfloat16* __restrict__ out) {
+  constexpr int HD = 8 * L;
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t rh = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;  // row * heads + head
+  if (rh >= rows) return;
+  float* qs = smem + warp * warp_smem_floats(L, cap);
+  const int64_t n = *last + 1;
+  const int len = static_cast<int>(n < cap ? n : cap), slot = len - 1;
+  const int64_t r = rh / heads;
+  const int h = static_cast<int>(rh - r * heads);
+  const __nv_bfloat16* row = qkv + r * 3 * heads * HD;
+  KT* kp = k + rh * cap * HD;
+  KT* vp = v + rh * cap * HD;
+
+  norm_and_append<KT, L>(row, heads, h, wq, bq, wk, bk, eps, scale, qs, kp, vp, slot, lane);
+  __syncwarp();  // the query in shared memory and the new slot in global memory, for every lane
+  attend_warp<KT, L, true>(qs, qs + HD, qs + HD + warp_scratch_floats(L), kp, vp, len, slot, lane, out + rh * HD);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The split variant of the fused step, for batches of few rows (one or a few images): a warp per
+// (row, head) walks all of its up to 257 slots in ~20 dependent rounds of loads, and with few rows
+// most SMs idle. Here a block of kSplitWarps warps takes one (row, head): warp 0 does the q/k
+// LayerNorms and the cache append (as the warp kernel, bit for bit), then warp w attends over the
+// w-th contiguous part of the slots with attend_warp's loads, leaving its part's max score, its sum
+// of exponentials and its unnormalised value sum; the block then rescales the parts to the common
+// maximum and adds them (the flash-decoding combination, inside one block).
+constexpr int kSplitWarps = 8;
+
+// Slots per warp and the shared floats of one split block: q, the parts' value sums and
+// statistics, then per warp the scratch and its slots' scores (each region a multiple of 4 floats).
+__host__ __device__ constexpr int64_t split_part_slots(int64_t cap) { return (cap + kSplitWarps - 1) / kSplitWarps; }
+__host__ __device__ constexpr int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
+__host__ __device__ constexpr int64_t split_warp_floats(int L, int64_t cap) {
+  return round4(warp_scratch_floats(L) + split_part_slots(cap));
+}
+__host__ __device__ constexpr int64_t split_smem_floats(int L, int64_t cap) {
+  return round4(8 * L) + round4(kSplitWarps * 8 * L) + round4(2 * kSplitWarps) + kSplitWarps * split_warp_floats(L, cap);
+}
+
 template <typename KT, int L>
 __global__ void __launch_bounds__(kSplitWarps * 32)
     qk_norm_attention_split_kernel(const __nv_bfloat16* __restrict__ qkv, int heads, const float* __restrict__ wq,
@@ -552,8 +463,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
                                    const float* __restrict__ bk, float eps, KT* k, KT* v,
                                    const int64_t* __restrict__ last, int64_t cap, float scale,
                                    __nv_bfloat16* __restrict__ out) {
-  constexpr int HD = 8 * L, P = lanes_pow2(L);
-  static_assert(2 * P <= 32, "q and k normalised side by side");
+  constexpr int HD = 8 * L;
   extern __shared__ float smem[];
   pdl_trigger();
   pdl_wait();  // qkv is the previous kernel's output (with programmatic dependent launch)
@@ -571,38 +481,13 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
   KT* kp = k + rh * cap * HD;
   KT* vp = v + rh * cap * HD;
 
-  if (warp == 0) {  // qk_norm_attention_warp_kernel's first half, the same arithmetic
-    const int which = lane / P, sub = lane % P, c = 8 * sub;
-    const bool active = which < 2 && sub < L;
-    float val[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    if (active) load8(row + (which * heads + h) * HD + c, val);
-    float mu, rs;
-    group_row_stats8<P>(val, active, HD, eps, mu, rs);
-    if (active) {
-      float wv[8], bv[8], o[8];
-      load8((which == 0 ? wq : wk) + c, wv);
-      load8((which == 0 ? bq : bk) + c, bv);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) o[j] = __bfloat162float(__float2bfloat16((val[j] - mu) * rs * wv[j] + bv[j]));
-      if (which == 0) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) qs[c + j] = o[j] * scale;
-      } else {
-        store8(kp + static_cast<int64_t>(slot) * HD + c, o);
-      }
-    }
-    if (lane < L) {
-      float f[8];
-      load8(row + (2 * heads + h) * HD + 8 * lane, f);
-      store8(vp + static_cast<int64_t>(slot) * HD + 8 * lane, f);
-    }
-  }
+  if (warp == 0) norm_and_append<KT, L>(row, heads, h, wq, bq, wk, bk, eps, scale, qs, kp, vp, slot, lane);
   __syncthreads();  // q in shared memory, the new slot in global memory (read through L2 below)
 
   const int per = (len + kSplitWarps - 1) / kSplitWarps;
   const int lo = min(len, warp * per), hi = min(len, lo + per);
   float mx, sum;
-  attend_part<KT, L>(qs, mine, mine + warp_scratch_floats(L), kp + static_cast<int64_t>(lo) * HD,
+  attend_part<KT, L, true>(qs, mine, mine + warp_scratch_floats(L), kp + static_cast<int64_t>(lo) * HD,
                      vp + static_cast<int64_t>(lo) * HD, hi - lo, slot - lo, lane, accs + warp * HD, mx, sum);
   if (lane == 0) {
     stats[warp] = mx;
