@@ -85,6 +85,9 @@ for pass in 1 2 3 4 5 6 7 8; do
   done
 done
 
+# TRAIN_ONLY=1: stop here (e.g. to check a new build's sampling before the samples are drawn)
+[ "${TRAIN_ONLY:-0}" = 1 ] && { echo "training done (TRAIN_ONLY=1): run again without it to sample and score"; exit 0; }
+
 # ---- samples and scores
 T=$DEMO/tokenizer/tokenizer.safetensors
 C=$DEMO/classifier.safetensors
