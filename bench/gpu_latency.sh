@@ -1,45 +1,57 @@
 #!/usr/bin/env bash
 # Interactive latency (issue #22): one image with guidance (2 rows per step), 256 steps, random
-# weights, graph engine — the time a user waits for one image — with cuBLAS's matrix products and
-# with the skinny linear kernel (RAR_SKINNY_LINEAR=1), exact and fp8 caches; then a kernel profile
-# of one rar_xl image each way (kernel time vs the wall time above: what is not kernel time is
-# launch gaps and host work); the split and block attention kernels beside the warp one. ~4 minutes. From the repository root on the GPU machine.
-# Usage: bench/gpu_latency.sh build-gpu/rar [profile.md]
+# weights, graph engine — the time a user waits for one image. The default path beside the three
+# opt-in ones for few rows, alone and together: RAR_SKINNY_LINEAR=1 (the five-kernel small-batch
+# block), the split attention kernel (--attention-kernel split: 8 warps per row and head) and
+# RAR_PDL=1 (programmatic dependent launch between those kernels); then kernel profiles of one
+# rar_xl image (kernel time vs the wall time above: the rest is launch gaps and host work).
+# QUICK=1: the rar_xl rows that decide, one rar_b pair and one profile pair (~2 minutes); else
+# both models, fp8 caches, batches of 4, the block kernel, and where the split variant stops paying
+# at larger batches (~6 minutes). From the repository root on the GPU machine.
+# Usage: [QUICK=1] bench/gpu_latency.sh build-gpu/rar [profile.md]
 set -u
 RAR=${1:-build-gpu/rar}
 PROFILE=${2:-/dev/null}
-row() {  # the table row and the latency line
-  timeout ${ROW_TIMEOUT:-90} "$RAR" bench sample --no-header --engine graph --repeats 5 "$@" 2>&1 |
-    grep -E '^\| rar|^latency' | paste -sd ' ' || echo "| failed: $* |"
+row() {  # row SKINNY PDL ARGS...: the table row and the latency line
+  local skinny=$1 pdl=$2; shift 2
+  local o
+  o=$(RAR_SKINNY_LINEAR=$skinny RAR_PDL=$pdl timeout ${ROW_TIMEOUT:-90} "$RAR" bench sample --no-header --engine graph \
+    --repeats 5 "$@" 2>&1)
+  echo "$o" | grep -qE '^\| rar' && echo "$o" | grep -E '^\| rar|^latency' | paste -sd ' ' ||
+    echo "| failed (skinny $skinny, pdl $pdl): $* | $(echo "$o" | tail -1) |"
 }
 echo "| model | batch | cfg | precision | engine | steps | tokens images/s | end-to-end images/s | TFLOP/s | of bf16 peak | peak GiB |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
-for m in rar_xl rar_b; do
-  for skinny in 0 1; do
-    RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --decode
-    RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --kv-cache fp8
-    RAR_SKINNY_LINEAR=$skinny row --model $m --batch 4
-    # the decode step's attention with 8 warps per row and head (split) or the block kernel (4 warps,
-    # q/k norm separate), where a batch has few rows
-    RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --attention-kernel split
-    RAR_SKINNY_LINEAR=$skinny row --model $m --batch 1 --attention-kernel block
+models="rar_xl rar_b"
+[ "${QUICK:-0}" = 1 ] && models=rar_xl
+for m in $models; do
+  row 0 0 --model $m --batch 1 --decode
+  row 1 0 --model $m --batch 1
+  row 0 0 --model $m --batch 1 --attention-kernel split
+  row 1 0 --model $m --batch 1 --attention-kernel split
+  row 1 1 --model $m --batch 1 --attention-kernel split --decode
+  row 1 1 --model $m --batch 1 --attention-kernel split --kv-cache fp8
+  [ "${QUICK:-0}" = 1 ] && continue
+  row 0 0 --model $m --batch 1 --kv-cache fp8
+  row 0 0 --model $m --batch 1 --attention-kernel block
+  row 0 0 --model $m --batch 4
+  row 1 1 --model $m --batch 4 --attention-kernel split
+done
+if [ "${QUICK:-0}" = 1 ]; then
+  row 0 0 --model rar_b --batch 1
+  row 1 1 --model rar_b --batch 1 --attention-kernel split
+else
+  # where the split variant stops paying: batches of 16, 64 and 256 images (32-512 rows)
+  for b in 16 64 256; do
+    row 0 0 --model rar_xl --batch $b --repeats 2
+    row 0 0 --model rar_xl --batch $b --repeats 2 --attention-kernel split
   done
-  RAR_SKINNY_LINEAR=1 row --model $m --batch 1 --attention-kernel split --kv-cache fp8
-  RAR_SKINNY_LINEAR=1 row --model $m --batch 4 --attention-kernel split
-  # programmatic dependent launch between the small-batch step's kernels
-  RAR_PDL=1 RAR_SKINNY_LINEAR=1 row --model $m --batch 1 --attention-kernel split --decode
-  RAR_PDL=1 RAR_SKINNY_LINEAR=1 row --model $m --batch 1 --attention-kernel split --kv-cache fp8
-done
-# where the split variant stops paying: batches of 16, 64 and 256 images (32-512 rows)
-for b in 16 64 256; do
-  row --model rar_xl --batch $b --repeats 2
-  row --model rar_xl --batch $b --repeats 2 --attention-kernel split
-done
+fi
 : > "$PROFILE"
-for v in "0 warp 0" "1 split 0" "1 split 1"; do
+for v in "0 0 warp" "1 1 split"; do
   set -- $v
-  echo "## rar_xl, batch 1, RAR_SKINNY_LINEAR=$1, $2 attention, RAR_PDL=$3" >> "$PROFILE"
-  RAR_SKINNY_LINEAR=$1 RAR_PDL=$3 timeout 90 "$RAR" bench sample --no-header --engine graph --model rar_xl --batch 1 \
-    --repeats 2 --attention-kernel $2 --profile 16 >> "$PROFILE" 2>&1
+  echo "## rar_xl, batch 1, RAR_SKINNY_LINEAR=$1 RAR_PDL=$2, $3 attention" >> "$PROFILE"
+  RAR_SKINNY_LINEAR=$1 RAR_PDL=$2 timeout 90 "$RAR" bench sample --no-header --engine graph --model rar_xl --batch 1 \
+    --repeats 2 --attention-kernel $3 --profile 16 >> "$PROFILE" 2>&1
 done
 [ "$PROFILE" = /dev/null ] || grep -E "^##|^kernel time|^latency|^\| (attention|matmul|other)" "$PROFILE"
