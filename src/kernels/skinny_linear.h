@@ -38,8 +38,8 @@ struct AdaRows {
 // The modulated LayerNorm in front: z = (LN(x)·w_ln + b_ln)·(1 + scale) + shift, rounded to bf16
 // (float statistics, two passes, as the ln_modulate kernels; w_ln/b_ln float or both null), with
 // shift and scale at columns shift_col / scale_col of each row's table row; then y = z·wᵀ + b
-// (+ GELU). x [M,K] bf16. Needs skinny_linear_supported and M·K floats of shared memory <= 48 KiB
-// (skinny_ln_linear_supported).
+// (+ GELU). x [M,K] bf16. Needs skinny_linear_supported and M·K floats of shared memory <= 47 KiB
+// (skinny_ln_linear_supported: rar_xl's K = 1280 takes all 8 rows).
 bool skinny_ln_linear_supported(int64_t M, int64_t K, const void* x, const void* w);
 void skinny_ln_linear(const void* x, const float* w_ln, const float* b_ln, float eps, const AdaRows& ada,
                       int64_t shift_col, int64_t scale_col, const void* w, const void* b, int64_t M, int64_t N,
