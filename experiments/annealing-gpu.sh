@@ -91,12 +91,13 @@ done
 # ---- samples and scores
 T=$DEMO/tokenizer/tokenizer.safetensors
 C=$DEMO/classifier.safetensors
-score() {  # score NAME SAMPLES -> a line in $OUT/scores.tsv
+score() {  # score NAME SAMPLES -> a line in $OUT/scores.tsv: name, accuracy, feature-FID, its bootstrap sd, accuracy sd
   grep -q "^$1	" "$OUT/scores.tsv" 2>/dev/null && return
   res=$("$RAR" eval classify --classifier "$C" --samples "$2" --ref fashion-mnist:test --pad 32 --device "$DEVICE" \
-    ${3:+--max-images $3} 2>/dev/null)
-  printf '%s\t%s\t%s\n' "$1" "$(echo "$res" | awk '/^accuracy/ {print $2}')" \
-    "$(echo "$res" | awk '/^feature-FID/ {print $2}')" >> "$OUT/scores.tsv"
+    --bootstrap 100 ${3:+--max-images $3} 2>/dev/null)
+  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$(echo "$res" | awk '/^accuracy/ {print $2}')" \
+    "$(echo "$res" | awk '/^feature-FID/ {print $2}')" "$(echo "$res" | awk '/^spread:/ {print $4}')" \
+    "$(echo "$res" | awk '/^spread:/ {print $(NF-1)}')" >> "$OUT/scores.tsv"
 }
 [ "$(left)" -ge 1 ] || { echo "out of time for this call: run again"; exit 0; }
 [ "${FLOOR:-1}" = 0 ] || score floor fashion-mnist:train $((PER_CLASS * 10))  # FLOOR=0: scored elsewhere (the training images need not travel)

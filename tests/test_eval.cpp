@@ -66,6 +66,21 @@ TEST(Frechet, StatsAreMeanAndUnbiasedCovariance) {
   EXPECT_RAR_ERROR(eval::read_stats(dir / "bad.npz"), "'mu' must be [D] and 'sigma' [D,D]");
 }
 
+// The bootstrap spread of an FID: positive, repeatable for a seed, and shrinking as the sample set
+// grows (16x the samples: well under half the spread).
+TEST(Frechet, BootstrapSpreadShrinksWithMoreSamples) {
+  torch::manual_seed(2);
+  const auto f64 = torch::kFloat64;
+  auto ref = eval::feature_stats(torch::randn({4000, 6}, f64));
+  auto small = torch::randn({500, 6}, f64), large = torch::randn({8000, 6}, f64);
+  const double s1 = eval::frechet_bootstrap_sd(small, ref, 50, 1), s2 = eval::frechet_bootstrap_sd(large, ref, 50, 1);
+  EXPECT_GT(s1, 0.0);
+  EXPECT_LT(s2, s1 / 2);
+  EXPECT_EQ(s1, eval::frechet_bootstrap_sd(small, ref, 50, 1));
+  EXPECT_NE(s1, eval::frechet_bootstrap_sd(small, ref, 50, 2));
+  EXPECT_RAR_ERROR(eval::frechet_bootstrap_sd(small, ref, 1), "at least 2 resamples");
+}
+
 TEST(InceptionScore, UniformIsOneAndConfidentEvenIsTheClassCount) {
   auto [u, us] = eval::inception_score(torch::zeros({100, 1008}), 10);
   EXPECT_NEAR(u, 1.0, 1e-9);
@@ -215,6 +230,21 @@ TEST(Classifier, TrainsOnPatternsAndScoresSamples) {
               dir / "train.npz --device cpu");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("--train needs --ref"), std::string::npos) << r.output;
+  // --bootstrap: the spread of the scores over the draw of the samples
+  r = run_rar("eval classify --classifier " + dir / "c.safetensors" + " --samples " + dir / "fresh.npz --ref " +
+              dir / "heldout.npz --bootstrap 20 --device cpu");
+  ASSERT_EQ(r.status, 0) << r.output;
+  double sd = -1, acc_sd = -1;
+  ASSERT_EQ(std::sscanf(r.output.c_str() + r.output.find("spread:"),
+                        "spread: feature-FID sd %lf (20 bootstrap resamples of the samples), accuracy sd %lf", &sd,
+                        &acc_sd),
+            2)
+      << r.output;
+  EXPECT_GT(sd, 0.0);
+  EXPECT_GE(acc_sd, 0.0);
+  r = run_rar("eval classify --classifier " + dir / "c.safetensors" + " --samples " + dir / "samples.npz --bootstrap 5");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("--bootstrap needs --ref"), std::string::npos) << r.output;
   r = run_rar("eval classify --classifier " + dir / "train.npz" + " --samples " + dir / "samples.npz");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("rar: error:"), std::string::npos) << r.output;

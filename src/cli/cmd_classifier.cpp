@@ -1,5 +1,6 @@
 // `rar train-classifier` and `rar eval classify` — a small CNN for datasets without Inception
 // weights, and sample quality measured with it: class accuracy and feature-FID against real images.
+#include <cmath>
 #include <cstdio>
 
 #include "cli/commands.h"
@@ -33,7 +34,7 @@ void add_classifier_commands(CLI::App& app) {
 
   struct EvalArgs {
     std::string classifier, samples, ref, train, device = "auto";
-    int64_t pad = 0, size = 0, batch = 256, max_images = 0;
+    int64_t pad = 0, size = 0, batch = 256, max_images = 0, bootstrap = 0;
   };
   auto a = std::make_shared<EvalArgs>();
   auto* ev = app.get_subcommand("eval");
@@ -44,6 +45,10 @@ void add_classifier_commands(CLI::App& app) {
   c->add_option("--train", a->train,
                 "training images (e.g. fashion-mnist:train): also report how near the samples lie to their nearest "
                 "training image, against the --ref images (a memorisation check)");
+  c->add_option("--bootstrap", a->bootstrap,
+                "also report how much the scores move with the draw of the samples: the feature-FID's sd over N "
+                "bootstrap resamples (e.g. 100), the accuracy's binomial sd")
+      ->check(count());
   c->add_option("--pad", a->pad, "zero-pad images to this square size (both sides->check(count()); 32 for Fashion-MNIST)");
   c->add_option("--size", a->size, "ADM center crop size (both sides)")->check(count());
   c->add_option("--max-images", a->max_images, "use at most this many images per side (0 = all)")->check(count());
@@ -63,6 +68,13 @@ void add_classifier_commands(CLI::App& app) {
       const double fid = eval::frechet_distance(eval::feature_stats(so.features), eval::feature_stats(ro.features));
       std::printf("feature-FID %.4f (%lld samples vs %lld reference images; reference accuracy %.2f%%)\n", fid,
                   (long long)so.labels.size(0), (long long)ro.labels.size(0), 100 * eval::accuracy(ro));
+      if (a->bootstrap > 0) {
+        const double p = eval::accuracy(so), n = static_cast<double>(so.labels.size(0));
+        std::printf("spread: feature-FID sd %.4f (%lld bootstrap resamples of the samples), accuracy sd %.2f%% "
+                    "(binomial)\n",
+                    eval::frechet_bootstrap_sd(so.features, eval::feature_stats(ro.features), a->bootstrap),
+                    (long long)a->bootstrap, 100 * std::sqrt(p * (1 - p) / n));
+      }
       if (!a->train.empty()) {
         auto tsrc = data::open_source(a->train);
         data::ImageBatches train(*tsrc, a->size, cl.cfg.channels, a->pad, int64_t(4) << 30, "load training images");
@@ -75,6 +87,7 @@ void add_classifier_commands(CLI::App& app) {
       }
     } else {
       check(a->train.empty(), "--train needs --ref (held-out real images to compare the distances with)");
+      check(a->bootstrap == 0, "--bootstrap needs --ref (the feature-FID's reference images)");
     }
   });
 }

@@ -2,6 +2,9 @@
 #include "eval/fid.h"
 
 #include <cmath>
+#include <vector>
+
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <torch/torch.h>
 
@@ -40,6 +43,20 @@ double frechet_distance(const FeatureStats& a, const FeatureStats& b) {
   auto eig = torch::linalg_eigvalsh((m + m.t()) / 2).clamp_min(0);
   const double tr_covmean = eig.sqrt().sum().item<double>();
   return diff.dot(diff).item<double>() + s1.trace().item<double>() + s2.trace().item<double>() - 2 * tr_covmean;
+}
+
+double frechet_bootstrap_sd(const torch::Tensor& features, const FeatureStats& ref, int64_t n, uint64_t seed) {
+  check(n >= 2, "bootstrap: need at least 2 resamples, got ", n);
+  check(features.dim() == 2 && features.size(0) >= 2, "bootstrap: need at least 2 feature rows, got ",
+        features.sizes());
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto f = features.to(torch::kFloat64);
+  std::vector<double> fids;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto rows = torch::randint(0, f.size(0), {f.size(0)}, gen, torch::kInt64);
+    fids.push_back(frechet_distance(feature_stats(f.index_select(0, rows)), ref));
+  }
+  return torch::tensor(fids, torch::kFloat64).std().item<double>();
 }
 
 std::pair<double, double> inception_score(const torch::Tensor& logits, int64_t splits) {

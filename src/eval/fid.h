@@ -18,6 +18,11 @@ struct FeatureStats {
 
 FeatureStats feature_stats(const torch::Tensor& features /*[N,D]*/);
 double frechet_distance(const FeatureStats& a, const FeatureStats& b);
+// How much an FID of `features` (the samples' side) against fixed reference statistics moves with
+// the draw of the samples: the standard deviation of the FIDs of `n` bootstrap resamples of the
+// rows (with replacement; seeded, so repeatable). Resamples repeat rows, so their FIDs sit a little
+// above the plain one; the spread is what two sample sets of this size would differ by.
+double frechet_bootstrap_sd(const torch::Tensor& features, const FeatureStats& ref, int64_t n, uint64_t seed = 0);
 // logits [N,K] -> (mean, std) of the Inception Score over `splits` parts.
 std::pair<double, double> inception_score(const torch::Tensor& logits, int64_t splits = 10);
 
