@@ -50,12 +50,14 @@ demo: gpu
 endif
 
 # GPU machine: see README "Building with CUDA". Needs libzip from carried .deb files (scripts/gpu-env.sh).
+# GPU_TARGET=rar builds the binary alone (e.g. to start a long run before the tests are compiled).
 GPU_BUILD ?= build-gpu
 gpu:
 	. scripts/gpu-env.sh && cmake -S . -B $(GPU_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DRAR_CUDA=ON \
 	  -DCMAKE_PREFIX_PATH="$$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" \
 	  -DRAR_NCCL_HINT="$$(python3 -c 'import torch,os,glob; r=os.path.dirname(os.path.dirname(torch.__file__)); print(next(iter([os.path.dirname(p) for p in glob.glob(r+"/nvidia/**/nccl.h", recursive=True)]), ""))')" \
-	  $${RAR_SHARED_DIR:+-DRAR_SHARED_DIR=$$RAR_SHARED_DIR} && cmake --build $(GPU_BUILD) -j $(JOBS)
+	  $${RAR_SHARED_DIR:+-DRAR_SHARED_DIR=$$RAR_SHARED_DIR} && cmake --build $(GPU_BUILD) -j $(JOBS) \
+	  $(if $(GPU_TARGET),--target $(GPU_TARGET))
 
 gpu-test: gpu
 	. scripts/gpu-env.sh && cd $(GPU_BUILD) && ctest --output-on-failure -j 4
