@@ -157,7 +157,7 @@ seeds=$(python3 "$ROOT/experiments/same_tokens.py" "$OUT/$best/tokens-g2.npy" "$
     for g in g1 g2 g3 "g2 seed8"; do
       row="$row | $(awk -F'\t' -v k="$arm $g" '$1 == k {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv")"
     done
-    row="$row | $(awk -F'\t' -v k="$arm" '$1 == k {printf "%.3f (%.3f) / %s", $2, $3, $4}' "$OUT/copies.tsv" 2>/dev/null)"
+    row="$row | $(touch "$OUT/copies.tsv"; awk -F'\t' -v k="$arm" '$1 == k {printf "%.3f (%.3f) / %s", $2, $3, $4}' "$OUT/copies.tsv")"
     echo "$row |"
   done
   echo "| real training images (floor) | | $(awk -F'\t' '$1 == "floor" {printf "%s / %.3f", $2, $3}' "$OUT/scores.tsv") | | | | |"
