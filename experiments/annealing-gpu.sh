@@ -147,6 +147,10 @@ best=$(awk -F'\t' '$1 ~ / g2$/ {sub(/ g2$/, "", $1); print $3, $1}' "$OUT/scores
 same=$(python3 "$ROOT/experiments/same_tokens.py" "$OUT/$best/tokens-g2.npy" "$OUT/$best/tokens-g2-fp8.npy" 2>&1 || true)
 seeds=$(python3 "$ROOT/experiments/same_tokens.py" "$OUT/$best/tokens-g2.npy" "$OUT/$best/tokens-g2-seed8.npy" 2>&1 || true)
 
+# ---- the arms' curves side by side (needs cairo: drawn here afterwards where the GPU build has none)
+logs=(); for arm in $ARMS; do logs+=("$OUT/$arm/metrics.jsonl"); done
+"$RAR" plot "${logs[@]}" --keys val/nll,loss,randomness --columns 3 --out "$OUT/compare-curves.png" > /dev/null 2>&1 || true
+
 # ---- the table
 {
   echo "| training order | validation NLL (raster) | g = 1 | g = 2 | g = 3 | g = 2, seed 8 | g = 2: nearest training image, median (test images') / samples nearer than 99% of test images |"

@@ -79,6 +79,19 @@ TEST(Plot, CurvesFromAMetricsLogAndOneLineErrors) {
   r = run_rar("plot " + dir / "metrics.jsonl" + " --out " + dir / "x.png --keys loss,nope");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("no key 'nope'"), std::string::npos) << r.output;
+  // several logs: the runs in the same panels; a panel needs the key in one of them at least
+  write_bytes(dir / "b-metrics.jsonl", "{\"step\": 1, \"loss\": 4}\n{\"step\": 20, \"loss\": 1, \"val/nll\": 0.5}\n");
+  r = run_rar("plot " + dir / "metrics.jsonl " + dir / "b-metrics.jsonl --out " + dir / "two.png --keys val/nll,lr");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("2 panels"), std::string::npos) << r.output;
+  auto two = io::read_image(dir / "two.png");
+  EXPECT_EQ(two.size(1), 1040);
+  r = run_rar("plot " + dir / "metrics.jsonl " + dir / "b-metrics.jsonl --out " + dir / "x.png --labels one");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("--labels: 1 names for 2 logs"), std::string::npos) << r.output;
+  r = run_rar("plot " + dir / "metrics.jsonl " + dir / "b-metrics.jsonl --out " + dir / "x.png --keys nope");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("the logs: no key 'nope'"), std::string::npos) << r.output;
 }
 
 TEST(Plot, LabelledGridRows) {
