@@ -1,7 +1,8 @@
 // decode_ops.h — the ops of one decode step over a KV cache (sampling/static_decode, the engine
-// behind `rar sample`): writing this position's key and value into its cache slot, and attention
-// of one new query per row over the filled slots. Each a plain LibTorch function with a fused CUDA
-// path beside it (model/ops/fused.h; kernels/decode_attention.cu).
+// behind `rar sample`): writing this position's key and value into its cache slot, attention of one
+// new query per row over the filled slots, and the linear layers of a step of few rows (with the
+// modulated LayerNorm in front or the gated residual behind). Each a plain LibTorch function with a
+// fused CUDA path beside it (model/ops/fused.h; kernels/decode_attention.cu, kernels/skinny_linear.cu).
 #pragma once
 #include <string>
 
@@ -40,6 +41,7 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
 torch::Tensor qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
                                        const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
                                        torch::Tensor& v_cache, const torch::Tensor& slot, const torch::Tensor& valid);
+
 // A decode step's linear layer, x [B,1,in] -> [B,1,out]: at::linear, then the exact GELU with
 // `gelu`. With the skinny path on (set_skinny_linear / RAR_SKINNY_LINEAR=1; off by default until
 // measured faster), no gradients, CUDA, bf16 and B <= 8 rows (one to four guided images): one kernel
