@@ -5,7 +5,10 @@
 // (a) attends over the whole preallocated cache with a mask (the fused kernel reads only the
 //     filled slots), (b) gathers the adaLN products W·SiLU(c + E[j]) + b from tables made once per
 // batch, and (c) carries each block's last residual add into the next block's first LayerNorm
-// pass. Tested against the plain step and the full forward (tests/test_generator.cpp).
+// pass. Tested against the plain step and the full forward (tests/test_generator.cpp). With the
+// skinny path on (model/ops/decode_ops set_skinny_linear), a batch of at most 8 rows that the
+// tables serve entirely takes the small-batch step instead: five ops a block, the residual adds
+// behind their products, the table rows read in place (tests/test_sampling.cpp: equal in float32).
 #pragma once
 #include <cstdint>
 #include <vector>
