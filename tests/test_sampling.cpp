@@ -29,6 +29,23 @@ sampling::SamplingOptions greedy(double cfg, double power, const std::string& en
   return o;
 }
 
+// The conditions of a guided batch: the class rows, then as many null-class rows.
+torch::Tensor guided_conditions(model::Generator& g, const torch::Tensor& classes) {
+  auto cond = g->condition_tokens(classes);
+  return torch::cat({cond, torch::full_like(cond, g->cfg.null_class_token())});
+}
+
+// Logits of step t of a guided batch on an engine, fed column t-1 of tokens [B,S] in both halves;
+// step 0 begins the batch (raster order) and prefills.
+torch::Tensor guided_step(sampling::DecodeEngine& e, const torch::Tensor& cond, const torch::Tensor& tokens, int64_t t) {
+  if (t == 0) {
+    e.begin(cond, tokens.size(0), sampling::scan_order("raster", tokens.size(1)));
+    return e.prefill();
+  }
+  const auto x = tokens.select(1, t - 1);
+  return e.step(torch::cat({x, x}), t);
+}
+
 // Chi-square statistic of observed counts against expected probabilities (bins with p > 0).
 double chi_square(const torch::Tensor& counts, const torch::Tensor& probs) {
   double n = counts.sum().item<double>(), chi = 0;
@@ -137,20 +154,13 @@ TEST(SamplerCuda, GraphEngineMatchesThePlainLoop) {
   at::globalContext().setAllowTF32CuBLAS(tf32);
 
   g->to(torch::kBFloat16);
-  const int64_t S = g->cfg.seq_len, B = classes.size(0);
-  std::vector<int64_t> raster(S);
-  for (int64_t i = 0; i < S; ++i) raster[i] = i;
-  auto cond = g->condition_tokens(classes.to(torch::kCUDA));
-  cond = torch::cat({cond, torch::full_like(cond, g->cfg.null_class_token())});
+  const auto cond = guided_conditions(g, classes.to(torch::kCUDA));
   sampling::DecodeEngine eager(g, sampling::EngineKind::Plain), graph(g, sampling::EngineKind::Graph);
-  eager.begin(cond, B, raster);
-  graph.begin(cond, B, raster);
-  auto fed_tokens = ref[0].to(torch::kCUDA);
+  const auto fed_tokens = ref[0].to(torch::kCUDA);
   double worst = 0;
-  for (int64_t t = 0; t < S; ++t) {
-    auto fed = t == 0 ? torch::Tensor() : torch::cat({fed_tokens.select(1, t - 1), fed_tokens.select(1, t - 1)});
-    auto a = t == 0 ? eager.prefill() : eager.step(fed, t);
-    auto b = t == 0 ? graph.prefill() : graph.step(fed, t);
+  for (int64_t t = 0; t < g->cfg.seq_len; ++t) {
+    auto a = guided_step(eager, cond, fed_tokens, t);
+    auto b = guided_step(graph, cond, fed_tokens, t);
     worst = std::max(worst, ((b - a).abs().max() / (a.max() - a.min())).item<double>());
   }
   EXPECT_LT(worst, 3e-2);
@@ -165,23 +175,16 @@ TEST(Sampler, SmallBatchStepEqualsTheStaticStep) {
   auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
   const bool was = model::skinny_linear_enabled();
   const int64_t S = g->cfg.seq_len;
-  std::vector<int64_t> raster(S);
-  for (int64_t i = 0; i < S; ++i) raster[i] = i;
   for (int64_t B : {1, 4, 5}) {
-    auto classes = torch::arange(B, torch::kInt64).remainder(g->cfg.classes);
-    auto cond = g->condition_tokens(classes);
-    cond = torch::cat({cond, torch::full_like(cond, g->cfg.null_class_token())});
-    auto tokens = ref[0].narrow(0, 0, 1).expand({B, S});
+    const auto cond = guided_conditions(g, torch::arange(B, torch::kInt64).remainder(g->cfg.classes));
+    const auto tokens = ref[0].narrow(0, 0, 1).expand({B, S});
     sampling::DecodeEngine regular(g, sampling::EngineKind::Static), small(g, sampling::EngineKind::Static);
     double worst = 0;
     for (int64_t t = 0; t < S; ++t) {
-      auto fed = t == 0 ? torch::Tensor() : torch::cat({tokens.select(1, t - 1), tokens.select(1, t - 1)});
       model::set_skinny_linear(false);
-      if (t == 0) regular.begin(cond, B, raster);
-      auto a = t == 0 ? regular.prefill() : regular.step(fed, t);
+      auto a = guided_step(regular, cond, tokens, t);
       model::set_skinny_linear(true);
-      if (t == 0) small.begin(cond, B, raster);
-      auto b = t == 0 ? small.prefill() : small.step(fed, t);
+      auto b = guided_step(small, cond, tokens, t);
       worst = std::max(worst, (b - a).abs().max().item<double>());
     }
     EXPECT_EQ(worst, 0.0) << B << " images";
@@ -202,28 +205,21 @@ TEST(SamplerCuda, SkinnyLinearStepMatchesTheCublasStep) {
   g->to(torch::kCUDA, torch::kBFloat16);
   const bool was = model::skinny_linear_enabled();
   const int64_t S = g->cfg.seq_len;
-  std::vector<int64_t> raster(S);
-  for (int64_t i = 0; i < S; ++i) raster[i] = i;
   for (int64_t B : {1, 4, 5}) {
-    auto classes = torch::arange(B, torch::kInt64).remainder(g->cfg.classes).to(torch::kCUDA);
-    auto cond = g->condition_tokens(classes);
-    cond = torch::cat({cond, torch::full_like(cond, g->cfg.null_class_token())});
-    auto tokens = ref[0].narrow(0, 0, 1).expand({B, S}).to(torch::kCUDA);
+    const auto cond =
+        guided_conditions(g, torch::arange(B, torch::kInt64).remainder(g->cfg.classes).to(torch::kCUDA));
+    const auto tokens = ref[0].narrow(0, 0, 1).expand({B, S}).to(torch::kCUDA);
     sampling::DecodeEngine cublas(g, sampling::EngineKind::Static), skinny(g, sampling::EngineKind::Static),
         pdl(g, sampling::EngineKind::Static);
     double worst = 0;
     bool same = true, pdl_same = true;
     for (int64_t t = 0; t < S; ++t) {
-      auto fed = t == 0 ? torch::Tensor() : torch::cat({tokens.select(1, t - 1), tokens.select(1, t - 1)});
       model::set_skinny_linear(false);
-      if (t == 0) cublas.begin(cond, B, raster);
-      auto a = t == 0 ? cublas.prefill() : cublas.step(fed, t);
+      auto a = guided_step(cublas, cond, tokens, t);
       model::set_skinny_linear(true);
-      if (t == 0) skinny.begin(cond, B, raster);
-      auto b = t == 0 ? skinny.prefill() : skinny.step(fed, t);
+      auto b = guided_step(skinny, cond, tokens, t);
       model::set_pdl(true);  // programmatic dependent launch: the same kernels, the same bits
-      if (t == 0) pdl.begin(cond, B, raster);
-      auto c = t == 0 ? pdl.prefill() : pdl.step(fed, t);
+      auto c = guided_step(pdl, cond, tokens, t);
       model::set_pdl(false);
       worst = std::max(worst, ((b - a).abs().max() / (a.max() - a.min())).item<double>());
       same = same && a.equal(b);

@@ -65,14 +65,15 @@ void add_classifier_commands(CLI::App& app) {
       auto rsrc = data::open_source(a->ref);
       data::ImageBatches ref(*rsrc, a->size, cl.cfg.channels, a->pad, int64_t(4) << 30, "load reference");
       auto ro = eval::classify_images(cl.model, ref, a->max_images, a->batch, device);
-      const double fid = eval::frechet_distance(eval::feature_stats(so.features), eval::feature_stats(ro.features));
+      const auto ref_stats = eval::feature_stats(ro.features);
+      const double fid = eval::frechet_distance(eval::feature_stats(so.features), ref_stats);
       std::printf("feature-FID %.4f (%lld samples vs %lld reference images; reference accuracy %.2f%%)\n", fid,
                   (long long)so.labels.size(0), (long long)ro.labels.size(0), 100 * eval::accuracy(ro));
       if (a->bootstrap > 0) {
         const double p = eval::accuracy(so), n = static_cast<double>(so.labels.size(0));
         std::printf("spread: feature-FID sd %.4f (%lld bootstrap resamples of the samples), accuracy sd %.2f%% "
                     "(binomial)\n",
-                    eval::frechet_bootstrap_sd(so.features, eval::feature_stats(ro.features), a->bootstrap),
+                    eval::frechet_bootstrap_sd(so.features, ref_stats, a->bootstrap),
                     (long long)a->bootstrap, 100 * std::sqrt(p * (1 - p) / n));
       }
       if (!a->train.empty()) {

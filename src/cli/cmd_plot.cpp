@@ -10,6 +10,7 @@
 #include "io/plot.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace rar::cli {
 namespace {
@@ -35,17 +36,12 @@ const std::vector<Spec> kKnown = {
 // A run's default name: the folder of a `metrics.jsonl`, else the file name without `.jsonl` (and
 // without a `-metrics` ending: `raster-metrics.jsonl` is "raster").
 std::string run_name(const std::string& path) {
-  std::string p = path;
-  while (p.size() > 1 && p.back() == '/') p.pop_back();
-  const auto slash = p.rfind('/');
-  std::string file = slash == std::string::npos ? p : p.substr(slash + 1);
-  if (file == "metrics.jsonl" && slash != std::string::npos && slash > 0) {
-    const std::string dir = p.substr(0, slash);
-    const auto s2 = dir.rfind('/');
-    return s2 == std::string::npos ? dir : dir.substr(s2 + 1);
+  std::string file = basename_of(path);
+  if (file == "metrics.jsonl") {
+    const std::string dir = basename_of(parent_dir(path));  // "." or "" when there is no folder to name it
+    if (!dir.empty() && dir != ".") return dir;
   }
-  const std::string ext = ".jsonl";
-  for (const std::string end : {ext, std::string("-metrics")})
+  for (const std::string end : {".jsonl", "-metrics"})
     if (file.size() > end.size() && file.compare(file.size() - end.size(), end.size(), end) == 0)
       file.resize(file.size() - end.size());
   return file;

@@ -373,6 +373,26 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 // then the attention reads that slot through L2 (attend_warp's `fresh`).
 __host__ __device__ constexpr int lanes_pow2(int L) { return L <= 1 ? 1 : L <= 2 ? 2 : L <= 4 ? 4 : L <= 8 ? 8 : 16; }
 
+// Where one (row, head) of a decode step reads and writes: the filled slots (this position's is
+// `slot` = len - 1), its row of the qkv projection [R, 3, heads, hd], its head's rows of the caches.
+template <typename KT, int L>
+struct DecodeRowHead {
+  int len, slot, h;
+  const __nv_bfloat16* row;
+  KT *kp, *vp;
+  __device__ DecodeRowHead(const __nv_bfloat16* qkv, KT* k, KT* v, const int64_t* last, int64_t rh, int heads,
+                           int64_t cap) {
+    constexpr int HD = 8 * L;
+    const int64_t n = *last + 1;
+    len = static_cast<int>(n < cap ? n : cap), slot = len - 1;
+    const int64_t r = rh / heads;
+    h = static_cast<int>(rh - r * heads);
+    row = qkv + r * 3 * heads * HD;
+    kp = k + rh * cap * HD;
+    vp = v + rh * cap * HD;
+  }
+};
+
 // One warp's q/k LayerNorms and cache append for one (row, head) — qk_norm_fwd8's arithmetic:
 // lanes [0, P) normalise q, lanes [P, 2P) k, P = L rounded up to a power of two, the statistics
 // through the same group_row_stats8 — writing the scaled bf16 q to qs and this position's key and
@@ -422,17 +442,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int64_t rh = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;  // row * heads + head
   if (rh >= rows) return;
   float* qs = smem + warp * warp_smem_floats(L, cap);
-  const int64_t n = *last + 1;
-  const int len = static_cast<int>(n < cap ? n : cap), slot = len - 1;
-  const int64_t r = rh / heads;
-  const int h = static_cast<int>(rh - r * heads);
-  const __nv_bfloat16* row = qkv + r * 3 * heads * HD;
-  KT* kp = k + rh * cap * HD;
-  KT* vp = v + rh * cap * HD;
-
-  norm_and_append<KT, L>(row, heads, h, wq, bq, wk, bk, eps, scale, qs, kp, vp, slot, lane);
+  const DecodeRowHead<KT, L> d(qkv, k, v, last, rh, heads, cap);
+  norm_and_append<KT, L>(d.row, heads, d.h, wq, bq, wk, bk, eps, scale, qs, d.kp, d.vp, d.slot, lane);
   __syncwarp();  // the query in shared memory and the new slot in global memory, for every lane
-  attend_warp<KT, L, true>(qs, qs + HD, qs + HD + warp_scratch_floats(L), kp, vp, len, slot, lane, out + rh * HD);
+  attend_warp<KT, L, true>(qs, qs + HD, qs + HD + warp_scratch_floats(L), d.kp, d.vp, d.len, d.slot, lane,
+                           out + rh * HD);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -473,22 +487,16 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
   float* accs = qs + round4(HD);                   // [kSplitWarps][HD]
   float* stats = accs + round4(kSplitWarps * HD);  // each part's max, then its sum
   float* mine = stats + round4(2 * kSplitWarps) + warp * split_warp_floats(L, cap);
-  const int64_t n = *last + 1;
-  const int len = static_cast<int>(n < cap ? n : cap), slot = len - 1;
-  const int64_t r = rh / heads;
-  const int h = static_cast<int>(rh - r * heads);
-  const __nv_bfloat16* row = qkv + r * 3 * heads * HD;
-  KT* kp = k + rh * cap * HD;
-  KT* vp = v + rh * cap * HD;
-
-  if (warp == 0) norm_and_append<KT, L>(row, heads, h, wq, bq, wk, bk, eps, scale, qs, kp, vp, slot, lane);
+  const DecodeRowHead<KT, L> d(qkv, k, v, last, rh, heads, cap);
+  if (warp == 0) norm_and_append<KT, L>(d.row, heads, d.h, wq, bq, wk, bk, eps, scale, qs, d.kp, d.vp, d.slot, lane);
   __syncthreads();  // q in shared memory, the new slot in global memory (read through L2 below)
 
-  const int per = (len + kSplitWarps - 1) / kSplitWarps;
-  const int lo = min(len, warp * per), hi = min(len, lo + per);
+  const int per = (d.len + kSplitWarps - 1) / kSplitWarps;
+  const int lo = min(d.len, warp * per), hi = min(d.len, lo + per);
   float mx, sum;
-  attend_part<KT, L, true>(qs, mine, mine + warp_scratch_floats(L), kp + static_cast<int64_t>(lo) * HD,
-                     vp + static_cast<int64_t>(lo) * HD, hi - lo, slot - lo, lane, accs + warp * HD, mx, sum);
+  attend_part<KT, L, true>(qs, mine, mine + warp_scratch_floats(L), d.kp + static_cast<int64_t>(lo) * HD,
+                           d.vp + static_cast<int64_t>(lo) * HD, hi - lo, d.slot - lo, lane, accs + warp * HD, mx,
+                           sum);
   if (lane == 0) {
     stats[warp] = mx;
     stats[kSplitWarps + warp] = sum;

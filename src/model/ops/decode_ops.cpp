@@ -35,15 +35,15 @@ bool use_split(int64_t rows, int64_t heads) {
   const int k = g_attention.load();
   return k == kSplit || (k == kAuto && rows * heads <= kSplitMaxPairs);
 }
-// The skinny linear kernel for decode steps of a few rows: opt-in (RAR_SKINNY_LINEAR=1) until measured.
-std::atomic<bool> g_skinny_linear{[] {
-  const char* e = std::getenv("RAR_SKINNY_LINEAR");
+// An opt-in switch: on when the environment variable is "1".
+bool env_on(const char* name) {
+  const char* e = std::getenv(name);
   return e && std::string(e) == "1";
-}()};
-std::atomic<bool> g_pdl{[] {
-  const char* e = std::getenv("RAR_PDL");
-  return e && std::string(e) == "1";
-}()};
+}
+// The skinny linear kernels and programmatic dependent launch for decode steps of a few rows:
+// opt-in until measured.
+std::atomic<bool> g_skinny_linear{env_on("RAR_SKINNY_LINEAR")};
+std::atomic<bool> g_pdl{env_on("RAR_PDL")};
 }  // namespace
 
 void set_pdl(bool on) { g_pdl.store(on); }
