@@ -334,7 +334,10 @@ TEST(FusedOpsCuda, SkinnyLinearMatchesLinear) {
     const std::string what = "M " + std::to_string(M) + " N " + std::to_string(N) + " K " + std::to_string(K) +
                              (bias ? " bias" : "") + (gelu ? " gelu" : "");
     EXPECT_LT(rel_err(y, ref), 4e-3) << what;  // one bf16 rounding of the float sum
-    EXPECT_LT(rel_err(y, cublas), 1e-2) << what;
+    // cuBLAS's bf16 result is the less exact one (GELU after a bf16 rounding; its own reduction
+    // order): on the H200 at K 5120 it lay 1.2-1.6% of max from this kernel's, which is within one
+    // rounding of float64; 2e-2 still catches a wrong column or a missing bias.
+    EXPECT_LT(rel_err(y, cublas), 2e-2) << what << " (cuBLAS vs float64: " << rel_err(cublas, ref) << ")";
   }
   // what it does not take: at::linear's own result, bit for bit
   torch::manual_seed(3);
