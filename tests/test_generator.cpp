@@ -231,6 +231,44 @@ TEST(Generator, StaticDecodeStepMatchesFullForward) {
   }
 }
 
+// A window of several steps in one call (speculative decoding) gives the full forward's logits at
+// those steps; rewinding the cache and feeding other tokens at the same slots replaces them.
+TEST(Generator, DecodeWindowMatchesFullForwardAndRewinds) {
+  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
+  torch::NoGradGuard ng;
+  torch::manual_seed(4);
+  const int64_t B = 2, S = g->cfg.seq_len;
+  auto order = torch::randperm(S, torch::kInt64);
+  std::vector<int64_t> tau(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + S);
+  auto cond = g->condition_tokens(torch::tensor({4, 9}, torch::kInt64));
+  auto a = torch::randint(0, g->cfg.codebook, {B, S}, torch::kInt64), b = a.clone();
+  b.index_fill_(1, order.narrow(0, 60, S - 60), 7);  // b differs from a after step 60
+  auto orders = order.unsqueeze(0).expand({B, S}).contiguous();
+  auto full_a = g->forward(a, cond, orders), full_b = g->forward(b, cond, orders);
+  auto cache = g->make_cache(B, S + 1);
+  g->decode_prefill(cond, tau[0], cache);
+  // window [t, t+W) feeds x[τ_t] .. x[τ_{t+W-1}] (0-based: columns tau[t-1] .. tau[t+W-2])
+  auto window = [&](const torch::Tensor& x, int64_t t, int64_t W) {
+    std::vector<int64_t> pos(tau.begin() + t - 1, tau.begin() + t - 1 + W), next(tau.begin() + t, tau.begin() + t + W);
+    cache.length = t + 1;
+    return g->decode_window(x.index_select(1, order.narrow(0, t - 1, W)), t, pos, next, cond, cache);
+  };
+  for (auto [t, W] : std::vector<std::pair<int64_t, int64_t>>{{1, 16}, {17, 1}, {18, 40}, {58, 9}}) {
+    auto l = window(a, t, W);
+    ASSERT_EQ(l.sizes(), (std::vector<int64_t>{B, W, g->cfg.codebook}));
+    EXPECT_TRUE(torch::allclose(l, full_a.narrow(1, t, W), 1e-4, 1e-5)) << "steps " << t << ".." << t + W - 1;
+  }
+  // steps 58..66 were fed a's tokens; rewind to step 61 and feed b's (different from step 61 on)
+  auto l = window(b, 61, S - 61);
+  EXPECT_TRUE(torch::allclose(l, full_b.narrow(1, 61, S - 61), 1e-4, 1e-5));
+  EXPECT_FALSE(torch::allclose(l, full_a.narrow(1, 61, S - 61), 1e-4, 1e-5));
+  EXPECT_EQ(cache.length, S + 1);
+  cache.length = S;
+  EXPECT_RAR_ERROR(g->decode_window(a.narrow(1, 0, 2), S - 1, {0, 1}, {1, 2}, cond, cache), "capacity");
+  EXPECT_RAR_ERROR(g->decode_window(a.narrow(1, 0, 2), 3, {0, 1}, {1, 2}, cond, cache), "cache holding");
+  EXPECT_RAR_ERROR(g->decode_window(a.narrow(1, 0, 2), S - 1, {0}, {1}, cond, cache), "needs 2 positions");
+}
+
 TEST(Generator, KvCacheDecodingMatchesFullForward) {
   auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
   torch::manual_seed(1);

@@ -376,6 +376,87 @@ TEST(Sampler, FirstTokenFrequenciesMatchTheModelChiSquare) {
   EXPECT_LT(chi_square(counts, probs), 20.52) << counts << probs;  // 5 dof, p = 0.001
 }
 
+// The exact probability of each of the V^S sequences of tiny_generator under guidance scale
+// `cfg` (pow-cosine power 1) and temperature T for class 1: the product of each step's chain
+// distribution, from full forwards of every sequence (raster order).
+torch::Tensor joint_distribution(model::Generator& g, double cfg, double T) {
+  torch::NoGradGuard ng;
+  const int64_t V = g->cfg.codebook, S = g->cfg.seq_len, N = static_cast<int64_t>(std::pow(V, S));
+  auto seq = torch::zeros({N, S}, torch::kInt64);
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t j = 0, r = i; j < S; ++j, r /= V) seq[i][S - 1 - j] = r % V;  // row i = i in base V
+  auto c = g->forward(seq, g->condition_tokens(torch::ones({N}, torch::kInt64))).narrow(1, 0, S);
+  auto u = g->forward(seq, torch::full({N}, g->cfg.null_class_token(), torch::kInt64)).narrow(1, 0, S);
+  auto logp = torch::zeros({N}, torch::kFloat64);
+  for (int64_t t = 0; t < S; ++t) {
+    const float scale = sampling::guidance_scale_at(t, S, cfg, 1.0, GuidanceSchedule::PowCosine);
+    auto l = cfg != 0 ? u.select(1, t) + (c.select(1, t) - u.select(1, t)) * scale : c.select(1, t);
+    logp += (l / T).log_softmax(-1).gather(1, seq.select(1, t).unsqueeze(1)).squeeze(1).to(torch::kFloat64);
+  }
+  return logp.exp();
+}
+
+// Index of each sampled sequence [B,S] in joint_distribution's enumeration, counted.
+torch::Tensor sequence_counts(const torch::Tensor& tokens, int64_t V) {
+  auto idx = torch::zeros({tokens.size(0)}, torch::kInt64);
+  for (int64_t j = 0; j < tokens.size(1); ++j) idx = idx * V + tokens.select(1, j).cpu();
+  return torch::bincount(idx, {}, static_cast<int64_t>(std::pow(V, tokens.size(1)))).to(torch::kFloat64);
+}
+
+// Speculative Jacobi decoding keeps the token distribution: the frequencies of whole sequences
+// (all 4^4 of a peaked tiny model, guided, temperature 1.5) drawn with windows of 2, 3 and 4
+// positions match the exact joint distribution as well as sequential sampling's do, and are far
+// from the distribution without guidance (the test tells distributions apart).
+TEST(Sampler, SpeculativeDecodingKeepsTheJointDistributionChiSquare) {
+  const int64_t V = 4, N = 20000;
+  auto g = tiny_generator(V);
+  const auto exact = joint_distribution(g, 2.0, 1.5), unguided = joint_distribution(g, 0.0, 1.5);
+  ASSERT_NEAR(exact.sum().item<double>(), 1.0, 1e-6);
+  sampling::SamplingOptions o;
+  o.cfg = 2.0, o.cfg_power = 1.0, o.temperature = 1.5, o.engine = "plain";
+  const auto classes = torch::ones({N}, torch::kInt64);
+  const double limit = 330.5;  // chi-square, 255 dof, p = 0.001
+  sampling::Sampler sequential(g, o);
+  auto seq_counts = sequence_counts(sequential.sample_batch(classes, 11), V);
+  EXPECT_LT(chi_square(seq_counts, exact), limit) << "sequential sampling";
+  for (int64_t W : {2, 3, 4}) {
+    o.speculative = W;
+    sampling::Sampler spec(g, o);
+    auto tokens = spec.sample_batch(classes, 12 + W);
+    auto counts = sequence_counts(tokens, V);
+    EXPECT_LT(chi_square(counts, exact), limit) << "window " << W;
+    EXPECT_GT(chi_square(counts, unguided), 10 * limit) << "window " << W;
+    const auto& st = spec.speculative_stats();
+    EXPECT_EQ(st.tokens, 4);
+    EXPECT_GE(st.calls, 2);  // the prefill and at least one window
+    EXPECT_LE(st.calls, 4);  // never more than one call per token
+  }
+}
+
+// Greedy speculative decoding is Jacobi decoding: the sequential greedy tokens (the reference
+// code's), in fewer calls when drafts match; with fp8 the same distribution machinery runs.
+TEST(Sampler, SpeculativeGreedyEqualsSequentialGreedy) {
+  auto ref = io::read_npy(shared_ref("ref_greedy.npy"));  // [2,4,256]
+  auto classes = io::read_npy(shared_ref("ref_classes.npy"));
+  auto g = model::load_generator(shared_ref("tiny_rar.bin"));
+  for (int64_t W : {1, 8, 32}) {
+    auto o = greedy(3.0, 1.0);
+    o.speculative = W;
+    sampling::Sampler s(g.model, o);
+    EXPECT_TRUE(s.sample(classes, 64).equal(ref[0])) << "window " << W;
+    EXPECT_EQ(s.speculative_stats().tokens, 256);
+    if (W == 1) EXPECT_EQ(s.speculative_stats().calls, 256);
+    else EXPECT_LT(s.speculative_stats().calls, 256) << "window " << W;
+  }
+  // whole batches only; a negative window is refused
+  auto o = greedy(3.0, 1.0);
+  o.speculative = 4;
+  sampling::Sampler s(g.model, o);
+  EXPECT_RAR_ERROR(s.sample_groups(classes, {sampling::RowGroup{0, classes.size(0), o, 1}}), "not row groups");
+  o.speculative = -1;
+  EXPECT_RAR_ERROR(o.validate(), "--speculative must be >= 0");
+}
+
 TEST(Sampler, SameSeedSameTokensDifferentSeedDifferent) {
   auto g = tiny_generator(16);
   sampling::SamplingOptions o;

@@ -36,8 +36,8 @@ struct BenchArgs {
   int profile = 0;
   std::string trace;
   double dropout = 0.1;
-  int64_t seed = 0, count = 10000, distinct = 0, decode_batch = 64, fill = 0;
-  std::string out;
+  int64_t seed = 0, count = 10000, distinct = 0, decode_batch = 64, fill = 0, speculative = 0;
+  std::string out, generator;
 };
 
 std::string fixed1(double v) {
@@ -104,13 +104,18 @@ void run_sample(const BenchArgs& a) {
   if (!a.attention.empty()) model::set_decode_attention_kernel(a.attention);
   auto device = parse_device(a.device);
   auto dtype = parse_precision(a.precision);
-  auto cfg = model::GeneratorConfig::preset(a.model);
+  // a preset with random weights, or a trained generator (--generator: what speculative decoding
+  // gains depends on the model's distributions; random weights give nearly uniform ones)
   torch::manual_seed(0);
-  model::Generator g(cfg);
-  {  // random adaLN so every path does real work
+  model::Generator g{nullptr};
+  if (!a.generator.empty()) {
+    g = model::load_generator(a.generator).model;
+  } else {  // random adaLN so every path does real work
+    g = model::Generator(model::GeneratorConfig::preset(a.model));
     torch::NoGradGuard ng;
     for (auto& p : g->parameters()) p.normal_(0, 0.02);
   }
+  const auto cfg = g->cfg;
   g->to(device, dtype);
   g->eval();
   sampling::SamplingOptions o;
@@ -118,6 +123,7 @@ void run_sample(const BenchArgs& a) {
   o.steps = a.steps;
   o.engine = a.engine;
   o.kv_cache = a.kv_cache;
+  o.speculative = a.speculative;
   sampling::Sampler sampler(g, o);
   model::VQModel vq{nullptr};
   if (a.decode) {
@@ -156,14 +162,18 @@ void run_sample(const BenchArgs& a) {
   if (a.header)
     std::printf("| model | batch | cfg | precision | engine | steps | tokens images/s | end-to-end images/s | TFLOP/s "
                 "| of bf16 peak | peak GiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
-  std::printf("| %s | %lld | %g | %s | %s | %lld | %.1f | %s | %.1f | %s | %.1f |\n", a.model.c_str(),
+  const auto& sp = sampler.speculative_stats();  // summed over the timed batches
+  const double per_call = sp.calls > 0 ? double(sp.tokens) / sp.calls : 1.0;
+  std::printf("| %s | %lld | %g | %s | %s | %lld | %.1f | %s | %.1f | %s | %.1f |\n",
+              a.generator.empty() ? a.model.c_str() : a.generator.c_str(),
               (long long)a.batch, a.cfg, a.precision.c_str(),
               (std::string(sampling::engine_name(sampler.engine())) +
                (a.distinct > 0 ? ", " + std::to_string(a.distinct) + " classes" : "") +
                (a.kv_cache == "fp8" ? ", fp8 KV" : "") +
                (model::decode_attention_kernel() != "warp" ? ", " + model::decode_attention_kernel() + " attention" : "") +
                (model::skinny_linear_enabled() && a.batch * (a.cfg != 0 ? 2 : 1) <= 8 ? ", skinny linear" : "") +
-               (model::pdl_enabled() ? ", pdl" : ""))
+               (model::pdl_enabled() ? ", pdl" : "") +
+               (a.speculative > 0 ? cat(", speculative ", a.speculative, " (", fixed1(per_call), " tokens per call)") : ""))
                   .c_str(),
               (long long)steps, a.batch / tokens_s, a.decode ? fixed1(a.batch / e2e_s).c_str() : "-", tflops,
               device.is_cuda() ? cat(static_cast<int>(100 * tflops / kBf16PeakTflops + 0.5), "%").c_str() : "-",
@@ -374,6 +384,10 @@ void add_bench(CLI::App& app) {
   s->add_option("--engine", a->engine, "plain, static, graph or auto (graph on CUDA builds)");
   s->add_flag("--channels-last", a->channels_last, "with --decode: NHWC decoder");
   s->add_option("--decode-batch", a->decode_batch, "with --decode: images decoded at once")->check(positive_count());
+  s->add_option("--speculative", a->speculative,
+                 "speculative Jacobi decoding, W positions per call (prints tokens per call; use --generator for a "
+                 "trained model's: random weights accept nearly every draft)")->check(count());
+  s->add_option("--generator", a->generator, "a trained generator instead of --model's random weights");
   s->add_option("--distinct-classes", a->distinct, "K classes per batch, each repeated (0 = random classes)")->check(count());
   s->callback([a] { run_sample(*a); });
   auto* at = bench->add_subcommand("attention", "One decode step's attention over a filled KV cache (the kernel alone)");

@@ -117,7 +117,7 @@ void run(SampleArgs& a) {
                                {"top_p", a.opts.top_p}, {"order", a.opts.order}, {"seed", a.opts.seed},
                                {"precision", a.precision}, {"device", device.is_cuda() ? "cuda" : "cpu"},
                                // everything else that changes the bytes of a shard
-                               {"engine", a.opts.engine}, {"kv_cache", a.opts.kv_cache},
+                               {"engine", a.opts.engine}, {"kv_cache", a.opts.kv_cache}, {"speculative", a.opts.speculative},
                                {"decode_precision", a.decode_precision}, {"channels_last", a.channels_last},
                                {"decode_batch", a.decode_batch}};
     // rank 0 creates the parts folder and its manifest; the others then check theirs against it
@@ -184,6 +184,9 @@ void run(SampleArgs& a) {
   if (shards) shards->finalize(a.compress);
   std::fprintf(stderr, "sampled %lld images at %.2f images/s%s%s\n", (long long)N, progress.rate(),
                a.out.empty() ? "" : " -> ", a.out.c_str());
+  if (const auto& sp = summary.speculative; sp.calls > 0)
+    std::fprintf(stderr, "speculative decoding (%lld positions per call): %lld model calls for %lld tokens, %.2f tokens per call\n",
+                 (long long)a.opts.speculative, (long long)sp.calls, (long long)sp.tokens, double(sp.tokens) / sp.calls);
 }
 
 }  // namespace
@@ -210,6 +213,9 @@ void add_sample(CLI::App& app) {
                   "plain (the KV-cache loop), static (fixed shapes), graph (static, captured in a CUDA graph) or auto");
   cmd->add_option("--kv-cache", a->opts.kv_cache,
                   "KV cache dtype: model (exact) or fp8 (e4m3, half the memory traffic of a step; approximate)");
+  cmd->add_option("--speculative", a->opts.speculative,
+                  "speculative Jacobi decoding with W positions per model call (fewer calls for small batches; "
+                  "the same distribution, other tokens for a seed; 0 = off)")->check(count());
   cmd->add_option("--batch", a->batch, "images per batch")->check(positive_count());
   cmd->add_option("--decode-batch", a->decode_batch, "images decoded at once (decoder memory: ~8 GiB per 64 in bf16)")
       ->check(positive_count());

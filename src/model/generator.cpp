@@ -45,6 +45,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
   // qkv projection, q/k LayerNorm per head (model/ops)
   auto [q, k, v] = qk_norm_split(linear(*qkv, x), heads, q_norm, k_norm);
   bool causal = true;
+  std::optional<torch::Tensor> mask;  // [N, past+N] bool: keys each new query sees
   if (k_cache) {
     // Append this step's keys/values, then attend over everything cached so far
     //   (a cache may hold another dtype than the model, fp8: model/ops to_cache_dtype)
@@ -52,13 +53,17 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
     v_cache->index({Slice(), Slice(), Slice(past, past + N)}).copy_(to_cache_dtype(v, v_cache->scalar_type()));
     k = k_cache->index({Slice(), Slice(), Slice(0, past + N)}).to(q.scalar_type());
     v = v_cache->index({Slice(), Slice(), Slice(0, past + N)}).to(q.scalar_type());
-    // One new query sees every cached key; several new queries (prefill) need the causal mask,
-    // which is aligned to the top-left, so it is only right when nothing was cached before.
-    causal = N > 1;
-    check(!causal || past == 0, "attention: several new positions on a non-empty KV cache");
+    // One new query sees every cached key; several new queries need the causal mask. SDPA's is
+    // aligned to the top-left, right only when nothing was cached before (the prefill); after
+    // that (a speculative window) new position i sees keys 0 .. past+i: an explicit mask.
+    causal = N > 1 && past == 0;
+    if (N > 1 && past > 0) {
+      auto opts = torch::TensorOptions().dtype(torch::kInt64).device(x.device());
+      mask = torch::arange(past + N, opts).unsqueeze(0) <= torch::arange(past, past + N, opts).unsqueeze(1);
+    }
   }
   // softmax(q·kᵀ/√hd + causal mask)·v
-  auto o = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, is_training() ? attn_drop : 0.0, causal);
+  auto o = at::scaled_dot_product_attention(q, k, v, mask, is_training() ? attn_drop : 0.0, causal);
   o = o.transpose(1, 2).reshape({B, N, H});
   return proj_drop(linear(*proj, o));
 }
@@ -265,6 +270,31 @@ torch::Tensor GeneratorImpl::decode_step(const torch::Tensor& token, int64_t t, 
   auto c = embeddings(condition) + E[1 + t];
   h = run_blocks(h.unsqueeze(1), c.unsqueeze(1), &cache);
   return head(h, c.unsqueeze(1)).select(1, 0).to(torch::kFloat32);
+}
+
+torch::Tensor GeneratorImpl::decode_window(const torch::Tensor& tokens, int64_t t, const std::vector<int64_t>& pos,
+                                           const std::vector<int64_t>& next_pos, const torch::Tensor& condition,
+                                           KVCache& cache) {
+  const int64_t W = tokens.size(1);
+  check(tokens.dim() == 2 && W >= 1 && static_cast<int64_t>(pos.size()) == W &&
+            static_cast<int64_t>(next_pos.size()) == W,
+        "generator: a decode window of ", W, " tokens needs ", W, " positions and target positions");
+  check(cache.length == t + 1, "generator: decode window at step ", t, " on a cache holding ", cache.length, " positions");
+  check(t + 1 + W <= cache.capacity(), "generator: KV cache capacity ", cache.capacity(), " exceeded");
+  const auto P = pos_embed[0], T = target_aware_pos_embed[0], E = timesteps_embeddings[0];
+  // index 1+t+j: x[τ_{t+j}] + P[2+τ_{t+j}] + T[2+τ_{t+j+1}]; condition E[1+t+j] (decode_step's sums, per column)
+  auto rows = [&](const std::vector<int64_t>& at) {
+    std::vector<int64_t> r(at.size());
+    for (size_t j = 0; j < at.size(); ++j) r[j] = 2 + at[j];
+    return torch::tensor(r, torch::TensorOptions().dtype(torch::kInt64).device(P.device()));
+  };
+  auto h = embeddings(tokens) + P.index_select(0, rows(pos));
+  std::vector<int64_t> target(next_pos);
+  for (auto& x : target) check(x >= 0, "generator: a decode window needs every target position");
+  h = h + T.index_select(0, rows(target));
+  auto c = embeddings(condition).unsqueeze(1) + E.narrow(0, 1 + t, W);
+  h = run_blocks(h, c, &cache);
+  return head(h, c).to(torch::kFloat32);
 }
 
 }  // namespace rar::model

@@ -60,6 +60,7 @@ SampleSummary run_sampling(model::Generator g, std::optional<model::VQModel> vq,
     is_waiting = true;
   }
   flush();
+  summary.speculative = sampler.speculative_stats();
   return summary;
 }
 

@@ -4,6 +4,7 @@
 
 #include "sampling/logits_chain.h"
 #include "sampling/orders.h"
+#include "sampling/speculative.h"
 #include "util/error.h"
 
 namespace rar::sampling {
@@ -15,6 +16,7 @@ void SamplingOptions::validate() const {
   check(top_k >= 0, "--top-k must be >= 0, got ", top_k);
   check(top_p > 0 && top_p <= 1, "--top-p must lie in (0, 1], got ", top_p);
   check(steps >= 0, "--steps must be >= 0, got ", steps);
+  check(speculative >= 0, "--speculative must be >= 0 (0 = off), got ", speculative);
   scan_order(order, 4);  // throws for an unknown order name
   check_engine_name(engine);
   parse_kv_cache(kv_cache);
@@ -29,6 +31,7 @@ Sampler::Sampler(model::Generator g, SamplingOptions opts)
 }
 
 torch::Tensor Sampler::sample_batch(const torch::Tensor& classes, uint64_t seed) {
+  if (opts_.speculative > 0) return sample_speculative(*g_, classes, opts_, opts_.speculative, seed, &spec_);
   return sample_groups(classes, {RowGroup{0, classes.size(0), opts_, seed}});
 }
 
@@ -112,6 +115,7 @@ torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std:
     guided = guided || grp.opts.cfg != 0.0;
   }
   check(covered == B, "sampler: row groups cover ", covered, " rows of ", B);
+  check(opts_.speculative == 0, "speculative decoding samples whole batches with one setting, not row groups");
   // Guided groups need the null-class rows; unguided groups in the same batch ignore them.
   auto classes = classes_in.to(device, torch::kInt64);
   auto cond = g_->condition_tokens(classes);

@@ -25,8 +25,16 @@ struct SamplingOptions {
   int64_t steps = 0;        // generate only the first `steps` tokens (benchmarks); 0 = all S
   std::string engine = "auto";  // plain | static | graph | auto (sampling/engine.h)
   std::string kv_cache = "model";  // the KV cache's dtype: model (the model's) | fp8 (e4m3: half the bytes)
+  int64_t speculative = 0;  // W > 0: speculative Jacobi decoding, W positions per model call (sampling/speculative)
 
   void validate() const;  // throws rar::Error naming the bad option
+};
+
+// What speculative decoding did (sampling/speculative), summed over batches.
+struct SpeculativeStats {
+  int64_t tokens = 0;     // tokens generated per image (the steps), summed over batches
+  int64_t calls = 0;      // model calls: the prefill and one per iteration
+  int64_t positions = 0;  // positions fed per row over all calls (the work done)
 };
 
 // One request's rows within a batch (the service coalesces several): rows [first, first + n) of
@@ -58,6 +66,8 @@ class Sampler {
                        const std::function<void(int64_t, const torch::Tensor&)>& on_batch = {});
 
   const SamplingOptions& options() const { return opts_; }
+  // With opts.speculative > 0: the counts of the batches sampled so far (zeros otherwise).
+  const SpeculativeStats& speculative_stats() const { return spec_; }
   EngineKind engine() const { return engine_.kind(); }
   static uint64_t batch_seed(uint64_t seed, int64_t batch_index) { return seed + static_cast<uint64_t>(batch_index); }
 
@@ -66,6 +76,7 @@ class Sampler {
   SamplingOptions opts_;
   std::vector<int64_t> order_;
   DecodeEngine engine_;  // keeps its buffers while the batch size stays the same
+  SpeculativeStats spec_;
 };
 
 // Class ids for `--classes a,b,c --per-class K` (each repeated K times, in order) or, with
