@@ -8,7 +8,11 @@
 # QUICK=1: the rar_xl rows that decide, one rar_b pair and one profile pair (~2 minutes); else
 # both models, fp8 caches, batches of 4, the block kernel, and where the split variant stops paying
 # at larger batches (~6 minutes). From the repository root on the GPU machine.
-# Usage: [QUICK=1] bench/gpu_latency.sh build-gpu/rar [profile.md]
+# Speculative Jacobi decoding (--speculative W): with random weights nearly every draft is kept
+# (their distributions are nearly uniform), so those rows give the time of one call of W positions
+# (the latency line's "us per call"), not the calls an image needs; GEN=a trained generator adds
+# rows where the model decides how many tokens a call keeps (e.g. #21's Fashion-MNIST generators).
+# Usage: [QUICK=1] [GEN=generator.safetensors] bench/gpu_latency.sh build-gpu/rar [profile.md]
 set -u
 RAR=${1:-build-gpu/rar}
 PROFILE=${2:-/dev/null}
@@ -17,7 +21,7 @@ row() {  # row SKINNY PDL ARGS...: the table row and the latency line
   local o
   o=$(RAR_SKINNY_LINEAR=$skinny RAR_PDL=$pdl timeout ${ROW_TIMEOUT:-90} "$RAR" bench sample --no-header --engine graph \
     --repeats 5 "$@" 2>&1)
-  echo "$o" | grep -qE '^\| rar' && echo "$o" | grep -E '^\| rar|^latency' | paste -sd ' ' ||
+  echo "$o" | grep -qE '^\| [^-]' && echo "$o" | grep -E '^\| [^-]|^latency' | paste -sd ' ' ||
     echo "| failed (skinny $skinny, pdl $pdl): $* | $(echo "$o" | tail -1) |"
 }
 echo "| model | batch | cfg | precision | engine | steps | tokens images/s | end-to-end images/s | TFLOP/s | of bf16 peak | peak GiB |"
@@ -37,6 +41,11 @@ for m in $models; do
   row 0 0 --model $m --batch 4
   row 1 1 --model $m --batch 4 --attention-kernel split
 done
+# one call of W positions (random weights: the time per call, not the calls per image)
+for w in 4 16; do row 0 0 --model rar_xl --batch 1 --speculative $w; done
+if [ -n "${GEN:-}" ]; then  # a trained model: the calls per image too
+  for w in 0 4 8 16; do row 0 0 --generator "$GEN" --batch 1 --cfg 2 --speculative $w; done
+fi
 if [ "${QUICK:-0}" = 1 ]; then
   row 0 0 --model rar_b --batch 1
   row 1 1 --model rar_b --batch 1 --attention-kernel split

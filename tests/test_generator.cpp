@@ -269,6 +269,40 @@ TEST(Generator, DecodeWindowMatchesFullForwardAndRewinds) {
   EXPECT_RAR_ERROR(g->decode_window(a.narrow(1, 0, 2), S - 1, {0}, {1}, cond, cache), "needs 2 positions");
 }
 
+// The static-shape window (speculative decoding's graph-capturable call) gives the full forward's
+// logits at the window's real steps, near the end too (columns past the last step are ignored),
+// with the adaLN tables serving every row, only the null rows, or no row (unguided, no budget).
+TEST(Generator, StaticDecodeWindowMatchesFullForward) {
+  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
+  torch::NoGradGuard ng;
+  torch::manual_seed(6);
+  const int64_t S = g->cfg.seq_len, W = 16;
+  auto order = torch::randperm(S, torch::kInt64);
+  std::vector<int64_t> tau(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + S);
+  auto classes = torch::tensor({3, 3, 7}, torch::kInt64);
+  for (auto [null_rows, budget] : std::vector<std::pair<int64_t, int64_t>>{{3, int64_t(1) << 30}, {3, 0}, {0, 0}}) {
+    const int64_t R = 3 + null_rows;
+    auto cond = g->condition_tokens(classes);
+    if (null_rows) cond = torch::cat({cond, torch::full({null_rows}, g->cfg.null_class_token(), torch::kInt64)});
+    auto tokens = torch::randint(0, g->cfg.codebook, {R, S}, torch::kInt64);
+    auto full = g->forward(tokens, cond, order.unsqueeze(0).expand({R, S}).contiguous());
+    auto s = sampling::make_static_decode(*g, g->condition_tokens(classes), null_rows, tau, S + W, budget, W);
+    auto cache = sampling::make_zeroed_cache(*g, R, S + W);
+    g->decode_prefill(cond, tau[0], cache);
+    // in generation order: column k = x[τ_{k+1}]; padded past the end
+    auto gen = torch::cat({tokens.index_select(1, order), torch::zeros({R, W}, torch::kInt64)}, 1);
+    for (int64_t t = 1; t < S; t += W) {
+      s.window.copy_(gen.narrow(1, t - 1, W));
+      s.step.fill_(t);
+      auto l = sampling::decode_window_static(*g, s, cache);
+      ASSERT_EQ(l.sizes(), (std::vector<int64_t>{R, W, g->cfg.codebook}));
+      const int64_t real = std::min(W, S - t);
+      EXPECT_TRUE(torch::allclose(l.narrow(1, 0, real), full.narrow(1, t, real), 1e-4, 1e-5))
+          << "steps " << t << ".." << t + real - 1 << ", null rows " << null_rows << ", table budget " << budget;
+    }
+  }
+}
+
 TEST(Generator, KvCacheDecodingMatchesFullForward) {
   auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
   torch::manual_seed(1);

@@ -419,13 +419,13 @@ TEST(Sampler, SpeculativeDecodingKeepsTheJointDistributionChiSquare) {
   sampling::Sampler sequential(g, o);
   auto seq_counts = sequence_counts(sequential.sample_batch(classes, 11), V);
   EXPECT_LT(chi_square(seq_counts, exact), limit) << "sequential sampling";
-  for (int64_t W : {2, 3, 4}) {
-    o.speculative = W;
+  for (auto [W, engine] : std::vector<std::pair<int64_t, std::string>>{{2, "plain"}, {3, "plain"}, {4, "plain"}, {3, "static"}}) {
+    o.speculative = W, o.engine = engine;
     sampling::Sampler spec(g, o);
     auto tokens = spec.sample_batch(classes, 12 + W);
     auto counts = sequence_counts(tokens, V);
-    EXPECT_LT(chi_square(counts, exact), limit) << "window " << W;
-    EXPECT_GT(chi_square(counts, unguided), 10 * limit) << "window " << W;
+    EXPECT_LT(chi_square(counts, exact), limit) << "window " << W << ", " << engine;
+    EXPECT_GT(chi_square(counts, unguided), 10 * limit) << "window " << W << ", " << engine;
     const auto& st = spec.speculative_stats();
     EXPECT_EQ(st.tokens, 4);
     EXPECT_GE(st.calls, 2);  // the prefill and at least one window
@@ -439,11 +439,11 @@ TEST(Sampler, SpeculativeGreedyEqualsSequentialGreedy) {
   auto ref = io::read_npy(shared_ref("ref_greedy.npy"));  // [2,4,256]
   auto classes = io::read_npy(shared_ref("ref_classes.npy"));
   auto g = model::load_generator(shared_ref("tiny_rar.bin"));
-  for (int64_t W : {1, 8, 32}) {
-    auto o = greedy(3.0, 1.0);
+  for (auto [W, engine] : std::vector<std::pair<int64_t, std::string>>{{1, "plain"}, {8, "plain"}, {32, "plain"}, {8, "static"}}) {
+    auto o = greedy(3.0, 1.0, engine);
     o.speculative = W;
     sampling::Sampler s(g.model, o);
-    EXPECT_TRUE(s.sample(classes, 64).equal(ref[0])) << "window " << W;
+    EXPECT_TRUE(s.sample(classes, 64).equal(ref[0])) << "window " << W << ", " << engine;
     EXPECT_EQ(s.speculative_stats().tokens, 256);
     if (W == 1) EXPECT_EQ(s.speculative_stats().calls, 256);
     else EXPECT_LT(s.speculative_stats().calls, 256) << "window " << W;
@@ -455,6 +455,36 @@ TEST(Sampler, SpeculativeGreedyEqualsSequentialGreedy) {
   EXPECT_RAR_ERROR(s.sample_groups(classes, {sampling::RowGroup{0, classes.size(0), o, 1}}), "not row groups");
   o.speculative = -1;
   EXPECT_RAR_ERROR(o.validate(), "--speculative must be >= 0");
+}
+
+// On the GPU the graph kind replays the static window: greedy gives the reference's tokens, and a
+// drawn batch (guided, fp32 and bf16, exact and fp8 cache) the static kind's tokens for the seed.
+TEST(SamplerCuda, SpeculativeGraphWindowMatchesTheStaticOne) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  if (sampling::parse_engine("auto", torch::kCUDA) != sampling::EngineKind::Graph) GTEST_SKIP() << "no CUDA build";
+  auto ref = io::read_npy(shared_ref("ref_greedy.npy"));
+  auto classes = io::read_npy(shared_ref("ref_classes.npy"));
+  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
+  g->to(torch::kCUDA);
+  const bool tf32 = at::globalContext().allowTF32CuBLAS();
+  at::globalContext().setAllowTF32CuBLAS(false);
+  auto o = greedy(3.0, 1.0, "graph");
+  o.speculative = 8;
+  EXPECT_TRUE(sampling::Sampler(g, o).sample(classes, 64).equal(ref[0]));
+  for (auto dt : {torch::kFloat32, torch::kBFloat16})
+    for (std::string kv : {"model", "fp8"}) {
+      g->to(dt);
+      sampling::SamplingOptions d;
+      d.cfg = 3.0, d.cfg_power = 1.0, d.speculative = 8, d.kv_cache = kv;
+      d.engine = "static";
+      auto a = sampling::Sampler(g, d).sample_batch(classes, 5);
+      d.engine = "graph";
+      sampling::Sampler graph(g, d);
+      EXPECT_TRUE(graph.sample_batch(classes, 5).equal(a)) << dt << " " << kv;
+      EXPECT_TRUE(graph.sample_batch(classes, 5).equal(a)) << dt << " " << kv << ", replayed";
+      EXPECT_LT(graph.speculative_stats().calls, 2 * 256);
+    }
+  at::globalContext().setAllowTF32CuBLAS(tf32);
 }
 
 TEST(Sampler, SameSeedSameTokensDifferentSeedDifferent) {

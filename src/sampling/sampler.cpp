@@ -28,10 +28,11 @@ Sampler::Sampler(model::Generator g, SamplingOptions opts)
       engine_(g_, (opts_.validate(), parse_engine(opts_.engine, g_->cls_token.device())),
               parse_kv_cache(opts_.kv_cache)) {
   order_ = scan_order(opts_.order, g_->cfg.seq_len);
+  if (opts_.speculative > 0) speculative_ = std::make_shared<SpeculativeDecoder>(g_, opts_);
 }
 
 torch::Tensor Sampler::sample_batch(const torch::Tensor& classes, uint64_t seed) {
-  if (opts_.speculative > 0) return sample_speculative(*g_, classes, opts_, opts_.speculative, seed, &spec_);
+  if (opts_.speculative > 0) return speculative_->sample(classes, seed, &spec_);
   return sample_groups(classes, {RowGroup{0, classes.size(0), opts_, seed}});
 }
 

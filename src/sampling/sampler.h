@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,7 @@ class Sampler {
   SamplingOptions opts_;
   std::vector<int64_t> order_;
   DecodeEngine engine_;  // keeps its buffers while the batch size stays the same
+  std::shared_ptr<class SpeculativeDecoder> speculative_;  // opts.speculative > 0 (sampling/speculative)
   SpeculativeStats spec_;
 };
 

@@ -2,11 +2,14 @@
 #include "sampling/speculative.h"
 
 #include <algorithm>
+#include <memory>
 
 #include "sampling/guidance.h"
 #include "sampling/logits_chain.h"
 #include "sampling/orders.h"
+#include "sampling/static_decode.h"
 #include "util/error.h"
+#include "util/gpu.h"
 
 namespace rar::sampling {
 
@@ -39,18 +42,26 @@ torch::Tensor draw_from(const torch::Tensor& p, at::Generator& gen) {
 
 }  // namespace
 
-torch::Tensor sample_speculative(model::GeneratorImpl& g, const torch::Tensor& classes_in, const SamplingOptions& opts,
-                                 int64_t window, uint64_t seed, SpeculativeStats* stats) {
+SpeculativeDecoder::SpeculativeDecoder(model::Generator g, SamplingOptions opts)
+    : g_(std::move(g)), opts_(std::move(opts)), kind_(EngineKind::Plain) {
+  opts_.validate();
+  check(opts_.speculative >= 1, "--speculative must be >= 1 positions per call, got ", opts_.speculative);
+  kind_ = parse_engine(opts_.engine, g_->cls_token.device());
+  order_ = scan_order(opts_.order, g_->cfg.seq_len);
+}
+
+torch::Tensor SpeculativeDecoder::sample(const torch::Tensor& classes_in, uint64_t seed, SpeculativeStats* stats) {
   torch::NoGradGuard no_grad;
-  opts.validate();
-  check(window >= 1, "--speculative must be >= 1 positions per call, got ", window);
+  auto& g = *g_;
+  const auto& opts = opts_;
+  const auto& order = order_;
+  const int64_t window = opts.speculative;
   const auto& cfg = g.cfg;
   const auto device = g.cls_token.device();
   const int64_t B = classes_in.size(0), S = cfg.seq_len, V = cfg.codebook;
   check(classes_in.numel() == 0 ||
             (classes_in.min().item<int64_t>() >= 0 && classes_in.max().item<int64_t>() < cfg.classes),
         "class ids must lie in [0, ", cfg.classes, ")");
-  const auto order = scan_order(opts.order, S);
   const int64_t steps = opts.steps > 0 ? std::min(opts.steps, S) : S;
   const bool guided = opts.cfg != 0.0;
   const auto ints = torch::TensorOptions().dtype(torch::kInt64).device(device);
@@ -58,10 +69,43 @@ torch::Tensor sample_speculative(model::GeneratorImpl& g, const torch::Tensor& c
   auto raster = torch::zeros({B, S}, ints);
   if (B == 0) return raster;
 
-  auto cond = g.condition_tokens(classes_in.to(device, torch::kInt64));
-  if (guided) cond = torch::cat({cond, torch::full_like(cond, cfg.null_class_token())});
+  const auto class_rows = g.condition_tokens(classes_in.to(device, torch::kInt64));
+  auto cond = guided ? torch::cat({class_rows, torch::full_like(class_rows, cfg.null_class_token())}) : class_rows;
+  const int64_t R = cond.size(0);
   auto both = [&](const torch::Tensor& x) { return guided ? torch::cat({x, x}) : x; };
-  auto cache = g.make_cache(cond.size(0), S + 1, parse_kv_cache(opts.kv_cache));
+  // The calls: on the plain path (the cache grown and rewound) or with static shapes (every call
+  // the same W columns; the graph kind captures the call once per row count and replays it).
+  const auto kv = parse_kv_cache(opts.kv_cache);
+  model::KVCache plain_cache;
+  Fixed* fixed = nullptr;
+  if (kind_ == EngineKind::Plain) {
+    plain_cache = g.make_cache(R, S + 1, kv);
+  } else {
+    auto it = fixed_.find(R);
+    if (it == fixed_.end() || !update_static_decode(g, it->second.s, class_rows)) {
+      Fixed f;
+      f.cache = it != fixed_.end() ? it->second.cache : make_zeroed_cache(g, R, S + window, kv);
+      f.s = make_static_decode(g, class_rows, guided ? B : 0, order, S + window, int64_t(1) << 30, window);
+      fixed_[R] = std::move(f);  // a graph captured on the old buffers is dropped with them
+    }
+    fixed = &fixed_[R];
+  }
+  auto& cache = fixed ? fixed->cache : plain_cache;
+  // logits [R,W,V] of steps n .. n+W-1, fed = x[τ_n] and the next window-1 drafts [B,window]
+  auto call = [&](const torch::Tensor& fed, int64_t n, int64_t W) {
+    if (!fixed) {
+      const std::vector<int64_t> pos(order.begin() + n - 1, order.begin() + n - 1 + W),
+          next(order.begin() + n, order.begin() + n + W);
+      cache.length = n + 1;  // the kept tokens' slots; a refused draft's slot is overwritten
+      return g.decode_window(both(fed.narrow(1, 0, W)), n, pos, next, cond, cache);
+    }
+    fixed->s.window.copy_(both(fed));
+    fixed->s.step.fill_(n);
+    if (kind_ == EngineKind::Static) return decode_window_static(g, fixed->s, cache).narrow(1, 0, W);
+    if (!fixed->graph)
+      fixed->graph = std::make_unique<gpu::StepGraph>([&g, fixed] { return decode_window_static(g, fixed->s, fixed->cache); });
+    return fixed->graph->replay().narrow(1, 0, W);
+  };
   auto gen = make_generator(device, seed);
   auto out = torch::zeros({B, steps}, ints);  // in generation order: column k = x[τ_{k+1}]
   SpeculativeStats st;
@@ -77,11 +121,8 @@ torch::Tensor sample_speculative(model::GeneratorImpl& g, const torch::Tensor& c
   for (int64_t n = 1; n < steps;) {
     // One call: x[τ_n] (generated) and the drafts of steps n+1 .. n+W-1 in, p_n .. p_{n+W-1} out.
     const int64_t W = std::min(window, steps - n);
-    const std::vector<int64_t> pos(order.begin() + n - 1, order.begin() + n - 1 + W),
-        next(order.begin() + n, order.begin() + n + W);
-    auto fed = torch::cat({out.narrow(1, n - 1, 1), draft.narrow(1, 0, W - 1)}, 1);
-    cache.length = n + 1;  // the kept tokens' slots; a refused draft's slot is overwritten
-    auto p = distributions(g.decode_window(both(fed), n, pos, next, cond, cache), B, n, S, opts);  // [B,W,V]
+    auto fed = torch::cat({out.narrow(1, n - 1, 1), draft.narrow(1, 0, window - 1)}, 1);
+    auto p = distributions(call(fed, n, W), B, n, S, opts);  // [B,W,V]
     ++st.calls, st.positions += W;
 
     // The speculative-sampling rule in order: draft d ~ q kept when u < p(d) / q(d).

@@ -13,22 +13,47 @@
 // p), new ones beyond the window uniformly. A batch advances by its slowest image's count.
 //
 // It draws other random numbers than Sampler::sample_batch: the same distribution, not the same
-// tokens for a seed. Steps run on the plain path (the KV cache rewound to the kept tokens).
+// tokens for a seed. The calls run as opts.engine says: plain (Generator::decode_window, the KV
+// cache rewound to the kept tokens), static (sampling/static_decode decode_window_static: W
+// columns at every call, masked attention over the whole cache) or graph (that call captured in a
+// CUDA graph once and replayed).
 #pragma once
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
 
 #include <torch/torch.h>
 
 #include "model/generator.h"
+#include "sampling/engine.h"
 #include "sampling/sampler.h"
+#include "sampling/static_decode.h"
+#include "util/gpu.h"
 
 namespace rar::sampling {
 
-// Tokens [B,S] int64 (raster layout, on the model's device) for class ids [B], drawn with `opts`
-// (guidance, its schedule, temperature, top-k, top-p, scan order, steps, KV cache dtype; the engine
-// is not used) from `seed`, W = window >= 1 positions per call. Adds its counts to *stats (SpeculativeStats,
-// sampling/sampler.h) when given.
-torch::Tensor sample_speculative(model::GeneratorImpl& g, const torch::Tensor& classes, const SamplingOptions& opts,
-                                 int64_t window, uint64_t seed, SpeculativeStats* stats = nullptr);
+class SpeculativeDecoder {
+ public:
+  // `opts` (guidance, its schedule, temperature, top-k, top-p, scan order, steps, engine, KV cache
+  // dtype) with W = opts.speculative >= 1 positions per call.
+  SpeculativeDecoder(model::Generator g, SamplingOptions opts);
+  // Tokens [B,S] int64 (raster layout, on the model's device) for class ids [B] from `seed`; adds
+  // its counts to *stats when given. The static and graph kinds keep their buffers (and captured
+  // call) per row count from batch to batch, like DecodeEngine.
+  torch::Tensor sample(const torch::Tensor& classes, uint64_t seed, SpeculativeStats* stats = nullptr);
+
+ private:
+  struct Fixed {  // static/graph kinds: one row count's buffers
+    model::KVCache cache;
+    StaticDecode s;
+    std::unique_ptr<gpu::StepGraph> graph;
+  };
+  model::Generator g_;
+  SamplingOptions opts_;
+  EngineKind kind_;
+  std::vector<int64_t> order_;
+  std::map<int64_t, Fixed> fixed_;  // by row count
+};
 
 }  // namespace rar::sampling

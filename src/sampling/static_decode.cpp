@@ -99,11 +99,13 @@ model::KVCache make_zeroed_cache(const model::GeneratorImpl& g, int64_t batch, i
 }
 
 StaticDecode make_static_decode(model::GeneratorImpl& g, const torch::Tensor& condition, int64_t null_rows,
-                                const std::vector<int64_t>& order, int64_t capacity, int64_t table_bytes) {
+                                const std::vector<int64_t>& order, int64_t capacity, int64_t table_bytes,
+                                int64_t window) {
   torch::NoGradGuard no_grad;
   const int64_t S = g.cfg.seq_len;
   check(static_cast<int64_t>(order.size()) == S, "static decode: order has ", order.size(), " positions, want ", S);
-  check(capacity >= S + 1, "static decode: capacity ", capacity, " < ", S + 1);
+  check(capacity >= S + 1 + std::max<int64_t>(window - 1, 0), "static decode: capacity ", capacity, " < ",
+        S + 1 + std::max<int64_t>(window - 1, 0));
   const auto P = g.pos_embed[0], T = g.target_aware_pos_embed[0];
   const auto dev = g.cls_token.device();
   const auto i64 = torch::TensorOptions(torch::kInt64).device(dev);
@@ -117,6 +119,10 @@ StaticDecode make_static_decode(model::GeneratorImpl& g, const torch::Tensor& co
   auto tau = torch::tensor(order, torch::kInt64).to(dev);
   auto prev = torch::cat({tau.narrow(0, 0, 1), tau.narrow(0, 0, S - 1)});  // row 0: unused
   s.position = P.index_select(0, prev + 2) + T.index_select(0, tau + 2);
+  if (window > 0) {  // a window's columns past step S-1 read zero rows
+    s.position = torch::cat({s.position, torch::zeros({window, s.position.size(1)}, s.position.options())});
+    s.window = torch::zeros({s.token.size(0), window}, i64);
+  }
   auto t = ada_tables(g, s.condition, null_rows, table_bytes);
   s.table_block = std::move(t.block);
   s.table_head = t.head;
@@ -215,6 +221,51 @@ torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s,
   }
   auto mh = adaln(*g.adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head);
   return model::decode_linear(*g.lm_head, head_step(*g.adaln_before_head, r, mh)).select(1, 0).to(torch::kFloat32);
+}
+
+torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache) {
+  check(s.window.defined(), "static decode: made without a window");
+  const auto E = g.timesteps_embeddings[0];
+  const int64_t R = s.window.size(0), W = s.window.size(1), S = g.cfg.seq_len, H = g.cfg.hidden;
+  const int64_t served = s.table_rows.defined() ? s.table_rows.size(0) : 0;
+  check(cache.capacity() >= S + W, "static decode: a window of ", W, " needs ", S + W, " cache slots");
+  const auto steps = s.step + s.slots.narrow(0, 0, W);  // t .. t+W-1
+  const auto slot = steps + 1;                          // the fed tokens' indices in the sequence
+  const auto at = slot.clamp_max(S + 1);                // clamped past the last step
+  // index 1+t+j: x[τ_{t+j}] + P[2+τ_{t+j}] + T[2+τ_{t+j+1}]; condition E[1+t+j]
+  auto h = g.embeddings(s.window) + s.position.index_select(0, steps).unsqueeze(0);  // [R,W,H]
+  // adaLN products: the tables' rows (u*(S+2) + 1+t+j) for the rows they serve, matmuls for the others
+  torch::Tensor silu_c, table_index;
+  if (served < R)
+    silu_c = model::to_compute(F::silu(g.embeddings(s.condition.narrow(0, 0, R - served)).unsqueeze(1) +
+                                       E.index_select(0, at).unsqueeze(0)));
+  if (served > 0) table_index = (s.table_rows.unsqueeze(1) + at.unsqueeze(0)).view(-1);
+  auto adaln = [&](const torch::nn::LinearImpl& lin, const torch::Tensor& table) {
+    if (served == 0) return linear(lin, silu_c);
+    auto rows = table.index_select(0, table_index).view({served, W, -1});
+    if (served == R) return rows;
+    return torch::cat({linear(lin, silu_c).to(rows.scalar_type()), rows});
+  };
+  const auto mask = (s.slots.unsqueeze(0) <= slot.unsqueeze(1)).view({1, 1, W, -1});  // [1,1,W,capacity]
+  for (size_t l = 0; l < g.block_list.size(); ++l) {
+    auto& b = *g.block_list[l];
+    auto& attn = *b.attn;
+    const auto m = adaln(*b.adaLN_modulation[1]->as<torch::nn::Linear>(), served ? s.table_block[l] : torch::Tensor())
+                       .chunk(6, -1);  // shift_a, scale_a, gate_a, shift_m, scale_m, gate_m
+    // h += gate_a · Attn(LN1(h)·(1 + scale_a) + shift_a), the window's keys/values written at their slots
+    auto [q, k, v] = model::qk_norm_split(linear(*attn.qkv, model::ln_modulate(b.norm1, h, m[0], m[1])), attn.heads,
+                                          attn.q_norm, attn.k_norm);
+    cache.k[l].index_copy_(2, slot, model::to_cache_dtype(k, cache.k[l].scalar_type()));
+    cache.v[l].index_copy_(2, slot, model::to_cache_dtype(v, cache.v[l].scalar_type()));
+    auto o = at::scaled_dot_product_attention(q, cache.k[l].to(q.scalar_type()), cache.v[l].to(q.scalar_type()), mask);
+    h = model::gated_residual(h, m[2], linear(*attn.proj, o.transpose(1, 2).reshape({R, W, H})));
+    // h += gate_m · MLP(LN2(h)·(1 + scale_m) + shift_m)
+    auto z = model::ln_modulate(b.norm2, h, m[3], m[4]);
+    h = model::gated_residual(h, m[5], linear(*b.mlp->fc2, at::gelu(linear(*b.mlp->fc1, z))));
+  }
+  // the head: (scale, shift) = split2(adaLN)
+  const auto mh = adaln(*g.adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head).chunk(2, -1);
+  return linear(*g.lm_head, model::ln_modulate(g.adaln_before_head->norm_final, h, mh[1], mh[0])).to(torch::kFloat32);
 }
 
 }  // namespace rar::sampling

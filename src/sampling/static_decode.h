@@ -39,15 +39,18 @@ struct StaticDecode {
   std::vector<torch::Tensor> table_block;
   torch::Tensor table_head;
   torch::Tensor table_rows;  // [rows served] int64: u*(S+2) of each served row's condition
+  // Speculative windows (decode_window_static; undefined unless made with a window):
+  torch::Tensor window;      // [R,W] int64: x[τ_t] .. x[τ_{t+W-1}], fed at steps t .. t+W-1 (written per call)
 };
 // Static-shape decoding for R = condition.size(0) + null_rows rows along `order` (0-based scan
 // order): the tables of StaticDecode, zeroed token/step buffers. The cache must be zeroed
 // (masked slots are read: make_zeroed_cache) and hold S+1 slots; Generator::decode_prefill fills
 // slots 0 and 1. The class rows' adaLN tables are made when they fit in `table_bytes` (else only
 // the null class's).
+// With window = W > 0 it also serves decode_window_static (the cache then needs S+W slots).
 StaticDecode make_static_decode(model::GeneratorImpl& g, const torch::Tensor& condition, int64_t null_rows,
                                 const std::vector<int64_t>& order, int64_t capacity,
-                                int64_t table_bytes = int64_t(1) << 30);
+                                int64_t table_bytes = int64_t(1) << 30, int64_t window = 0);
 // A new batch with the same rows: rewrites s's tensors in place (a graph captured on them stays
 // valid) when its tables keep their shapes; false when they would not (make a new one).
 bool update_static_decode(model::GeneratorImpl& g, StaticDecode& s, const torch::Tensor& condition,
@@ -57,5 +60,11 @@ model::KVCache make_zeroed_cache(const model::GeneratorImpl& g, int64_t batch, i
                                  std::optional<at::ScalarType> dtype = std::nullopt);
 // Step t = s.step (1..S-1): the same logits as decode_step(s.token, t, τ_t, τ_{t+1}, ...) [R,V] float32.
 torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache);
+// Steps t = s.step .. t+W-1 at once (speculative decoding, sampling/speculative) with the same
+// shapes at every call: feeds s.window, writes cache slots t+1 .. t+W, attends with a mask (new
+// position j sees slots 0 .. t+1+j). Logits [R,W,V] float32, column j as Generator::decode_window's;
+// columns past the last step (t+j > S-1) are computed on clamped positions and mean nothing. The
+// plain composition of the block (no fused kernels): a window's work is W rows of matrix products.
+torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache);
 
 }  // namespace rar::sampling
