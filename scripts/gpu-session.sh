@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One GPU session in device calls of at most 10 minutes: annealing arms (experiments/annealing-gpu.sh,
+# trained, sampled and scored in one background job) beside the CUDA build and its test suite, then
+# the results packed into $OUT, then the latency table (bench/gpu_latency.sh). Run it again and again
+# on the warm machine (from the repository root, .devrun/{debs,shared,dstest,demo} carried) until it
+# prints "session: done"; each call stops by CALL_SECONDS (default 540) and says what is pending.
+#   ARMS="random a25-50" CALL_SECONDS=540 scripts/gpu-session.sh
+# State lives in /tmp/session (markers) and /tmp/ann (the arms): a call never waits on a process
+# list (a pattern there can match the caller's own command line), only on files.
+set -u
+OUT=${OUT:-/tmp/rar-gpu}
+ARMS=${ARMS:-"random a25-50"}
+CALL_SECONDS=${CALL_SECONDS:-540}
+ST=/tmp/session ANN=/tmp/ann
+mkdir -p "$OUT" "$ST" "$ANN"
+t0=$(date +%s)
+left() { echo $(( CALL_SECONDS - ($(date +%s) - t0) )); }
+say() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+. scripts/gpu-env.sh
+export RAR_DATASETS_DIR=$PWD/.devrun/dstest RAR_SHARED_DIR=$PWD/.devrun/shared
+
+# 1. the binary, then the arms in the background (its own session: it outlives this call)
+if [ ! -f "$ST/started" ]; then
+  make gpu JOBS=16 GPU_TARGET=rar > "$OUT/build-rar.log" 2>&1 || { tail -30 "$OUT/build-rar.log"; exit 1; }
+  # the arms scored in earlier sessions: the best-arm choice for the fp8 row sees them
+  [ -f "$ANN/scores.tsv" ] || cp experiments/annealing-gpu/scores.tsv "$ANN/scores.tsv"
+  setsid nohup bash -c "env FLOOR=0 STAGE_MINUTES=${STAGE_MINUTES:-45} PARALLEL=2 ARMS='$ARMS' \
+    experiments/annealing-gpu.sh build-gpu/rar .devrun/demo $ANN > $ANN/run.log 2>&1; echo \$? > $ST/arms-rc" \
+    < /dev/null > /dev/null 2>&1 &
+  touch "$ST/started"
+  say "arms started: $ARMS"
+fi
+# 2. the whole CUDA build and its suite, beside the training
+if [ ! -f "$ST/suite" ] && [ "$(left)" -gt 300 ]; then
+  make gpu JOBS=8 > "$OUT/build.log" 2>&1 || tail -30 "$OUT/build.log"
+  (cd build-gpu && timeout $(( $(left) - 30 )) ctest --output-on-failure --timeout 150 -j 4 > "$ST/ctest.log" 2>&1)
+  cp "$ST/ctest.log" "$OUT/ctest.log"
+  grep -q "tests passed" "$ST/ctest.log" && touch "$ST/suite"
+  grep -E "tests passed|\(Failed\)|Failure" -A3 "$ST/ctest.log" | head -30
+fi
+# 3. wait for the arms (the script ends with "done in this call" or stops early with a reason)
+while [ ! -f "$ST/arms-rc" ] && [ "$(left)" -gt 20 ]; do sleep 5; done
+if [ ! -f "$ST/arms-rc" ]; then
+  say "arms pending: $(tail -c 300 "$ANN/run.log" | tr '\n' ' ')"
+  for f in "$ANN"/*.train.log; do [ -f "$f" ] && echo "$(basename "$f"): $(tail -c 160 "$f" | tr '\r\n' '  ')"; done
+  exit 0
+fi
+if [ ! -f "$ST/packed" ]; then
+  say "arms finished (rc $(cat "$ST/arms-rc")):"; tail -20 "$ANN/run.log"
+  (cd /tmp && tar czf "$OUT/ann.tgz" --exclude=checkpoints --exclude=generator.safetensors ann && cd "$OUT" &&
+    split -b 15M ann.tgz ann.tgz. && rm ann.tgz)
+  touch "$ST/packed"
+  ls -la "$OUT"
+  exit 0  # the packed results come back with this call; the latency table next call
+fi
+# 4. latency (a trained generator for the speculative rows' calls per image)
+if [ ! -f "$ST/latency" ]; then
+  gen=; for a in $ARMS; do [ -f "$ANN/$a/generator.safetensors" ] && gen=$ANN/$a/generator.safetensors; done
+  QUICK=1 GEN=$gen ROW_TIMEOUT=60 timeout $(( $(left) - 10 )) bench/gpu_latency.sh build-gpu/rar "$OUT/profile.md" |
+    tee "$OUT/latency.md"
+  [ "${PIPESTATUS[0]}" = 0 ] && touch "$ST/latency"
+fi
+[ -f "$ST/latency" ] && say "session: done"
