@@ -56,6 +56,21 @@ double chi_square(const torch::Tensor& counts, const torch::Tensor& probs) {
   return chi;
 }
 
+bool graph_engine_here() {
+  return torch::cuda::is_available() && sampling::parse_engine("auto", torch::kCUDA) == sampling::EngineKind::Graph;
+}
+model::Generator tiny_rar_on_cuda() {
+  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
+  g->to(torch::kCUDA);
+  return g;
+}
+// cuBLAS without TF32 for the scope (float32 products exact enough to compare with the reference)
+struct Tf32Off {
+  bool was = at::globalContext().allowTF32CuBLAS();
+  Tf32Off() { at::globalContext().setAllowTF32CuBLAS(false); }
+  ~Tf32Off() { at::globalContext().setAllowTF32CuBLAS(was); }
+};
+
 model::Generator tiny_generator(int64_t V) {
   model::GeneratorConfig c;
   c.hidden = 32, c.layers = 2, c.heads = 4, c.mlp = 64, c.codebook = V, c.classes = 3, c.seq_len = 4;
@@ -125,14 +140,11 @@ TEST(Sampler, EngineNamesAreChecked) {
 // reference's in float32 (TF32 off), and in bf16 the logits of every step within 3% of the
 // plain loop's logit range when both are fed the same tokens.
 TEST(SamplerCuda, GraphEngineMatchesThePlainLoop) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  if (sampling::parse_engine("auto", torch::kCUDA) != sampling::EngineKind::Graph) GTEST_SKIP() << "no CUDA build";
+  if (!graph_engine_here()) GTEST_SKIP() << "no CUDA device or no CUDA build";
   auto ref = io::read_npy(shared_ref("ref_greedy.npy"));
   auto classes = io::read_npy(shared_ref("ref_classes.npy"));
-  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
-  g->to(torch::kCUDA);
-  const bool tf32 = at::globalContext().allowTF32CuBLAS();
-  at::globalContext().setAllowTF32CuBLAS(false);
+  auto g = tiny_rar_on_cuda();
+  Tf32Off tf32_off;
   sampling::Sampler guided(g, greedy(3.0, 1.0, "graph"));
   EXPECT_TRUE(guided.sample(classes, 64).equal(ref[0]));
   sampling::Sampler plain(g, greedy(0.0, 0.0, "graph"));
@@ -151,7 +163,6 @@ TEST(SamplerCuda, GraphEngineMatchesThePlainLoop) {
     for (int64_t batch : {4, 3, 12, 2, 4, 3})
       EXPECT_TRUE(graphed.sample(many, batch).equal(eager.sample(many, batch))) << "batch " << batch;
   }
-  at::globalContext().setAllowTF32CuBLAS(tf32);
 
   g->to(torch::kBFloat16);
   const auto cond = guided_conditions(g, classes.to(torch::kCUDA));
@@ -198,8 +209,7 @@ TEST(Sampler, SmallBatchStepEqualsTheStaticStep) {
 // rows: not taken, identical); and the captured graph samples exactly what the same step run
 // eagerly samples.
 TEST(SamplerCuda, SkinnyLinearStepMatchesTheCublasStep) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  if (sampling::parse_engine("auto", torch::kCUDA) != sampling::EngineKind::Graph) GTEST_SKIP() << "no CUDA build";
+  if (!graph_engine_here()) GTEST_SKIP() << "no CUDA device or no CUDA build";
   auto ref = io::read_npy(shared_ref("ref_greedy.npy"));
   auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
   g->to(torch::kCUDA, torch::kBFloat16);
@@ -460,14 +470,11 @@ TEST(Sampler, SpeculativeGreedyEqualsSequentialGreedy) {
 // On the GPU the graph kind replays the static window: greedy gives the reference's tokens, and a
 // drawn batch (guided, fp32 and bf16, exact and fp8 cache) the static kind's tokens for the seed.
 TEST(SamplerCuda, SpeculativeGraphWindowMatchesTheStaticOne) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  if (sampling::parse_engine("auto", torch::kCUDA) != sampling::EngineKind::Graph) GTEST_SKIP() << "no CUDA build";
+  if (!graph_engine_here()) GTEST_SKIP() << "no CUDA device or no CUDA build";
   auto ref = io::read_npy(shared_ref("ref_greedy.npy"));
   auto classes = io::read_npy(shared_ref("ref_classes.npy"));
-  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
-  g->to(torch::kCUDA);
-  const bool tf32 = at::globalContext().allowTF32CuBLAS();
-  at::globalContext().setAllowTF32CuBLAS(false);
+  auto g = tiny_rar_on_cuda();
+  Tf32Off tf32_off;
   auto o = greedy(3.0, 1.0, "graph");
   o.speculative = 8;
   EXPECT_TRUE(sampling::Sampler(g, o).sample(classes, 64).equal(ref[0]));
@@ -484,7 +491,6 @@ TEST(SamplerCuda, SpeculativeGraphWindowMatchesTheStaticOne) {
       EXPECT_TRUE(graph.sample_batch(classes, 5).equal(a)) << dt << " " << kv << ", replayed";
       EXPECT_LT(graph.speculative_stats().calls, 2 * 256);
     }
-  at::globalContext().setAllowTF32CuBLAS(tf32);
 }
 
 TEST(Sampler, SameSeedSameTokensDifferentSeedDifferent) {
