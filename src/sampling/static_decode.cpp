@@ -1,6 +1,8 @@
 // static_decode.cpp — see static_decode.h.
 #include "sampling/static_decode.h"
 
+#include <functional>
+
 #include "model/ops/block_ops.h"
 #include "model/ops/decode_ops.h"
 #include "util/error.h"
@@ -21,11 +23,14 @@ struct Residual {
   torch::Tensor x, gate, y;
 };
 
-// One block at one position per row, from and to a residual stream whose last add is pending:
-// the block's two residual lines (model/generator BlockImpl::forward) with the adds fused into the
-// next LayerNorm, and attention over the cache slots (`slot`: this position's, `valid`: the filled ones).
-Residual block_step(model::BlockImpl& b, const Residual& h, const std::array<torch::Tensor, 6>& m, torch::Tensor& k_cache,
-                    torch::Tensor& v_cache, const torch::Tensor& slot, const torch::Tensor& valid) {
+// The attention of a block up to its output projection: the modulated LN1 output a [R,N,H] in,
+// softmax(q·kᵀ/√hd)·v over the cache [R,N,H] out (this call's keys and values appended).
+using Attend = std::function<torch::Tensor(model::AttentionImpl&, const torch::Tensor& a)>;
+
+// A block at the new positions of each row (one for a step, W for a window), from and to a residual
+// stream whose last add is pending: the block's two residual lines (model/generator
+// BlockImpl::forward) with the adds fused into the next LayerNorm, and `attend` over the cache.
+Residual block_step(model::BlockImpl& b, const Residual& h, const std::array<torch::Tensor, 6>& m, const Attend& attend) {
   // h += gate_a · Attn(LN1(h)·(1 + scale_a) + shift_a)   (the pending add done in LN1's pass)
   torch::Tensor x = h.x, a;
   if (h.gate.defined()) {
@@ -35,9 +40,7 @@ Residual block_step(model::BlockImpl& b, const Residual& h, const std::array<tor
     a = model::ln_modulate(b.norm1, x, m[0], m[1]);
   }
   auto& attn = *b.attn;
-  auto o = model::decode_linear(*attn.proj, model::qk_norm_decode_attention(model::decode_linear(*attn.qkv, a),
-                                                                              attn.heads, attn.q_norm, attn.k_norm,
-                                                                              k_cache, v_cache, slot, valid));
+  auto o = model::decode_linear(*attn.proj, attend(attn, a));
   // h += gate_m · MLP(LN2(h)·(1 + scale_m) + shift_m)     (this add done in LN2's pass; the MLP's left pending)
   auto [x2, z] = model::gated_residual_ln_modulate(x, m[2], o, b.norm2, m[3], m[4], !b.is_training());
   // the MLP; in inference (no dropout) fc2(GELU(fc1(z))) as decode-step linears
@@ -217,7 +220,12 @@ torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s,
     auto& b = g.block_list[l];
     auto m = adaln(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), served ? s.table_block[l] : torch::Tensor())
                  .chunk(6, -1);
-    r = block_step(*b, r, {m[0], m[1], m[2], m[3], m[4], m[5]}, cache.k[l], cache.v[l], slot, valid);
+    // one position per row over the cache slots (`slot`: this position's, `valid`: the filled ones)
+    auto attend = [&](model::AttentionImpl& attn, const torch::Tensor& a) {
+      return model::qk_norm_decode_attention(model::decode_linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm,
+                                             cache.k[l], cache.v[l], slot, valid);
+    };
+    r = block_step(*b, r, {m[0], m[1], m[2], m[3], m[4], m[5]}, attend);
   }
   auto mh = adaln(*g.adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head);
   return model::decode_linear(*g.lm_head, head_step(*g.adaln_before_head, r, mh)).select(1, 0).to(torch::kFloat32);
@@ -247,25 +255,23 @@ torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& 
     return torch::cat({linear(lin, silu_c).to(rows.scalar_type()), rows});
   };
   const auto mask = (s.slots.unsqueeze(0) <= slot.unsqueeze(1)).view({1, 1, W, -1});  // [1,1,W,capacity]
+  Residual r{h, {}, {}};
   for (size_t l = 0; l < g.block_list.size(); ++l) {
     auto& b = *g.block_list[l];
-    auto& attn = *b.attn;
     const auto m = adaln(*b.adaLN_modulation[1]->as<torch::nn::Linear>(), served ? s.table_block[l] : torch::Tensor())
-                       .chunk(6, -1);  // shift_a, scale_a, gate_a, shift_m, scale_m, gate_m
-    // h += gate_a · Attn(LN1(h)·(1 + scale_a) + shift_a), the window's keys/values written at their slots
-    auto [q, k, v] = model::qk_norm_split(linear(*attn.qkv, model::ln_modulate(b.norm1, h, m[0], m[1])), attn.heads,
-                                          attn.q_norm, attn.k_norm);
-    cache.k[l].index_copy_(2, slot, model::to_cache_dtype(k, cache.k[l].scalar_type()));
-    cache.v[l].index_copy_(2, slot, model::to_cache_dtype(v, cache.v[l].scalar_type()));
-    auto o = at::scaled_dot_product_attention(q, cache.k[l].to(q.scalar_type()), cache.v[l].to(q.scalar_type()), mask);
-    h = model::gated_residual(h, m[2], linear(*attn.proj, o.transpose(1, 2).reshape({R, W, H})));
-    // h += gate_m · MLP(LN2(h)·(1 + scale_m) + shift_m)
-    auto z = model::ln_modulate(b.norm2, h, m[3], m[4]);
-    h = model::gated_residual(h, m[5], linear(*b.mlp->fc2, at::gelu(linear(*b.mlp->fc1, z))));
+                       .chunk(6, -1);
+    // the window's keys/values written at their slots; position j attends to slots 0 .. t+1+j
+    auto attend = [&](model::AttentionImpl& attn, const torch::Tensor& a) {
+      auto [q, k, v] = model::qk_norm_split(model::decode_linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm);
+      cache.k[l].index_copy_(2, slot, model::to_cache_dtype(k, cache.k[l].scalar_type()));
+      cache.v[l].index_copy_(2, slot, model::to_cache_dtype(v, cache.v[l].scalar_type()));
+      auto o = at::scaled_dot_product_attention(q, cache.k[l].to(q.scalar_type()), cache.v[l].to(q.scalar_type()), mask);
+      return o.transpose(1, 2).reshape({R, W, H});
+    };
+    r = block_step(b, r, {m[0], m[1], m[2], m[3], m[4], m[5]}, attend);
   }
-  // the head: (scale, shift) = split2(adaLN)
-  const auto mh = adaln(*g.adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head).chunk(2, -1);
-  return linear(*g.lm_head, model::ln_modulate(g.adaln_before_head->norm_final, h, mh[1], mh[0])).to(torch::kFloat32);
+  const auto mh = adaln(*g.adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head);
+  return model::decode_linear(*g.lm_head, head_step(*g.adaln_before_head, r, mh)).to(torch::kFloat32);
 }
 
 }  // namespace rar::sampling

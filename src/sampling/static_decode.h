@@ -64,7 +64,7 @@ torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s,
 // shapes at every call: feeds s.window, writes cache slots t+1 .. t+W, attends with a mask (new
 // position j sees slots 0 .. t+1+j). Logits [R,W,V] float32, column j as Generator::decode_window's;
 // columns past the last step (t+j > S-1) are computed on clamped positions and mean nothing. The
-// plain composition of the block (no fused kernels): a window's work is W rows of matrix products.
+// step's block (residual adds fused into the next LayerNorm) with a window's attention.
 torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache);
 
 }  // namespace rar::sampling
