@@ -44,6 +44,32 @@ TEST(Cli, InfoShowsConfigAndTensors) {
   EXPECT_NE(p.output.find("H=1280 L=32 heads=16"), std::string::npos) << p.output;
 }
 
+// `rar info` on a pretokenized dataset: sizes, codes used, samples per class with the names file;
+// a damaged one is refused by the reader's checksum.
+TEST(Cli, InfoDescribesATokenFile) {
+  TempDir dir;
+  const std::string path = dir / "d.rartok";
+  auto tokens = torch::tensor({0, 1, 2, 3, 0, 0, 1, 1, 4, 4, 4, 4}, torch::kInt64).view({3, 4});
+  data::write_token_file(path, tokens, torch::tensor({1, 0, 1}, torch::kInt64), 16, 3);
+  { std::ofstream(path + ".classes.txt") << "cat\ndog\nbird\n"; }
+  auto r = run_rar("info " + path);
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* line : {"samples: 3", "tokens per sample: 4 (2x2 grid)", "codebook: 16 codes", "classes: 3",
+                           "codes used: 5 of 16 (the most frequent: 33.3% of all tokens)"})
+    EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
+  EXPECT_NE(r.output.find("0 cat                      1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 dog                      2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("2 bird                     0"), std::string::npos) << r.output;
+  {  // one token byte changed
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-1, std::ios::end);
+    f.put(3);
+  }
+  auto bad = run_rar("info " + path);
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("checksum mismatch"), std::string::npos) << bad.output;
+}
+
 TEST(Cli, ConvertToSafetensorsKeepsScores) {
   TempDir dir;
   auto c = run_rar("convert " + shared_ref("tiny_rar.bin") + " " + (dir / "g.safetensors"));

@@ -1,5 +1,6 @@
 // `rar info CKPT` — what a checkpoint holds: format, model config, tensor table, parameter count.
 // `rar info --preset NAME` — the config and parameter count of a published preset.
+// `rar info DATA.rartok` — what a pretokenized dataset holds.
 #include <cstdio>
 #include <iostream>
 
@@ -8,9 +9,12 @@
 #include <cstdlib>
 
 #include "cli/commands.h"
+#include "data/token_file.h"
 #include "io/checkpoint.h"
 #include "model/generator_config.h"
 #include "util/error.h"
+#include "util/atomic_file.h"
+#include "util/fs.h"
 
 namespace rar::cli {
 
@@ -35,6 +39,31 @@ static void print_generator_config(const model::GeneratorConfig& c) {
 // the names or shapes differ or the worst exceeds `tol` (when tol >= 0). Also the whole-model
 // figure ||a - b|| / ||b|| over every element (small tensors whose values are mostly noise, e.g.
 // biases with zero true gradient, dominate the per-tensor maximum but not this).
+// `rar info x.rartok`: what a pretokenized dataset holds (the reader validates header, sizes,
+// checksum and every id first): counts, sizes, samples per class (named from x.rartok.classes.txt
+// when it is there) and how many of the codebook's codes occur.
+void print_token_file(const std::string& path) {
+  data::TokenFile f(path);
+  const auto& i = f.info();
+  const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(i.seq_len))));
+  std::printf("file: %s\nformat: rartok (pretokenized dataset; checksum verified)\n", path.c_str());
+  std::printf("samples: %lld\ntokens per sample: %lld%s\ncodebook: %lld codes\nclasses: %lld\n", (long long)i.count,
+              (long long)i.seq_len, side * side == i.seq_len ? cat(" (", side, "x", side, " grid)").c_str() : "",
+              (long long)i.codebook, (long long)i.classes);
+  const auto used = torch::bincount(f.tokens().reshape(-1).to(torch::kInt64), {}, i.codebook);
+  const int64_t distinct = used.gt(0).sum().item<int64_t>();
+  const double top = i.count * i.seq_len > 0 ? used.max().item<double>() / double(i.count * i.seq_len) : 0.0;
+  std::printf("codes used: %lld of %lld (the most frequent: %.1f%% of all tokens)\n", (long long)distinct,
+              (long long)i.codebook, 100 * top);
+  std::vector<std::string> names;
+  if (path_exists(path + ".classes.txt")) names = read_lines(path + ".classes.txt");
+  const auto per_class = torch::bincount(f.labels().to(torch::kInt64), {}, i.classes);
+  std::printf("samples per class:\n");
+  for (int64_t c = 0; c < i.classes; ++c)
+    std::printf("  %4lld %-24s %lld\n", (long long)c, c < static_cast<int64_t>(names.size()) ? names[c].c_str() : "",
+                (long long)per_class[c].item<int64_t>());
+}
+
 int compare(const io::StateDict& a, const io::StateDict& b, const std::string& b_path, double tol) {
   std::vector<std::string> only;
   for (const auto& n : a.names())
@@ -75,7 +104,7 @@ void add_info(CLI::App& app) {
   auto quiet = std::make_shared<bool>(false);
   auto other = std::make_shared<std::string>();
   auto tol = std::make_shared<double>(-1.0);
-  cmd->add_option("checkpoint", *path, "checkpoint (.bin/.pt/.pth torch.save zip, or .safetensors)");
+  cmd->add_option("checkpoint", *path, "checkpoint (.bin/.pt/.pth torch.save zip, or .safetensors), or a .rartok dataset");
   cmd->add_option("--preset", *preset, "show a preset instead: rar_b, rar_l, rar_xl, rar_xxl");
   cmd->add_flag("--no-tensors", *quiet, "omit the tensor table");
   cmd->add_option("--compare", *other, "compare with this checkpoint: per-tensor max relative difference");
@@ -88,6 +117,7 @@ void add_info(CLI::App& app) {
       if (rc != 0) std::exit(rc);
       return;
     }
+    if (has_suffix(*path, ".rartok")) return print_token_file(*path);
     auto format = io::detect_checkpoint_format(*path);
     io::StateDict sd = io::read_checkpoint(*path);
     std::printf("file: %s\nformat: %s\ntensors: %zu\n", path->c_str(), io::format_name(format), sd.size());

@@ -42,7 +42,7 @@ std::string run_name(const std::string& path) {
     if (!dir.empty() && dir != ".") return dir;
   }
   for (const std::string end : {".jsonl", "-metrics"})
-    if (file.size() > end.size() && file.compare(file.size() - end.size(), end.size(), end) == 0)
+    if (file.size() > end.size() && has_suffix(file, end))
       file.resize(file.size() - end.size());
   return file;
 }

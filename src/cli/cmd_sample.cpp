@@ -50,10 +50,7 @@ std::vector<int64_t> parse_class_ids(const std::string& s) {
 enum class OutKind { None, Grid, Dir, Npz };
 
 OutKind out_kind(const std::string& out) {
-  auto ends = [&](const char* suf) {
-    std::string s(suf);
-    return out.size() >= s.size() && out.compare(out.size() - s.size(), s.size(), s) == 0;
-  };
+  auto ends = [&](const char* suf) { return has_suffix(out, suf); };
   if (out.empty()) return OutKind::None;
   if (ends(".png")) return OutKind::Grid;
   if (ends(".npz")) return OutKind::Npz;

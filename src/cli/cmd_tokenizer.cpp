@@ -42,18 +42,13 @@ torch::Device pick_device(const std::string& d, const std::string& precision = "
   return parse_device(d);
 }
 
-bool ends_with(const std::string& s, const char* suf) {
-  std::string t(suf);
-  return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
-}
-
 void write_images(const std::string& out, const torch::Tensor& images /*[N,C,H,W] float*/) {
-  if (ends_with(out, ".npy")) return io::write_npy(out, images.cpu().to(torch::kFloat32));
-  if (ends_with(out, ".png")) {
+  if (has_suffix(out, ".npy")) return io::write_npy(out, images.cpu().to(torch::kFloat32));
+  if (has_suffix(out, ".png")) {
     int64_t cols = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::sqrt(double(images.size(0))))));
     return io::write_image(out, io::make_grid(images, cols));
   }
-  check(ends_with(out, "/") || is_directory(out), "--out ", out, ": expected .npy, .png or a directory/");
+  check(has_suffix(out, "/") || is_directory(out), "--out ", out, ": expected .npy, .png or a directory/");
   make_dirs(out);
   auto u8 = io::to_uint8_nhwc(images).cpu();
   for (int64_t i = 0; i < u8.size(0); ++i) {
@@ -152,7 +147,7 @@ void add_tokenizer_commands(CLI::App& app) {
     auto psnr = (-10.0 * torch::log10(mse.clamp_min(1e-10)));
     std::printf("PSNR %.2f dB (mean over %lld images; min %.2f, max %.2f)\n", psnr.mean().item<double>(),
                 (long long)psnr.size(0), psnr.min().item<double>(), psnr.max().item<double>());
-    if (!a->out.empty()) write_images(a->out, ends_with(a->out, ".npy") ? recon : torch::cat({originals, recon}));
+    if (!a->out.empty()) write_images(a->out, has_suffix(a->out, ".npy") ? recon : torch::cat({originals, recon}));
   });
 
   auto* tok = app.add_subcommand("tokenize", "A dataset to the pretokenized .rartok format (resumable)");

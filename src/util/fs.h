@@ -24,5 +24,6 @@ void remove_tree(const std::string& path);            // rm -rf (no error when m
 std::vector<std::string> list_dir(const std::string& path);  // names, sorted, without . and ..
 std::string make_temp_dir(const std::string& prefix);  // mkdtemp under $TMPDIR or /tmp
 std::string join_path(const std::string& a, const std::string& b);
+bool has_suffix(const std::string& s, const std::string& suffix);  // e.g. a file name's extension
 
 }  // namespace rar
