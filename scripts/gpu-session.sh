@@ -4,7 +4,7 @@
 # the results packed into $OUT, then the latency table (bench/gpu_latency.sh). Run it again and again
 # on the warm machine (from the repository root, .devrun/{debs,shared,dstest,demo} carried) until it
 # prints "session: done"; each call stops by CALL_SECONDS (default 540) and says what is pending.
-#   ARMS="random a25-50" CALL_SECONDS=540 scripts/gpu-session.sh
+#   ARMS="random a25-50" CALL_SECONDS=540 [SANITIZE=1] scripts/gpu-session.sh
 # State lives in /tmp/session (markers) and /tmp/ann (the arms): a call never waits on a process
 # list (a pattern there can match the caller's own command line), only on files.
 set -u
@@ -59,5 +59,18 @@ if [ ! -f "$ST/latency" ]; then
   QUICK=1 GEN=$gen ROW_TIMEOUT=60 timeout $(( $(left) - 10 )) bench/gpu_latency.sh build-gpu/rar "$OUT/profile.md" |
     tee "$OUT/latency.md"
   [ "${PIPESTATUS[0]}" = 0 ] && touch "$ST/latency"
+fi
+# 5. (SANITIZE=1) the CUDA kernels' tests under compute-sanitizer: out-of-bounds and misaligned
+# accesses (memcheck) and shared-memory races (racecheck), in what is left of the call
+if [ "${SANITIZE:-0}" = 1 ] && [ -f "$ST/latency" ] && [ ! -f "$ST/sanitized" ]; then
+  cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  if [ -z "$cs" ]; then say "no compute-sanitizer on this machine"; touch "$ST/sanitized"; else
+    for tool in memcheck racecheck; do
+      timeout $(( $(left) / 2 )) "$cs" --tool $tool --error-exitcode 9 build-gpu/rar_tests \
+        --gtest_filter='FusedOpsCuda.*:SamplerCuda.*:LogitsChainCuda.*' > "$OUT/sanitize-$tool.log" 2>&1
+      say "compute-sanitizer $tool: exit $? ($(grep -cE '^=========.*(Invalid|Race|hazard)' "$OUT/sanitize-$tool.log") findings)"
+    done
+    touch "$ST/sanitized"
+  fi
 fi
 [ -f "$ST/latency" ] && say "session: done"
