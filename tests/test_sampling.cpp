@@ -444,7 +444,8 @@ TEST(Sampler, SpeculativeDecodingKeepsTheJointDistributionChiSquare) {
 }
 
 // Greedy speculative decoding is Jacobi decoding: the sequential greedy tokens (the reference
-// code's), in fewer calls when drafts match; with fp8 the same distribution machinery runs.
+// code's), in fewer calls when drafts match, on the plain and the static window; drawn tokens are
+// the same on both windows for a seed, with the exact and the fp8 cache.
 TEST(Sampler, SpeculativeGreedyEqualsSequentialGreedy) {
   auto ref = io::read_npy(shared_ref("ref_greedy.npy"));  // [2,4,256]
   auto classes = io::read_npy(shared_ref("ref_classes.npy"));
@@ -457,6 +458,15 @@ TEST(Sampler, SpeculativeGreedyEqualsSequentialGreedy) {
     EXPECT_EQ(s.speculative_stats().tokens, 256);
     if (W == 1) EXPECT_EQ(s.speculative_stats().calls, 256);
     else EXPECT_LT(s.speculative_stats().calls, 256) << "window " << W;
+  }
+  // drawn (not greedy) with the static window, the exact or the fp8 cache: the plain window's tokens
+  // for the seed (the same random numbers; logits equal up to float rounding)
+  for (std::string kv : {"model", "fp8"}) {
+    sampling::SamplingOptions d;
+    d.cfg = 3.0, d.cfg_power = 1.0, d.speculative = 8, d.kv_cache = kv, d.engine = "plain";
+    auto plain = sampling::Sampler(g.model, d).sample_batch(classes, 3);
+    d.engine = "static";
+    EXPECT_TRUE(sampling::Sampler(g.model, d).sample_batch(classes, 3).equal(plain)) << kv;
   }
   // whole batches only; a negative window is refused
   auto o = greedy(3.0, 1.0);

@@ -55,6 +55,21 @@ torch::Tensor head_step(model::FinalLayerImpl& f, const Residual& h, const torch
   return model::gated_residual_ln_modulate(h.x, h.gate, h.y, f.norm_final, m[1], m[0], !f.is_training())[1];
 }
 
+// x [R,h,W,hd] into the cache [R,h,capacity,hd] at slots [W], in the cache's dtype — through an
+// integer view of the same width, which the index kernels take for every width (fp8 has none).
+void write_slots(torch::Tensor& cache, const torch::Tensor& slot, const torch::Tensor& x) {
+  auto bits = [](const torch::Tensor& t) {
+    switch (t.element_size()) {
+      case 1: return t.view(torch::kUInt8);
+      case 2: return t.view(torch::kInt16);
+      case 4: return t.view(torch::kInt32);
+      default: return t.view(torch::kInt64);
+    }
+  };
+  auto cache_bits = bits(cache);
+  cache_bits.index_copy_(2, slot, bits(model::to_cache_dtype(x, cache.scalar_type()).contiguous()));
+}
+
 // The adaLN tables of StaticDecode for these conditions.
 struct AdaTables {
   std::vector<torch::Tensor> block;
@@ -263,8 +278,8 @@ torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& 
     // the window's keys/values written at their slots; position j attends to slots 0 .. t+1+j
     auto attend = [&](model::AttentionImpl& attn, const torch::Tensor& a) {
       auto [q, k, v] = model::qk_norm_split(model::decode_linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm);
-      cache.k[l].index_copy_(2, slot, model::to_cache_dtype(k, cache.k[l].scalar_type()));
-      cache.v[l].index_copy_(2, slot, model::to_cache_dtype(v, cache.v[l].scalar_type()));
+      write_slots(cache.k[l], slot, k);
+      write_slots(cache.v[l], slot, v);
       auto o = at::scaled_dot_product_attention(q, cache.k[l].to(q.scalar_type()), cache.v[l].to(q.scalar_type()), mask);
       return o.transpose(1, 2).reshape({R, W, H});
     };
