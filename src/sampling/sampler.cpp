@@ -36,23 +36,6 @@ torch::Tensor Sampler::sample_batch(const torch::Tensor& classes, uint64_t seed)
   return sample_groups(classes, {RowGroup{0, classes.size(0), opts_, seed}});
 }
 
-namespace {
-
-// The row groups' settings as one setting per row, on the device: the logits chain then runs
-// once per step for the whole batch, whatever mix of requests it holds (and without waiting for
-// the device: a chain run per group stalled the step loop).
-struct RowSettings {
-  torch::Tensor scale;        // [steps, B] f32: each row's guidance scale at each step (guided batches)
-  torch::Tensor unguided;     // [B,1] bool: rows without guidance in a guided batch (else undefined)
-  torch::Tensor temperature;  // [B,1] f32 (undefined: all 1)
-  torch::Tensor top_k;        // [B,1] int64 in [1, V] (undefined: all off)
-  torch::Tensor top_p;        // [B,1] f32 (undefined: all 1)
-  torch::Tensor greedy;       // [B] bool: rows with top-k 1 (undefined: none)
-  std::vector<RowBlock> drawn;  // the groups that draw (not greedy), with their generators
-  std::vector<at::Generator> gens;
-  bool all_greedy = false;
-};
-
 RowSettings row_settings(const std::vector<RowGroup>& groups, int64_t B, int64_t steps, int64_t S, int64_t V,
                          bool guided, const torch::Device& device) {
   RowSettings r;
@@ -97,7 +80,24 @@ RowSettings row_settings(const std::vector<RowGroup>& groups, int64_t B, int64_t
   return r;
 }
 
+
+namespace {
+torch::Tensor per_step(const torch::Tensor& t, int64_t repeat) { return repeat == 1 ? t : t.repeat_interleave(repeat, 0); }
 }  // namespace
+
+torch::Tensor guided_logits(const torch::Tensor& cond, const torch::Tensor& uncond, const torch::Tensor& scale,
+                            const RowSettings& r, int64_t repeat) {
+  if (!uncond.defined()) return cond;
+  auto g = apply_guidance(cond, uncond, scale);
+  return r.unguided.defined() ? torch::where(per_step(r.unguided, repeat), cond, g) : g;
+}
+
+torch::Tensor chain_logits(const torch::Tensor& l, const RowSettings& r, int64_t repeat) {
+  auto c = r.temperature.defined() ? apply_temperature_rows(l, per_step(r.temperature, repeat)) : l;
+  if (r.top_k.defined()) c = apply_top_k_rows(c, per_step(r.top_k, repeat));
+  if (r.top_p.defined()) c = apply_top_p_rows(c, per_step(r.top_p, repeat));
+  return c;
+}
 
 torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std::vector<RowGroup>& groups) {
   torch::NoGradGuard no_grad;
@@ -130,18 +130,12 @@ torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std:
   for (int64_t t = 0; t < steps; ++t) {
     // Step 0 feeds cls + class token; step t feeds x[τ_t] (drawn at step t-1).
     logits = t == 0 ? engine_.prefill() : engine_.step(fed, t);
-    auto l = guided ? logits.narrow(0, 0, B) : logits;
-    if (guided) {
-      auto g = apply_guidance(l, logits.narrow(0, B, B), rows.scale.select(0, t).unsqueeze(1));
-      l = rows.unguided.defined() ? torch::where(rows.unguided, l, g) : g;
-    }
+    auto l = guided ? guided_logits(logits.narrow(0, 0, B), logits.narrow(0, B, B), rows.scale.select(0, t).unsqueeze(1), rows)
+                    : logits;
     if (rows.all_greedy) {
       next = l.argmax(-1);  // greedy: no randomness, temperature irrelevant
     } else {
-      auto c = rows.temperature.defined() ? apply_temperature_rows(l, rows.temperature) : l;
-      if (rows.top_k.defined()) c = apply_top_k_rows(c, rows.top_k);
-      if (rows.top_p.defined()) c = apply_top_p_rows(c, rows.top_p);
-      next = draw_rows(c, rows.drawn, rows.gens);
+      next = draw_rows(chain_logits(l, rows), rows.drawn, rows.gens);
       if (rows.greedy.defined()) next = torch::where(rows.greedy, l.argmax(-1), next);
     }
     tokens.select(1, order_[t]).copy_(next);

@@ -11,6 +11,7 @@
 #include "model/generator.h"
 #include "sampling/engine.h"
 #include "sampling/guidance.h"
+#include "sampling/logits_chain.h"
 
 namespace rar::sampling {
 
@@ -46,6 +47,31 @@ struct RowGroup {
   SamplingOptions opts;  // cfg, cfg_power, schedule, temperature, top_k, top_p are used
   uint64_t seed = 0;
 };
+
+// The row groups' settings as one setting per row, on the device: the logits chain then runs once
+// per step for the whole batch, whatever mix of requests it holds (and without waiting for the
+// device: a chain run per group stalled the step loop).
+struct RowSettings {
+  torch::Tensor scale;        // [steps, B] f32: each row's guidance scale at each step (guided batches)
+  torch::Tensor unguided;     // [B,1] bool: rows without guidance in a guided batch (else undefined)
+  torch::Tensor temperature;  // [B,1] f32 (undefined: all 1)
+  torch::Tensor top_k;        // [B,1] int64 in [1, V] (undefined: all off)
+  torch::Tensor top_p;        // [B,1] f32 (undefined: all 1)
+  torch::Tensor greedy;       // [B] bool: rows with top-k 1 (undefined: none)
+  std::vector<RowBlock> drawn;  // the groups that draw (not greedy), with their generators
+  std::vector<at::Generator> gens;
+  bool all_greedy = false;
+};
+// For B rows in `groups` (covering [0, B)), S steps of which `steps` are generated, V codes.
+RowSettings row_settings(const std::vector<RowGroup>& groups, int64_t B, int64_t steps, int64_t S, int64_t V,
+                         bool guided, const torch::Device& device);
+// The chain in front of the draw, per row, in two parts: guidance (cond, uncond [N,V] with scale
+// [N,1]; rows `r` marks unguided keep cond; uncond undefined: cond), then temperature, top-k and
+// top-p as `r` sets them. With repeat > 1 the logits hold `repeat` consecutive rows per row of `r`
+// (several steps of each row: speculative decoding).
+torch::Tensor guided_logits(const torch::Tensor& cond, const torch::Tensor& uncond, const torch::Tensor& scale,
+                            const RowSettings& r, int64_t repeat = 1);
+torch::Tensor chain_logits(const torch::Tensor& l, const RowSettings& r, int64_t repeat = 1);
 
 class Sampler {
  public:
