@@ -271,7 +271,8 @@ TEST(Generator, DecodeWindowMatchesFullForwardAndRewinds) {
 
 // The static-shape window (speculative decoding's graph-capturable call) gives the full forward's
 // logits at the window's real steps, near the end too (columns past the last step are ignored),
-// with the adaLN tables serving every row, only the null rows, or no row (unguided, no budget).
+// with every row at the same step or each at its own, with the adaLN tables serving every row,
+// only the null rows, or no row (unguided, no budget).
 TEST(Generator, StaticDecodeWindowMatchesFullForward) {
   auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
   torch::NoGradGuard ng;
@@ -293,13 +294,24 @@ TEST(Generator, StaticDecodeWindowMatchesFullForward) {
     auto gen = torch::cat({tokens.index_select(1, order), torch::zeros({R, W}, torch::kInt64)}, 1);
     for (int64_t t = 1; t < S; t += W) {
       s.window.copy_(gen.narrow(1, t - 1, W));
-      s.step.fill_(t);
+      s.window_step.fill_(t);
       auto l = sampling::decode_window_static(*g, s, cache);
       ASSERT_EQ(l.sizes(), (std::vector<int64_t>{R, W, g->cfg.codebook}));
       const int64_t real = std::min(W, S - t);
       EXPECT_TRUE(torch::allclose(l.narrow(1, 0, real), full.narrow(1, t, real), 1e-4, 1e-5))
           << "steps " << t << ".." << t + real - 1 << ", null rows " << null_rows << ", table budget " << budget;
     }
+    // every row at a step of its own (the cache holds every row's real tokens by now)
+    std::vector<int64_t> at(R);
+    for (int64_t r = 0; r < R; ++r) {
+      at[r] = 1 + (37 * r + 5) % (S - W);
+      s.window[r].copy_(gen[r].narrow(0, at[r] - 1, W));
+    }
+    s.window_step.copy_(torch::tensor(at, torch::kInt64));
+    auto l = sampling::decode_window_static(*g, s, cache);
+    for (int64_t r = 0; r < R; ++r)
+      EXPECT_TRUE(torch::allclose(l[r], full[r].narrow(0, at[r], W), 1e-4, 1e-5))
+          << "row " << r << " at step " << at[r] << ", null rows " << null_rows << ", table budget " << budget;
   }
 }
 

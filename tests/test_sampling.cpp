@@ -459,22 +459,47 @@ TEST(Sampler, SpeculativeGreedyEqualsSequentialGreedy) {
     if (W == 1) EXPECT_EQ(s.speculative_stats().calls, 256);
     else EXPECT_LT(s.speculative_stats().calls, 256) << "window " << W;
   }
-  // drawn (not greedy) with the static window, the exact or the fp8 cache: the plain window's tokens
-  // for the seed (the same random numbers; logits equal up to float rounding)
-  for (std::string kv : {"model", "fp8"}) {
-    sampling::SamplingOptions d;
-    d.cfg = 3.0, d.cfg_power = 1.0, d.speculative = 8, d.kv_cache = kv, d.engine = "plain";
-    auto plain = sampling::Sampler(g.model, d).sample_batch(classes, 3);
-    d.engine = "static";
-    EXPECT_TRUE(sampling::Sampler(g.model, d).sample_batch(classes, 3).equal(plain)) << kv;
-  }
-  // whole batches only; a negative window is refused
+  // one image drawn (not greedy) with the static window, the exact or the fp8 cache: the plain
+  // window's tokens for the seed (the same random numbers; logits equal up to float rounding; in a
+  // batch the plain kind advances by the slowest image, the static kind each image on its own)
+  for (std::string kv : {"model", "fp8"})
+    for (int64_t i = 0; i < classes.size(0); ++i) {
+      sampling::SamplingOptions d;
+      d.cfg = 3.0, d.cfg_power = 1.0, d.speculative = 8, d.kv_cache = kv, d.engine = "plain";
+      auto one = classes.narrow(0, i, 1);
+      auto plain = sampling::Sampler(g.model, d).sample_batch(one, 3 + i);
+      d.engine = "static";
+      EXPECT_TRUE(sampling::Sampler(g.model, d).sample_batch(one, 3 + i).equal(plain)) << kv << ", image " << i;
+    }
   auto o = greedy(3.0, 1.0);
-  o.speculative = 4;
-  sampling::Sampler s(g.model, o);
-  EXPECT_RAR_ERROR(s.sample_groups(classes, {sampling::RowGroup{0, classes.size(0), o, 1}}), "not row groups");
   o.speculative = -1;
   EXPECT_RAR_ERROR(o.validate(), "--speculative must be >= 0");
+}
+
+// Row groups with settings of their own (a service's batch) under speculative decoding: on the
+// static window every image advances on its own and each group draws from its own generator, so
+// a group's tokens are the ones it gets alone (CPU, float32); each group's first-token frequencies
+// follow its own settings.
+TEST(Sampler, SpeculativeRowGroupsSampleAsIfAlone) {
+  auto g = tiny_generator(16);
+  sampling::SamplingOptions batch;
+  batch.engine = "static", batch.speculative = 3;
+  auto a = batch, b = batch, c = batch;
+  a.cfg = 2.0, a.cfg_power = 1.0;
+  b.temperature = 0.6, b.top_k = 5;
+  c.top_k = 1;  // greedy
+  const std::vector<sampling::RowGroup> groups{{0, 3, a, 21}, {3, 2, b, 22}, {5, 4, c, 23}};
+  auto classes = torch::tensor({0, 1, 2, 2, 1, 0, 0, 1, 2}, torch::kInt64);
+  sampling::Sampler s(g, batch);
+  auto together = s.sample_groups(classes, groups);
+  for (const auto& grp : groups) {
+    sampling::Sampler alone(g, batch);
+    auto own = alone.sample_groups(classes.narrow(0, grp.first, grp.n), {sampling::RowGroup{0, grp.n, grp.opts, grp.seed}});
+    EXPECT_TRUE(own.equal(together.narrow(0, grp.first, grp.n))) << "group at row " << grp.first;
+  }
+  // greedy rows: the sequential greedy tokens
+  auto greedy_seq = sampling::Sampler(g, greedy(0.0, 0.0)).sample_batch(classes.narrow(0, 5, 4), 0);
+  EXPECT_TRUE(greedy_seq.equal(together.narrow(0, 5, 4)));
 }
 
 // On the GPU the graph kind replays the static window: greedy gives the reference's tokens, and a

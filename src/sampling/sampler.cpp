@@ -32,7 +32,6 @@ Sampler::Sampler(model::Generator g, SamplingOptions opts)
 }
 
 torch::Tensor Sampler::sample_batch(const torch::Tensor& classes, uint64_t seed) {
-  if (opts_.speculative > 0) return speculative_->sample(classes, seed, &spec_);
   return sample_groups(classes, {RowGroup{0, classes.size(0), opts_, seed}});
 }
 
@@ -100,6 +99,7 @@ torch::Tensor chain_logits(const torch::Tensor& l, const RowSettings& r, int64_t
 }
 
 torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std::vector<RowGroup>& groups) {
+  if (speculative_) return speculative_->sample_groups(classes_in, groups, &spec_);
   torch::NoGradGuard no_grad;
   const auto& cfg = g_->cfg;
   const auto device = g_->cls_token.device();
@@ -116,7 +116,6 @@ torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std:
     guided = guided || grp.opts.cfg != 0.0;
   }
   check(covered == B, "sampler: row groups cover ", covered, " rows of ", B);
-  check(opts_.speculative == 0, "speculative decoding samples whole batches with one setting, not row groups");
   // Guided groups need the null-class rows; unguided groups in the same batch ignore them.
   auto classes = classes_in.to(device, torch::kInt64);
   auto cond = g_->condition_tokens(classes);

@@ -2,6 +2,7 @@
 #include "sampling/speculative.h"
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 
 #include "sampling/guidance.h"
@@ -15,30 +16,9 @@ namespace rar::sampling {
 
 namespace {
 
-// The sampling distribution at steps k0 .. k0+n-1 from the model's logits [R,n,V] (a guided
-// batch's class rows, then its null rows): guidance at each step's scale, then temperature,
-// top-k and top-p — the sequential sampler's chain — as probabilities [B,n,V] float32 (one-hot
-// for greedy top-k 1).
-torch::Tensor distributions(const torch::Tensor& logits, int64_t B, int64_t k0, int64_t S, const SamplingOptions& o) {
-  const int64_t n = logits.size(1), V = logits.size(2);
-  auto l = logits.narrow(0, 0, B);
-  if (o.cfg != 0.0) {
-    std::vector<float> g(n);
-    for (int64_t j = 0; j < n; ++j) g[j] = guidance_scale_at(k0 + j, S, o.cfg, o.cfg_power, o.schedule);
-    auto scale = torch::tensor(g, logits.options()).view({1, n, 1});
-    l = apply_guidance(l, logits.narrow(0, B, B), scale);
-  }
-  l = l.reshape({B * n, V});
-  if (o.top_k == 1) return torch::one_hot(l.argmax(-1), V).to(torch::kFloat32).view({B, n, V});
-  l = apply_top_p(apply_top_k(apply_temperature(l, o.temperature), o.top_k), o.top_p);
-  return l.softmax(-1).view({B, n, V});
-}
-
-// One token per row of probabilities p [N,V]: argmax(p / e), e ~ Exp(1) — a draw from p (the
-// sequential sampler's draw_rows does the same on softmax(logits)).
-torch::Tensor draw_from(const torch::Tensor& p, at::Generator& gen) {
-  return (p / torch::empty_like(p).exponential_(1, gen)).argmax(-1);
-}
+// The next token of rows [N,V] of probabilities: argmax(p / e), e ~ Exp(1) — a draw from p (the
+// sequential sampler's draw_rows does the same on softmax(logits)). `noise` is e.
+torch::Tensor draw_from(const torch::Tensor& p, const torch::Tensor& noise) { return (p / noise).argmax(-1); }
 
 }  // namespace
 
@@ -50,39 +30,88 @@ SpeculativeDecoder::SpeculativeDecoder(model::Generator g, SamplingOptions opts)
   order_ = scan_order(opts_.order, g_->cfg.seq_len);
 }
 
-torch::Tensor SpeculativeDecoder::sample(const torch::Tensor& classes_in, uint64_t seed, SpeculativeStats* stats) {
+torch::Tensor SpeculativeDecoder::sample(const torch::Tensor& classes, uint64_t seed, SpeculativeStats* stats) {
+  return sample_groups(classes, {RowGroup{0, classes.size(0), opts_, seed}}, stats);
+}
+
+torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in, const std::vector<RowGroup>& groups,
+                                                SpeculativeStats* stats) {
   torch::NoGradGuard no_grad;
   auto& g = *g_;
-  const auto& opts = opts_;
-  const auto& order = order_;
-  const int64_t window = opts.speculative;
   const auto& cfg = g.cfg;
+  const auto& order = order_;
+  const int64_t window = opts_.speculative;
   const auto device = g.cls_token.device();
   const int64_t B = classes_in.size(0), S = cfg.seq_len, V = cfg.codebook;
   check(classes_in.numel() == 0 ||
             (classes_in.min().item<int64_t>() >= 0 && classes_in.max().item<int64_t>() < cfg.classes),
         "class ids must lie in [0, ", cfg.classes, ")");
-  const int64_t steps = opts.steps > 0 ? std::min(opts.steps, S) : S;
-  const bool guided = opts.cfg != 0.0;
+  int64_t covered = 0;
+  bool guided = false;
+  for (const auto& grp : groups) {
+    check(grp.first == covered && grp.n > 0, "sampler: row groups must cover the batch in order");
+    grp.opts.validate();
+    covered += grp.n;
+    guided = guided || grp.opts.cfg != 0.0;
+  }
+  check(covered == B, "sampler: row groups cover ", covered, " rows of ", B);
+  const int64_t steps = opts_.steps > 0 ? std::min(opts_.steps, S) : S;
   const auto ints = torch::TensorOptions().dtype(torch::kInt64).device(device);
   const auto floats = torch::TensorOptions().dtype(torch::kFloat32).device(device);
-  auto raster = torch::zeros({B, S}, ints);
-  if (B == 0) return raster;
+  if (B == 0) return torch::zeros({0, S}, ints);
 
   const auto class_rows = g.condition_tokens(classes_in.to(device, torch::kInt64));
   auto cond = guided ? torch::cat({class_rows, torch::full_like(class_rows, cfg.null_class_token())}) : class_rows;
   const int64_t R = cond.size(0);
   auto both = [&](const torch::Tensor& x) { return guided ? torch::cat({x, x}) : x; };
-  // The calls: on the plain path (the cache grown and rewound) or with static shapes (every call
-  // the same W columns; the graph kind captures the call once per row count and replays it).
-  const auto kv = parse_kv_cache(opts.kv_cache);
+  const auto rows = row_settings(groups, B, steps, S, V, guided, device);
+  // each row's guidance scale at steps 0 .. steps+W-1 ([B, steps+W]; a window's columns past the end repeat the last)
+  torch::Tensor scale;
+  if (guided) scale = torch::cat({rows.scale, rows.scale.narrow(0, steps - 1, 1).expand({window, B})}).t().contiguous();
+
+  // Random numbers: each group from its own generator, seeded with its seed, the same amount at
+  // every call whatever the other rows do — so with rows advancing on their own (static and graph
+  // kinds) a group's tokens do not depend on who shares its batch.
+  std::vector<at::Generator> gens;
+  for (const auto& grp : groups) gens.push_back(make_generator(device, grp.seed));
+  auto per_group = [&](torch::Tensor t, const std::function<void(torch::Tensor, at::Generator&)>& fill) {
+    for (size_t i = 0; i < groups.size(); ++i) fill(t.narrow(0, groups[i].first, groups[i].n), gens[i]);
+    return t;
+  };
+  auto uniform = [&](int64_t n) { return per_group(torch::empty({B, n}, floats), [](torch::Tensor x, at::Generator& gen) { x.uniform_(0, 1, gen); }); };
+  auto codes = [&](int64_t n) { return per_group(torch::empty({B, n}, ints), [V](torch::Tensor x, at::Generator& gen) { x.random_(0, V, gen); }); };
+  auto draw = [&](const torch::Tensor& p) {  // p [B,n,V] -> [B,n]
+    return draw_from(p, per_group(torch::empty_like(p), [](torch::Tensor x, at::Generator& gen) { x.exponential_(1, gen); }));
+  };
+  // The sampling distributions [B,n,V] of row b's steps k[b] .. k[b]+n-1 from the model's logits
+  // [R,n,V]: the sequential sampler's chain (guidance, temperature, top-k, top-p) as
+  // probabilities, one-hot for greedy rows.
+  auto distributions = [&](const torch::Tensor& logits, const torch::Tensor& k) {
+    const int64_t n = logits.size(1);
+    auto l = logits.narrow(0, 0, B).reshape({B * n, V});
+    if (guided) {
+      auto at = k.unsqueeze(1) + torch::arange(n, ints).unsqueeze(0);  // [B,n]
+      l = guided_logits(l, logits.narrow(0, B, B).reshape({B * n, V}), scale.gather(1, at).reshape({B * n, 1}), rows, n);
+    }
+    auto hard = [&] { return torch::one_hot(l.argmax(-1), V).to(torch::kFloat32); };
+    torch::Tensor p = rows.all_greedy ? hard() : chain_logits(l, rows, n).softmax(-1);
+    if (!rows.all_greedy && rows.greedy.defined()) p = torch::where(rows.greedy.repeat_interleave(n).unsqueeze(1), hard(), p);
+    return p.view({B, n, V});
+  };
+
+  SpeculativeStats st;
+  st.tokens = steps;
+  // The calls: on the plain path (every row at the same step: the cache grown and rewound) or with
+  // static shapes (W columns at every call, each row at its own step; the graph kind captures the
+  // call once per row count and replays it).
+  const auto kv = parse_kv_cache(opts_.kv_cache);
   model::KVCache plain_cache;
   Fixed* fixed = nullptr;
   if (kind_ == EngineKind::Plain) {
     plain_cache = g.make_cache(R, S + 1, kv);
   } else {
     auto it = fixed_.find(R);
-    if (it == fixed_.end() || !update_static_decode(g, it->second.s, class_rows)) {
+    if (it == fixed_.end() || it->second.s.null_rows != (guided ? B : 0) || !update_static_decode(g, it->second.s, class_rows)) {
       Fixed f;
       f.cache = it != fixed_.end() ? it->second.cache : make_zeroed_cache(g, R, S + window, kv);
       f.s = make_static_decode(g, class_rows, guided ? B : 0, order, S + window, int64_t(1) << 30, window);
@@ -91,67 +120,78 @@ torch::Tensor SpeculativeDecoder::sample(const torch::Tensor& classes_in, uint64
     fixed = &fixed_[R];
   }
   auto& cache = fixed ? fixed->cache : plain_cache;
-  // logits [R,W,V] of steps n .. n+W-1, fed = x[τ_n] and the next window-1 drafts [B,window]
-  auto call = [&](const torch::Tensor& fed, int64_t n, int64_t W) {
+  // logits [R,W,V] of row b's steps n[b] .. n[b]+W-1, fed = x[τ_n] and the next window-1 drafts [B,window]
+  int64_t n_plain = 1;  // the plain kind's common step
+  auto call = [&](const torch::Tensor& fed, const torch::Tensor& n) {
     if (!fixed) {
-      const std::vector<int64_t> pos(order.begin() + n - 1, order.begin() + n - 1 + W),
-          next(order.begin() + n, order.begin() + n + W);
-      cache.length = n + 1;  // the kept tokens' slots; a refused draft's slot is overwritten
-      return g.decode_window(both(fed.narrow(1, 0, W)), n, pos, next, cond, cache);
+      const int64_t W = std::min(window, steps - n_plain);
+      const std::vector<int64_t> pos(order.begin() + n_plain - 1, order.begin() + n_plain - 1 + W),
+          next(order.begin() + n_plain, order.begin() + n_plain + W);
+      cache.length = n_plain + 1;  // the kept tokens' slots; a refused draft's slot is overwritten
+      st.positions += W;
+      auto l = g.decode_window(both(fed.narrow(1, 0, W)), n_plain, pos, next, cond, cache);
+      // W columns as the static kinds have them (past the last step: repeats, never kept), so that
+      // both draw the same random numbers
+      return W == window ? l : torch::cat({l, l.narrow(1, W - 1, 1).expand({R, window - W, V})}, 1);
     }
+    st.positions += window;
     fixed->s.window.copy_(both(fed));
-    fixed->s.step.fill_(n);
-    if (kind_ == EngineKind::Static) return decode_window_static(g, fixed->s, cache).narrow(1, 0, W);
+    fixed->s.window_step.copy_(both(n.clamp_max(S - 1)));  // a finished row idles at the last step
+    if (kind_ == EngineKind::Static) return decode_window_static(g, fixed->s, cache);
     if (!fixed->graph)
       fixed->graph = std::make_unique<gpu::StepGraph>([&g, fixed] { return decode_window_static(g, fixed->s, fixed->cache); });
-    return fixed->graph->replay().narrow(1, 0, W);
+    return fixed->graph->replay();
   };
-  auto gen = make_generator(device, seed);
-  auto out = torch::zeros({B, steps}, ints);  // in generation order: column k = x[τ_{k+1}]
-  SpeculativeStats st;
-  st.tokens = steps;
 
+  auto out = torch::zeros({B, steps + window}, ints);  // in generation order (column k = x[τ_{k+1}]), then padding
   // Step 0 (the prefill) is exact: its token is drawn as the sequential sampler draws.
-  auto p0 = distributions(g.decode_prefill(cond, order[0], cache).unsqueeze(1), B, 0, S, opts);
-  out.select(1, 0).copy_(draw_from(p0.select(1, 0), gen));
+  auto p0 = distributions(g.decode_prefill(cond, order[0], cache).unsqueeze(1), torch::zeros({B}, ints));
+  out.select(1, 0).copy_(draw(p0).select(1, 0));
   st.calls = 1, st.positions = 2;
+  auto n = torch::ones({B}, ints);  // each row's tokens so far
   // Drafts for steps 1 .. W, drawn uniformly (q = 1/V).
-  auto draft = torch::randint(V, {B, window}, gen, ints);
+  auto draft = codes(window);
   auto q = torch::full({B, window, V}, 1.0 / V, floats);
-  for (int64_t n = 1; n < steps;) {
+  while (true) {
+    const auto left = (steps - n).clamp_min(0);  // [B]
+    if (left.max().item<int64_t>() == 0) break;
     // One call: x[τ_n] (generated) and the drafts of steps n+1 .. n+W-1 in, p_n .. p_{n+W-1} out.
-    const int64_t W = std::min(window, steps - n);
-    auto fed = torch::cat({out.narrow(1, n - 1, 1), draft.narrow(1, 0, window - 1)}, 1);
-    auto p = distributions(call(fed, n, W), B, n, S, opts);  // [B,W,V]
-    ++st.calls, st.positions += W;
+    auto fed = torch::cat({out.gather(1, (n - 1).unsqueeze(1)), draft.narrow(1, 0, window - 1)}, 1);
+    auto p = distributions(call(fed, n), n);  // [B,W,V]
+    const int64_t W = p.size(1);
+    ++st.calls;
 
-    // The speculative-sampling rule in order: draft d ~ q kept when u < p(d) / q(d).
+    // The speculative-sampling rule in order: draft d ~ q kept when u < p(d) / q(d), within the
+    // positions that count (a row near its end has fewer).
     auto d = draft.narrow(1, 0, W), qw = q.narrow(1, 0, W);
     auto pd = p.gather(2, d.unsqueeze(-1)).squeeze(-1), qd = qw.gather(2, d.unsqueeze(-1)).squeeze(-1);
-    auto kept = torch::rand({B, W}, gen, floats) * qd < pd;
-    auto a = kept.to(torch::kInt64).cumprod(1).sum(1);  // leading drafts kept, per image
-    // Every image has a_i + 1 exact tokens (its kept drafts and the draw replacing the first refused
-    // one) within the window: the batch keeps the smallest count.
-    const int64_t adv = std::min(a.min().item<int64_t>() + 1, W);
-    auto res = (p.narrow(1, 0, adv) - qw.narrow(1, 0, adv)).clamp_min(0);
-    res = torch::where(res.sum(-1, true) > 0, res, p.narrow(1, 0, adv));  // p = q: nothing refused there
-    auto redraw = draw_from(res.reshape({B * adv, V}), gen).view({B, adv});
-    auto j = torch::arange(adv, ints).unsqueeze(0);
-    out.narrow(1, n, adv).copy_(torch::where(j < a.unsqueeze(1), d.narrow(1, 0, adv), redraw));
+    const auto j = torch::arange(W, ints).unsqueeze(0);
+    const auto counts = j < left.clamp_max(W).unsqueeze(1);
+    auto kept = (uniform(W) * qd < pd).logical_and_(counts);
+    auto a = kept.to(torch::kInt64).cumprod(1).sum(1);  // leading drafts kept, per row
+    // Each row has a + 1 exact tokens (its kept drafts and a draw replacing the first refused one)
+    // within what counts; the plain kind keeps the batch's smallest count (one common step).
+    auto adv = torch::minimum(a + 1, left.clamp_max(W));
+    if (!fixed) adv = adv.min().expand({B});
+    auto res = (p - qw).clamp_min(0);
+    res = torch::where(res.sum(-1, true) > 0, res, p);  // p = q: nothing refused there
+    auto chosen = torch::where(j < a.unsqueeze(1), d, draw(res));
+    const auto cols = n.unsqueeze(1) + j;  // [B,W], inside the padded columns
+    out.scatter_(1, cols, torch::where(j < adv.unsqueeze(1), chosen, out.gather(1, cols)));
 
     // The next drafts (steps n+adv ..): from this call's p while it reaches (q = that p), uniform after.
-    n += adv;
-    const int64_t from_p = W - adv;
-    auto next_draft = torch::randint(V, {B, window}, gen, ints);
-    auto next_q = torch::full({B, window, V}, 1.0 / V, floats);
-    if (from_p > 0) {
-      auto pp = p.narrow(1, adv, from_p);
-      next_draft.narrow(1, 0, from_p).copy_(draw_from(pp.reshape({B * from_p, V}), gen).view({B, from_p}));
-      next_q.narrow(1, 0, from_p).copy_(pp);
-    }
-    draft = next_draft, q = next_q;
+    const auto i = torch::arange(window, ints).unsqueeze(0);
+    const auto from = (adv.unsqueeze(1) + i).clamp_max(W - 1);  // [B,window]
+    auto pp = p.gather(1, from.unsqueeze(2).expand({B, window, V}));
+    const auto use_p = i < (W - adv).unsqueeze(1);
+    q = torch::where(use_p.unsqueeze(2), pp, torch::full({}, 1.0 / V, floats));
+    draft = torch::where(use_p, draw(pp), codes(window));
+    n = n + adv;
+    if (!fixed) n_plain += adv[0].item<int64_t>();
   }
-  raster.index_copy_(1, torch::tensor(std::vector<int64_t>(order.begin(), order.begin() + steps), ints), out);
+  auto raster = torch::zeros({B, S}, ints);
+  raster.index_copy_(1, torch::tensor(std::vector<int64_t>(order.begin(), order.begin() + steps), ints),
+                     out.narrow(1, 0, steps));
   if (stats) stats->tokens += st.tokens, stats->calls += st.calls, stats->positions += st.positions;
   return raster;
 }

@@ -10,13 +10,14 @@
 // from max(0, p - q) normalised, and the rest are dropped. Every kept token is then distributed
 // exactly as sequential sampling's (the rule's guarantee: p_j is exact once the tokens before j
 // are kept). The next drafts are drawn from this iteration's p (the Jacobi update; their q is that
-// p), new ones beyond the window uniformly. A batch advances by its slowest image's count.
+// p), new ones beyond the window uniformly.
 //
 // It draws other random numbers than Sampler::sample_batch: the same distribution, not the same
 // tokens for a seed. The calls run as opts.engine says: plain (Generator::decode_window, the KV
-// cache rewound to the kept tokens), static (sampling/static_decode decode_window_static: W
-// columns at every call, masked attention over the whole cache) or graph (that call captured in a
-// CUDA graph once and replayed).
+// cache rewound to the kept tokens; the batch advances by its slowest image), static
+// (sampling/static_decode decode_window_static: W columns at every call, masked attention over the
+// whole cache, every image at its own step) or graph (that call captured in a CUDA graph once per
+// row count and replayed).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -42,6 +43,13 @@ class SpeculativeDecoder {
   // its counts to *stats when given. The static and graph kinds keep their buffers (and captured
   // call) per row count from batch to batch, like DecodeEngine.
   torch::Tensor sample(const torch::Tensor& classes, uint64_t seed, SpeculativeStats* stats = nullptr);
+  // The same for a batch of row groups with settings of their own (Sampler::sample_groups): each
+  // group draws from its own generator, seeded with its seed. On the static and graph kinds every
+  // image advances on its own, so a group's tokens are those it gets alone whenever the model
+  // computes each row the same in either batch (always on the CPU in float32); on the plain kind
+  // the batch advances by its slowest image.
+  torch::Tensor sample_groups(const torch::Tensor& classes, const std::vector<RowGroup>& groups,
+                              SpeculativeStats* stats = nullptr);
 
  private:
   struct Fixed {  // static/graph kinds: one row count's buffers

@@ -55,8 +55,9 @@ torch::Tensor head_step(model::FinalLayerImpl& f, const Residual& h, const torch
   return model::gated_residual_ln_modulate(h.x, h.gate, h.y, f.norm_final, m[1], m[0], !f.is_training())[1];
 }
 
-// x [R,h,W,hd] into the cache [R,h,capacity,hd] at slots [W], in the cache's dtype — through an
-// integer view of the same width, which the index kernels take for every width (fp8 has none).
+// x [R,h,W,hd] into the cache [R,h,capacity,hd] at row r's slots slot[r] ([R,W]), in the cache's
+// dtype — through an integer view of the same width, which the index kernels take for every width
+// (fp8 has none).
 void write_slots(torch::Tensor& cache, const torch::Tensor& slot, const torch::Tensor& x) {
   auto bits = [](const torch::Tensor& t) {
     switch (t.element_size()) {
@@ -66,8 +67,11 @@ void write_slots(torch::Tensor& cache, const torch::Tensor& slot, const torch::T
       default: return t.view(torch::kInt64);
     }
   };
+  using torch::indexing::Slice;
   auto cache_bits = bits(cache);
-  cache_bits.index_copy_(2, slot, bits(model::to_cache_dtype(x, cache.scalar_type()).contiguous()));
+  const auto rows = torch::arange(slot.size(0), slot.options()).unsqueeze(1);  // [R,1]
+  // cache[r, :, slot[r,j], :] = x[r, :, j, :]
+  cache_bits.index_put_({rows, Slice(), slot}, bits(model::to_cache_dtype(x, cache.scalar_type())).permute({0, 2, 1, 3}));
 }
 
 // The adaLN tables of StaticDecode for these conditions.
@@ -140,6 +144,7 @@ StaticDecode make_static_decode(model::GeneratorImpl& g, const torch::Tensor& co
   if (window > 0) {  // a window's columns past step S-1 read zero rows
     s.position = torch::cat({s.position, torch::zeros({window, s.position.size(1)}, s.position.options())});
     s.window = torch::zeros({s.token.size(0), window}, i64);
+    s.window_step = torch::ones({s.token.size(0)}, i64);
   }
   auto t = ada_tables(g, s.condition, null_rows, table_bytes);
   s.table_block = std::move(t.block);
@@ -247,29 +252,30 @@ torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s,
 }
 
 torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache) {
-  check(s.window.defined(), "static decode: made without a window");
+  check(s.window.defined() && s.window_step.defined(), "static decode: made without a window");
   const auto E = g.timesteps_embeddings[0];
   const int64_t R = s.window.size(0), W = s.window.size(1), S = g.cfg.seq_len, H = g.cfg.hidden;
   const int64_t served = s.table_rows.defined() ? s.table_rows.size(0) : 0;
   check(cache.capacity() >= S + W, "static decode: a window of ", W, " needs ", S + W, " cache slots");
-  const auto steps = s.step + s.slots.narrow(0, 0, W);  // t .. t+W-1
-  const auto slot = steps + 1;                          // the fed tokens' indices in the sequence
-  const auto at = slot.clamp_max(S + 1);                // clamped past the last step
+  const auto steps = s.window_step.unsqueeze(1) + s.slots.narrow(0, 0, W).unsqueeze(0);  // [R,W]: t .. t+W-1
+  const auto slot = steps + 1;            // the fed tokens' indices in the sequence
+  const auto at = slot.clamp_max(S + 1);  // clamped past the last step
   // index 1+t+j: x[τ_{t+j}] + P[2+τ_{t+j}] + T[2+τ_{t+j+1}]; condition E[1+t+j]
-  auto h = g.embeddings(s.window) + s.position.index_select(0, steps).unsqueeze(0);  // [R,W,H]
-  // adaLN products: the tables' rows (u*(S+2) + 1+t+j) for the rows they serve, matmuls for the others
+  auto h = g.embeddings(s.window) + s.position.index_select(0, steps.reshape(-1)).view({R, W, H});
+  // adaLN products: the tables' rows (u*(S+2) + 1+t+j) for the rows they serve (the last ones),
+  // matmuls for the others
   torch::Tensor silu_c, table_index;
   if (served < R)
     silu_c = model::to_compute(F::silu(g.embeddings(s.condition.narrow(0, 0, R - served)).unsqueeze(1) +
-                                       E.index_select(0, at).unsqueeze(0)));
-  if (served > 0) table_index = (s.table_rows.unsqueeze(1) + at.unsqueeze(0)).view(-1);
+                                       E.index_select(0, at.narrow(0, 0, R - served).reshape(-1)).view({R - served, W, H})));
+  if (served > 0) table_index = (s.table_rows.unsqueeze(1) + at.narrow(0, R - served, served)).reshape(-1);
   auto adaln = [&](const torch::nn::LinearImpl& lin, const torch::Tensor& table) {
     if (served == 0) return linear(lin, silu_c);
     auto rows = table.index_select(0, table_index).view({served, W, -1});
     if (served == R) return rows;
     return torch::cat({linear(lin, silu_c).to(rows.scalar_type()), rows});
   };
-  const auto mask = (s.slots.unsqueeze(0) <= slot.unsqueeze(1)).view({1, 1, W, -1});  // [1,1,W,capacity]
+  const auto mask = (s.slots.view({1, 1, -1}) <= slot.unsqueeze(2)).unsqueeze(1);  // [R,1,W,capacity]
   Residual r{h, {}, {}};
   for (size_t l = 0; l < g.block_list.size(); ++l) {
     auto& b = *g.block_list[l];

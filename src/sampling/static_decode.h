@@ -40,7 +40,8 @@ struct StaticDecode {
   torch::Tensor table_head;
   torch::Tensor table_rows;  // [rows served] int64: u*(S+2) of each served row's condition
   // Speculative windows (decode_window_static; undefined unless made with a window):
-  torch::Tensor window;      // [R,W] int64: x[τ_t] .. x[τ_{t+W-1}], fed at steps t .. t+W-1 (written per call)
+  torch::Tensor window;       // [R,W] int64: row r's x[τ_t] .. x[τ_{t+W-1}], t = window_step[r] (written per call)
+  torch::Tensor window_step;  // [R] int64: each row's t, 1 .. S-1 (rows advance on their own; written per call)
 };
 // Static-shape decoding for R = condition.size(0) + null_rows rows along `order` (0-based scan
 // order): the tables of StaticDecode, zeroed token/step buffers. The cache must be zeroed
@@ -60,9 +61,10 @@ model::KVCache make_zeroed_cache(const model::GeneratorImpl& g, int64_t batch, i
                                  std::optional<at::ScalarType> dtype = std::nullopt);
 // Step t = s.step (1..S-1): the same logits as decode_step(s.token, t, τ_t, τ_{t+1}, ...) [R,V] float32.
 torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache);
-// Steps t = s.step .. t+W-1 at once (speculative decoding, sampling/speculative) with the same
-// shapes at every call: feeds s.window, writes cache slots t+1 .. t+W, attends with a mask (new
-// position j sees slots 0 .. t+1+j). Logits [R,W,V] float32, column j as Generator::decode_window's;
+// Steps t .. t+W-1 at once, t = s.window_step[r] for row r (speculative decoding,
+// sampling/speculative: each row at its own step), with the same shapes at every call: feeds
+// s.window, writes row r's cache slots t+1 .. t+W, attends with a mask (new position j sees slots
+// 0 .. t+1+j). Logits [R,W,V] float32, column j as Generator::decode_window's;
 // columns past the last step (t+j > S-1) are computed on clamped positions and mean nothing. The
 // step's block (residual adds fused into the next LayerNorm) with a window's attention.
 torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache);
