@@ -178,10 +178,8 @@ TEST(Serve, ImagesEqualRarSampleForTheSameSeed) {
   }
 }
 
-TEST(Serve, ConcurrentMixedRequestsBatchTogetherAndEqualThemselvesAlone) {
-  serve::SchedulerOptions so;
-  so.max_wait_ms = 300;  // wide enough for the requests below to share batches
-  TestServer s(so);
+// Mixed requests sent at once share batches, and each gets the images it gets alone.
+void expect_batched_equal_alone(TestServer& s) {
   const std::vector<json> bodies = {
       {{"class", 1}, {"n", 2}, {"cfg", 3.0}, {"seed", 1}},
       {{"classes", {0, 2}}, {"temperature", 0.7}, {"top_k", 20}, {"seed", 2}},
@@ -201,6 +199,37 @@ TEST(Serve, ConcurrentMixedRequestsBatchTogetherAndEqualThemselvesAlone) {
     for (size_t k = 0; k < alone["images"].size(); ++k)
       EXPECT_EQ(alone["images"][k], together[i]["images"][k]) << "request " << i << " image " << k;
   }
+}
+
+TEST(Serve, ConcurrentMixedRequestsBatchTogetherAndEqualThemselvesAlone) {
+  serve::SchedulerOptions so;
+  so.max_wait_ms = 300;  // wide enough for the requests below to share batches
+  TestServer s(so);
+  expect_batched_equal_alone(s);
+}
+
+// With --speculative, batches of few images take speculative decoding; on the static window every
+// image advances on its own, so a request gets the images it gets alone (here every batch is small
+// enough); a batch of more images goes one token per step.
+TEST(Serve, SpeculativeSmallBatchesEqualThemselvesAlone) {
+  serve::SchedulerOptions so;
+  so.max_wait_ms = 300;
+  so.engine.engine = "static", so.engine.speculative = 4, so.speculative_images = 8;
+  TestServer s(so, 9);
+  expect_batched_equal_alone(s);
+  auto speculative_batches = [&] {
+    const std::string m = s.client().Get("/metrics")->body;
+    const std::string key = "\nrar_speculative_batches_total ";
+    const size_t at = m.find(key);
+    EXPECT_NE(at, std::string::npos) << m;
+    return at == std::string::npos ? -1 : std::stoll(m.substr(at + key.size()));
+  };
+  const int64_t before = speculative_batches();
+  EXPECT_GE(before, 2);  // the requests alone, at least
+  generate(s, {{"class", 1}, {"n", 9}, {"seed", 9}});  // 9 images: more than 8, one token per step
+  EXPECT_EQ(speculative_batches(), before);
+  generate(s, {{"class", 1}, {"n", 8}, {"seed", 9}});
+  EXPECT_EQ(speculative_batches(), before + 1);
 }
 
 TEST(Serve, FullQueueIs503AndCancelledRequestsFreeTheirRows) {

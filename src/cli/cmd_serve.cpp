@@ -23,7 +23,8 @@ struct ServeArgs {
   std::string generator, tokenizer, host = "127.0.0.1", device = "auto", precision = "bf16", class_names;
   std::string engine = "auto", kv_cache = "model", decode_precision = "bf16";
   int port = 8080, threads = 256;
-  int64_t max_batch = 256, max_wait_ms = 20, max_images = 64, queue = 1024, decode_batch = 64;
+  int64_t max_batch = 256, max_wait_ms = 20, max_images = 64, queue = 1024, decode_batch = 64, speculative = 0,
+          speculative_images = 4;
   bool verbose = false, no_padding = false;
 };
 
@@ -39,7 +40,8 @@ void run(const ServeArgs& a) {
   serve::SchedulerOptions so;
   so.max_batch = a.max_batch, so.max_wait_ms = a.max_wait_ms, so.queue = a.queue, so.decode_batch = a.decode_batch;
   so.verbose = a.verbose, so.pad_rows = !a.no_padding;
-  so.engine.engine = a.engine, so.engine.kv_cache = a.kv_cache;
+  so.engine.engine = a.engine, so.engine.kv_cache = a.kv_cache, so.engine.speculative = a.speculative;
+  so.speculative_images = a.speculative_images;
   so.engine.validate();
   check(a.max_images <= a.queue, "--max-images-per-request (", a.max_images, ") must not exceed --queue (", a.queue, ")");
 
@@ -53,7 +55,7 @@ void run(const ServeArgs& a) {
     o.class_names = serve::imagenet_class_names();
   }
   o.info = {{"generator", a.generator}, {"tokenizer", a.tokenizer}, {"device", device.str()}, {"precision", a.precision},
-            {"decode_precision", a.decode_precision}, {"kv_cache", a.kv_cache},
+            {"decode_precision", a.decode_precision}, {"kv_cache", a.kv_cache}, {"speculative", a.speculative},
             {"model", g.cfg.to_json()}};
 
   serve::BatchScheduler scheduler(g.model, vq.model, so);
@@ -85,6 +87,11 @@ void add_serve(CLI::App& app) {
   c->add_option("--decode-precision", a->decode_precision, "decoder: fp32 or bf16");
   c->add_option("--engine", a->engine, "decode engine: plain, static, graph or auto");
   c->add_option("--kv-cache", a->kv_cache, "KV cache dtype: model or fp8");
+  c->add_option("--speculative", a->speculative,
+                 "speculative decoding with W positions per model call for small batches (lower latency; 0 = off)")
+      ->check(count());
+  c->add_option("--speculative-images", a->speculative_images,
+                "with --speculative: batches of at most this many images use it")->check(positive_count());
   c->add_option("--max-batch", a->max_batch, "most images in one GPU batch")->check(positive_count());
   c->add_option("--max-wait-ms", a->max_wait_ms, "longest wait for a batch to fill")->check(count());
   c->add_option("--max-images-per-request", a->max_images, "most images one request may ask for")->check(positive_count());

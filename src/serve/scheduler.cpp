@@ -51,9 +51,17 @@ void Job::fail_with(const std::string& message) {
 
 // ---------------------------------------------------------------- scheduler
 
+namespace {
+sampling::SamplingOptions one_per_step(sampling::SamplingOptions o) {
+  o.speculative = 0;
+  return o;
+}
+}  // namespace
+
 BatchScheduler::BatchScheduler(model::Generator g, std::optional<model::VQModel> vq, SchedulerOptions opts)
-    : g_(std::move(g)), vq_(std::move(vq)), opts_(std::move(opts)), sampler_(g_, opts_.engine) {
+    : g_(std::move(g)), vq_(std::move(vq)), opts_(std::move(opts)), sampler_(g_, one_per_step(opts_.engine)) {
   check(opts_.max_batch > 0 && opts_.max_wait_ms >= 0 && opts_.queue > 0, "serve: bad batching limits");
+  if (opts_.engine.speculative > 0) speculative_ = std::make_unique<sampling::Sampler>(g_, opts_.engine);
   int64_t buckets = 1;
   for (int64_t b = 1; b < opts_.max_batch; b *= 2) ++buckets;
   stats_.batch_sizes.assign(buckets, 0);
@@ -181,7 +189,9 @@ void BatchScheduler::serve_batch(std::vector<Chunk> chunks) {
   }
   b.chunks = std::move(chunks);
   try {
-    auto tokens = sampler_.sample_groups(torch::tensor(classes, torch::kInt64), groups).narrow(0, 0, rows);
+    b.speculative = speculative_ && rows <= opts_.speculative_images;
+    auto& sampler = b.speculative ? *speculative_ : sampler_;
+    auto tokens = sampler.sample_groups(torch::tensor(classes, torch::kInt64), groups).narrow(0, 0, rows);
     b.sampled = clock_type::now();
     // Each chunk is decoded on its own (in decode_batch pieces), as `rar sample` decodes its batch:
     // a request's pixels do not depend on who shared its generation batch.
@@ -249,13 +259,15 @@ void BatchScheduler::deliver(Batch& b) {
   const auto end = clock_type::now();
   const double seconds = std::chrono::duration<double>(end - b.start).count();
   if (opts_.verbose)
-    std::fprintf(stderr, "rar serve: batch of %lld rows (%zu requests, generated as %lld): sampled in %.3f s, handed out after %.3f s\n",
+    std::fprintf(stderr, "rar serve: batch of %lld rows (%zu requests, generated as %lld%s): sampled in %.3f s, handed out after %.3f s\n",
                  static_cast<long long>(rows), b.chunks.size(), static_cast<long long>(b.padded),
+                 b.speculative ? ", speculative" : "",
                  std::chrono::duration<double>(b.sampled - b.start).count(), seconds);
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.batches;
   stats_.images += rows;
   stats_.padded_rows += b.padded - rows;
+  stats_.speculative_batches += b.speculative;
   stats_.batch_seconds += seconds;
   size_t bucket = 0;
   for (int64_t n = 1; n < rows; n *= 2) ++bucket;

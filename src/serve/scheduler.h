@@ -75,11 +75,16 @@ struct SchedulerOptions {
   bool pad_rows = true;   // pad batches to a few row counts when the engine captures graphs
   bool verbose = false;   // one line per batch on stderr (rows, padding, times)
   sampling::SamplingOptions engine;  // engine, kv_cache (the batch's); per-request settings come with requests
+  // engine.speculative = W > 0: batches of at most this many images are generated with speculative
+  // decoding (W positions per model call: lower latency when few images share a batch); larger
+  // ones one token per step (more images per second)
+  int64_t speculative_images = 4;
 };
 
 struct SchedulerStats {
   int64_t requests = 0, images = 0, batches = 0, queued_images = 0, rejected = 0, cancelled_rows = 0;
   int64_t padded_rows = 0;      // rows generated only to fill a captured row count
+  int64_t speculative_batches = 0;  // batches generated with speculative decoding
   double batch_seconds = 0;     // summed over batches: from a batch's start to its images handed out
   std::vector<int64_t> batch_sizes;  // histogram buckets: rows <= 1, 2, 4, ..., max
 };
@@ -108,6 +113,7 @@ class BatchScheduler {
     std::vector<Chunk> chunks;
     std::vector<int64_t> classes;
     int64_t padded = 0;
+    bool speculative = false;
     torch::Tensor pixels;  // [rows,H,W,3] uint8
     clock_type::time_point start, sampled;
   };
@@ -119,7 +125,8 @@ class BatchScheduler {
   model::Generator g_;
   std::optional<model::VQModel> vq_;
   SchedulerOptions opts_;
-  sampling::Sampler sampler_;
+  sampling::Sampler sampler_;                       // one token per step
+  std::unique_ptr<sampling::Sampler> speculative_;  // small batches, with engine.speculative > 0
   std::unique_ptr<gpu::SideStream> side_;  // VQ decoding beside generation (CUDA)
   std::mutex mu_;
   std::condition_variable cv_;

@@ -165,6 +165,7 @@ struct Server::Impl {
     counter("rar_cancelled_rows_total", "Queued images dropped because their client went away.", st.cancelled_rows);
     counter("rar_queue_images", "Images waiting in the queue.", st.queued_images, "gauge");
     counter("rar_padded_rows_total", "Rows generated only to fill a captured batch size.", st.padded_rows);
+    counter("rar_speculative_batches_total", "Batches generated with speculative decoding.", st.speculative_batches);
     m << "# HELP rar_batch_seconds_total Time from batches' start to their images handed out.\n"
          "# TYPE rar_batch_seconds_total counter\nrar_batch_seconds_total " << st.batch_seconds << "\n";
     std::lock_guard<std::mutex> lock(mu);
