@@ -4,7 +4,7 @@
 # the results packed into $OUT, then the latency table (bench/gpu_latency.sh). Run it again and again
 # on the warm machine (from the repository root, .devrun/{debs,shared,dstest,demo} carried) until it
 # prints "session: done"; each call stops by CALL_SECONDS (default 540) and says what is pending.
-#   ARMS="random a25-50" CALL_SECONDS=540 [SANITIZE=1] scripts/gpu-session.sh
+#   ARMS="random a25-50" CALL_SECONDS=540 [SANITIZE=1] [TARGETS=1] scripts/gpu-session.sh
 # State lives in /tmp/session (markers) and /tmp/ann (the arms): a call never waits on a process
 # list (a pattern there can match the caller's own command line), only on files.
 set -u
@@ -72,5 +72,10 @@ if [ "${SANITIZE:-0}" = 1 ] && [ -f "$ST/latency" ] && [ ! -f "$ST/sanitized" ];
     done
     touch "$ST/sanitized"
   fi
+fi
+# 6. (TARGETS=1) #22's target rows with their spread (bench/gpu_targets.sh, REPEATS runs each)
+if [ "${TARGETS:-0}" = 1 ] && [ -f "$ST/latency" ] && [ ! -f "$ST/targets" ]; then
+  RAW=$OUT/targets-raw.md timeout $(( $(left) - 10 )) bench/gpu_targets.sh build-gpu/rar | tee "$OUT/targets.md"
+  [ "${PIPESTATUS[0]}" = 0 ] && touch "$ST/targets"
 fi
 [ -f "$ST/latency" ] && say "session: done"
