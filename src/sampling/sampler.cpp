@@ -98,14 +98,8 @@ torch::Tensor chain_logits(const torch::Tensor& l, const RowSettings& r, int64_t
   return c;
 }
 
-torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std::vector<RowGroup>& groups) {
-  if (speculative_) return speculative_->sample_groups(classes_in, groups, &spec_);
-  torch::NoGradGuard no_grad;
-  const auto& cfg = g_->cfg;
-  const auto device = g_->cls_token.device();
-  const int64_t B = classes_in.size(0), S = cfg.seq_len;
-  check(classes_in.numel() == 0 ||
-            (classes_in.min().item<int64_t>() >= 0 && classes_in.max().item<int64_t>() < cfg.classes),
+bool check_batch(const model::GeneratorConfig& cfg, const torch::Tensor& classes, const std::vector<RowGroup>& groups) {
+  check(classes.numel() == 0 || (classes.min().item<int64_t>() >= 0 && classes.max().item<int64_t>() < cfg.classes),
         "class ids must lie in [0, ", cfg.classes, ")");
   int64_t covered = 0;
   bool guided = false;
@@ -115,11 +109,24 @@ torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std:
     covered += grp.n;
     guided = guided || grp.opts.cfg != 0.0;
   }
-  check(covered == B, "sampler: row groups cover ", covered, " rows of ", B);
-  // Guided groups need the null-class rows; unguided groups in the same batch ignore them.
-  auto classes = classes_in.to(device, torch::kInt64);
-  auto cond = g_->condition_tokens(classes);
-  if (guided) cond = torch::cat({cond, torch::full_like(cond, cfg.null_class_token())});
+  check(covered == classes.size(0), "sampler: row groups cover ", covered, " rows of ", classes.size(0));
+  return guided;
+}
+
+torch::Tensor batch_conditions(model::GeneratorImpl& g, const torch::Tensor& classes, bool guided) {
+  auto cond = g.condition_tokens(classes.to(g.cls_token.device(), torch::kInt64));
+  // guided groups need the null-class rows; unguided groups in the same batch ignore them
+  return guided ? torch::cat({cond, torch::full_like(cond, g.cfg.null_class_token())}) : cond;
+}
+
+torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std::vector<RowGroup>& groups) {
+  if (speculative_) return speculative_->sample_groups(classes_in, groups, &spec_);
+  torch::NoGradGuard no_grad;
+  const auto& cfg = g_->cfg;
+  const auto device = g_->cls_token.device();
+  const int64_t B = classes_in.size(0), S = cfg.seq_len;
+  const bool guided = check_batch(cfg, classes_in, groups);
+  auto cond = batch_conditions(*g_, classes_in, guided);
   engine_.begin(cond, guided ? B : 0, order_);
 
   const int64_t steps = opts_.steps > 0 ? std::min(opts_.steps, S) : S;

@@ -48,6 +48,13 @@ struct RowGroup {
   uint64_t seed = 0;
 };
 
+// Checks a batch: class ids in range, `groups` covering its rows in order with valid settings.
+// Returns whether any group is guided (the batch then has a null-class row per class row).
+bool check_batch(const model::GeneratorConfig& cfg, const torch::Tensor& classes, const std::vector<RowGroup>& groups);
+// The condition tokens of a batch's rows on the model's device: the class rows, then (guided) as
+// many null-class rows.
+torch::Tensor batch_conditions(model::GeneratorImpl& g, const torch::Tensor& classes, bool guided);
+
 // The row groups' settings as one setting per row, on the device: the logits chain then runs once
 // per step for the whole batch, whatever mix of requests it holds (and without waiting for the
 // device: a chain run per group stalled the step loop).

@@ -43,25 +43,14 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
   const int64_t window = opts_.speculative;
   const auto device = g.cls_token.device();
   const int64_t B = classes_in.size(0), S = cfg.seq_len, V = cfg.codebook;
-  check(classes_in.numel() == 0 ||
-            (classes_in.min().item<int64_t>() >= 0 && classes_in.max().item<int64_t>() < cfg.classes),
-        "class ids must lie in [0, ", cfg.classes, ")");
-  int64_t covered = 0;
-  bool guided = false;
-  for (const auto& grp : groups) {
-    check(grp.first == covered && grp.n > 0, "sampler: row groups must cover the batch in order");
-    grp.opts.validate();
-    covered += grp.n;
-    guided = guided || grp.opts.cfg != 0.0;
-  }
-  check(covered == B, "sampler: row groups cover ", covered, " rows of ", B);
+  const bool guided = check_batch(cfg, classes_in, groups);
   const int64_t steps = opts_.steps > 0 ? std::min(opts_.steps, S) : S;
   const auto ints = torch::TensorOptions().dtype(torch::kInt64).device(device);
   const auto floats = torch::TensorOptions().dtype(torch::kFloat32).device(device);
   if (B == 0) return torch::zeros({0, S}, ints);
 
-  const auto class_rows = g.condition_tokens(classes_in.to(device, torch::kInt64));
-  auto cond = guided ? torch::cat({class_rows, torch::full_like(class_rows, cfg.null_class_token())}) : class_rows;
+  const auto cond = batch_conditions(g, classes_in, guided);
+  const auto class_rows = cond.narrow(0, 0, B);
   const int64_t R = cond.size(0);
   auto both = [&](const torch::Tensor& x) { return guided ? torch::cat({x, x}) : x; };
   const auto rows = row_settings(groups, B, steps, S, V, guided, device);
