@@ -387,9 +387,9 @@ TEST(Sampler, FirstTokenFrequenciesMatchTheModelChiSquare) {
 }
 
 // The exact probability of each of the V^S sequences of tiny_generator under guidance scale
-// `cfg` (pow-cosine power 1) and temperature T for class 1: the product of each step's chain
-// distribution, from full forwards of every sequence (raster order).
-torch::Tensor joint_distribution(model::Generator& g, double cfg, double T) {
+// `cfg` (pow-cosine power 1), temperature T, top-k and top-p for class 1: the product of each
+// step's chain distribution, from full forwards of every sequence (raster order).
+torch::Tensor joint_distribution(model::Generator& g, double cfg, double T, int64_t top_k = 0, double top_p = 1.0) {
   torch::NoGradGuard ng;
   const int64_t V = g->cfg.codebook, S = g->cfg.seq_len, N = static_cast<int64_t>(std::pow(V, S));
   auto seq = torch::zeros({N, S}, torch::kInt64);
@@ -401,7 +401,8 @@ torch::Tensor joint_distribution(model::Generator& g, double cfg, double T) {
   for (int64_t t = 0; t < S; ++t) {
     const float scale = sampling::guidance_scale_at(t, S, cfg, 1.0, GuidanceSchedule::PowCosine);
     auto l = cfg != 0 ? u.select(1, t) + (c.select(1, t) - u.select(1, t)) * scale : c.select(1, t);
-    logp += (l / T).log_softmax(-1).gather(1, seq.select(1, t).unsqueeze(1)).squeeze(1).to(torch::kFloat64);
+    auto chain = sampling::apply_top_p(sampling::apply_top_k(l / T, top_k), top_p);
+    logp += chain.log_softmax(-1).gather(1, seq.select(1, t).unsqueeze(1)).squeeze(1).to(torch::kFloat64);
   }
   return logp.exp();
 }
@@ -441,6 +442,13 @@ TEST(Sampler, SpeculativeDecodingKeepsTheJointDistributionChiSquare) {
     EXPECT_GE(st.calls, 2);  // the prefill and at least one window
     EXPECT_LE(st.calls, 4);  // never more than one call per token
   }
+  // top-k 3 and top-p 0.9 (tokens outside them never drawn: zero-probability sequences stay empty)
+  o.top_k = 3, o.top_p = 0.9, o.speculative = 3, o.engine = "static";
+  const auto filtered = joint_distribution(g, 2.0, 1.5, 3, 0.9);
+  auto counts = sequence_counts(sampling::Sampler(g, o).sample_batch(classes, 31), V);
+  EXPECT_EQ(counts.masked_select(filtered.eq(0)).sum().item<double>(), 0.0);
+  EXPECT_LT(chi_square(counts, filtered), limit) << "top-k 3, top-p 0.9";
+  EXPECT_GT(chi_square(counts, exact), 10 * limit) << "top-k 3, top-p 0.9 vs unfiltered";
 }
 
 // Greedy speculative decoding is Jacobi decoding: the sequential greedy tokens (the reference
