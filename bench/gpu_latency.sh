@@ -63,4 +63,7 @@ for v in "0 0 warp" "1 1 split"; do
   RAR_SKINNY_LINEAR=$1 RAR_PDL=$2 timeout 90 "$RAR" bench sample --no-header --engine graph --model rar_xl --batch 1 \
     --repeats 2 --attention-kernel $3 --profile 16 >> "$PROFILE" 2>&1
 done
+echo "## rar_xl, batch 1, speculative 16 (random weights: nearly every draft kept)" >> "$PROFILE"
+timeout 90 "$RAR" bench sample --no-header --engine graph --model rar_xl --batch 1 --repeats 2 --speculative 16 \
+  --profile 16 >> "$PROFILE" 2>&1
 [ "$PROFILE" = /dev/null ] || grep -E "^##|^kernel time|^latency|^\| (attention|matmul|other)" "$PROFILE"
