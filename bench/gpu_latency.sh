@@ -43,8 +43,10 @@ for m in $models; do
 done
 # one call of W positions (random weights: the time per call, not the calls per image)
 for w in 4 16; do row 0 0 --model rar_xl --batch 1 --speculative $w; done
+row 1 0 --model rar_xl --batch 1 --speculative 4  # a window of 4 is 8 rows: the skinny products take it
 if [ -n "${GEN:-}" ]; then  # a trained model: the calls per image too
   for w in 0 4 8 16; do row 0 0 --generator "$GEN" --batch 1 --cfg 2 --speculative $w; done
+  row 1 0 --generator "$GEN" --batch 1 --cfg 2 --speculative 4
 fi
 if [ "${QUICK:-0}" = 1 ]; then
   row 0 0 --model rar_b --batch 1

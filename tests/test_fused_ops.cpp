@@ -308,7 +308,8 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
 // The decode step's linear for a few rows (kernels/skinny_linear) against float64 over the same
 // bf16 inputs and against at::linear: every row count it takes (1-8), output widths not a multiple
 // of its 4 columns per block, K over one and several 128-thread chunk rounds, bias or none, GELU or
-// none. 9 rows, float32 or a view fall back to at::linear exactly; with the path off nothing changes.
+// none; a speculative window's [2,4,in] as 8 rows. 9 rows, float32 or a view fall back to
+// at::linear exactly; with the path off nothing changes.
 TEST(FusedOpsCuda, SkinnyLinearMatchesLinear) {
   if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
   auto cu = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
@@ -343,6 +344,12 @@ TEST(FusedOpsCuda, SkinnyLinearMatchesLinear) {
   torch::manual_seed(3);
   torch::nn::Linear lin(64, 40);
   lin->to(torch::kCUDA, torch::kBFloat16);
+  // a speculative window [2,4,in]: its 8 rows through the kernel, the window's shape back
+  auto window = torch::randn({2, 4, 64}, cu);
+  auto yw = model::decode_linear(*lin, window, true);
+  ASSERT_EQ(yw.sizes(), (std::vector<int64_t>{2, 4, 40}));
+  auto refw = at::gelu(at::linear(window.to(torch::kFloat64), lin->weight.to(torch::kFloat64), lin->bias.to(torch::kFloat64)));
+  EXPECT_LT(rel_err(yw, refw), 4e-3) << "window";
   auto nine = torch::randn({9, 1, 64}, cu);
   EXPECT_TRUE(model::decode_linear(*lin, nine).equal(at::linear(nine, lin->weight, lin->bias)));
   auto strided = torch::randn({2, 1, 128}, cu).narrow(2, 0, 64);

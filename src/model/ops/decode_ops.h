@@ -42,9 +42,10 @@ torch::Tensor qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads, 
                                        const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
                                        torch::Tensor& v_cache, const torch::Tensor& slot, const torch::Tensor& valid);
 
-// A decode step's linear layer, x [B,1,in] -> [B,1,out]: at::linear, then the exact GELU with
-// `gelu`. With the skinny path on (set_skinny_linear / RAR_SKINNY_LINEAR=1; off by default until
-// measured faster), no gradients, CUDA, bf16 and B <= 8 rows (one to four guided images): one kernel
+// A decode step's linear layer, x [B,1,in] -> [B,1,out] (or a speculative window's [B,W,in] ->
+// [B,W,out]): at::linear, then the exact GELU with `gelu`. With the skinny path on
+// (set_skinny_linear / RAR_SKINNY_LINEAR=1; off by default until measured faster), no gradients,
+// CUDA, bf16 and B·W <= 8 rows (one to four guided images, or one image's window of 4): one kernel
 // that reads each weight row once with every SM busy, GELU in its epilogue (kernels/skinny_linear);
 // the same values up to float summation order.
 torch::Tensor decode_linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, bool gelu = false);
