@@ -67,10 +67,15 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
     for (size_t i = 0; i < groups.size(); ++i) fill(t.narrow(0, groups[i].first, groups[i].n), gens[i]);
     return t;
   };
-  auto uniform = [&](int64_t n) { return per_group(torch::empty({B, n}, floats), [](torch::Tensor x, at::Generator& gen) { x.uniform_(0, 1, gen); }); };
-  auto codes = [&](int64_t n) { return per_group(torch::empty({B, n}, ints), [V](torch::Tensor x, at::Generator& gen) { x.random_(0, V, gen); }); };
+  auto uniform = [&](int64_t n) {  // [B,n] in [0, 1)
+    return per_group(torch::empty({B, n}, floats), [](torch::Tensor x, at::Generator& gen) { x.uniform_(0, 1, gen); });
+  };
+  auto codes = [&](int64_t n) {  // [B,n] uniform codes
+    return per_group(torch::empty({B, n}, ints), [V](torch::Tensor x, at::Generator& gen) { x.random_(0, V, gen); });
+  };
   auto draw = [&](const torch::Tensor& p) {  // p [B,n,V] -> [B,n]
-    return draw_from(p, per_group(torch::empty_like(p), [](torch::Tensor x, at::Generator& gen) { x.exponential_(1, gen); }));
+    auto e = per_group(torch::empty_like(p), [](torch::Tensor x, at::Generator& gen) { x.exponential_(1, gen); });
+    return draw_from(p, e);
   };
   // The sampling distributions [B,n,V] of row b's steps k[b] .. k[b]+n-1 from the model's logits
   // [R,n,V]: the sequential sampler's chain (guidance, temperature, top-k, top-p) as
@@ -80,11 +85,13 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
     auto l = logits.narrow(0, 0, B).reshape({B * n, V});
     if (guided) {
       auto at = k.unsqueeze(1) + torch::arange(n, ints).unsqueeze(0);  // [B,n]
-      l = guided_logits(l, logits.narrow(0, B, B).reshape({B * n, V}), scale.gather(1, at).reshape({B * n, 1}), rows, n);
+      auto u = logits.narrow(0, B, B).reshape({B * n, V});
+      l = guided_logits(l, u, scale.gather(1, at).reshape({B * n, 1}), rows, n);
     }
     auto hard = [&] { return torch::one_hot(l.argmax(-1), V).to(torch::kFloat32); };
     torch::Tensor p = rows.all_greedy ? hard() : chain_logits(l, rows, n).softmax(-1);
-    if (!rows.all_greedy && rows.greedy.defined()) p = torch::where(rows.greedy.repeat_interleave(n).unsqueeze(1), hard(), p);
+    if (!rows.all_greedy && rows.greedy.defined())
+      p = torch::where(rows.greedy.repeat_interleave(n).unsqueeze(1), hard(), p);
     return p.view({B, n, V});
   };
 
@@ -100,10 +107,13 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
     plain_cache = g.make_cache(R, S + 1, kv);
   } else {
     auto it = fixed_.find(R);
-    if (it == fixed_.end() || it->second.s.null_rows != (guided ? B : 0) || !update_static_decode(g, it->second.s, class_rows)) {
+    const int64_t null_rows = guided ? B : 0;
+    const bool reuse =
+        it != fixed_.end() && it->second.s.null_rows == null_rows && update_static_decode(g, it->second.s, class_rows);
+    if (!reuse) {
       Fixed f;
       f.cache = it != fixed_.end() ? it->second.cache : make_zeroed_cache(g, R, S + window, kv);
-      f.s = make_static_decode(g, class_rows, guided ? B : 0, order, S + window, int64_t(1) << 30, window);
+      f.s = make_static_decode(g, class_rows, null_rows, order, S + window, int64_t(1) << 30, window);
       fixed_[R] = std::move(f);  // a graph captured on the old buffers is dropped with them
     }
     fixed = &fixed_[R];
@@ -128,7 +138,8 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
     fixed->s.window_step.copy_(both(n.clamp_max(S - 1)));  // a finished row idles at the last step
     if (kind_ == EngineKind::Static) return decode_window_static(g, fixed->s, cache);
     if (!fixed->graph)
-      fixed->graph = std::make_unique<gpu::StepGraph>([&g, fixed] { return decode_window_static(g, fixed->s, fixed->cache); });
+      fixed->graph =
+          std::make_unique<gpu::StepGraph>([&g, fixed] { return decode_window_static(g, fixed->s, fixed->cache); });
     return fixed->graph->replay();
   };
 
