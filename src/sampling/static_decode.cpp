@@ -56,9 +56,8 @@ torch::Tensor head_step(model::FinalLayerImpl& f, const Residual& h, const torch
 }
 
 // x [R,h,W,hd] into the cache [R,h,capacity,hd] at row r's slots slot[r] ([R,W]; rows = [R,1]
-// 0..R-1), in the cache's
-// dtype — through an integer view of the same width, which the index kernels take for every width
-// (fp8 has none).
+// 0..R-1), in the cache's dtype — through an integer view of the same width, which the index
+// kernels take for every width (fp8 has none).
 void write_slots(torch::Tensor& cache, const torch::Tensor& rows, const torch::Tensor& slot, const torch::Tensor& x) {
   auto bits = [](const torch::Tensor& t) {
     switch (t.element_size()) {
@@ -276,7 +275,7 @@ torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& 
     return torch::cat({linear(lin, silu_c).to(rows.scalar_type()), rows});
   };
   const auto mask = (s.slots.view({1, 1, -1}) <= slot.unsqueeze(2)).unsqueeze(1);  // [R,1,W,capacity]
-  const auto rows = torch::arange(R, slot.options()).unsqueeze(1);                   // [R,1]
+  const auto row_index = torch::arange(R, slot.options()).unsqueeze(1);              // [R,1]
   Residual r{h, {}, {}};
   for (size_t l = 0; l < g.block_list.size(); ++l) {
     auto& b = *g.block_list[l];
@@ -285,8 +284,8 @@ torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& 
     // the window's keys/values written at their slots; position j attends to slots 0 .. t+1+j
     auto attend = [&](model::AttentionImpl& attn, const torch::Tensor& a) {
       auto [q, k, v] = model::qk_norm_split(model::decode_linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm);
-      write_slots(cache.k[l], rows, slot, k);
-      write_slots(cache.v[l], rows, slot, v);
+      write_slots(cache.k[l], row_index, slot, k);
+      write_slots(cache.v[l], row_index, slot, v);
       auto o = at::scaled_dot_product_attention(q, cache.k[l].to(q.scalar_type()), cache.v[l].to(q.scalar_type()), mask);
       return o.transpose(1, 2).reshape({R, W, H});
     };
