@@ -4,10 +4,12 @@
 # the results packed into $OUT, then the latency table (bench/gpu_latency.sh). Run it again and again
 # on the warm machine (from the repository root, .devrun/{debs,shared,dstest,demo} carried) until it
 # prints "session: done"; each call stops by CALL_SECONDS (default 540) and says what is pending.
-#   ARMS="random a25-50" CALL_SECONDS=540 [SANITIZE=1] [TARGETS=1] scripts/gpu-session.sh
+#   export OUT; ARMS="random a25-50" CALL_SECONDS=540 [SANITIZE=1] [TARGETS=1] scripts/gpu-session.sh
+# (the device tool's $OUT must be exported: only what lands there comes back)
 # State lives in /tmp/session (markers) and /tmp/ann (the arms): a call never waits on a process
 # list (a pattern there can match the caller's own command line), only on files.
 set -u
+[ -n "${OUT:-}" ] || echo "gpu-session: OUT is not exported, results stay in /tmp/rar-gpu (export OUT)" >&2
 OUT=${OUT:-/tmp/rar-gpu}
 ARMS=${ARMS:-"random a25-50"}
 CALL_SECONDS=${CALL_SECONDS:-540}
