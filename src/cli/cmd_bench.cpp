@@ -178,9 +178,9 @@ void run_sample(const BenchArgs& a) {
               (long long)steps, a.batch / tokens_s, a.decode ? fixed1(a.batch / e2e_s).c_str() : "-", tflops,
               device.is_cuda() ? cat(static_cast<int>(100 * tflops / kBf16PeakTflops + 0.5), "%").c_str() : "-",
               peak_gib(device));
-  // a few images: the time of one batch is the number a user waits for
   // with --speculative: model calls per batch (the timed batches' mean) and the time of one call
   const double calls = sp.calls > 0 ? double(sp.calls) * steps / double(sp.tokens) : double(steps);
+  // a few images: the time of one batch is the number a user waits for
   if (a.batch <= 8)
     std::printf("latency: %.1f ms per batch of %lld (tokens)%s%s\n", 1e3 * tokens_s, (long long)a.batch,
                 a.decode ? cat(", ", fixed1(1e3 * e2e_s), " ms end to end").c_str() : "",

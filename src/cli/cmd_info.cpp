@@ -34,11 +34,6 @@ static void print_generator_config(const model::GeneratorConfig& c) {
   std::printf("parameters: %lld (%s)\n", (long long)c.parameter_count(), human(c.parameter_count()).c_str());
 }
 
-// Tensor-by-tensor comparison of two checkpoints: the same names and shapes, and per tensor the
-// largest |a - b| relative to max |b|. Prints the worst tensors and the overall worst; exits 1 when
-// the names or shapes differ or the worst exceeds `tol` (when tol >= 0). Also the whole-model
-// figure ||a - b|| / ||b|| over every element (small tensors whose values are mostly noise, e.g.
-// biases with zero true gradient, dominate the per-tensor maximum but not this).
 // `rar info x.rartok`: what a pretokenized dataset holds (the reader validates header, sizes,
 // checksum and every id first): counts, sizes, samples per class (named from x.rartok.classes.txt
 // when it is there) and how many of the codebook's codes occur.
@@ -64,6 +59,11 @@ void print_token_file(const std::string& path) {
                 (long long)per_class[c].item<int64_t>());
 }
 
+// Tensor-by-tensor comparison of two checkpoints: the same names and shapes, and per tensor the
+// largest |a - b| relative to max |b|. Prints the worst tensors and the overall worst; exits 1 when
+// the names or shapes differ or the worst exceeds `tol` (when tol >= 0). Also the whole-model
+// figure ||a - b|| / ||b|| over every element (small tensors whose values are mostly noise, e.g.
+// biases with zero true gradient, dominate the per-tensor maximum but not this).
 int compare(const io::StateDict& a, const io::StateDict& b, const std::string& b_path, double tol) {
   std::vector<std::string> only;
   for (const auto& n : a.names())

@@ -261,37 +261,29 @@ torch::Tensor GeneratorImpl::decode_prefill(const torch::Tensor& condition, int6
 
 torch::Tensor GeneratorImpl::decode_step(const torch::Tensor& token, int64_t t, int64_t pos, int64_t next_pos,
                                          const torch::Tensor& condition, KVCache& cache) {
-  check(cache.length == t + 1, "generator: decode step ", t, " on a cache holding ", cache.length, " positions");
-  check(t + 2 <= cache.capacity(), "generator: KV cache capacity ", cache.capacity(), " exceeded");
-  const auto P = pos_embed[0], T = target_aware_pos_embed[0], E = timesteps_embeddings[0];
-  // index 1+t: x[τ_t] + P[2+τ_t] + T[2+τ_{t+1}]; condition E[1+t]
-  auto h = embeddings(token) + P[2 + pos];
-  if (next_pos >= 0) h = h + T[2 + next_pos];
-  auto c = embeddings(condition) + E[1 + t];
-  h = run_blocks(h.unsqueeze(1), c.unsqueeze(1), &cache);
-  return head(h, c.unsqueeze(1)).select(1, 0).to(torch::kFloat32);
+  // a window of one position
+  return decode_window(token.unsqueeze(1), t, {pos}, {next_pos}, condition, cache).select(1, 0);
 }
 
 torch::Tensor GeneratorImpl::decode_window(const torch::Tensor& tokens, int64_t t, const std::vector<int64_t>& pos,
                                            const std::vector<int64_t>& next_pos, const torch::Tensor& condition,
                                            KVCache& cache) {
+  check(tokens.dim() == 2 && tokens.size(1) >= 1, "generator: decode tokens must be [B,W], got ", tokens.sizes());
   const int64_t W = tokens.size(1);
-  check(tokens.dim() == 2 && W >= 1 && static_cast<int64_t>(pos.size()) == W &&
-            static_cast<int64_t>(next_pos.size()) == W,
+  check(static_cast<int64_t>(pos.size()) == W && static_cast<int64_t>(next_pos.size()) == W,
         "generator: a decode window of ", W, " tokens needs ", W, " positions and target positions");
-  check(cache.length == t + 1, "generator: decode window at step ", t, " on a cache holding ", cache.length, " positions");
+  for (int64_t x : next_pos) check(x >= 0, "generator: a decode window needs every target position");
+  check(cache.length == t + 1, "generator: decode step ", t, " on a cache holding ", cache.length, " positions");
   check(t + 1 + W <= cache.capacity(), "generator: KV cache capacity ", cache.capacity(), " exceeded");
   const auto P = pos_embed[0], T = target_aware_pos_embed[0], E = timesteps_embeddings[0];
-  // index 1+t+j: x[τ_{t+j}] + P[2+τ_{t+j}] + T[2+τ_{t+j+1}]; condition E[1+t+j] (decode_step's sums, per column)
+  // rows 2 + positions of the position tables
   auto rows = [&](const std::vector<int64_t>& at) {
     std::vector<int64_t> r(at.size());
     for (size_t j = 0; j < at.size(); ++j) r[j] = 2 + at[j];
     return torch::tensor(r, torch::TensorOptions().dtype(torch::kInt64).device(P.device()));
   };
-  auto h = embeddings(tokens) + P.index_select(0, rows(pos));
-  std::vector<int64_t> target(next_pos);
-  for (auto& x : target) check(x >= 0, "generator: a decode window needs every target position");
-  h = h + T.index_select(0, rows(target));
+  // index 1+t+j: x[τ_{t+j}] + P[2+τ_{t+j}] + T[2+τ_{t+j+1}]; condition E[1+t+j]
+  auto h = embeddings(tokens) + P.index_select(0, rows(pos)) + T.index_select(0, rows(next_pos));
   auto c = embeddings(condition).unsqueeze(1) + E.narrow(0, 1 + t, W);
   h = run_blocks(h, c, &cache);
   return head(h, c).to(torch::kFloat32);

@@ -99,14 +99,14 @@ struct GeneratorImpl : torch::nn::Module {
   // Returns the logits for the first token [B,V] (float32).
   torch::Tensor decode_prefill(const torch::Tensor& condition, int64_t first_pos, KVCache& cache);
   // Step t >= 1: feeds token x[τ_t] [B] (sampled at step t-1) at index 1+t with its position
-  // `pos` = τ_t and target position `next_pos` = τ_{t+1}. Returns logits [B,V] for x[τ_{t+1}].
+  // `pos` = τ_t and target position `next_pos` = τ_{t+1}. Returns logits [B,V] for x[τ_{t+1}]
+  // (decode_window with one position).
   torch::Tensor decode_step(const torch::Tensor& token, int64_t t, int64_t pos, int64_t next_pos,
                             const torch::Tensor& condition, KVCache& cache);
   // Steps t .. t+W-1 at once (speculative decoding, sampling/speculative): feeds tokens [B,W] —
   // x[τ_t] .. x[τ_{t+W-1}] — at indices 1+t .. t+W with positions pos[j] = τ_{t+j} and target
   // positions next_pos[j] = τ_{t+j+1}, each attending to the cache and to the window's earlier
-  // tokens. Returns logits [B,W,V] float32: column j is what decode_step(x[τ_{t+j}], t+j, ...)
-  // returns after the earlier ones. The cache must hold t+1 positions (a caller that discards a
+  // tokens. Returns logits [B,W,V] float32: column j is what W one-position steps give at step t+j. The cache must hold t+1 positions (a caller that discards a
   // window's tail sets cache.length back; the slots after it are overwritten).
   torch::Tensor decode_window(const torch::Tensor& tokens, int64_t t, const std::vector<int64_t>& pos,
                               const std::vector<int64_t>& next_pos, const torch::Tensor& condition, KVCache& cache);

@@ -79,8 +79,8 @@ RowSettings row_settings(const std::vector<RowGroup>& groups, int64_t B, int64_t
   return r;
 }
 
-
 namespace {
+// a row setting [B,1] for `repeat` consecutive rows per row ([B·repeat,1])
 torch::Tensor per_step(const torch::Tensor& t, int64_t repeat) { return repeat == 1 ? t : t.repeat_interleave(repeat, 0); }
 }  // namespace
 

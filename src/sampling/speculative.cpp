@@ -120,9 +120,9 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
   }
   auto& cache = fixed ? fixed->cache : plain_cache;
   // logits [R,W,V] of row b's steps n[b] .. n[b]+W-1, fed = x[τ_n] and the next window-1 drafts [B,window]
-  int64_t n_plain = 1;  // the plain kind's common step
   auto call = [&](const torch::Tensor& fed, const torch::Tensor& n) {
     if (!fixed) {
+      const int64_t n_plain = n[0].item<int64_t>();  // the plain kind's common step
       const int64_t W = std::min(window, steps - n_plain);
       const std::vector<int64_t> pos(order.begin() + n_plain - 1, order.begin() + n_plain - 1 + W),
           next(order.begin() + n_plain, order.begin() + n_plain + W);
@@ -192,7 +192,6 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
     q = torch::where(use_p.unsqueeze(2), pp, torch::full({}, 1.0 / V, floats));
     draft = torch::where(use_p, draw(pp), codes(window));
     n = n + adv;
-    if (!fixed) n_plain += adv[0].item<int64_t>();
   }
   auto raster = torch::zeros({B, S}, ints);
   raster.index_copy_(1, torch::tensor(std::vector<int64_t>(order.begin(), order.begin() + steps), ints),
