@@ -55,10 +55,10 @@ torch::Tensor head_step(model::FinalLayerImpl& f, const Residual& h, const torch
   return model::gated_residual_ln_modulate(h.x, h.gate, h.y, f.norm_final, m[1], m[0], !f.is_training())[1];
 }
 
-// x [R,h,W,hd] into the cache [R,h,capacity,hd] at row r's slots slot[r] ([R,W]; rows = [R,1]
-// 0..R-1), in the cache's dtype — through an integer view of the same width, which the index
-// kernels take for every width (fp8 has none).
-void write_slots(torch::Tensor& cache, const torch::Tensor& rows, const torch::Tensor& slot, const torch::Tensor& x) {
+// x [R,h,W,hd] into the cache [R,h,capacity,hd] at row r's slots slot[r] ([R,W]), in the cache's
+// dtype: one scatter along the slot axis, through an integer view of the same width (the scatter
+// kernels take every integer width; fp8 has none).
+void write_slots(torch::Tensor& cache, const torch::Tensor& slot, const torch::Tensor& x) {
   auto bits = [](const torch::Tensor& t) {
     switch (t.element_size()) {
       case 1: return t.view(torch::kUInt8);
@@ -67,10 +67,9 @@ void write_slots(torch::Tensor& cache, const torch::Tensor& rows, const torch::T
       default: return t.view(torch::kInt64);
     }
   };
-  using torch::indexing::Slice;
-  auto cache_bits = bits(cache);
-  // cache[rows[r], :, slot[r,j], :] = x[r, :, j, :]
-  cache_bits.index_put_({rows, Slice(), slot}, bits(model::to_cache_dtype(x, cache.scalar_type())).permute({0, 2, 1, 3}));
+  // cache[r, h, slot[r,j], :] = x[r, h, j, :]
+  const auto index = slot.view({slot.size(0), 1, slot.size(1), 1}).expand(x.sizes());
+  bits(cache).scatter_(2, index, bits(model::to_cache_dtype(x, cache.scalar_type())));
 }
 
 // The adaLN tables of StaticDecode for these conditions.
@@ -275,7 +274,6 @@ torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& 
     return torch::cat({linear(lin, silu_c).to(rows.scalar_type()), rows});
   };
   const auto mask = (s.slots.view({1, 1, -1}) <= slot.unsqueeze(2)).unsqueeze(1);  // [R,1,W,capacity]
-  const auto row_index = torch::arange(R, slot.options()).unsqueeze(1);              // [R,1]
   Residual r{h, {}, {}};
   for (size_t l = 0; l < g.block_list.size(); ++l) {
     auto& b = *g.block_list[l];
@@ -284,8 +282,8 @@ torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& 
     // the window's keys/values written at their slots; position j attends to slots 0 .. t+1+j
     auto attend = [&](model::AttentionImpl& attn, const torch::Tensor& a) {
       auto [q, k, v] = model::qk_norm_split(model::decode_linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm);
-      write_slots(cache.k[l], row_index, slot, k);
-      write_slots(cache.v[l], row_index, slot, v);
+      write_slots(cache.k[l], slot, k);
+      write_slots(cache.v[l], slot, v);
       auto o = at::scaled_dot_product_attention(q, cache.k[l].to(q.scalar_type()), cache.v[l].to(q.scalar_type()), mask);
       return o.transpose(1, 2).reshape({R, W, H});
     };
