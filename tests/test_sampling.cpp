@@ -510,6 +510,32 @@ TEST(Sampler, SpeculativeRowGroupsSampleAsIfAlone) {
   EXPECT_TRUE(greedy_seq.equal(together.narrow(0, 5, 4)));
 }
 
+// The static and graph kinds keep a row count's buffers (the loop's state and the batch's
+// settings) from batch to batch, copying a batch's settings in when they have the same layout:
+// every batch gives what a fresh sampler gives for it, whether its settings' values changed, their
+// layout changed, or it returns to the first.
+TEST(Sampler, SpeculativeKeptBuffersGiveWhatAFreshSamplerGives) {
+  auto g = tiny_generator(16);
+  sampling::SamplingOptions batch;
+  batch.engine = "static", batch.speculative = 3;
+  auto cool = batch, warm = batch, filtered = batch;
+  cool.cfg = 2.0, cool.cfg_power = 1.0, cool.temperature = 0.7;
+  warm.cfg = 4.0, warm.cfg_power = 0.5, warm.temperature = 1.6;  // same layout, other values
+  filtered.cfg = 3.0, filtered.top_k = 4, filtered.top_p = 0.8;  // another layout
+  auto classes = torch::tensor({0, 1, 2, 2, 1, 0}, torch::kInt64);
+  auto two = [&](const sampling::SamplingOptions& a, const sampling::SamplingOptions& b) {
+    return std::vector<sampling::RowGroup>{{0, 4, a, 5}, {4, 2, b, 6}};
+  };
+  sampling::Sampler kept(g, batch);
+  std::vector<torch::Tensor> got;
+  for (const auto& groups : {two(cool, cool), two(warm, warm), two(filtered, cool), two(cool, cool)}) {
+    got.push_back(kept.sample_groups(classes, groups));
+    EXPECT_TRUE(got.back().equal(sampling::Sampler(g, batch).sample_groups(classes, groups))) << "batch " << got.size();
+  }
+  EXPECT_FALSE(got[0].equal(got[1]));  // the settings' values reached the kept buffers
+  EXPECT_TRUE(got[0].equal(got[3]));
+}
+
 // On the GPU the graph kind replays the static window: greedy gives the reference's tokens, and a
 // drawn batch (guided, fp32 and bf16, exact and fp8 cache) the static kind's tokens for the seed.
 TEST(SamplerCuda, SpeculativeGraphWindowMatchesTheStaticOne) {
@@ -533,6 +559,18 @@ TEST(SamplerCuda, SpeculativeGraphWindowMatchesTheStaticOne) {
       EXPECT_TRUE(graph.sample_batch(classes, 5).equal(a)) << dt << " " << kv;
       EXPECT_TRUE(graph.sample_batch(classes, 5).equal(a)) << dt << " " << kv << ", replayed";
       EXPECT_LT(graph.speculative_stats().calls, 2 * 256);
+      // the kept graph on other classes and settings of the same layout, then on another layout
+      // (captured again): the static kind's tokens
+      sampling::SamplingOptions e = d, f = d;
+      e.cfg = 2.0, f.top_k = 20, f.top_p = 0.9;
+      const std::vector<sampling::RowGroup> same_layout{{0, 2, e, 8}, {2, classes.size(0) - 2, d, 9}},
+          other_layout{{0, 2, f, 8}, {2, classes.size(0) - 2, d, 9}};
+      auto flipped = classes.flip(0);
+      for (const auto& groups : {same_layout, other_layout}) {
+        d.engine = "static";
+        auto want = sampling::Sampler(g, d).sample_groups(flipped, groups);
+        EXPECT_TRUE(graph.sample_groups(flipped, groups).equal(want)) << dt << " " << kv << ", groups";
+      }
     }
 }
 

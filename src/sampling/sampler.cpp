@@ -80,8 +80,11 @@ RowSettings row_settings(const std::vector<RowGroup>& groups, int64_t B, int64_t
 }
 
 namespace {
-// a row setting [B,1] for `repeat` consecutive rows per row ([B·repeat,1])
-torch::Tensor per_step(const torch::Tensor& t, int64_t repeat) { return repeat == 1 ? t : t.repeat_interleave(repeat, 0); }
+// a row setting [B,1] for `repeat` consecutive rows per row ([B·repeat,1]; no host sync, so a
+// CUDA graph can capture it: repeat_interleave may read its output size back)
+torch::Tensor per_step(const torch::Tensor& t, int64_t repeat) {
+  return repeat == 1 ? t : t.unsqueeze(1).expand({t.size(0), repeat, t.size(1)}).reshape({-1, t.size(1)});
+}
 }  // namespace
 
 torch::Tensor guided_logits(const torch::Tensor& cond, const torch::Tensor& uncond, const torch::Tensor& scale,

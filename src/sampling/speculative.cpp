@@ -14,11 +14,101 @@
 
 namespace rar::sampling {
 
+// The loop's state between calls and one call's inputs, on the device. The static and graph
+// kinds keep one per row count, at fixed addresses: the graph kind captures a whole iteration (the
+// call, the acceptance rule, the next drafts) and replays it on them.
+struct SpeculativeLoop {
+  torch::Tensor out;    // [B, steps+W] int64: tokens in generation order (column k = x[τ_{k+1}]), then padding
+  torch::Tensor n;      // [B] int64: each row's tokens so far
+  torch::Tensor draft;  // [B,W] int64: the drafts of steps n .. n+W-1
+  torch::Tensor q;      // [B,W,V] f32: the distributions they were drawn from
+  // one call's random numbers, drawn before it from each group's generator in this order
+  torch::Tensor uniform, exp_refused, exp_next, codes;  // [B,W], [B,W,V], [B,W,V], [B,W]
+  RowSettings rows;     // the batch's settings (copied in place while the layout stays)
+  torch::Tensor scale;  // [B, steps+W] f32: row b's guidance scale at step k (guided batches)
+};
+
 namespace {
+
+using Loop = SpeculativeLoop;
+
+// What one iteration needs to know of the batch.
+struct Step {
+  int64_t B, V, steps, window;
+  bool guided;
+  bool common;  // the plain kind: every row advances by the batch's smallest count
+};
+
+// Whether b's settings fit a's buffers (the same tensors defined, the same shapes).
+bool same_layout(const Loop& a, const Loop& b) {
+  auto same = [](const torch::Tensor& x, const torch::Tensor& y) {
+    return x.defined() == y.defined() && (!x.defined() || x.sizes() == y.sizes());
+  };
+  const auto &r = a.rows, &s = b.rows;
+  return same(a.scale, b.scale) && same(r.unguided, s.unguided) && same(r.temperature, s.temperature) &&
+         same(r.top_k, s.top_k) && same(r.top_p, s.top_p) && same(r.greedy, s.greedy) && r.all_greedy == s.all_greedy;
+}
+
+void copy_settings(Loop& to, const Loop& from) {
+  for (auto [x, y] : {std::pair{&to.scale, &from.scale}, {&to.rows.unguided, &from.rows.unguided},
+                      {&to.rows.temperature, &from.rows.temperature}, {&to.rows.top_k, &from.rows.top_k},
+                      {&to.rows.top_p, &from.rows.top_p}, {&to.rows.greedy, &from.rows.greedy}})
+    if (x->defined()) x->copy_(*y);
+}
 
 // The next token of rows [N,V] of probabilities: argmax(p / e), e ~ Exp(1) — a draw from p (the
 // sequential sampler's draw_rows does the same on softmax(logits)). `noise` is e.
 torch::Tensor draw_from(const torch::Tensor& p, const torch::Tensor& noise) { return (p / noise).argmax(-1); }
+
+// The sampling distributions [B,n,V] of row b's steps k[b] .. k[b]+n-1 from the model's logits
+// [R,n,V]: the sequential sampler's chain (guidance, temperature, top-k, top-p) as
+// probabilities, one-hot for greedy rows. No host syncs (a graph captures it).
+torch::Tensor distributions(const Step& st, const Loop& L, const torch::Tensor& logits, const torch::Tensor& k) {
+  const int64_t B = st.B, V = st.V, n = logits.size(1);
+  auto l = logits.narrow(0, 0, B).reshape({B * n, V});
+  if (st.guided) {
+    auto at = k.unsqueeze(1) + torch::arange(n, k.options()).unsqueeze(0);  // [B,n]
+    auto u = logits.narrow(0, B, B).reshape({B * n, V});
+    l = guided_logits(l, u, L.scale.gather(1, at).reshape({B * n, 1}), L.rows, n);
+  }
+  // one-hot of the argmax (a scatter: one_hot checks its input on the host)
+  auto hard = [&] { return torch::zeros_like(l).scatter_(1, l.argmax(-1, true), 1.0); };
+  torch::Tensor p = L.rows.all_greedy ? hard() : chain_logits(l, L.rows, n).softmax(-1);
+  if (!L.rows.all_greedy && L.rows.greedy.defined())
+    p = torch::where(L.rows.greedy.unsqueeze(1).expand({B, n}).reshape({B * n, 1}), hard(), p);
+  return p.view({B, n, V});
+}
+
+// The speculative-sampling rule on one call's logits [R,W,V], in place on L: drafts kept in order,
+// the first refused one redrawn, the next drafts drawn — with L's random numbers.
+void accept(const Step& st, Loop& L, const torch::Tensor& logits) {
+  const int64_t B = st.B, V = st.V, W = st.window;
+  auto p = distributions(st, L, logits, L.n);       // [B,W,V]
+  const auto left = (st.steps - L.n).clamp_min(0);  // [B]
+  // draft d ~ q kept when u < p(d) / q(d), within the positions that count (a row near its end has fewer)
+  const auto& d = L.draft;
+  auto pd = p.gather(2, d.unsqueeze(-1)).squeeze(-1), qd = L.q.gather(2, d.unsqueeze(-1)).squeeze(-1);
+  const auto j = torch::arange(W, L.n.options()).unsqueeze(0);
+  const auto counts = j < left.clamp_max(W).unsqueeze(1);
+  auto kept = (L.uniform * qd < pd).logical_and_(counts);
+  auto a = kept.to(torch::kInt64).cumprod(1).sum(1);  // leading drafts kept, per row
+  // Each row has a + 1 exact tokens (its kept drafts and a draw replacing the first refused one)
+  // within what counts; the plain kind keeps the batch's smallest count (one common step).
+  auto adv = torch::minimum(a + 1, left.clamp_max(W));
+  if (st.common) adv = adv.min().expand({B});
+  auto res = (p - L.q).clamp_min(0);
+  res = torch::where(res.sum(-1, true) > 0, res, p);  // p = q: nothing refused there
+  auto chosen = torch::where(j < a.unsqueeze(1), d, draw_from(res, L.exp_refused));
+  const auto cols = L.n.unsqueeze(1) + j;  // [B,W], inside the padded columns
+  L.out.scatter_(1, cols, torch::where(j < adv.unsqueeze(1), chosen, L.out.gather(1, cols)));
+  // The next drafts (steps n+adv ..): from this call's p while it reaches (q = that p), uniform after.
+  const auto from = (adv.unsqueeze(1) + j).clamp_max(W - 1);  // [B,W]
+  auto pp = p.gather(1, from.unsqueeze(2).expand({B, W, V}));
+  const auto use_p = j < (W - adv).unsqueeze(1);
+  L.q.copy_(torch::where(use_p.unsqueeze(2), pp, torch::full({}, 1.0 / V, pp.options())));
+  L.draft.copy_(torch::where(use_p, draw_from(pp, L.exp_next), L.codes));
+  L.n.add_(adv);
+}
 
 }  // namespace
 
@@ -53,53 +143,15 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
   const auto class_rows = cond.narrow(0, 0, B);
   const int64_t R = cond.size(0);
   auto both = [&](const torch::Tensor& x) { return guided ? torch::cat({x, x}) : x; };
-  const auto rows = row_settings(groups, B, steps, S, V, guided, device);
+  Loop fresh;
+  fresh.rows = row_settings(groups, B, steps, S, V, guided, device);
   // each row's guidance scale at steps 0 .. steps+W-1 ([B, steps+W]; a window's columns past the end repeat the last)
-  torch::Tensor scale;
-  if (guided) scale = torch::cat({rows.scale, rows.scale.narrow(0, steps - 1, 1).expand({window, B})}).t().contiguous();
+  if (guided)
+    fresh.scale = torch::cat({fresh.rows.scale, fresh.rows.scale.narrow(0, steps - 1, 1).expand({window, B})}).t().contiguous();
 
-  // Random numbers: each group from its own generator, seeded with its seed, the same amount at
-  // every call whatever the other rows do — so with rows advancing on their own (static and graph
-  // kinds) a group's tokens do not depend on who shares its batch.
-  std::vector<at::Generator> gens;
-  for (const auto& grp : groups) gens.push_back(make_generator(device, grp.seed));
-  auto per_group = [&](torch::Tensor t, const std::function<void(torch::Tensor, at::Generator&)>& fill) {
-    for (size_t i = 0; i < groups.size(); ++i) fill(t.narrow(0, groups[i].first, groups[i].n), gens[i]);
-    return t;
-  };
-  auto uniform = [&](int64_t n) {  // [B,n] in [0, 1)
-    return per_group(torch::empty({B, n}, floats), [](torch::Tensor x, at::Generator& gen) { x.uniform_(0, 1, gen); });
-  };
-  auto codes = [&](int64_t n) {  // [B,n] uniform codes
-    return per_group(torch::empty({B, n}, ints), [V](torch::Tensor x, at::Generator& gen) { x.random_(0, V, gen); });
-  };
-  auto draw = [&](const torch::Tensor& p) {  // p [B,n,V] -> [B,n]
-    auto e = per_group(torch::empty_like(p), [](torch::Tensor x, at::Generator& gen) { x.exponential_(1, gen); });
-    return draw_from(p, e);
-  };
-  // The sampling distributions [B,n,V] of row b's steps k[b] .. k[b]+n-1 from the model's logits
-  // [R,n,V]: the sequential sampler's chain (guidance, temperature, top-k, top-p) as
-  // probabilities, one-hot for greedy rows.
-  auto distributions = [&](const torch::Tensor& logits, const torch::Tensor& k) {
-    const int64_t n = logits.size(1);
-    auto l = logits.narrow(0, 0, B).reshape({B * n, V});
-    if (guided) {
-      auto at = k.unsqueeze(1) + torch::arange(n, ints).unsqueeze(0);  // [B,n]
-      auto u = logits.narrow(0, B, B).reshape({B * n, V});
-      l = guided_logits(l, u, scale.gather(1, at).reshape({B * n, 1}), rows, n);
-    }
-    auto hard = [&] { return torch::one_hot(l.argmax(-1), V).to(torch::kFloat32); };
-    torch::Tensor p = rows.all_greedy ? hard() : chain_logits(l, rows, n).softmax(-1);
-    if (!rows.all_greedy && rows.greedy.defined())
-      p = torch::where(rows.greedy.repeat_interleave(n).unsqueeze(1), hard(), p);
-    return p.view({B, n, V});
-  };
-
-  SpeculativeStats st;
-  st.tokens = steps;
   // The calls: on the plain path (every row at the same step: the cache grown and rewound) or with
-  // static shapes (W columns at every call, each row at its own step; the graph kind captures the
-  // call once per row count and replays it).
+  // static shapes (W columns at every call, each row at its own step; the graph kind captures a
+  // whole iteration once per row count and replays it, on buffers kept from batch to batch).
   const auto kv = parse_kv_cache(opts_.kv_cache);
   model::KVCache plain_cache;
   Fixed* fixed = nullptr;
@@ -118,84 +170,114 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
     }
     fixed = &fixed_[R];
   }
-  auto& cache = fixed ? fixed->cache : plain_cache;
-  // logits [R,W,V] of row b's steps n[b] .. n[b]+W-1, fed = x[τ_n] and the next window-1 drafts [B,window]
-  auto call = [&](const torch::Tensor& fed, const torch::Tensor& n) {
-    if (!fixed) {
-      const int64_t n_plain = n[0].item<int64_t>();  // the plain kind's common step
-      const int64_t W = std::min(window, steps - n_plain);
-      const std::vector<int64_t> pos(order.begin() + n_plain - 1, order.begin() + n_plain - 1 + W),
-          next(order.begin() + n_plain, order.begin() + n_plain + W);
-      cache.length = n_plain + 1;  // the kept tokens' slots; a refused draft's slot is overwritten
-      st.positions += W;
-      auto l = g.decode_window(both(fed.narrow(1, 0, W)), n_plain, pos, next, cond, cache);
-      // W columns as the static kinds have them (past the last step: repeats, never kept), so that
-      // both draw the same random numbers
-      return W == window ? l : torch::cat({l, l.narrow(1, W - 1, 1).expand({R, window - W, V})}, 1);
+  // The loop's buffers: kept (the settings copied in) while a captured iteration can replay on
+  // them, else this batch's.
+  if (fixed) {
+    auto& kept = fixed->loop;
+    if (kept && kept->out.size(0) == B && same_layout(*kept, fresh)) {
+      copy_settings(*kept, fresh);
+    } else {
+      fixed->graph.reset();
+      kept = std::make_shared<Loop>(fresh);
     }
-    st.positions += window;
-    fixed->s.window.copy_(both(fed));
-    fixed->s.window_step.copy_(both(n.clamp_max(S - 1)));  // a finished row idles at the last step
-    if (kind_ == EngineKind::Static) return decode_window_static(g, fixed->s, cache);
-    if (!fixed->graph)
-      fixed->graph =
-          std::make_unique<gpu::StepGraph>([&g, fixed] { return decode_window_static(g, fixed->s, fixed->cache); });
-    return fixed->graph->replay();
-  };
+  }
+  Loop& L = fixed ? *fixed->loop : fresh;
+  if (!L.out.defined()) {
+    L.out = torch::zeros({B, steps + window}, ints);
+    L.n = torch::ones({B}, ints);
+    L.draft = torch::zeros({B, window}, ints);
+    L.q = torch::empty({B, window, V}, floats);
+    L.uniform = torch::empty({B, window}, floats);
+    L.exp_refused = torch::empty({B, window, V}, floats);
+    L.exp_next = torch::empty({B, window, V}, floats);
+    L.codes = torch::empty({B, window}, ints);
+  }
+  auto& cache = fixed ? fixed->cache : plain_cache;
 
-  auto out = torch::zeros({B, steps + window}, ints);  // in generation order (column k = x[τ_{k+1}]), then padding
+  // Random numbers: each group from its own generator, seeded with its seed, the same amount at
+  // every call whatever the other rows do — so with rows advancing on their own (static and graph
+  // kinds) a group's tokens do not depend on who shares its batch.
+  std::vector<at::Generator> gens;
+  for (const auto& grp : groups) gens.push_back(make_generator(device, grp.seed));
+  auto per_group = [&](const torch::Tensor& t, const std::function<void(torch::Tensor, at::Generator&)>& fill) {
+    for (size_t i = 0; i < groups.size(); ++i) fill(t.narrow(0, groups[i].first, groups[i].n), gens[i]);
+  };
+  auto uniform = [](torch::Tensor x, at::Generator& gen) { x.uniform_(0, 1, gen); };
+  auto exponential = [](torch::Tensor x, at::Generator& gen) { x.exponential_(1, gen); };
+  auto codes = [V](torch::Tensor x, at::Generator& gen) { x.random_(0, V, gen); };
+  const Step step{B, V, steps, window, guided, fixed == nullptr};
+
+  SpeculativeStats st;
+  st.tokens = steps;
   // Step 0 (the prefill) is exact: its token is drawn as the sequential sampler draws.
-  auto p0 = distributions(g.decode_prefill(cond, order[0], cache).unsqueeze(1), torch::zeros({B}, ints));
-  out.select(1, 0).copy_(draw(p0).select(1, 0));
+  {
+    auto p0 = distributions(step, L, g.decode_prefill(cond, order[0], cache).unsqueeze(1), torch::zeros({B}, ints));
+    auto e = torch::empty_like(p0);
+    per_group(e, exponential);
+    L.out.zero_();
+    L.out.select(1, 0).copy_(draw_from(p0, e).select(1, 0));
+  }
   st.calls = 1, st.positions = 2;
-  auto n = torch::ones({B}, ints);  // each row's tokens so far
+  L.n.fill_(1);
   // Drafts for steps 1 .. W, drawn uniformly (q = 1/V).
-  auto draft = codes(window);
-  auto q = torch::full({B, window, V}, 1.0 / V, floats);
+  per_group(L.draft, codes);
+  L.q.fill_(1.0 / V);
+  // One iteration on the static window: the call (x[τ_n] and the next W-1 drafts in, p_n ..
+  // p_{n+W-1} out) and the acceptance rule, in place on L — what the graph kind captures.
+  auto iterate = [&g, fixed, both, step, S](Loop& on) {
+    auto fed = torch::cat({on.out.gather(1, (on.n - 1).unsqueeze(1)), on.draft.narrow(1, 0, step.window - 1)}, 1);
+    fixed->s.window.copy_(both(fed));
+    fixed->s.window_step.copy_(both(on.n.clamp_max(S - 1)));  // a finished row idles at the last step
+    accept(step, on, decode_window_static(g, fixed->s, fixed->cache));
+    return on.n;
+  };
   // Whether every image is done is read back every iteration, except on a GPU with the static or
   // graph kind: every 4th there, so the host queues the next calls while the device runs this one
   // (finished images idle through at most 3 extra calls; the plain kind's common step lives on the
   // host anyway).
   const int64_t check_every = fixed && device.is_cuda() ? 4 : 1;
   for (int64_t it = 0;; ++it) {
-    const auto left = (steps - n).clamp_min(0);  // [B]
-    if (it % check_every == 0 && left.max().item<int64_t>() == 0) break;
-    // One call: x[τ_n] (generated) and the drafts of steps n+1 .. n+W-1 in, p_n .. p_{n+W-1} out.
-    auto fed = torch::cat({out.gather(1, (n - 1).unsqueeze(1)), draft.narrow(1, 0, window - 1)}, 1);
-    auto p = distributions(call(fed, n), n);  // [B,W,V]
-    const int64_t W = p.size(1);
+    if (it % check_every == 0 && L.n.min().item<int64_t>() >= steps) break;
+    per_group(L.uniform, uniform);
+    per_group(L.exp_refused, exponential);
+    per_group(L.exp_next, exponential);
+    per_group(L.codes, codes);
     ++st.calls;
-
-    // The speculative-sampling rule in order: draft d ~ q kept when u < p(d) / q(d), within the
-    // positions that count (a row near its end has fewer).
-    auto d = draft.narrow(1, 0, W), qw = q.narrow(1, 0, W);
-    auto pd = p.gather(2, d.unsqueeze(-1)).squeeze(-1), qd = qw.gather(2, d.unsqueeze(-1)).squeeze(-1);
-    const auto j = torch::arange(W, ints).unsqueeze(0);
-    const auto counts = j < left.clamp_max(W).unsqueeze(1);
-    auto kept = (uniform(W) * qd < pd).logical_and_(counts);
-    auto a = kept.to(torch::kInt64).cumprod(1).sum(1);  // leading drafts kept, per row
-    // Each row has a + 1 exact tokens (its kept drafts and a draw replacing the first refused one)
-    // within what counts; the plain kind keeps the batch's smallest count (one common step).
-    auto adv = torch::minimum(a + 1, left.clamp_max(W));
-    if (!fixed) adv = adv.min().expand({B});
-    auto res = (p - qw).clamp_min(0);
-    res = torch::where(res.sum(-1, true) > 0, res, p);  // p = q: nothing refused there
-    auto chosen = torch::where(j < a.unsqueeze(1), d, draw(res));
-    const auto cols = n.unsqueeze(1) + j;  // [B,W], inside the padded columns
-    out.scatter_(1, cols, torch::where(j < adv.unsqueeze(1), chosen, out.gather(1, cols)));
-
-    // The next drafts (steps n+adv ..): from this call's p while it reaches (q = that p), uniform after.
-    const auto i = torch::arange(window, ints).unsqueeze(0);
-    const auto from = (adv.unsqueeze(1) + i).clamp_max(W - 1);  // [B,window]
-    auto pp = p.gather(1, from.unsqueeze(2).expand({B, window, V}));
-    const auto use_p = i < (W - adv).unsqueeze(1);
-    q = torch::where(use_p.unsqueeze(2), pp, torch::full({}, 1.0 / V, floats));
-    draft = torch::where(use_p, draw(pp), codes(window));
-    n = n + adv;
+    if (!fixed) {
+      // the plain kind's common step: W positions through the grown cache, rewound to the kept tokens
+      const int64_t n_plain = L.n[0].item<int64_t>();
+      const int64_t W = std::min(window, steps - n_plain);
+      const std::vector<int64_t> pos(order.begin() + n_plain - 1, order.begin() + n_plain - 1 + W),
+          next(order.begin() + n_plain, order.begin() + n_plain + W);
+      cache.length = n_plain + 1;  // the kept tokens' slots; a refused draft's slot is overwritten
+      st.positions += W;
+      auto fed = torch::cat({L.out.narrow(1, n_plain - 1, 1), L.draft.narrow(1, 0, W - 1)}, 1);
+      auto l = g.decode_window(both(fed), n_plain, pos, next, cond, cache);
+      // W columns as the static kinds have them (past the last step: repeats, never kept)
+      accept(step, L, W == window ? l : torch::cat({l, l.narrow(1, W - 1, 1).expand({R, window - W, V})}, 1));
+      continue;
+    }
+    st.positions += window;
+    if (kind_ == EngineKind::Static) {
+      iterate(L);
+    } else if (fixed->graph) {
+      fixed->graph->replay();
+    } else {
+      // StepGraph runs the step once before capturing it: that run works on a copy of the loop
+      // (the cache it writes is written again, identically, by the replay)
+      fixed->graph = std::make_unique<gpu::StepGraph>([iterate, &L, warm = true]() mutable {
+        if (!warm) return iterate(L);
+        warm = false;
+        Loop copy = L;
+        for (auto* t : {&copy.out, &copy.n, &copy.draft, &copy.q}) *t = t->clone();
+        return iterate(copy);
+      });
+      fixed->graph->replay();
+    }
   }
   auto raster = torch::zeros({B, S}, ints);
   raster.index_copy_(1, torch::tensor(std::vector<int64_t>(order.begin(), order.begin() + steps), ints),
-                     out.narrow(1, 0, steps));
+                     L.out.narrow(1, 0, steps));
   if (stats) stats->tokens += st.tokens, stats->calls += st.calls, stats->positions += st.positions;
   return raster;
 }

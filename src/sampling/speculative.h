@@ -16,8 +16,9 @@
 // tokens for a seed. The calls run as opts.engine says: plain (Generator::decode_window, the KV
 // cache rewound to the kept tokens; the batch advances by its slowest image), static
 // (sampling/static_decode decode_window_static: W columns at every call, masked attention over the
-// whole cache, every image at its own step) or graph (that call captured in a CUDA graph once per
-// row count and replayed).
+// whole cache, every image at its own step) or graph (a whole iteration — that call, the
+// acceptance rule and the next drafts — captured in a CUDA graph once per row count and replayed;
+// only the random numbers are drawn outside it).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -55,7 +56,8 @@ class SpeculativeDecoder {
   struct Fixed {  // static/graph kinds: one row count's buffers
     model::KVCache cache;
     StaticDecode s;
-    std::unique_ptr<gpu::StepGraph> graph;
+    std::shared_ptr<struct SpeculativeLoop> loop;  // the loop's state, kept for `graph`
+    std::unique_ptr<gpu::StepGraph> graph;         // one iteration on `loop`, captured
   };
   model::Generator g_;
   SamplingOptions opts_;
