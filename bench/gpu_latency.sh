@@ -8,10 +8,11 @@
 # QUICK=1: the rar_xl rows that decide, one rar_b pair and one profile pair (~2 minutes); else
 # both models, fp8 caches, batches of 4, the block kernel, and where the split variant stops paying
 # at larger batches (~6 minutes). From the repository root on the GPU machine.
-# Speculative Jacobi decoding (--speculative W): with random weights nearly every draft is kept
-# (their distributions are nearly uniform), so those rows give the time of one call of W positions
-# (the latency line's "us per call"), not the calls an image needs; GEN=a trained generator adds
-# rows where the model decides how many tokens a call keeps (e.g. #21's Fashion-MNIST generators).
+# Speculative Jacobi decoding (--speculative W): random weights keep drafts as their distributions
+# allow (rar_xl, guidance 4: 2.6 of 4, 3.5 of 16 per call), not as a trained model's would, so
+# those rows give the time of one call of W positions (the latency line's "us per call") and only
+# an example of the calls an image needs; GEN=a trained generator adds rows where a trained model
+# decides how many tokens a call keeps (e.g. #21's Fashion-MNIST generators).
 # Usage: [QUICK=1] [GEN=generator.safetensors] bench/gpu_latency.sh build-gpu/rar [profile.md]
 set -u
 RAR=${1:-build-gpu/rar}
@@ -41,7 +42,7 @@ for m in $models; do
   row 0 0 --model $m --batch 4
   row 1 1 --model $m --batch 4 --attention-kernel split
 done
-# one call of W positions (random weights: the time per call, not the calls per image)
+# one call of W positions (random weights: the time per call; the calls per image only an example)
 for w in 4 16; do row 0 0 --model rar_xl --batch 1 --speculative $w; done
 row 1 0 --model rar_xl --batch 1 --speculative 4  # a window of 4 is 8 rows: the skinny products take it
 if [ -n "${GEN:-}" ]; then  # a trained model: the calls per image too
@@ -65,7 +66,7 @@ for v in "0 0 warp" "1 1 split"; do
   RAR_SKINNY_LINEAR=$1 RAR_PDL=$2 timeout 90 "$RAR" bench sample --no-header --engine graph --model rar_xl --batch 1 \
     --repeats 2 --attention-kernel $3 --profile 16 >> "$PROFILE" 2>&1
 done
-echo "## rar_xl, batch 1, speculative 16 (random weights: nearly every draft kept)" >> "$PROFILE"
+echo "## rar_xl, batch 1, speculative 16 (random weights)" >> "$PROFILE"
 timeout 90 "$RAR" bench sample --no-header --engine graph --model rar_xl --batch 1 --repeats 2 --speculative 16 \
   --profile 16 >> "$PROFILE" 2>&1
 [ "$PROFILE" = /dev/null ] || grep -E "^##|^kernel time|^latency|^\| (attention|matmul|other)" "$PROFILE"

@@ -4,14 +4,14 @@
 # the results packed into $OUT, then the latency table (bench/gpu_latency.sh). Run it again and again
 # on the warm machine (from the repository root, .devrun/{debs,shared,dstest,demo} carried) until it
 # prints "session: done"; each call stops by CALL_SECONDS (default 540) and says what is pending.
-#   export OUT; ARMS="random a25-50" CALL_SECONDS=540 [SANITIZE=1] [TARGETS=1] scripts/gpu-session.sh
+#   export OUT; [ARMS="random a25-50"] CALL_SECONDS=540 [QUICK=0] [GEN=g.safetensors] [SANITIZE=1] [TARGETS=1] scripts/gpu-session.sh
 # (the device tool's $OUT must be exported: only what lands there comes back)
 # State lives in /tmp/session (markers) and /tmp/ann (the arms): a call never waits on a process
 # list (a pattern there can match the caller's own command line), only on files.
 set -u
 [ -n "${OUT:-}" ] || echo "gpu-session: OUT is not exported, results stay in /tmp/rar-gpu (export OUT)" >&2
 OUT=${OUT:-/tmp/rar-gpu}
-ARMS=${ARMS:-"random a25-50"}
+ARMS=${ARMS:-}
 CALL_SECONDS=${CALL_SECONDS:-540}
 ST=/tmp/session ANN=/tmp/ann
 mkdir -p "$OUT" "$ST" "$ANN"
@@ -21,9 +21,13 @@ say() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 . scripts/gpu-env.sh
 export RAR_DATASETS_DIR=$PWD/.devrun/dstest RAR_SHARED_DIR=$PWD/.devrun/shared
 
-# 1. the binary, then the arms in the background (its own session: it outlives this call)
+# 1. the binary, then the arms in the background (its own session: it outlives this call);
+# ARMS="" (nothing to train): the build, the suite, the latency table and the options below only
 if [ ! -f "$ST/started" ]; then
   make gpu JOBS=16 GPU_TARGET=rar > "$OUT/build-rar.log" 2>&1 || { tail -30 "$OUT/build-rar.log"; exit 1; }
+  [ -n "$(echo $ARMS)" ] || { echo 0 > "$ST/arms-rc"; touch "$ST/packed" "$ST/started"; }
+fi
+if [ ! -f "$ST/started" ] && [ ! -f "$ST/arms-rc" ]; then
   # the arms scored in earlier sessions: the best-arm choice for the fp8 row sees them
   [ -f "$ANN/scores.tsv" ] || cp experiments/annealing-gpu/scores.tsv "$ANN/scores.tsv"
   setsid nohup bash -c "env FLOOR=0 STAGE_MINUTES=${STAGE_MINUTES:-45} PARALLEL=2 ARMS='$ARMS' \
@@ -58,7 +62,7 @@ fi
 # 4. latency (a trained generator for the speculative rows' calls per image)
 if [ ! -f "$ST/latency" ]; then
   gen=; for a in $ARMS; do [ -f "$ANN/$a/generator.safetensors" ] && gen=$ANN/$a/generator.safetensors; done
-  QUICK=1 GEN=$gen ROW_TIMEOUT=60 timeout $(( $(left) - 10 )) bench/gpu_latency.sh build-gpu/rar "$OUT/profile.md" |
+  QUICK=${QUICK:-1} GEN=${GEN:-$gen} ROW_TIMEOUT=60 timeout $(( $(left) - 10 )) bench/gpu_latency.sh build-gpu/rar "$OUT/profile.md" |
     tee "$OUT/latency.md"
   [ "${PIPESTATUS[0]}" = 0 ] && touch "$ST/latency"
 fi

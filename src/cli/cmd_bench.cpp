@@ -105,7 +105,7 @@ void run_sample(const BenchArgs& a) {
   auto device = parse_device(a.device);
   auto dtype = parse_precision(a.precision);
   // a preset with random weights, or a trained generator (--generator: what speculative decoding
-  // gains depends on the model's distributions; random weights give nearly uniform ones)
+  // gains depends on the model's distributions, which random weights do not have)
   torch::manual_seed(0);
   model::Generator g{nullptr};
   if (!a.generator.empty()) {
@@ -391,7 +391,7 @@ void add_bench(CLI::App& app) {
   s->add_option("--decode-batch", a->decode_batch, "with --decode: images decoded at once")->check(positive_count());
   s->add_option("--speculative", a->speculative,
                  "speculative Jacobi decoding, W positions per call (prints tokens per call; use --generator for a "
-                 "trained model's: random weights accept nearly every draft)")->check(count());
+                 "trained model's: random weights keep drafts as their own distributions allow)")->check(count());
   s->add_option("--generator", a->generator, "a trained generator instead of --model's random weights");
   s->add_option("--distinct-classes", a->distinct, "K classes per batch, each repeated (0 = random classes)")->check(count());
   s->callback([a] { run_sample(*a); });
