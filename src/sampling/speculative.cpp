@@ -39,14 +39,16 @@ struct Step {
   bool common;  // the plain kind: every row advances by the batch's smallest count
 };
 
-// Whether b's settings fit a's buffers (the same tensors defined, the same shapes).
-bool same_layout(const Loop& a, const Loop& b) {
-  auto same = [](const torch::Tensor& x, const torch::Tensor& y) {
-    return x.defined() == y.defined() && (!x.defined() || x.sizes() == y.sizes());
-  };
-  const auto &r = a.rows, &s = b.rows;
-  return same(a.scale, b.scale) && same(r.unguided, s.unguided) && same(r.temperature, s.temperature) &&
-         same(r.top_k, s.top_k) && same(r.top_p, s.top_p) && same(r.greedy, s.greedy) && r.all_greedy == s.all_greedy;
+// The layout of a loop's settings: which of them it has, and their shapes — the loops of one
+// layout take each other's settings by copying (a captured graph reads them at fixed addresses).
+std::string layout_key(const Loop& l) {
+  std::string key;
+  for (const auto* t : {&l.scale, &l.rows.unguided, &l.rows.temperature, &l.rows.top_k, &l.rows.top_p, &l.rows.greedy}) {
+    key += t->defined() ? "[" : "-";
+    if (t->defined())
+      for (auto d : t->sizes()) key += std::to_string(d) + ",";
+  }
+  return key + (l.rows.all_greedy ? "greedy" : "drawn");
 }
 
 void copy_settings(Loop& to, const Loop& from) {
@@ -166,22 +168,19 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
       Fixed f;
       f.cache = it != fixed_.end() ? it->second.cache : make_zeroed_cache(g, R, S + window, kv);
       f.s = make_static_decode(g, class_rows, null_rows, order, S + window, int64_t(1) << 30, window);
-      fixed_[R] = std::move(f);  // a graph captured on the old buffers is dropped with them
+      fixed_[R] = std::move(f);  // graphs captured on the old buffers are dropped with them
     }
     fixed = &fixed_[R];
   }
-  // The loop's buffers: kept (the settings copied in) while a captured iteration can replay on
-  // them, else this batch's.
+  // The loop's buffers: for the static and graph kinds, those kept for this layout of settings
+  // (this batch's settings copied in: a captured iteration replays on them), else this batch's.
+  Captured* kept = nullptr;
   if (fixed) {
-    auto& kept = fixed->loop;
-    if (kept && kept->out.size(0) == B && same_layout(*kept, fresh)) {
-      copy_settings(*kept, fresh);
-    } else {
-      fixed->graph.reset();
-      kept = std::make_shared<Loop>(fresh);
-    }
+    kept = &fixed->by_layout[layout_key(fresh)];
+    if (kept->loop) copy_settings(*kept->loop, fresh);
+    else kept->loop = std::make_shared<Loop>(fresh);
   }
-  Loop& L = fixed ? *fixed->loop : fresh;
+  Loop& L = kept ? *kept->loop : fresh;
   if (!L.out.defined()) {
     L.out = torch::zeros({B, steps + window}, ints);
     L.n = torch::ones({B}, ints);
@@ -260,19 +259,19 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
     st.positions += window;
     if (kind_ == EngineKind::Static) {
       iterate(L);
-    } else if (fixed->graph) {
-      fixed->graph->replay();
+    } else if (kept->graph) {
+      kept->graph->replay();
     } else {
       // StepGraph runs the step once before capturing it: that run works on a copy of the loop
       // (the cache it writes is written again, identically, by the replay)
-      fixed->graph = std::make_unique<gpu::StepGraph>([iterate, &L, warm = true]() mutable {
+      kept->graph = std::make_unique<gpu::StepGraph>([iterate, &L, warm = true]() mutable {
         if (!warm) return iterate(L);
         warm = false;
         Loop copy = L;
         for (auto* t : {&copy.out, &copy.n, &copy.draft, &copy.q}) *t = t->clone();
         return iterate(copy);
       });
-      fixed->graph->replay();
+      kept->graph->replay();
     }
   }
   auto raster = torch::zeros({B, S}, ints);

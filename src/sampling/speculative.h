@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <torch/torch.h>
@@ -53,11 +54,16 @@ class SpeculativeDecoder {
                               SpeculativeStats* stats = nullptr);
 
  private:
+  struct Captured {
+    std::shared_ptr<struct SpeculativeLoop> loop;  // the loop's state and the batch's settings
+    std::unique_ptr<gpu::StepGraph> graph;         // one iteration on `loop`, captured (graph kind)
+  };
   struct Fixed {  // static/graph kinds: one row count's buffers
     model::KVCache cache;
     StaticDecode s;
-    std::shared_ptr<struct SpeculativeLoop> loop;  // the loop's state, kept for `graph`
-    std::unique_ptr<gpu::StepGraph> graph;         // one iteration on `loop`, captured
+    // by the layout of the batch's settings (which of guidance, temperature, top-k, top-p, greedy
+    // rows it has): a service alternating between requests of different layouts captures each once
+    std::map<std::string, Captured> by_layout;
   };
   model::Generator g_;
   SamplingOptions opts_;
