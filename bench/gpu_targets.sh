@@ -3,7 +3,9 @@
 # median, min and max of every number (sampling: tokens and end-to-end images/s, batch-1 latency;
 # training: sequences/s and peak memory). One line per target; the raw rows go to RAW (default
 # /dev/null). ~1.5 minutes per repeat on one H200. From the repository root on the GPU machine.
-# Usage: [REPEATS=3] [RAW=raw.md] bench/gpu_targets.sh build-gpu/rar
+# PROFILE=file: afterwards a kernel profile of each target not measured at batch 1 (what stands in
+# the way), ~2 minutes more.
+# Usage: [REPEATS=3] [RAW=raw.md] [PROFILE=profile.md] bench/gpu_targets.sh build-gpu/rar
 set -u
 RAR=${1:-build-gpu/rar}
 REPEATS=${REPEATS:-3}
@@ -61,3 +63,15 @@ latency --model rar_xl --speculative 32 --attention-kernel split |
 # training: column 5 = sequences/s, 8 = peak GiB (bench train's table); reference 158 seq/s at 68.3 GiB
 train --model rar_xl --batch 64 --checkpoint-layers 12 |
   summary "rar_xl training bf16, batch 64, 12 of 32 recomputed: sequences/s, peak GiB (>= 237 at <= 34.2)" 5 8
+# the profiles: where each target's time goes
+if [ -n "${PROFILE:-}" ]; then
+  : > "$PROFILE"
+  for args in "sample --model rar_xl --batch 256" "sample --model rar_xl --batch 1024 --kv-cache fp8" \
+              "sample --model rar_b --batch 256" "sample --model rar_b --batch 1024 --kv-cache fp8" \
+              "train --model rar_xl --batch 64 --checkpoint-layers 12"; do
+    echo "## rar bench $args --profile 20" >> "$PROFILE"
+    eng=; [ "${args%% *}" = sample ] && eng="--engine graph --repeats 1"
+    timeout "${ROW_TIMEOUT:-120}" "$RAR" bench $args $eng --no-header --profile 20 >> "$PROFILE" 2>&1 ||
+      echo "(failed or timed out)" >> "$PROFILE"
+  done
+fi

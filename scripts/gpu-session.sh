@@ -81,7 +81,7 @@ if [ "${SANITIZE:-0}" = 1 ] && [ -f "$ST/latency" ] && [ ! -f "$ST/sanitized" ];
 fi
 # 6. (TARGETS=1) #22's target rows with their spread (bench/gpu_targets.sh, REPEATS runs each)
 if [ "${TARGETS:-0}" = 1 ] && [ -f "$ST/latency" ] && [ ! -f "$ST/targets" ]; then
-  RAW=$OUT/targets-raw.md timeout $(( $(left) - 10 )) bench/gpu_targets.sh build-gpu/rar | tee "$OUT/targets.md"
+  RAW=$OUT/targets-raw.md PROFILE=$OUT/targets-profile.md timeout $(( $(left) - 10 )) bench/gpu_targets.sh build-gpu/rar | tee "$OUT/targets.md"
   [ "${PIPESTATUS[0]}" = 0 ] && touch "$ST/targets"
 fi
 [ -f "$ST/latency" ] && say "session: done"
