@@ -157,6 +157,10 @@ TEST(Cli, BenchAttentionPrintsARowAndChecksItsOptions) {
   auto kern = run_rar("bench attention --device cpu --attention-kernel tiles");
   EXPECT_NE(kern.status, 0);
   EXPECT_NE(kern.output.find("expected block, warp, split or auto, got 'tiles'"), std::string::npos) << kern.output;
+  // the split kernel runs only inside a step: asking for it here is an error, not a warp row labelled split
+  auto split = run_rar("bench attention --device cpu --attention-kernel split");
+  EXPECT_NE(split.status, 0);
+  EXPECT_NE(split.output.find("runs only inside a step"), std::string::npos) << split.output;
 }
 
 TEST(Cli, ErrorsAreOneLine) {

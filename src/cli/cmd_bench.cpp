@@ -202,6 +202,9 @@ void run_sample(const BenchArgs& a) {
 // cache filled to `fill` slots (0 = half of it, the mean over a generation). Prints time per call
 // and the cache bytes read per second, the number to compare with the H200's 4.8 TB/s.
 void run_attention(const BenchArgs& a) {
+  // the split kernel exists only fused with a step's q/k norms (bench sample --attention-kernel split)
+  check(a.attention != "split" && a.attention != "auto", "bench attention: --attention-kernel ", a.attention,
+        " selects the split kernel, which runs only inside a step (time it with bench sample); here warp or block");
   if (!a.attention.empty()) model::set_decode_attention_kernel(a.attention);
   auto device = parse_device(a.device);
   auto dtype = parse_precision(a.precision);
