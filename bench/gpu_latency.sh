@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Interactive latency (issue #22): one image with guidance (2 rows per step), 256 steps, random
-# weights, graph engine — the time a user waits for one image. The default path beside the three
-# opt-in ones for few rows, alone and together: RAR_SKINNY_LINEAR=1 (the five-kernel small-batch
-# block), the split attention kernel (--attention-kernel split: 8 warps per row and head) and
-# RAR_PDL=1 (programmatic dependent launch between those kernels); then kernel profiles of one
+# weights, graph engine — the time a user waits for one image. The default path (attention
+# kernel auto: split, 8 warps per row and head, at one image) beside the warp kernel and the
+# opt-in paths for few rows: RAR_SKINNY_LINEAR=1 (the five-kernel small-batch block) and RAR_PDL=1
+# (programmatic dependent launch between those kernels); then kernel profiles of one
 # rar_xl image (kernel time vs the wall time above: the rest is launch gaps and host work).
 # QUICK=1: the rar_xl rows that decide, one rar_b pair and one profile pair (~2 minutes); else
 # both models, fp8 caches, batches of 4, the block kernel, and where the split variant stops paying
@@ -30,17 +30,16 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|"
 models="rar_xl rar_b"
 [ "${QUICK:-0}" = 1 ] && models=rar_xl
 for m in $models; do
-  row 0 0 --model $m --batch 1 --decode
-  row 1 0 --model $m --batch 1
-  row 0 0 --model $m --batch 1 --attention-kernel split
-  row 1 0 --model $m --batch 1 --attention-kernel split
-  row 1 1 --model $m --batch 1 --attention-kernel split --decode
-  row 1 1 --model $m --batch 1 --attention-kernel split --kv-cache fp8
-  [ "${QUICK:-0}" = 1 ] && continue
+  row 0 0 --model $m --batch 1 --decode                  # the default (auto: split at one image)
+  row 0 0 --model $m --batch 1 --attention-kernel warp   # the default before 2026-12-01
+  row 0 1 --model $m --batch 1                           # + programmatic dependent launch
   row 0 0 --model $m --batch 1 --kv-cache fp8
+  row 1 1 --model $m --batch 1 --kv-cache fp8            # + the skinny products
+  [ "${QUICK:-0}" = 1 ] && continue
+  row 1 0 --model $m --batch 1
   row 0 0 --model $m --batch 1 --attention-kernel block
   row 0 0 --model $m --batch 4
-  row 1 1 --model $m --batch 4 --attention-kernel split
+  row 0 0 --model $m --batch 4 --attention-kernel split
 done
 # one call of W positions (random weights: the time per call; the calls per image only an example)
 for w in 4 16; do row 0 0 --model rar_xl --batch 1 --speculative $w; done
@@ -51,7 +50,7 @@ if [ -n "${GEN:-}" ]; then  # a trained model: the calls per image too
 fi
 if [ "${QUICK:-0}" = 1 ]; then
   row 0 0 --model rar_b --batch 1
-  row 1 1 --model rar_b --batch 1 --attention-kernel split
+  row 0 0 --model rar_b --batch 1 --attention-kernel warp
 else
   # where the split variant stops paying: batches of 16, 64 and 256 images (32-512 rows)
   for b in 16 64 256; do

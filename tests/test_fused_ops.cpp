@@ -301,7 +301,7 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
                                         << " last " << last;
     EXPECT_LT(rel_err(plain, ref), tol) << "plain, hd " << hd << " dtype " << dt << " cache " << ct << " last " << last;
   }
-  model::set_decode_attention_kernel("warp");  // the default again
+  model::set_decode_attention_kernel("auto");  // the default again
   EXPECT_RAR_ERROR(model::set_decode_attention_kernel("tiles"), "expected block, warp, split or auto, got 'tiles'");
 }
 

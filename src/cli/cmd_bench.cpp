@@ -28,7 +28,7 @@ namespace {
 
 struct BenchArgs {
   std::string model = "rar_b", device = "auto", precision = "bf16", engine = "auto", kv_cache = "model";
-  std::string attention;  // decode-attention kernel: "" (as RAR_DECODE_ATTENTION says), block or warp
+  std::string attention;  // decode-attention kernel: "" (as RAR_DECODE_ATTENTION says), auto, warp, block or split
   int64_t batch = 128, steps = 0, repeats = 2;
   double cfg = 4.0;
   bool decode = false, header = true, checkpoint = false, plain = false, channels_last = false, structured = false;
@@ -170,7 +170,7 @@ void run_sample(const BenchArgs& a) {
               (std::string(sampling::engine_name(sampler.engine())) +
                (a.distinct > 0 ? ", " + std::to_string(a.distinct) + " classes" : "") +
                (a.kv_cache == "fp8" ? ", fp8 KV" : "") +
-               (model::decode_attention_kernel() != "warp" ? ", " + model::decode_attention_kernel() + " attention" : "") +
+               (model::decode_attention_kernel() != "auto" ? ", " + model::decode_attention_kernel() + " attention" : "") +
                (model::skinny_linear_enabled() && a.batch * (a.cfg != 0 ? 2 : 1) <= 8 ? ", skinny linear" : "") +
                (model::pdl_enabled() ? ", pdl" : "") +
                (a.speculative > 0 ? cat(", speculative ", a.speculative, " (", fixed1(per_call), " tokens per call)") : ""))
@@ -205,7 +205,7 @@ void run_attention(const BenchArgs& a) {
   // the split kernel exists only fused with a step's q/k norms (bench sample --attention-kernel split)
   check(a.attention != "split" && a.attention != "auto", "bench attention: --attention-kernel ", a.attention,
         " selects the split kernel, which runs only inside a step (time it with bench sample); here warp or block");
-  if (!a.attention.empty()) model::set_decode_attention_kernel(a.attention);
+  model::set_decode_attention_kernel(a.attention.empty() ? "warp" : a.attention);  // auto would run warp here
   auto device = parse_device(a.device);
   auto dtype = parse_precision(a.precision);
   const auto cfg = model::GeneratorConfig::preset(a.model);
@@ -382,7 +382,7 @@ void add_bench(CLI::App& app) {
     c->add_option("--model", a->model, "rar_b, rar_l, rar_xl or rar_xxl");
     c->add_option("--cfg", a->cfg, "guidance scale (0 = off: one row per image instead of two)")->check(non_negative());
     c->add_option("--kv-cache", a->kv_cache, "KV cache dtype: model or fp8");
-    c->add_option("--attention-kernel", a->attention, "decode-attention kernel on CUDA: warp (default; bf16), block, split (8 warps per row and head) or auto");
+    c->add_option("--attention-kernel", a->attention, "decode-attention kernel on CUDA: auto (default: split for one guided image's step, warp above), warp (bf16), block or split (8 warps per row and head; bench sample only)");
   };
   auto* s = bench->add_subcommand("sample", "Token generation (and decoding with --decode)");
   common(s);

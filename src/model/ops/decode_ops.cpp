@@ -13,9 +13,9 @@ namespace rar::model {
 
 namespace {
 // The decode-attention kernel: 0 block, 1 warp, 2 split (the fused step's split variant at every
-// batch size), 3 auto (split for few rows, warp otherwise). The warp variant is the default (faster
-// at every fill and cache dtype measured at batch 256, bench/RESULTS.md); RAR_DECODE_ATTENTION sets
-// the starting value.
+// batch size), 3 auto (split for few rows, warp otherwise). auto is the default: the warp variant
+// is faster at every fill and cache dtype measured at batch 256, the split variant at batch 1
+// (one rar_xl image: 456 -> 391 ms, bench/RESULTS.md); RAR_DECODE_ATTENTION sets the starting value.
 enum AttentionKernel { kBlock, kWarp, kSplit, kAuto };
 constexpr const char* kAttentionKernelNames[] = {"block", "warp", "split", "auto"};
 int attention_kernel_id(const std::string& name) {
@@ -26,11 +26,12 @@ int attention_kernel_id(const std::string& name) {
 std::atomic<int> g_attention{[] {
   const char* e = std::getenv("RAR_DECODE_ATTENTION");
   const int id = e ? attention_kernel_id(e) : -1;
-  return id >= 0 ? id : int{kWarp};
+  return id >= 0 ? id : int{kAuto};
 }()};
-// auto: the split variant up to this many (row, head) pairs, i.e. while the warp variant would
-// give the GPU's 132 SMs fewer than ~8 warps each
-constexpr int64_t kSplitMaxPairs = 1024;
+// auto: the split variant up to this many (row, head) pairs: a guided image's step (2 rows; rar_b
+// 32 pairs, rar_xl 40 measured faster). Where it stops paying at a few more rows is still to be
+// measured (bench/gpu_latency.sh: 2-8 images), so no further yet.
+constexpr int64_t kSplitMaxPairs = 48;
 bool use_split(int64_t rows, int64_t heads) {
   const int k = g_attention.load();
   return k == kSplit || (k == kAuto && rows * heads <= kSplitMaxPairs);

@@ -74,10 +74,10 @@ bool skinny_linear_enabled();
 void set_pdl(bool on);
 bool pdl_enabled();
 
-// Which decode-attention kernel the fused path uses: "warp" (default; bf16 queries, head dims
+// Which decode-attention kernel the fused path uses: "warp" (bf16 queries, head dims
 // 48/64/80/88/128; others fall back to "block"), "block", "split" (the decode step's q/k norm +
 // attention kernel with 8 warps per row and head, for batches of few rows; elsewhere "warp") or
-// "auto" ("split" up to 1024 (row, head) pairs, "warp" above). The environment variable
+// "auto" (the default: "split" up to 48 (row, head) pairs — one guided image — "warp" above). The environment variable
 // RAR_DECODE_ATTENTION sets the starting value; tests and benchmarks switch it here.
 void set_decode_attention_kernel(const std::string& name);
 std::string decode_attention_kernel();
