@@ -43,7 +43,7 @@ class SpeculativeDecoder {
   SpeculativeDecoder(model::Generator g, SamplingOptions opts);
   // Tokens [B,S] int64 (raster layout, on the model's device) for class ids [B] from `seed`; adds
   // its counts to *stats when given. The static and graph kinds keep their buffers (and captured
-  // call) per row count from batch to batch, like DecodeEngine.
+  // iteration) per row count and layout of settings from batch to batch, like DecodeEngine.
   torch::Tensor sample(const torch::Tensor& classes, uint64_t seed, SpeculativeStats* stats = nullptr);
   // The same for a batch of row groups with settings of their own (Sampler::sample_groups): each
   // group draws from its own generator, seeded with its seed. On the static and graph kinds every
