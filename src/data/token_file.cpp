@@ -19,6 +19,7 @@ namespace {
 constexpr char kMagic[8] = {'R', 'A', 'R', 'T', 'O', 'K', 0, 0};
 constexpr size_t kHeader = 64;
 
+// FNV-1a 64 with the format's own offset basis (token_file.h: not the standard one; part of the format)
 uint64_t fnv1a(const uint8_t* p, size_t n, uint64_t h = 1469598103934665603ull) {
   for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
   return h;

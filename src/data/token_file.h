@@ -9,7 +9,9 @@
 //   24      8     S, tokens per sample
 //   32      8     N, number of samples
 //   40      8     C, number of classes
-//   48      8     FNV-1a 64-bit checksum of everything after the header
+//   48      8     FNV-1a 64-bit checksum of everything after the header, offset basis
+//                 1469598103934665603 (a digit short of the standard 14695981039346656037: kept,
+//                 files written since version 1 carry it; prime 1099511628211 as standard)
 //   56      8     reserved (0)
 //   64      4*N   class ids, int32
 //   ...     b*N*S token ids, uint16 or int32, row-major [N,S]
