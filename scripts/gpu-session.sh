@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session in device calls of at most 10 minutes: annealing arms (experiments/annealing-gpu.sh,
 # trained, sampled and scored in one background job) beside the CUDA build and its test suite, then
-# the results packed into $OUT, then the latency table (bench/gpu_latency.sh). Run it again and again
+# the results packed into $OUT, then the benchmarks in the background (scripts/gpu-bench-chain.sh:
+# the latency table, TARGETS=1 the target rows, SANITIZE=1 compute-sanitizer). Run it again and again
 # on the warm machine (from the repository root, .devrun/{debs,shared,dstest,demo} carried) until it
 # prints "session: done"; each call stops by CALL_SECONDS (default 540) and says what is pending.
 #   export OUT; [ARMS="random a25-50"] CALL_SECONDS=540 [QUICK=0] [GEN=g.safetensors] [SANITIZE=1] [TARGETS=1] scripts/gpu-session.sh
@@ -37,11 +38,12 @@ if [ ! -f "$ST/started" ] && [ ! -f "$ST/arms-rc" ]; then
   say "arms started: $ARMS"
 fi
 # 2. the whole CUDA build and its suite, beside the training
-if [ ! -f "$ST/suite" ] && [ "$(left)" -gt 300 ]; then
+if [ ! -f "$ST/suite-ran" ] && [ "$(left)" -gt 300 ]; then
   make gpu JOBS=8 > "$OUT/build.log" 2>&1 || tail -30 "$OUT/build.log"
   (cd build-gpu && timeout $(( $(left) - 30 )) ctest --output-on-failure --timeout 150 -j 4 > "$ST/ctest.log" 2>&1)
   cp "$ST/ctest.log" "$OUT/ctest.log"
   grep -q "tests passed" "$ST/ctest.log" && touch "$ST/suite"
+  touch "$ST/suite-ran"  # once: a second run would share the GPU with the benchmarks
   grep -E "tests passed|\(Failed\)|Failure" -A3 "$ST/ctest.log" | head -30
 fi
 # 3. wait for the arms (the script ends with "done in this call" or stops early with a reason)
@@ -59,29 +61,23 @@ if [ ! -f "$ST/packed" ]; then
   ls -la "$OUT"
   exit 0  # the packed results come back with this call; the latency table next call
 fi
-# 4. latency (a trained generator for the speculative rows' calls per image)
-if [ ! -f "$ST/latency" ]; then
+# 4. the benchmarks, in the background once the suite has run and the arms are packed (they may
+# outlive a call: scripts/gpu-bench-chain.sh — latency, TARGETS=1 the target rows, SANITIZE=1
+# compute-sanitizer); every call waits for them while it may and copies what they wrote so far
+B=$ST/bench
+if [ -f "$ST/suite-ran" ] && [ ! -f "$ST/bench-started" ]; then
   gen=; for a in $ARMS; do [ -f "$ANN/$a/generator.safetensors" ] && gen=$ANN/$a/generator.safetensors; done
-  QUICK=${QUICK:-1} GEN=${GEN:-$gen} ROW_TIMEOUT=60 timeout $(( $(left) - 10 )) bench/gpu_latency.sh build-gpu/rar "$OUT/profile.md" |
-    tee "$OUT/latency.md"
-  [ "${PIPESTATUS[0]}" = 0 ] && touch "$ST/latency"
+  mkdir -p "$B"
+  QUICK=${QUICK:-1} GEN=${GEN:-$gen} TARGETS=${TARGETS:-0} SANITIZE=${SANITIZE:-0} \
+    setsid nohup scripts/gpu-bench-chain.sh build-gpu "$B" < /dev/null > "$B/chain.log" 2>&1 &
+  touch "$ST/bench-started"
+  say "benchmarks started (QUICK=${QUICK:-1} TARGETS=${TARGETS:-0} SANITIZE=${SANITIZE:-0})"
 fi
-# 5. (SANITIZE=1) the CUDA kernels' tests under compute-sanitizer: out-of-bounds and misaligned
-# accesses (memcheck) and shared-memory races (racecheck), in what is left of the call
-if [ "${SANITIZE:-0}" = 1 ] && [ -f "$ST/latency" ] && [ ! -f "$ST/sanitized" ]; then
-  cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-  if [ -z "$cs" ]; then say "no compute-sanitizer on this machine"; touch "$ST/sanitized"; else
-    for tool in memcheck racecheck; do
-      timeout $(( $(left) / 2 )) "$cs" --tool $tool --error-exitcode 9 build-gpu/rar_tests \
-        --gtest_filter='FusedOpsCuda.*:SamplerCuda.*:LogitsChainCuda.*' > "$OUT/sanitize-$tool.log" 2>&1
-      say "compute-sanitizer $tool: exit $? ($(grep -cE '^=========.*(Invalid|Race|hazard)' "$OUT/sanitize-$tool.log") findings)"
-    done
-    touch "$ST/sanitized"
-  fi
+while [ -f "$ST/bench-started" ] && [ ! -f "$B/DONE" ] && [ "$(left)" -gt 15 ]; do sleep 5; done
+[ -d "$B" ] && cp "$B"/*.md "$B"/*.log "$OUT"/ 2>/dev/null
+if [ -f "$B/DONE" ]; then
+  cat "$B"/latency.md; [ -f "$B/targets.md" ] && cat "$B/targets.md"; [ -f "$B/sanitize.md" ] && cat "$B/sanitize.md"
+  say "session: done"
+else
+  say "benchmarks pending (done: $(cd "$B" 2>/dev/null && ls DONE-* 2>/dev/null | tr '\n' ' ')); run again"
 fi
-# 6. (TARGETS=1) #22's target rows with their spread (bench/gpu_targets.sh, REPEATS runs each)
-if [ "${TARGETS:-0}" = 1 ] && [ -f "$ST/latency" ] && [ ! -f "$ST/targets" ]; then
-  RAW=$OUT/targets-raw.md PROFILE=$OUT/targets-profile.md timeout $(( $(left) - 10 )) bench/gpu_targets.sh build-gpu/rar | tee "$OUT/targets.md"
-  [ "${PIPESTATUS[0]}" = 0 ] && touch "$ST/targets"
-fi
-[ -f "$ST/latency" ] && say "session: done"

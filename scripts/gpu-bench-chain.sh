@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The benchmarks of one GPU session, one after another, in the background (scripts/gpu-session.sh
+# starts it once and every device call copies what it has written so far): the latency table
+# (bench/gpu_latency.sh), then with TARGETS=1 #22's target rows with their spread and profiles
+# (bench/gpu_targets.sh), then with SANITIZE=1 the CUDA kernels' tests under compute-sanitizer
+# (memcheck: out-of-bounds and misaligned accesses; racecheck: shared-memory races). Each part
+# leaves DONE-<part> in DIR; the chain ends with DONE. Runs longer than a device call may.
+# Usage: [QUICK=1] [GEN=g.safetensors] [TARGETS=1] [SANITIZE=1] scripts/gpu-bench-chain.sh build-gpu DIR
+set -u
+BUILD=${1:-build-gpu}
+DIR=${2:-/tmp/session/bench}
+mkdir -p "$DIR"
+QUICK=${QUICK:-1} GEN=${GEN:-} ROW_TIMEOUT=90 bench/gpu_latency.sh "$BUILD/rar" "$DIR/profile.md" > "$DIR/latency.md" 2>&1
+touch "$DIR/DONE-latency"
+if [ "${TARGETS:-0}" = 1 ]; then
+  RAW=$DIR/targets-raw.md PROFILE=$DIR/targets-profile.md bench/gpu_targets.sh "$BUILD/rar" > "$DIR/targets.md" 2>&1
+  touch "$DIR/DONE-targets"
+fi
+if [ "${SANITIZE:-0}" = 1 ]; then
+  cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  if [ -z "$cs" ]; then
+    echo "no compute-sanitizer on this machine" > "$DIR/sanitize.md"
+  else
+    for tool in memcheck racecheck; do
+      timeout 600 "$cs" --tool $tool --error-exitcode 9 "$BUILD/rar_tests" \
+        --gtest_filter='FusedOpsCuda.*:SamplerCuda.*:LogitsChainCuda.*' > "$DIR/sanitize-$tool.log" 2>&1
+      echo "compute-sanitizer $tool: exit $? ($(grep -cE '^=========.*(Invalid|Race|hazard)' "$DIR/sanitize-$tool.log") findings)" \
+        >> "$DIR/sanitize.md"
+    done
+  fi
+  touch "$DIR/DONE-sanitize"
+fi
+touch "$DIR/DONE"
