@@ -16,6 +16,7 @@
 #include "sampling/sample_job.h"
 #include "sampling/sampler.h"
 #include "util/error.h"
+#include "util/gpu.h"
 
 using namespace rar;
 using namespace rar::test;
@@ -534,6 +535,23 @@ TEST(Sampler, SpeculativeKeptBuffersGiveWhatAFreshSamplerGives) {
   }
   EXPECT_FALSE(got[0].equal(got[1]));  // the settings' values reached the kept buffers
   EXPECT_TRUE(got[0].equal(got[3]));
+}
+
+// A step that cannot be captured (here: a host sync inside the capture) fails with an error, and
+// the stream is usable afterwards (the capture was ended before the error left); a capturable
+// step then captures and replays.
+TEST(SamplerCuda, FailedCaptureLeavesTheStreamUsable) {
+  if (!graph_engine_here()) GTEST_SKIP() << "no CUDA device or no CUDA build";
+  auto x = torch::ones({8}, torch::kCUDA);
+  EXPECT_ANY_THROW(gpu::StepGraph([&] {
+    auto y = x * 2;
+    (void)y.sum().item<float>();  // a sync: not allowed while capturing
+    return y;
+  }));
+  EXPECT_EQ((x * 3).sum().item<float>(), 24.0f);
+  gpu::StepGraph ok([&] { return x * 4; });
+  x.fill_(2);
+  EXPECT_EQ(ok.replay().sum().item<float>(), 64.0f);
 }
 
 // On the GPU the graph kind replays the static window: greedy gives the reference's tokens, and a

@@ -49,7 +49,17 @@ StepGraph::StepGraph(const std::function<torch::Tensor()>& step) : impl_(std::ma
     c10::cuda::CUDAStreamGuard guard(side);
     step();
     impl_->graph.capture_begin();
-    impl_->out = step();
+    try {
+      impl_->out = step();
+    } catch (...) {
+      // an op that cannot be captured (e.g. a host sync) threw: end the capture before the error
+      // leaves, or the stream would stay in capture mode and every later call on it fail
+      try {
+        impl_->graph.capture_end();
+      } catch (...) {
+      }
+      throw;
+    }
     impl_->graph.capture_end();
   }
   torch::cuda::synchronize();
