@@ -106,8 +106,9 @@ struct GeneratorImpl : torch::nn::Module {
   // Steps t .. t+W-1 at once (speculative decoding, sampling/speculative): feeds tokens [B,W] —
   // x[τ_t] .. x[τ_{t+W-1}] — at indices 1+t .. t+W with positions pos[j] = τ_{t+j} and target
   // positions next_pos[j] = τ_{t+j+1}, each attending to the cache and to the window's earlier
-  // tokens. Returns logits [B,W,V] float32: column j is what W one-position steps give at step t+j. The cache must hold t+1 positions (a caller that discards a
-  // window's tail sets cache.length back; the slots after it are overwritten).
+  // tokens. Returns logits [B,W,V] float32: column j is what W one-position steps give at step
+  // t+j. The cache must hold t+1 positions (a caller that discards a window's tail sets
+  // cache.length back; the slots after it are overwritten).
   torch::Tensor decode_window(const torch::Tensor& tokens, int64_t t, const std::vector<int64_t>& pos,
                               const std::vector<int64_t>& next_pos, const torch::Tensor& condition, KVCache& cache);
 

@@ -56,20 +56,15 @@ torch::Tensor head_step(model::FinalLayerImpl& f, const Residual& h, const torch
 }
 
 // x [R,h,W,hd] into the cache [R,h,capacity,hd] at row r's slots slot[r] ([R,W]), in the cache's
-// dtype: one scatter along the slot axis, through an integer view of the same width (the scatter
-// kernels take every integer width; fp8 has none).
+// dtype: one scatter along the slot axis (as model/ops append_to_cache copies one slot).
 void write_slots(torch::Tensor& cache, const torch::Tensor& slot, const torch::Tensor& x) {
-  auto bits = [](const torch::Tensor& t) {
-    switch (t.element_size()) {
-      case 1: return t.view(torch::kUInt8);
-      case 2: return t.view(torch::kInt16);
-      case 4: return t.view(torch::kInt32);
-      default: return t.view(torch::kInt64);
-    }
-  };
+  const auto c = model::to_cache_dtype(x, cache.scalar_type());
   // cache[r, h, slot[r,j], :] = x[r, h, j, :]
   const auto index = slot.view({slot.size(0), 1, slot.size(1), 1}).expand(x.sizes());
-  bits(cache).scatter_(2, index, bits(model::to_cache_dtype(x, cache.scalar_type())));
+  if (cache.scalar_type() == torch::kFloat8_e4m3fn)  // scatter_ has no fp8 kernels: scatter the bytes
+    cache.view(torch::kUInt8).scatter_(2, index, c.view(torch::kUInt8));
+  else
+    cache.scatter_(2, index, c);
 }
 
 // The adaLN tables of StaticDecode for these conditions.

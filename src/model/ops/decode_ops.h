@@ -44,7 +44,7 @@ torch::Tensor qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads, 
 
 // A decode step's linear layer, x [B,1,in] -> [B,1,out] (or a speculative window's [B,W,in] ->
 // [B,W,out]): at::linear, then the exact GELU with `gelu`. With the skinny path on
-// (set_skinny_linear / RAR_SKINNY_LINEAR=1; off by default until measured faster), no gradients,
+// (set_skinny_linear / RAR_SKINNY_LINEAR=1; off by default: slower than cuBLAS on rar_xl), no gradients,
 // CUDA, bf16 and B·W <= 8 rows (one to four guided images, or one image's window of 4): one kernel
 // that reads each weight row once with every SM busy, GELU in its epilogue (kernels/skinny_linear);
 // the same values up to float summation order.
@@ -77,8 +77,9 @@ bool pdl_enabled();
 // Which decode-attention kernel the fused path uses: "warp" (bf16 queries, head dims
 // 48/64/80/88/128; others fall back to "block"), "block", "split" (the decode step's q/k norm +
 // attention kernel with 8 warps per row and head, for batches of few rows; elsewhere "warp") or
-// "auto" (the default: "split" up to 48 (row, head) pairs — one guided image — "warp" above). The environment variable
-// RAR_DECODE_ATTENTION sets the starting value; tests and benchmarks switch it here.
+// "auto" (the default: "split" up to 48 (row, head) pairs — one guided image — "warp" above).
+// The environment variable RAR_DECODE_ATTENTION sets the starting value; tests and benchmarks
+// switch it here.
 void set_decode_attention_kernel(const std::string& name);
 std::string decode_attention_kernel();
 
