@@ -2,6 +2,7 @@
 #include "sampling/static_decode.h"
 
 #include <functional>
+#include <limits>
 
 #include "model/ops/block_ops.h"
 #include "model/ops/decode_ops.h"
@@ -269,6 +270,9 @@ torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& 
     return torch::cat({linear(lin, silu_c).to(rows.scalar_type()), rows});
   };
   const auto mask = (s.slots.view({1, 1, -1}) <= slot.unsqueeze(2)).unsqueeze(1);  // [R,1,W,capacity]
+  // SDPA turns a boolean mask into an additive one (0 where kept, -inf elsewhere) at every call:
+  // three kernels per block; made once here, the same way, in the attention's dtype (at block 0)
+  torch::Tensor additive;
   Residual r{h, {}, {}};
   for (size_t l = 0; l < g.block_list.size(); ++l) {
     auto& b = *g.block_list[l];
@@ -279,7 +283,10 @@ torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& 
       auto [q, k, v] = model::qk_norm_split(model::decode_linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm);
       write_slots(cache.k[l], slot, k);
       write_slots(cache.v[l], slot, v);
-      auto o = at::scaled_dot_product_attention(q, cache.k[l].to(q.scalar_type()), cache.v[l].to(q.scalar_type()), mask);
+      if (!additive.defined())
+        additive = at::where(mask, at::scalar_tensor(0.0, q.options()), -std::numeric_limits<double>::infinity());
+      auto o = at::scaled_dot_product_attention(q, cache.k[l].to(q.scalar_type()), cache.v[l].to(q.scalar_type()),
+                                                additive);
       return o.transpose(1, 2).reshape({R, W, H});
     };
     r = block_step(b, r, {m[0], m[1], m[2], m[3], m[4], m[5]}, attend);
