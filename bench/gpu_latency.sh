@@ -17,11 +17,11 @@
 set -u
 RAR=${1:-build-gpu/rar}
 PROFILE=${2:-/dev/null}
-row() {  # row SKINNY PDL ARGS...: the table row and the latency line
+row() {  # [REPEATS=n] row SKINNY PDL ARGS...: the table row and the latency line (5 repeats unless told)
   local skinny=$1 pdl=$2; shift 2
   local o
   o=$(RAR_SKINNY_LINEAR=$skinny RAR_PDL=$pdl timeout ${ROW_TIMEOUT:-90} "$RAR" bench sample --no-header --engine graph \
-    --repeats 5 "$@" 2>&1)
+    --repeats "${REPEATS:-5}" "$@" 2>&1)
   echo "$o" | grep -qE '^\| [^-]' && echo "$o" | grep -E '^\| [^-]|^latency' | paste -sd ' ' ||
     echo "| failed (skinny $skinny, pdl $pdl): $* | $(echo "$o" | tail -1) |"
 }
@@ -54,14 +54,14 @@ if [ "${QUICK:-0}" = 1 ]; then
 else
   # where the split variant stops paying: batches of 16, 64 and 256 images (32-512 rows)
   for b in 16 64 256; do
-    row 0 0 --model rar_xl --batch $b --repeats 2
-    row 0 0 --model rar_xl --batch $b --repeats 2 --attention-kernel split
+    REPEATS=2 row 0 0 --model rar_xl --batch $b
+    REPEATS=2 row 0 0 --model rar_xl --batch $b --attention-kernel split
   done
 fi
 # where the split attention kernel stops paying at small batches (it exists only fused with the
 # q/k norms of a step, so whole steps are timed): 2-8 images (4-16 rows), warp vs split
 for b in 2 4 8; do
-  for k in warp split; do row 0 0 --model rar_xl --batch $b --repeats 2 --attention-kernel $k; done
+  for k in warp split; do REPEATS=2 row 0 0 --model rar_xl --batch $b --attention-kernel $k; done
 done
 : > "$PROFILE"
 for v in "0 0 warp" "1 1 split"; do

@@ -57,9 +57,9 @@ sample --model rar_b --batch 1024 --kv-cache fp8 --decode --repeats 2 |
   summary "rar_b fp8 cache, batch 1024: tokens / end to end (>= 950 / >= 650)" 7 8
 latency --model rar_xl | summary "rar_xl one image, ms (<= 150)" 1
 latency --model rar_xl --attention-kernel warp | summary "rar_xl one image, warp attention (the old default), ms" 1
-latency --model rar_xl --speculative 16 | summary "rar_xl one image, speculative W 16, ms (random weights: 3.5 tokens per call)" 1
+latency --model rar_xl --speculative 16 | summary "rar_xl one image, speculative W 16, ms (random weights; tokens per call: targets-raw.md)" 1
 latency --model rar_xl --speculative 32 |
-  summary "rar_xl one image, speculative W 32, ms (random weights: 3.7 tokens per call)" 1
+  summary "rar_xl one image, speculative W 32, ms (random weights; tokens per call: targets-raw.md)" 1
 # training: column 5 = sequences/s, 8 = peak GiB (bench train's table); reference 158 seq/s at 68.3 GiB
 train --model rar_xl --batch 64 --checkpoint-layers 12 |
   summary "rar_xl training bf16, batch 64, 12 of 32 recomputed: sequences/s, peak GiB (>= 237 at <= 34.2)" 5 8
