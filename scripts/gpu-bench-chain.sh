@@ -5,13 +5,16 @@
 # (bench/gpu_targets.sh), then with SANITIZE=1 the CUDA kernels' tests under compute-sanitizer
 # (memcheck: out-of-bounds and misaligned accesses; racecheck: shared-memory races). Each part
 # leaves DONE-<part> in DIR; the chain ends with DONE. Runs longer than a device call may.
-# Usage: [QUICK=1] [GEN=g.safetensors] [TARGETS=1] [SANITIZE=1] scripts/gpu-bench-chain.sh build-gpu DIR
+# Usage: [LATENCY=0] [QUICK=1] [GEN=g.safetensors] [TARGETS=1] [SANITIZE=1] scripts/gpu-bench-chain.sh build-gpu DIR
+# (LATENCY=0: without the latency table, e.g. to run only the sanitizer)
 set -u
 BUILD=${1:-build-gpu}
 DIR=${2:-/tmp/session/bench}
 mkdir -p "$DIR"
-QUICK=${QUICK:-1} GEN=${GEN:-} ROW_TIMEOUT=90 bench/gpu_latency.sh "$BUILD/rar" "$DIR/profile.md" > "$DIR/latency.md" 2>&1
-touch "$DIR/DONE-latency"
+if [ "${LATENCY:-1}" = 1 ]; then
+  QUICK=${QUICK:-1} GEN=${GEN:-} ROW_TIMEOUT=90 bench/gpu_latency.sh "$BUILD/rar" "$DIR/profile.md" > "$DIR/latency.md" 2>&1
+  touch "$DIR/DONE-latency"
+fi
 if [ "${TARGETS:-0}" = 1 ]; then
   RAW=$DIR/targets-raw.md PROFILE=$DIR/targets-profile.md bench/gpu_targets.sh "$BUILD/rar" > "$DIR/targets.md" 2>&1
   touch "$DIR/DONE-targets"
@@ -21,11 +24,17 @@ if [ "${SANITIZE:-0}" = 1 ]; then
   if [ -z "$cs" ]; then
     echo "no compute-sanitizer on this machine" > "$DIR/sanitize.md"
   else
-    for tool in memcheck racecheck; do
-      timeout 600 "$cs" --tool $tool --error-exitcode 9 "$BUILD/rar_tests" \
-        --gtest_filter='FusedOpsCuda.*:SamplerCuda.*:LogitsChainCuda.*' > "$DIR/sanitize-$tool.log" 2>&1
-      echo "compute-sanitizer $tool: exit $? ($(grep -cE '^=========.*(Invalid|Race|hazard)' "$DIR/sanitize-$tool.log") findings)" \
-        >> "$DIR/sanitize.md"
+    # our kernels' tests under memcheck and racecheck (shared memory) first, then the graph engine's
+    # tests under memcheck (minutes under it: last, so a short session still gets the kernels')
+    for run in memcheck:kernels racecheck:kernels memcheck:graph; do
+      tool=${run%%:*} filter='FusedOpsCuda.*:LogitsChainCuda.*' log=$DIR/sanitize.log
+      [ "${run#*:}" = graph ] && filter='SamplerCuda.*'
+      echo "## compute-sanitizer --tool $tool, $filter" >> "$log"  # one file for all three: a
+      from=$(wc -l < "$log")                                       # device call brings back 8 files
+      timeout 900 "$cs" --tool $tool --error-exitcode 9 "$BUILD/rar_tests" --gtest_filter="$filter" >> "$log" 2>&1
+      rc=$?
+      n=$(tail -n +$((from + 1)) "$log" | grep -cE '^=========.*(Invalid|Race|hazard)')
+      echo "compute-sanitizer $tool on $filter: exit $rc ($n findings)" >> "$DIR/sanitize.md"
     done
   fi
   touch "$DIR/DONE-sanitize"

@@ -3,9 +3,12 @@
 # trained, sampled and scored in one background job) beside the CUDA build and its test suite, then
 # the results packed into $OUT, then the benchmarks in the background (scripts/gpu-bench-chain.sh:
 # the latency table, TARGETS=1 the target rows, SANITIZE=1 compute-sanitizer). Run it again and again
-# on the warm machine (from the repository root, .devrun/{debs,shared,dstest,demo} carried) until it
-# prints "session: done"; each call stops by CALL_SECONDS (default 540) and says what is pending.
-#   export OUT; [ARMS="random a25-50"] CALL_SECONDS=540 [QUICK=0] [GEN=g.safetensors] [SANITIZE=1] [TARGETS=1] scripts/gpu-session.sh
+# on the warm machine (from the repository root, .devrun/{debs,shared,dstest} carried, and
+# .devrun/demo too when ARMS trains: with it the four exceed the device's 64 MiB beside the tracked
+# files) until it prints "session: done"; each call stops by CALL_SECONDS (default 540) and says
+# what is pending.
+#   export OUT; [ARMS="random a25-50"] CALL_SECONDS=540 [LATENCY=0] [QUICK=0] [GEN=g.safetensors] [SANITIZE=1]
+#     [TARGETS=1] scripts/gpu-session.sh
 # (the device tool's $OUT must be exported: only what lands there comes back)
 # State lives in /tmp/session (markers) and /tmp/ann (the arms): a call never waits on a process
 # list (a pattern there can match the caller's own command line), only on files.
@@ -68,7 +71,7 @@ B=$ST/bench
 if [ -f "$ST/suite-ran" ] && [ ! -f "$ST/bench-started" ]; then
   gen=; for a in $ARMS; do [ -f "$ANN/$a/generator.safetensors" ] && gen=$ANN/$a/generator.safetensors; done
   mkdir -p "$B"
-  QUICK=${QUICK:-1} GEN=${GEN:-$gen} TARGETS=${TARGETS:-0} SANITIZE=${SANITIZE:-0} \
+  LATENCY=${LATENCY:-1} QUICK=${QUICK:-1} GEN=${GEN:-$gen} TARGETS=${TARGETS:-0} SANITIZE=${SANITIZE:-0} \
     setsid nohup scripts/gpu-bench-chain.sh build-gpu "$B" < /dev/null > "$B/chain.log" 2>&1 &
   touch "$ST/bench-started"
   say "benchmarks started (QUICK=${QUICK:-1} TARGETS=${TARGETS:-0} SANITIZE=${SANITIZE:-0})"
