@@ -15,7 +15,7 @@ namespace {
 // The decode-attention kernel: 0 block, 1 warp, 2 split (the fused step's split variant at every
 // batch size), 3 auto (split for few rows, warp otherwise). auto is the default: the warp variant
 // is faster at every fill and cache dtype measured at batch 256, the split variant at batch 1
-// (one rar_xl image: 456 -> 391 ms, bench/RESULTS.md); RAR_DECODE_ATTENTION sets the starting value.
+// (one rar_xl image: 456 -> 392 ms, bench/RESULTS.md); RAR_DECODE_ATTENTION sets the starting value.
 enum AttentionKernel { kBlock, kWarp, kSplit, kAuto };
 constexpr const char* kAttentionKernelNames[] = {"block", "warp", "split", "auto"};
 int attention_kernel_id(const std::string& name) {
@@ -28,9 +28,10 @@ std::atomic<int> g_attention{[] {
   const int id = e ? attention_kernel_id(e) : -1;
   return id >= 0 ? id : int{kAuto};
 }()};
-// auto: the split variant up to this many (row, head) pairs: a guided image's step (2 rows; rar_b
-// 32 pairs, rar_xl 40 measured faster). Where it stops paying at a few more rows is still to be
-// measured (bench/gpu_latency.sh: 2-8 images), so no further yet.
+// auto: the split variant up to this many (row, head) pairs: a guided image's step (2 rows x 16
+// heads = 32 pairs in every preset; measured faster on rar_b and rar_xl), with room for 3 rows
+// (unmeasured). Where it stops paying at a few more rows is still to be measured
+// (bench/gpu_latency.sh: 2-8 images), so no further yet.
 constexpr int64_t kSplitMaxPairs = 48;
 bool use_split(int64_t rows, int64_t heads) {
   const int k = g_attention.load();
