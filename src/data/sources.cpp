@@ -16,10 +16,6 @@
 namespace rar::data {
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
-
 // Images held in memory: uint8 [N,H,W,C] and labels [N].
 class ArraySource : public ImageSource {
  public:
@@ -60,7 +56,7 @@ class FolderSource : public ImageSource {
       for (const auto& f : list_dir(sub)) {
         std::string lower = f;
         std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-        if (ends_with(lower, ".png") || ends_with(lower, ".jpg") || ends_with(lower, ".jpeg"))
+        if (has_suffix(lower, ".png") || has_suffix(lower, ".jpg") || has_suffix(lower, ".jpeg"))
           items_.emplace_back(join_path(sub, f), id);
       }
     }
@@ -94,7 +90,7 @@ namespace {
 // as its header says the data goes (plus one byte, to notice trailing data), growing with what
 // really comes out: a header that lies, or a gzip bomb, costs no more than the bytes it yields.
 std::string read_idx_bytes(const std::string& path) {
-  if (!ends_with(path, ".gz")) return read_file(path);
+  if (!has_suffix(path, ".gz")) return read_file(path);
   regular_file_size(path);
   gzFile f = gzopen(path.c_str(), "rb");
   check(f != nullptr, path, ": cannot open");
@@ -174,7 +170,7 @@ std::unique_ptr<ImageSource> open_source(const std::string& spec) {
   for (const char* name : {"fashion-mnist", "mnist"}) {
     std::string n = name;
     if (spec == n || spec == n + ":train" || spec == n + ":test") {
-      bool test = ends_with(spec, ":test");
+      bool test = has_suffix(spec, ":test");
       const char* root = std::getenv("RAR_DATASETS_DIR");  // default: where Debian's packages put them
       std::string dir = std::string(root && *root ? root : "/usr/share/datasets") + "/" + n,
                   prefix = test ? "t10k" : "train";
@@ -195,7 +191,7 @@ std::unique_ptr<ImageSource> open_source(const std::string& spec) {
     check(path_exists(labels), spec, ": labels file ", labels, " not found");
     return std::make_unique<ArraySource>(read_idx(spec), read_idx(labels), std::vector<std::string>{}, spec);
   }
-  if (ends_with(spec, ".npz")) {
+  if (has_suffix(spec, ".npz")) {
     torch::Tensor images, labels;
     for (auto& [name, t] : io::read_npz(spec)) {
       if (name == "arr_0" || name == "images") images = t;
@@ -205,7 +201,7 @@ std::unique_ptr<ImageSource> open_source(const std::string& spec) {
     if (!labels.defined()) labels = torch::zeros({images.size(0)}, torch::kInt64);
     return std::make_unique<ArraySource>(images, labels, std::vector<std::string>{}, spec);
   }
-  if (ends_with(spec, ".npy")) {
+  if (has_suffix(spec, ".npy")) {
     auto images = io::read_npy(spec);
     std::string lab = spec.substr(0, spec.size() - 4) + "_labels.npy";
     auto labels = path_exists(lab) ? io::read_npy(lab) : torch::zeros({images.size(0)}, torch::kInt64);

@@ -20,7 +20,7 @@ namespace rar::data {
 
 bool tokenize_dataset(model::LoadedVQ& vq, const torch::Device& device, const TokenizeSettings& a) {
   auto src = data::open_source(a.images);
-  check(a.out.size() >= 7 && a.out.compare(a.out.size() - 7, 7, ".rartok") == 0, "--out ", a.out, ": expected a .rartok file");
+  check(has_suffix(a.out, ".rartok"), "--out ", a.out, ": expected a .rartok file");
   const int64_t views = a.ten_crop ? 10 : (a.flip ? 2 : 1);
   const std::string parts = a.out + ".parts";
   io::open_parts_dir(parts, {{"tokenizer", a.tokenizer}, {"data", a.images}, {"size", a.size}, {"pad", a.pad},

@@ -11,6 +11,7 @@
 #include "io/npy.h"
 #include "io/zip.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace rar::eval {
 
@@ -77,7 +78,7 @@ std::pair<double, double> inception_score(const torch::Tensor& logits, int64_t s
 }
 
 bool npz_has_stats(const std::string& path) {
-  if (path.size() < 4 || path.compare(path.size() - 4, 4, ".npz") != 0) return false;
+  if (!has_suffix(path, ".npz")) return false;
   // Member names only: an image .npz can be gigabytes.
   io::ZipReader zip(path);
   return zip.has("mu.npy") && zip.has("sigma.npy");

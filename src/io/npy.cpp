@@ -7,6 +7,7 @@
 #include "io/zip.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/parse.h"
 
 namespace rar::io {
@@ -279,7 +280,7 @@ NamedArrays read_npz(const std::string& path) {
   NamedArrays out;
   for (const auto& name : zip.names()) {
     std::string key = name;
-    if (key.size() > 4 && key.compare(key.size() - 4, 4, ".npy") == 0) key.resize(key.size() - 4);
+    if (key.size() > 4 && has_suffix(key, ".npy")) key.resize(key.size() - 4);
     for (const auto& [k, _] : out) check(k != key, path, ": two arrays named '", shorten(key), "'");
     out.emplace_back(key, npz_member(zip, name, path + ":" + key));
   }
@@ -299,7 +300,7 @@ torch::Tensor read_array(const std::string& spec) {
     path = spec.substr(0, pos + 4);
     member = spec.substr(pos + 5);
   }
-  bool npz = path.size() >= 4 && path.compare(path.size() - 4, 4, ".npz") == 0;
+  bool npz = has_suffix(path, ".npz");
   if (!npz) return read_npy(path);
   NamedArrays arrays = read_npz(path);
   check(!arrays.empty(), path, ": archive holds no arrays");

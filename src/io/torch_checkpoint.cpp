@@ -7,6 +7,7 @@
 #include "io/zip.h"
 #include "util/atomic_file.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace rar::io {
 namespace {
@@ -54,7 +55,7 @@ StateDict read_torch_checkpoint(const std::string& path) {
   ZipReader zip(path);
   std::string pkl;
   for (const auto& n : zip.names()) {
-    if (n == "data.pkl" || (n.size() > 9 && n.compare(n.size() - 9, 9, "/data.pkl") == 0 &&
+    if (n == "data.pkl" || (n.size() > 9 && has_suffix(n, "/data.pkl") &&
                             n.find('/') == n.size() - 9)) {
       check(pkl.empty(), path, ": archive holds more than one data.pkl");
       pkl = n;
