@@ -97,11 +97,12 @@ TEST(FusedOps, GeluDropoutLinearRecomputesWhatThePlainPathKeeps) {
       auto u0 = (2 * torch::randn({3, 7, width})).to(dt).to(dev);
       auto w0 = (0.1 * torch::randn({24, width})).to(dev), b0 = (0.1 * torch::randn({24})).to(dev);
       auto mask = dropout ? torch::rand({3, 7, width}).gt(p).to(dev) : torch::Tensor();
+      auto bits = dropout ? model::pack_bits(mask) : torch::Tensor();
       auto probe = torch::randn({3, 7, 24}).to(dev);
       auto run = [&](bool saving) {
         auto u = leaf(u0), w = leaf(w0), b = leaf(b0);
-        auto y = saving ? model::gelu_dropout_linear_saving(u, mask, p, w, b)
-                        : model::gelu_dropout_linear_plain(u, mask, p, w, b);
+        auto y = saving ? model::gelu_dropout_linear_saving(u, bits, p, w, b)
+                        : model::gelu_dropout_linear_plain(u, bits, p, w, b);
         (y.to(torch::kFloat32) * probe).sum().backward();
         return std::vector<torch::Tensor>{y.detach(), u.grad(), w.grad(), b.grad()};
       };
@@ -116,6 +117,52 @@ TEST(FusedOps, GeluDropoutLinearRecomputesWhatThePlainPathKeeps) {
       }
     }
   }
+}
+
+// Dropout masks as bits: packing round-trips (lengths not a multiple of 8 included), a drawn mask
+// keeps 1 - p of the elements, follows the default generator's state (a recomputed block draws
+// its mask again) and leaves the bits past n clear; p = 0 draws nothing.
+TEST(FusedOps, DropoutBitsPackDrawAndFollowTheGenerator) {
+  std::vector<torch::Device> devices = {torch::kCPU};
+  if (torch::cuda::is_available()) devices.push_back(torch::kCUDA);
+  for (auto dev : devices) {
+    torch::manual_seed(4);
+    for (int64_t n : {1, 13, 64, 1001}) {
+      auto mask = torch::rand({n}).lt(0.6).to(dev);
+      auto bits = model::pack_bits(mask);
+      ASSERT_EQ(bits.numel(), (n + 7) / 8);
+      EXPECT_TRUE(torch::equal(model::unpack_bits(bits, {n}), mask)) << dev << " n " << n;
+    }
+    EXPECT_FALSE(model::dropout_bits(100, 0.0, dev).defined());
+    const int64_t n = 200003;  // not a multiple of 8
+    const double p = 0.1;
+    torch::manual_seed(11);
+    if (dev.is_cuda()) torch::cuda::manual_seed_all(11);
+    auto a = model::dropout_bits(n, p, dev);
+    auto b = model::dropout_bits(n, p, dev);
+    torch::manual_seed(11);
+    if (dev.is_cuda()) torch::cuda::manual_seed_all(11);
+    auto a2 = model::dropout_bits(n, p, dev);
+    ASSERT_EQ(a.numel(), (n + 7) / 8);
+    EXPECT_TRUE(torch::equal(a, a2)) << dev << ": the same generator state draws the same mask";
+    EXPECT_FALSE(torch::equal(a, b)) << dev << ": the next draw is another mask";
+    const double kept = model::unpack_bits(a, {n}).sum().item<double>() / n;
+    EXPECT_NEAR(kept, 1 - p, 4 * std::sqrt(p * (1 - p) / n)) << dev;
+    EXPECT_EQ(a[a.numel() - 1].item<int64_t>() >> (n % 8), 0) << dev << ": bits past n are clear";
+  }
+}
+
+// The gated residual with dropout on its branch, on the plain path (every device): dropped
+// elements leave the residual as it was, kept ones add gate · y / (1 - p).
+TEST(FusedOps, GatedResidualDropsTheBranch) {
+  torch::manual_seed(6);
+  const double p = 0.25;
+  auto x = torch::randn({2, 5, 16}), gate = torch::randn({2, 5, 16}), y = torch::randn({2, 5, 16});
+  auto mask = torch::rand({2, 5, 16}).ge(p);
+  auto out = model::gated_residual_masked(x, gate, y, model::pack_bits(mask), p);
+  auto expect = torch::where(mask, x + gate * y / (1 - p), x);
+  EXPECT_LT(rel_err(out, expect), 1e-6);
+  EXPECT_TRUE(torch::equal(model::gated_residual_masked(x, gate, y, torch::Tensor(), p), torch::addcmul(x, gate, y)));
 }
 
 // Uses of one shared bf16 copy send their gradients back in float32: two uses with gradients 1 and
@@ -214,11 +261,23 @@ TEST(FusedOpsCuda, GatedResidualAndQkNormMatchPlainPath) {
     torch::manual_seed(2);
     std::vector<torch::Tensor> leaves = {leaf(torch::randn({B, N, H}, cu)), leaf(torch::randn({B, N, 6 * H}, cu.dtype(dt))),
                                          leaf(torch::randn({B, N, H}, cu.dtype(dt)))};
-    auto f = [&] { return model::gated_residual(leaves[0], leaves[1].chunk(6, -1)[2], leaves[2]); };
-    auto [yp, gp] = run(false, leaves, f);
-    auto [yf, gf] = run(true, leaves, f);
-    EXPECT_LT(rel_err(yf, yp), 1e-6) << H;
-    for (size_t i = 0; i < gp.size(); ++i) EXPECT_LT(rel_err(gf[i], gp[i]), dt == torch::kFloat32 ? 1e-6 : 8e-3) << i;
+    // without dropout, and with a mask (bits) on the branch: the fused kernels round as the plain
+    // path does (dropout's output in y's dtype, the branch's gradient before dropout's), so the
+    // results agree to float rounding of the products alone
+    for (bool dropout : {false, true}) {
+      const double p = 0.3;
+      const auto bits = dropout ? model::pack_bits(torch::rand({B, N, H}, cu).ge(p)) : torch::Tensor();
+      auto f = [&] { return model::gated_residual_masked(leaves[0], leaves[1].chunk(6, -1)[2], leaves[2], bits, p); };
+      auto [yp, gp] = run(false, leaves, f);
+      auto [yf, gf] = run(true, leaves, f);
+      EXPECT_LT(rel_err(yf, yp), 1e-6) << H << " dropout " << dropout;
+      for (size_t i = 0; i < gp.size(); ++i)
+        EXPECT_LT(rel_err(gf[i], gp[i]), dt == torch::kFloat32 ? 1e-6 : 8e-3) << i << " dropout " << dropout;
+      if (dropout) {  // a dropped element's branch gets no gradient
+        const auto dropped = model::unpack_bits(bits, {B, N, H}).logical_not();
+        EXPECT_EQ(gf[2].masked_select(dropped).abs().max().item<double>(), 0.0);
+      }
+    }
 
     auto qn = make_ln(H / heads, true), kn = make_ln(H / heads, true);
     std::vector<torch::Tensor> ql = {leaf(2 * torch::randn({B, N, 3 * H}, cu.dtype(dt))), qn->weight, qn->bias,

@@ -1,5 +1,5 @@
 // block_kernels.h — CUDA kernels for the memory-bound steps of a transformer block (CUDA builds
-// only): ln_modulate.cu, qk_norm.cu, gated_residual.cu, gelu_dropout.cu. Raw pointers and one
+// only): ln_modulate.cu, qk_norm.cu, gated_residual.cu, gelu_dropout.cu, dropout_bits.cu. Raw pointers and one
 // stream: the autograd wrappers and checks are model/ops/cuda/block_ops_cuda.cpp, the plain
 // LibTorch path they are tested against model/ops/block_ops.cpp.
 //
@@ -64,18 +64,40 @@ void qk_norm_split_backward(DType t, const void* gq, const void* gk, const void*
                             const float* mean, const float* rstd, const float* wq, const float* wk, int64_t B,
                             int64_t N, int heads, int hd, void* gqkv, float* part, cudaStream_t stream);
 
-// Gradient of out = x + gate · y for gate and y (x's gradient is g itself): one pass over g.
+// Dropout masks are bits: element j of byte i in bit j, set = kept (ceil(n/8) bytes for n elements).
+// A mask is drawn from a Philox stream (the default CUDA generator's: seed and offset, or, inside a
+// CUDA graph capture, device pointers read at replay plus an offset within the graph), one
+// subsequence per thread of a fixed grid, so the bits depend only on (seed, offset, n).
+struct PhiloxArgs {
+  uint64_t seed = 0, offset = 0;
+  const int64_t* seed_ptr = nullptr;    // captured: the seed lives here...
+  const int64_t* offset_ptr = nullptr;  // ... and the offset here, plus offset_intragraph
+  uint64_t offset_intragraph = 0;
+  bool captured = false;
+};
+// How far a mask of n elements advances the Philox offset (the generator's increment).
+uint64_t dropout_bits_increment(int64_t n);
+// bits[ceil(n/8)]: each of n elements kept with probability `keep`; bits past n are 0.
+void dropout_bits(PhiloxArgs rng, float keep, int64_t n, uint8_t* bits, cudaStream_t stream);
+
+// Gated residual with dropout on the branch: out = x + gate · yd, yd = keep ? round_t(y · scale) : 0
+// (bits null: yd = y), rounded to tx. x, y, out contiguous [rows, H]; out may be x's type only.
+void gated_residual_forward(DType tx, DType t, const void* x, const void* gate, int64_t gate_stride, const void* y,
+                            const uint8_t* bits, float scale, int64_t rows, int H, void* out, cudaStream_t stream);
+// Gradient of out = x + gate · yd for gate and y (x's gradient is g itself): one pass over g.
+// ggate = g · yd; gy = keep ? round_t(round_t(g · gate) · scale) : 0 (the plain path's two roundings:
+// the residual's gradient of yd, then dropout's).
 void gated_residual_backward(DType tx, DType t, const void* g, const void* gate, int64_t gate_stride, const void* y,
-                             int64_t rows, int H, void* ggate, void* gy, cudaStream_t stream);
+                             const uint8_t* bits, float scale, int64_t rows, int H, void* ggate, void* gy,
+                             cudaStream_t stream);
 
 // The MLP's GELU + dropout over n elements (contiguous; n % 8 == 0, 16-byte aligned: see
-// gelu_dropout_supported): a = GELU(u) · mask · scale, exact (erf) GELU. mask: one bool per element,
-// or null for none; `bits` (n/8 bytes, element j of byte i in bit j), if not null, receives it packed.
+// gelu_dropout_supported): a = GELU(u) · keep · scale, exact (erf) GELU, `bits` the mask (null: keep all).
 bool gelu_dropout_supported(DType t, const void* u, int64_t n);
-void gelu_dropout_forward(DType t, const void* u, const bool* mask, float scale, int64_t n, void* a, uint8_t* bits,
+void gelu_dropout_forward(DType t, const void* u, const uint8_t* bits, float scale, int64_t n, void* a,
                           cudaStream_t stream);
 // Backward with the forward recomputed: g holds the gradient of a and receives the gradient of u;
-// a receives GELU(u) · mask · scale again (for the next matmul's weight gradient).
+// a receives GELU(u) · keep · scale again (for the next matmul's weight gradient).
 void gelu_dropout_backward(DType t, const void* u, const uint8_t* bits, float scale, int64_t n, void* g, void* a,
                            cudaStream_t stream);
 

@@ -1,4 +1,4 @@
-// gelu_dropout.cu — GELU + dropout of the MLP, the mask kept as bits (declared in block_kernels.h).
+// gelu_dropout.cu — GELU + dropout of the MLP, the mask as bits (dropout_bits.cu; declared in block_kernels.h).
 #include "kernels/block_common.cuh"
 
 namespace rar::kernels {
@@ -6,39 +6,28 @@ namespace {
 
 // ---------------------------------------------------------------- GELU + dropout (MLP)
 
-// Exact GELU (erf) and its derivative, as LibTorch computes them (float math).
-__device__ __forceinline__ float gelu_f(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
-__device__ __forceinline__ float gelu_grad_f(float x) {
-  const float cdf = 0.5f * (1.f + erff(x * 0.70710678118654752f));
-  const float pdf = expf(-0.5f * x * x) * 0.39894228040143268f;  // 1/sqrt(2π)
-  return cdf + x * pdf;
-}
+// Exact GELU (erf) as LibTorch computes it (float math): GELU(x) = x·Φ(x), Φ(x) = (1 + erf(x/√2))/2.
+// x·Φ(x) equals LibTorch's 0.5·x·(1 + erf) bit for bit (the halving is exact either way).
+__device__ __forceinline__ float gelu_cdf(float x) { return 0.5f * (1.f + erff(x * 0.70710678118654752f)); }
+__device__ __forceinline__ float gelu_pdf(float x) { return expf(-0.5f * x * x) * 0.39894228040143268f; }  // 1/sqrt(2π)
 
-// Eight bools (bytes 0/1) -> one byte, element j in bit j: each byte's bit lands in the top byte of
-// the product at bit 56 + j, and no two partial products overlap (no carries).
-__device__ __forceinline__ unsigned pack8(uint2 m) {
-  const unsigned long long x = (static_cast<unsigned long long>(m.y) << 32 | m.x) & 0x0101010101010101ull;
-  return static_cast<unsigned>((x * 0x0102040810204080ull) >> 56);
-}
-
-// Eight elements a thread: a = GELU(u) · keep · scale; the bool mask (null: keep all) packed to bits.
+// Eight elements a thread: a = GELU(u) · keep · scale (bits null: keep all), one byte of bits.
 template <typename T>
-__global__ void gelu_dropout_fwd8(const T* __restrict__ u, const bool* __restrict__ mask, float scale, int64_t groups,
-                                  T* __restrict__ a, uint8_t* __restrict__ bits) {
+__global__ void gelu_dropout_fwd8(const T* __restrict__ u, const uint8_t* __restrict__ bits, float scale,
+                                  int64_t groups, T* __restrict__ a) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < groups;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float v[8], o[8];
     load8(u + 8 * i, v);
-    const unsigned m = mask ? pack8(*reinterpret_cast<const uint2*>(mask + 8 * i)) : 0xffu;
+    const unsigned m = bits ? bits[i] : 0xffu;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) o[j] = (m >> j & 1u) ? gelu_f(v[j]) * scale : 0.f;
+    for (int j = 0; j < 8; ++j) o[j] = (m >> j & 1u) ? v[j] * gelu_cdf(v[j]) * scale : 0.f;
     store8(a + 8 * i, o);
-    if (bits) bits[i] = static_cast<uint8_t>(m);
   }
 }
 
 // Backward with the forward recomputed: g (the gradient of a) is replaced by the gradient of u, and
-// a is written again for the next matmul's weight gradient.
+// a is written again for the next matmul's weight gradient. One erf per element serves both.
 template <typename T>
 __global__ void gelu_dropout_bwd8(const T* __restrict__ u, const uint8_t* __restrict__ bits, float scale,
                                   int64_t groups, T* __restrict__ g, T* __restrict__ a) {
@@ -51,14 +40,14 @@ __global__ void gelu_dropout_bwd8(const T* __restrict__ u, const uint8_t* __rest
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const bool keep = m >> j & 1u;
-      o[j] = keep ? gelu_f(v[j]) * scale : 0.f;
-      gu[j] = keep ? gv[j] * scale * gelu_grad_f(v[j]) : 0.f;
+      const float cdf = gelu_cdf(v[j]);
+      o[j] = keep ? v[j] * cdf * scale : 0.f;
+      gu[j] = keep ? gv[j] * scale * (cdf + v[j] * gelu_pdf(v[j])) : 0.f;
     }
     store8(a + 8 * i, o);
     store8(g + 8 * i, gu);
   }
 }
-
 
 }  // namespace
 
@@ -68,15 +57,15 @@ namespace {
 int64_t elementwise_blocks(int64_t work) { return std::max<int64_t>(1, std::min<int64_t>((work + kThreads - 1) / kThreads, 132 * 16)); }
 }  // namespace
 
-void gelu_dropout_forward(DType t, const void* u, const bool* mask, float scale, int64_t n, void* a, uint8_t* bits,
+void gelu_dropout_forward(DType t, const void* u, const uint8_t* bits, float scale, int64_t n, void* a,
                           cudaStream_t stream) {
   if (n == 0) return;
-  if (!gelu_dropout_supported(t, u, n) || !aligned(a, 16) || (mask && !aligned(mask, 8)))
+  if (!gelu_dropout_supported(t, u, n) || !aligned(a, 16))
     throw std::runtime_error("gelu_dropout_forward: needs a multiple of 8 elements and aligned buffers");
   dispatch2(t, t, [&](auto, auto t_) {
     using T = decltype(t_);
-    gelu_dropout_fwd8<T><<<elementwise_blocks(n / 8), kThreads, 0, stream>>>(static_cast<const T*>(u), mask, scale,
-                                                                          n / 8, static_cast<T*>(a), bits);
+    gelu_dropout_fwd8<T><<<elementwise_blocks(n / 8), kThreads, 0, stream>>>(static_cast<const T*>(u), bits, scale,
+                                                                          n / 8, static_cast<T*>(a));
   });
   check_launch("gelu_dropout_forward");
 }

@@ -30,13 +30,11 @@ torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x) { r
 
 // ---------------------------------------------------------------- attention
 
-AttentionImpl::AttentionImpl(int64_t dim, int64_t heads_, double attn_drop_, double proj_drop_)
-    : heads(heads_), attn_drop(attn_drop_) {
+AttentionImpl::AttentionImpl(int64_t dim, int64_t heads_, double attn_drop_) : heads(heads_), attn_drop(attn_drop_) {
   qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
   q_norm = register_module("q_norm", layer_norm(dim / heads));
   k_norm = register_module("k_norm", layer_norm(dim / heads));
   proj = register_module("proj", torch::nn::Linear(dim, dim));
-  proj_drop = register_module("proj_drop", torch::nn::Dropout(proj_drop_));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_cache, torch::Tensor* v_cache,
@@ -65,7 +63,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
   // softmax(q·kᵀ/√hd + causal mask)·v
   auto o = at::scaled_dot_product_attention(q, k, v, mask, is_training() ? attn_drop : 0.0, causal);
   o = o.transpose(1, 2).reshape({B, N, H});
-  return proj_drop(linear(*proj, o));
+  return linear(*proj, o);
 }
 
 // ---------------------------------------------------------------- MLP
@@ -77,15 +75,15 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, double p) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  // fc1 -> exact GELU -> dropout -> fc2 (one op keeping only fc1's output and the mask) -> dropout
-  return drop(gelu_dropout_linear(linear(*fc1, x), *fc2, drop->options.p(), is_training()));
+  // fc1 -> exact GELU -> dropout -> fc2 (one op keeping only fc1's output and the mask)
+  return gelu_dropout_linear(linear(*fc1, x), *fc2, drop->options.p(), is_training());
 }
 
 // ---------------------------------------------------------------- block
 
-BlockImpl::BlockImpl(const GeneratorConfig& cfg) {
+BlockImpl::BlockImpl(const GeneratorConfig& cfg) : dropout(cfg.dropout) {
   norm1 = register_module("norm1", layer_norm(cfg.hidden));
-  attn = register_module("attn", Attention(cfg.hidden, cfg.heads, cfg.attn_dropout, cfg.dropout));
+  attn = register_module("attn", Attention(cfg.hidden, cfg.heads, cfg.attn_dropout));
   norm2 = register_module("norm2", layer_norm(cfg.hidden));
   mlp = register_module("mlp", Mlp(cfg.hidden, cfg.mlp, cfg.dropout));
   adaLN_modulation = register_module(
@@ -99,10 +97,11 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
   //   (model/ops adaln_split6: in training two matmuls, so that the shifts are not kept for backward)
   const auto [shift_a, scale_a, gate_a, shift_m, scale_m, gate_m] =
       adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training());
-  // h += gate_a · Attn(LN1(h)·(1 + scale_a) + shift_a)
-  auto x = gated_residual(x_in, gate_a, attn(ln_modulate(norm1, x_in, shift_a, scale_a), k_cache, v_cache, past));
-  // h += gate_m · MLP(LN2(h)·(1 + scale_m) + shift_m)
-  return gated_residual(x, gate_m, mlp(ln_modulate(norm2, x, shift_m, scale_m)));
+  // h += gate_a · Dropout(Attn(LN1(h)·(1 + scale_a) + shift_a))
+  const double p = is_training() ? dropout : 0.0;
+  auto x = gated_residual(x_in, gate_a, attn(ln_modulate(norm1, x_in, shift_a, scale_a), k_cache, v_cache, past), p);
+  // h += gate_m · Dropout(MLP(LN2(h)·(1 + scale_m) + shift_m))
+  return gated_residual(x, gate_m, mlp(ln_modulate(norm2, x, shift_m, scale_m)), p);
 }
 
 // ---------------------------------------------------------------- final layer

@@ -29,8 +29,9 @@ struct KVCache {
 };
 
 struct AttentionImpl : torch::nn::Module {
-  AttentionImpl(int64_t dim, int64_t heads, double attn_drop, double proj_drop);
-  // x [B,N,H] -> [B,N,H]. Without a cache: causal attention over the N positions. With one:
+  AttentionImpl(int64_t dim, int64_t heads, double attn_drop);
+  // x [B,N,H] -> [B,N,H], the output projection before its dropout (timm's proj_drop: the block
+  // applies it inside its gated residual). Without a cache: causal attention over the N positions. With one:
   // this step's keys/values are written at cache positions [past, past+N) and the N queries
   // attend causally over all past+N positions.
   torch::Tensor forward(const torch::Tensor& x, torch::Tensor* k_cache = nullptr, torch::Tensor* v_cache = nullptr,
@@ -40,11 +41,11 @@ struct AttentionImpl : torch::nn::Module {
   double attn_drop;
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   torch::nn::LayerNorm q_norm{nullptr}, k_norm{nullptr};
-  torch::nn::Dropout proj_drop{nullptr};
 };
 TORCH_MODULE(Attention);
 
-// timm's Mlp: fc1 -> exact GELU -> dropout -> fc2 -> dropout.
+// timm's Mlp: fc1 -> exact GELU -> dropout -> fc2 (-> dropout: the block applies the last one
+// inside its gated residual).
 struct MlpImpl : torch::nn::Module {
   MlpImpl(int64_t dim, int64_t hidden, double drop);
   torch::Tensor forward(const torch::Tensor& x);
@@ -54,6 +55,7 @@ struct MlpImpl : torch::nn::Module {
 TORCH_MODULE(Mlp);
 
 // One transformer block with adaLN modulation from the per-position condition c (DESIGN §3.6).
+// The dropout of each branch's output (`dropout`, in training) is applied in the gated residual.
 struct BlockImpl : torch::nn::Module {
   BlockImpl(const GeneratorConfig& cfg);
   // x [B,N,H], silu_c = SiLU(c) [B,N,H] (computed once for all blocks) -> [B,N,H]
@@ -63,6 +65,7 @@ struct BlockImpl : torch::nn::Module {
   Attention attn{nullptr};
   Mlp mlp{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};  // SiLU, Linear(H, 6H)
+  double dropout = 0;
 };
 TORCH_MODULE(Block);
 

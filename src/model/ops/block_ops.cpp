@@ -41,10 +41,10 @@ std::array<torch::Tensor, 3> qk_norm_split_plain(const torch::Tensor& qkv, int64
   return {head_norm(q_norm, parts[0]), head_norm(k_norm, parts[1]), parts[2]};
 }
 
-// GELU(u) · mask / (1 - p) (no mask: GELU(u)), in u's dtype.
-torch::Tensor gelu_dropped(const torch::Tensor& u, const torch::Tensor& mask, double p) {
+// GELU(u) · keep / (1 - p) (no bits: GELU(u)), in u's dtype.
+torch::Tensor gelu_dropped(const torch::Tensor& u, const torch::Tensor& bits, double p) {
   auto a = at::gelu(u);
-  if (mask.defined()) a = a * mask * (1.0 / (1.0 - p));
+  if (bits.defined()) a = a * unpack_bits(bits, u.sizes()) * (1.0 / (1.0 - p));
   return a;
 }
 
@@ -55,18 +55,18 @@ torch::Tensor linear_in(const torch::Tensor& a, const torch::Tensor& w, const to
 }
 
 struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
+  // bits: the dropout mask, or an empty tensor (no dropout; autograd Functions take no undefined inputs)
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor u, torch::Tensor w,
-                               torch::Tensor b, torch::Tensor mask, double p) {
+                               torch::Tensor b, torch::Tensor bits, double p) {
     ctx->saved_data["p"] = p;
-    const bool has_mask = mask.numel() > 0;
-    if (auto f = fused::gelu_dropout_forward(u, mask, p)) {  // GELU + dropout in one kernel, the mask as bits
-      ctx->save_for_backward({u, w, b, f->bits});
-      ctx->saved_data["packed"] = true;
-      return linear_in(f->a, w, b);
+    ctx->save_for_backward({u, w, b, bits});
+    const auto given = bits.numel() ? bits : torch::Tensor();
+    if (auto a = fused::gelu_dropout_forward(u, given, p)) {  // GELU + dropout in one kernel
+      ctx->saved_data["fused"] = true;
+      return linear_in(*a, w, b);
     }
-    ctx->save_for_backward({u, w, b, mask});
-    ctx->saved_data["packed"] = false;
-    return linear_in(gelu_dropped(u, has_mask ? mask : torch::Tensor(), p), w, b);
+    ctx->saved_data["fused"] = false;
+    return linear_in(gelu_dropped(u, given, p), w, b);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -76,16 +76,16 @@ struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
     const auto dt = u.scalar_type();
     const int64_t in = u.size(-1), out = w.size(0);
     auto g = grads[0].to(dt).reshape({-1, out});
+    const auto bits = s[3].numel() ? s[3] : torch::Tensor();
     torch::Tensor a, gu;
-    if (ctx->saved_data["packed"].toBool()) {
+    if (ctx->saved_data["fused"].toBool()) {
       gu = g.mm(w.to(dt));  // the gradient of a, turned into u's in place
       a = fused::gelu_dropout_backward(u, s[3], p, gu);
       gu = gu.view(u.sizes());
     } else {
-      const auto mask = s[3].numel() ? s[3] : torch::Tensor();
-      a = gelu_dropped(u, mask, p).reshape({-1, in});  // recomputed
+      a = gelu_dropped(u, bits, p).reshape({-1, in});  // recomputed
       auto ga = g.mm(w.to(dt)).view(u.sizes());
-      if (mask.defined()) ga = ga * mask * (1.0 / (1.0 - p));
+      if (bits.defined()) ga = ga * unpack_bits(bits, u.sizes()) * (1.0 / (1.0 - p));
       gu = at::gelu_backward(ga, u);
     }
     auto gw = g.t().mm(a).to(w.scalar_type());
@@ -98,15 +98,43 @@ struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
 
 // ---------------------------------------------------------------- the ops
 
+torch::Tensor dropout_bits(int64_t n, double p, const torch::Device& device) {
+  if (p <= 0 || n == 0) return {};
+  if (auto b = fused::dropout_bits(n, p, device)) return *b;
+  return pack_bits(torch::empty({n}, torch::TensorOptions(torch::kBool).device(device)).bernoulli_(1.0 - p));
+}
+
+torch::Tensor pack_bits(const torch::Tensor& mask) {
+  auto m = mask.reshape({-1}).to(torch::kUInt8);
+  const int64_t n = m.numel(), pad = (8 - n % 8) % 8;
+  if (pad) m = torch::cat({m, torch::zeros({pad}, m.options())});
+  const auto i32 = m.options().dtype(torch::kInt32);
+  const auto weights = torch::ones({8}, i32).bitwise_left_shift(torch::arange(8, i32));  // 1, 2, 4, ..., 128
+  return (m.view({-1, 8}).to(torch::kInt32) * weights).sum(1).to(torch::kUInt8);
+}
+
+torch::Tensor unpack_bits(const torch::Tensor& bits, at::IntArrayRef sizes) {
+  const int64_t n = c10::multiply_integers(sizes);
+  const auto shifts = torch::arange(8, bits.options());
+  auto m = bits.unsqueeze(1).bitwise_right_shift(shifts).bitwise_and(1).to(torch::kBool).reshape({-1});
+  return m.narrow(0, 0, n).view(sizes);
+}
+
 torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
                           const torch::Tensor& scale) {
   if (auto y = fused::ln_modulate(ln, x, shift, scale)) return *y;
   return ln_modulate_plain(ln, x, shift, scale);
 }
 
-torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
-  if (auto r = fused::gated_residual(x, gate, y)) return *r;
-  return torch::addcmul(x, gate, y);
+torch::Tensor gated_residual_masked(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y,
+                                    const torch::Tensor& bits, double p) {
+  if (auto r = fused::gated_residual(x, gate, y, bits, p)) return *r;
+  // dropout as LibTorch's: the branch · mask · 1/(1-p) in its own dtype, then the residual add
+  return torch::addcmul(x, gate, bits.defined() ? y * unpack_bits(bits, y.sizes()) * (1.0 / (1.0 - p)) : y);
+}
+
+torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y, double p) {
+  return gated_residual_masked(x, gate, y, dropout_bits(p > 0 ? y.numel() : 0, p, y.device()), p);
 }
 
 std::array<torch::Tensor, 2> gated_residual_ln_modulate(const torch::Tensor& x, const torch::Tensor& gate,
@@ -125,14 +153,14 @@ std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t hea
   return qk_norm_split_plain(qkv, heads, q_norm, k_norm);
 }
 
-torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& mask, double p,
+torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& bits, double p,
                                         const torch::Tensor& w, const torch::Tensor& b) {
-  return linear_in(gelu_dropped(u, mask, p), w, b);
+  return linear_in(gelu_dropped(u, bits, p), w, b);
 }
 
-torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& mask, double p,
+torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& bits, double p,
                                          const torch::Tensor& w, const torch::Tensor& b) {
-  const auto m = mask.defined() ? mask : torch::empty({0}, u.options().dtype(torch::kBool));
+  const auto m = bits.defined() ? bits : torch::empty({0}, u.options().dtype(torch::kUInt8));
   return GeluDropoutLinearFn::apply(u, w, b, m, p);
 }
 
@@ -140,11 +168,10 @@ torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::Linea
   if (!training) return at::linear(at::gelu(u), fc2.weight, fc2.bias);
   // The mask is drawn the same way with or without gradients, so a recomputed block's
   // recomputation (gradients on) sees the mask its forward (gradients off) drew.
-  torch::Tensor mask;
-  if (p > 0) mask = torch::empty(u.sizes(), u.options().dtype(torch::kBool)).bernoulli_(1.0 - p);
+  const auto bits = dropout_bits(p > 0 ? u.numel() : 0, p, u.device());
   // The same op (and kernels) with or without gradients, so that a recomputed block's recomputed
   // forward repeats its first forward exactly.
-  return gelu_dropout_linear_saving(u, mask, p, fc2.weight, fc2.bias);
+  return gelu_dropout_linear_saving(u, bits, p, fc2.weight, fc2.bias);
 }
 
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,

@@ -4,6 +4,7 @@
 //   qk_norm_split                                             q/k LayerNorm per head
 //   adaln_split6                                              the block's six modulation vectors
 //   gelu_dropout_linear                                       the MLP's tail
+//   dropout_bits                                              dropout masks, as bits
 #pragma once
 #include <array>
 
@@ -19,8 +20,23 @@ namespace rar::model {
 torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
                           const torch::Tensor& scale);
 
-// DESIGN §3.6 gated residual: x + gate * y.
-torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y);
+// Dropout masks as bits: element j of byte i in bit j, set = kept; ceil(n/8) uint8 for n elements.
+// dropout_bits draws one for n elements, each kept with probability 1 - p (p = 0: undefined, no
+// mask). On CUDA one kernel draws it from the default CUDA generator's Philox stream (graph-safe:
+// a captured step draws new masks at every replay); elsewhere bernoulli draws, packed. Either way
+// the draw follows the default generator's state, so a recomputed block that restores that state
+// draws the mask again.
+torch::Tensor dropout_bits(int64_t n, double p, const torch::Device& device);
+torch::Tensor pack_bits(const torch::Tensor& mask);                           // bool -> bits
+torch::Tensor unpack_bits(const torch::Tensor& bits, at::IntArrayRef sizes);  // bits -> bool of `sizes`
+
+// DESIGN §3.6 gated residual: x + gate · dropout(y). With `p` > 0 (training) the branch's dropout
+// (the published attention's proj_drop, the MLP's last drop) is drawn here and applied in the same
+// pass as the residual add.
+torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y, double p = 0);
+// The same with a given mask (bits; undefined = no dropout). For tests.
+torch::Tensor gated_residual_masked(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y,
+                                    const torch::Tensor& bits, double p);
 
 // DESIGN §3.6, the end of a block's attention half and the start of its MLP half: x' = x + gate·y,
 // z = ln_modulate(ln, x', shift, scale) -> {x', z}. With `inference` and grad mode off, on CUDA one
@@ -47,17 +63,17 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
                                           bool training);
 
 // DESIGN §3.6 MLP tail: fc2(dropout(GELU(u))) for u = fc1(x) [B,N,hidden]. In training the dropout
-// mask is drawn here (one bool per element) and, when gradients are needed, one autograd op keeps
-// only u and the mask — GELU and dropout are recomputed in backward instead of keeping their two
-// outputs (8 of the ~64 bytes a block keeps per token and hidden unit). Every device; the output
-// is in u's dtype (the matmul dtype under autocast).
+// mask is drawn here (dropout_bits) and one autograd op keeps only u and the bits — GELU and
+// dropout are recomputed in backward instead of keeping their two outputs (8 of the ~64 bytes a
+// block keeps per token and hidden unit). Every device; the output is in u's dtype (the matmul
+// dtype under autocast).
 torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training);
 
-// The same op with a given mask (undefined = no dropout): the plain composition and the op with
-// explicit backward. For tests.
-torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& mask, double p,
+// The same op with a given mask (bits; undefined = no dropout): the plain composition and the op
+// with explicit backward. For tests.
+torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& bits, double p,
                                         const torch::Tensor& w, const torch::Tensor& b);
-torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& mask, double p,
+torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& bits, double p,
                                          const torch::Tensor& w, const torch::Tensor& b);
 
 }  // namespace rar::model

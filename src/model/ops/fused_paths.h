@@ -16,7 +16,11 @@ bool built();
 // ---- block ops (model/ops/block_ops.h)
 std::optional<torch::Tensor> ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
                                          const torch::Tensor& shift, const torch::Tensor& scale);
-std::optional<torch::Tensor> gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y);
+// Dropout bits for n elements (block_ops.h dropout_bits) drawn on the device.
+std::optional<torch::Tensor> dropout_bits(int64_t n, double p, const torch::Device& device);
+// x + gate · dropout(y) with the mask `bits` (undefined: no dropout, p unused).
+std::optional<torch::Tensor> gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y,
+                                            const torch::Tensor& bits, double p);
 // Inference only (no autograd): one pass for x' = x + gate·y and ln_modulate(ln, x', shift, scale).
 std::optional<std::array<torch::Tensor, 2>> gated_residual_ln_modulate(const torch::Tensor& x, const torch::Tensor& gate,
                                                                        const torch::Tensor& y,
@@ -26,11 +30,8 @@ std::optional<std::array<torch::Tensor, 2>> gated_residual_ln_modulate(const tor
 std::optional<std::array<torch::Tensor, 3>> qk_norm_split(const torch::Tensor& qkv, int64_t heads,
                                                           const torch::nn::LayerNorm& q_norm,
                                                           const torch::nn::LayerNorm& k_norm);
-// GELU + dropout in one kernel: a = GELU(u)·mask/(1-p) and the mask packed as bits (none without a mask).
-struct GeluDropout {
-  torch::Tensor a, bits;
-};
-std::optional<GeluDropout> gelu_dropout_forward(const torch::Tensor& u, const torch::Tensor& mask, double p);
+// GELU + dropout in one kernel: a = GELU(u)·keep/(1-p), the mask as bits (undefined: none).
+std::optional<torch::Tensor> gelu_dropout_forward(const torch::Tensor& u, const torch::Tensor& bits, double p);
 // Its backward: `g` holds the gradient of a ([rows, in], contiguous) and becomes u's in place;
 // returns a, recomputed from u and the bits.
 torch::Tensor gelu_dropout_backward(const torch::Tensor& u, const torch::Tensor& bits, double p, torch::Tensor& g);

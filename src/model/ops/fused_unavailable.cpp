@@ -12,7 +12,9 @@ std::optional<torch::Tensor> ln_modulate(const torch::nn::LayerNorm&, const torc
                                          const torch::Tensor&) {
   return std::nullopt;
 }
-std::optional<torch::Tensor> gated_residual(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
+std::optional<torch::Tensor> dropout_bits(int64_t, double, const torch::Device&) { return std::nullopt; }
+std::optional<torch::Tensor> gated_residual(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                                            const torch::Tensor&, double) {
   return std::nullopt;
 }
 std::optional<std::array<torch::Tensor, 2>> gated_residual_ln_modulate(const torch::Tensor&, const torch::Tensor&,
@@ -25,11 +27,11 @@ std::optional<std::array<torch::Tensor, 3>> qk_norm_split(const torch::Tensor&, 
                                                           const torch::nn::LayerNorm&) {
   return std::nullopt;
 }
-std::optional<GeluDropout> gelu_dropout_forward(const torch::Tensor&, const torch::Tensor&, double) {
+std::optional<torch::Tensor> gelu_dropout_forward(const torch::Tensor&, const torch::Tensor&, double) {
   return std::nullopt;
 }
 torch::Tensor gelu_dropout_backward(const torch::Tensor&, const torch::Tensor&, double, torch::Tensor&) {
-  fail("gelu_dropout_backward: no CUDA kernels in this build");  // unreachable: the forward never packs
+  fail("gelu_dropout_backward: no CUDA kernels in this build");  // unreachable: the forward never runs the kernel
 }
 std::optional<torch::Tensor> qk_norm_into_cache(const torch::Tensor&, int64_t, const torch::nn::LayerNorm&,
                                                 const torch::nn::LayerNorm&, torch::Tensor&, torch::Tensor&,

@@ -57,24 +57,36 @@ struct LnModulateFn : torch::autograd::Function<LnModulateFn> {
   }
 };
 
+// x + gate · dropout(y): one kernel each way; bits (empty: no dropout) is the mask, kept for backward.
 struct GatedResidualFn : torch::autograd::Function<GatedResidualFn> {
-  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor gate, torch::Tensor y) {
-    ctx->save_for_backward({gate, y});
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor gate, torch::Tensor y,
+                               torch::Tensor bits, double p) {
+    c10::cuda::CUDAGuard guard(x.device());
+    const int64_t H = y.size(-1), rows = y.numel() / H;
+    const float scale = bits.numel() ? static_cast<float>(1.0 / (1.0 - p)) : 1.f;
+    auto out = torch::empty(x.sizes(), x.options());
+    K::gated_residual_forward(kdt(x), kdt(y), x.data_ptr(), gate.data_ptr(), gate.stride(1), y.data_ptr(),
+                              bits.numel() ? bits.data_ptr<uint8_t>() : nullptr, scale, rows, static_cast<int>(H),
+                              out.data_ptr(), stream());
+    ctx->save_for_backward({gate, y, bits});
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
-    return torch::addcmul(x, gate, y);
+    ctx->saved_data["scale"] = static_cast<double>(scale);
+    return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto s = ctx->get_saved_variables();
-    const auto &gate = s[0], &y = s[1];
+    const auto &gate = s[0], &y = s[1], &bits = s[2];
     c10::cuda::CUDAGuard guard(y.device());
     const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
     auto g = grads[0].to(x_dtype).contiguous();
     const int64_t H = y.size(-1), rows = y.numel() / H;
     auto ggate = torch::empty(y.sizes(), y.options());
     auto gy = torch::empty_like(ggate);
-    K::gated_residual_backward(kdt(g), kdt(y), g.data_ptr(), gate.data_ptr(), gate.stride(1), y.data_ptr(), rows,
-                               static_cast<int>(H), ggate.data_ptr(), gy.data_ptr(), stream());
-    return {g, ggate, gy};
+    K::gated_residual_backward(kdt(g), kdt(y), g.data_ptr(), gate.data_ptr(), gate.stride(1), y.data_ptr(),
+                               bits.numel() ? bits.data_ptr<uint8_t>() : nullptr,
+                               static_cast<float>(ctx->saved_data["scale"].toDouble()), rows, static_cast<int>(H),
+                               ggate.data_ptr(), gy.data_ptr(), stream());
+    return {g, ggate, gy, torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -143,11 +155,12 @@ bool gated_residual_fusable(const torch::Tensor& x, const torch::Tensor& gate, c
          y.sizes() == x.sizes() && uniform_rows(gate);
 }
 
-// GELU + dropout as one kernel each way, the mask kept as bits (n/8 bytes): u contiguous, float32
-// or bf16, a multiple of 8 elements, 16-byte aligned.
-bool gelu_kernel_ok(const torch::Tensor& u, const torch::Tensor& mask) {
+// GELU + dropout as one kernel each way, the mask as bits (n/8 bytes): u contiguous, float32 or
+// bf16, a multiple of 8 elements, 16-byte aligned.
+bool gelu_kernel_ok(const torch::Tensor& u, const torch::Tensor& bits) {
   return fused_kernels_enabled() && u.is_cuda() && kernel_dtype(u) && u.is_contiguous() &&
-         (mask.numel() == 0 || (mask.is_contiguous() && mask.scalar_type() == torch::kBool)) &&
+         (!bits.defined() || (bits.is_cuda() && bits.scalar_type() == torch::kUInt8 && bits.is_contiguous() &&
+                              bits.numel() * 8 >= u.numel())) &&
          kernels::gelu_dropout_supported(kdt(u), u.data_ptr(), u.numel());
 }
 }  // namespace
@@ -162,8 +175,23 @@ std::optional<torch::Tensor> ln_modulate(const torch::nn::LayerNorm& ln, const t
   return std::nullopt;
 }
 
-std::optional<torch::Tensor> gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
-  if (gated_residual_fusable(x, gate, y)) return GatedResidualFn::apply(x, gate, y.contiguous());
+std::optional<torch::Tensor> dropout_bits(int64_t n, double p, const torch::Device& device) {
+  if (!fused_kernels_enabled() || !device.is_cuda()) return std::nullopt;
+  c10::cuda::CUDAGuard guard(device);
+  auto bits = torch::empty({(n + 7) / 8}, torch::TensorOptions(torch::kUInt8).device(device));
+  K::dropout_bits(philox_args(device, K::dropout_bits_increment(n)), static_cast<float>(1.0 - p), n,
+                  bits.data_ptr<uint8_t>(), stream());
+  return bits;
+}
+
+std::optional<torch::Tensor> gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y,
+                                            const torch::Tensor& bits, double p) {
+  const bool bits_ok = !bits.defined() || (bits.is_cuda() && bits.scalar_type() == torch::kUInt8 &&
+                                           bits.is_contiguous() && bits.numel() * 8 >= y.numel());
+  if (gated_residual_fusable(x, gate, y) && x.is_contiguous() && bits_ok) {
+    const auto b = bits.defined() ? bits : torch::empty({0}, y.options().dtype(torch::kUInt8));
+    return GatedResidualFn::apply(x, gate, y.contiguous(), b, p);
+  }
   return std::nullopt;
 }
 
@@ -210,17 +238,14 @@ std::optional<std::array<torch::Tensor, 3>> qk_norm_split(const torch::Tensor& q
   return std::nullopt;
 }
 
-std::optional<GeluDropout> gelu_dropout_forward(const torch::Tensor& u, const torch::Tensor& mask, double p) {
-  if (!gelu_kernel_ok(u, mask)) return std::nullopt;
+std::optional<torch::Tensor> gelu_dropout_forward(const torch::Tensor& u, const torch::Tensor& bits, double p) {
+  if (!gelu_kernel_ok(u, bits)) return std::nullopt;
   c10::cuda::CUDAGuard guard(u.device());
-  const bool has_mask = mask.numel() > 0;
-  GeluDropout r;
-  r.a = torch::empty_like(u);
-  r.bits = torch::empty({has_mask ? u.numel() / 8 : 0}, u.options().dtype(torch::kUInt8));
-  K::gelu_dropout_forward(kdt(u), u.data_ptr(), has_mask ? mask.data_ptr<bool>() : nullptr,
-                          static_cast<float>(has_mask ? 1.0 / (1.0 - p) : 1.0), u.numel(), r.a.data_ptr(),
-                          has_mask ? r.bits.data_ptr<uint8_t>() : nullptr, stream());
-  return r;
+  auto a = torch::empty_like(u);
+  K::gelu_dropout_forward(kdt(u), u.data_ptr(), bits.defined() ? bits.data_ptr<uint8_t>() : nullptr,
+                          static_cast<float>(bits.defined() ? 1.0 / (1.0 - p) : 1.0), u.numel(), a.data_ptr(),
+                          stream());
+  return a;
 }
 
 torch::Tensor gelu_dropout_backward(const torch::Tensor& u, const torch::Tensor& bits, double p, torch::Tensor& g) {

@@ -2,6 +2,7 @@
 #include "model/ops/cuda/common.h"
 
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
 
 #include <cmath>
 #include <iterator>
@@ -19,6 +20,26 @@ bool kernel_dtype(const torch::Tensor& t) {
   return t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kBFloat16;
 }
 cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
+
+K::PhiloxArgs philox_args(const torch::Device& device, uint64_t increment) {
+  at::Generator gen = at::cuda::detail::getDefaultCUDAGenerator(device.has_index() ? device.index() : -1);
+  at::PhiloxCudaState st;
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    st = gen.get<at::CUDAGeneratorImpl>()->philox_cuda_state(increment);
+  }
+  K::PhiloxArgs a;
+  a.captured = st.captured_;
+  if (st.captured_) {
+    a.seed_ptr = st.seed_.ptr;
+    a.offset_ptr = st.offset_.ptr;
+    a.offset_intragraph = st.offset_intragraph_;
+  } else {
+    a.seed = st.seed_.val;
+    a.offset = st.offset_.val;
+  }
+  return a;
+}
 
 // A [B,N,H] view whose rows (b,n) all sit `stride(1)` elements apart with contiguous columns (a
 // chunk of a contiguous [B,N,6H] projection is one).

@@ -25,5 +25,8 @@ bool affine_ok(const torch::nn::LayerNorm& ln);
 // t as contiguous float32; a bf16 parameter's cast is made once and kept (see common.cpp).
 torch::Tensor f32(const torch::Tensor& t);
 float attention_scale(int64_t hd);  // 1/sqrt(hd)
+// The next `increment` draws per thread of the default CUDA generator of `device` for one kernel
+// (its Philox seed and offset; inside a graph capture, the device pointers replays read).
+K::PhiloxArgs philox_args(const torch::Device& device, uint64_t increment);
 
 }  // namespace rar::model::fused
