@@ -6,7 +6,7 @@
 #include "model/generator.h"
 #include "model/vqgan.h"
 #include "training/rar_objective.h"
-#include "training/rar_trainer.h"
+#include "training/train_step.h"
 
 namespace rar::test_support {
 

@@ -14,6 +14,7 @@
 #include "small_step.h"
 #include "util/autocast.h"
 #include "util/error.h"
+#include "util/gpu.h"
 
 using namespace rar;
 
@@ -213,6 +214,25 @@ TEST(FusedOps, AdalnSplitEqualsOneProjection) {
   EXPECT_FALSE(m2[0].is_alias_of(m2[1]));  // shift_a apart from scale_a
   EXPECT_FALSE(m2[3].is_alias_of(m2[5]));  // shift_m apart from gate_m
   EXPECT_TRUE(m2[1].is_alias_of(m2[5]));   // scales and gates in one product
+}
+
+// Masks drawn inside a captured step are new at every replay and are the very masks eager draws
+// from the same generator state would be (the capture reads the Philox seed and offset at replay;
+// StepGraphOptions::rng_unchanged undoes the eager run before the capture).
+TEST(FusedOpsCuda, DropoutBitsInACapturedStepFollowTheEagerDraws) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  const int64_t n = 300007;
+  const double p = 0.1;
+  const torch::Device cu(torch::kCUDA);
+  torch::cuda::manual_seed_all(5);
+  auto e1 = model::dropout_bits(n, p, cu), e2 = model::dropout_bits(n, p, cu);
+  torch::cuda::manual_seed_all(5);
+  gpu::StepGraph graph([&] { return model::dropout_bits(n, p, cu); }, gpu::StepGraphOptions{true, false});
+  auto r1 = graph.replay().clone();
+  auto r2 = graph.replay().clone();
+  EXPECT_TRUE(torch::equal(r1, e1));
+  EXPECT_TRUE(torch::equal(r2, e2));
+  EXPECT_FALSE(torch::equal(r1, r2));
 }
 
 TEST(FusedOpsCuda, LnModulateMatchesPlainPath) {

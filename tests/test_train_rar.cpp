@@ -19,6 +19,11 @@
 #include "model/vqgan.h"
 #include "training/rar_objective.h"
 #include "training/rar_trainer.h"
+#include "training/adamw.h"
+#include "training/optim_config.h"
+#include "training/train_step.h"
+#include "sampling/orders.h"
+#include "util/gpu.h"
 
 using namespace rar;
 using namespace rar::test;
@@ -380,6 +385,50 @@ TEST(TrainRarCuda, Bf16AutocastStepTracksFp32AndCheckpointingReplaysIt) {
   };
   EXPECT_TRUE(torch::allclose(g16b, g16, 1e-3, 1e-5)) << "the bf16 step is not repeatable:" << worst(g16b, g16);
   EXPECT_TRUE(torch::allclose(g16c, g16, 1e-3, 1e-5)) << "step with recomputed blocks differs:" << worst(g16c, g16);
+}
+
+// The captured training step (training/train_step.h) against the eager one: the same generator,
+// batch and generator state, three steps with AdamW in between, dropout everywhere (attention,
+// both branches, the MLP's hidden units) under bf16 autocast. The graph draws its dropout masks
+// from the Philox offsets the eager step would use, so the losses, gradient norms and final
+// weights are equal bit for bit; a replay that reused its capture's masks would differ at step 2.
+TEST(TrainRarCuda, CapturedStepEqualsTheEagerStep) {
+  if (!torch::cuda::is_available() || !gpu::built()) GTEST_SKIP() << "no CUDA device";
+  auto run = [](bool graph) {
+    auto s = test_support::small_cuda_step(160, 5);  // its batch, and its config with dropout
+    model::GeneratorConfig cfg = s.cfg;
+    cfg.dropout = cfg.attn_dropout = 0.1;
+    torch::manual_seed(8);
+    model::Generator g(cfg);
+    {
+      torch::NoGradGuard ng;
+      for (auto& p : g->parameters()) p.add_(0.05 * torch::randn_like(p));  // off the zero-adaLN init
+    }
+    g->to(torch::kCUDA);
+    g->train();
+    training::AdamWOptions ao;
+    ao.fused = true;
+    training::AdamW opt(training::named_parameters(*g), ao);
+    training::GradientStep step(g, g->parameters(), {/*autocast=*/true, /*max_grad_norm=*/1.0, graph});
+    EXPECT_EQ(step.graphed(), graph);
+    torch::cuda::manual_seed_all(21);
+    const auto scan = sampling::scan_order("raster", cfg.seq_len);
+    std::vector<double> stats;
+    for (int64_t i = 0; i < 3; ++i) {
+      auto d = training::draw_objective(8, 0, 8, scan, 1.0, 0.1, 3, i);
+      auto st = step.run(s.tokens, s.labels, d).cpu();
+      for (int j = 0; j < 3; ++j) stats.push_back(st[j].item<double>());
+      opt.step(1e-3);
+    }
+    std::vector<torch::Tensor> w;
+    for (auto& p : g->parameters()) w.push_back(p.detach().flatten());
+    return std::make_pair(stats, torch::cat(w));
+  };
+  auto [se, we] = run(false);
+  auto [sg, wg] = run(true);
+  ASSERT_EQ(se.size(), sg.size());
+  for (size_t i = 0; i < se.size(); ++i) EXPECT_EQ(se[i], sg[i]) << "step " << i / 3 << " stat " << i % 3;
+  EXPECT_TRUE(torch::equal(we, wg)) << "max weight difference " << (we - wg).abs().max().item<double>();
 }
 
 // SIGTERM mid-run: the trainer checkpoints and exits 0; --resume then ends with exactly the

@@ -31,7 +31,8 @@ struct BenchArgs {
   std::string attention;  // decode-attention kernel: "" (as RAR_DECODE_ATTENTION says), auto, warp, block or split
   int64_t batch = 128, steps = 0, repeats = 2;
   double cfg = 4.0;
-  bool decode = false, header = true, checkpoint = false, plain = false, channels_last = false, structured = false;
+  bool decode = false, header = true, checkpoint = false, plain = false, channels_last = false, structured = false,
+       no_graph = false;
   int64_t checkpoint_layers = 0;
   int profile = 0;
   std::string trace;
@@ -290,17 +291,19 @@ void run_train(const BenchArgs& a) {
   const auto scan = sampling::scan_order("raster", cfg.seq_len);
   auto tokens = torch::randint(0, cfg.codebook, {a.batch, cfg.seq_len}, torch::TensorOptions(torch::kInt64).device(device));
   auto labels = torch::randint(0, cfg.classes, {a.batch}, torch::TensorOptions(torch::kInt64).device(device));
+  // the trainer's step (training/train_step.h): captured in a CUDA graph unless --no-graph or
+  // the run cannot be (CPU, recomputed blocks)
+  const auto why = a.no_graph ? std::string("--no-graph") : training::graph_unavailable(g, device);
+  training::GradientStep gs(g, params, {a.precision == "bf16" && device.is_cuda(), 1.0, why.empty()});
   auto step = [&](int64_t i) {
-    auto d = training::draw_objective(a.batch, 0, a.batch, scan, 1.0, 0.1, 0, i);
-    opt.zero_grad();
-    training::forward_backward(g, tokens, labels, d, a.precision == "bf16" && device.is_cuda(), 1.0);
-    training::clip_grad_norm(params, 1.0);
+    gs.run(tokens, labels, training::draw_objective(a.batch, 0, a.batch, scan, 1.0, 0.1, 0, i)).cpu();  // the trainer's read-back
     opt.step(1e-4);
   };
+  // the peak counts from before the first step: a captured step allocates its memory at capture
+  reset_peak(device);
   const int64_t warmup = 3, timed = a.steps > 0 ? a.steps : 10;
   for (int64_t i = 0; i < warmup; ++i) step(i);
   sync(device);
-  reset_peak(device);
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < timed; ++i) step(warmup + i);
   sync(device);
@@ -313,7 +316,7 @@ void run_train(const BenchArgs& a) {
     std::printf("| model | batch | precision | ms/step | sequences/s | tokens/s | TFLOP/s | peak GiB |\n"
                 "|---|---|---|---|---|---|---|---|\n");
   std::printf("| %s | %lld | %s | %.0f | %.1f | %.1fk | %.1f | %.1f |\n", a.model.c_str(), (long long)a.batch,
-              (a.precision + (a.plain ? " plain" : "") +
+              (a.precision + (a.plain ? " plain" : "") + (gs.graphed() ? " graph" : "") +
                (g->recompute_layers > 0 ? " ckpt " + cat(g->recompute_layers, "/", cfg.layers) : "") +
                (a.dropout != 0.1 ? " dropout " + cat(a.dropout) : ""))
                   .c_str(),
@@ -429,6 +432,7 @@ void add_bench(CLI::App& app) {
   t->add_option("--checkpoint-layers", a->checkpoint_layers, "recompute the activations of the first N blocks in backward (activation checkpointing)")
       ->check(CLI::NonNegativeNumber);
   t->add_flag("--plain", a->plain, "plain LibTorch ops only (no fused CUDA kernels)");
+  t->add_flag("--no-graph", a->no_graph, "run each step eagerly (by default a CUDA run without recomputed blocks replays a captured step)");
   t->add_option("--dropout", a->dropout, "dropout and attention dropout (the recipe's 0.1 by default)")->check(non_negative());
   t->callback([a] { run_train(*a); });
 }

@@ -45,10 +45,10 @@ void AdamW::step(double lr) {
           gs.push_back(s.param.grad());
           ms.push_back(s.exp_avg);
           vs.push_back(s.exp_avg_sq);
-          s.step.add_(1);
           ts.push_back(s.step);
         }
       if (ps.empty()) continue;
+      at::_foreach_add_(ts, 1);  // one launch, not one per parameter
       at::_fused_adamw_(ps, gs, ms, vs, /*max_exp_avg_sqs=*/{}, ts, lr, b1, b2, decay ? opt_.weight_decay : 0.0, eps,
                         /*amsgrad=*/false, /*maximize=*/false);
     }

@@ -99,22 +99,8 @@ training:
   init_from: ""                       # ours: start from these generator weights (fine-tuning)
   ddp_bucket_mb: 25                   # ours: gradient all-reduce bucket size (data parallel)
   ddp_grad_dtype: fp32                # ours: gradients all-reduced as fp32 or bf16 (half the traffic)
+  cuda_graph: true                    # ours: capture each step in a CUDA graph where it can be (one process, no accumulation, no recomputed blocks)
 )";
-}
-
-LossAndAccuracy forward_backward(model::Generator& g, const torch::Tensor& tokens, const torch::Tensor& labels,
-                                 const ObjectiveDraws& draws, bool autocast, double grad_scale) {
-  const auto device = tokens.device();
-  auto orders = draws.orders.to(device, /*non_blocking=*/true);
-  auto cond = g->condition_tokens(labels, draws.drop.to(device, /*non_blocking=*/true));
-  torch::Tensor logits;
-  {
-    Autocast ac(autocast, device.type(), torch::kBFloat16);
-    logits = g->forward(tokens, cond, orders);
-  }
-  auto la = next_token_loss(logits, tokens, orders);
-  (la.loss * grad_scale).backward();
-  return la;
 }
 
 namespace {
@@ -150,6 +136,7 @@ struct RarSettings {
   double guidance = 0, guidance_power = 0, temperature = 1;  // the sample grids' settings
   double ddp_bucket_mb = 25;
   bool ddp_bf16 = false;
+  bool cuda_graph = true;
 
   static RarSettings from(const Config& c) {
     RarSettings s;
@@ -182,6 +169,7 @@ struct RarSettings {
     const std::string gdt = c.get_string("training.ddp_grad_dtype");
     check(gdt == "fp32" || gdt == "bf16", "training.ddp_grad_dtype: expected fp32 or bf16, got '", gdt, "'");
     s.ddp_bf16 = gdt == "bf16";
+    s.cuda_graph = c.get_bool("training.cuda_graph");
     return s;
   }
 };
@@ -221,6 +209,15 @@ class RarJob final : public TrainingJob {
             tokenizer_->cfg.codebook_size, " codes, the generator ", s.gen.codebook);
     }
     dp.attach(params_);
+    // the captured step, where the run allows it (train_step.h)
+    std::string why = !s.cuda_graph ? "training.cuda_graph is false"
+                      : s.accum > 1 ? "gradient accumulation"
+                      : dp.world() > 1 ? "data parallel"
+                                       : graph_unavailable(g_, device);
+    if (why.empty())
+      graphed_ = std::make_unique<GradientStep>(g_, params_,
+                                                GradientStep::Options{autocast_, s.run.max_grad_norm, true});
+    step_note_ = why.empty() ? "each step a CUDA graph replay" : "no CUDA graph: " + why;
   }
 
   std::string name() const override { return "train"; }
@@ -257,33 +254,42 @@ class RarJob final : public TrainingJob {
                  (long long)c.seq_len, (long long)c.codebook, (long long)c.classes, (long long)global_batch_,
                  (long long)s_.local_batch, (long long)dp_.world(), (long long)s_.accum, device_.str().c_str(),
                  autocast_ ? " bf16 autocast" : " fp32", dp_.backend());
+    if (device_.is_cuda()) std::fprintf(stderr, "rar train: %s\n", step_note_.c_str());
   }
 
   StepStats gradients(int64_t step, const std::function<StopFlags()>& local_flags) override {
     r_ = randomness(step, s_.anneal_start, s_.anneal_end);
-    opt_.zero_grad();
-    const auto f32 = torch::TensorOptions(torch::kFloat32).device(device_);
-    torch::Tensor loss_sum = torch::zeros({}, f32), correct_sum = torch::zeros({}, f32.dtype(torch::kInt64));
-    for (int64_t micro = 0; micro < s_.accum; ++micro) {
-      if (micro == s_.accum - 1) dp_.arm();  // this backward's gradients are final: stream them out
-      auto [tokens, labels] = train_.batch(torch::tensor(sampler_.next(), torch::kInt64));
-      auto d = draw_objective(global_batch_, micro * micro_global_ + dp_.rank() * s_.local_batch, s_.local_batch, scan_,
-                              r_, s_.label_dropout, s_.run.seed, step);
-      auto la = forward_backward(g_, tokens.to(device_, /*non_blocking=*/true), labels.to(device_, /*non_blocking=*/true),
-                                 d, autocast_, 1.0 / static_cast<double>(s_.accum));
-      loss_sum += la.loss.detach();
-      correct_sum += la.correct;
-    }
-    dp_.finish();
-    if (!announced_buckets_ && dp_.world() > 1 && dp_.is_main())
-      std::fprintf(stderr, "gradient buckets: %lld, %lld all-reduced while backward was still running\n",
-                   (long long)dp_.buckets(), (long long)dp_.overlapped());
-    announced_buckets_ = true;
     // The step's numbers, read back once: [loss, correct, gradient norm (, stop, out of time)].
     // Several processes add their stop flags, so that every rank takes the same decision.
-    auto stats = torch::stack({loss_sum.to(torch::kFloat64) / static_cast<double>(s_.accum),
-                               correct_sum.to(torch::kFloat64),
-                               clip_grad_norm_(params_, s_.run.max_grad_norm).to(torch::kFloat64)});
+    torch::Tensor stats;
+    if (graphed_) {  // one micro-batch on one process: the captured step
+      auto [tokens, labels] = train_.batch(torch::tensor(sampler_.next(), torch::kInt64));
+      stats = graphed_->run(tokens, labels,
+                            draw_objective(global_batch_, 0, s_.local_batch, scan_, r_, s_.label_dropout, s_.run.seed, step));
+    } else {
+      opt_.zero_grad();
+      const auto f32 = torch::TensorOptions(torch::kFloat32).device(device_);
+      torch::Tensor loss_sum = torch::zeros({}, f32), correct_sum = torch::zeros({}, f32.dtype(torch::kInt64));
+      for (int64_t micro = 0; micro < s_.accum; ++micro) {
+        if (micro == s_.accum - 1) dp_.arm();  // this backward's gradients are final: stream them out
+        auto [tokens, labels] = train_.batch(torch::tensor(sampler_.next(), torch::kInt64));
+        auto d = draw_objective(global_batch_, micro * micro_global_ + dp_.rank() * s_.local_batch, s_.local_batch,
+                                scan_, r_, s_.label_dropout, s_.run.seed, step);
+        auto la = forward_backward(g_, tokens.to(device_, /*non_blocking=*/true),
+                                   labels.to(device_, /*non_blocking=*/true), d, autocast_,
+                                   1.0 / static_cast<double>(s_.accum));
+        loss_sum += la.loss.detach();
+        correct_sum += la.correct;
+      }
+      dp_.finish();
+      if (!announced_buckets_ && dp_.world() > 1 && dp_.is_main())
+        std::fprintf(stderr, "gradient buckets: %lld, %lld all-reduced while backward was still running\n",
+                     (long long)dp_.buckets(), (long long)dp_.overlapped());
+      announced_buckets_ = true;
+      stats = torch::stack({loss_sum.to(torch::kFloat64) / static_cast<double>(s_.accum),
+                            correct_sum.to(torch::kFloat64),
+                            clip_grad_norm_(params_, s_.run.max_grad_norm).to(torch::kFloat64)});
+    }
     if (dp_.world() > 1) {
       const StopFlags mine = local_flags();
       stats = torch::cat({stats, torch::tensor({mine.interrupt ? 1.0 : 0.0, mine.out_of_time ? 1.0 : 0.0}, torch::kFloat64)
@@ -450,6 +456,8 @@ class RarJob final : public TrainingJob {
   const std::vector<torch::Tensor> params_;
   std::vector<std::pair<std::string, torch::Tensor>> ema_;  // fp32 copies
   std::unique_ptr<model::LoadedVQ> tokenizer_;
+  std::unique_ptr<GradientStep> graphed_;  // the captured step, where the run allows one
+  std::string step_note_;
   bool announced_buckets_ = false;
   // the step's and the log window's numbers
   double r_ = 0, lr_ = 0, grad_norm_ = 0, acc_loss_ = 0, acc_correct_ = 0, acc_tokens_ = 0;

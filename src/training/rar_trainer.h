@@ -13,6 +13,7 @@
 #include "model/generator.h"
 #include "training/config.h"
 #include "training/rar_objective.h"
+#include "training/train_step.h"
 #include "training/training_run.h"
 
 namespace rar::training {
@@ -23,11 +24,5 @@ const char* rar_defaults_yaml();
 
 // The run (resume, stop conditions, checkpoints) follows training/training_run.h.
 void train_rar(const Config& cfg, const RunControl& control = {});
-
-// One micro-batch: condition tokens (with the drawn label drops), forward in the drawn orders
-// (bf16 autocast when asked), next-token loss, backward of loss·grad_scale. Shared by the trainer
-// and `rar bench train`. tokens/labels on the model's device; draws on the CPU.
-LossAndAccuracy forward_backward(model::Generator& g, const torch::Tensor& tokens, const torch::Tensor& labels,
-                                 const ObjectiveDraws& draws, bool autocast, double grad_scale);
 
 }  // namespace rar::training

@@ -25,10 +25,19 @@ double peak_memory_gib(const torch::Device& device);
 // a side stream (allocator, cuBLAS handles and workspaces set up outside the capture), then
 // captures it; replay() re-runs the captured kernels and returns the tensor `step` returned at
 // capture (rewritten in place by every replay). Everything `step` reads must stay at the same
-// addresses.
+// addresses. Random numbers drawn inside the step through the default CUDA generator are new at
+// every replay (LibTorch's graph-safe Philox offsets).
+struct StepGraphOptions {
+  // The default CUDA generator's state is as before construction (the eager run's draws undone),
+  // so the first replay draws what an eager step in its place would have drawn.
+  bool rng_unchanged = false;
+  // The allocator's cached blocks are released after the eager run, so the graph's own memory
+  // pool can take that memory (a training step's activations would otherwise be held twice).
+  bool release_cache = false;
+};
 class StepGraph {
  public:
-  explicit StepGraph(const std::function<torch::Tensor()>& step);
+  explicit StepGraph(const std::function<torch::Tensor()>& step, StepGraphOptions options = {});
   ~StepGraph();
   torch::Tensor replay();
 

@@ -41,13 +41,22 @@ struct StepGraph::Impl {
   torch::Tensor out;
 };
 
-StepGraph::StepGraph(const std::function<torch::Tensor()>& step) : impl_(std::make_unique<Impl>()) {
+StepGraph::StepGraph(const std::function<torch::Tensor()>& step, StepGraphOptions options)
+    : impl_(std::make_unique<Impl>()) {
   // The eager run computes the step, and the first replay computes it again, identically.
   torch::cuda::synchronize();
   auto side = c10::cuda::getStreamFromPool();
   {
     c10::cuda::CUDAStreamGuard guard(side);
+    at::Generator gen = at::cuda::detail::getDefaultCUDAGenerator(side.device_index());
+    torch::Tensor rng;
+    if (options.rng_unchanged) rng = gen.get_state();
     step();
+    if (options.release_cache) {
+      torch::cuda::synchronize();
+      c10::cuda::CUDACachingAllocator::emptyCache();
+    }
+    if (options.rng_unchanged) gen.set_state(rng);
     impl_->graph.capture_begin();
     try {
       impl_->out = step();
