@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# Training-step benchmarks on the GPU machine (bench/RESULTS.md, "Training"): rows for bench/RESULTS.md.
-# Usage: bench/gpu_train.sh build-gpu/rar
+# Training-step benchmarks on the GPU machine (bench/RESULTS.md, "Training"): rows for bench/RESULTS.md,
+# each row REPEATS separate processes (default 3; the spread is what the table states).
+# Usage: [REPEATS=3] [QUICK=1] bench/gpu_train.sh build-gpu/rar
+#   QUICK=1: the issue-#31 rows only (batch 64: rar_b, rar_xl, rar_xl with 12/32 recomputed, and the
+#   eager step beside each captured one)
 set -u
 RAR=${1:-build-gpu/rar}
-row() { "$RAR" bench train --no-header "$@" 2>&1 | grep '^| rar' || echo "| failed: $* |"; }
+REPEATS=${REPEATS:-3}
+row() {
+  for i in $(seq "$REPEATS"); do
+    timeout ${ROW_TIMEOUT:-120} "$RAR" bench train --no-header "$@" 2>&1 | grep '^| rar' || echo "| failed: $* |"
+  done
+}
 echo "| model | batch | precision | ms/step | sequences/s | tokens/s | TFLOP/s | peak GiB |"
 echo "|---|---|---|---|---|---|---|---|"
-row --model rar_b --batch 64 --plain
 row --model rar_b --batch 64
-for n in 4 6 8; do row --model rar_b --batch 64 --checkpoint-layers $n; done
-row --model rar_b --batch 256
-for n in 6 8 10; do row --model rar_b --batch 256 --checkpoint-layers $n; done
+row --model rar_b --batch 64 --no-graph
 row --model rar_xl --batch 64
-for n in 8 12 16; do row --model rar_xl --batch 64 --checkpoint-layers $n; done
+row --model rar_xl --batch 64 --no-graph
+row --model rar_xl --batch 64 --checkpoint-layers 12
+[ "${QUICK:-0}" = 1 ] && exit 0
+row --model rar_b --batch 64 --plain --no-graph
+for n in 4 8; do row --model rar_b --batch 64 --checkpoint-layers $n; done
+row --model rar_b --batch 256
+row --model rar_b --batch 256 --checkpoint-layers 8
+for n in 8 16; do row --model rar_xl --batch 64 --checkpoint-layers $n; done
