@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Issue #31's numerics contract: a new training step against the step it replaces, on learnable
+# (structured) tokens. rar_b, batch 64, bf16 autocast, STEPS steps (default 200), the recipe's
+# dropout 0.1: loss curves of both steps at two seeds (the seed-to-seed spread is the yardstick:
+# a new dropout stream is a new draw of the same distribution), and final weights with dropout
+# off (where the two steps should agree to rounding) and on.
+# Usage (on the GPU machine, after `. scripts/gpu-env.sh`): bench/gpu_numerics.sh OLD_RAR NEW_RAR [steps]
+set -u
+OLD=$1 NEW=$2 STEPS=${3:-200}
+D=${NUMERICS_DIR:-/tmp/rar-numerics}
+rm -rf "$D"; mkdir -p "$D"
+"$NEW" bench tokens --model rar_b --structured --count 16384 --out "$D/data.rartok" > /dev/null
+C="train --data $D/data.rartok --device cuda --steps $STEPS experiment.log_every=10 experiment.save_every=100000
+  experiment.eval_every=100000 experiment.generate_every=100000 lr_scheduler.params.warmup_steps=20
+  training.per_gpu_batch_size=64"
+run() {  # name binary seed dropout
+  "$2" $C --out "$D/$1" training.seed=$3 model.generator.dropout=$4 model.generator.attn_drop=$4 > "$D/$1.log" 2>&1 ||
+    { echo "run $1 failed:"; tail -5 "$D/$1.log"; }
+}
+losses() { grep -o '"loss":[0-9.e+-]*' "$D/$1/metrics.jsonl" | cut -d: -f2 | tr '\n' ' '; }
+for s in 42 43; do run old-$s "$OLD" $s 0.1; run new-$s "$NEW" $s 0.1; done
+run old-nodrop "$OLD" 42 0; run new-nodrop "$NEW" 42 0
+echo "== loss per 10 steps (dropout 0.1)"
+for r in old-42 new-42 old-43 new-43; do echo "$r: $(losses $r)"; done
+echo "== loss per 10 steps (dropout 0)"
+for r in old-nodrop new-nodrop; do echo "$r: $(losses $r)"; done
+echo "== final weights, dropout 0: new vs old (seed 42)"
+"$NEW" info "$D/new-nodrop/generator.safetensors" --compare "$D/old-nodrop/generator.safetensors" | tail -2
+echo "== final weights, dropout 0.1: new vs old (seed 42), and old seed 43 vs old seed 42"
+"$NEW" info "$D/new-42/generator.safetensors" --compare "$D/old-42/generator.safetensors" | tail -2
+"$NEW" info "$D/old-43/generator.safetensors" --compare "$D/old-42/generator.safetensors" | tail -2
+grep -h 'CUDA graph' "$D"/new-42.log | head -1
