@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "util/fs.h"
 
@@ -63,6 +65,25 @@ inline RunResult run_rar_two_ranks(const std::string& args, int port, const std:
   RunResult r{status, ""};
   for (const auto& log : {log0, log1}) {
     std::ifstream f(log, std::ios::binary);
+    r.output += std::string(std::istreambuf_iterator<char>(f), {});
+  }
+  return r;
+}
+
+// Runs one `rar` process per entry at once, each with its own environment assignments and
+// arguments, its log at log_prefix.<i>.log; the status is the number that failed, the output their
+// logs one after the other.
+inline RunResult run_rar_processes(const std::vector<std::pair<std::string, std::string>>& env_and_args,
+                                   const std::string& log_prefix) {
+  std::string script = "(";
+  for (size_t i = 0; i < env_and_args.size(); ++i)
+    script += env_and_args[i].first + " " + RAR_BIN + " " + env_and_args[i].second + " > " + log_prefix + "." +
+              std::to_string(i) + ".log 2>&1 & ";
+  script += "s=0; for p in $(jobs -p); do wait $p || s=$((s + 1)); done; exit $s)";
+  const int status = std::system(("bash -c '" + script + "'").c_str());
+  RunResult r{status, ""};
+  for (size_t i = 0; i < env_and_args.size(); ++i) {
+    std::ifstream f(log_prefix + "." + std::to_string(i) + ".log", std::ios::binary);
     r.output += std::string(std::istreambuf_iterator<char>(f), {});
   }
   return r;

@@ -151,9 +151,13 @@ TEST(TrainRar, ResumeChecksTheConfigAndFreshRunsKeepOutOfUsedFolders) {
   auto other_lr = run_rar("train --data " + data + " --out " + dir / "run" + args + " --resume optimizer.params.learning_rate=1e-2");
   EXPECT_EQ(other_lr.status, 1) << other_lr.output;
   EXPECT_NE(other_lr.output.find("optimizer.params.learning_rate: 0.0004 -> 0.01"), std::string::npos) << other_lr.output;
+  // the global batch must stay (per-process batch x processes x accumulation; the parts may change)
   auto other_batch = run_rar("train --data " + data + " --out " + dir / "run" + args + " --resume training.per_gpu_batch_size=2");
   EXPECT_EQ(other_batch.status, 1) << other_batch.output;
-  EXPECT_NE(other_batch.output.find("training.per_gpu_batch_size: 4 -> 2"), std::string::npos) << other_batch.output;
+  EXPECT_NE(other_batch.output.find("written with a global batch of 4 sequences, this run's is 2 (2 per process x 1 "
+                                    "processes x 1 accumulation steps)"),
+            std::string::npos)
+      << other_batch.output;
   auto fresh = run_rar("train --data " + data + " --out " + dir / "run" + args);
   EXPECT_EQ(fresh.status, 1) << fresh.output;
   EXPECT_NE(fresh.output.find("add --resume to continue it"), std::string::npos) << fresh.output;
@@ -251,6 +255,67 @@ TEST(TrainRar, TwoGlooProcessesMatchOneProcessWithTheSameGlobalBatch) {
       EXPECT_NEAR(gb / ga, 1.0, bf16 ? 1e-2 : 1e-5) << tag << " " << i;
     }
   }
+}
+
+// Two "nodes" of two gloo processes each, with the variables torchrun sets on each node, and a
+// folder per node that the other node cannot see (rank 0's is the run's): they train bit-identically
+// to one process accumulating the same global batch of 8 (the ranks' gradients are summed in rank
+// order, the order of the accumulation); a checkpoint needs no shared folder (every rank's random
+// streams travel through the process group, the other node's folder stays empty) and resuming
+// reads it on rank 0 only; resuming with one process (the same global batch, dropout off)
+// continues exactly; with dropout on another number of processes is refused, naming both.
+TEST(TrainRar, TwoNodesOfTwoProcessesMatchOneProcessAndResumeWithoutASharedFolder) {
+  TempDir dir;
+  const std::string data = write_tiny_tokens(dir);
+  const std::string args = " --data " + data + " --device cpu --steps 6" + tiny_model_args() +
+                           " model.generator.dropout=0 model.generator.attn_drop=0 lr_scheduler.params.warmup_steps=1"
+                           " model.generator.randomness_anneal_start=0 model.generator.randomness_anneal_end=10"
+                           " optimizer.params.learning_rate=3e-3 experiment.save_every=0";
+  auto one = run_rar("train --out " + dir / "one" + args + " training.per_gpu_batch_size=2 training.gradient_accumulation_steps=4");
+  ASSERT_EQ(one.status, 0) << one.output;
+  const int port = 20000 + static_cast<int>((::getpid() * 7 + 3) % 20000);
+  auto four = [&](const std::string& extra, int p) {
+    std::vector<std::pair<std::string, std::string>> procs;
+    for (int r = 0; r < 4; ++r) {
+      const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(p) + " WORLD_SIZE=4 RANK=" +
+                              std::to_string(r) + " LOCAL_RANK=" + std::to_string(r % 2) +
+                              " LOCAL_WORLD_SIZE=2 GROUP_RANK=" + std::to_string(r / 2);
+      procs.emplace_back(env, "train --out " + dir / ("node" + std::to_string(r / 2)) + args +
+                                  " training.per_gpu_batch_size=2" + extra);
+    }
+    return run_rar_processes(procs, dir / "four");
+  };
+  auto cut = four(" --stop-after 3", port);
+  ASSERT_EQ(cut.status, 0) << cut.output;
+  ASSERT_TRUE(is_directory(dir / "node0/checkpoints/step-00000003")) << cut.output;
+  EXPECT_FALSE(is_directory(dir / "node1/checkpoints/step-00000003")) << "the other node's folder holds a checkpoint";
+  // a copy of the cut run for the one-process resume
+  ASSERT_EQ(std::system(("cp -r " + dir / "node0" + " " + dir / "single").c_str()), 0);
+  auto resumed = four(" --resume", port + 1);
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+  auto single = run_rar("train --out " + dir / "single" + args +
+                        " training.per_gpu_batch_size=2 training.gradient_accumulation_steps=4 --resume");
+  ASSERT_EQ(single.status, 0) << single.output;
+  EXPECT_NE(single.output.find("resumed with 1 processes (checkpoint: 4)"), std::string::npos) << single.output;
+  auto a = io::read_safetensors(dir / "one/generator.safetensors");
+  for (const char* run : {"node0", "single"}) {
+    auto b = io::read_safetensors(dir / (std::string(run) + "/generator.safetensors"));
+    ASSERT_EQ(a.names(), b.names());
+    for (const auto& n : a.names()) EXPECT_TRUE(torch::equal(a.at(n), b.at(n))) << run << " " << n;
+  }
+  // dropout on: two processes, then one — refused
+  const std::string drop = " --data " + data + " --device cpu --steps 4" + tiny_model_args() + " experiment.save_every=0";
+  auto two = run_rar_two_ranks("train --out " + dir / "drop" + drop + " training.per_gpu_batch_size=2 --stop-after 1",
+                               port + 2, dir / "drop");
+  ASSERT_EQ(two.status, 0) << two.output;
+  auto refused = run_rar("train --out " + dir / "drop" + drop +
+                         " training.per_gpu_batch_size=2 training.gradient_accumulation_steps=2 --resume");
+  EXPECT_EQ(refused.status, 1) << refused.output;
+  EXPECT_NE(refused.output.find("written by 2 processes, resumed with 1: the dropout masks come from each process's own "
+                                "random stream"),
+            std::string::npos)
+      << refused.output;
 }
 
 TEST(TrainRar, LearnsStructuredTokensValidatesAndDrawsSampleGrids) {

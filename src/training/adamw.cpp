@@ -98,6 +98,12 @@ io::StateDict AdamW::state() const {
   return sd;
 }
 
+std::vector<torch::Tensor> AdamW::state_tensors() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& s : slots_) out.insert(out.end(), {s.exp_avg, s.exp_avg_sq, s.step});
+  return out;
+}
+
 void AdamW::load_state(const io::StateDict& sd) {
   torch::NoGradGuard ng;
   step_ = sd.at("step").item<int64_t>();

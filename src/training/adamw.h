@@ -44,6 +44,10 @@ class AdamW {
   io::StateDict state() const;
   // Restores state saved by state(); every parameter's moments must be present with its shape.
   void load_state(const io::StateDict& sd);
+  // Every state tensor on the parameters' devices (each slot's exp_avg, exp_avg_sq and step, in a
+  // fixed order), for sending the state between processes; with steps() it is the whole state.
+  std::vector<torch::Tensor> state_tensors() const;
+  void set_steps(int64_t steps) { step_ = steps; }
   // Zeroes the moments of rows `rows` of `param` (used when codebook entries are restarted).
   void reset_rows(const torch::Tensor& param, const torch::Tensor& rows);
 

@@ -108,16 +108,17 @@ bool steers_only(const std::string& key) {
 
 }  // namespace
 
-void check_resume_config(const std::string& dir, const Config& current) {
+void check_resume_config(const std::string& dir, const Config& current, const std::set<std::string>& job_checked) {
   const Config saved = Config::from_yaml(read_file(join_path(dir, "config.yaml"), 16u << 20), join_path(dir, "config.yaml"));
   std::map<std::string, std::string> a, b;
   flatten(saved.resolved(), "", a);
   flatten(current.resolved(), "", b);
   std::vector<std::string> differ;
+  auto free = [&](const std::string& k) { return steers_only(k) || job_checked.count(k) > 0; };
   for (const auto& [k, v] : b)
-    if (!steers_only(k) && (!a.count(k) || a[k] != v)) differ.push_back(k + ": " + (a.count(k) ? a[k] : "(absent)") + " -> " + v);
+    if (!free(k) && (!a.count(k) || a[k] != v)) differ.push_back(k + ": " + (a.count(k) ? a[k] : "(absent)") + " -> " + v);
   for (const auto& [k, v] : a)
-    if (!steers_only(k) && !b.count(k)) differ.push_back(k + ": " + v + " -> (absent)");
+    if (!free(k) && !b.count(k)) differ.push_back(k + ": " + v + " -> (absent)");
   if (differ.empty()) return;
   std::string list;
   for (size_t i = 0; i < differ.size() && i < 5; ++i) list += (i ? "; " : "") + shorten(differ[i], 120);

@@ -6,6 +6,7 @@
 // A folder is written under a temporary name and renamed into place, so a checkpoint is either
 // complete or absent; the oldest are removed beyond keep-last-K.
 #pragma once
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -35,7 +36,7 @@ void check_finite_weights(const io::StateDict& sd, int64_t step);
 // every key that changes what is computed (model, optimizer, schedule, data order, batch, seed);
 // keys that only steer the run (time budget, logging and saving intervals, device, paths) may
 // change. Fails listing the differences.
-void check_resume_config(const std::string& dir, const Config& current);
+void check_resume_config(const std::string& dir, const Config& current, const std::set<std::string>& job_checked = {});
 // A run without --resume must not write into a folder that holds another run's checkpoints.
 void check_fresh_output(const std::string& root, bool resume);
 

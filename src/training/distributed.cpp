@@ -48,6 +48,8 @@ DistEnv dist_env_from_environment() {
   e.world = env_int("WORLD_SIZE", 1);
   e.rank = env_int("RANK", 0);
   e.local_rank = env_int("LOCAL_RANK", e.rank);
+  e.local_world = env_int("LOCAL_WORLD_SIZE", e.world);
+  e.node = env_int("GROUP_RANK", 0);
   if (const char* a = std::getenv("MASTER_ADDR"); a && *a) e.master_addr = a;
   e.master_port = env_int("MASTER_PORT", 29500);
   const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
@@ -55,6 +57,11 @@ DistEnv dist_env_from_environment() {
   e.restart_count = env_int("TORCHELASTIC_RESTART_COUNT", 0);
   check(e.world >= 1, "WORLD_SIZE must be >= 1, got ", e.world);
   check(e.rank >= 0 && e.rank < e.world, "RANK ", e.rank, " is outside WORLD_SIZE ", e.world);
+  check(e.local_world >= 1 && e.local_world <= e.world, "LOCAL_WORLD_SIZE ", e.local_world,
+        " must be between 1 and WORLD_SIZE ", e.world);
+  check(e.local_rank >= 0 && (e.local_rank < e.local_world || !std::getenv("LOCAL_WORLD_SIZE")), "LOCAL_RANK ",
+        e.local_rank, " is outside LOCAL_WORLD_SIZE ", e.local_world);
+  check(e.node >= 0, "GROUP_RANK must be >= 0, got ", e.node);
   check(e.master_port > 0 && e.master_port < 65536, "MASTER_PORT ", e.master_port, " is not a port number");
   return e;
 }
@@ -72,6 +79,8 @@ struct DataParallel::Impl {
     int64_t pending = 0;
     bool launched = false;
     std::vector<at::Tensor> flat;
+    at::Tensor parts;  // ordered: the [world, shard] parts of this rank's shard, from every rank
+    int64_t numel = 0;
 #if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
     c10::intrusive_ptr<c10d::Work> work;
 #endif
@@ -81,6 +90,8 @@ struct DataParallel::Impl {
   std::mutex mutex;
   bool armed = false;
   torch::ScalarType comm_dtype = torch::kFloat32;  // what the gradients travel as
+  bool ordered = false;  // sum the ranks' gradients in rank order (see DataParallel's constructor)
+  int64_t world = 1;
 
   void launch(Bucket& b) {
 #if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
@@ -92,8 +103,19 @@ struct DataParallel::Impl {
     }
     auto flat = torch::cat(views);
     if (flat.is_floating_point() && flat.scalar_type() != comm_dtype) flat = flat.to(comm_dtype);
-    b.flat = {flat};
-    b.work = pg->allreduce(b.flat);
+    b.numel = flat.numel();
+    if (ordered) {
+      // rank r's shard of every rank's gradients to rank r (the first half of an all-reduce)
+      const int64_t shard = (b.numel + world - 1) / world;
+      if (shard * world != b.numel) flat = torch::cat({flat, torch::zeros({shard * world - b.numel}, flat.options())});
+      b.flat = {flat};
+      b.parts = torch::empty({world, shard}, flat.options());
+      std::vector<int64_t> equal;  // empty split sizes: equal parts
+      b.work = pg->alltoall_base(b.parts, b.flat[0], equal, equal);
+    } else {
+      b.flat = {flat};
+      b.work = pg->allreduce(b.flat);
+    }
     b.launched = true;
 #endif
   }
@@ -115,9 +137,14 @@ struct BucketReadyHook : torch::autograd::FunctionPostHook {
 };
 }  // namespace
 
-DataParallel::DataParallel(const DistEnv& env, const torch::Device& device, double bucket_mb, torch::ScalarType comm_dtype)
+DataParallel::DataParallel(const DistEnv& env, const torch::Device& device, double bucket_mb, torch::ScalarType comm_dtype,
+                           bool exact)
     : env_(env), device_(device), bucket_bytes_(static_cast<int64_t>(bucket_mb * (1 << 20))), impl_(std::make_unique<Impl>()) {
   impl_->comm_dtype = comm_dtype;
+  impl_->world = env_.world;
+  // Two ranks' all-reduce is a + b whatever its algorithm; from three on a ring sums each chunk in
+  // another order, so `exact` sums in rank order instead.
+  impl_->ordered = exact && env_.world > 2;
   if (env_.world == 1) {
     impl_->name = "none";
     return;
@@ -229,9 +256,22 @@ void DataParallel::finish() {
     if (b.launched) ++last_overlapped_;
     else impl_->launch(b);  // parameters without a gradient this step
   }
+  if (impl_->ordered) {
+    // the second half: each rank adds its shard's parts in rank order — ((g0 + g1) + g2) + ..., the
+    // order in which one process accumulating the micro-batches adds them — and every rank
+    // gathers the summed shards
+    for (auto& b : impl_->buckets) {
+      b.work->wait();
+      auto sum = b.parts[0].clone();
+      for (int64_t r = 1; r < env_.world; ++r) sum.add_(b.parts[r]);
+      b.flat = {torch::empty({b.parts.numel()}, sum.options())};
+      b.parts = sum;
+      b.work = impl_->pg->_allgather_base(b.flat[0], b.parts);
+    }
+  }
   for (auto& b : impl_->buckets) {
     b.work->wait();
-    auto flat = b.flat[0].to(b.params.front().scalar_type()).div_(static_cast<double>(env_.world));
+    auto flat = b.flat[0].narrow(0, 0, b.numel).to(b.params.front().scalar_type()).div_(static_cast<double>(env_.world));
     int64_t off = 0;
     for (auto& p : b.params) {
       auto part = flat.narrow(0, off, p.numel()).view_as(p);
@@ -240,6 +280,7 @@ void DataParallel::finish() {
       off += p.numel();
     }
     b.flat.clear();
+    b.parts = at::Tensor();
     b.work.reset();
   }
 #endif
@@ -252,6 +293,32 @@ void DataParallel::sum_(torch::Tensor& t) {
   if (!impl_->pg) return;
   std::vector<at::Tensor> v = {t};
   impl_->pg->allreduce(v)->wait();
+#endif
+}
+
+torch::Tensor DataParallel::all_gather(const torch::Tensor& t) {
+  if (env_.world == 1) return t.unsqueeze(0).clone();
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+  // the collective runs on this process's device (NCCL takes CUDA tensors only)
+  auto mine = t.to(device_).contiguous();
+  std::vector<at::Tensor> in = {mine};
+  std::vector<std::vector<at::Tensor>> out(1);
+  for (int64_t r = 0; r < env_.world; ++r) out[0].push_back(torch::empty_like(mine));
+  impl_->pg->allgather(out, in)->wait();
+  return torch::stack(out[0]).to(t.device());
+#else
+  fail("all_gather: this build has no c10d backend");
+#endif
+}
+
+torch::Tensor DataParallel::from_main(const torch::Tensor& t) {
+  if (env_.world == 1) return t;
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+  std::vector<at::Tensor> v = {t.to(device_).contiguous().clone()};
+  impl_->pg->broadcast(v)->wait();
+  return v[0].to(t.device());
+#else
+  fail("from_main: this build has no c10d backend");
 #endif
 }
 

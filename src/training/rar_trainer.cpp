@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <set>
 
 #include "data/epoch_sampler.h"
 #include "data/token_file.h"
@@ -99,6 +100,7 @@ training:
   init_from: ""                       # ours: start from these generator weights (fine-tuning)
   ddp_bucket_mb: 25                   # ours: gradient all-reduce bucket size (data parallel)
   ddp_grad_dtype: fp32                # ours: gradients all-reduced as fp32 or bf16 (half the traffic)
+  ddp_exact: true                     # ours: sum the ranks' gradients in rank order (bit-identical to one process at any number of processes)
   cuda_graph: true                    # ours: capture each step in a CUDA graph where it can be (one process, no accumulation, no recomputed blocks)
 )";
 }
@@ -135,7 +137,7 @@ struct RarSettings {
   double ema_decay = 0;
   double guidance = 0, guidance_power = 0, temperature = 1;  // the sample grids' settings
   double ddp_bucket_mb = 25;
-  bool ddp_bf16 = false;
+  bool ddp_bf16 = false, ddp_exact = true;
   bool cuda_graph = true;
 
   static RarSettings from(const Config& c) {
@@ -170,6 +172,7 @@ struct RarSettings {
     check(gdt == "fp32" || gdt == "bf16", "training.ddp_grad_dtype: expected fp32 or bf16, got '", gdt, "'");
     s.ddp_bf16 = gdt == "bf16";
     s.cuda_graph = c.get_bool("training.cuda_graph");
+    s.ddp_exact = c.get_bool("training.ddp_exact");
     return s;
   }
 };
@@ -225,6 +228,7 @@ class RarJob final : public TrainingJob {
   bool agrees_on_stop() const override { return dp_.world() > 1; }
   void barrier() override { dp_.barrier(); }
 
+  // The main rank's checkpoint, locally: weights, optimizer moments, EMA (resume() does the rest).
   void restore(const TrainCheckpoint& ck, const std::string& dir) override {
     {
       torch::NoGradGuard ng;
@@ -232,15 +236,89 @@ class RarJob final : public TrainingJob {
     }
     opt_.load_state(ck.optimizer);
     for (auto& [n, t] : ema_) t.copy_(ck.optimizer.at("ema." + n));
-    // Each rank restores its own dropout stream when the checkpoint has it.
-    io::StateDict rng;
-    const std::string suffix = rank_suffix();
-    if (ck.optimizer.has("rng.cpu" + suffix)) {
-      rng.set("rng.cpu", ck.optimizer.at("rng.cpu" + suffix));
-      if (ck.optimizer.has("rng.cuda" + suffix)) rng.set("rng.cuda", ck.optimizer.at("rng.cuda" + suffix));
+  }
+
+  // The per-process batch and accumulation may change with the number of processes, so long as the
+  // global batch stays (checked in resume()).
+  std::set<std::string> resume_checked_keys() const override {
+    return {"training.per_gpu_batch_size", "training.gradient_accumulation_steps"};
+  }
+
+  // Every rank: the main rank's checkpoint reaches the others through the process group (no
+  // shared folder). A resume may change the number of processes when the global batch stays and
+  // nothing depends on a process's own random stream (dropout off: the orders and label drops are
+  // keyed by global row); otherwise a one-line error naming both numbers.
+  int64_t resume(const TrainCheckpoint* ck, const std::string& dir) override {
+    const int64_t world = dp_.world();
+    // [has, step, data position, world, global batch, optimizer steps, cpu state bytes, cuda state bytes]
+    auto head = torch::zeros({8}, torch::kInt64);
+    torch::Tensor cpu_states, cuda_states;  // [saved world, bytes] on the main rank
+    if (ck) {
+      const int64_t saved_world = ck->state.value("world_size", int64_t{1});
+      auto states = [&](const std::string& key) -> torch::Tensor {
+        const std::string one = "rng." + key;
+        std::vector<torch::Tensor> rows;
+        for (int64_t r = 0; r < saved_world; ++r) {
+          const std::string k = saved_world > 1 ? one + "." + std::to_string(r) : one;
+          if (!ck->optimizer.has(k)) {
+            check(key == "cuda" || saved_world != world, dir, ": the checkpoint has no '", k,
+                  "' (the random stream of rank ", r, "): written by another version, or damaged");
+            return {};
+          }
+          rows.push_back(ck->optimizer.at(k).reshape({-1}));
+        }
+        return torch::stack(rows);
+      };
+      cpu_states = states("cpu");
+      cuda_states = states("cuda");
+      head = torch::tensor({int64_t{1}, ck->state.at("step").get<int64_t>(), ck->state.at("data_position").get<int64_t>(),
+                            saved_world, ck->state.value("global_batch", int64_t{0}), opt_.steps(),
+                            cpu_states.defined() ? cpu_states.size(1) : int64_t{0},
+                            cuda_states.defined() ? cuda_states.size(1) : int64_t{0}},
+                           torch::kInt64);
+    }
+    head = dp_.from_main(head);
+    const auto h = head.accessor<int64_t, 1>();
+    if (h[0] == 0) return 0;
+    const int64_t saved_world = h[3], saved_batch = h[4];
+    const std::string where = dir.empty() ? std::string("the main rank's checkpoint") : dir;
+    check(saved_batch == global_batch_, where, ": written with a global batch of ", saved_batch,
+          " sequences, this run's is ", global_batch_, " (", s_.local_batch, " per process x ", world,
+          " processes x ", s_.accum, " accumulation steps): keep the global batch to resume");
+    if (saved_world != world)
+      check(s_.gen.dropout == 0 && s_.gen.attn_dropout == 0, where, ": written by ", saved_world,
+            " processes, resumed with ", world, ": the dropout masks come from each process's own random stream, "
+            "so the run cannot continue exactly; resume with ", saved_world, " processes (or train with dropout 0)");
+    if (ck) restore(*ck, dir);
+    if (world > 1) {  // the main rank's weights, moments and EMA to every rank
+      torch::NoGradGuard ng;
+      dp_.broadcast(params_);
+      dp_.broadcast(opt_.state_tensors());
+      std::vector<torch::Tensor> ema;
+      for (auto& [n, t] : ema_) ema.push_back(t);
+      dp_.broadcast(ema);
+      opt_.set_steps(h[5]);
+    }
+    // each rank's own random streams, where the checkpoint has them
+    auto share = [&](torch::Tensor t, int64_t bytes) {
+      if (bytes == 0) return torch::Tensor();
+      if (!t.defined()) t = torch::empty({saved_world, bytes}, torch::kUInt8);
+      return dp_.from_main(t);
+    };
+    cpu_states = share(cpu_states, h[6]);
+    cuda_states = share(cuda_states, h[7]);
+    const int64_t r = dp_.rank();
+    if (r < saved_world && cpu_states.defined()) {
+      io::StateDict rng;
+      rng.set("rng.cpu", cpu_states[r].clone());
+      if (cuda_states.defined()) rng.set("rng.cuda", cuda_states[r].clone());
       load_rng_states(rng, cuda_index_);
     }
-    sampler_.set_position(ck.state.at("data_position").get<int64_t>());
+    if (saved_world != world && dp_.is_main())
+      std::fprintf(stderr, "resumed with %lld processes (checkpoint: %lld): dropout is off, so the run continues exactly\n",
+                   (long long)world, (long long)saved_world);
+    sampler_.set_position(h[2]);
+    return h[1];
   }
 
   void describe() const override {
@@ -340,19 +418,20 @@ class RarJob final : public TrainingJob {
     return sd;
   }
 
-  // Every rank's RNG state goes into the checkpoint (rng.cpu.<rank> when world > 1): ranks write
-  // theirs beside the checkpoint folder, the main rank gathers them.
+  // Every rank's RNG state goes into the checkpoint (rng.cpu.<rank> when world > 1), gathered
+  // through the process group: the ranks need no shared folder.
   TrainCheckpoint checkpoint(int64_t) override {
     io::StateDict rng;
     save_rng_states(rng, cuda_index_);
-    const std::string root = s_.run.checkpoint_root();
+    io::StateDict all;
     if (dp_.world() > 1) {
-      make_dirs(root);
-      io::StateDict mine;
-      mine.set("rng.cpu" + rank_suffix(), rng.at("rng.cpu"));
-      if (rng.has("rng.cuda")) mine.set("rng.cuda" + rank_suffix(), rng.at("rng.cuda"));
-      io::write_safetensors(rank_rng_file(dp_.rank()), mine);
-      dp_.barrier();
+      for (const std::string key : {"rng.cpu", "rng.cuda"}) {
+        if (!rng.has(key)) continue;
+        const auto every = dp_.all_gather(rng.at(key));
+        for (int64_t r = 0; r < dp_.world(); ++r) all.set(key + "." + std::to_string(r), every[r].clone());
+      }
+    } else {
+      all = rng;
     }
     TrainCheckpoint ck;
     if (!dp_.is_main()) return ck;
@@ -360,16 +439,7 @@ class RarJob final : public TrainingJob {
     ck.model.metadata[model::kGeneratorConfigKey] = s_.gen.to_json().dump();
     ck.optimizer = opt_.state();
     for (auto& [n, t] : ema_) ck.optimizer.set("ema." + n, t.cpu());
-    if (dp_.world() > 1) {
-      for (int64_t r = 0; r < dp_.world(); ++r) {
-        const std::string f = rank_rng_file(r);
-        auto sd = io::read_safetensors(f);
-        for (const auto& n : sd.names()) ck.optimizer.set(n, sd.at(n));
-        remove_tree(f);
-      }
-    } else {
-      for (const auto& n : rng.names()) ck.optimizer.set(n, rng.at(n));
-    }
+    for (const auto& n : all.names()) ck.optimizer.set(n, all.at(n));
     ck.state = {{"data_position", sampler_.position()}, {"kind", "rar"}, {"world_size", dp_.world()},
                 {"global_batch", global_batch_}};
     return ck;
@@ -436,11 +506,6 @@ class RarJob final : public TrainingJob {
   }
 
  private:
-  std::string rank_suffix() const { return dp_.world() > 1 ? "." + std::to_string(dp_.rank()) : ""; }
-  std::string rank_rng_file(int64_t r) const {
-    return join_path(s_.run.checkpoint_root(), ".rng-rank" + std::to_string(r) + ".safetensors");
-  }
-
   const RarSettings& s_;
   DataParallel& dp_;
   const torch::Device device_;
@@ -471,7 +536,7 @@ void train_rar(const Config& cfg, const RunControl& control) {
   const DistEnv env = dist_env_from_environment();
   const torch::Device device = rank_device(parse_device(s.run.device), env);
   parse_precision(s.run.tf32 ? "tf32" : "fp32");
-  DataParallel dp(env, device, s.ddp_bucket_mb, s.ddp_bf16 ? torch::kBFloat16 : torch::kFloat32);
+  DataParallel dp(env, device, s.ddp_bucket_mb, s.ddp_bf16 ? torch::kBFloat16 : torch::kFloat32, s.ddp_exact);
   prepare_run_folder(s.run, control.resume, dp.is_main());
 
   // data

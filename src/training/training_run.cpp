@@ -57,17 +57,22 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
   const int64_t total = s.total_steps();
 
   // ---------------------------------------------------------------- resume
-  int64_t step = 0;
-  const std::string latest = control.resume ? latest_checkpoint(ckpt_root) : "";
-  if (control.resume && latest.empty() && main)
-    std::fprintf(stderr, "no checkpoint in %s: starting from scratch\n", ckpt_root.c_str());
+  // Only the main rank reads the checkpoint (from its own output folder); the job shares it.
+  std::string latest;
+  std::unique_ptr<TrainCheckpoint> ck;
+  if (main && control.resume) {
+    latest = latest_checkpoint(ckpt_root);
+    if (latest.empty()) std::fprintf(stderr, "no checkpoint in %s: starting from scratch\n", ckpt_root.c_str());
+    else {
+      check_resume_config(latest, cfg, job.resume_checked_keys());
+      ck = std::make_unique<TrainCheckpoint>(load_checkpoint(latest));
+    }
+  }
+  int64_t step = job.resume(ck.get(), latest);
+  ck.reset();
   if (!latest.empty()) {
-    check_resume_config(latest, cfg);
-    const TrainCheckpoint ck = load_checkpoint(latest);
-    job.restore(ck, latest);
-    step = ck.state.at("step").get<int64_t>();
-    if (main) io::truncate_metrics(metrics_path, step);  // rows after the checkpoint come again
-    if (main) std::fprintf(stderr, "resumed from %s (step %lld)\n", latest.c_str(), (long long)step);
+    io::truncate_metrics(metrics_path, step);  // rows after the checkpoint come again
+    std::fprintf(stderr, "resumed from %s (step %lld)\n", latest.c_str(), (long long)step);
   }
   const std::string config_yaml = cfg.to_yaml();
   std::unique_ptr<MetricsLog> metrics;

@@ -26,6 +26,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -98,6 +99,18 @@ class TrainingJob {
 
   // Continue from a complete checkpoint: weights, optimizer, RNG streams, data position, trainer state.
   virtual void restore(const TrainCheckpoint& ck, const std::string& dir) = 0;
+  // Called on every rank at the start of the run with the checkpoint the main rank read from its
+  // own output folder (null: a fresh run; other ranks always get null, so that no folder needs to be
+  // shared): continues from it and returns its step (0 for a fresh run). Distributed jobs share it
+  // through their process group; the default restores it locally.
+  virtual int64_t resume(const TrainCheckpoint* ck, const std::string& dir) {
+    if (!ck) return 0;
+    restore(*ck, dir);
+    return ck->state.at("step").get<int64_t>();
+  }
+  // Config keys the job checks itself on resume (free to differ in config.yaml; e.g. the per-process
+  // batch and accumulation, which may change with the number of processes if the global batch stays).
+  virtual std::set<std::string> resume_checked_keys() const { return {}; }
   // Called once before the loop, after any restore (the start-of-run summary line).
   virtual void describe() const {}
   // The gradients of step `step` (nothing updated yet). `local_flags()` is this process's stop
