@@ -2,15 +2,19 @@
 // randomness schedules, AdamW (against a hand-computed step and LibTorch's own optimizer), the
 // epoch sampler (coverage, resume, rank slices), and atomic keep-last-K checkpoints.
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include "data/epoch_sampler.h"
 #include "helpers.h"
+#include "io/image.h"
 #include "model/generator.h"
 #include "training/adamw.h"
 #include "training/checkpoints.h"
 #include "training/config.h"
 #include "training/schedule.h"
 #include "util/error.h"
+#include "util/fs.h"
+#include "util/output_lock.h"
 
 using namespace rar;
 using namespace rar::test;
@@ -284,4 +288,65 @@ TEST(TrainCheckpoints, AtomicFoldersKeepLastKAndRoundTrip) {
   EXPECT_TRUE(torch::rand({3}).equal(a));
   write_bytes(join_path(latest, "trainer.json"), "{not json");
   EXPECT_RAR_ERROR(training::load_checkpoint(latest), "trainer.json: not valid JSON");
+}
+
+// One process owns an output: a second lock on the same file is refused naming the holder's pid
+// (flock locks belong to open files, so a second open in this process is a second holder), and
+// the lock is free again once its holder ends.
+TEST(OutputLock, SecondHolderIsRefusedWithThePidUntilTheFirstEnds) {
+  TempDir dir;
+  const std::string f = dir / ".lock";
+  {
+    OutputLock first(f, "the run");
+    EXPECT_TRUE(first.held());
+    EXPECT_RAR_ERROR(OutputLock(f, "the run"), "the run is in use by another rar process (pid " +
+                                                   std::to_string(::getpid()) + ")");
+  }
+  OutputLock again(f, "the run");
+  EXPECT_TRUE(again.held());
+  EXPECT_RAR_ERROR(OutputLock(dir / "no/such/folder/.lock", "x"), "cannot open the lock file of x");
+}
+
+// The commands that write a resumable output refuse to start on one another process holds: the
+// test holds each output's lock itself, so the refusal is certain (no race), before any work.
+TEST(OutputLock, TrainSampleAndTokenizeRefuseAnOutputInUse) {
+  TempDir dir;
+  const std::string pid = std::to_string(::getpid());
+  make_dirs(dir / "run");
+  {
+    OutputLock held(dir / "run/.lock", "x");
+    auto r = run_rar("train --data " + dir / "none.rartok" + " --out " + dir / "run" + " --device cpu --steps 1");
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_NE(r.output.find(dir / "run" + " is in use by another rar process (pid " + pid + ")"), std::string::npos)
+        << r.output;
+  }
+  make_dirs(dir / "s.npz.parts");
+  {
+    OutputLock held(dir / "s.npz.parts/.lock", "x");
+    auto r = run_rar("sample --generator " + shared_ref("tiny_rar.bin") + " --tokenizer " + shared_ref("tiny_vq.bin") +
+                     " --classes 1,2 --device cpu --out " + dir / "s.npz");
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_NE(r.output.find(dir / "s.npz" + " is in use by another rar process (pid " + pid + ")"), std::string::npos)
+        << r.output;
+    EXPECT_FALSE(path_exists(dir / "s.npz.parts/manifest.json")) << "the refused run wrote its manifest";
+  }
+  make_dirs(dir / "data/cats");
+  io::write_image(dir / "data/cats/a.png", torch::zeros({8, 8, 3}, torch::kUInt8));
+  make_dirs(dir / "t.rartok.parts");
+  {
+    OutputLock held(dir / "t.rartok.parts/.lock", "x");
+    auto r = run_rar("tokenize --tokenizer " + shared_ref("tiny_vq.bin") + " --data " + dir / "data" + " --out " +
+                     dir / "t.rartok");
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_NE(r.output.find(dir / "t.rartok" + " is in use by another rar process (pid " + pid + ")"), std::string::npos)
+        << r.output;
+  }
+  // a folder where a file is expected: refused before any image is generated, nothing left behind
+  make_dirs(dir / "d.npz");
+  auto r = run_rar("sample --generator " + shared_ref("tiny_rar.bin") + " --tokenizer " + shared_ref("tiny_vq.bin") +
+                   " --classes 1,2 --device cpu --out " + dir / "d.npz");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("is a folder; expected the path of a file"), std::string::npos) << r.output;
+  EXPECT_EQ(list_dir(dir / "d.npz").size(), 0u);
+  EXPECT_FALSE(path_exists(dir / "d.npz.parts"));
 }

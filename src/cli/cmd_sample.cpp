@@ -64,6 +64,7 @@ void check_writable(const std::string& path) {
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
   if (dir.empty()) dir = "/";
   check(is_directory(dir), path, ": cannot open for writing (no directory ", dir, ")");
+  check(!is_directory(path), path, ": is a folder; expected the path of a file to write");
 }
 
 void run(SampleArgs& a) {
@@ -119,7 +120,7 @@ void run(SampleArgs& a) {
                                {"decode_batch", a.decode_batch}};
     // rank 0 creates the parts folder and its manifest; the others then check theirs against it
     if (dp && rank != 0) dp->barrier();
-    shards = std::make_unique<io::SampleShards>(a.out, N, a.batch, settings);
+    shards = std::make_unique<io::SampleShards>(a.out, N, a.batch, settings, /*own=*/rank == 0);
     if (dp && rank == 0) dp->barrier();
   }
 

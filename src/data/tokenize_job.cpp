@@ -21,11 +21,13 @@ namespace rar::data {
 bool tokenize_dataset(model::LoadedVQ& vq, const torch::Device& device, const TokenizeSettings& a) {
   auto src = data::open_source(a.images);
   check(has_suffix(a.out, ".rartok"), "--out ", a.out, ": expected a .rartok file");
+  check(!is_directory(a.out), "--out ", a.out, ": is a folder; expected the path of a .rartok file");
   const int64_t views = a.ten_crop ? 10 : (a.flip ? 2 : 1);
   const std::string parts = a.out + ".parts";
-  io::open_parts_dir(parts, {{"tokenizer", a.tokenizer}, {"data", a.images}, {"size", a.size}, {"pad", a.pad},
+  const auto lock = io::open_parts_dir(parts, {{"tokenizer", a.tokenizer}, {"data", a.images}, {"size", a.size}, {"pad", a.pad},
                          {"flip", a.flip}, {"ten_crop", a.ten_crop}, {"chunk", a.chunk}, {"count", src->size()},
-                         {"precision", a.precision}, {"batch", a.batch}, {"device", device.is_cuda() ? "cuda" : "cpu"}});
+                         {"precision", a.precision}, {"batch", a.batch}, {"device", device.is_cuda() ? "cuda" : "cpu"}},
+                                       a.out);
   remove_stale_temp_files(parts);  // chunks half-written by a killed run
   remove_stale_temp_files(parent_dir(a.out), basename_of(a.out));
 

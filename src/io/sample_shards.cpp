@@ -13,10 +13,12 @@
 
 namespace rar::io {
 
-SampleShards::SampleShards(std::string out_path, int64_t total, int64_t shard_size, const nlohmann::json& settings)
+SampleShards::SampleShards(std::string out_path, int64_t total, int64_t shard_size, const nlohmann::json& settings,
+                           bool own)
     : out_(std::move(out_path)), dir_(out_ + ".parts"), total_(total), shard_size_(shard_size) {
   check(total > 0 && shard_size > 0, out_, ": nothing to sample");
-  open_parts_dir(dir_, {{"total", total}, {"shard_size", shard_size}, {"settings", settings}});
+  check(!is_directory(out_), out_, ": is a folder; expected the path of an .npz file");
+  lock_ = open_parts_dir(dir_, {{"total", total}, {"shard_size", shard_size}, {"settings", settings}}, out_, own);
   remove_stale_temp_files(dir_);  // shards half-written by a killed run
   remove_stale_temp_files(parent_dir(out_), basename_of(out_));
 }

@@ -9,12 +9,16 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include "util/output_lock.h"
+
 namespace rar::io {
 
 class SampleShards {
  public:
-  // `settings` identifies the run (model, seed, guidance, batch, ...).
-  SampleShards(std::string out_path, int64_t total, int64_t shard_size, const nlohmann::json& settings);
+  // `settings` identifies the run (model, seed, guidance, batch, ...). `own`: this process holds
+  // the output's lock while the object lives (one process of a sharded run; the others false).
+  SampleShards(std::string out_path, int64_t total, int64_t shard_size, const nlohmann::json& settings,
+               bool own = true);
 
   int64_t num_shards() const { return (total_ + shard_size_ - 1) / shard_size_; }
   bool done(int64_t shard) const;  // the shard file exists and holds the expected count
@@ -30,6 +34,7 @@ class SampleShards {
   int64_t shard_count(int64_t shard) const;
   std::string out_, dir_;
   int64_t total_, shard_size_;
+  OutputLock lock_;
 };
 
 }  // namespace rar::io

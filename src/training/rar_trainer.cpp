@@ -537,7 +537,7 @@ void train_rar(const Config& cfg, const RunControl& control) {
   const torch::Device device = rank_device(parse_device(s.run.device), env);
   parse_precision(s.run.tf32 ? "tf32" : "fp32");
   DataParallel dp(env, device, s.ddp_bucket_mb, s.ddp_bf16 ? torch::kBFloat16 : torch::kFloat32, s.ddp_exact);
-  prepare_run_folder(s.run, control.resume, dp.is_main());
+  const OutputLock lock = prepare_run_folder(s.run, control.resume, dp.is_main());
 
   // data
   data::TokenFile train(s.train_tokens);

@@ -377,7 +377,7 @@ class TokenizerJob final : public TrainingJob {
 
 void train_tokenizer(const Config& cfg, const RunControl& control) {
   const TokenizerSettings s = TokenizerSettings::from(cfg);
-  prepare_run_folder(s.run, control.resume);
+  const OutputLock lock = prepare_run_folder(s.run, control.resume);
   parse_precision(s.run.tf32 ? "tf32" : "fp32");
   const torch::Device device = parse_device(s.run.device);
 

@@ -40,13 +40,18 @@ RunSettings RunSettings::from(const Config& cfg) {
 
 std::string RunSettings::checkpoint_root() const { return join_path(output_dir, "checkpoints"); }
 
-void prepare_run_folder(const RunSettings& s, bool resume, bool main) {
+OutputLock prepare_run_folder(const RunSettings& s, bool resume, bool main) {
+  OutputLock lock;
   if (main) {
+    check(!path_exists(s.output_dir) || is_directory(s.output_dir), s.output_dir,
+          ": is a file; expected the run's output folder");
     make_dirs(s.output_dir);
+    lock = OutputLock(join_path(s.output_dir, ".lock"), s.output_dir);
     remove_stale_temp_files(s.output_dir);  // left by a run killed mid-write
     remove_stale_temp_files(s.checkpoint_root());
   }
   check_fresh_output(s.checkpoint_root(), resume);
+  return lock;
 }
 
 void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, const RunControl& control) {

@@ -35,6 +35,7 @@
 #include "training/checkpoints.h"
 #include "training/config.h"
 #include "training/schedule.h"
+#include "util/output_lock.h"
 
 namespace rar::training {
 
@@ -137,9 +138,11 @@ class TrainingJob {
   virtual void finish(int64_t step, double minutes) {}
 };
 
-// Creates the output folder, removes temp files a killed run left, and refuses a fresh run
-// (no --resume) over another run's checkpoints. Call before loading data or building the model.
-void prepare_run_folder(const RunSettings& s, bool resume, bool main = true);
+// Creates the output folder, takes its lock (DIR/.lock, util/output_lock.h: a second process on
+// the same folder is refused naming the first's pid) for the returned object's lifetime, removes
+// temp files a killed run left, and refuses a fresh run (no --resume) over another run's
+// checkpoints. Call before loading data or building the model; keep the lock for the run.
+OutputLock prepare_run_folder(const RunSettings& s, bool resume, bool main = true);
 
 // The run: resume, loop, save, final evaluation (see the top of this file).
 void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, const RunControl& control);
