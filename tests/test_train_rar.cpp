@@ -172,6 +172,43 @@ TEST(TrainRar, ResumeChecksTheConfigAndFreshRunsKeepOutOfUsedFolders) {
   EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 4}));  // log_every 1 before the stop, 2 after it
 }
 
+// Resume hazards: another dataset (a file of other content, whatever its path) is refused naming
+// both; the same data at another path continues; a deleted metrics.jsonl and a damaged
+// config.yaml in the checkpoint are named as such, not as "a config that differs".
+TEST(TrainRar, ResumeRefusesOtherDataALostLogAndADamagedConfig) {
+  TempDir dir;
+  const std::string a = write_tiny_tokens(dir, "a.rartok");
+  torch::manual_seed(12);
+  data::write_token_file(dir / "b.rartok", torch::randint(0, 16, {64, 16}, torch::kInt64),
+                         torch::randint(0, 3, {64}, torch::kInt64), 16, 3);
+  const std::string args = " --device cpu --steps 6" + tiny_model_args() + " training.per_gpu_batch_size=4 experiment.save_every=2";
+  auto first = run_rar("train --data " + a + " --out " + dir / "run" + args + " --stop-after 2");
+  ASSERT_EQ(first.status, 0) << first.output;
+  auto other = run_rar("train --data " + dir / "b.rartok" + " --out " + dir / "run" + args + " --resume");
+  EXPECT_EQ(other.status, 1) << other.output;
+  EXPECT_NE(other.output.find("the run was trained on " + a + " (64 sequences"), std::string::npos) << other.output;
+  EXPECT_NE(other.output.find(dir / "b.rartok" + " is another dataset (64 sequences"), std::string::npos) << other.output;
+  // the log deleted
+  const std::string log = read_bytes(dir / "run/metrics.jsonl");
+  ASSERT_EQ(std::remove((dir / "run/metrics.jsonl").c_str()), 0);
+  auto lost = run_rar("train --data " + a + " --out " + dir / "run" + args + " --resume");
+  EXPECT_EQ(lost.status, 1) << lost.output;
+  EXPECT_NE(lost.output.find("metrics.jsonl: missing, but the run resumes from"), std::string::npos) << lost.output;
+  write_bytes(dir / "run/metrics.jsonl", log);
+  // the checkpoint's config.yaml cut short
+  const std::string cfg = dir / "run/checkpoints/step-00000002/config.yaml";
+  const std::string text = read_bytes(cfg);
+  write_bytes(cfg, text.substr(0, text.size() / 2));
+  auto cut = run_rar("train --data " + a + " --out " + dir / "run" + args + " --resume");
+  EXPECT_EQ(cut.status, 1) << cut.output;
+  EXPECT_NE(cut.output.find("config.yaml: damaged"), std::string::npos) << cut.output;
+  write_bytes(cfg, text);
+  // the same data under another name continues
+  ASSERT_EQ(std::system(("cp " + a + " " + dir / "moved.rartok").c_str()), 0);
+  auto moved = run_rar("train --data " + dir / "moved.rartok" + " --out " + dir / "run" + args + " --resume");
+  EXPECT_EQ(moved.status, 0) << moved.output;
+}
+
 TEST(TrainRar, StopAndResumeEndWithTheSameWeights) {
   TempDir dir;
   const std::string data = write_tiny_tokens(dir);

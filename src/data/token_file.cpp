@@ -1,5 +1,7 @@
 #include "data/token_file.h"
 
+#include <cstdio>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -97,7 +99,7 @@ void TokenFile::validate(bool verify_checksum) {
   check(V >= 1 && V <= kMax && S >= 1 && S <= kMax && N <= kMax && C >= 1 && C <= kMax, path,
         ": header fields out of range (V=", V, ", S=", S, ", N=", N, ", C=", C, ")");
   check(token_bytes_ == 4 || V <= 65536, path, ": V=", V, " does not fit 2-byte token ids");
-  info_ = {int64_t(V), int64_t(S), int64_t(N), int64_t(C)};
+  info_ = {int64_t(V), int64_t(S), int64_t(N), int64_t(C), get(h, 48, 8), static_cast<int64_t>(size_)};
   uint64_t want = 0, tokens = 0;
   const bool fits = !__builtin_mul_overflow(N, S, &tokens) && !__builtin_mul_overflow(tokens, uint64_t(token_bytes_), &want) &&
                     !__builtin_add_overflow(want, kHeader + 4 * N, &want);
@@ -139,6 +141,17 @@ torch::Tensor TokenFile::tokens() const {
 std::pair<torch::Tensor, torch::Tensor> TokenFile::batch(const torch::Tensor& rows) const {
   auto r = rows.to(torch::kInt64).cpu();
   return {tokens().index_select(0, r).to(torch::kInt64), labels().index_select(0, r).to(torch::kInt64)};
+}
+
+nlohmann::json TokenFile::identity() const {
+  char hex[24];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(info_.checksum));
+  return {{"path", path_}, {"sequences", info_.count}, {"bytes", info_.bytes}, {"checksum", hex}};
+}
+
+std::string TokenFile::describe(const nlohmann::json& id) {
+  return std::to_string(id.value("sequences", int64_t{0})) + " sequences, " + std::to_string(id.value("bytes", int64_t{0})) +
+         " bytes, checksum " + id.value("checksum", std::string("?"));
 }
 
 void TokenFile::expect(int64_t codebook, int64_t seq_len, int64_t classes) const {

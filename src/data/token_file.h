@@ -19,12 +19,15 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 namespace rar::data {
 
 struct TokenFileInfo {
   int64_t codebook = 0, seq_len = 0, count = 0, classes = 0;
+  uint64_t checksum = 0;  // the header's (verified when the file was opened with verify_checksum)
+  int64_t bytes = 0;      // the file's size
 };
 
 // Writes tokens int [N,S] and labels int [N] atomically. Fails if ids are out of range.
@@ -48,6 +51,11 @@ class TokenFile {
   std::pair<torch::Tensor, torch::Tensor> batch(const torch::Tensor& rows) const;
   // Fails naming the file unless V, S (and C when > 0) are as expected.
   void expect(int64_t codebook, int64_t seq_len, int64_t classes = 0) const;
+  // What identifies the dataset (sequences, bytes, checksum; the path beside them), as a run records
+  // it to refuse resuming on another.
+  nlohmann::json identity() const;
+  // "N sequences, B bytes, checksum X" of an identity().
+  static std::string describe(const nlohmann::json& identity);
 
  private:
   void validate(bool verify_checksum);

@@ -1,6 +1,8 @@
 // checkpoints.cpp — see checkpoints.h.
 #include "training/checkpoints.h"
 
+#include <zlib.h>
+
 #include <ATen/Context.h>
 
 #include <cerrno>
@@ -21,6 +23,13 @@
 
 namespace rar::training {
 namespace {
+
+// CRC-32 (zlib) of a text, as a non-negative number for JSON.
+int64_t crc32_of(const std::string& s) {
+  return static_cast<int64_t>(::crc32(0L, reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(s.size())));
+}
+
+
 
 bool is_step_dir(const std::string& name) {
   if (name.size() != 13 || name.compare(0, 5, "step-") != 0) return false;
@@ -44,6 +53,8 @@ std::string save_checkpoint(const std::string& root, int64_t step, const TrainCh
     write_file_atomic(join_path(tmp, "config.yaml"), ckpt.config_yaml);
     auto state = ckpt.state;
     state["step"] = step;
+    // config.yaml's size and CRC-32: a damaged file is then named as damaged on resume
+    state["config_yaml"] = {{"bytes", ckpt.config_yaml.size()}, {"crc32", crc32_of(ckpt.config_yaml)}};
     write_file_atomic(join_path(tmp, "trainer.json"), state.dump(2) + "\n");  // last: marks the folder complete
     fsync_path(tmp);
   } catch (...) {  // e.g. a full disk: the half-written folder goes, the previous checkpoints stay
@@ -109,7 +120,25 @@ bool steers_only(const std::string& key) {
 }  // namespace
 
 void check_resume_config(const std::string& dir, const Config& current, const std::set<std::string>& job_checked) {
-  const Config saved = Config::from_yaml(read_file(join_path(dir, "config.yaml"), 16u << 20), join_path(dir, "config.yaml"));
+  const std::string path = join_path(dir, "config.yaml");
+  const std::string text = read_file(path, 16u << 20);
+  // checkpoints since the record was added know their config's size and CRC
+  const std::string tj = join_path(dir, "trainer.json");
+  const auto state = path_exists(tj) ? nlohmann::json::parse(read_file(tj, 1 << 20), nullptr, false) : nlohmann::json();
+  if (state.is_object() && state.contains("config_yaml") && state["config_yaml"].is_object()) {
+    const auto& rec = state["config_yaml"];
+    check(rec.value("bytes", int64_t{-1}) == static_cast<int64_t>(text.size()) &&
+              rec.value("crc32", int64_t{-1}) == crc32_of(text),
+          path, ": damaged (", text.size(), " bytes, CRC ", crc32_of(text), "; the checkpoint recorded ",
+          rec.value("bytes", int64_t{-1}), " bytes, CRC ", rec.value("crc32", int64_t{-1}),
+          "): restore it, or resume from an earlier checkpoint");
+  }
+  Config saved;
+  try {
+    saved = Config::from_yaml(text, path);
+  } catch (const Error& e) {
+    fail(path, ": damaged (", e.what(), ")");
+  }
   std::map<std::string, std::string> a, b;
   flatten(saved.resolved(), "", a);
   flatten(current.resolved(), "", b);

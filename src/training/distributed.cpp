@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 
 #include "util/device.h"
@@ -320,6 +321,22 @@ torch::Tensor DataParallel::from_main(const torch::Tensor& t) {
 #else
   fail("from_main: this build has no c10d backend");
 #endif
+}
+
+std::string DataParallel::from_main(const std::string& s) {
+  if (env_.world == 1) return s;
+  const auto n = from_main(torch::tensor({static_cast<int64_t>(s.size())}, torch::kInt64)).item<int64_t>();
+  auto bytes = torch::zeros({n}, torch::kUInt8);
+  if (is_main()) std::memcpy(bytes.data_ptr<uint8_t>(), s.data(), static_cast<size_t>(n));
+  bytes = from_main(bytes);
+  return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), static_cast<size_t>(n));
+}
+
+bool DataParallel::all_ok(bool ok) {
+  if (env_.world == 1) return ok;
+  auto bad = torch::full({1}, ok ? 0.0f : 1.0f, torch::TensorOptions().device(device_));
+  sum_(bad);
+  return bad.item<float>() == 0.0f;
 }
 
 void DataParallel::barrier() {

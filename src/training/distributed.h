@@ -67,6 +67,9 @@ class DataParallel {
   torch::Tensor all_gather(const torch::Tensor& t);
   // Rank 0's `t` on every rank (each passes a tensor of the same shape and dtype), on t's device.
   torch::Tensor from_main(const torch::Tensor& t);
+  std::string from_main(const std::string& s);  // rank 0's string (any length) on every rank
+  // Whether `ok` holds on every rank (a collective: every rank learns whether one failed).
+  bool all_ok(bool ok);
 
   struct Impl;  // public so the gradient hooks can reach it; defined in distributed.cpp
 

@@ -250,6 +250,28 @@ class RarJob final : public TrainingJob {
   // keyed by global row); otherwise a one-line error naming both numbers.
   int64_t resume(const TrainCheckpoint* ck, const std::string& dir) override {
     const int64_t world = dp_.world();
+    // Every rank trains on rank 0's dataset (each node may keep its own copy).
+    {
+      auto key = [](const nlohmann::json& id) { return data::TokenFile::describe(id); };
+      const std::string mine = key(train_.identity()), main = dp_.from_main(mine);
+      const bool same = mine == main;
+      check(dp_.all_ok(same), same ? std::string("another rank's dataset differs from rank 0's (") + main + ")"
+                                   : s_.train_tokens + " (" + mine + ") differs from rank 0's dataset (" + main + ")");
+    }
+    // A resumed run continues on the data it was trained on: the checkpoint's record against the
+    // file given now (its path may change; checkpoints of earlier versions have no record). The
+    // validation set may change (dataset.val_tokens steers the run only).
+    std::string data_error;
+    if (ck && ck->state.contains("train_data")) {
+      const auto& saved = ck->state.at("train_data");
+      const auto now = train_.identity();
+      if (data::TokenFile::describe(saved) != data::TokenFile::describe(now))
+        data_error = dir + ": the run was trained on " + saved.value("path", std::string("?")) + " (" +
+                     data::TokenFile::describe(saved) + "), " + s_.train_tokens + " is another dataset (" +
+                     data::TokenFile::describe(now) + "): resume with the run's own data, or start a new output folder";
+    }
+    const std::string agreed_error = dp_.from_main(data_error);
+    check(agreed_error.empty(), agreed_error);
     // [has, step, data position, world, global batch, optimizer steps, cpu state bytes, cuda state bytes]
     auto head = torch::zeros({8}, torch::kInt64);
     torch::Tensor cpu_states, cuda_states;  // [saved world, bytes] on the main rank
@@ -441,7 +463,8 @@ class RarJob final : public TrainingJob {
     for (auto& [n, t] : ema_) ck.optimizer.set("ema." + n, t.cpu());
     for (const auto& n : all.names()) ck.optimizer.set(n, all.at(n));
     ck.state = {{"data_position", sampler_.position()}, {"kind", "rar"}, {"world_size", dp_.world()},
-                {"global_batch", global_batch_}};
+                {"global_batch", global_batch_}, {"train_data", train_.identity()},
+                {"val_data", val_ ? val_->identity() : nlohmann::json(nullptr)}};
     return ck;
   }
 

@@ -69,6 +69,9 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
     latest = latest_checkpoint(ckpt_root);
     if (latest.empty()) std::fprintf(stderr, "no checkpoint in %s: starting from scratch\n", ckpt_root.c_str());
     else {
+      // the log starts with the run, so a resumed run without it has lost its history
+      check(path_exists(metrics_path), metrics_path, ": missing, but the run resumes from ", latest,
+            ": its history up to there would be lost; restore the file (or create an empty one to continue without it)");
       check_resume_config(latest, cfg, job.resume_checked_keys());
       ck = std::make_unique<TrainCheckpoint>(load_checkpoint(latest));
     }
