@@ -91,7 +91,7 @@ TEST(CliSample, NpzRunResumesToTheSameResult) {
   ASSERT_EQ(part.status, 0) << part.output;
   EXPECT_NE(part.output.find("stopped after 2 batches"), std::string::npos) << part.output;
   EXPECT_FALSE(path_exists(dir / "resumed.npz"));
-  EXPECT_EQ(list_dir(dir / "resumed.npz.parts").size(), 3u);  // manifest + 2 shards
+  EXPECT_EQ(list_dir(dir / "resumed.npz.parts").size(), 4u);  // the lock, manifest + 2 shards
   // A resume with different settings is refused, the shards are kept.
   auto other = run_rar("sample" + gen() + tok() + "--classes 0,5 --per-class 3 --batch 2 --seed 12 --cfg 2 --device cpu --out " +
                        (dir / "resumed.npz"));
@@ -167,7 +167,7 @@ TEST(CliSample, ErrorsAreOneLine) {
       {"sample" + gen() + "--classes 3,10 --tokens-out " + (dir / "t.npy"), "class id 10 out of range [0, 10)"},
       {"sample" + gen() + "--classes 3 --cfg-power -1 --tokens-out " + (dir / "t.npy"), "--cfg-power: must be >= 0"},
       {"sample" + gen() + "--classes 3 --temperature 0 --tokens-out " + (dir / "t.npy"), "--temperature: must be > 0"},
-      {"sample" + gen() + "--classes 3 --top-p 1.5 --tokens-out " + (dir / "t.npy"), "--top-p must lie in (0, 1]"},
+      {"sample" + gen() + "--classes 3 --top-p 1.5 --tokens-out " + (dir / "t.npy"), "--top-p must lie in [1e-06, 1], got 1.5"},
       {"sample" + gen() + "--classes 3 --tokens-out " + (dir / "no/dir/t.npy"), "cannot open for writing"},
       {"sample" + gen() + "--classes 3 --out " + (dir / "g.png"), "needs --tokenizer"},
       {"sample" + gen() + "--classes 3 --tokenizer " + (dir / "vq64.safetensors") + " --out " + (dir / "g.png"),

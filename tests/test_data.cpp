@@ -62,7 +62,15 @@ TEST(Sources, ImageFolderUsesSortedClassNames) {
   EXPECT_EQ(src->label(2), 1);
   EXPECT_EQ(src->image(2)[0][0][0].item<uint8_t>(), 200);
   make_dirs(dir / "empty/none");
-  EXPECT_RAR_ERROR(data::open_source(dir / "empty"), "no .png/.jpg images");
+  EXPECT_RAR_ERROR(data::open_source(dir / "empty"), "a class folder without .png/.jpg images");
+  // an empty class beside full ones, and a class name that cannot be written as one line
+  make_dirs(dir / "mixed/cats");
+  make_dirs(dir / "mixed/dogs");
+  io::write_image(dir / "mixed/cats/1.png", torch::full({6, 5, 3}, 200, torch::kUInt8));
+  EXPECT_RAR_ERROR(data::open_source(dir / "mixed"), "mixed/dogs: a class folder without .png/.jpg images");
+  make_dirs(dir / "nl/two\nlines");
+  io::write_image(dir / "nl/two\nlines/1.png", torch::full({6, 5, 3}, 200, torch::kUInt8));
+  EXPECT_RAR_ERROR(data::open_source(dir / "nl"), "a class folder's name holds a line break");
 }
 
 TEST(Sources, ArraysAndNamedDatasets) {
@@ -154,7 +162,7 @@ TEST(CliTokenizer, EncodeDecodeMatchReferenceAndTokenizeResumes) {
   ASSERT_EQ(stop.status, 0) << stop.output;
   EXPECT_NE(stop.output.find("stopped after 1 chunks"), std::string::npos) << stop.output;
   EXPECT_FALSE(path_exists(dir / "part.rartok"));
-  EXPECT_EQ(list_dir(dir / "part.rartok.parts").size(), 2u);  // manifest + 1 chunk
+  EXPECT_EQ(list_dir(dir / "part.rartok.parts").size(), 3u);  // the lock, manifest + 1 chunk
   auto other = run_rar("tokenize" + vq + "--data " + (dir / "d.npz") + " --chunk 3 --out " + (dir / "part.rartok"));
   EXPECT_EQ(other.status, 1);
   EXPECT_NE(other.output.find("different settings"), std::string::npos) << other.output;

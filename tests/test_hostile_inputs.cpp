@@ -9,6 +9,8 @@
 
 #include <torch/torch.h>
 
+#include "data/prepare.h"
+#include "data/sources.h"
 #include "helpers.h"
 #include "io/image.h"
 #include "io/npy.h"
@@ -296,4 +298,31 @@ TEST(Hostile, EmptyInputsAndDirectoriesAsFilesAreOneLineErrors) {
                   "convert onto a directory");
   expect_rejected(run_capped("info " + dir.path()), "is a directory", "info on a directory");
   for (const auto& n : list_dir(dir.path())) EXPECT_EQ(n.find(".tmp-"), std::string::npos) << n;
+}
+
+// Errors about one image name its file: images of two sizes in one batch (no crop), and an
+// image with more channels than the tokenizer reads; nothing is written.
+TEST(Hostile, ImageErrorsNameTheFile) {
+  TempDir dir;
+  make_dirs(dir / "sizes/a");
+  io::write_image(dir / "sizes/a/large.png", torch::zeros({32, 32, 3}, torch::kUInt8));
+  io::write_image(dir / "sizes/a/small.png", torch::zeros({16, 16, 3}, torch::kUInt8));
+  expect_rejected(run_capped("tokenize --tokenizer " + tiny_vq() + " --data " + dir / "sizes" + " --out " +
+                             dir / "x.rartok"),
+                  "sizes/a/small.png: prepares to 16x16, " + dir / "sizes/a/large.png" + " to 32x32", "mixed sizes");
+  expect_rejected(run_capped("encode --tokenizer " + tiny_vq() + " --images " + dir / "sizes" + " --out " + dir / "t.npy"),
+                  "sizes/a/small.png: prepares to 16x16", "mixed sizes (encode)");
+  EXPECT_FALSE(path_exists(dir / "x.rartok"));
+  EXPECT_FALSE(path_exists(dir / "t.npy"));
+  // a colour image for a one-channel tokenizer (the loading every tokenizer command shares)
+  make_dirs(dir / "rgb/a");
+  io::write_image(dir / "rgb/a/colour.png", torch::zeros({8, 8, 3}, torch::kUInt8));
+  auto src = data::open_source(dir / "rgb");
+  std::string msg;
+  try {
+    data::load_range(*src, 0, 1, 0, 1, 0);
+  } catch (const std::exception& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("rgb/a/colour.png: an image of 3 channels; the tokenizer expects 1"), std::string::npos) << msg;
 }

@@ -1,8 +1,11 @@
 // PNG/JPEG reading and writing, grids, and corrupted files.
 #include <torch/torch.h>
 
+#include <map>
+
 #include "helpers.h"
 #include "io/image.h"
+#include "io/npy.h"
 #include "io/plot.h"
 #include "util/error.h"
 
@@ -105,4 +108,27 @@ TEST(Plot, LabelledGridRows) {
   // The grid itself (black) sits right of the margin; the margin holds some dark text pixels.
   EXPECT_EQ(img.narrow(1, img.size(1) - 60, 60).max().item<int>(), 0);
   EXPECT_LT(img.narrow(1, 0, img.size(1) - 60).to(torch::kFloat32).min().item<float>(), 128.0f);
+}
+
+// Decoding as Pillow's Image.open(f).convert("RGB") (grey: "L") does, against Pillow's own output
+// (tests/data/make_image_fixtures.py): 16-bit samples reduced to their high byte, alpha and tRNS
+// transparency dropped rather than composited, sub-byte grey expanded, and a CMYK JPEG (Adobe,
+// inverted) converted with Pillow's formula; a 16-bit grey PNG is v >> 8 (Pillow would clip it).
+TEST(Image, DecodesLikePillow) {
+  auto cases = io::read_npz(fixture("pil_decode.npz"));
+  std::map<std::string, torch::Tensor> by;
+  for (auto& [k, v] : cases) by[k] = v;
+  int n = 0;
+  for (const auto& [k, file] : by) {
+    if (k.size() < 5 || k.substr(k.size() - 5) != "_file") continue;
+    const std::string name = k.substr(0, k.size() - 5);
+    const auto& want = by.at(name + "_expected");
+    const std::string bytes(reinterpret_cast<const char*>(file.data_ptr<uint8_t>()), static_cast<size_t>(file.numel()));
+    auto got = io::decode_image(bytes, name);
+    ASSERT_EQ(got.sizes(), want.sizes()) << name;
+    const auto diff = (got.to(torch::kInt32) - want.to(torch::kInt32)).abs().max().item<int>();
+    EXPECT_EQ(diff, 0) << name;
+    ++n;
+  }
+  EXPECT_EQ(n, 8);
 }

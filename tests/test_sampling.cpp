@@ -649,12 +649,16 @@ TEST(Sampler, BadOptionsAndClassesAreRejected) {
     edit(o);
     EXPECT_RAR_ERROR(sampling::Sampler(g, o), needle);
   };
-  bad([](auto& o) { o.cfg_power = -1; }, "--cfg-power must be a finite number >= 0");
-  bad([](auto& o) { o.temperature = 0; }, "--temperature must be a finite number > 0");
-  bad([](auto& o) { o.cfg = NAN; }, "--cfg must be a finite number");
-  bad([](auto& o) { o.temperature = INFINITY; }, "--temperature must be a finite number");
-  bad([](auto& o) { o.top_p = 1.5; }, "--top-p must lie in (0, 1]");
-  bad([](auto& o) { o.top_p = 0; }, "--top-p must lie in (0, 1]");
+  bad([](auto& o) { o.cfg_power = -1; }, "--cfg-power must lie in [0, 1000]");
+  bad([](auto& o) { o.temperature = 0; }, "--temperature must lie in [0.0001, 10000]");
+  bad([](auto& o) { o.cfg = NAN; }, "--cfg must lie in [0, 10000], got nan");
+  bad([](auto& o) { o.temperature = INFINITY; }, "--temperature must lie in");
+  bad([](auto& o) { o.top_p = 1.5; }, "--top-p must lie in [1e-06, 1]");
+  bad([](auto& o) { o.top_p = 0; }, "--top-p must lie in [1e-06, 1]");
+  // values that would overflow or vanish in float32 (every token 0 before these checks)
+  bad([](auto& o) { o.cfg = 1e39; }, "--cfg must lie in [0, 10000], got 1e+39");
+  bad([](auto& o) { o.temperature = 1e-46; }, "--temperature must lie in [0.0001, 10000], got 1e-46");
+  bad([](auto& o) { o.top_p = 1e-300; }, "--top-p must lie in [1e-06, 1], got 1e-300");
   bad([](auto& o) { o.order = "diagonal"; }, "unknown scan order");
   sampling::Sampler s(g, {});
   EXPECT_RAR_ERROR(s.sample_batch(torch::tensor({3}, torch::kInt64), 0), "class ids must lie in [0, 3)");

@@ -102,6 +102,10 @@ TEST(ServeRequest, FieldsAreCheckedAndNamed) {
       {R"({"class": 1, "cfg": -1})", "field 'cfg'"},
       {R"({"class": 1, "temperature": 0})", "field 'temperature'"},
       {R"({"class": 1, "top_p": 1.5})", "field 'top_p'"},
+      // values float32 cannot carry through sampling (every token came out 0)
+      {R"({"class": 1, "cfg": 1e39})", "field 'cfg' must lie in [0, 10000], got 1e+39"},
+      {R"({"class": 1, "temperature": 1e-46})", "field 'temperature' must lie in [0.0001, 10000]"},
+      {R"({"class": 1, "top_p": 1e-300})", "field 'top_p' must lie in [1e-06, 1]"},
       {R"({"class": 1, "top_k": -1})", "field 'top_k'"},
       {R"({"class": 1, "seed": -3})", "field 'seed'"},
       {R"({"class": 1, "cfg_schedule": "cubic"})", "field 'cfg_schedule'"},

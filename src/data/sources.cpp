@@ -51,14 +51,24 @@ class FolderSource : public ImageSource {
       const bool exists = path_exists(sub);  // errno read after the call, not among check's arguments
       check(exists, sub, ": cannot open (", std::strerror(errno), ")");  // e.g. a symlink loop
       if (!is_directory(sub)) continue;
+      // class names are written one per line (classes.txt): a name that cannot be one line would
+      // shift every later class's name
+      if (name.find_first_of("\n\r") != std::string::npos) {
+        std::string shown;  // the error stays one line
+        for (char c : sub) shown += c == '\n' ? std::string("\\n") : c == '\r' ? std::string("\\r") : std::string(1, c);
+        fail(shown, ": a class folder's name holds a line break (class names are kept one per line); rename the folder");
+      }
       int64_t id = static_cast<int64_t>(names_.size());
       names_.push_back(name);
+      const size_t before = items_.size();
       for (const auto& f : list_dir(sub)) {
         std::string lower = f;
         std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
         if (has_suffix(lower, ".png") || has_suffix(lower, ".jpg") || has_suffix(lower, ".jpeg"))
           items_.emplace_back(join_path(sub, f), id);
       }
+      // a class without samples would still take an id (and a name) the model is trained with
+      check(items_.size() > before, sub, ": a class folder without .png/.jpg images; add images or remove the folder");
     }
     check(!names_.empty(), dir, ": no class sub-folders (expected DIR/<class>/*.png|jpg)");
     check(!items_.empty(), dir, ": no .png/.jpg images in its class folders");
@@ -66,6 +76,7 @@ class FolderSource : public ImageSource {
   int64_t size() const override { return static_cast<int64_t>(items_.size()); }
   torch::Tensor image(int64_t i) const override { return io::read_image(items_[i].first); }
   int64_t label(int64_t i) const override { return items_[i].second; }
+  std::string name_of(int64_t i) const override { return items_[i].first; }
   std::vector<std::string> class_names() const override { return names_; }
 
  private:

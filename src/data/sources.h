@@ -20,6 +20,8 @@ class ImageSource {
   virtual torch::Tensor image(int64_t i) const = 0;  // uint8 [H,W,C]
   virtual int64_t label(int64_t i) const = 0;
   virtual std::vector<std::string> class_names() const = 0;  // index = class id
+  // What an error about image i names: its file, or its index in the dataset.
+  virtual std::string name_of(int64_t i) const { return "image " + std::to_string(i); }
   int64_t num_classes() const { return static_cast<int64_t>(class_names().size()); }
 };
 

@@ -57,17 +57,28 @@ bool tokenize_dataset(model::LoadedVQ& vq, const torch::Device& device, const To
         std::vector<torch::Tensor> imgs(m * views);
         at::parallel_for(0, m, 1, [&](int64_t b, int64_t e) {
           for (int64_t j = b; j < e; ++j) {
-            auto img = src->image(first + i + j);
-            if (img.size(2) == 1 && vq.cfg.image_channels == 3) img = img.expand({img.size(0), img.size(1), 3});
-            if (a.ten_crop) {
-              auto crops = data::ten_crop(img, a.size);
-              for (int64_t v = 0; v < 10; ++v) imgs[j * views + v] = prepare(crops[v], 0, vq.cfg.image_channels);
-            } else {
-              imgs[j * views] = prepare(img, a.size, vq.cfg.image_channels, a.pad).contiguous();
-              if (a.flip) imgs[j * views + 1] = data::hflip(imgs[j * views]);
+            const std::string name = src->name_of(first + i + j);
+            try {
+              auto img = src->image(first + i + j);
+              if (img.size(2) == 1 && vq.cfg.image_channels == 3) img = img.expand({img.size(0), img.size(1), 3});
+              if (a.ten_crop) {
+                auto crops = data::ten_crop(img, a.size);
+                for (int64_t v = 0; v < 10; ++v) imgs[j * views + v] = prepare(crops[v], 0, vq.cfg.image_channels);
+              } else {
+                imgs[j * views] = prepare(img, a.size, vq.cfg.image_channels, a.pad).contiguous();
+                if (a.flip) imgs[j * views + 1] = data::hflip(imgs[j * views]);
+              }
+            } catch (const Error& err) {
+              const std::string what = err.what();
+              if (what.compare(0, name.size(), name) == 0) throw;  // the reader named the file already
+              fail(name, ": ", what);
             }
           }
         });
+        for (int64_t j = 1; j < m * views; ++j)  // one batch is one tensor
+          check(imgs[j].sizes() == imgs[0].sizes(), src->name_of(first + i + j / views), ": prepares to ", imgs[j].size(0),
+                "x", imgs[j].size(1), ", ", src->name_of(first + i), " to ", imgs[0].size(0), "x", imgs[0].size(1),
+                ": images of one dataset must share a size (crop or pad them: --size, --pad)");
         tok.push_back(vq.model->encode(to_input(imgs, device)).cpu());
         for (int64_t j = 0; j < m; ++j)
           for (int64_t v = 0; v < views; ++v) lab.push_back(torch::tensor(src->label(first + i + j), torch::kInt64));

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <vector>
+#include <algorithm>
 
 #include "util/atomic_file.h"
 #include "util/error.h"
@@ -32,24 +34,73 @@ void check_image_size(int64_t w, int64_t h, const std::string& path) {
         " x ", h, " pixels (at most ", kMaxImagePixels >> 20, " megapixels and ", kMaxImageSide, " a side are read)");
 }
 
+// PNG as Pillow's Image.open(...).convert("RGB"/"L") reads it: palettes expanded, 1/2/4-bit grey
+// expanded, 16-bit samples reduced to their high byte (v >> 8), alpha and tRNS transparency
+// dropped (not composited), no gamma applied; grey stays one channel. libpng's low-level API: its
+// simplified API would treat 16-bit data as linear light and re-encode it (values 12 -> 63).
+struct PngReader {
+  const std::string& data;
+  size_t at = 0;
+};
+void png_read_memory(png_structp png, png_bytep out, png_size_t n) {
+  auto* r = static_cast<PngReader*>(png_get_io_ptr(png));
+  if (n > r->data.size() - r->at) png_error(png, "file ends early");
+  std::memcpy(out, r->data.data() + r->at, n);
+  r->at += n;
+}
+struct PngError {
+  char message[320] = {0};
+  bool whole = false;  // message is the whole error line (the image's size), not libpng's
+};
+void png_fail(png_structp png, png_const_charp msg) {
+  auto* e = static_cast<PngError*>(png_get_error_ptr(png));
+  std::snprintf(e->message, sizeof e->message, "%s", msg);
+  png_longjmp(png, 1);
+}
+void png_warn(png_structp, png_const_charp) {}  // benign (e.g. an unknown chunk): read on
+
 torch::Tensor decode_png(const std::string& data, const std::string& path) {
-  png_image img;
-  std::memset(&img, 0, sizeof img);
-  img.version = PNG_IMAGE_VERSION;
-  check(png_image_begin_read_from_memory(&img, data.data(), data.size()) != 0, path, ": bad PNG (", img.message, ")");
-  if (int64_t(img.width) * img.height > kMaxImagePixels || img.width > kMaxImageSide || img.height > kMaxImageSide) {
-    png_image_free(&img);
-    check_image_size(img.width, img.height, path);
+  PngError err;
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &err, png_fail, png_warn);
+  check(png != nullptr, path, ": cannot start the PNG reader");
+  png_infop info = png_create_info_struct(png);
+  if (!info) {
+    png_destroy_read_struct(&png, nullptr, nullptr);
+    fail(path, ": cannot start the PNG reader");
   }
-  const bool grey = !(img.format & PNG_FORMAT_FLAG_COLOR);
-  img.format = grey ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;  // alpha composited away, palette expanded
-  auto t = torch::empty({img.height, img.width, grey ? 1 : 3}, torch::kUInt8);
-  png_color white = {255, 255, 255};
-  if (png_image_finish_read(&img, &white, t.data_ptr(), 0, nullptr) == 0) {
-    std::string msg = img.message;
-    png_image_free(&img);
-    fail(path, ": bad PNG (", msg, ")");
+  PngReader reader{data};
+  torch::Tensor t;
+  std::vector<png_bytep> rows;
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    if (err.whole) fail(std::string(err.message));
+    fail(path, ": bad PNG (", err.message, ")");
   }
+  png_set_read_fn(png, &reader, png_read_memory);
+  png_read_info(png, info);
+  const png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+  if (int64_t(w) * h > kMaxImagePixels || w > kMaxImageSide || h > kMaxImageSide || w == 0 || h == 0) {
+    std::snprintf(err.message, sizeof err.message, "%s: image of %u x %u pixels (at most %lld megapixels and %lld a side are read)",
+                  path.c_str(), w, h, static_cast<long long>(kMaxImagePixels >> 20), static_cast<long long>(kMaxImageSide));
+    err.whole = true;
+    png_longjmp(png, 1);
+  }
+  const int color = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
+  if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+  if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+  if (depth == 16) png_set_strip_16(png);  // the high byte
+  // an alpha channel, or the alpha a palette's (or grey's) tRNS chunk expands into: dropped
+  if ((color & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS)) png_set_strip_alpha(png);
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  const int channels = png_get_channels(png, info);
+  if (channels != 1 && channels != 3) png_error(png, "unexpected channel count");
+  t = torch::empty({int64_t(h), int64_t(w), channels}, torch::kUInt8);
+  rows.resize(h);
+  for (png_uint_32 y = 0; y < h; ++y) rows[y] = t.data_ptr<uint8_t>() + size_t(y) * w * channels;
+  png_read_image(png, rows.data());
+  png_read_end(png, nullptr);
+  png_destroy_read_struct(&png, &info, nullptr);
   return t;
 }
 
@@ -88,14 +139,31 @@ torch::Tensor decode_jpeg(const std::string& data, const std::string& path) {
     jpeg_destroy_decompress(&cinfo);
     check_image_size(w, h, path);
   }
-  cinfo.out_color_space = cinfo.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  // CMYK and YCCK files come out as CMYK (libjpeg converts them no further) and are turned into
+  // RGB as Pillow's convert("RGB") does; an Adobe marker means the values are stored inverted.
+  const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+  cinfo.out_color_space = cmyk ? JCS_CMYK : cinfo.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&cinfo);
-  t = torch::empty({cinfo.output_height, cinfo.output_width, cinfo.output_components}, torch::kUInt8);
+  const int comps = cinfo.output_components;
+  t = torch::empty({cinfo.output_height, cinfo.output_width, cmyk ? 3 : comps}, torch::kUInt8);
   auto* base = t.data_ptr<uint8_t>();
-  const size_t stride = static_cast<size_t>(cinfo.output_width) * cinfo.output_components;
+  const size_t stride = static_cast<size_t>(cinfo.output_width) * (cmyk ? 3 : comps);
+  std::vector<uint8_t> line(cmyk ? static_cast<size_t>(cinfo.output_width) * 4 : 0);
+  const bool inverted = cinfo.saw_Adobe_marker;
   while (cinfo.output_scanline < cinfo.output_height) {
-    JSAMPROW row = base + cinfo.output_scanline * stride;
+    JSAMPROW out = base + cinfo.output_scanline * stride;
+    JSAMPROW row = cmyk ? line.data() : out;
     jpeg_read_scanlines(&cinfo, &row, 1);
+    if (!cmyk) continue;
+    for (JDIMENSION x = 0; x < cinfo.output_width; ++x) {
+      int v[4];
+      for (int c = 0; c < 4; ++c) v[c] = inverted ? 255 - line[4 * x + c] : line[4 * x + c];
+      const int nk = 255 - v[3];
+      for (int c = 0; c < 3; ++c) {  // Pillow's cmyk2rgb: nk - round(v·nk / 255), clipped
+        const int m = v[c] * nk + 128;
+        out[3 * x + c] = static_cast<uint8_t>(std::clamp(nk - (((m >> 8) + m) >> 8), 0, 255));
+      }
+    }
   }
   jpeg_finish_decompress(&cinfo);
   jpeg_destroy_decompress(&cinfo);

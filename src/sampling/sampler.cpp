@@ -9,12 +9,18 @@
 
 namespace rar::sampling {
 
-void SamplingOptions::validate() const {
-  check(std::isfinite(cfg) && cfg >= 0, "--cfg must be a finite number >= 0, got ", cfg);
-  check(std::isfinite(temperature) && temperature > 0, "--temperature must be a finite number > 0, got ", temperature);
-  check(std::isfinite(cfg_power) && cfg_power >= 0, "--cfg-power must be a finite number >= 0, got ", cfg_power);
-  check(top_k >= 0, "--top-k must be >= 0, got ", top_k);
-  check(top_p > 0 && top_p <= 1, "--top-p must lie in (0, 1], got ", top_p);
+void SamplingOptions::validate(bool fields) const {
+  auto name = [&](const char* flag, const char* field) {
+    return fields ? std::string("field '") + field + "'" : std::string(flag);
+  };
+  check(std::isfinite(cfg) && cfg >= 0 && cfg <= kMaxCfg, name("--cfg", "cfg"), " must lie in [0, ", kMaxCfg, "], got ", cfg);
+  check(std::isfinite(temperature) && temperature >= kMinTemperature && temperature <= kMaxTemperature,
+        name("--temperature", "temperature"), " must lie in [", kMinTemperature, ", ", kMaxTemperature, "], got ",
+        temperature);
+  check(std::isfinite(cfg_power) && cfg_power >= 0 && cfg_power <= kMaxCfgPower, name("--cfg-power", "cfg_power"),
+        " must lie in [0, ", kMaxCfgPower, "], got ", cfg_power);
+  check(top_k >= 0, name("--top-k", "top_k"), " must be >= 0, got ", top_k);
+  check(top_p >= kMinTopP && top_p <= 1, name("--top-p", "top_p"), " must lie in [", kMinTopP, ", 1], got ", top_p);
   check(steps >= 0, "--steps must be >= 0, got ", steps);
   check(speculative >= 0, "--speculative must be >= 0 (0 = off), got ", speculative);
   scan_order(order, 4);  // throws for an unknown order name

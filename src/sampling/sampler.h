@@ -29,7 +29,12 @@ struct SamplingOptions {
   std::string kv_cache = "model";  // the KV cache's dtype: model (the model's) | fp8 (e4m3: half the bytes)
   int64_t speculative = 0;  // W > 0: speculative Jacobi decoding, W positions per model call (sampling/speculative)
 
-  void validate() const;  // throws rar::Error naming the bad option
+  // Throws rar::Error naming the bad option: as a CLI flag ("--cfg") or, with `fields`, as a
+  // request field ("field 'cfg'"). The ranges keep every float32 step of sampling finite (logits
+  // of O(100) times guidance or divided by the temperature; a top-p that float32 can hold).
+  void validate(bool fields = false) const;
+  static constexpr double kMaxCfg = 1e4, kMaxCfgPower = 1e3, kMinTemperature = 1e-4, kMaxTemperature = 1e4,
+                          kMinTopP = 1e-6;
 };
 
 // What speculative decoding did (sampling/speculative), summed over batches.

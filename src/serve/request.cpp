@@ -95,6 +95,7 @@ GenerateRequest parse_generate_request(const std::string& body, const RequestLim
   if (j.contains("top_p")) o.top_p = get_number(j, "top_p");
   check(o.top_p > 0 && o.top_p <= 1, "field 'top_p': must lie in (0, 1]");
   if (j.contains("seed")) o.seed = static_cast<uint64_t>(get_int(j, "seed", 0, (int64_t(1) << 53)));
+  o.validate(/*fields=*/true);  // the ranges the CLI checks (finite in float32 all through sampling)
   return r;
 }
 
