@@ -16,13 +16,13 @@ namespace {
 
 serve::Server* g_server = nullptr;
 void on_signal(int) {
-  if (g_server) g_server->stop();
+  if (g_server) g_server->request_stop();  // only sets a flag (async-signal-safe)
 }
 
 struct ServeArgs {
   std::string generator, tokenizer, host = "127.0.0.1", device = "auto", precision = "bf16", class_names;
   std::string engine = "auto", kv_cache = "model", decode_precision = "bf16";
-  int port = 8080, threads = 256;
+  int port = 8080, threads = 0, max_connections = 4096, read_timeout = 10, drain = 10;
   int64_t max_batch = 256, max_wait_ms = 20, max_images = 64, queue = 1024, decode_batch = 64, speculative = 0,
           speculative_images = 4;
   bool verbose = false, no_padding = false;
@@ -47,6 +47,7 @@ void run(const ServeArgs& a) {
 
   serve::ServerOptions o;
   o.host = a.host, o.port = a.port, o.threads = a.threads;
+  o.max_connections = a.max_connections, o.read_timeout_s = a.read_timeout, o.drain_seconds = a.drain;
   o.limits.num_classes = g.cfg.classes;
   o.limits.max_images = a.max_images;
   if (!a.class_names.empty()) {
@@ -97,8 +98,14 @@ void add_serve(CLI::App& app) {
   c->add_option("--max-images-per-request", a->max_images, "most images one request may ask for")->check(positive_count());
   c->add_option("--queue", a->queue, "most images waiting; beyond, requests get 503")->check(positive_count());
   c->add_option("--decode-batch", a->decode_batch, "images decoded at once")->check(positive_count());
-  c->add_option("--threads", a->threads, "connections served at once (each waiting request holds one)")
-      ->check(CLI::Range(4, 4096));
+  c->add_option("--threads", a->threads, "threads that encode the images of responses (default: the machine's cores)")
+      ->check(CLI::Range(0, 1024));
+  c->add_option("--max-connections", a->max_connections, "open connections; a request beyond gets 503 (default 4096)")
+      ->check(CLI::Range(1, 1 << 20));
+  c->add_option("--read-timeout", a->read_timeout, "seconds a request (line, headers, body) may take to arrive; slower clients are cut (default 10)")
+      ->check(CLI::Range(1, 3600));
+  c->add_option("--drain", a->drain, "on SIGTERM/SIGINT: seconds running requests may take to finish before they get an error (default 10)")
+      ->check(CLI::Range(0, 3600));
   c->add_flag("--no-padding", a->no_padding, "generate each batch at its own row count (a graph capture per new count)");
   c->add_flag("--verbose", a->verbose, "one line per batch on stderr: rows, padding, times");
   c->add_option("--class-names", a->class_names, "class names, one per line (default: ImageNet's for 1000 classes)");

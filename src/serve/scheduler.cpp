@@ -20,6 +20,31 @@ std::vector<GeneratedImage> Job::wait_for_more(size_t have) {
   return images_;
 }
 
+std::vector<GeneratedImage> Job::images_after(size_t have) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (have >= images_.size()) return {};
+  return std::vector<GeneratedImage>(images_.begin() + static_cast<std::ptrdiff_t>(have), images_.end());
+}
+
+void Job::set_listener(std::function<void()> f) {
+  bool now = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    listener_ = std::move(f);
+    now = !images_.empty() || !error_.empty();
+  }
+  if (now) notify();
+}
+
+void Job::notify() {
+  std::function<void()> f;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    f = listener_;
+  }
+  if (f) f();
+}
+
 std::string Job::error() {
   std::lock_guard<std::mutex> lock(mu_);
   return error_;
@@ -37,16 +62,22 @@ bool Job::cancelled() {
 }
 
 void Job::deliver(std::vector<GeneratedImage> images) {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& im : images) images_.push_back(std::move(im));
-  std::sort(images_.begin(), images_.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
-  cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& im : images) images_.push_back(std::move(im));
+    std::sort(images_.begin(), images_.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
+    cv_.notify_all();
+  }
+  notify();
 }
 
 void Job::fail_with(const std::string& message) {
-  std::lock_guard<std::mutex> lock(mu_);
-  error_ = message;
-  cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.empty()) error_ = message;
+    cv_.notify_all();
+  }
+  notify();
 }
 
 // ---------------------------------------------------------------- scheduler
@@ -93,7 +124,7 @@ std::shared_ptr<Job> BatchScheduler::submit(GenerateRequest r) {
   auto job = std::make_shared<Job>(std::move(r));
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (queued_images_ + n > opts_.queue) {
+    if (queued_images_ + n > opts_.queue || accepting_stopped_) {
       ++stats_.rejected;
       return nullptr;
     }
@@ -107,6 +138,19 @@ std::shared_ptr<Job> BatchScheduler::submit(GenerateRequest r) {
   }
   cv_.notify_all();
   return job;
+}
+
+void BatchScheduler::stop_accepting(const std::string& message) {
+  std::vector<std::shared_ptr<Job>> failed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    accepting_stopped_ = true;
+    for (auto& c : queue_) failed.push_back(c.job);
+    queue_.clear();
+    queued_images_ = 0;
+    stats_.queued_images = 0;
+  }
+  for (auto& j : failed) j->fail_with(message);  // outside the lock: a job's listener may post work
 }
 
 SchedulerStats BatchScheduler::stats() {

@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -52,19 +53,26 @@ class Job {
   const std::chrono::steady_clock::time_point start;
   // Blocks until images beyond `have` are done (or the job ends); returns all images so far.
   std::vector<GeneratedImage> wait_for_more(size_t have);
+  // The images beyond `have` so far, without waiting.
+  std::vector<GeneratedImage> images_after(size_t have);
   std::string error();
   void cancel();
   bool cancelled();
+  // Called (on the scheduler's threads: it must return at once) whenever images arrive or the job
+  // fails; once at once if something happened before it was set.
+  void set_listener(std::function<void()> f);
   // (scheduler side)
   void deliver(std::vector<GeneratedImage> images);
   void fail_with(const std::string& message);
 
  private:
+  void notify();
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<GeneratedImage> images_;
   std::string error_;
   bool cancelled_ = false;
+  std::function<void()> listener_;
 };
 
 struct SchedulerOptions {
@@ -96,8 +104,12 @@ class BatchScheduler {
   BatchScheduler(const BatchScheduler&) = delete;
   BatchScheduler& operator=(const BatchScheduler&) = delete;
 
-  // Queues a request; nothing (and the request counted as rejected) when the queue is full.
+  // Queues a request; nothing (and the request counted as rejected) when the queue is full or
+  // the scheduler is stopping.
   std::shared_ptr<Job> submit(GenerateRequest r);
+  // Takes no more requests and fails every queued one with `message` (a batch already being
+  // generated finishes and is delivered).
+  void stop_accepting(const std::string& message);
   SchedulerStats stats();
   const SchedulerOptions& options() const { return opts_; }
 
@@ -132,7 +144,7 @@ class BatchScheduler {
   std::condition_variable cv_;
   std::deque<Chunk> queue_;
   int64_t queued_images_ = 0;
-  bool stopping_ = false;
+  bool stopping_ = false, accepting_stopped_ = false;
   SchedulerStats stats_;
   std::thread worker_;
   std::mutex out_mu_;  // the batches still decoding, oldest first
