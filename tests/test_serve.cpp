@@ -3,6 +3,15 @@
 // the queue limit (503) and cancelled requests freeing their rows. CPU, tiny reference models.
 #include <openssl/evp.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <fstream>
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -44,7 +53,8 @@ struct TestServer {
   std::thread thread;
   int port = 0;
 
-  explicit TestServer(serve::SchedulerOptions so = {}, int64_t max_images = 8) {
+  explicit TestServer(serve::SchedulerOptions so = {}, int64_t max_images = 8,
+                      const std::function<void(serve::ServerOptions&)>& edit = {}) {
     scheduler = std::make_unique<serve::BatchScheduler>(g.model, vq.model, so);
     serve::ServerOptions o;
     o.port = 0;
@@ -52,6 +62,8 @@ struct TestServer {
     o.limits.max_images = max_images;
     o.class_names = {"zero", "one"};
     o.info = {{"device", "cpu"}};
+    o.threads = 2;
+    if (edit) edit(o);
     server = std::make_unique<serve::Server>(*scheduler, o);
     port = server->bind();
     thread = std::thread([this] { server->listen(); });
@@ -258,4 +270,245 @@ TEST(Serve, FullQueueIs503AndCancelledRequestsFreeTheirRows) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(s.scheduler->stats().cancelled_rows, 3);
   EXPECT_EQ(s.scheduler->stats().queued_images, 0);
+}
+
+// ---------------------------------------------------------------- hostile clients (loopback)
+
+namespace {
+
+// A raw TCP connection to the test server (what a misbehaving client sends is not HTTP a client
+// library would write).
+struct Raw {
+  int fd = -1;
+  explicit Raw(int port, int recv_timeout_ms = 5000) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    timeval tv{recv_timeout_ms / 1000, (recv_timeout_ms % 1000) * 1000};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  }
+  ~Raw() {
+    if (fd >= 0) ::close(fd);
+  }
+  bool send(const std::string& d) {
+    size_t at = 0;
+    while (at < d.size()) {
+      const ssize_t n = ::send(fd, d.data() + at, d.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      at += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  // Everything until the server closes (or the receive timeout).
+  std::string read_all() {
+    std::string out;
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+  // Whether the server has closed this connection (EOF or reset) within the receive timeout.
+  bool closed_by_server() {
+    char c;
+    const ssize_t n = ::recv(fd, &c, 1, 0);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+  }
+};
+
+int status_of(const std::string& response) {
+  return response.rfind("HTTP/1.", 0) == 0 && response.size() >= 12 ? std::atoi(response.c_str() + 9) : 0;
+}
+
+std::string body_of(const std::string& response) {
+  const auto at = response.find("\r\n\r\n");
+  return at == std::string::npos ? "" : response.substr(at + 4);
+}
+
+int64_t rss_kib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
+  return 0;
+}
+
+bool health_ok(const TestServer& s) {
+  httplib::Client c("127.0.0.1", s.port);
+  c.set_connection_timeout(5, 0);
+  c.set_read_timeout(5, 0);
+  auto r = c.Get("/health");
+  return r && r->status == 200 && r->body == "ok\n";
+}
+
+std::string post(const std::string& body, const std::string& extra_headers = "",
+                 const std::string& type = "application/json") {
+  return "POST /v1/generate HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: " + type +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra_headers + "\r\n" + body;
+}
+
+}  // namespace
+
+// A header flood (a request whose header lines never end) is refused once it outgrows the
+// connection's fixed memory, /health answers meanwhile and after, and the process's memory does
+// not follow the flood.
+TEST(ServeHostile, HeaderFloodIsRefusedAndMemoryStaysBounded) {
+  TestServer s;
+  const int64_t before = rss_kib();
+  Raw flood(s.port);
+  ASSERT_TRUE(flood.send("GET /health HTTP/1.1\r\nHost: x\r\n"));
+  const std::string line = "X-Flood: " + std::string(1000, 'a') + "\r\n";
+  size_t sent = 0;
+  while (sent < (64u << 20) && flood.send(line)) sent += line.size();
+  EXPECT_LT(sent, 4u << 20) << "the server kept reading a header flood";
+  const std::string answer = flood.read_all();
+  EXPECT_TRUE(answer.empty() || status_of(answer) == 431 || status_of(answer) == 413) << answer.substr(0, 200);
+  EXPECT_TRUE(health_ok(s));
+  EXPECT_LT(rss_kib() - before, 64 * 1024) << "RSS grew with the flood";
+}
+
+// Slow clients (a byte every 100 ms, headers that never end) hold no thread: /health answers
+// while 300 of them are connected, and each is cut once its request has taken longer than the
+// read timeout.
+TEST(ServeHostile, SlowClientsAreCutAndHealthStillAnswers) {
+  TestServer s({}, 8, [](serve::ServerOptions& o) { o.read_timeout_s = 1; });
+  std::vector<std::unique_ptr<Raw>> slow;
+  for (int i = 0; i < 300; ++i) {
+    slow.push_back(std::make_unique<Raw>(s.port, 100));
+    slow.back()->send("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+  }
+  for (int t = 0; t < 5; ++t) {
+    for (auto& c : slow) c->send("a");
+    EXPECT_TRUE(health_ok(s)) << "round " << t;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // past the read timeout
+  int cut = 0;
+  for (auto& c : slow) {
+    c->send("a");
+    cut += c->closed_by_server() ? 1 : 0;
+  }
+  EXPECT_EQ(cut, 300);
+  EXPECT_TRUE(health_ok(s));
+  auto m = httplib::Client("127.0.0.1", s.port).Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("rar_slow_requests_cut_total 300"), std::string::npos) << m->body;
+}
+
+// Beyond the connection limit a request gets 503 with Retry-After (not silence); once the idle
+// connections go, requests are served again.
+TEST(ServeHostile, ConnectionsBeyondTheLimitGet503) {
+  TestServer s({}, 8, [](serve::ServerOptions& o) { o.max_connections = 20; });
+  std::vector<std::unique_ptr<Raw>> idle;
+  for (int i = 0; i < 25; ++i) idle.push_back(std::make_unique<Raw>(s.port));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  Raw one(s.port);
+  ASSERT_TRUE(one.send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  const std::string r = one.read_all();
+  EXPECT_EQ(status_of(r), 503) << r;
+  EXPECT_NE(r.find("Retry-After: 1"), std::string::npos) << r;
+  EXPECT_NE(body_of(r).find("too many connections"), std::string::npos) << r;
+  idle.clear();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_TRUE(health_ok(s));
+}
+
+// Malformed requests of every kind are 400 naming what is wrong, never 500; JSON that goes out
+// replaces bytes that are not UTF-8; a body in curl's default content type counts to 64 KiB.
+TEST(ServeHostile, MalformedRequestsAre400NeverA500) {
+  TestServer s({}, 8, [](serve::ServerOptions& o) { o.class_names = {"zero", std::string("bad\xff\xfe", 5)}; });
+  auto send = [&](const std::string& raw) {
+    Raw c(s.port, 20000);
+    c.send(raw);
+    return c.read_all();
+  };
+  struct Case {
+    std::string raw, needle;
+  };
+  const std::vector<Case> cases = {
+      {post("{\"class\": 1, \"seed\": \"\xff\xfe\"}"), "not valid JSON"},
+      {post("{\"class\": 1, \"class\": 2}"), "field 'class' is given twice"},
+      {post("{\"class\": 1}", "Content-Length: 99\r\n"), "Content-Length"},
+      {"POST /v1/generate HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: -5\r\n\r\n{}", ""},
+      {post("{\"class\": 1, \"n\": 2.5}"), "field 'n'"},
+      {post("[1, 2]"), "expected a JSON object"},
+  };
+  for (const auto& c : cases) {
+    const std::string r = send(c.raw);
+    EXPECT_EQ(status_of(r), 400) << c.raw.substr(0, 120) << "\n-> " << r.substr(0, 300);
+    if (!c.needle.empty()) EXPECT_NE(r.find(c.needle), std::string::npos) << r.substr(0, 300);
+  }
+  // 10 KB of JSON sent the way `curl -d` sends it (application/x-www-form-urlencoded)
+  const std::string padded = "{\"class\": 0" + std::string(10000, ' ') + "}";
+  const std::string ok = send(post(padded, "", "application/x-www-form-urlencoded"));
+  EXPECT_EQ(status_of(ok), 200) << ok.substr(0, 300);
+  // class names that are not UTF-8 still make a valid /v1/info
+  const std::string info = send("GET /v1/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  ASSERT_EQ(status_of(info), 200) << info.substr(0, 300);
+  const auto j = json::parse(body_of(info));
+  EXPECT_EQ(j["class_names"][1].get<std::string>().substr(0, 3), "bad");
+}
+
+// A second server on a port in use is a one-line error at start (no SO_REUSEPORT: requests never
+// alternate between two models).
+TEST(ServeHostile, PortInUseIsAnError) {
+  TestServer s;
+  serve::ServerOptions o;
+  o.port = s.port;
+  o.limits.num_classes = s.g.cfg.classes;
+  serve::Server second(*s.scheduler, o);
+  EXPECT_RAR_ERROR(second.bind(), "another server holds the port");
+}
+
+// `rar serve` stops within a few seconds of SIGTERM while a slow client is connected, and a
+// server whose worker threads cannot start exits 1 with one line (no banner, no hang).
+TEST(ServeHostile, SigtermStopsWithASlowClientAndFailedThreadsExitOne) {
+  TempDir dir;
+  const std::string args = " serve --generator " + shared_ref("tiny_rar.bin") + " --tokenizer " +
+                           shared_ref("tiny_vq.bin") + " --device cpu --port 0 --threads 2";
+  const std::string log = dir / "serve.log";
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string cmd = std::string("exec ") + RAR_BIN + args + " > " + log + " 2>&1";
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int port = 0;
+  for (int i = 0; i < 300 && port == 0; ++i) {  // the banner names the port
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const std::string text = read_bytes(log);
+    const auto at = text.find("http://127.0.0.1:");
+    if (at != std::string::npos) port = std::atoi(text.c_str() + at + 17);
+  }
+  ASSERT_GT(port, 0) << read_bytes(log);
+  Raw slow(port);
+  slow.send("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  int status = -1;
+  bool exited = false;
+  for (int i = 0; i < 100 && !exited; ++i) {  // 10 s at most
+    exited = ::waitpid(pid, &status, WNOHANG) == pid;
+    if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!exited) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  }
+  EXPECT_TRUE(exited) << "rar serve was still running 10 s after SIGTERM";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << read_bytes(log);
+  EXPECT_NE(read_bytes(log).find("rar serve: stopped"), std::string::npos) << read_bytes(log);
+
+  auto r = run_shell("ulimit -v 4000000; " + std::string(RAR_BIN) + " serve --generator " + shared_ref("tiny_rar.bin") +
+                     " --tokenizer " + shared_ref("tiny_vq.bin") + " --device cpu --port 0 --threads 1000 2>&1");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("cannot start 1000 worker threads"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("http://"), std::string::npos) << "the banner printed: " << r.output;
 }

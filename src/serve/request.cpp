@@ -2,7 +2,9 @@
 #include "serve/request.h"
 
 #include <cmath>
+#include <cstdio>
 #include <set>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -38,11 +40,35 @@ double get_number(const json& j, const char* field) {
 GenerateRequest parse_generate_request(const std::string& body, const RequestLimits& limits) {
   check(body.size() <= limits.max_body_bytes, "request body of ", body.size(), " bytes is over the limit of ",
         limits.max_body_bytes);
+  // Strict JSON: UTF-8 throughout (the parser checks it) and no field twice (the parser would keep
+  // the last silently). The parser's message quotes the input, so its bytes are shown escaped.
   json j;
+  std::vector<std::set<std::string>> keys;  // one set per open object
+  std::string duplicate;
+  const json::parser_callback_t no_duplicates = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) keys.emplace_back();
+    else if (event == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+    else if (event == json::parse_event_t::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second)
+      duplicate = parsed.get<std::string>();
+    return duplicate.empty();
+  };
   try {
-    j = json::parse(body);
+    j = json::parse(body, no_duplicates);
   } catch (const json::exception& e) {
-    fail("request body is not valid JSON (", e.what(), ")");
+    std::string shown;
+    for (unsigned char c : std::string(e.what()))
+      if (c >= 0x20 && c < 0x7f) shown += static_cast<char>(c);
+      else {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "\\x%02x", c);
+        shown += hex;
+      }
+    fail("request body is not valid JSON (", shown, ")");
+  }
+  if (!duplicate.empty()) {
+    std::string shown;
+    for (unsigned char c : duplicate) shown += c >= 0x20 && c < 0x7f ? std::string(1, static_cast<char>(c)) : "?";
+    fail("field '", shown, "' is given twice");
   }
   check(j.is_object(), "request body: expected a JSON object");
   static const std::set<std::string> known = {"classes", "class",       "n",     "cfg",   "cfg_power",
