@@ -8,7 +8,9 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <malloc.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <openssl/evp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -140,7 +142,7 @@ struct Request {
   bool stream = false;
   std::shared_ptr<Job> job;
   std::mutex mu;
-  bool suspended = false, closed = false, busy = false, again = false;
+  bool suspended = false, closed = false, busy = false, again = false, hung_up = false;
   // the worker's side: images encoded so far; stream: event bytes not yet taken; the end reached
   size_t encoded = 0;
   std::string pending;
@@ -555,6 +557,38 @@ struct Server::Impl {
     }
   }
 
+  // A client that hung up while its request waits (suspended, so libmicrohttpd does not watch its
+  // socket): its job is cancelled — queued rows are dropped, not generated for nobody — and the
+  // connection is woken to be closed.
+  void drop_hung_up() {
+    std::vector<RequestRef> gone;
+    {
+      std::lock_guard<std::mutex> lock(active_mu);  // held: a request in `active` keeps its Conn alive
+      for (const auto& r : active) {
+        if (r->hung_up || !r->conn || r->conn->fd < 0) continue;
+        pollfd p{r->conn->fd, POLLRDHUP, 0};
+        if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+          r->hung_up = true;
+          gone.push_back(r);
+        }
+      }
+    }
+    for (auto& r : gone) {
+      r->job->cancel();
+      std::lock_guard<std::mutex> lock(r->mu);
+      if (!r->ready) {
+        r->ready = true;
+        r->status = MHD_HTTP_BAD_REQUEST;
+        r->out = error_text("the client went away");
+      }
+      r->finished = true;
+      if (r->suspended && !r->closed) {
+        r->suspended = false;
+        MHD_resume_connection(r->connection);
+      }
+    }
+  }
+
   size_t active_requests() {
     std::lock_guard<std::mutex> lock(active_mu);
     return active.size();
@@ -655,9 +689,17 @@ int Server::bind() {
 void Server::listen() {
   auto& im = *impl_;
   check(im.daemon != nullptr, "serve: listen() before bind()");
+  auto trimmed = steady::now();
   while (!stop_requested_.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     im.sweep();
+    im.drop_hung_up();
+    // freed memory back to the system now and then (many threads' allocations), so that the
+    // process's size follows what it holds
+    if (steady::now() - trimmed > std::chrono::seconds(10)) {
+      ::malloc_trim(0);
+      trimmed = steady::now();
+    }
   }
   // No new connections; queued requests fail; running ones may finish for drain_seconds.
   const int fd = MHD_quiesce_daemon(im.daemon);
