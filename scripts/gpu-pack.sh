@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .devrun/debs .devrun/shared
 (cd .devrun/debs && [ -n "$(ls libzip4_*.deb 2>/dev/null)" ] || apt-get download libzip4 libzip-dev >/dev/null)
-# cpp-httplib for `rar serve` (Debian builds it as a library, with OpenSSL and brotli); without it
-# the GPU build still works, with `rar serve` saying what it lacks
+# libmicrohttpd for `rar serve` (and cpp-httplib, the tests' HTTP client, with OpenSSL and
+# brotli); without them the GPU build still works, with `rar serve` saying what it lacks
 (cd .devrun/debs && [ -n "$(ls libcpp-httplib-dev_*.deb 2>/dev/null)" ] ||
    apt-get download libcpp-httplib-dev libcpp-httplib0.11 libssl-dev libssl3 libbrotli-dev libbrotli1 >/dev/null)
+(cd .devrun/debs && [ -n "$(ls libmicrohttpd-dev_*.deb 2>/dev/null)" ] ||
+   apt-get download libmicrohttpd-dev libmicrohttpd12 >/dev/null)
 # gloo headers (the symbols are inside libtorch): CPU data parallel there too
 (cd .devrun/debs && [ -n "$(ls libgloo-dev_*.deb 2>/dev/null)" ] || apt-get download libgloo-dev >/dev/null)
 rm -rf .devrun/shared/reference && cp -r ../shared/reference .devrun/shared/reference
