@@ -350,6 +350,9 @@ void write_seeds(const std::string& dir) {
       R"({"classes": [1, 2, 999], "n": 2, "cfg": 2.5, "cfg_power": 1.0, "cfg_schedule": "linear", "temperature": 0.9,
           "top_k": 40, "top_p": 0.95, "seed": 123456789})");
   put(join_path(dir, "serve_request"), "bad.json", R"({"class": 1e400, "n": -1, "x": [[[]]]})");
+  put(join_path(dir, "serve_request"), "twice.json", R"({"class": 1, "n": 2, "class": 3, "seed": {"a": 1, "a": 2}})");
+  put(join_path(dir, "serve_request"), "utf8.json", std::string("{\"class\": 1, \"cfg_schedule\": \"\xff\xfe\xc3\"}"));
+  put(join_path(dir, "serve_request"), "huge.json", R"({"class": 1, "cfg": 1e39, "temperature": 1e-46, "top_p": 1e-300})");
 
   for (int i = 0; i < 4; ++i) {
     auto r = torch::randint(0, 256, {96}).to(torch::kUInt8);
