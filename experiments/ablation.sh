@@ -37,7 +37,7 @@ for variant in raster rar random; do
     s="$OUT/$variant/samples-g$g.npz"
     [ -f "$s" ] || "$RAR" sample --generator "$OUT/$variant/generator.safetensors" \
       --tokenizer "$DEMO/tokenizer/tokenizer.safetensors" --all-classes --per-class "$PER_CLASS" --cfg "$g" \
-      --cfg-power 1 --seed 7 --batch 500 --out "$s" --device "$DEV"
+      --cfg-power 1 --seed 7 --batch 500 --out "$s" --device "$DEV" --precision fp32
     res=$("$RAR" eval classify --classifier "$DEMO/classifier.safetensors" --samples "$s" --ref fashion-mnist:test \
       --pad 32 --device "$DEV" 2>/dev/null)
     acc=$(echo "$res" | awk '/^accuracy/ {print $2}')

@@ -109,12 +109,12 @@ sample_scored() {  # sample_scored NAME ARM SEED EXTRA-OPTIONS...: 10,000 sample
   tag=${name#"$arm "}; tag=${tag// /-}
   [ -f "$OUT/$arm/samples-$tag.npz" ] || "$RAR" sample --generator "$OUT/$arm/generator.safetensors" --tokenizer "$T" \
     --all-classes --per-class "$PER_CLASS" --cfg-power 1 --seed "$seed" --batch 1000 --tokens-out "$OUT/$arm/tokens-$tag.npy" \
-    --out "$OUT/$arm/samples-$tag.npz" --compress --device "$DEVICE" "$@" > /dev/null
+    --out "$OUT/$arm/samples-$tag.npz" --compress --device "$DEVICE" --precision fp32 "$@" > /dev/null
   score "$name" "$OUT/$arm/samples-$tag.npz"
 }
 for arm in $ARMS; do
   [ -f "$OUT/$arm/grid.png" ] || "$RAR" sample --generator "$OUT/$arm/generator.safetensors" --tokenizer "$T" --all-classes \
-    --per-class 10 --cfg 2 --cfg-power 1 --seed 7 --out "$OUT/$arm/grid.png" --device "$DEVICE" \
+    --per-class 10 --cfg 2 --cfg-power 1 --seed 7 --out "$OUT/$arm/grid.png" --device "$DEVICE" --precision fp32 \
     --class-names "$DEMO/train.rartok.classes.txt" > /dev/null
   # curves need a build with cairo (the GPU machine's has none: they are drawn afterwards, here)
   [ -f "$OUT/$arm/curves.png" ] || "$RAR" plot "$OUT/$arm/metrics.jsonl" --out "$OUT/$arm/curves.png" > /dev/null 2>&1 || true

@@ -12,6 +12,7 @@
 #include "data/token_file.h"
 #include "io/checkpoint.h"
 #include "model/generator_config.h"
+#include "model/weights.h"
 #include "util/error.h"
 #include "util/atomic_file.h"
 #include "util/fs.h"
@@ -111,7 +112,14 @@ void add_info(CLI::App& app) {
   cmd->add_option("--tol", *tol, "with --compare: exit 1 when the worst relative difference exceeds this")->check(non_negative());
   cmd->callback([=] {
     check(!path->empty() != !preset->empty(), "info: give either a checkpoint or --preset");
-    if (!preset->empty()) return print_generator_config(model::GeneratorConfig::preset(*preset));
+    if (!preset->empty()) {
+      const auto cfg = model::GeneratorConfig::preset(*preset);
+      print_generator_config(cfg);
+      if (auto d = model::published_sampling(cfg))
+        std::printf("sampling (%s): --cfg %g --cfg-power %g --temperature %g\n", d->source.c_str(), d->cfg,
+                    d->cfg_power, d->temperature);
+      return;
+    }
     if (!other->empty()) {
       const int rc = compare(io::read_checkpoint(*path), io::read_checkpoint(*other), *other, *tol);
       if (rc != 0) std::exit(rc);
@@ -123,7 +131,13 @@ void add_info(CLI::App& app) {
     std::printf("file: %s\nformat: %s\ntensors: %zu\n", path->c_str(), io::format_name(format), sd.size());
     for (auto& [k, v] : sd.metadata) std::printf("metadata %s: %s\n", k.c_str(), v.c_str());
     if (model::is_generator_state_dict(sd)) {
-      print_generator_config(model::GeneratorConfig::infer(sd));
+      const auto cfg = model::GeneratorConfig::infer(sd);
+      print_generator_config(cfg);
+      if (auto d = model::sampling_defaults(sd, cfg))
+        std::printf("sampling (%s): --cfg %g --cfg-power %g --temperature %g\n", d->source.c_str(), d->cfg,
+                    d->cfg_power, d->temperature);
+      else
+        std::printf("sampling: no settings of its own (rar sample: --cfg 4 --cfg-power 0 --temperature 1)\n");
     } else {
       std::printf("model: unrecognised state dict\nparameters: %lld (%s)\n", (long long)sd.numel(),
                   human(sd.numel()).c_str());

@@ -23,13 +23,27 @@ namespace rar::cli {
 namespace {
 
 struct SampleArgs {
-  std::string generator, tokenizer, classes, out, tokens_out, device = "auto", precision = "fp32";
+  std::string generator, tokenizer, classes, out, tokens_out, device = "auto", precision = "auto";
   std::string schedule = "pow-cosine", decode_precision = "fp32";
   bool all_classes = false, channels_last = false, compress = false;
   int64_t per_class = 1, batch = 64, max_batches = 0, decode_batch = 64;
   std::string class_names;
   sampling::SamplingOptions opts;
+  bool cfg_given = false, power_given = false, temperature_given = false;  // else the generator's own settings
 };
+
+// The generator's own sampling settings (published, or its training config's) where no flag says
+// otherwise; one line says which.
+void apply_sampling_defaults(const std::optional<model::SamplingDefaults>& d, bool cfg_given, bool power_given,
+                             bool temperature_given, sampling::SamplingOptions& o, bool announce) {
+  if (!d || (cfg_given && power_given && temperature_given)) return;
+  if (!cfg_given) o.cfg = d->cfg;
+  if (!power_given) o.cfg_power = d->cfg_power;
+  if (!temperature_given) o.temperature = d->temperature;
+  if (announce)
+    std::fprintf(stderr, "sampling with %s settings: --cfg %g --cfg-power %g --temperature %g (flags override)\n",
+                 d->source.c_str(), o.cfg, o.cfg_power, o.temperature);
+}
 
 std::vector<int64_t> parse_class_ids(const std::string& s) {
   std::vector<int64_t> ids;
@@ -69,6 +83,7 @@ void check_writable(const std::string& path) {
 
 void run(SampleArgs& a) {
   torch::Device device = parse_device(a.device);
+  a.precision = resolve_precision(a.precision, device);
   auto dtype = parse_precision(a.precision);
   a.opts.schedule = sampling::parse_guidance_schedule(a.schedule);
   a.opts.validate();
@@ -93,6 +108,8 @@ void run(SampleArgs& a) {
   const int64_t rank = dp ? dp->rank() : 0, world = dp ? dp->world() : 1;
 
   auto g = model::load_generator(a.generator, device, dtype);
+  apply_sampling_defaults(g.sampling, a.cfg_given, a.power_given, a.temperature_given, a.opts, rank == 0);
+  a.opts.validate();
   auto classes = sampling::class_list(a.classes.empty() ? std::vector<int64_t>{} : parse_class_ids(a.classes),
                                       a.all_classes, a.per_class, g.cfg.classes);
   model::LoadedVQ vq;
@@ -199,10 +216,15 @@ void add_sample(CLI::App& app) {
   cls->excludes(all);
   cmd->add_option("--per-class", a->per_class, "samples per listed class (ADM protocol: 50)")->check(positive_count());
   cmd->add_option("--class-names", a->class_names, "class names, one per line (e.g. train.rartok.classes.txt) to label grid rows");
-  cmd->add_option("--cfg", a->opts.cfg, "guidance scale g (0 = no guidance)")->check(non_negative());
-  cmd->add_option("--cfg-power", a->opts.cfg_power, "power p of the pow-cosine schedule (0 = constant g)")->check(non_negative());
+  auto* cfg = cmd->add_option("--cfg", a->opts.cfg,
+                              "guidance scale g (0 = no guidance; default: the generator's own setting, else 4)")
+                  ->check(non_negative());
+  auto* power = cmd->add_option("--cfg-power", a->opts.cfg_power,
+                                "power p of the pow-cosine schedule (0 = constant g; default: the generator's own, else 0)")
+                    ->check(non_negative());
   cmd->add_option("--cfg-schedule", a->schedule, "pow-cosine, linear or constant");
-  cmd->add_option("--temperature", a->opts.temperature, "softmax temperature (> 0)")->check(positive());
+  auto* temp = cmd->add_option("--temperature", a->opts.temperature,
+                               "softmax temperature (> 0; default: the generator's own, else 1)")->check(positive());
   cmd->add_option("--top-k", a->opts.top_k, "keep the k most likely tokens (1 = greedy, 0 = off)")->check(count());
   cmd->add_option("--top-p", a->opts.top_p, "nucleus sampling mass in (0, 1] (1 = off)")->check(positive());
   cmd->add_option("--order", a->opts.order, "scan order: raster, spiral-in, spiral-out, z-curve, subsample, alternate");
@@ -220,14 +242,17 @@ void add_sample(CLI::App& app) {
   cmd->add_option("--decode-precision", a->decode_precision, "decoder weights and activations: fp32 or bf16");
   cmd->add_flag("--channels-last", a->channels_last, "decoder in channels-last (NHWC) layout");
   cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
-  cmd->add_option("--precision", a->precision, "generator: fp32, tf32 or bf16");
+  cmd->add_option("--precision", a->precision, "generator: auto (bf16 on CUDA, fp32 on the CPU; as rar serve), fp32, tf32 or bf16");
   cmd->add_option("--tokens-out", a->tokens_out, "write the sampled token ids, int64 [N,S] .npy");
   cmd->add_option("--out", a->out, "grid.png | directory/ | samples.npz (ADM layout, resumable)");
   cmd->add_flag("--compress", a->compress,
                 "with an .npz output: deflate it (numpy's savez_compressed; ~5x smaller for small images, slower to write)");
   cmd->add_option("--max-batches", a->max_batches,
                   "with an .npz output: generate at most this many new batches, then stop (resume later)")->check(count());
-  cmd->callback([a] { run(*a); });
+  cmd->callback([a, cfg, power, temp] {
+    a->cfg_given = cfg->count() > 0, a->power_given = power->count() > 0, a->temperature_given = temp->count() > 0;
+    run(*a);
+  });
 }
 
 }  // namespace rar::cli

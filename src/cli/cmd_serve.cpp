@@ -20,7 +20,7 @@ void on_signal(int) {
 }
 
 struct ServeArgs {
-  std::string generator, tokenizer, host = "127.0.0.1", device = "auto", precision = "bf16", class_names;
+  std::string generator, tokenizer, host = "127.0.0.1", device = "auto", precision = "auto", class_names;
   std::string engine = "auto", kv_cache = "model", decode_precision = "bf16";
   int port = 8080, threads = 0, max_connections = 4096, read_timeout = 10, drain = 10;
   int64_t max_batch = 256, max_wait_ms = 20, max_images = 64, queue = 1024, decode_batch = 64, speculative = 0,
@@ -30,7 +30,8 @@ struct ServeArgs {
 
 void run(const ServeArgs& a) {
   const torch::Device device = parse_device(a.device);
-  auto g = model::load_generator(a.generator, device, parse_precision(a.precision));
+  const std::string precision = resolve_precision(a.precision, device);
+  auto g = model::load_generator(a.generator, device, parse_precision(precision));
   check(a.decode_precision == "fp32" || a.decode_precision == "bf16", "--decode-precision: expected fp32 or bf16, got '",
         a.decode_precision, "'");
   auto vq = model::load_vq(a.tokenizer, device, a.decode_precision == "bf16" ? torch::kBFloat16 : torch::kFloat32);
@@ -50,13 +51,21 @@ void run(const ServeArgs& a) {
   o.max_connections = a.max_connections, o.read_timeout_s = a.read_timeout, o.drain_seconds = a.drain;
   o.limits.num_classes = g.cfg.classes;
   o.limits.max_images = a.max_images;
+  if (g.sampling) {  // requests that name no guidance get the generator's own settings, as `rar sample`
+    o.limits.sampling.cfg = g.sampling->cfg, o.limits.sampling.cfg_power = g.sampling->cfg_power;
+    o.limits.sampling.temperature = g.sampling->temperature;
+    std::fprintf(stderr, "rar serve: requests default to %s settings: cfg %g, cfg_power %g, temperature %g\n",
+                 g.sampling->source.c_str(), g.sampling->cfg, g.sampling->cfg_power, g.sampling->temperature);
+  }
   if (!a.class_names.empty()) {
     o.class_names = read_lines(a.class_names);
   } else if (g.cfg.classes == 1000) {
     o.class_names = serve::imagenet_class_names();
   }
-  o.info = {{"generator", a.generator}, {"tokenizer", a.tokenizer}, {"device", device.str()}, {"precision", a.precision},
-            {"decode_precision", a.decode_precision}, {"kv_cache", a.kv_cache}, {"speculative", a.speculative},
+  o.info = {{"generator", a.generator}, {"tokenizer", a.tokenizer}, {"device", device.str()}, {"precision", precision},
+            {"decode_precision", a.decode_precision},
+            {"sampling_defaults", {{"cfg", o.limits.sampling.cfg}, {"cfg_power", o.limits.sampling.cfg_power},
+                                   {"temperature", o.limits.sampling.temperature}}}, {"kv_cache", a.kv_cache}, {"speculative", a.speculative},
             {"model", g.cfg.to_json()}};
 
   serve::BatchScheduler scheduler(g.model, vq.model, so);
@@ -84,7 +93,7 @@ void add_serve(CLI::App& app) {
   c->add_option("--host", a->host, "address to listen on (default 127.0.0.1: this machine only)");
   c->add_option("--port", a->port, "port (0 = any free port)")->check(CLI::Range(0, 65535));
   c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
-  c->add_option("--precision", a->precision, "generator: fp32, tf32 or bf16");
+  c->add_option("--precision", a->precision, "generator: auto (bf16 on CUDA, fp32 on the CPU; as rar sample), fp32, tf32 or bf16");
   c->add_option("--decode-precision", a->decode_precision, "decoder: fp32 or bf16");
   c->add_option("--engine", a->engine, "decode engine: plain, static, graph or auto");
   c->add_option("--kv-cache", a->kv_cache, "KV cache dtype: model or fp8");

@@ -1,5 +1,7 @@
 #include "model/generator_config.h"
 
+#include <cmath>
+
 #include <set>
 
 #include "util/error.h"
@@ -69,6 +71,45 @@ GeneratorConfig GeneratorConfig::preset(const std::string& name) {
   else if (name == "rar_xxl") c.hidden = 1408, c.layers = 40, c.mlp = 6144;
   else fail("unknown generator preset '", name, "' (expected rar_b, rar_l, rar_xl or rar_xxl)");
   return c;
+}
+
+nlohmann::json SamplingDefaults::to_json() const {
+  return {{"guidance_scale", cfg}, {"guidance_scale_pow", cfg_power}, {"randomize_temperature", temperature}};
+}
+
+SamplingDefaults SamplingDefaults::from_json(const nlohmann::json& j, const std::string& source) {
+  SamplingDefaults d;
+  auto num = [&](const char* k, double& v) {
+    if (!j.contains(k)) return;
+    check(j.at(k).is_number() && std::isfinite(j.at(k).get<double>()), source, ": sampling setting '", k,
+          "' is not a finite number");
+    v = j.at(k).get<double>();
+  };
+  num("guidance_scale", d.cfg);
+  num("guidance_scale_pow", d.cfg_power);
+  num("randomize_temperature", d.temperature);
+  d.source = source;
+  return d;
+}
+
+std::optional<SamplingDefaults> published_sampling(const GeneratorConfig& c) {
+  if (c.codebook != 1024 || c.classes != 1000 || c.seq_len != 256 || c.heads != 16) return std::nullopt;
+  // (guidance, power, temperature) of the published RAR-B/L/XL/XXL
+  struct Row {
+    const char* name;
+    double cfg, power, temperature;
+  };
+  for (const Row& r : {Row{"rar_b", 16.0, 2.75, 1.0}, Row{"rar_l", 15.5, 2.5, 1.02}, Row{"rar_xl", 6.9, 1.5, 1.02},
+                       Row{"rar_xxl", 8.0, 1.2, 1.02}}) {
+    const auto p = GeneratorConfig::preset(r.name);
+    if (p.hidden == c.hidden && p.layers == c.layers && p.mlp == c.mlp) {
+      SamplingDefaults d;
+      d.cfg = r.cfg, d.cfg_power = r.power, d.temperature = r.temperature;
+      d.source = std::string("the published ") + r.name + "'s";
+      return d;
+    }
+  }
+  return std::nullopt;
 }
 
 bool is_generator_state_dict(const io::StateDict& sd) {

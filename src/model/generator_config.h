@@ -3,6 +3,7 @@
 // combination is allowed, and the config of a checkpoint is recovered from its tensor shapes.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,5 +47,16 @@ struct GeneratorConfig {
 
 // True when the state dict looks like a RAR generator (has the generator's characteristic keys).
 bool is_generator_state_dict(const io::StateDict& sd);
+
+// How a generator is meant to be sampled: guidance g, the pow-cosine power p, the temperature.
+struct SamplingDefaults {
+  double cfg = 4.0, cfg_power = 0.0, temperature = 1.0;
+  std::string source;  // where they come from: "published rar_xl", "its training config"
+  nlohmann::json to_json() const;  // {"guidance_scale", "guidance_scale_pow", "randomize_temperature"} (rar.yaml's names)
+  static SamplingDefaults from_json(const nlohmann::json& j, const std::string& source);
+};
+// The published models' settings (the RAR README's table) for a config of a published preset's
+// shape (its H, L, I, heads, 1024 codes, 1000 classes, 256 tokens); nothing for any other shape.
+std::optional<SamplingDefaults> published_sampling(const GeneratorConfig& c);
 
 }  // namespace rar::model

@@ -86,12 +86,19 @@ LoadedGenerator load_generator(const std::string& path, const torch::Device& dev
   }
   g.model = Generator(g.cfg);
   load_into(*g.model, sd, device, dtype);
+  g.sampling = sampling_defaults(sd, g.cfg);
   return g;
 }
 
-void save_generator(const std::string& path, Generator& model) {
+std::optional<SamplingDefaults> sampling_defaults(const io::StateDict& sd, const GeneratorConfig& cfg) {
+  if (auto j = metadata_json(sd, kSamplingKey)) return SamplingDefaults::from_json(*j, "its training config's");
+  return published_sampling(cfg);
+}
+
+void save_generator(const std::string& path, Generator& model, const std::optional<SamplingDefaults>& sampling) {
   io::StateDict sd = state_dict_of(*model);
   sd.metadata[kGeneratorConfigKey] = model->cfg.to_json().dump();
+  if (sampling) sd.metadata[kSamplingKey] = sampling->to_json().dump();
   sd.metadata["format"] = "pt";
   io::write_safetensors(path, sd);
 }

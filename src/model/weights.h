@@ -22,16 +22,24 @@ io::StateDict state_dict_of(const torch::nn::Module& module);
 
 // Reads a generator from any checkpoint format: the config comes from the safetensors metadata
 // ("rar.generator_config") when present, else it is inferred from the tensor shapes.
+// `sampling`: how it is meant to be sampled — its own metadata ("rar.sampling", written by `rar
+// train` from the config's guidance settings), else the published settings of a published model's
+// shape, else nothing.
 struct LoadedGenerator {
   GeneratorConfig cfg;
   Generator model{nullptr};
+  std::optional<SamplingDefaults> sampling;
 };
 LoadedGenerator load_generator(const std::string& path, const torch::Device& device = torch::kCPU,
                                torch::ScalarType dtype = torch::kFloat32);
 
-// Saves a generator as safetensors with its config in the metadata (atomic).
-void save_generator(const std::string& path, Generator& model);
+// Saves a generator as safetensors with its config (and how it is meant to be sampled, if given)
+// in the metadata (atomic).
+void save_generator(const std::string& path, Generator& model, const std::optional<SamplingDefaults>& sampling = {});
 
 constexpr const char* kGeneratorConfigKey = "rar.generator_config";
+constexpr const char* kSamplingKey = "rar.sampling";
+// The sampling settings a state dict's metadata carries, else the published ones for its config.
+std::optional<SamplingDefaults> sampling_defaults(const io::StateDict& sd, const GeneratorConfig& cfg);
 
 }  // namespace rar::model

@@ -76,6 +76,8 @@ GenerateRequest parse_generate_request(const std::string& body, const RequestLim
   for (const auto& item : j.items()) check(known.count(item.key()), "unknown field '", item.key(), "'");
 
   GenerateRequest r;
+  r.opts.cfg = limits.sampling.cfg, r.opts.cfg_power = limits.sampling.cfg_power;
+  r.opts.temperature = limits.sampling.temperature;
   const int64_t C = limits.num_classes;
   std::vector<int64_t> listed;
   check(j.contains("classes") != j.contains("class"), "give exactly one of 'class' and 'classes'");

@@ -468,12 +468,21 @@ class RarJob final : public TrainingJob {
     return ck;
   }
 
+  // How the run's generator is meant to be sampled: its config's guidance settings (rar.yaml's
+  // guidance_scale, guidance_scale_pow, randomize_temperature), so `rar sample` uses them.
+  model::SamplingDefaults sampling() const {
+    model::SamplingDefaults d;
+    d.cfg = s_.guidance, d.cfg_power = s_.guidance_power, d.temperature = s_.temperature;
+    return d;
+  }
+
   void export_weights() override {
-    model::save_generator(join_path(s_.run.output_dir, "generator.safetensors"), g_);
+    model::save_generator(join_path(s_.run.output_dir, "generator.safetensors"), g_, sampling());
     if (s_.use_ema) {
       io::StateDict e;
       for (auto& [n, t] : ema_) e.set(n, t.cpu());
       e.metadata[model::kGeneratorConfigKey] = s_.gen.to_json().dump();
+      e.metadata[model::kSamplingKey] = sampling().to_json().dump();
       e.metadata["format"] = "pt";
       io::write_safetensors(join_path(s_.run.output_dir, "generator_ema.safetensors"), e);
     }

@@ -23,6 +23,11 @@ void use_device(const torch::Device& d) {
   if (d.is_cuda() && d.has_index()) c10::impl::getDeviceGuardImpl(d.type())->setDevice(d);
 }
 
+std::string resolve_precision(const std::string& s, const torch::Device& device) {
+  if (s != "auto") return s;
+  return device.is_cuda() ? "bf16" : "fp32";
+}
+
 torch::ScalarType parse_precision(const std::string& s) {
   if (s == "fp32") {
     at::globalContext().setAllowTF32CuBLAS(false);

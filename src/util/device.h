@@ -16,5 +16,10 @@ void use_device(const torch::Device& d);
 // "fp32", "tf32", "bf16" or "fp16". fp32 turns TF32 matmuls off (exact comparisons); tf32 keeps
 // float32 tensors but lets CUDA matmuls/convolutions use TF32 tensor cores.
 torch::ScalarType parse_precision(const std::string& s);
+// The generator precision `rar sample` and `rar serve` share by default ("auto"): bf16 weights on
+// a CUDA device (the speed the tables measure; the images differ from fp32 by rounding only),
+// fp32 on the CPU (where bf16 is slow and the exactness with the published code is tested).
+// Any other value is returned as given.
+std::string resolve_precision(const std::string& s, const torch::Device& device);
 
 }  // namespace rar
