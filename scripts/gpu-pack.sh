@@ -11,6 +11,9 @@ mkdir -p .devrun/debs .devrun/shared
    apt-get download libcpp-httplib-dev libcpp-httplib0.11 libssl-dev libssl3 libbrotli-dev libbrotli1 >/dev/null)
 (cd .devrun/debs && [ -n "$(ls libmicrohttpd-dev_*.deb 2>/dev/null)" ] ||
    apt-get download libmicrohttpd-dev libmicrohttpd12 >/dev/null)
+# simdjson (the published .jsonl token files): needed by the build
+(cd .devrun/debs && [ -n "$(ls libsimdjson-dev_*.deb 2>/dev/null)" ] ||
+   apt-get download libsimdjson-dev libsimdjson14 >/dev/null)
 # gloo headers (the symbols are inside libtorch): CPU data parallel there too
 (cd .devrun/debs && [ -n "$(ls libgloo-dev_*.deb 2>/dev/null)" ] || apt-get download libgloo-dev >/dev/null)
 rm -rf .devrun/shared/reference && cp -r ../shared/reference .devrun/shared/reference

@@ -185,3 +185,68 @@ TEST(CliTokenizerCuda, DecodeOnGpuMatchesReference) {
   std::printf("CLI decode on CUDA, fp32: max abs error %.2e\n", err);
   EXPECT_LT(err, 1e-4);
 }
+
+// The published code's pretokenized .jsonl: converted to the same .rartok the tensors give, every
+// line checked with its number in the error, and a stopped conversion resumes to the same bytes.
+TEST(JsonlTokens, ConvertsChecksEveryLineAndResumes) {
+  TempDir dir;
+  torch::manual_seed(3);
+  const int64_t N = 11, S = 16, V = 64, C = 5;
+  auto tokens = torch::randint(0, V, {N, S}, torch::kInt64);
+  auto labels = torch::randint(0, C, {N}, torch::kInt64);
+  std::string text;
+  for (int64_t i = 0; i < N; ++i) {
+    text += "{\"class_id\": " + std::to_string(labels[i].item<int64_t>()) + ", \"tokens\": [";
+    for (int64_t k = 0; k < S; ++k) text += (k ? ", " : "") + std::to_string(tokens[i][k].item<int64_t>());
+    text += "]}\n";
+  }
+  write_bytes(dir / "t.jsonl", text);
+  data::write_token_file(dir / "ref.rartok", tokens, labels, V, C);
+  const std::string sizes = " --codebook 64 --classes 5 --seq-len 16 --chunk-lines 3";
+  auto one = run_rar("tokenize --from-jsonl " + dir / "t.jsonl" + " --out " + dir / "one.rartok" + sizes);
+  ASSERT_EQ(one.status, 0) << one.output;
+  EXPECT_EQ(read_bytes(dir / "one.rartok"), read_bytes(dir / "ref.rartok"));
+  EXPECT_FALSE(path_exists(dir / "one.rartok.parts"));
+  // stopped after two chunks of three lines, then resumed
+  auto part = run_rar("tokenize --from-jsonl " + dir / "t.jsonl" + " --out " + dir / "two.rartok" + sizes + " --max-chunks 2");
+  ASSERT_EQ(part.status, 0) << part.output;
+  EXPECT_NE(part.output.find("stopped after 2 chunks"), std::string::npos) << part.output;
+  EXPECT_FALSE(path_exists(dir / "two.rartok"));
+  auto rest = run_rar("tokenize --from-jsonl " + dir / "t.jsonl" + " --out " + dir / "two.rartok" + sizes);
+  ASSERT_EQ(rest.status, 0) << rest.output;
+  EXPECT_EQ(read_bytes(dir / "two.rartok"), read_bytes(dir / "ref.rartok"));
+  // the published config's dataset.params.pretokenization: converted beside the .jsonl once, reused
+  const std::string train = "train --device cpu --steps 2 model.vq_model.codebook_size=64"
+                            " model.generator.hidden_size=32 model.generator.num_hidden_layers=1"
+                            " model.generator.num_attention_heads=2 model.generator.intermediate_size=64"
+                            " model.generator.image_seq_len=16 model.generator.condition_num_classes=5"
+                            " training.per_gpu_batch_size=4 training.mixed_precision=no dataset.params.pretokenization=" +
+                            dir / "t.jsonl";
+  auto first = run_rar(train + " --out " + dir / "run");
+  ASSERT_EQ(first.status, 0) << first.output;
+  EXPECT_NE(first.output.find("converting " + dir / "t.jsonl"), std::string::npos) << first.output;
+  EXPECT_EQ(read_bytes(dir / "t.jsonl.rartok"), read_bytes(dir / "ref.rartok"));
+  auto again = run_rar(train + " --out " + dir / "run2");
+  ASSERT_EQ(again.status, 0) << again.output;
+  EXPECT_EQ(again.output.find("converting"), std::string::npos) << "converted twice: " << again.output;
+  // every kind of bad line, named by its number
+  const std::string good = text.substr(0, text.find('\n') + 1);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"{\"class_id\": 5, \"tokens\": [1]}", "line 2: 'class_id' 5 outside [0, 5)"},
+      {"{\"class_id\": 1, \"tokens\": [1, 2]}", "line 2: 2 tokens, expected 16"},
+      {"{\"class_id\": 1, \"tokens\": [64" + std::string(15 * 3, ' ') + "]}", "line 2: 'tokens'[0] = 64 outside [0, 64)"},
+      {"{\"class_id\": 1, \"tokens\": [1, \"x\"]}", "line 2: 'tokens'[1]: expected an integer"},
+      {"{\"class_id\": 1, \"label\": 2}", "line 2: unknown field 'label'"},
+      {"{\"class_id\": 1, \"class_id\": 2}", "line 2: 'class_id' given twice"},
+      {"{\"tokens\": [1, 2", "line 2: "},
+      {"[1, 2]", "line 2: expected a JSON object"},
+  };
+  for (const auto& [line, needle] : bad) {
+    write_bytes(dir / "bad.jsonl", good + line + "\n" + good);
+    auto r = run_rar("tokenize --from-jsonl " + dir / "bad.jsonl" + " --out " + dir / "bad.rartok" + sizes);
+    EXPECT_EQ(r.status, 1) << line << ": " << r.output;
+    EXPECT_NE(r.output.find("bad.jsonl: " + needle), std::string::npos) << line << ": " << r.output;
+    EXPECT_FALSE(path_exists(dir / "bad.rartok"));
+    remove_tree(dir / "bad.rartok.parts");
+  }
+}

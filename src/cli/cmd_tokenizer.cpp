@@ -9,6 +9,7 @@
 #include "data/prepare.h"
 #include "data/sources.h"
 #include "data/token_file.h"
+#include "data/jsonl_tokens.h"
 #include "data/tokenize_job.h"
 #include "data/transforms.h"
 #include "io/image.h"
@@ -29,8 +30,9 @@ using data::prepare;
 using data::to_input;
 
 struct TokArgs {
-  std::string tokenizer, images, tokens, out, device = "auto", precision = "fp32";
+  std::string tokenizer, images, tokens, out, device = "auto", precision = "fp32", jsonl;
   int64_t size = 0, pad = 0, batch = 32, chunk = 4096, max_chunks = 0;
+  int64_t codebook = 1024, classes = 1000, seq_len = 256, chunk_lines = 1 << 18;
   bool flip = false, ten_crop = false;
 };
 
@@ -99,8 +101,9 @@ void run_tokenize(const TokArgs& a) {
 
 void add_tokenizer_commands(CLI::App& app) {
   auto a = std::make_shared<TokArgs>();
-  auto common = [&](CLI::App* c) {
-    c->add_option("--tokenizer", a->tokenizer, "VQ tokenizer checkpoint")->required();
+  auto common = [&](CLI::App* c, bool needs_tokenizer = true) {
+    auto* t = c->add_option("--tokenizer", a->tokenizer, "VQ tokenizer checkpoint");
+    if (needs_tokenizer) t->required();
     c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
     c->add_option("--precision", a->precision, "fp32 (exact, TF32 off) or tf32 (faster convolutions on CUDA)");
     c->add_option("--batch", a->batch, "images per batch")->check(positive_count());
@@ -151,9 +154,17 @@ void add_tokenizer_commands(CLI::App& app) {
   });
 
   auto* tok = app.add_subcommand("tokenize", "A dataset to the pretokenized .rartok format (resumable)");
-  common(tok);
-  tok->add_option("--data", a->images,
-                  "ImageFolder DIR, fashion-mnist[:train|:test], mnist[...], IDX file, .npy/.npz")->required();
+  common(tok, /*needs_tokenizer=*/false);
+  auto* data = tok->add_option("--data", a->images,
+                               "ImageFolder DIR, fashion-mnist[:train|:test], mnist[...], IDX file, .npy/.npz");
+  auto* jsonl = tok->add_option("--from-jsonl", a->jsonl,
+                                "the published code's pretokenized .jsonl ({\"class_id\", \"tokens\"} per line, e.g. "
+                                "maskgitvq.jsonl) instead of images: converted, no tokenizer needed");
+  jsonl->excludes(data);
+  tok->add_option("--codebook", a->codebook, "with --from-jsonl: codebook size V (default 1024)")->check(positive_count());
+  tok->add_option("--classes", a->classes, "with --from-jsonl: number of classes C (default 1000)")->check(positive_count());
+  tok->add_option("--seq-len", a->seq_len, "with --from-jsonl: tokens per line S (default 256)")->check(positive_count());
+  tok->add_option("--chunk-lines", a->chunk_lines, "with --from-jsonl: lines per resumable chunk")->check(positive_count());
   tok->add_option("--out", a->out, "train.rartok (class names go to train.rartok.classes.txt)")->required();
   tok->add_option("--size", a->size, "ADM center crop size (0 = images as they are)")->check(count());
   tok->add_option("--pad", a->pad, "zero-pad images to this square size (e.g. 32 for Fashion-MNIST)")->check(count());
@@ -162,6 +173,14 @@ void add_tokenizer_commands(CLI::App& app) {
   tok->add_option("--chunk", a->chunk, "images per resumable chunk")->check(positive_count());
   tok->add_option("--max-chunks", a->max_chunks, "encode at most this many new chunks, then stop (resume later)")->check(count());
   tok->callback([a] {
+    if (!a->jsonl.empty()) {
+      data::JsonlSettings s;
+      s.jsonl = a->jsonl, s.out = a->out, s.codebook = a->codebook, s.classes = a->classes, s.seq_len = a->seq_len;
+      s.chunk_lines = a->chunk_lines, s.max_chunks = a->max_chunks;
+      data::convert_jsonl_tokens(s);
+      return;
+    }
+    check(!a->images.empty() && !a->tokenizer.empty(), "tokenize: give --data and --tokenizer (or --from-jsonl)");
     check(!a->ten_crop || a->size > 0, "--ten-crop needs --size");
     check(!(a->ten_crop && a->flip), "--ten-crop already includes the mirrored crops; drop --flip");
     run_tokenize(*a);

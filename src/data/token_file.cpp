@@ -143,6 +143,64 @@ std::pair<torch::Tensor, torch::Tensor> TokenFile::batch(const torch::Tensor& ro
   return {tokens().index_select(0, r).to(torch::kInt64), labels().index_select(0, r).to(torch::kInt64)};
 }
 
+TokenFileWriter::TokenFileWriter(const std::string& path, int64_t codebook, int64_t seq_len, int64_t classes,
+                                 int64_t count)
+    : path_(path), codebook_(codebook), seq_len_(seq_len), classes_(classes), count_(count),
+      bytes_(codebook <= 65536 ? 2 : 4), hash_(fnv1a(nullptr, 0)) {
+  check(codebook >= 1 && seq_len >= 1 && classes >= 1 && count >= 0, path, ": bad token file sizes");
+  file_ = std::make_unique<AtomicFile>(path);
+  file_->write(std::string(kHeader, '\0'));  // the header, once the checksum is known
+}
+
+void TokenFileWriter::put(const void* p, size_t n) {
+  hash_ = fnv1a(static_cast<const uint8_t*>(p), n, hash_);
+  pending_.append(static_cast<const char*>(p), n);
+  if (pending_.size() >= (4u << 20)) flush();
+}
+
+void TokenFileWriter::flush() {
+  file_->write(pending_);
+  pending_.clear();
+}
+
+void TokenFileWriter::labels(const int32_t* p, int64_t n) {
+  check(rows_ == 0, path_, ": labels after tokens");
+  for (int64_t i = 0; i < n; ++i)
+    check(p[i] >= 0 && p[i] < classes_, path_, ": class id ", p[i], " outside [0, ", classes_, ")");
+  labels_ += n;
+  check(labels_ <= count_, path_, ": more labels than the ", count_, " sequences announced");
+  put(p, static_cast<size_t>(n) * 4);
+}
+
+void TokenFileWriter::tokens(const void* rows, int64_t n) {
+  check(labels_ == count_, path_, ": tokens before all ", count_, " labels");
+  const int64_t k = n * seq_len_;
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t v = bytes_ == 2 ? static_cast<const uint16_t*>(rows)[i] : static_cast<const int32_t*>(rows)[i];
+    check(v >= 0 && v < codebook_, path_, ": token id ", v, " outside [0, ", codebook_, ")");
+  }
+  rows_ += n;
+  check(rows_ <= count_, path_, ": more token rows than the ", count_, " sequences announced");
+  put(rows, static_cast<size_t>(k) * bytes_);
+}
+
+void TokenFileWriter::finish() {
+  check(labels_ == count_ && rows_ == count_, path_, ": ", labels_, " labels and ", rows_, " token rows for ", count_,
+        " sequences");
+  flush();
+  std::string h(kHeader, '\0');
+  std::memcpy(h.data(), kMagic, 8);
+  ::rar::data::put(h, 8, 1, 4);
+  ::rar::data::put(h, 12, bytes_, 4);
+  ::rar::data::put(h, 16, codebook_, 8);
+  ::rar::data::put(h, 24, seq_len_, 8);
+  ::rar::data::put(h, 32, count_, 8);
+  ::rar::data::put(h, 40, classes_, 8);
+  ::rar::data::put(h, 48, hash_, 8);
+  file_->write_at(0, h.data(), h.size());
+  file_->commit();
+}
+
 nlohmann::json TokenFile::identity() const {
   char hex[24];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(info_.checksum));

@@ -22,6 +22,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include "util/atomic_file.h"
+
 namespace rar::data {
 
 struct TokenFileInfo {
@@ -33,6 +35,30 @@ struct TokenFileInfo {
 // Writes tokens int [N,S] and labels int [N] atomically. Fails if ids are out of range.
 void write_token_file(const std::string& path, const torch::Tensor& tokens, const torch::Tensor& labels,
                       int64_t codebook, int64_t classes);
+
+// Writes a .rartok from pieces in bounded memory: every label first (the format keeps them
+// before the tokens), then every token row, each checked against V and C; finish() writes the
+// header (the checksum is computed on the way) and commits atomically. `count` is the number of
+// sequences that will be given (checked at finish()).
+class TokenFileWriter {
+ public:
+  TokenFileWriter(const std::string& path, int64_t codebook, int64_t seq_len, int64_t classes, int64_t count);
+  int token_bytes() const { return bytes_; }
+  void labels(const int32_t* p, int64_t n);
+  // n rows of seq_len ids, stored `token_bytes()` wide (uint16 or int32).
+  void tokens(const void* rows, int64_t n);
+  void finish();
+
+ private:
+  void put(const void* p, size_t n);
+  void flush();
+  std::string path_;
+  int64_t codebook_, seq_len_, classes_, count_, labels_ = 0, rows_ = 0;
+  int bytes_;
+  uint64_t hash_;
+  std::string pending_;
+  std::unique_ptr<AtomicFile> file_;
+};
 
 class TokenFile {
  public:

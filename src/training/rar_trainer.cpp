@@ -7,6 +7,7 @@
 #include <set>
 
 #include "data/epoch_sampler.h"
+#include "data/jsonl_tokens.h"
 #include "data/token_file.h"
 #include "eval/nll.h"
 #include "io/checkpoint.h"
@@ -72,6 +73,8 @@ model:
 dataset:
   train_tokens: ""                    # ours: .rartok from `rar tokenize`
   val_tokens: ""                      # ours: held-out .rartok for validation NLL
+  params:
+    pretokenization: ""               # the published code's .jsonl (used when train_tokens is empty: converted beside it once)
 optimizer:
   name: adamw
   params:
@@ -128,6 +131,7 @@ struct RarSettings {
   RunSettings run;
   model::GeneratorConfig gen;
   std::string train_tokens, val_tokens, tokenizer, init_from;
+  std::string pretokenized;  // the published config's dataset.params.pretokenization (.jsonl), when no .rartok is given
   int64_t recomputed_layers = 0;  // blocks that recompute their activations in backward (use_checkpoint)
   int64_t anneal_start = 0, anneal_end = 0;
   double label_dropout = 0;
@@ -145,7 +149,10 @@ struct RarSettings {
     s.run = RunSettings::from(c);
     s.gen = generator_config_of(c);
     s.train_tokens = c.get_string("dataset.train_tokens");
-    check(!s.train_tokens.empty(), "dataset.train_tokens is not set (a .rartok file from `rar tokenize`; --data)");
+    if (s.train_tokens.empty()) s.pretokenized = c.get_string("dataset.params.pretokenization", "");
+    check(!s.train_tokens.empty() || !s.pretokenized.empty(),
+          "dataset.train_tokens is not set (a .rartok file from `rar tokenize`; --data; or the published config's "
+          "dataset.params.pretokenization: a .jsonl)");
     s.val_tokens = c.get_string("dataset.val_tokens");
     s.tokenizer = c.get_string("model.vq_model.pretrained_tokenizer_weight");
     s.init_from = c.get_string("training.init_from");
@@ -563,7 +570,7 @@ class RarJob final : public TrainingJob {
 }  // namespace
 
 void train_rar(const Config& cfg, const RunControl& control) {
-  const RarSettings s = RarSettings::from(cfg);
+  RarSettings s = RarSettings::from(cfg);
   // processes and device
   const DistEnv env = dist_env_from_environment();
   const torch::Device device = rank_device(parse_device(s.run.device), env);
@@ -571,7 +578,16 @@ void train_rar(const Config& cfg, const RunControl& control) {
   DataParallel dp(env, device, s.ddp_bucket_mb, s.ddp_bf16 ? torch::kBFloat16 : torch::kFloat32, s.ddp_exact);
   const OutputLock lock = prepare_run_folder(s.run, control.resume, dp.is_main());
 
-  // data
+  // data; the published config's .jsonl becomes a .rartok beside it, once (the ranks one after the
+  // other: on a shared folder the first converts and the others reuse it, on separate disks each
+  // node's first process converts)
+  if (!s.pretokenized.empty()) {
+    for (int64_t r = 0; r < dp.world(); ++r) {
+      if (r == dp.rank())
+        s.train_tokens = data::rartok_for_jsonl(s.pretokenized, s.gen.codebook, s.gen.classes, s.gen.seq_len);
+      dp.barrier();
+    }
+  }
   data::TokenFile train(s.train_tokens);
   train.expect(s.gen.codebook, s.gen.seq_len);
   check(train.info().classes <= s.gen.classes, s.train_tokens, ": ", train.info().classes,

@@ -39,6 +39,15 @@ void AtomicFile::write(const void* data, size_t n) {
   }
 }
 
+void AtomicFile::write_at(uint64_t offset, const void* data, size_t n) {
+  check(f_ != nullptr, path_, ": write after commit");
+  const bool ok = std::fflush(f_) == 0 && ::pwrite(::fileno(f_), data, n, static_cast<off_t>(offset)) == static_cast<ssize_t>(n);
+  if (!ok) {
+    const int err = errno;
+    fail(path_, ": write failed (", std::strerror(err), ")");
+  }
+}
+
 void AtomicFile::commit() {
   check(f_ != nullptr, path_, ": commit twice");
   crash_point("atomic-file.before-sync");

@@ -18,6 +18,8 @@ class AtomicFile {
 
   void write(const void* data, size_t n);
   void write(const std::string& s) { write(s.data(), s.size()); }
+  // Overwrites bytes already written at `offset` (e.g. a header whose checksum is known last).
+  void write_at(uint64_t offset, const void* data, size_t n);
   const std::string& temp_path() const { return tmp_; }
   // Flushes, fsyncs and renames the temp file onto the final path.
   void commit();
