@@ -3,6 +3,11 @@
 #include <cstring>
 #include <map>
 
+#include <ATen/core/Dict.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
+
 #include "io/pickle.h"
 #include "io/zip.h"
 #include "util/atomic_file.h"
@@ -152,6 +157,30 @@ StateDict read_legacy_torch_checkpoint(const std::string& path) {
   check(keys->items.size() == storages.size(), path, ": ", storages.size() - keys->items.size(),
         " storages have no data");
   return state_dict_in(root, path);
+}
+
+void write_torch_checkpoint(const std::string& path, const StateDict& sd) {
+  c10::Dict<std::string, at::Tensor> dict;
+  for (const auto& n : sd.names()) dict.insert(n, sd.at(n).detach().cpu().contiguous());
+  // LibTorch's pickler without type tags (torch::pickle_save tags the dict with
+  // torch.jit._pickle.restore_type_tag, which weights_only loading refuses), then torch.save's
+  // archive: <name>/data.pkl, <name>/data/<key> per storage, <name>/version
+  std::string pickle;
+  torch::jit::Pickler pickler([&](const char* p, size_t n) { pickle.append(p, n); }, nullptr, nullptr, nullptr, nullptr,
+                              /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(c10::IValue(dict));
+  pickler.stop();
+  std::string bytes;
+  {
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* p, size_t n) {
+      bytes.append(static_cast<const char*>(p), n);
+      return n;
+    });
+    torch::jit::writeArchiveAndTensors("data", pickle.data(), pickle.size(), pickler.tensorData(), writer);
+    writer.writeEndOfFile();
+  }
+  write_file_atomic(path, bytes);
 }
 
 }  // namespace rar::io
