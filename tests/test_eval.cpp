@@ -2,9 +2,11 @@
 // Inception network with random weights under the official key names (shapes, determinism, batch
 // invariance, strict loading), and `rar eval fid|stats` end to end.
 #include <cmath>
+#include <map>
 
 #include <torch/torch.h>
 
+#include "eval/adm.h"
 #include "eval/fid.h"
 #include "eval/nearest.h"
 #include "eval/inception.h"
@@ -248,4 +250,65 @@ TEST(Classifier, TrainsOnPatternsAndScoresSamples) {
   r = run_rar("eval classify --classifier " + dir / "train.npz" + " --samples " + dir / "samples.npz");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("rar: error:"), std::string::npos) << r.output;
+}
+
+// ---------------------------------------------------------------- ADM's evaluator
+
+namespace {
+std::map<std::string, torch::Tensor> npz_map(const std::string& path) {
+  std::map<std::string, torch::Tensor> m;
+  for (auto& [k, v] : io::read_npz(path)) m[k] = v;
+  return m;
+}
+double rel(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-300); }
+}  // namespace
+
+// The evaluator's own outputs on synthetic activations (../shared/reference/adm_metrics.npz: made
+// with guided-diffusion's FIDStatistics, compute_inception_score and ManifoldEstimator): FID,
+// sFID and IS within 1e-6 relative, the radii as its fp16 distance block makes them, Precision and
+// Recall within 0.001.
+TEST(Adm, MatchesTheEvaluatorOnSyntheticActivations) {
+  auto m = npz_map(shared_ref("adm_metrics.npz"));
+  eval::FeatureStats ref, ref_s;
+  ref.mu = m.at("mu"), ref.sigma = m.at("sigma");
+  ref_s.mu = m.at("mu_s"), ref_s.sigma = m.at("sigma_s");
+  const double fid = eval::frechet_distance(eval::feature_stats(m.at("sample_pool")), ref);
+  const double sfid = eval::frechet_distance(eval::feature_stats(m.at("sample_spatial")), ref_s);
+  EXPECT_LT(rel(fid, m.at("fid").item<double>()), 1e-6) << fid << " vs " << m.at("fid").item<double>();
+  EXPECT_LT(rel(sfid, m.at("sfid").item<double>()), 1e-6) << sfid << " vs " << m.at("sfid").item<double>();
+  // the reference's own statistics, computed here, are the file's mu and sigma
+  const auto own = eval::feature_stats(m.at("ref_pool"));
+  // (the evaluator's mu is numpy's float32 mean of float32 activations; ours is float64)
+  EXPECT_TRUE(torch::allclose(own.mu, m.at("mu").to(torch::kFloat64), 0, 1e-5));
+  EXPECT_TRUE(torch::allclose(own.sigma, m.at("sigma").to(torch::kFloat64), 1e-12, 1e-12));
+  const double is_small = eval::adm_inception_score(m.at("sample_pool"), m.at("softmax_w"));
+  EXPECT_LT(rel(is_small, m.at("inception_score_small").item<double>()), 1e-6) << is_small;
+  const double is = eval::adm_inception_score(m.at("is_pool"), m.at("is_softmax_w"));  // splits 5000, 5000, 1000
+  EXPECT_LT(rel(is, m.at("inception_score").item<double>()), 1e-6) << is << " vs " << m.at("inception_score").item<double>();
+  // The radii: fp16 squared distances with fp32 accumulation, as the evaluator's block; which
+  // fp16 value a sum rounds to depends on the accumulation order of the device that ran it, so
+  // 74% are equal bit for bit and the rest one or two fp16 steps (2^-10 relative) away —
+  // borderline cases that move Precision and Recall by less than 0.001 here.
+  const auto radii = eval::manifold_radii(m.at("ref_pool"));
+  const auto want = m.at("ref_radii").reshape({-1}).to(torch::kFloat32);
+  const double same = radii.eq(want).to(torch::kFloat64).mean().item<double>();
+  const auto ulp = torch::exp2(torch::floor(torch::log2(want.to(torch::kFloat64))) - 10);  // fp16 step at each radius
+  const double worst = ((radii.to(torch::kFloat64) - want.to(torch::kFloat64)).abs() / ulp).max().item<double>();
+  EXPECT_GT(same, 0.7) << "radii equal to the evaluator's: " << same;
+  EXPECT_LE(worst, 4.0) << "a radius more than 4 fp16 steps from the evaluator's";
+  const auto [precision, recall] = eval::adm_precision_recall(m.at("ref_pool"), m.at("sample_pool"));
+  EXPECT_NEAR(precision, m.at("precision").item<double>(), 1e-3);
+  EXPECT_NEAR(recall, m.at("recall").item<double>(), 1e-3);
+}
+
+// TensorFlow's legacy bilinear resize (the op inside the published Inception graph) against
+// TensorFlow's own output for three input sizes (../shared/reference/adm_resize.npz).
+TEST(Adm, TensorFlowResizeMatchesTensorFlow) {
+  auto m = npz_map(shared_ref("adm_resize.npz"));
+  for (const char* size : {"64", "256", "512"}) {
+    const auto out = eval::tf_resize_bilinear(m.at(std::string("in_") + size).to(torch::kFloat32), 299);
+    const auto want = m.at(std::string("out_") + size);
+    ASSERT_EQ(out.sizes(), want.sizes()) << size;
+    EXPECT_LT((out - want).abs().max().item<double>(), 1e-3) << size;
+  }
 }

@@ -146,6 +146,16 @@ torch::Tensor FidInceptionImpl::pool3(const torch::Tensor& images) {
 
 torch::Tensor FidInceptionImpl::logits(const torch::Tensor& pool3) { return fc(pool3); }
 
+std::array<torch::Tensor, 2> FidInceptionImpl::pool3_and_mixed6_conv(const torch::Tensor& x299) {
+  auto x = max_pool(Conv2d_2b_3x3(Conv2d_2a_3x3(Conv2d_1a_3x3(x299))), 2);  // block 0
+  x = max_pool(Conv2d_4a_3x3(Conv2d_3b_1x1(x)), 2);                         // block 1
+  x = Mixed_6c(Mixed_6b(Mixed_6a(Mixed_5d(Mixed_5c(Mixed_5b(x))))));
+  auto spatial = Mixed_6d->branch1x1(x);  // mixed_6/conv
+  x = Mixed_6e(Mixed_6d(x));
+  x = Mixed_7c(Mixed_7b(Mixed_7a(x)));
+  return {x.mean({2, 3}), spatial};
+}
+
 FidInception load_fid_inception(const std::string& path, const torch::Device& device) {
   FidInception net;
   auto sd = io::read_checkpoint(path);

@@ -8,6 +8,7 @@
 // features(): images float [B,3,H,W] in [0,1] -> bilinear resize to 299x299 (align_corners=False),
 // scale to [-1,1], the network, global average pool: pool3 features [B,2048]. logits(): [B,1008].
 #pragma once
+#include <array>
 #include <string>
 
 #include <torch/torch.h>
@@ -70,6 +71,10 @@ struct FidInceptionImpl : torch::nn::Module {
   FidInceptionImpl();
   torch::Tensor pool3(const torch::Tensor& images);  // [B,2048]
   torch::Tensor logits(const torch::Tensor& pool3);  // [B,1008]
+  // The network on inputs already resized to 299x299 and scaled as the graph scales them: the
+  // pool_3 features [B,2048] and the output of Mixed_6d's 1x1 branch [B,192,17,17] (the graph's
+  // `mixed_6/conv`, whose first 7 channels are ADM's spatial features).
+  std::array<torch::Tensor, 2> pool3_and_mixed6_conv(const torch::Tensor& x299);
   BasicConv2d Conv2d_1a_3x3{nullptr}, Conv2d_2a_3x3{nullptr}, Conv2d_2b_3x3{nullptr}, Conv2d_3b_1x1{nullptr},
       Conv2d_4a_3x3{nullptr};
   InceptionA Mixed_5b{nullptr}, Mixed_5c{nullptr}, Mixed_5d{nullptr};

@@ -233,6 +233,56 @@ torch::Tensor npz_member(const ZipReader& zip, const std::string& name, const st
 
 }  // namespace
 
+struct NpzRowStream::Impl {
+  explicit Impl(const std::string& path) : zip(path) {}
+  ZipReader zip;
+  std::unique_ptr<ZipReader::Stream> in;
+};
+
+NpzRowStream::NpzRowStream(const std::string& path, const std::string& member) : what_(path + ":" + member) {
+  impl_ = std::make_unique<Impl>(path);
+  const std::string name = member + ".npy";
+  check(impl_->zip.has(name), path, ": no array '", member, "'");
+  const auto st = impl_->zip.stat(name);
+  impl_->in = std::make_unique<ZipReader::Stream>(impl_->zip, name);
+  check(st.size >= 10, what_, ": not an .npy file (bad magic)");
+  char pre[12] = {};
+  impl_->in->read(pre, 10);
+  size_t n = 10;
+  if (pre[6] != 1 && st.size >= 12) {
+    impl_->in->read(pre + 10, 2);
+    n = 12;
+  }
+  uint64_t hlen = 0;
+  const size_t start = npy_preamble(pre, n, hlen, what_);
+  check(st.size - start >= hlen, what_, ": truncated .npy header");
+  std::string header(hlen, '\0');
+  impl_->in->read(header.data(), hlen);
+  const NpyLayout l = npy_layout(header, start + hlen, what_);
+  check(st.size - l.data_offset == l.nbytes, what_, ": .npy data of ", st.size - l.data_offset, " bytes, shape ",
+        c10::IntArrayRef(l.shape), " needs ", l.nbytes);
+  check(!l.fortran && !l.shape.empty(), what_, ": expected a C-ordered array with rows");
+  check(l.type != torch::kBool, what_, ": boolean arrays are not streamed");
+  shape_ = l.shape;
+  type_ = l.type;
+  row_bytes_ = static_cast<int64_t>(c10::elementSize(type_));
+  for (size_t d = 1; d < shape_.size(); ++d) row_bytes_ *= shape_[d];
+}
+
+NpzRowStream::~NpzRowStream() = default;
+
+torch::Tensor NpzRowStream::next(int64_t n) {
+  n = std::min(n, remaining());
+  std::vector<int64_t> shape = shape_;
+  shape[0] = std::max<int64_t>(n, 0);
+  torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(type_));
+  if (n <= 0) return t;
+  impl_->in->read(t.data_ptr(), static_cast<uint64_t>(n * row_bytes_));
+  done_ += n;
+  if (done_ == rows()) impl_->in->expect_end();
+  return t;
+}
+
 torch::Tensor npy_decode(const std::string& b, const std::string& what) {
   uint64_t hlen = 0;
   const size_t start = npy_preamble(b.data(), b.size(), hlen, what);
