@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "eval/adm.h"
@@ -311,4 +312,56 @@ TEST(Adm, TensorFlowResizeMatchesTensorFlow) {
     ASSERT_EQ(out.sizes(), want.sizes()) << size;
     EXPECT_LT((out - want).abs().max().item<double>(), 1e-3) << size;
   }
+}
+
+// `rar eval adm` from activation files (the layout --cache writes): FID, sFID, Precision and Recall
+// without any weights file, equal to the evaluator's; from ADM-layout image batches through a
+// (random) Inception network: the five numbers, the reference's activations cached and reused
+// to the same numbers, JSON written.
+TEST(CliEval, AdmFromActivationsAndFromImageBatches) {
+  TempDir dir;
+  auto m = npz_map(shared_ref("adm_metrics.npz"));
+  io::write_npz(dir / "ref.npz", {{"pool", m.at("ref_pool")}, {"spatial", m.at("ref_spatial")}, {"mu", m.at("mu")},
+                                  {"sigma", m.at("sigma")}, {"mu_s", m.at("mu_s")}, {"sigma_s", m.at("sigma_s")}});
+  io::write_npz(dir / "samples.npz", {{"pool", m.at("sample_pool")}, {"spatial", m.at("sample_spatial")}});
+  auto r = run_rar("eval adm " + dir / "ref.npz" + " " + dir / "samples.npz" + " --json " + dir / "adm.json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("Inception Score: needs the Inception weights"), std::string::npos) << r.output;
+  const auto j = nlohmann::json::parse(read_bytes(dir / "adm.json"));
+  EXPECT_LT(rel(j["fid"].get<double>(), m.at("fid").item<double>()), 1e-6);
+  EXPECT_LT(rel(j["sfid"].get<double>(), m.at("sfid").item<double>()), 1e-6);
+  EXPECT_NEAR(j["precision"].get<double>(), m.at("precision").item<double>(), 1e-3);
+  EXPECT_NEAR(j["recall"].get<double>(), m.at("recall").item<double>(), 1e-3);
+  EXPECT_TRUE(j["inception_score"].is_null());
+
+  // image batches (uint8 NHWC) and a random network
+  torch::manual_seed(2);
+  eval::FidInception net;
+  io::write_safetensors(dir / "inception.safetensors", model::state_dict_of(*net));
+  io::write_npz(dir / "ref_images.npz", {{"arr_0", torch::randint(0, 256, {12, 64, 64, 3}).to(torch::kUInt8)}});
+  io::write_npz(dir / "sample_images.npz", {{"arr_0", torch::randint(0, 256, {9, 48, 48, 3}).to(torch::kUInt8)},
+                                            {"arr_1", torch::zeros({9}, torch::kInt64)}});
+  const std::string cmd = "eval adm " + dir / "ref_images.npz" + " " + dir / "sample_images.npz" + " --inception " +
+                          dir / "inception.safetensors" + " --batch 5 --cache " + dir / "ref_acts.npz" + " --json ";
+  auto first = run_rar(cmd + dir / "a.json");
+  ASSERT_EQ(first.status, 0) << first.output;
+  ASSERT_TRUE(path_exists(dir / "ref_acts.npz"));
+  auto cached = npz_map(dir / "ref_acts.npz");
+  EXPECT_EQ(cached.at("pool").sizes(), (std::vector<int64_t>{12, 2048}));
+  EXPECT_EQ(cached.at("spatial").sizes(), (std::vector<int64_t>{12, 2023}));
+  const auto a = nlohmann::json::parse(read_bytes(dir / "a.json"));
+  for (const char* k : {"inception_score", "fid", "sfid", "precision", "recall"}) EXPECT_TRUE(std::isfinite(a[k].get<double>())) << k;
+  EXPECT_EQ(a["sample_count"], 9);
+  // the cached reference: the same numbers, without its images
+  ASSERT_EQ(std::remove((dir / "ref_images.npz").c_str()), 0);
+  io::write_npz(dir / "ref_images.npz", {{"arr_0", torch::zeros({1, 8, 8, 3}, torch::kUInt8)}});  // not read
+  auto second = run_rar(cmd + dir / "b.json");
+  ASSERT_EQ(second.status, 0) << second.output;
+  const auto b = nlohmann::json::parse(read_bytes(dir / "b.json"));
+  for (const char* k : {"inception_score", "fid", "sfid", "precision", "recall"}) EXPECT_EQ(a[k], b[k]) << k;
+  // a batch that is not images: one line
+  io::write_npz(dir / "bad.npz", {{"arr_0", torch::zeros({4, 8}, torch::kFloat32)}});
+  auto bad = run_rar("eval adm " + dir / "ref.npz" + " " + dir / "bad.npz" + " --inception " + dir / "inception.safetensors");
+  EXPECT_EQ(bad.status, 1) << bad.output;
+  EXPECT_NE(bad.output.find("arr_0 must be uint8 images [N,H,W,3]"), std::string::npos) << bad.output;
 }

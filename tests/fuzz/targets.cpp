@@ -18,6 +18,7 @@
 #include "io/image.h"
 #include "io/metrics_log.h"
 #include "serve/request.h"
+#include "data/jsonl_tokens.h"
 #include "io/npy.h"
 #include "io/pickle.h"
 #include "io/safetensors.h"
@@ -76,6 +77,30 @@ void run_npy(const uint8_t* data, size_t size) { (void)io::read_array(as_file(da
 
 void run_npz(const uint8_t* data, size_t size) {
   for (auto& [name, t] : io::read_npz(as_file(data, size, "input.npz"))) (void)t.numel();
+}
+
+// An ADM batch's arr_0 streamed in blocks of rows (rar eval adm): every row the header declares
+// must come out, and no block may allocate more than its rows hold.
+void run_npz_rows(const uint8_t* data, size_t size) {
+  io::NpzRowStream in(as_file(data, size, "input.npz"), "arr_0");
+  while (in.remaining() > 0) {
+    auto t = in.next(7);
+    if (t.size(0) == 0) finding("npz rows: an empty block before the end");
+  }
+}
+
+// The published pretokenized .jsonl (rar tokenize --from-jsonl): a small V, S and C so random
+// lines can be valid; an accepted file must make a .rartok the reader accepts.
+void run_jsonl_tokens(const uint8_t* data, size_t size) {
+  data::JsonlSettings s;
+  s.jsonl = as_file(data, size, "input.jsonl");
+  s.out = join_path(scratch(), "input.rartok");
+  remove_tree(s.out + ".parts");
+  std::remove(s.out.c_str());
+  s.codebook = 16, s.classes = 4, s.seq_len = 4, s.chunk_lines = 3, s.progress = false;
+  data::convert_jsonl_tokens(s);
+  data::TokenFile back(s.out);
+  back.expect(16, 4, 4);
 }
 
 void run_image(const uint8_t* data, size_t size) {
@@ -226,6 +251,8 @@ const std::vector<Target>& targets() {
       {"safetensors", "safetensors checkpoints", run_checkpoint},
       {"npy", ".npy arrays (rar score --tokens, ...)", run_npy},
       {"npz", ".npz archives (sample shards, FID stats, image sets)", run_npz},
+      {"npz_rows", ".npz arrays streamed by rows (rar eval adm's image batches)", run_npz_rows},
+      {"jsonl_tokens", "the published pretokenized .jsonl (rar tokenize --from-jsonl)", run_jsonl_tokens},
       {"png", "PNG images (image folders, single images)", run_image},
       {"jpeg", "JPEG images (image folders, single images)", run_image},
       {"idx", "IDX image/label files (MNIST layout)", run_idx},
@@ -318,6 +345,12 @@ void write_seeds(const std::string& dir) {
                                                 {"labels", torch::tensor({int64_t(1), int64_t(0)})}});
   copy_file(join_path(scratch(), "a.npz"), join_path(dir, "npz"), "stored.npz");
   copy_file(join_path(data_dir, "pil_resize.npz"), join_path(dir, "npz"), "numpy.npz");
+  io::write_npz(join_path(scratch(), "arr0.npz"), {{"arr_0", torch::randint(0, 256, {5, 4, 4, 3}).to(torch::kUInt8)}});
+  copy_file(join_path(scratch(), "arr0.npz"), join_path(dir, "npz_rows"), "images.npz");
+  put(join_path(dir, "jsonl_tokens"), "valid.jsonl",
+      "{\"class_id\": 1, \"tokens\": [0, 1, 2, 15]}\n{\"class_id\": 3, \"tokens\": [4, 5, 6, 7]}\n"
+      "{\"class_id\": 0, \"tokens\": [8, 9, 10, 11]}\n{\"class_id\": 2, \"tokens\": [12, 13, 14, 3]}\n");
+  put(join_path(dir, "jsonl_tokens"), "bad.jsonl", "{\"class_id\": 1, \"tokens\": [0, 1, 2]}\n{\"tokens\": 5}\n");
 
   auto grey = torch::randint(0, 255, {6, 5, 1}).to(torch::kUInt8), rgb = torch::randint(0, 255, {4, 7, 3}).to(torch::kUInt8);
   put(join_path(dir, "png"), "grey.png", io::encode_png(grey));
