@@ -15,7 +15,7 @@ DEST=.deps/libtorch
 
 PKGS=(build-essential cmake ninja-build pkg-config python3 python3-pip unzip ca-certificates
       libzip-dev libpng-dev libjpeg-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev
-      libmicrohttpd-dev libsimdjson-dev libssl-dev libcpp-httplib-dev libgtest-dev zlib1g-dev libgloo-dev libcairo2-dev dataset-fashion-mnist)
+      libmicrohttpd-dev libsimdjson-dev libprotobuf-dev protobuf-compiler libisal-dev libssl-dev libcpp-httplib-dev libgtest-dev zlib1g-dev libgloo-dev libcairo2-dev dataset-fashion-mnist)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

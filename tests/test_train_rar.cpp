@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cstdio>
+#include <map>
 #include <cstdlib>
 
 #include <nlohmann/json.hpp>
@@ -13,6 +14,8 @@
 #include "data/token_file.h"
 #include "helpers.h"
 #include "small_step.h"
+#include "io/event_file.h"
+#include "io/image.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "model/generator.h"
@@ -23,6 +26,7 @@
 #include "training/optim_config.h"
 #include "training/train_step.h"
 #include "sampling/orders.h"
+#include "util/error.h"
 #include "util/gpu.h"
 
 using namespace rar;
@@ -600,4 +604,62 @@ TEST(TrainRar, TimeBudgetEndsLikeTheScheduleAndResumeContinues) {
   auto a = io::read_safetensors(dir / "full/generator.safetensors");
   auto b = io::read_safetensors(dir / "cut/generator.safetensors");
   for (const auto& n : a.names()) EXPECT_TRUE(a.at(n).equal(b.at(n))) << n;
+}
+
+// TensorBoard event files beside metrics.jsonl: TFRecord framing with real CRC-32C (the known
+// check value of "123456789"), every scalar of every metrics row at its step, the sample grids as
+// PNG images, and a resumed run's file without repeated steps (the records after the
+// checkpoint dropped, as metrics.jsonl's rows are). Every record read back through protobuf with
+// both CRCs checked; a flipped byte is a one-line error naming the record.
+TEST(TrainRar, TensorBoardEventFilesHoldEveryRowOnceAndTheGrids) {
+  if (!io::event_files_available()) GTEST_SKIP() << "a build without protobuf / ISA-L";
+  EXPECT_EQ(io::crc32c("123456789", 9), 0xE3069283u);
+  TempDir dir;
+  const std::string data = write_tiny_tokens(dir);
+  model::VQModel vq(test_support::tiny_vq_config());
+  model::save_vq(dir / "vq.safetensors", vq);
+  const std::string args = " --data " + data + " --out " + dir / "run" + " --tokenizer " + dir / "vq.safetensors" +
+                           " --device cpu --steps 6 experiment.generate_every=3 experiment.save_every=2" +
+                           tiny_model_args() + " training.per_gpu_batch_size=4";
+  auto cut = run_rar("train" + args + " --stop-after 3");
+  ASSERT_EQ(cut.status, 0) << cut.output;
+  // as if killed after step 3's records but before its checkpoint: the resume starts at step 2
+  remove_tree(dir / "run/checkpoints/step-00000003");
+  auto rest = run_rar("train" + args + " --resume");
+  ASSERT_EQ(rest.status, 0) << rest.output;
+  ASSERT_NE(rest.output.find("(step 2)"), std::string::npos) << rest.output;
+  const auto files = list_dir(dir / "run/tensorboard");
+  ASSERT_EQ(files.size(), 1u);
+  ASSERT_EQ(files[0].rfind("events.out.tfevents.", 0), 0u);
+  const auto records = io::read_event_file(dir / "run/tensorboard/" + files[0]);
+  ASSERT_FALSE(records.empty());
+  EXPECT_EQ(records[0].file_version, "brain.Event:2");
+  std::map<int64_t, std::map<std::string, double>> scalars;
+  std::vector<int64_t> image_steps;
+  for (size_t i = 1; i < records.size(); ++i) {
+    for (const auto& [tag, v] : records[i].scalars) {
+      EXPECT_EQ(scalars[records[i].step].count(tag), 0u) << "step " << records[i].step << " " << tag << " twice";
+      scalars[records[i].step][tag] = v;
+    }
+    for (const auto& [tag, png] : records[i].images) {
+      EXPECT_EQ(tag, "samples");
+      EXPECT_EQ(io::decode_image(png, "event image").dim(), 3);
+      image_steps.push_back(records[i].step);
+    }
+  }
+  const auto rows = metric_rows(dir / "run/metrics.jsonl", "loss");
+  ASSERT_EQ(rows.size(), 6u);
+  for (const auto& row : rows) {
+    const int64_t step = row["step"].get<int64_t>();
+    ASSERT_TRUE(scalars.count(step)) << step;
+    for (const char* k : {"loss", "accuracy", "lr", "randomness", "grad_norm"})
+      EXPECT_EQ(scalars[step].at(k), static_cast<float>(row[k].get<double>())) << step << " " << k;
+  }
+  EXPECT_EQ(scalars.size(), 6u);
+  EXPECT_EQ(image_steps, (std::vector<int64_t>{3, 6}));  // the grid of step 3 once, although step 3 ran twice
+  // a damaged record: named
+  std::string bytes = read_bytes(dir / "run/tensorboard/" + files[0]);
+  bytes[bytes.size() / 2] ^= 0x40;
+  write_bytes(dir / "damaged.tfevents", bytes);
+  EXPECT_RAR_ERROR(io::read_event_file(dir / "damaged.tfevents"), "damaged.tfevents: record ");
 }

@@ -44,6 +44,7 @@ experiment:
   eval_every: 50_000                  # validation NLL (needs dataset.val_tokens)
   generate_every: 5_000               # sample grid (needs a tokenizer)
   log_every: 50
+  tensorboard: true                   # ours: TensorBoard event files in <output_dir>/tensorboard
   keep_last: 3                        # ours: checkpoints kept
   eval_examples: 10_000               # ours: validation sequences scored (0 = all)
 model:
@@ -516,8 +517,8 @@ class RarJob final : public TrainingJob {
   }
 
   // A grid of 8 samples for each of the first (up to) 10 classes, with the config's guidance.
-  void generate(int64_t step) override {
-    if (!tokenizer_) return;
+  std::vector<std::pair<std::string, std::string>> generate(int64_t step) override {
+    if (!tokenizer_) return {};
     torch::NoGradGuard ng;
     g_->eval();
     sampling::SamplingOptions so;
@@ -537,7 +538,9 @@ class RarJob final : public TrainingJob {
     g_->train();
     char name[48];
     std::snprintf(name, sizeof name, "samples-%08lld.png", (long long)step);
-    io::write_image(join_path(s_.run.output_dir, name), io::make_grid(images, per));
+    const std::string path = join_path(s_.run.output_dir, name);
+    io::write_image(path, io::make_grid(images, per));
+    return {{"samples", path}};
   }
 
   void finish(int64_t, double) override {

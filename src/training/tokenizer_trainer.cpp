@@ -82,6 +82,7 @@ training:
 experiment:
   output_dir: runs/tokenizer
   log_every: 50
+  tensorboard: true           # TensorBoard event files in <output_dir>/tensorboard
   eval_every: 2000
   generate_every: 1000        # reconstruction grid of test images
   save_every: 1000
@@ -327,10 +328,12 @@ class TokenizerJob final : public TrainingJob {
             {"eval/images", r.images}};
   }
 
-  void generate(int64_t step) override {
+  std::vector<std::pair<std::string, std::string>> generate(int64_t step) override {
     char name[48];
     std::snprintf(name, sizeof name, "recon-%08lld.png", (long long)step);
-    write_recon_grid(join_path(s_.run.output_dir, name), vq_, test_ ? *test_ : train_, 32, device_);
+    const std::string path = join_path(s_.run.output_dir, name);
+    write_recon_grid(path, vq_, test_ ? *test_ : train_, 32, device_);
+    return {{"reconstructions", path}};
   }
 
   void finish(int64_t step, double minutes) override {

@@ -1,6 +1,9 @@
 // training_run.cpp — see training_run.h.
 #include "training/training_run.h"
 
+#include "io/event_file.h"
+#include "io/image.h"
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -27,6 +30,7 @@ RunSettings RunSettings::from(const Config& cfg) {
   s.generate_every = cfg.get_int("experiment.generate_every");
   s.save_every = cfg.get_int("experiment.save_every");
   s.keep_last = cfg.get_int("experiment.keep_last");
+  s.tensorboard = cfg.get_bool("experiment.tensorboard", true);
   s.max_minutes = cfg.get_double("training.max_minutes");
   s.max_grad_norm = cfg.get_double("training.max_grad_norm");
   s.seed = static_cast<uint64_t>(cfg.get_int("training.seed"));
@@ -84,14 +88,35 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
   }
   const std::string config_yaml = cfg.to_yaml();
   std::unique_ptr<MetricsLog> metrics;
+  std::unique_ptr<io::EventFileWriter> events;  // TensorBoard, beside metrics.jsonl
   if (main) {
     write_file_atomic(join_path(s.output_dir, "config.yaml"), config_yaml);
     metrics = std::make_unique<MetricsLog>(metrics_path, !latest.empty());
+    if (s.tensorboard && io::event_files_available())
+      events = std::make_unique<io::EventFileWriter>(join_path(s.output_dir, "tensorboard"), latest.empty() ? -1 : step);
+    else if (s.tensorboard)
+      std::fprintf(stderr, "rar: this build writes no TensorBoard event files (protobuf, ISA-L missing): metrics.jsonl only\n");
   }
   auto write_row = [&](int64_t at, nlohmann::json row) {
     if (!metrics || row.is_null()) return;
     row["step"] = at;
     metrics->write(row);
+    if (!events) return;
+    std::vector<std::pair<std::string, double>> scalars;
+    for (const auto& [k, v] : row.items())
+      if (v.is_number() && k != "step") scalars.emplace_back(k, v.get<double>());
+    events->scalars(at, scalars);
+    events->flush();
+  };
+  // grids written by the job: into the event file as images
+  auto generate = [&](int64_t at) {
+    for (const auto& [tag, png] : job.generate(at)) {
+      if (!events || !path_exists(png)) continue;
+      const auto img = io::read_image(png);
+      events->image(at, tag, read_file(png), static_cast<int>(img.size(0)), static_cast<int>(img.size(1)),
+                    static_cast<int>(img.size(2)));
+      events->flush();
+    }
   };
 
   // ---------------------------------------------------------------- save
@@ -154,7 +179,7 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
     // Periodic work, except at the last scheduled step (the end of the run does it once).
     if (step == total) break;
     if (main && s.eval_every > 0 && step % s.eval_every == 0) write_row(step, job.evaluate(step, false));
-    if (main && s.generate_every > 0 && step % s.generate_every == 0) job.generate(step);
+    if (main && s.generate_every > 0 && step % s.generate_every == 0) generate(step);
     if (s.save_every > 0 && step % s.save_every == 0) save(step);
   }
   if (progress) {
@@ -179,7 +204,7 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
   nlohmann::json row = job.evaluate(step, true);
   if (!row.is_null()) row["minutes"] = minutes;
   write_row(step, std::move(row));
-  job.generate(step);
+  generate(step);
   job.finish(step, minutes);
 }
 

@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <functional>
 #include <set>
+#include <utility>
+#include <vector>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -45,6 +47,7 @@ struct RunSettings {
   LrSchedule lr;            // lr_scheduler.*, optimizer.params.learning_rate, training.max_train_steps
   int64_t log_every = 1, eval_every = 0, generate_every = 0, save_every = 0, keep_last = 0;  // experiment.*
   double max_minutes = 0;   // training.max_minutes (0 = no budget)
+  bool tensorboard = true;  // experiment.tensorboard: event files in DIR/tensorboard (io/event_file.h)
   double max_grad_norm = 0; // training.max_grad_norm
   uint64_t seed = 0;        // training.seed
   std::string device;       // training.device
@@ -134,7 +137,8 @@ class TrainingJob {
   // Evaluation (metrics rows are returned; `final`: the end of the run), sample or
   // reconstruction grids, and the end-of-run summary. Defaults: none.
   virtual nlohmann::json evaluate(int64_t step, bool final) { return nullptr; }
-  virtual void generate(int64_t step) {}
+  // Writes its grid(s) and returns them as (tag, PNG path) for the event file.
+  virtual std::vector<std::pair<std::string, std::string>> generate(int64_t step) { return {}; }
   virtual void finish(int64_t step, double minutes) {}
 };
 
