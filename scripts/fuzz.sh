@@ -18,7 +18,7 @@ SECONDS_EACH=${FUZZ_SECONDS:-60}
 JOBS=${FUZZ_JOBS:-$(nproc)}
 WORKERS=${FUZZ_WORKERS:-1}
 BUILD=${FUZZ_BUILD:-build-fuzz}
-ALL="pickle torch_zip torch_legacy safetensors npy npz npz_rows jsonl_tokens png jpeg idx idx_gz rartok config metrics serve_request roundtrip"
+ALL="pickle torch_zip torch_legacy safetensors npy npz npz_rows jsonl_tokens event_file png jpeg idx idx_gz rartok config metrics serve_request roundtrip"
 TARGETS=${FUZZ_TARGETS:-$ALL}
 
 if [ -z "${FUZZ_PREBUILT:-}" ]; then

@@ -628,6 +628,11 @@ TEST(TrainRar, TensorBoardEventFilesHoldEveryRowOnceAndTheGrids) {
   auto rest = run_rar("train" + args + " --resume");
   ASSERT_EQ(rest.status, 0) << rest.output;
   ASSERT_NE(rest.output.find("(step 2)"), std::string::npos) << rest.output;
+  // a finished run resumed (as after a kill once its last checkpoint was written): the end's
+  // records, written after that checkpoint at its own step, come once
+  auto again = run_rar("train" + args + " --resume");
+  ASSERT_EQ(again.status, 0) << again.output;
+  ASSERT_NE(again.output.find("(step 6)"), std::string::npos) << again.output;
   const auto files = list_dir(dir / "run/tensorboard");
   ASSERT_EQ(files.size(), 1u);
   ASSERT_EQ(files[0].rfind("events.out.tfevents.", 0), 0u);
@@ -662,4 +667,43 @@ TEST(TrainRar, TensorBoardEventFilesHoldEveryRowOnceAndTheGrids) {
   bytes[bytes.size() / 2] ^= 0x40;
   write_bytes(dir / "damaged.tfevents", bytes);
   EXPECT_RAR_ERROR(io::read_event_file(dir / "damaged.tfevents"), "damaged.tfevents: record ");
+}
+
+// What a kill leaves for the next start (tests/torture.sh kills runs at random): a resume keeps the
+// file's name and drops a last record cut short mid-append along with the steps after the
+// checkpoint; a start from scratch removes the event file of an earlier start that never reached
+// a checkpoint (one file per run, as metrics.jsonl restarts), and a resume into a folder of two
+// files is refused naming it.
+TEST(TrainRar, EventFileAfterAKillResumesUnderItsNameWithoutACutRecord) {
+  if (!io::event_files_available()) GTEST_SKIP() << "a build without protobuf / ISA-L";
+  TempDir dir;
+  const std::string tb = dir / "tb";
+  std::string path;
+  {
+    io::EventFileWriter w(tb, -1);
+    for (int64_t s = 1; s <= 4; ++s) w.scalars(s, {{"loss", 1.0 / s}});
+    w.flush();
+    path = w.path();
+  }
+  const std::string whole = read_bytes(path);
+  const size_t first = 16 + static_cast<unsigned char>(whole[0]);  // the version record's length (< 256)
+  write_bytes(path, whole + whole.substr(first, 13));  // the start of a record: cut short
+  EXPECT_RAR_ERROR(io::read_event_file(path), "is cut short");
+  {
+    io::EventFileWriter w(tb, 2);
+    EXPECT_EQ(w.path(), path);
+    w.scalars(3, {{"loss", 0.25}});
+    w.flush();
+  }
+  std::vector<int64_t> steps;
+  for (const auto& r : io::read_event_file(path))
+    if (r.file_version.empty()) steps.push_back(r.step);
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3}));
+  // a start from scratch: the earlier file goes
+  { io::EventFileWriter w(tb, -1); }
+  ASSERT_EQ(list_dir(tb).size(), 1u);
+  const std::string fresh = join_path(tb, list_dir(tb)[0]);
+  EXPECT_EQ(io::read_event_file(fresh).size(), 1u);  // the version record alone
+  write_bytes(join_path(tb, "events.out.tfevents.1.other"), read_bytes(fresh));
+  EXPECT_RAR_ERROR(io::EventFileWriter(tb, 2), "holds 2 event files");
 }

@@ -94,14 +94,61 @@ for line in open(sys.argv[1]):
 EOF
 }
 
+# A TensorBoard event file's records without what measures time: each Event's wall_time (field 1)
+# and the scalars that metrics.jsonl's timing fields become (the records' CRCs are checked by
+# tests/test_training_infra.cpp through protobuf).
+normalized_events() {
+  python3 - "$1" <<'EOF'
+import struct, sys
+def varint(b, i):
+    v = s = 0
+    while True:
+        c = b[i]; i += 1; v |= (c & 0x7F) << s; s += 7
+        if c < 0x80: return v, i
+def fields(b):  # (number, value) of each field of one message
+    i, out = 0, []
+    while i < len(b):
+        key, i = varint(b, i)
+        n, t = key >> 3, key & 7
+        if t == 0: v, i = varint(b, i)
+        elif t == 1: v, i = b[i:i + 8], i + 8
+        elif t == 5: v, i = b[i:i + 4], i + 4
+        elif t == 2:
+            ln, i = varint(b, i); v, i = b[i:i + ln], i + ln
+        else: sys.exit("wire type %d" % t)
+        out.append((n, v))
+    return out
+timing = lambda tag: tag.endswith("_per_s") or tag.endswith("_s") or tag == "minutes"
+data = open(sys.argv[1], "rb").read()
+at = 0
+while at < len(data):
+    n = struct.unpack_from("<Q", data, at)[0]
+    msg = data[at + 12:at + 12 + n]
+    if len(msg) != n: sys.exit("record cut short")
+    at += 16 + n
+    kept = []
+    for num, v in fields(msg):
+        if num == 1: continue  # wall_time
+        if num == 5:  # Summary: its values without the timing scalars
+            v = [f for f in (fields(val) for _, val in fields(v)) if not timing(dict(f)[1].decode())]
+        kept.append((num, v))
+    print(repr(kept))
+EOF
+}
+
 compare() {  # compare JOB DIR: outputs byte for byte against the reference
   local ref="$W/ref/$1/out" got="$2/out"
   local a b
-  a=$(cd "$ref" && find . -type f | sort) || true
-  b=$(cd "$got" && find . -type f | sort) || true
+  # an event file's name holds the time its run started: compared by what it holds
+  a=$(cd "$ref" && find . -type f | sed 's/tfevents\.[0-9]*\./tfevents.T./' | sort) || true
+  b=$(cd "$got" && find . -type f | sed 's/tfevents\.[0-9]*\./tfevents.T./' | sort) || true
   [ "$a" = "$b" ] || fail "$1: other files than the uninterrupted run:$(diff <(echo "$a") <(echo "$b") | tr '\n' ' ')"
   for f in $a; do
-    if [ "$(basename "$f")" = metrics.jsonl ]; then
+    if [[ "$f" == */events.out.tfevents.T.* ]]; then
+      local fr fg
+      fr=$(echo "$ref"/${f/tfevents.T./tfevents.*.}) fg=$(echo "$got"/${f/tfevents.T./tfevents.*.})
+      cmp -s <(normalized_events "$fr") <(normalized_events "$fg") || fail "$1: $f differs (beyond wall times and timings)"
+    elif [ "$(basename "$f")" = metrics.jsonl ]; then
       cmp -s <(normalized_metrics "$ref/$f") <(normalized_metrics "$got/$f") || fail "$1: $f differs (beyond timings)"
     elif [ "$(basename "$f")" = .lock ]; then
       :  # the output's lock file holds the pid of its last owner (util/output_lock.h): not an output
@@ -206,11 +253,12 @@ if [[ " $TORTURE_JOBS " == *" train "* ]]; then
   err=$(grep '^rar: error: ' "$disk/run.log" || true)
   [ "$(echo "$err" | wc -l)" = 1 ] && [ -n "$err" ] || fail "full disk: expected one 'rar: error:' line: $(tail -3 "$disk/run.log")"
   echo "$err" | grep -Eq 'No space left on device|File too large' || fail "full disk: error does not say why: $err"
-  # every file of the previous run is still there, unchanged (metrics.jsonl may have grown by rows)
+  # every file of the previous run is still there, unchanged (metrics.jsonl and the event file are
+  # cut back to the checkpoint's step on resume, so they may have changed)
   join -1 2 -2 2 -o 1.1,2.1,0 "$W/before.sha" "$W/after.sha" > "$W/joined"
   [ "$(wc -l < "$W/joined")" = "$(wc -l < "$W/before.sha")" ] || fail "full disk ($how): files of the previous run are gone"
-  awk '$3 !~ /metrics.jsonl$/ && $3 !~ /\/\.lock$/ && $1 != $2 { print $3 }' "$W/joined" | grep . &&
-    fail "full disk ($how): files changed (the lock file's pid aside)"
+  awk '$3 !~ /metrics.jsonl$/ && $3 !~ /tfevents/ && $3 !~ /\/\.lock$/ && $1 != $2 { print $3 }' "$W/joined" | grep . &&
+    fail "full disk ($how): files changed (the lock file's pid, metrics.jsonl and the event file aside)"
   grep -q 'tmp-' "$W/after.sha" && fail "full disk ($how): temp files left behind: $(grep tmp- "$W/after.sha")"
   echo "torture: full disk ($how): '${err#rar: error: }'; previous checkpoint intact, no temp files"
 fi

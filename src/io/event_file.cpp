@@ -57,18 +57,21 @@ uint32_t masked_crc32c(const void* data, size_t n) {
   return ((c >> 15) | (c << 17)) + 0xa282ead8u;
 }
 
-std::vector<EventRecord> read_event_file(const std::string& path) {
+std::vector<EventRecord> read_event_file(const std::string& path, bool allow_cut_tail) {
   const std::string bytes = read_file(path);
   std::vector<EventRecord> out;
   size_t at = 0;
   for (int64_t i = 0; at < bytes.size(); ++i) {
     const auto* p = reinterpret_cast<const unsigned char*>(bytes.data()) + at;
+    if (allow_cut_tail && bytes.size() - at < 12) break;
     check(bytes.size() - at >= 12, path, ": record ", i, " is cut short (", bytes.size() - at, " bytes left)");
     uint64_t n = 0;
     for (int k = 0; k < 8; ++k) n |= uint64_t(p[k]) << (8 * k);
     check(le32(p + 8) == masked_crc32c(p, 8), path, ": record ", i, ": the length's CRC does not match");
-    check(n <= bytes.size() - at - 16, path, ": record ", i, " declares ", n, " bytes, the file holds ",
-          bytes.size() - at - 16);
+    const size_t room = bytes.size() - at < 16 ? 0 : bytes.size() - at - 16;  // for the message
+    const bool cut = bytes.size() - at < 16 || n > room;
+    if (allow_cut_tail && cut) break;
+    check(!cut, path, ": record ", i, " is cut short (it declares ", n, " bytes, the file holds ", room, ")");
     const std::string msg = bytes.substr(at + 12, n);
     check(le32(p + 12 + n) == masked_crc32c(msg.data(), msg.size()), path, ": record ", i,
           ": the message's CRC does not match");
@@ -87,17 +90,27 @@ std::vector<EventRecord> read_event_file(const std::string& path) {
   return out;
 }
 
-EventFileWriter::EventFileWriter(const std::string& dir, int64_t resume_step) {
+EventFileWriter::EventFileWriter(const std::string& dir, int64_t resume_step, int64_t max_records) {
   make_dirs(dir);
+  std::vector<std::string> found;
   for (const auto& name : list_dir(dir))
-    if (name.rfind("events.out.tfevents.", 0) == 0 && name.find(".tmp-") == std::string::npos) path_ = join_path(dir, name);
-  if (resume_step >= 0 && !path_.empty()) {
+    if (name.rfind("events.out.tfevents.", 0) == 0 && name.find(".tmp-") == std::string::npos)
+      found.push_back(join_path(dir, name));
+  check(resume_step < 0 || found.size() <= 1, dir, ": holds ", found.size(),
+        " event files; a run writes one (move the others away to resume)");
+  if (resume_step >= 0 && !found.empty()) {
     // the records up to the checkpoint's step stay; the rest come again
+    path_ = found[0];
     std::string kept = framed(version_event());
-    for (const auto& r : read_event_file(path_))
-      if (r.file_version.empty() && r.step <= resume_step) kept += framed(r.raw);
+    for (const auto& r : read_event_file(path_, /*allow_cut_tail=*/true))
+      if (r.file_version.empty() && r.step <= resume_step && (max_records < 0 || records_ < max_records)) {
+        kept += framed(r.raw);
+        ++records_;
+      }
     write_file_atomic(path_, kept);
   } else {
+    // a start from scratch: what an earlier start left (killed before its first checkpoint) goes
+    for (const auto& f : found) remove_tree(f);
     char host[128] = "host";
     ::gethostname(host, sizeof host - 1);
     path_ = join_path(dir, "events.out.tfevents." + std::to_string(static_cast<int64_t>(now_seconds())) + "." + host);
@@ -114,6 +127,7 @@ EventFileWriter::~EventFileWriter() {
 void EventFileWriter::record(const std::string& message) {
   const std::string r = framed(message);
   check(std::fwrite(r.data(), 1, r.size(), f_) == r.size(), path_, ": write failed (", std::strerror(errno), ")");
+  ++records_;
 }
 
 void EventFileWriter::scalars(int64_t step, const std::vector<std::pair<std::string, double>>& values) {

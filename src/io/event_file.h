@@ -23,9 +23,12 @@ uint32_t masked_crc32c(const void* data, size_t n);
 
 class EventFileWriter {
  public:
-  // Opens (creating the folder) the run's event file in `dir`: a new one, or — `resume_step` >= 0
-  // — the existing one rewritten without records of later steps (a missing one is started).
-  EventFileWriter(const std::string& dir, int64_t resume_step);
+  // Opens (creating the folder) the run's event file in `dir`: a new one (event files of an
+  // earlier start that never reached a checkpoint are removed, as metrics.jsonl is restarted), or
+  // — `resume_step` >= 0 — the existing one, under its name, rewritten without records of later
+  // steps, beyond the first `max_records` (when >= 0: what the file held when the checkpoint was
+  // written), or cut short by a kill (a missing one is started).
+  EventFileWriter(const std::string& dir, int64_t resume_step, int64_t max_records = -1);
   ~EventFileWriter();
   EventFileWriter(const EventFileWriter&) = delete;
   EventFileWriter& operator=(const EventFileWriter&) = delete;
@@ -35,16 +38,19 @@ class EventFileWriter {
   void image(int64_t step, const std::string& tag, const std::string& png, int height, int width, int channels);
   void flush();
   const std::string& path() const { return path_; }
+  int64_t records() const { return records_; }  // in the file, its version record aside
 
  private:
   void record(const std::string& message);
   std::string path_;
   std::FILE* f_ = nullptr;
+  int64_t records_ = 0;
 };
 
 // What a file holds, for tests and for the resume rewrite: every record checked (both CRCs, the
 // framing), each decoded into its step, wall time and values; a damaged record is a one-line error
-// naming the file and the record.
+// naming the file and the record. `allow_cut_tail`: a last record cut short (a run killed while
+// appending it) ends the list instead — what a resume reads, never what a test reads.
 struct EventRecord {
   int64_t step = 0;
   double wall_time = 0;
@@ -53,6 +59,6 @@ struct EventRecord {
   std::vector<std::pair<std::string, std::string>> images;  // tag, PNG bytes
   std::string raw;  // the serialized Event
 };
-std::vector<EventRecord> read_event_file(const std::string& path);
+std::vector<EventRecord> read_event_file(const std::string& path, bool allow_cut_tail = false);
 
 }  // namespace rar::io

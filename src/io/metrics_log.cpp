@@ -51,20 +51,23 @@ std::map<std::string, Series> read_metrics(const std::string& path) {
   return series;
 }
 
-void truncate_metrics(const std::string& path, int64_t step) {
-  if (!path_exists(path)) return;
+int64_t truncate_metrics(const std::string& path, int64_t step, int64_t max_rows) {
+  if (!path_exists(path)) return 0;
   std::string kept;
+  int64_t rows = 0;
   bool changed = false;
   for_each_line(read_file(path), [&](const std::string& line, int64_t, bool complete) {
     const auto row = complete ? parse_row(line) : nlohmann::json();
     if (complete && row.is_object() && row.contains("step") && row["step"].is_number() &&
-        row["step"].get<double>() <= static_cast<double>(step)) {
+        row["step"].get<double>() <= static_cast<double>(step) && (max_rows < 0 || rows < max_rows)) {
       kept += line + "\n";
+      ++rows;
     } else {
       changed = true;
     }
   });
   if (changed) write_file_atomic(path, kept);
+  return rows;
 }
 
 }  // namespace rar::io

@@ -13,7 +13,9 @@ namespace rar::io {
 std::map<std::string, Series> read_metrics(const std::string& path);
 
 // Keeps the rows whose step is <= `step` (a run resumed from the checkpoint at `step` writes the
-// later rows again), atomically; a final line cut short by a kill is dropped. No-op when absent.
-void truncate_metrics(const std::string& path, int64_t step);
+// later rows again), and of them at most the first `max_rows` when it is >= 0 (the rows the log held
+// when the checkpoint was written: the end of a run writes rows of the checkpoint's own step after
+// it), atomically; a final line cut short by a kill is dropped. Returns the rows kept (0 when absent).
+int64_t truncate_metrics(const std::string& path, int64_t step, int64_t max_rows = -1);
 
 }  // namespace rar::io

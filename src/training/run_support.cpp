@@ -28,7 +28,7 @@ void install_stop_handlers() {
 bool stop_requested() { return g_stop.load() > 0; }
 void request_stop() { g_stop = 1; }
 
-MetricsLog::MetricsLog(const std::string& path, bool append) : path_(path) {
+MetricsLog::MetricsLog(const std::string& path, bool append, int64_t rows) : path_(path), rows_(append ? rows : 0) {
   f_ = std::fopen(path.c_str(), append ? "a" : "w");
   check(f_ != nullptr, path, ": cannot open the metrics log for writing");
 }
@@ -39,6 +39,7 @@ void MetricsLog::write(const nlohmann::json& row) {
   const std::string line = row.dump() + "\n";
   const bool ok = std::fwrite(line.data(), 1, line.size(), f_) == line.size() && std::fflush(f_) == 0;
   check(ok, path_, ": write failed (", std::strerror(errno), ")");
+  ++rows_;
   crash_point("metrics.row");
 }
 

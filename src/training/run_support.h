@@ -19,15 +19,18 @@ void request_stop();  // for tests and time budgets
 // Appends one JSON object per line to <path> and flushes it, so the log survives a crash.
 class MetricsLog {
  public:
-  explicit MetricsLog(const std::string& path, bool append);
+  // `rows`: how many rows the file already holds when appending (counted on from there).
+  explicit MetricsLog(const std::string& path, bool append, int64_t rows = 0);
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
   void write(const nlohmann::json& row);
+  int64_t rows() const { return rows_; }  // in the file, for the checkpoint (io::truncate_metrics)
 
  private:
   std::FILE* f_ = nullptr;
   std::string path_;
+  int64_t rows_ = 0;
 };
 
 // bf16 autocast scopes: util/autocast.h.

@@ -80,10 +80,15 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
       ck = std::make_unique<TrainCheckpoint>(load_checkpoint(latest));
     }
   }
+  // What the logs held when the checkpoint was written (-1: a checkpoint without the count): rows
+  // and records after it come again, also those of its own step that the end of a run writes.
+  const int64_t logged_rows = ck ? ck->state.value("log_rows", int64_t{-1}) : -1;
+  const int64_t logged_records = ck ? ck->state.value("log_event_records", int64_t{-1}) : -1;
   int64_t step = job.resume(ck.get(), latest);
   ck.reset();
+  int64_t rows_kept = 0;
   if (!latest.empty()) {
-    io::truncate_metrics(metrics_path, step);  // rows after the checkpoint come again
+    rows_kept = io::truncate_metrics(metrics_path, step, logged_rows);
     std::fprintf(stderr, "resumed from %s (step %lld)\n", latest.c_str(), (long long)step);
   }
   const std::string config_yaml = cfg.to_yaml();
@@ -91,9 +96,10 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
   std::unique_ptr<io::EventFileWriter> events;  // TensorBoard, beside metrics.jsonl
   if (main) {
     write_file_atomic(join_path(s.output_dir, "config.yaml"), config_yaml);
-    metrics = std::make_unique<MetricsLog>(metrics_path, !latest.empty());
+    metrics = std::make_unique<MetricsLog>(metrics_path, !latest.empty(), rows_kept);
     if (s.tensorboard && io::event_files_available())
-      events = std::make_unique<io::EventFileWriter>(join_path(s.output_dir, "tensorboard"), latest.empty() ? -1 : step);
+      events = std::make_unique<io::EventFileWriter>(join_path(s.output_dir, "tensorboard"), latest.empty() ? -1 : step,
+                                                     logged_records);
     else if (s.tensorboard)
       std::fprintf(stderr, "rar: this build writes no TensorBoard event files (protobuf, ISA-L missing): metrics.jsonl only\n");
   }
@@ -128,6 +134,8 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
     std::string where;
     if (main) {
       ck.config_yaml = config_yaml;
+      ck.state["log_rows"] = metrics->rows();
+      if (events) ck.state["log_event_records"] = events->records();
       where = save_checkpoint(ckpt_root, at, ck, s.keep_last);
       job.export_weights();
     }

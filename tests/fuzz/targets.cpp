@@ -15,6 +15,7 @@
 #include "data/sources.h"
 #include "data/token_file.h"
 #include "io/checkpoint.h"
+#include "io/event_file.h"
 #include "io/image.h"
 #include "io/metrics_log.h"
 #include "serve/request.h"
@@ -101,6 +102,24 @@ void run_jsonl_tokens(const uint8_t* data, size_t size) {
   data::convert_jsonl_tokens(s);
   data::TokenFile back(s.out);
   back.expect(16, 4, 4);
+}
+
+// TensorBoard event files: read as a test reads them (strict) and as a resume does (a cut last
+// record tolerated), then the resume's rewrite of the file; what the rewrite keeps must read back.
+void run_event_file(const uint8_t* data, size_t size) {
+  const std::string dir = join_path(scratch(), "tb");
+  remove_tree(dir);
+  make_dirs(dir);
+  const std::string path = as_file(data, size, "tb/events.out.tfevents.1.fuzz");
+  const auto tolerant = io::read_event_file(path, /*allow_cut_tail=*/true);
+  try {
+    if (io::read_event_file(path).size() != tolerant.size()) finding("event file: a whole file read short");
+  } catch (const Error&) {
+  }
+  int64_t kept = 0;
+  for (const auto& r : tolerant) kept += r.file_version.empty() && r.step <= 5;
+  { io::EventFileWriter w(dir, 5); }
+  if (static_cast<int64_t>(io::read_event_file(path).size()) != kept + 1) finding("event file: the resume's rewrite lost records");
 }
 
 void run_image(const uint8_t* data, size_t size) {
@@ -253,6 +272,7 @@ const std::vector<Target>& targets() {
       {"npz", ".npz archives (sample shards, FID stats, image sets)", run_npz},
       {"npz_rows", ".npz arrays streamed by rows (rar eval adm's image batches)", run_npz_rows},
       {"jsonl_tokens", "the published pretokenized .jsonl (rar tokenize --from-jsonl)", run_jsonl_tokens},
+      {"event_file", "TensorBoard event files (rar train --resume rewrites the run's)", run_event_file},
       {"png", "PNG images (image folders, single images)", run_image},
       {"jpeg", "JPEG images (image folders, single images)", run_image},
       {"idx", "IDX image/label files (MNIST layout)", run_idx},
@@ -352,6 +372,15 @@ void write_seeds(const std::string& dir) {
       "{\"class_id\": 0, \"tokens\": [8, 9, 10, 11]}\n{\"class_id\": 2, \"tokens\": [12, 13, 14, 3]}\n");
   put(join_path(dir, "jsonl_tokens"), "bad.jsonl", "{\"class_id\": 1, \"tokens\": [0, 1, 2]}\n{\"tokens\": 5}\n");
 
+  {
+    const std::string tb = join_path(scratch(), "seed_tb");
+    remove_tree(tb);
+    io::EventFileWriter w(tb, -1);
+    for (int64_t step = 1; step <= 8; step += 3) w.scalars(step, {{"loss", 2.0 / step}, {"lr", 1e-4}});
+    w.image(7, "samples", io::encode_png(torch::zeros({2, 2, 1}, torch::kUInt8)), 2, 2, 1);
+    w.flush();
+    copy_file(w.path(), join_path(dir, "event_file"), "run.tfevents");
+  }
   auto grey = torch::randint(0, 255, {6, 5, 1}).to(torch::kUInt8), rgb = torch::randint(0, 255, {4, 7, 3}).to(torch::kUInt8);
   put(join_path(dir, "png"), "grey.png", io::encode_png(grey));
   put(join_path(dir, "png"), "rgb.png", io::encode_png(rgb));
