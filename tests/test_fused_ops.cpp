@@ -355,7 +355,7 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
   for (int64_t hd : {48, 64, 80, 88, 128, 256})
   for (auto [dt, ct] : types)
   for (auto [cap, last] : fills) {
-    model::set_decode_attention_kernel(kernel);
+    const auto chosen = model::parse_attention_kernel(kernel);
     torch::manual_seed(4);
     auto q = torch::randn({B, 1, heads, hd}, cu.dtype(dt)).transpose(1, 2);  // the layout qk_norm_split gives
     auto k = torch::randn({B, heads, cap, hd}, cu), v = torch::randn({B, heads, cap, hd}, cu);
@@ -367,9 +367,9 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
     auto slot = torch::full({1}, last, cu.dtype(torch::kInt64));
     auto valid = torch::arange(cap, cu.dtype(torch::kInt64)).le(slot).view({1, 1, 1, -1});
     model::set_fused_kernels(false);
-    auto plain = model::decode_attention(q, k, v, slot, valid);
+    auto plain = model::decode_attention(q, k, v, slot, valid, chosen);
     model::set_fused_kernels(true);
-    auto fused = model::decode_attention(q, k, v, slot, valid);
+    auto fused = model::decode_attention(q, k, v, slot, valid, chosen);
     ASSERT_EQ(fused.sizes(), plain.sizes());
     // reference in float64 over the valid slots
     auto kv = k.narrow(2, 0, last + 1).to(torch::kFloat64), vv = v.narrow(2, 0, last + 1).to(torch::kFloat64);
@@ -380,105 +380,7 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
                                         << " last " << last;
     EXPECT_LT(rel_err(plain, ref), tol) << "plain, hd " << hd << " dtype " << dt << " cache " << ct << " last " << last;
   }
-  model::set_decode_attention_kernel("auto");  // the default again
-  EXPECT_RAR_ERROR(model::set_decode_attention_kernel("tiles"), "expected block, warp, split or auto, got 'tiles'");
-}
-
-// The decode step's linear for a few rows (kernels/skinny_linear) against float64 over the same
-// bf16 inputs and against at::linear: every row count it takes (1-8), output widths not a multiple
-// of its 4 columns per block, K over one and several 128-thread chunk rounds, bias or none, GELU or
-// none; a speculative window's [2,4,in] as 8 rows. 9 rows, float32 or a view fall back to
-// at::linear exactly; with the path off nothing changes.
-TEST(FusedOpsCuda, SkinnyLinearMatchesLinear) {
-  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
-  auto cu = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
-  const bool was = model::skinny_linear_enabled();
-  model::set_skinny_linear(true);
-  torch::NoGradGuard ng;
-  for (int64_t M : {1, 2, 3, 5, 8})
-  for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{3, 8}, {130, 72}, {257, 1280}, {33, 5120}})
-  for (bool bias : {true, false})
-  for (bool gelu : {false, true}) {
-    torch::manual_seed(M * 1000 + N);
-    torch::nn::Linear lin(torch::nn::LinearOptions(K, N).bias(bias));
-    lin->to(torch::kCUDA, torch::kBFloat16);
-    auto x = torch::randn({M, 1, K}, cu);
-    auto y = model::decode_linear(*lin, x, gelu);
-    ASSERT_EQ(y.sizes(), (std::vector<int64_t>{M, 1, N}));
-    ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
-    auto ref = at::linear(x.to(torch::kFloat64), lin->weight.to(torch::kFloat64),
-                          bias ? lin->bias.to(torch::kFloat64) : torch::Tensor());
-    if (gelu) ref = at::gelu(ref);
-    auto cublas = at::linear(x, lin->weight, lin->bias);
-    if (gelu) cublas = at::gelu(cublas);
-    const std::string what = "M " + std::to_string(M) + " N " + std::to_string(N) + " K " + std::to_string(K) +
-                             (bias ? " bias" : "") + (gelu ? " gelu" : "");
-    EXPECT_LT(rel_err(y, ref), 4e-3) << what;  // one bf16 rounding of the float sum
-    // cuBLAS's bf16 result is the less exact one (GELU after a bf16 rounding; its own reduction
-    // order): on the H200 at K 5120 it lay 1.2-1.6% of max from this kernel's, which is within one
-    // rounding of float64; 2e-2 still catches a wrong column or a missing bias.
-    EXPECT_LT(rel_err(y, cublas), 2e-2) << what << " (cuBLAS vs float64: " << rel_err(cublas, ref) << ")";
-  }
-  // what it does not take: at::linear's own result, bit for bit
-  torch::manual_seed(3);
-  torch::nn::Linear lin(64, 40);
-  lin->to(torch::kCUDA, torch::kBFloat16);
-  // a speculative window [2,4,in]: its 8 rows through the kernel, the window's shape back
-  auto window = torch::randn({2, 4, 64}, cu);
-  auto yw = model::decode_linear(*lin, window, true);
-  ASSERT_EQ(yw.sizes(), (std::vector<int64_t>{2, 4, 40}));
-  auto refw = at::gelu(at::linear(window.to(torch::kFloat64), lin->weight.to(torch::kFloat64), lin->bias.to(torch::kFloat64)));
-  EXPECT_LT(rel_err(yw, refw), 4e-3) << "window";
-  auto nine = torch::randn({9, 1, 64}, cu);
-  EXPECT_TRUE(model::decode_linear(*lin, nine).equal(at::linear(nine, lin->weight, lin->bias)));
-  auto strided = torch::randn({2, 1, 128}, cu).narrow(2, 0, 64);
-  EXPECT_TRUE(model::decode_linear(*lin, strided, true).equal(at::gelu(at::linear(strided, lin->weight, lin->bias))));
-  model::set_skinny_linear(false);
-  auto two = torch::randn({2, 1, 64}, cu);
-  EXPECT_TRUE(model::decode_linear(*lin, two).equal(at::linear(two, lin->weight, lin->bias)));
-  model::set_skinny_linear(was);
-}
-
-// The small-batch step's two other kernels against their plain compositions (ln_modulate on
-// gathered table rows, then the product; the product, then the gated residual): the modulated
-// LayerNorm in front of the product (with and without the LayerNorm's affine, GELU or not) and the
-// gated residual behind it (x updated in place), for 1, 2 and 8 rows and widths 64 and 1280.
-TEST(FusedOpsCuda, SkinnyLnLinearAndResidualMatchPlainPath) {
-  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
-  auto cu = torch::TensorOptions().device(torch::kCUDA);
-  const bool was = model::skinny_linear_enabled();
-  torch::NoGradGuard ng;
-  for (int64_t M : {1, 2, 8})
-  for (int64_t H : {64, 1280})
-  for (bool affine : {true, false}) {
-    torch::manual_seed(M + H);
-    const std::string what = "M " + std::to_string(M) + " H " + std::to_string(H) + (affine ? " affine" : "");
-    auto table = torch::randn({5, 6 * H}, cu).mul_(0.5).to(torch::kBFloat16);
-    auto index = torch::randint(0, 5, {M}, cu.dtype(torch::kInt64));
-    auto ln = make_ln(H, affine);
-    ln->to(torch::kBFloat16);
-    torch::nn::Linear qkv(H, 3 * H), fc2(4 * H, H);
-    qkv->to(torch::kCUDA, torch::kBFloat16), fc2->to(torch::kCUDA, torch::kBFloat16);
-    auto x = (2 * torch::randn({M, 1, H}, cu) + 1).to(torch::kBFloat16);
-    for (bool gelu : {false, true}) {
-      model::set_skinny_linear(false);
-      auto plain = model::decode_ln_linear(ln, x, table, index, 3 * H, 4 * H, *qkv, gelu);
-      model::set_skinny_linear(true);
-      auto fused = model::decode_ln_linear(ln, x, table, index, 3 * H, 4 * H, *qkv, gelu);
-      ASSERT_EQ(fused.sizes(), plain.sizes()) << what;
-      EXPECT_LT(rel_err(fused, plain), 1.5e-2) << what << (gelu ? " gelu" : "");
-    }
-    auto h = torch::randn({M, 1, 4 * H}, cu).to(torch::kBFloat16);
-    auto xp = x.clone(), xf = x.clone();
-    model::set_skinny_linear(false);
-    auto plain = model::decode_linear_residual(xp, h, *fc2, table, index, 5 * H);
-    model::set_skinny_linear(true);
-    auto fused = model::decode_linear_residual(xf, h, *fc2, table, index, 5 * H);
-    EXPECT_EQ(fused.data_ptr(), xf.data_ptr()) << what << ": in place";
-    EXPECT_LT(rel_err(fused, plain), 1.5e-2) << what;
-    EXPECT_FALSE(fused.equal(x)) << what;
-  }
-  model::set_skinny_linear(was);
+  EXPECT_RAR_ERROR(model::parse_attention_kernel("tiles"), "expected block, warp, split or auto, got 'tiles'");
 }
 
 // bf16 inference (a bf16 model: bf16 LayerNorm weights, bf16 residual stream) takes the fused
@@ -559,7 +461,7 @@ TEST(FusedOpsCuda, QkNormDecodeAttentionEqualsTheTwoKernels) {
   torch::NoGradGuard ng;
   auto cu = torch::TensorOptions().device(torch::kCUDA);
   const int64_t B = 5, heads = 3, cap = 13;
-  model::set_decode_attention_kernel("warp");
+  const auto warp = model::AttentionKernel::warp;
   for (int64_t hd : {48, 64, 80, 88, 128})
   for (auto ct : {torch::kBFloat16, torch::kFloat8_e4m3fn})
   for (int64_t last : {int64_t{0}, int64_t{6}, cap - 1}) {
@@ -571,17 +473,17 @@ TEST(FusedOpsCuda, QkNormDecodeAttentionEqualsTheTwoKernels) {
                              std::to_string(last);
     model::set_fused_kernels(true);
     auto kf = k0.clone(), vf = v0.clone();
-    auto fused = model::qk_norm_decode_attention(qkv, heads, qn, kn, kf, vf, slot, valid);
+    auto fused = model::qk_norm_decode_attention(qkv, heads, qn, kn, kf, vf, slot, valid, warp);
     auto kt = k0.clone(), vt = v0.clone();
     auto q = model::qk_norm_into_cache(qkv, heads, qn, kn, kt, vt, slot);
-    auto two = model::decode_attention(q, kt, vt, slot, valid);
+    auto two = model::decode_attention(q, kt, vt, slot, valid, warp);
     ASSERT_EQ(fused.sizes(), two.sizes()) << what;
     EXPECT_TRUE(fused.equal(two)) << what << ": max diff " << (fused - two).abs().max().item<float>();
     EXPECT_TRUE(bytes(kf).equal(bytes(kt))) << what;
     EXPECT_TRUE(bytes(vf).equal(bytes(vt))) << what;
     model::set_fused_kernels(false);
     auto kp = k0.clone(), vp = v0.clone();
-    auto plain = model::qk_norm_decode_attention(qkv, heads, qn, kn, kp, vp, slot, valid);
+    auto plain = model::qk_norm_decode_attention(qkv, heads, qn, kn, kp, vp, slot, valid, warp);
     model::set_fused_kernels(true);
     EXPECT_LT(rel_err(fused, plain), ct == torch::kBFloat16 ? 2e-2 : 6e-2) << what;
   }
@@ -605,24 +507,18 @@ TEST(FusedOpsCuda, SplitDecodeAttentionMatchesTheWarpKernel) {
     const auto bytes = bytes_of;
     const std::string what = "hd " + std::to_string(hd) + " cache " + c10::toString(ct) + " cap " +
                              std::to_string(cap) + " slot " + std::to_string(last);
-    model::set_decode_attention_kernel("warp");
     auto kw = k0.clone(), vw = v0.clone();
-    auto warp = model::qk_norm_decode_attention(qkv, heads, qn, kn, kw, vw, slot, valid);
-    model::set_decode_attention_kernel("split");
+    auto warp = model::qk_norm_decode_attention(qkv, heads, qn, kn, kw, vw, slot, valid, model::AttentionKernel::warp);
     auto ks = k0.clone(), vs = v0.clone();
-    auto split = model::qk_norm_decode_attention(qkv, heads, qn, kn, ks, vs, slot, valid);
+    auto split = model::qk_norm_decode_attention(qkv, heads, qn, kn, ks, vs, slot, valid, model::AttentionKernel::split);
     EXPECT_TRUE(bytes(ks).equal(bytes(kw))) << what;
     EXPECT_TRUE(bytes(vs).equal(bytes(vw))) << what;
     EXPECT_LT(rel_err(split, warp), 1e-2) << what;
-    model::set_decode_attention_kernel("auto");  // 6 (row, head) pairs: the split variant
-    auto ka = k0.clone(), va = v0.clone();
-    EXPECT_TRUE(model::qk_norm_decode_attention(qkv, heads, qn, kn, ka, va, slot, valid).equal(split)) << what;
-    model::set_pdl(true);  // launched with programmatic dependent launch: the same bits
-    auto kd = k0.clone(), vd = v0.clone();
-    EXPECT_TRUE(model::qk_norm_decode_attention(qkv, heads, qn, kn, kd, vd, slot, valid).equal(split)) << what;
-    model::set_pdl(false);
+    auto ka = k0.clone(), va = v0.clone();  // auto: 6 (row, head) pairs take the split variant
+    EXPECT_TRUE(model::qk_norm_decode_attention(qkv, heads, qn, kn, ka, va, slot, valid, model::AttentionKernel::automatic)
+                    .equal(split))
+        << what;
   }
-  model::set_decode_attention_kernel("warp");
 }
 
 // The decoder's nearest 2x upsampling kernel is the copy LibTorch's interpolate makes, in both

@@ -6,7 +6,6 @@
 // block barriers, and on an H200 it proved latency-bound (an fp8 cache, half the bytes, took as
 // long). `warp`: one warp per (row, head), no block barriers (below).
 #include "kernels/decode_attention.h"
-#include "kernels/pdl.cuh"
 #include "kernels/vec_io.cuh"
 
 #include <cuda_bf16.h>
@@ -198,12 +197,11 @@ __host__ __device__ constexpr int64_t warp_smem_floats(int L, int64_t cap) {
   return (8 * L + warp_scratch_floats(L) + cap + 3) / 4 * 4;
 }
 
-// Which score phase a cache gets (measured on the H200, 512 rows, guidance on): with bf16 keys of
-// 80 or more elements the coalesced phase wins (rar_xl `rar bench attention`, 256 slots: 174.8 ->
-// 160.8 us; sampling b256 172.9 -> 176.7 images/s); with fp8 keys (8-byte chunks) the per-lane-key
-// phase is 14-18% faster (87.7 vs 105.6 us: the shared-memory round trip of the partial sums costs
-// more than coalescing saves when a warp's lines stay in L1), and so it is for rar_b's 48-wide
-// bf16 keys in the fused decode step (sampling 362.2 per-lane vs 345.3 coalesced).
+// Which score phase a cache gets, as `rar bench attention` and `rar bench sample` chose on the H200
+// (bench/RESULTS.md, "Sampling"): with bf16 keys of 80 or more elements the coalesced phase; with
+// fp8 keys (8-byte chunks) the per-lane-key phase (the shared-memory round trip of the partial sums
+// costs more than coalescing saves when a warp's lines stay in L1), and so for rar_b's 48-wide
+// bf16 keys in the fused decode step.
 template <typename KT, int L>
 constexpr bool kCoalescedScores = std::is_same<KT, __nv_bfloat16>::value && L >= 10;
 
@@ -479,8 +477,6 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
                                    __nv_bfloat16* __restrict__ out) {
   constexpr int HD = 8 * L;
   extern __shared__ float smem[];
-  pdl_trigger();
-  pdl_wait();  // qkv is the previous kernel's output (with programmatic dependent launch)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t rh = blockIdx.x;  // row * heads + head
   float* qs = smem;
@@ -569,13 +565,13 @@ void launch_qk_norm_warp_variant(const void* qkv, int64_t rows, int heads, int h
 template <typename KT>
 void launch_qk_norm_split_variant(const void* qkv, int64_t rows, int heads, int hd, const float* wq, const float* bq,
                                   const float* wk, const float* bk, float eps, void* k, void* v, const int64_t* last,
-                                  int64_t cap, float scale, void* out, cudaStream_t stream, bool pdl) {
+                                  int64_t cap, float scale, void* out, cudaStream_t stream) {
   const size_t smem = sizeof(float) * static_cast<size_t>(split_smem_floats(hd / 8, cap));
   dispatch_warp_chunks(hd, [&](auto l_) {
-    launch_maybe_pdl(pdl, qk_norm_attention_split_kernel<KT, decltype(l_)::value>, dim3(static_cast<unsigned>(rows)),
-                     dim3(kSplitWarps * 32), smem, stream, static_cast<const __nv_bfloat16*>(qkv), heads, wq, bq, wk,
-                     bk, eps, static_cast<KT*>(k), static_cast<KT*>(v), last, cap, scale,
-                     static_cast<__nv_bfloat16*>(out));
+    qk_norm_attention_split_kernel<KT, decltype(l_)::value>
+        <<<dim3(static_cast<unsigned>(rows)), dim3(kSplitWarps * 32), smem, stream>>>(
+            static_cast<const __nv_bfloat16*>(qkv), heads, wq, bq, wk, bk, eps, static_cast<KT*>(k),
+            static_cast<KT*>(v), last, cap, scale, static_cast<__nv_bfloat16*>(out));
   });
 }
 
@@ -642,18 +638,17 @@ void decode_attention(DType t, const void* q, const void* k, const void* v, cons
 
 void qk_norm_decode_attention(const void* qkv, int64_t R, int heads, int hd, const float* wq, const float* bq,
                               const float* wk, const float* bk, float eps, void* k, void* v, const int64_t* last,
-                              int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8, bool split,
-                              bool pdl) {
+                              int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8, bool split) {
   if (R * heads == 0) return;
   if (!decode_attention_warp_supported(hd, cap, true) || (split && !decode_attention_split_supported(hd, cap)))
     throw std::runtime_error("qk_norm_decode_attention: head dim " + std::to_string(hd) + " / cache " +
                              std::to_string(cap) + " not supported");
   if (split && kv_fp8)
     launch_qk_norm_split_variant<__nv_fp8_e4m3>(qkv, R * heads, heads, hd, wq, bq, wk, bk, eps, k, v, last, cap, scale,
-                                                out, stream, pdl);
+                                                out, stream);
   else if (split)
     launch_qk_norm_split_variant<__nv_bfloat16>(qkv, R * heads, heads, hd, wq, bq, wk, bk, eps, k, v, last, cap, scale,
-                                                out, stream, pdl);
+                                                out, stream);
   else if (kv_fp8)
     launch_qk_norm_warp_variant<__nv_fp8_e4m3>(qkv, R * heads, heads, hd, wq, bq, wk, bk, eps, k, v, last, cap, scale,
                                                out, stream);

@@ -37,12 +37,11 @@ void decode_attention(DType t, const void* q, const void* k, const void* v, cons
 // `split`: the split variant for batches of few rows — a block of 8 warps per (row, head), warp 0
 // doing the norms and the append (the same bits), each warp attending over an eighth of the slots,
 // the parts combined in the block (same math, another summation order); needs
-// decode_attention_split_supported(hd, cap). `pdl` (split only): launched with programmatic
-// dependent launch (kernels/pdl.cuh).
+// decode_attention_split_supported(hd, cap).
 void qk_norm_decode_attention(const void* qkv, int64_t R, int heads, int hd, const float* wq, const float* bq,
                               const float* wk, const float* bk, float eps, void* k, void* v, const int64_t* last,
                               int64_t cap, float scale, void* out, cudaStream_t stream, bool kv_fp8,
-                              bool split = false, bool pdl = false);
+                              bool split = false);
 bool decode_attention_split_supported(int hd, int64_t cap);
 
 }  // namespace rar::kernels

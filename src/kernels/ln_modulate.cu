@@ -175,8 +175,8 @@ __global__ void ln_modulate_fwd4(const TX* __restrict__ x, int64_t rows, int H, 
 // Block-per-row variant (the default where rows allow it: H % 8 == 0, H <= 8192, 16-byte aligned
 // rows): thread i owns columns 8i..8i+7 and issues every load it needs (x, gate, ya, shift, scale,
 // w, b: one 16-byte access each for bf16) before any arithmetic; the two sums go through shared
-// memory. A decode step has only 2·batch rows: one warp per row (above) left most SMs with a few
-// warps, each waiting out a chain of dependent loads (11 us per call for rar_xl's 512 rows).
+// memory. A decode step has only 2·batch rows: one warp per row (above) leaves most SMs with a few
+// warps, each waiting out a chain of dependent loads (bench/RESULTS.md, "Sampling", has the times).
 // Same arithmetic as ln_modulate_fwd4 (residual rounded to TX, two-pass statistics in float).
 template <int Slot>
 __device__ __forceinline__ float block_sum(float v) {

@@ -1,7 +1,7 @@
 // upsample.h — the VQ decoder's nearest-neighbour 2x upsampling (DESIGN §10), NCHW or channels-last:
-// a pure copy, each input element written to its 2x2 block. LibTorch's channels-last kernel moved
-// ~0.4 TB/s (15% of a decode); these read 16 bytes and write them (twice or four times) with
-// 16-byte accesses. CUDA builds only; the wrapper and the plain path live in model/ops/decoder_ops and model/ops/cuda/decoder_ops_cuda.cpp.
+// a pure copy, each input element written to its 2x2 block. LibTorch's channels-last kernel is far
+// from the copy rate (bench/RESULTS.md, "MaskGIT-VQGAN decoding"); these read 16 bytes and write
+// them (twice or four times) with 16-byte accesses. CUDA builds only; the wrapper and the plain path live in model/ops/decoder_ops and model/ops/cuda/decoder_ops_cuda.cpp.
 #pragma once
 #include <cstdint>
 

@@ -38,8 +38,9 @@ const char* engine_name(EngineKind k) {
   return "?";
 }
 
-DecodeEngine::DecodeEngine(model::Generator g, EngineKind kind, std::optional<at::ScalarType> kv_dtype)
-    : g_(std::move(g)), kind_(kind), kv_dtype_(kv_dtype) {}
+DecodeEngine::DecodeEngine(model::Generator g, EngineKind kind, std::optional<at::ScalarType> kv_dtype,
+                           model::AttentionKernel attention)
+    : g_(std::move(g)), kind_(kind), kv_dtype_(kv_dtype), attention_(attention) {}
 DecodeEngine::~DecodeEngine() = default;
 DecodeEngine::DecodeEngine(DecodeEngine&&) noexcept = default;
 DecodeEngine& DecodeEngine::operator=(DecodeEngine&&) noexcept = default;
@@ -80,6 +81,7 @@ void DecodeEngine::begin(const torch::Tensor& condition, int64_t null_rows, cons
     sh.cache.v.push_back(cache_.v[l].narrow(0, 0, R));
   }
   sh.s = make_static_decode(*g_, class_rows, null_rows, order_, S + 1);
+  sh.s.attention = attention_;
   shape_ = &(shapes_[R] = std::move(sh));
 }
 

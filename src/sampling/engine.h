@@ -33,8 +33,10 @@ const char* engine_name(EngineKind k);
 
 class DecodeEngine {
  public:
-  // kv_dtype: the KV cache's dtype (nullopt = the model's; fp8 e4m3 halves what each step reads).
-  DecodeEngine(model::Generator g, EngineKind kind, std::optional<at::ScalarType> kv_dtype = std::nullopt);
+  // kv_dtype: the KV cache's dtype (nullopt = the model's; fp8 e4m3 halves what each step reads);
+  // attention: the static step's attention kernel on CUDA.
+  DecodeEngine(model::Generator g, EngineKind kind, std::optional<at::ScalarType> kv_dtype = std::nullopt,
+               model::AttentionKernel attention = model::AttentionKernel::automatic);
   ~DecodeEngine();
   DecodeEngine(DecodeEngine&&) noexcept;
   DecodeEngine& operator=(DecodeEngine&&) noexcept;
@@ -54,6 +56,7 @@ class DecodeEngine {
   model::Generator g_;
   EngineKind kind_;
   std::optional<at::ScalarType> kv_dtype_;
+  model::AttentionKernel attention_;
   torch::Tensor condition_;
   std::vector<int64_t> order_;
   model::KVCache cache_;  // plain: this batch's cache; static/graph: the cache of the largest R

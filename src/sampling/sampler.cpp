@@ -26,13 +26,14 @@ void SamplingOptions::validate(bool fields) const {
   scan_order(order, 4);  // throws for an unknown order name
   check_engine_name(engine);
   parse_kv_cache(kv_cache);
+  model::parse_attention_kernel(attention_kernel);
 }
 
 Sampler::Sampler(model::Generator g, SamplingOptions opts)
     : g_(std::move(g)),
       opts_(std::move(opts)),
       engine_(g_, (opts_.validate(), parse_engine(opts_.engine, g_->cls_token.device())),
-              parse_kv_cache(opts_.kv_cache)) {
+              parse_kv_cache(opts_.kv_cache), model::parse_attention_kernel(opts_.attention_kernel)) {
   order_ = scan_order(opts_.order, g_->cfg.seq_len);
   if (opts_.speculative > 0) speculative_ = std::make_shared<SpeculativeDecoder>(g_, opts_);
 }

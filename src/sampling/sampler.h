@@ -28,6 +28,7 @@ struct SamplingOptions {
   std::string engine = "auto";  // plain | static | graph | auto (sampling/engine.h)
   std::string kv_cache = "model";  // the KV cache's dtype: model (the model's) | fp8 (e4m3: half the bytes)
   int64_t speculative = 0;  // W > 0: speculative Jacobi decoding, W positions per model call (sampling/speculative)
+  std::string attention_kernel = "auto";  // the decode step's attention kernel on CUDA (model/ops/decode_ops.h)
 
   // Throws rar::Error naming the bad option: as a CLI flag ("--cfg") or, with `fields`, as a
   // request field ("field 'cfg'"). The ranges keep every float32 step of sampling finite (logits

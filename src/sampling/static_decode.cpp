@@ -41,12 +41,12 @@ Residual block_step(model::BlockImpl& b, const Residual& h, const std::array<tor
     a = model::ln_modulate(b.norm1, x, m[0], m[1]);
   }
   auto& attn = *b.attn;
-  auto o = model::decode_linear(*attn.proj, attend(attn, a));
+  auto o = linear(*attn.proj, attend(attn, a));
   // h += gate_m · MLP(LN2(h)·(1 + scale_m) + shift_m)     (this add done in LN2's pass; the MLP's left pending)
   auto [x2, z] = model::gated_residual_ln_modulate(x, m[2], o, b.norm2, m[3], m[4], !b.is_training());
-  // the MLP; in inference (no dropout) fc2(GELU(fc1(z))) as decode-step linears
+  // the MLP; in inference (no dropout) fc2(GELU(fc1(z)))
   if (b.is_training()) return {x2, m[5], b.mlp(z)};
-  return {x2, m[5], model::decode_linear(*b.mlp->fc2, model::decode_linear(*b.mlp->fc1, z, /*gelu=*/true))};
+  return {x2, m[5], linear(*b.mlp->fc2, at::gelu(linear(*b.mlp->fc1, z)))};
 }
 
 // The adaLN head's modulated LayerNorm on a pending residual stream: (scale, shift) = split2(m).
@@ -166,133 +166,102 @@ bool update_static_decode(model::GeneratorImpl& g, StaticDecode& s, const torch:
 
 namespace {
 
-// The step of a batch of at most 8 rows whose adaLN vectors all come from the tables (one to four
-// guided images), with the skinny path on: five ops per block (model/ops/decode_ops), each one
-// kernel on the GPU — the modulated LayerNorm in front of the qkv and fc1 products, the gated
-// residuals behind proj and fc2, the tables' rows read in place. The same arithmetic as the step
-// below, whose residual adds are instead done in front of the next LayerNorm.
-bool small_batch_step(const model::GeneratorImpl& g, const StaticDecode& s) {
-  const int64_t R = s.token.size(0);
-  return model::skinny_linear_enabled() && !g.is_training() && R <= 8 && s.table_rows.defined() &&
-         s.table_rows.size(0) == R;
-}
+// The adaLN products W·SiLU(c + E[i]) + b of a call's new positions, i = the sequence index
+// `at` [R,W] of each (or [1,1]: every row at the same index, a step): rows the tables serve (the
+// last `served`) gather their table rows u*(S+2) + i; the others (class rows beyond the table
+// budget) run the matmul. One helper for the step and the window, so both read the same rows.
+struct AdaRows {
+  int64_t R = 0, W = 0, served = 0;
+  torch::Tensor silu_c;       // [R - served, W or 1, H]: SiLU(emb(c) + E[i]) of the class rows
+  torch::Tensor table_index;  // [served·W] table rows
+  AdaRows(model::GeneratorImpl& g, const StaticDecode& s, const torch::Tensor& at, int64_t rows, int64_t width)
+      : R(rows), W(width), served(s.table_rows.defined() ? s.table_rows.size(0) : 0) {
+    const auto E = g.timesteps_embeddings[0];
+    const int64_t H = g.cfg.hidden, classes = R - served;
+    if (classes > 0) {
+      const auto i = at.size(0) == 1 ? at : at.narrow(0, 0, classes);
+      silu_c = model::to_compute(F::silu(g.embeddings(s.condition.narrow(0, 0, classes)).unsqueeze(1) +
+                                         E.index_select(0, i.reshape(-1)).view({i.size(0), i.size(1), H})));
+      // both kinds of rows write into one product, in the tables' dtype
+      if (served > 0) silu_c = silu_c.to(s.table_head.scalar_type());
+    }
+    if (served > 0)
+      table_index = (s.table_rows.unsqueeze(1) + (at.size(0) == 1 ? at : at.narrow(0, classes, served))).reshape(-1);
+  }
+  // [R,W,n] for the linear `lin` of the adaLN (its table `table` when the tables serve rows)
+  torch::Tensor operator()(const torch::nn::LinearImpl& lin, const torch::Tensor& table) const {
+    if (served == 0) return linear(lin, silu_c);
+    if (served == R) return table.index_select(0, table_index).view({R, W, -1});
+    const int64_t n = lin.weight.size(0), classes = R - served;
+    auto out = torch::empty({R, W, n}, table.options());
+    auto class_rows = out.narrow(0, 0, classes).view({-1, n}), table_rows = out.narrow(0, classes, served).view({-1, n});
+    at::addmm_out(class_rows, lin.bias.to(table.scalar_type()), silu_c.reshape({-1, silu_c.size(-1)}),
+                  lin.weight.to(table.scalar_type()).t());
+    at::index_select_out(table_rows, table, 0, table_index);
+    return out;
+  }
+};
 
-torch::Tensor decode_step_small(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache) {
-  const int64_t H = g.cfg.hidden;
-  const auto slot = s.step + 1;  // the fed token's index in the sequence
-  auto x = (g.embeddings(s.token) + s.position.index_select(0, s.step)).unsqueeze(1).contiguous();  // [R,1,H]
-  const auto index = s.table_rows + slot;  // each row's table row: condition u, position 1+t
-  const auto valid = s.slots.le(slot).view({1, 1, 1, -1});
+// The blocks and the head over the new positions h [R,W,H] (the embedded tokens): each block's
+// adaLN rows from `ada`, its attention from `attend(l, attn, a)` (which writes the cache), the
+// residual adds fused into the next LayerNorm. Logits [R,W,V] float32.
+using AttendLayer = std::function<torch::Tensor(size_t l, model::AttentionImpl&, const torch::Tensor& a)>;
+torch::Tensor blocks_and_head(model::GeneratorImpl& g, const StaticDecode& s, const torch::Tensor& h,
+                              const AdaRows& ada, const AttendLayer& attend) {
+  Residual r{h, {}, {}};
   for (size_t l = 0; l < g.block_list.size(); ++l) {
     auto& b = *g.block_list[l];
-    auto& attn = *b.attn;
-    const auto& table = s.table_block[l];  // columns: shift_a, scale_a, gate_a, shift_m, scale_m, gate_m
-    auto qkv = model::decode_ln_linear(b.norm1, x, table, index, 0, H, *attn.qkv);
-    auto o = model::qk_norm_decode_attention(qkv, attn.heads, attn.q_norm, attn.k_norm, cache.k[l], cache.v[l], slot,
-                                             valid);
-    x = model::decode_linear_residual(x, o, *attn.proj, table, index, 2 * H);
-    auto u = model::decode_ln_linear(b.norm2, x, table, index, 3 * H, 4 * H, *b.mlp->fc1, /*gelu=*/true);
-    x = model::decode_linear_residual(x, u, *b.mlp->fc2, table, index, 5 * H);
+    const auto m = ada(*b.adaLN_modulation[1]->as<torch::nn::Linear>(), ada.served ? s.table_block[l] : torch::Tensor())
+                       .chunk(6, -1);
+    r = block_step(b, r, {m[0], m[1], m[2], m[3], m[4], m[5]},
+                   [&](model::AttentionImpl& attn, const torch::Tensor& a) { return attend(l, attn, a); });
   }
-  // the head's table rows: (scale, shift)
-  return model::decode_ln_linear(g.adaln_before_head->norm_final, x, s.table_head, index, H, 0, *g.lm_head)
-      .select(1, 0)
-      .to(torch::kFloat32);
+  const auto mh = ada(*g.adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head);
+  return linear(*g.lm_head, head_step(*g.adaln_before_head, r, mh)).to(torch::kFloat32);
 }
 
 }  // namespace
 
 torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache) {
-  if (small_batch_step(g, s)) return decode_step_small(g, s, cache);
-  const auto E = g.timesteps_embeddings[0];
-  const auto slot = s.step + 1;  // the fed token's index in the sequence
-  const int64_t R = s.token.size(0), served = s.table_rows.defined() ? s.table_rows.size(0) : 0;
+  const auto slot = s.step + 1;  // the fed token's index in the sequence (all rows at one step)
+  const int64_t R = s.token.size(0);
   // index 1+t: x[τ_t] + P[2+τ_t] + T[2+τ_{t+1}]; condition E[1+t]
   auto h = (g.embeddings(s.token) + s.position.index_select(0, s.step)).unsqueeze(1);  // [R,1,H]
-  // adaLN products: rows the tables serve gather theirs (table row u*(S+2) + 1+t); the others
-  // (class rows beyond the table budget) run the matmul on SiLU(emb(c) + E[1+t]).
-  torch::Tensor silu_c, table_index;
-  if (served < R)
-    silu_c = model::to_compute(F::silu(g.embeddings(s.condition.narrow(0, 0, R - served)) + E.index_select(0, slot)));
-  if (served > 0) table_index = s.table_rows + slot;
-  // Both kinds of rows write into one [R,1,n] product (no concatenation afterwards), in the tables' dtype.
-  if (served > 0 && served < R) silu_c = silu_c.to(s.table_head.scalar_type());
-  auto adaln = [&](const torch::nn::LinearImpl& lin, const torch::Tensor& table) {
-    const int64_t n = lin.weight.size(0);
-    if (served == 0) return linear(lin, silu_c.unsqueeze(1));
-    if (served == R) return table.index_select(0, table_index).unsqueeze(1);
-    auto out = torch::empty({R, n}, table.options());
-    auto class_rows = out.narrow(0, 0, R - served), table_rows = out.narrow(0, R - served, served);
-    at::addmm_out(class_rows, lin.bias.to(table.scalar_type()), silu_c, lin.weight.to(table.scalar_type()).t());
-    at::index_select_out(table_rows, table, 0, table_index);
-    return out.unsqueeze(1);
+  const AdaRows ada(g, s, slot.view({1, 1}), R, 1);
+  const auto valid = s.slots.le(slot).view({1, 1, 1, -1});
+  // one position per row over the cache slots (`slot`: this position's, `valid`: the filled ones)
+  auto attend = [&](size_t l, model::AttentionImpl& attn, const torch::Tensor& a) {
+    return model::qk_norm_decode_attention(linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm, cache.k[l],
+                                           cache.v[l], slot, valid, s.attention);
   };
-  auto valid = s.slots.le(slot).view({1, 1, 1, -1});
-  // each block's MLP residual is added by the next block's LN1 (the last one's by the head's LN)
-  Residual r{h, {}, {}};
-  for (size_t l = 0; l < g.block_list.size(); ++l) {
-    auto& b = g.block_list[l];
-    auto m = adaln(*b->adaLN_modulation[1]->as<torch::nn::Linear>(), served ? s.table_block[l] : torch::Tensor())
-                 .chunk(6, -1);
-    // one position per row over the cache slots (`slot`: this position's, `valid`: the filled ones)
-    auto attend = [&](model::AttentionImpl& attn, const torch::Tensor& a) {
-      return model::qk_norm_decode_attention(model::decode_linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm,
-                                             cache.k[l], cache.v[l], slot, valid);
-    };
-    r = block_step(*b, r, {m[0], m[1], m[2], m[3], m[4], m[5]}, attend);
-  }
-  auto mh = adaln(*g.adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head);
-  return model::decode_linear(*g.lm_head, head_step(*g.adaln_before_head, r, mh)).select(1, 0).to(torch::kFloat32);
+  return blocks_and_head(g, s, h, ada, attend).select(1, 0);
 }
 
 torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& s, model::KVCache& cache) {
   check(s.window.defined() && s.window_step.defined(), "static decode: made without a window");
-  const auto E = g.timesteps_embeddings[0];
   const int64_t R = s.window.size(0), W = s.window.size(1), S = g.cfg.seq_len, H = g.cfg.hidden;
-  const int64_t served = s.table_rows.defined() ? s.table_rows.size(0) : 0;
   check(cache.capacity() >= S + W, "static decode: a window of ", W, " needs ", S + W, " cache slots");
   const auto steps = s.window_step.unsqueeze(1) + s.slots.narrow(0, 0, W).unsqueeze(0);  // [R,W]: t .. t+W-1
-  const auto slot = steps + 1;            // the fed tokens' indices in the sequence
-  const auto at = slot.clamp_max(S + 1);  // clamped past the last step
-  // index 1+t+j: x[τ_{t+j}] + P[2+τ_{t+j}] + T[2+τ_{t+j+1}]; condition E[1+t+j]
+  const auto slot = steps + 1;  // the fed tokens' indices in the sequence
+  // index 1+t+j: x[τ_{t+j}] + P[2+τ_{t+j}] + T[2+τ_{t+j+1}]; condition E[1+t+j] (clamped past the last step)
   auto h = g.embeddings(s.window) + s.position.index_select(0, steps.reshape(-1)).view({R, W, H});
-  // adaLN products: the tables' rows (u*(S+2) + 1+t+j) for the rows they serve (the last ones),
-  // matmuls for the others
-  torch::Tensor silu_c, table_index;
-  if (served < R)
-    silu_c = model::to_compute(F::silu(g.embeddings(s.condition.narrow(0, 0, R - served)).unsqueeze(1) +
-                                       E.index_select(0, at.narrow(0, 0, R - served).reshape(-1)).view({R - served, W, H})));
-  if (served > 0) table_index = (s.table_rows.unsqueeze(1) + at.narrow(0, R - served, served)).reshape(-1);
-  auto adaln = [&](const torch::nn::LinearImpl& lin, const torch::Tensor& table) {
-    if (served == 0) return linear(lin, silu_c);
-    auto rows = table.index_select(0, table_index).view({served, W, -1});
-    if (served == R) return rows;
-    return torch::cat({linear(lin, silu_c).to(rows.scalar_type()), rows});
-  };
+  const AdaRows ada(g, s, slot.clamp_max(S + 1), R, W);
   const auto mask = (s.slots.view({1, 1, -1}) <= slot.unsqueeze(2)).unsqueeze(1);  // [R,1,W,capacity]
   // SDPA turns a boolean mask into an additive one (0 where kept, -inf elsewhere) at every call:
   // three kernels per block; made once here, the same way, in the attention's dtype (at block 0)
   torch::Tensor additive;
-  Residual r{h, {}, {}};
-  for (size_t l = 0; l < g.block_list.size(); ++l) {
-    auto& b = *g.block_list[l];
-    const auto m = adaln(*b.adaLN_modulation[1]->as<torch::nn::Linear>(), served ? s.table_block[l] : torch::Tensor())
-                       .chunk(6, -1);
-    // the window's keys/values written at their slots; position j attends to slots 0 .. t+1+j
-    auto attend = [&](model::AttentionImpl& attn, const torch::Tensor& a) {
-      auto [q, k, v] = model::qk_norm_split(model::decode_linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm);
-      write_slots(cache.k[l], slot, k);
-      write_slots(cache.v[l], slot, v);
-      if (!additive.defined())
-        additive = at::where(mask, at::scalar_tensor(0.0, q.options()), -std::numeric_limits<double>::infinity());
-      auto o = at::scaled_dot_product_attention(q, cache.k[l].to(q.scalar_type()), cache.v[l].to(q.scalar_type()),
-                                                additive);
-      return o.transpose(1, 2).reshape({R, W, H});
-    };
-    r = block_step(b, r, {m[0], m[1], m[2], m[3], m[4], m[5]}, attend);
-  }
-  const auto mh = adaln(*g.adaln_before_head->adaLN_modulation[1]->as<torch::nn::Linear>(), s.table_head);
-  return model::decode_linear(*g.lm_head, head_step(*g.adaln_before_head, r, mh)).to(torch::kFloat32);
+  // the window's keys/values written at their slots; position j attends to slots 0 .. t+1+j
+  auto attend = [&](size_t l, model::AttentionImpl& attn, const torch::Tensor& a) {
+    auto [q, k, v] = model::qk_norm_split(linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm);
+    write_slots(cache.k[l], slot, k);
+    write_slots(cache.v[l], slot, v);
+    if (!additive.defined())
+      additive = at::where(mask, at::scalar_tensor(0.0, q.options()), -std::numeric_limits<double>::infinity());
+    auto o = at::scaled_dot_product_attention(q, cache.k[l].to(q.scalar_type()), cache.v[l].to(q.scalar_type()),
+                                              additive);
+    return o.transpose(1, 2).reshape({R, W, H});
+  };
+  return blocks_and_head(g, s, h, ada, attend);
 }
 
 }  // namespace rar::sampling

@@ -5,10 +5,9 @@
 // (a) attends over the whole preallocated cache with a mask (the fused kernel reads only the
 //     filled slots), (b) gathers the adaLN products W·SiLU(c + E[j]) + b from tables made once per
 // batch, and (c) carries each block's last residual add into the next block's first LayerNorm
-// pass. Tested against the plain step and the full forward (tests/test_generator.cpp). With the
-// skinny path on (model/ops/decode_ops set_skinny_linear), a batch of at most 8 rows that the
-// tables serve entirely takes the small-batch step instead: five ops a block, the residual adds
-// behind their products, the table rows read in place (tests/test_sampling.cpp: equal in float32).
+// pass. The step and the speculative window share one block loop and one adaLN-row helper; they
+// differ in their attention (the step's fused kernel over the filled slots, the window's masked
+// attention). Tested against the plain step and the full forward (tests/test_generator.cpp).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -16,6 +15,7 @@
 #include <torch/torch.h>
 
 #include "model/generator.h"
+#include "model/ops/decode_ops.h"
 
 namespace rar::sampling {
 
@@ -42,6 +42,8 @@ struct StaticDecode {
   // Speculative windows (decode_window_static; undefined unless made with a window):
   torch::Tensor window;       // [R,W] int64: row r's x[τ_t] .. x[τ_{t+W-1}], t = window_step[r] (written per call)
   torch::Tensor window_step;  // [R] int64: each row's t, 1 .. S-1 (rows advance on their own; written per call)
+  // The step's attention kernel on the fused path (the engine's options; a value, not process state).
+  model::AttentionKernel attention = model::AttentionKernel::automatic;
 };
 // Static-shape decoding for R = condition.size(0) + null_rows rows along `order` (0-based scan
 // order): the tables of StaticDecode, zeroed token/step buffers. The cache must be zeroed

@@ -49,20 +49,6 @@ std::optional<torch::Tensor> qk_norm_decode_attention(const torch::Tensor& qkv, 
                                                       const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
                                                       torch::Tensor& v_cache, const torch::Tensor& slot, bool warp,
                                                       bool split);
-// y = x·wᵀ + b (then exact GELU with `gelu`) for a few rows: x [B,1,in] bf16 with B <= 8 (a decode
-// step of one to four guided images), w [out,in] and b bf16; no gradients.
-std::optional<torch::Tensor> skinny_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
-                                           bool gelu);
-// The same with the modulated LayerNorm in front (shift/scale from table rows `index`), and with the
-// gated residual behind (x updated in place and returned); decode_ops.h's decode_ln_linear and
-// decode_linear_residual.
-std::optional<torch::Tensor> skinny_ln_linear(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
-                                              const torch::Tensor& table, const torch::Tensor& index, int64_t shift_col,
-                                              int64_t scale_col, const torch::Tensor& w, const torch::Tensor& b,
-                                              bool gelu);
-std::optional<torch::Tensor> skinny_linear_residual(torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& w,
-                                                    const torch::Tensor& b, const torch::Tensor& table,
-                                                    const torch::Tensor& index, int64_t gate_col);
 
 // ---- decoder ops (model/ops/decoder_ops.h)
 std::optional<torch::Tensor> group_norm_silu(const torch::nn::GroupNorm& gn, const torch::Tensor& x, bool silu);

@@ -47,19 +47,6 @@ std::optional<torch::Tensor> qk_norm_decode_attention(const torch::Tensor&, int6
                                                       const torch::Tensor&, bool, bool) {
   return std::nullopt;
 }
-std::optional<torch::Tensor> skinny_linear(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, bool) {
-  return std::nullopt;
-}
-std::optional<torch::Tensor> skinny_ln_linear(const torch::nn::LayerNorm&, const torch::Tensor&, const torch::Tensor&,
-                                              const torch::Tensor&, int64_t, int64_t, const torch::Tensor&,
-                                              const torch::Tensor&, bool) {
-  return std::nullopt;
-}
-std::optional<torch::Tensor> skinny_linear_residual(torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
-                                                    const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
-                                                    int64_t) {
-  return std::nullopt;
-}
 std::optional<torch::Tensor> group_norm_silu(const torch::nn::GroupNorm&, const torch::Tensor&, bool) {
   return std::nullopt;
 }

@@ -4,7 +4,6 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "kernels/decode_attention.h"
-#include "kernels/skinny_linear.h"
 #include "model/ops/cuda/common.h"
 #include "model/ops/decode_ops.h"
 #include "model/ops/fused.h"
@@ -97,82 +96,10 @@ std::optional<torch::Tensor> qk_norm_decode_attention(const torch::Tensor& qkv, 
                                       f32(k_norm->weight).data_ptr<float>(), f32(k_norm->bias).data_ptr<float>(),
                                       static_cast<float>(q_norm->options.eps()), k_cache.data_ptr(),
                                       v_cache.data_ptr(), slot.data_ptr<int64_t>(), k_cache.size(2),
-                                      attention_scale(hd), out.data_ptr(), stream(), ct == torch::kFloat8_e4m3fn, split,
-                                      split && pdl_enabled());
+                                      attention_scale(hd), out.data_ptr(), stream(), ct == torch::kFloat8_e4m3fn, split);
     return out;
   }
   return std::nullopt;
-}
-
-namespace {
-// What every skinny kernel takes: no gradients, x [M,1,K] bf16 contiguous on the GPU, w [N,K] bf16
-// contiguous on its device, b bf16 [N] or none.
-bool skinny_inputs(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-  const auto bf16 = torch::kBFloat16;
-  return fused_kernels_enabled() && !torch::GradMode::is_enabled() && x.is_cuda() && x.scalar_type() == bf16 &&
-         x.dim() == 3 && x.size(1) == 1 && x.is_contiguous() && w.dim() == 2 && w.scalar_type() == bf16 &&
-         w.is_contiguous() && w.device() == x.device() && w.size(1) == x.size(2) &&
-         (!b.defined() || (b.scalar_type() == bf16 && b.is_contiguous() && b.numel() == w.size(0)));
-}
-// An adaLN table [T, n] bf16 on x's device and one int64 row index per row of x; columns
-// [col, col + width) of the table for each col.
-bool ada_rows_ok(const torch::Tensor& x, const torch::Tensor& table, const torch::Tensor& index,
-                 std::initializer_list<int64_t> cols, int64_t width) {
-  bool ok = table.dim() == 2 && table.scalar_type() == torch::kBFloat16 && table.is_contiguous() &&
-            table.device() == x.device() && index.device() == x.device() && index.scalar_type() == torch::kInt64 &&
-            index.dim() == 1 && index.is_contiguous() && index.numel() == x.size(0);
-  for (int64_t c : cols) ok = ok && c >= 0 && c + width <= table.size(1);
-  return ok;
-}
-kernels::AdaRows ada_rows(const torch::Tensor& table, const torch::Tensor& index) {
-  return {table.data_ptr(), table.size(1), index.data_ptr<int64_t>()};
-}
-}  // namespace
-
-std::optional<torch::Tensor> skinny_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
-                                           bool gelu) {
-  if (!skinny_inputs(x, w, b) || !kernels::skinny_linear_supported(x.size(0), x.size(2), x.data_ptr(), w.data_ptr()))
-    return std::nullopt;
-  c10::cuda::CUDAGuard guard(x.device());
-  const int64_t M = x.size(0), N = w.size(0), K = w.size(1);
-  auto y = torch::empty({M, 1, N}, x.options());
-  kernels::skinny_linear(x.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr, M, N, K, gelu, y.data_ptr(),
-                         stream());
-  return y;
-}
-
-std::optional<torch::Tensor> skinny_ln_linear(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
-                                              const torch::Tensor& table, const torch::Tensor& index, int64_t shift_col,
-                                              int64_t scale_col, const torch::Tensor& w, const torch::Tensor& b,
-                                              bool gelu) {
-  const int64_t M = x.size(0), K = x.size(-1);
-  if (!skinny_inputs(x, w, b) || !affine_ok(ln) || !ada_rows_ok(x, table, index, {shift_col, scale_col}, K) ||
-      !kernels::skinny_ln_linear_supported(M, K, x.data_ptr(), w.data_ptr()))
-    return std::nullopt;
-  c10::cuda::CUDAGuard guard(x.device());
-  const int64_t N = w.size(0);
-  auto y = torch::empty({M, 1, N}, x.options());
-  const bool affine = ln->weight.defined();
-  kernels::skinny_ln_linear(x.data_ptr(), affine ? f32(ln->weight).data_ptr<float>() : nullptr,
-                            affine ? f32(ln->bias).data_ptr<float>() : nullptr, static_cast<float>(ln->options.eps()),
-                            ada_rows(table, index), shift_col, scale_col, w.data_ptr(),
-                            b.defined() ? b.data_ptr() : nullptr, M, N, K, gelu, y.data_ptr(), stream(), pdl_enabled());
-  return y;
-}
-
-std::optional<torch::Tensor> skinny_linear_residual(torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& w,
-                                                    const torch::Tensor& b, const torch::Tensor& table,
-                                                    const torch::Tensor& index, int64_t gate_col) {
-  const int64_t M = h.size(0), N = w.size(0), K = h.size(-1);
-  if (!skinny_inputs(h, w, b) || x.device() != h.device() || x.scalar_type() != torch::kBFloat16 ||
-      !x.is_contiguous() || x.dim() != 3 || x.size(0) != M || x.size(1) != 1 || x.size(2) != N ||
-      !ada_rows_ok(x, table, index, {gate_col}, N) ||
-      !kernels::skinny_linear_supported(M, K, h.data_ptr(), w.data_ptr()))
-    return std::nullopt;
-  c10::cuda::CUDAGuard guard(h.device());
-  kernels::skinny_linear_residual(h.data_ptr(), w.data_ptr(), b.defined() ? b.data_ptr() : nullptr,
-                                  ada_rows(table, index), gate_col, M, N, K, x.data_ptr(), stream(), pdl_enabled());
-  return x;
 }
 
 }  // namespace rar::model::fused
