@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "io/image.h"
 #include "util/error.h"
 
 namespace rar::serve {
@@ -96,11 +95,13 @@ BatchScheduler::BatchScheduler(model::Generator g, std::optional<model::VQModel>
   int64_t buckets = 1;
   for (int64_t b = 1; b < opts_.max_batch; b *= 2) ++buckets;
   stats_.batch_sizes.assign(buckets, 0);
-  if (vq_ && (*vq_)->quantize->embedding->weight.device().is_cuda())
-    side_ = std::make_unique<gpu::SideStream>((*vq_)->quantize->embedding->weight.device());
+  if (vq_) {
+    decoder_ = std::make_unique<sampling::DecodePipeline>(*vq_, opts_.decode_batch);
+    overlapped_ = (*vq_)->quantize->embedding->weight.device().is_cuda();
+  }
   opts_.pad_rows = opts_.pad_rows && sampler_.engine() == sampling::EngineKind::Graph;
   worker_ = std::thread([this] { run(); });
-  if (side_) deliverer_ = std::thread([this] { deliver_loop(); });
+  if (overlapped_) deliverer_ = std::thread([this] { deliver_loop(); });
 }
 
 BatchScheduler::~BatchScheduler() {
@@ -239,19 +240,13 @@ void BatchScheduler::serve_batch(std::vector<Chunk> chunks) {
     b.sampled = clock_type::now();
     // Each chunk is decoded on its own (in decode_batch pieces), as `rar sample` decodes its batch:
     // a request's pixels do not depend on who shared its generation batch.
-    auto decode = [this, &b](const torch::Tensor& t) {
-      torch::NoGradGuard ng;
-      std::vector<torch::Tensor> parts;
-      int64_t first = 0;
-      for (const auto& c : b.chunks) {
-        for (int64_t i = 0; i < c.n; i += opts_.decode_batch)
-          parts.push_back(io::to_uint8_nhwc((*vq_)->decode(t.narrow(0, first + i, std::min(opts_.decode_batch, c.n - i)))));
-        first += c.n;
-      }
-      return torch::cat(parts);
-    };
-    if (vq_ && side_) {  // decoded beside the next batch; handed out by deliver_loop
-      b.pixels = side_->run(tokens, decode);
+    if (decoder_) {
+      std::vector<int64_t> pieces;
+      for (const auto& c : b.chunks) pieces.push_back(c.n);
+      decoder_->submit(tokens, pieces);
+      b.decoding = true;
+    }
+    if (overlapped_) {  // decoded beside the next batch; handed out by deliver_loop
       {
         std::lock_guard<std::mutex> lock(out_mu_);
         out_.push_back(std::move(b));
@@ -259,7 +254,7 @@ void BatchScheduler::serve_batch(std::vector<Chunk> chunks) {
       out_cv_.notify_all();
       return;
     }
-    if (vq_) b.pixels = decode(tokens).cpu();
+    if (b.decoding) b.pixels = decoder_->take();
     deliver(b);
   } catch (const std::exception& e) {
     for (const auto& c : b.chunks) c.job->fail_with(std::string("generation failed: ") + e.what());
@@ -277,7 +272,7 @@ void BatchScheduler::deliver_loop() {
       out_.pop_front();
     }
     try {
-      b.pixels = side_->collect(b.pixels);
+      if (b.decoding) b.pixels = decoder_->take();
       deliver(b);
     } catch (const std::exception& e) {
       for (const auto& c : b.chunks) c.job->fail_with(std::string("decoding failed: ") + e.what());

@@ -30,9 +30,9 @@
 
 #include "model/generator.h"
 #include "model/vqgan.h"
+#include "sampling/decode_pipeline.h"
 #include "sampling/sampler.h"
 #include "serve/request.h"
-#include "util/gpu.h"
 
 namespace rar::serve {
 
@@ -120,13 +120,15 @@ class BatchScheduler {
     uint64_t seed = 0;
     std::chrono::steady_clock::time_point queued;
   };
-  // A generated batch on its way out: its chunks, classes and (on a GPU, still decoding) images.
+  // A generated batch on its way out: its chunks and classes (its images in the decode pipeline,
+  // submitted in batch order).
   struct Batch {
     std::vector<Chunk> chunks;
     std::vector<int64_t> classes;
     int64_t padded = 0;
     bool speculative = false;
-    torch::Tensor pixels;  // [rows,H,W,3] uint8
+    bool decoding = false;  // its images are in the pipeline
+    torch::Tensor pixels;   // [rows,H,W,3] uint8 once taken
     clock_type::time_point start, sampled;
   };
   void run();
@@ -139,7 +141,9 @@ class BatchScheduler {
   SchedulerOptions opts_;
   sampling::Sampler sampler_;                       // one token per step
   std::unique_ptr<sampling::Sampler> speculative_;  // small batches, with engine.speculative > 0
-  std::unique_ptr<gpu::SideStream> side_;  // VQ decoding beside generation (CUDA)
+  // tokens -> images, each request's rows on their own (on a GPU beside the next batch's generation)
+  std::unique_ptr<sampling::DecodePipeline> decoder_;
+  bool overlapped_ = false;  // a GPU decoder: deliver_loop takes its images on a second thread
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Chunk> queue_;
