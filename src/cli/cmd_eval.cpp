@@ -151,7 +151,7 @@ void run_adm(const EvalArgs& a) {
                                             ref.stats ? *ref.stats : eval::feature_stats(ref.acts.pool));
   const double sfid = eval::frechet_distance(eval::feature_stats(smp.acts.spatial),
                                              ref.stats_s ? *ref.stats_s : eval::feature_stats(ref.acts.spatial));
-  const auto [precision, recall] = eval::adm_precision_recall(ref.acts.pool, smp.acts.pool);
+  const auto [precision, recall] = eval::adm_precision_recall(ref.acts.pool, smp.acts.pool, 3, device);
   // IS needs the softmax weight (the Inception weights file); activations alone give the other four
   std::optional<double> is;
   const bool have_weights = !a.inception.empty() || (std::getenv("RAR_INCEPTION") && *std::getenv("RAR_INCEPTION"));

@@ -15,10 +15,9 @@
 
 namespace {
 
-// OpenMP threads that spin while they wait collapse when another process shares the cores: on 2
-// cores with one busy neighbour, the tokenizer's steps fell from 4.7/s to 1.3/s with libgomp's
-// default spinning, and to 2.1/s with a short spin (1000 iterations), which costs ~6% on an idle
-// machine (bench/RESULTS.md, "CPU"). libgomp reads its settings when it is loaded, before main,
+// OpenMP threads that spin while they wait collapse when another process shares the cores; a
+// short spin (1000 iterations) keeps most of the speed with a busy neighbour and costs little on
+// an idle machine (bench/RESULTS.md, "CPU", has the rates). libgomp reads its settings when it is loaded, before main,
 // so a process started without any sets the short spin and runs itself again, once. Users who
 // set OMP_WAIT_POLICY or GOMP_SPINCOUNT keep theirs.
 void prefer_short_openmp_spin(char** argv) {
@@ -42,6 +41,8 @@ int main(int argc, char** argv) {
   CLI::App app{"rar — Randomized AutoRegressive image generation (train, tokenize, sample, evaluate)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("rar 0.1"));
+  // every flag's --help line shows its default (subcommands inherit this)
+  app.option_defaults()->always_capture_default();
   rar::cli::add_info(app);
   rar::cli::add_convert(app);
   rar::cli::add_score(app);

@@ -98,10 +98,12 @@ torch::Tensor manifold_radii(const torch::Tensor& features, int64_t k) {
   return torch::cat(radii);
 }
 
-std::pair<double, double> adm_precision_recall(const torch::Tensor& reference, const torch::Tensor& samples, int64_t k) {
-  auto ref = reference.to(torch::kFloat32).contiguous(), smp = samples.to(torch::kFloat32).contiguous();
+std::pair<double, double> adm_precision_recall(const torch::Tensor& reference, const torch::Tensor& samples, int64_t k,
+                                               const torch::Device& device) {
+  auto ref = reference.to(device, torch::kFloat32).contiguous(), smp = samples.to(device, torch::kFloat32).contiguous();
   const auto ref_radii = manifold_radii(ref, k), smp_radii = manifold_radii(smp, k);
-  auto smp_in = torch::zeros({smp.size(0)}, torch::kBool), ref_in = torch::zeros({ref.size(0)}, torch::kBool);
+  const auto flags = torch::TensorOptions(torch::kBool).device(device);
+  auto smp_in = torch::zeros({smp.size(0)}, flags), ref_in = torch::zeros({ref.size(0)}, flags);
   for (int64_t r = 0; r < ref.size(0); r += kRows) {
     const int64_t nr = std::min(kRows, ref.size(0) - r);
     for (int64_t c = 0; c < smp.size(0); c += kCols) {
