@@ -24,7 +24,7 @@ namespace {
 
 struct SampleArgs {
   std::string generator, tokenizer, classes, out, tokens_out, device = "auto", precision = "auto";
-  std::string schedule = "pow-cosine", decode_precision = "fp32";
+  std::string schedule = "pow-cosine", decode_precision = "auto";
   bool all_classes = false, channels_last = false, compress = false;
   int64_t per_class = 1, batch = 64, max_batches = 0, decode_batch = 64;
   std::string class_names;
@@ -114,9 +114,9 @@ void run(SampleArgs& a) {
                                       a.all_classes, a.per_class, g.cfg.classes);
   model::LoadedVQ vq;
   if (!a.tokenizer.empty()) {
-    // fp32 by default (the reference's decoding); bf16 decodes ~1.5x faster on a GPU
-    check(a.decode_precision == "fp32" || a.decode_precision == "bf16", "--decode-precision: expected fp32 or bf16, got '",
-          a.decode_precision, "'");
+    // auto: bf16 on a GPU (faster: bench/RESULTS.md, "MaskGIT-VQGAN decoding"), fp32 (the reference's
+    // decoding) on the CPU — as rar serve, so that both give the same images out of the box
+    a.decode_precision = resolve_decode_precision(a.decode_precision, device);
     vq = model::load_vq(a.tokenizer, device, a.decode_precision == "bf16" ? torch::kBFloat16 : torch::kFloat32);
     vq.model->use_channels_last(a.channels_last);
     check(vq.cfg.codebook_size == g.cfg.codebook, "tokenizer codebook (", vq.cfg.codebook_size,
@@ -133,6 +133,7 @@ void run(SampleArgs& a) {
                                {"precision", a.precision}, {"device", device.is_cuda() ? "cuda" : "cpu"},
                                // everything else that changes the bytes of a shard
                                {"engine", a.opts.engine}, {"kv_cache", a.opts.kv_cache}, {"speculative", a.opts.speculative},
+                               {"attention_kernel", a.opts.attention_kernel},
                                {"decode_precision", a.decode_precision}, {"channels_last", a.channels_last},
                                {"decode_batch", a.decode_batch}};
     // rank 0 creates the parts folder and its manifest; the others then check theirs against it
@@ -233,13 +234,16 @@ void add_sample(CLI::App& app) {
                   "plain (the KV-cache loop), static (fixed shapes), graph (static, captured in a CUDA graph) or auto");
   cmd->add_option("--kv-cache", a->opts.kv_cache,
                   "KV cache dtype: model (exact) or fp8 (e4m3, half the memory traffic of a step; approximate)");
+  cmd->add_option("--attention-kernel", a->opts.attention_kernel,
+                  "decode-attention kernel on CUDA: auto (split for one guided image's step, warp above), warp, split or block");
   cmd->add_option("--speculative", a->opts.speculative,
                   "speculative Jacobi decoding with W positions per model call (fewer calls for small batches; "
                   "the same distribution, other tokens for a seed; 0 = off)")->check(count());
   cmd->add_option("--batch", a->batch, "images per batch")->check(positive_count());
   cmd->add_option("--decode-batch", a->decode_batch, "images decoded at once (decoder memory: ~8 GiB per 64 in bf16)")
       ->check(positive_count());
-  cmd->add_option("--decode-precision", a->decode_precision, "decoder weights and activations: fp32 or bf16");
+  cmd->add_option("--decode-precision", a->decode_precision,
+                  "decoder weights and activations: auto (bf16 on CUDA, fp32 on the CPU; as rar serve), fp32 or bf16");
   cmd->add_flag("--channels-last", a->channels_last, "decoder in channels-last (NHWC) layout");
   cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
   cmd->add_option("--precision", a->precision, "generator: auto (bf16 on CUDA, fp32 on the CPU; as rar serve), fp32, tf32 or bf16");

@@ -28,6 +28,11 @@ std::string resolve_precision(const std::string& s, const torch::Device& device)
   return device.is_cuda() ? "bf16" : "fp32";
 }
 
+std::string resolve_decode_precision(const std::string& s, const torch::Device& device) {
+  check(s == "auto" || s == "fp32" || s == "bf16", "--decode-precision: expected auto, fp32 or bf16, got '", s, "'");
+  return resolve_precision(s, device);
+}
+
 torch::ScalarType parse_precision(const std::string& s) {
   if (s == "fp32") {
     at::globalContext().setAllowTF32CuBLAS(false);

@@ -21,5 +21,9 @@ torch::ScalarType parse_precision(const std::string& s);
 // fp32 on the CPU (where bf16 is slow and the exactness with the published code is tested).
 // Any other value is returned as given.
 std::string resolve_precision(const std::string& s, const torch::Device& device);
+// --decode-precision (the VQ decoder of rar sample and rar serve, the same rule so that both give
+// the same images): "auto" -> bf16 on CUDA, fp32 on the CPU; else fp32 or bf16 (a one-line error
+// otherwise). Returns the resolved name.
+std::string resolve_decode_precision(const std::string& s, const torch::Device& device);
 
 }  // namespace rar
