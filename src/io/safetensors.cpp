@@ -138,7 +138,7 @@ StateDict read_safetensors(const std::string& path) {
 }
 
 void write_safetensors(const std::string& path, const StateDict& sd) {
-  nlohmann::ordered_json j;
+  auto j = nlohmann::ordered_json::object();  // "{}" for an empty dict (a default json is null)
   if (!sd.metadata.empty()) j["__metadata__"] = sd.metadata;
   std::vector<torch::Tensor> data;
   uint64_t offset = 0;

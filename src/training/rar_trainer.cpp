@@ -244,6 +244,9 @@ class RarJob final : public TrainingJob {
     }
     opt_.load_state(ck.optimizer);
     for (auto& [n, t] : ema_) t.copy_(ck.optimizer.at("ema." + n));
+    // the log window the checkpoint fell into (its row, written after the resume, covers it whole)
+    const auto w = ck.state.value("log_window", nlohmann::json::object());
+    acc_loss_ = w.value("loss", 0.0), acc_correct_ = w.value("correct", 0.0), acc_tokens_ = w.value("tokens", 0.0);
   }
 
   // The per-process batch and accumulation may change with the number of processes, so long as the
@@ -367,13 +370,13 @@ class RarJob final : public TrainingJob {
 
   StepStats gradients(int64_t step, const std::function<StopFlags()>& local_flags) override {
     r_ = randomness(step, s_.anneal_start, s_.anneal_end);
-    // The step's numbers, read back once: [loss, correct, gradient norm (, stop, out of time)].
-    // Several processes add their stop flags, so that every rank takes the same decision.
-    torch::Tensor stats;
+    // The step's numbers (training/train_step.h StepNumbers), read back once; several processes
+    // add their stop flags, so that every rank takes the same decision.
+    torch::Tensor packed;
     if (graphed_) {  // one micro-batch on one process: the captured step
       auto [tokens, labels] = train_.batch(torch::tensor(sampler_.next(), torch::kInt64));
-      stats = graphed_->run(tokens, labels,
-                            draw_objective(global_batch_, 0, s_.local_batch, scan_, r_, s_.label_dropout, s_.run.seed, step));
+      packed = graphed_->run(tokens, labels,
+                             draw_objective(global_batch_, 0, s_.local_batch, scan_, r_, s_.label_dropout, s_.run.seed, step));
     } else {
       opt_.zero_grad();
       const auto f32 = torch::TensorOptions(torch::kFloat32).device(device_);
@@ -394,25 +397,21 @@ class RarJob final : public TrainingJob {
         std::fprintf(stderr, "gradient buckets: %lld, %lld all-reduced while backward was still running\n",
                      (long long)dp_.buckets(), (long long)dp_.overlapped());
       announced_buckets_ = true;
-      stats = torch::stack({loss_sum.to(torch::kFloat64) / static_cast<double>(s_.accum),
-                            correct_sum.to(torch::kFloat64),
-                            clip_grad_norm_(params_, s_.run.max_grad_norm).to(torch::kFloat64)});
+      packed = StepNumbers::pack(loss_sum / static_cast<double>(s_.accum), correct_sum,
+                                 clip_grad_norm_(params_, s_.run.max_grad_norm));
     }
     if (dp_.world() > 1) {
       const StopFlags mine = local_flags();
-      stats = torch::cat({stats, torch::tensor({mine.interrupt ? 1.0 : 0.0, mine.out_of_time ? 1.0 : 0.0}, torch::kFloat64)
-                                     .to(device_, /*non_blocking=*/true)});
-      dp_.sum_(stats);  // the gradient norm is the same on every rank (averaged gradients)
-      stats.div_(static_cast<double>(dp_.world()));
+      packed = StepNumbers::with_flags(packed, mine.interrupt, mine.out_of_time);
+      dp_.sum_(packed);
     }
-    const auto host = stats.cpu();
-    const double* h = host.data_ptr<double>();
+    const StepNumbers n = StepNumbers::read(packed, dp_.world());
     StepStats st;
-    st.loss = h[0];
-    st.grad_norm = h[2];
-    if (dp_.world() > 1) st.agreed = StopFlags{h[3] > 0, h[4] > 0};
+    st.loss = n.loss;
+    st.grad_norm = n.grad_norm;
+    if (dp_.world() > 1) st.agreed = StopFlags{n.interrupt, n.out_of_time};
     acc_loss_ += st.loss;
-    acc_correct_ += h[1] * dp_.world();
+    acc_correct_ += n.correct;
     acc_tokens_ += static_cast<double>(global_batch_ * s_.gen.seq_len);
     grad_norm_ = st.grad_norm;
     return st;
@@ -472,7 +471,8 @@ class RarJob final : public TrainingJob {
     for (const auto& n : all.names()) ck.optimizer.set(n, all.at(n));
     ck.state = {{"data_position", sampler_.position()}, {"kind", "rar"}, {"world_size", dp_.world()},
                 {"global_batch", global_batch_}, {"train_data", train_.identity()},
-                {"val_data", val_ ? val_->identity() : nlohmann::json(nullptr)}};
+                {"val_data", val_ ? val_->identity() : nlohmann::json(nullptr)},
+                {"log_window", {{"loss", acc_loss_}, {"correct", acc_correct_}, {"tokens", acc_tokens_}}}};
     return ck;
   }
 

@@ -218,6 +218,11 @@ class TokenizerJob final : public TrainingJob {
     load_rng_states(ck.optimizer, cuda_index_);
     sampler_.set_position(ck.state.at("data_position").get<int64_t>());
     restarted_total_ = ck.state.value("codes_restarted", int64_t(0));
+    // the log window the checkpoint fell into (its row, written after the resume, covers it whole)
+    const auto w = ck.state.value("log_window", nlohmann::json::object());
+    acc_loss_ = w.value("loss", 0.0), acc_n_ = w.value("n", int64_t{0});
+    acc_rec_.fill_(w.value("rec", 0.0)), acc_psnr_.fill_(w.value("psnr", 0.0));
+    if (ck.optimizer.has("log.window_codes")) window_hist_.copy_(ck.optimizer.at("log.window_codes"));
     // the codebook starts on the first step's encoder outputs: a checkpoint at step 0 (a run out
     // of time before its first step) has not done that yet
     codebook_initialised_ = ck.state.at("step").get<int64_t>() > 0;
@@ -310,7 +315,10 @@ class TokenizerJob final : public TrainingJob {
     ck.optimizer = opt_.state();
     ck.optimizer.set("vq.usage", usage_.shares().cpu());
     save_rng_states(ck.optimizer, cuda_index_);
-    ck.state = {{"data_position", sampler_.position()}, {"codes_restarted", restarted_total_}, {"kind", "tokenizer"}};
+    ck.optimizer.set("log.window_codes", window_hist_.cpu());
+    ck.state = {{"data_position", sampler_.position()}, {"codes_restarted", restarted_total_}, {"kind", "tokenizer"},
+                {"log_window", {{"loss", acc_loss_}, {"n", acc_n_}, {"rec", acc_rec_.item<double>()},
+                                {"psnr", acc_psnr_.item<double>()}}}};
     return ck;
   }
 

@@ -40,12 +40,39 @@ GradientStep::GradientStep(model::Generator g, std::vector<torch::Tensor> params
 }
 GradientStep::~GradientStep() = default;
 
+namespace {
+enum Slot : int64_t { kLoss, kCorrect, kGradNorm, kInterrupt, kOutOfTime };
+}
+
+torch::Tensor StepNumbers::pack(const torch::Tensor& loss, const torch::Tensor& correct, const torch::Tensor& grad_norm) {
+  const auto dev = loss.device();
+  return torch::stack({loss.to(torch::kFloat64), correct.to(dev, torch::kFloat64), grad_norm.to(dev, torch::kFloat64)});
+}
+
+torch::Tensor StepNumbers::with_flags(const torch::Tensor& packed, bool interrupt, bool out_of_time) {
+  auto flags = torch::tensor({interrupt ? 1.0 : 0.0, out_of_time ? 1.0 : 0.0}, torch::kFloat64);
+  return torch::cat({packed, flags.to(packed.device(), /*non_blocking=*/true)});
+}
+
+StepNumbers StepNumbers::read(const torch::Tensor& packed, int64_t world) {
+  const auto host = packed.to(torch::kCPU, torch::kFloat64).contiguous();
+  check(host.dim() == 1 && host.size(0) >= 3, "step numbers: expected [loss, correct, grad_norm(, flags)], got ",
+        host.sizes());
+  const double* h = host.data_ptr<double>();
+  StepNumbers n;
+  const double ranks = static_cast<double>(world);
+  n.loss = h[kLoss] / ranks;           // each rank's mean, averaged
+  n.correct = h[kCorrect];             // summed
+  n.grad_norm = h[kGradNorm] / ranks;  // every rank's is the same (averaged gradients)
+  if (host.size(0) > kOutOfTime) n.interrupt = h[kInterrupt] > 0, n.out_of_time = h[kOutOfTime] > 0;
+  return n;
+}
+
 torch::Tensor GradientStep::eager(const torch::Tensor& tokens, const torch::Tensor& labels, const ObjectiveDraws& d) {
   for (auto& p : params_) p.mutable_grad() = torch::Tensor();
   auto la = forward_backward(g_, tokens, labels, d, options_.autocast, 1.0);
   auto norm = clip_grad_norm_(params_, options_.max_grad_norm);
-  return torch::stack({la.loss.detach().to(torch::kFloat64), la.correct.to(torch::kFloat64),
-                       norm.to(la.loss.device(), torch::kFloat64)});
+  return StepNumbers::pack(la.loss.detach(), la.correct, norm);
 }
 
 torch::Tensor GradientStep::run(const torch::Tensor& tokens, const torch::Tensor& labels, const ObjectiveDraws& d) {

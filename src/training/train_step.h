@@ -36,6 +36,23 @@ LossAndAccuracy forward_backward(model::Generator& g, const torch::Tensor& token
 // conditions (one process, no accumulation).
 std::string graph_unavailable(const model::Generator& g, const torch::Device& device);
 
+// A step's numbers on the device: one float64 tensor, so that ranks agree on them with one
+// all-reduce and the host reads them with one copy. Its layout is named here and read back only
+// through StepNumbers::read.
+struct StepNumbers {
+  double loss = 0;       // mean loss over the step's micro-batches (and ranks)
+  double correct = 0;    // correctly predicted tokens (summed over ranks)
+  double grad_norm = 0;  // global gradient norm before clipping (the same on every rank)
+  bool interrupt = false, out_of_time = false;  // any rank's stop flags (distributed runs)
+
+  // [loss, correct, grad_norm] of one process: what GradientStep::run and the accumulating step give.
+  static torch::Tensor pack(const torch::Tensor& loss, const torch::Tensor& correct, const torch::Tensor& grad_norm);
+  // The same with this process's stop flags appended, for the all-reduce of several processes.
+  static torch::Tensor with_flags(const torch::Tensor& packed, bool interrupt, bool out_of_time);
+  // The host's copy of a packed tensor, summed over `world` processes (1: not reduced).
+  static StepNumbers read(const torch::Tensor& packed, int64_t world);
+};
+
 class GradientStep {
  public:
   struct Options {
@@ -47,9 +64,8 @@ class GradientStep {
   ~GradientStep();
 
   // The gradients of one batch (tokens [B,S], labels [B]; draws for its B rows) in every
-  // parameter's .grad, clipped; returns [loss, correct predictions, gradient norm before clipping]
-  // as float64 on the model's device (no host synchronisation). A captured step keeps the shape of
-  // its first batch.
+  // parameter's .grad, clipped; returns the step's numbers packed (StepNumbers::pack) on the
+  // model's device (no host synchronisation). A captured step keeps the shape of its first batch.
   torch::Tensor run(const torch::Tensor& tokens, const torch::Tensor& labels, const ObjectiveDraws& draws);
   bool graphed() const { return options_.cuda_graph; }
 

@@ -84,6 +84,8 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
   // and records after it come again, also those of its own step that the end of a run writes.
   const int64_t logged_rows = ck ? ck->state.value("log_rows", int64_t{-1}) : -1;
   const int64_t logged_records = ck ? ck->state.value("log_event_records", int64_t{-1}) : -1;
+  // where the log window the checkpoint fell into began (the job restores that window's sums)
+  const int64_t resumed_window_start = ck ? ck->state.value("log_window_start", int64_t{-1}) : -1;
   int64_t step = job.resume(ck.get(), latest);
   ck.reset();
   int64_t rows_kept = 0;
@@ -126,6 +128,8 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
   };
 
   // ---------------------------------------------------------------- save
+  int64_t window_start = step;  // the first step of the current log window
+  if (resumed_window_start >= 0 && resumed_window_start <= step) window_start = resumed_window_start;
   // Every rank checks the weights (they hold the same ones, so they take the same decision); the
   // checkpoint comes first, so the exported weights never get ahead of what --resume restores.
   auto save = [&](int64_t at) -> std::string {
@@ -135,6 +139,7 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
     if (main) {
       ck.config_yaml = config_yaml;
       ck.state["log_rows"] = metrics->rows();
+      ck.state["log_window_start"] = window_start;
       if (events) ck.state["log_event_records"] = events->records();
       where = save_checkpoint(ckpt_root, at, ck, s.keep_last);
       job.export_weights();
@@ -151,7 +156,6 @@ void run_training(const RunSettings& s, const Config& cfg, TrainingJob& job, con
   if (main) progress = std::make_unique<Progress>(job.name(), total, "step", step);
   const auto t0 = clock::now();
   auto t_window = t0;
-  int64_t window_start = step;
   auto local_flags = [&](int64_t steps_done) {
     StopFlags f;
     f.interrupt = stop_requested() || (control.stop_after > 0 && steps_done - first_step >= control.stop_after);
