@@ -163,6 +163,9 @@ TEST(Safetensors, RoundTripsDtypesShapesAndMetadata) {
   EXPECT_EQ(back.metadata.at("hello"), "world");
   // No temp file is left behind.
   EXPECT_EQ(list_dir(dir.path()), std::vector<std::string>{"a.safetensors"});
+  // A dict without tensors (an optimizer without state) is "{}", and reads back as one.
+  io::write_safetensors(dir / "empty.safetensors", io::StateDict{});
+  EXPECT_TRUE(io::read_checkpoint(dir / "empty.safetensors").names().empty());
 }
 
 TEST(Safetensors, CorruptFilesGiveOneLineErrors) {

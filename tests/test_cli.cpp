@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include "data/token_file.h"
+#include "bench/fixtures.h"
 #include "helpers.h"
 #include "io/npy.h"
 
@@ -116,28 +117,23 @@ TEST(Cli, BenchTokensWritesARandomTokenFile) {
   EXPECT_EQ(f.info().classes, 1000);
   EXPECT_EQ(f.info().count, 8);
   EXPECT_GT(std::get<0>(at::_unique(f.tokens().to(torch::kInt64))).numel(), 500);  // spread over the vocabulary
+}
 
-  // --structured: sequences of one class share ~3/4 of their positions (both kept: 9/16 at least),
-  // sequences of different classes almost none
-  auto s = run_rar("bench tokens --model rar_b --count 3000 --structured --out " + (dir / "s.rartok"));
-  ASSERT_EQ(s.status, 0) << s.output;
-  data::TokenFile sf(dir / "s.rartok");
-  auto t = sf.tokens().to(torch::kInt64);
-  auto y = sf.labels().to(torch::kInt64);
-  double same_sum = 0, other_sum = 0;
-  int64_t same_n = 0, other_n = 0;
-  for (int64_t i = 0; i + 1 < t.size(0) && (same_n < 20 || other_n < 20); ++i)
-    for (int64_t j = i + 1; j < t.size(0); ++j) {
-      const bool same_class = y[i].item<int64_t>() == y[j].item<int64_t>();
-      if ((same_class && same_n >= 20) || (!same_class && other_n >= 20)) continue;
-      const double agree = t[i].eq(t[j]).to(torch::kFloat64).mean().item<double>();
-      (same_class ? same_sum : other_sum) += agree;
-      ++(same_class ? same_n : other_n);
-      if (same_class) break;
-    }
-  ASSERT_EQ(same_n, 20);
-  EXPECT_GT(same_sum / same_n, 0.5);
-  EXPECT_LT(other_sum / other_n, 0.05);
+// The structured token fixture (bench/fixtures.h): sequences of one class share ~3/4 of their
+// positions (both kept: 9/16 at least), sequences of different classes almost none — so a model
+// can learn it. Every same-class pair of 600 sequences against as many different-class pairs.
+TEST(Fixtures, StructuredTokensShareTheirClassTemplate) {
+  TempDir dir;
+  bench::write_token_fixture(dir / "s.rartok", "rar_b", 600, /*structured=*/true, 0);
+  data::TokenFile f(dir / "s.rartok");
+  auto t = f.tokens().to(torch::kInt64), y = f.labels().to(torch::kInt64);
+  auto [sorted, order] = y.sort();
+  t = t.index_select(0, order);
+  auto same = sorted.narrow(0, 1, 599).eq(sorted.narrow(0, 0, 599));  // neighbours after sorting by class
+  auto agree = t.narrow(0, 1, 599).eq(t.narrow(0, 0, 599)).to(torch::kFloat64).mean(1);
+  ASSERT_GT(same.sum().item<int64_t>(), 50);
+  EXPECT_GT(agree.masked_select(same).mean().item<double>(), 0.5);
+  EXPECT_LT(agree.masked_select(same.logical_not()).mean().item<double>(), 0.05);
 }
 
 // `bench attention`: one row per run naming what ran; bad options are one-line errors.

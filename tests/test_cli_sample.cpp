@@ -18,6 +18,9 @@ std::string gen() { return " --generator " + shared_ref("tiny_rar.bin") + " "; }
 std::string tok() { return " --tokenizer " + shared_ref("tiny_vq.bin") + " "; }
 }  // namespace
 
+// What the command alone proves (the sampler's exactness, unguided paths and the static engine
+// are Sampler.* tests): the flags reach the sampler — guidance, its power and greedy top-k give
+// the reference's guided greedy tokens through --tokens-out.
 TEST(CliSample, GreedyTokensEqualReference) {
   TempDir dir;
   auto ref = io::read_npy(shared_ref("ref_greedy.npy"));
@@ -25,13 +28,6 @@ TEST(CliSample, GreedyTokensEqualReference) {
                    (dir / "g0.npy"));
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(io::read_npy(dir / "g0.npy").equal(ref[0]));
-  ASSERT_EQ(run_rar("sample" + gen() + "--classes 3,7,0,9 --cfg 0 --top-k 1 --batch 3 --device cpu --tokens-out " +
-                    (dir / "g1.npy")).status, 0);
-  EXPECT_TRUE(io::read_npy(dir / "g1.npy").equal(ref[1]));
-  // the static-shape engine draws the same tokens
-  ASSERT_EQ(run_rar("sample" + gen() + "--classes 3,7,0,9 --cfg 3.0 --cfg-power 1.0 --top-k 1 --device cpu --engine static "
-                    "--tokens-out " + (dir / "g2.npy")).status, 0);
-  EXPECT_TRUE(io::read_npy(dir / "g2.npy").equal(ref[0]));
 }
 
 // The decoder options: bf16 weights, channels-last, 1 image at a time: the same images as the
@@ -175,7 +171,7 @@ TEST(CliSample, ErrorsAreOneLine) {
       {"sample" + gen() + "--classes x --tokens-out " + (dir / "t.npy"), "--classes: 'x' is not a class id"},
       {"sample" + gen() + "--classes 3 --kv-cache fp4 --tokens-out " + (dir / "t.npy"), "--kv-cache must be model or fp8"},
       {"sample" + gen() + tok() + "--classes 3 --decode-precision fp16 --out " + (dir / "g.png"),
-       "--decode-precision: expected fp32 or bf16"},
+       "--decode-precision: expected auto, fp32 or bf16"},
   };
   for (auto& c : cases) {
     auto r = run_rar(c.args);

@@ -1,6 +1,8 @@
 // The sampler: greedy paths equal the reference code's, guidance schedules, the logits chain
 // (temperature, top-k, top-p) including a chi-square test of the sampled frequencies, seeding,
 // scan orders, and input validation.
+#include <algorithm>
+#include <cmath>
 #include <set>
 
 #include <torch/torch.h>
@@ -178,84 +180,6 @@ TEST(SamplerCuda, GraphEngineMatchesThePlainLoop) {
   EXPECT_LT(worst, 3e-2);
 }
 
-// The small-batch step (five ops a block: the LayerNorm in front of qkv and fc1, the gated residual
-// behind proj and fc2, table rows read in place; taken with the skinny path on, here in its plain
-// LibTorch form) computes the regular static step's logits exactly: float32 on the CPU, one guided
-// image (2 rows) and four (8 rows), every step fed the same tokens; 10 rows keep the regular step.
-TEST(Sampler, SmallBatchStepEqualsTheStaticStep) {
-  auto ref = io::read_npy(shared_ref("ref_greedy.npy"));
-  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
-  const bool was = model::skinny_linear_enabled();
-  const int64_t S = g->cfg.seq_len;
-  for (int64_t B : {1, 4, 5}) {
-    const auto cond = guided_conditions(g, torch::arange(B, torch::kInt64).remainder(g->cfg.classes));
-    const auto tokens = ref[0].narrow(0, 0, 1).expand({B, S});
-    sampling::DecodeEngine regular(g, sampling::EngineKind::Static), small(g, sampling::EngineKind::Static);
-    double worst = 0;
-    for (int64_t t = 0; t < S; ++t) {
-      model::set_skinny_linear(false);
-      auto a = guided_step(regular, cond, tokens, t);
-      model::set_skinny_linear(true);
-      auto b = guided_step(small, cond, tokens, t);
-      worst = std::max(worst, (b - a).abs().max().item<double>());
-    }
-    EXPECT_EQ(worst, 0.0) << B << " images";
-  }
-  model::set_skinny_linear(was);
-}
-
-// CUDA, bf16: the decode step with the skinny path on (batches of up to 8 rows take the small-batch
-// step, five kernels a block) — the logits of every step within bf16 rounding of the cuBLAS step's
-// when both are fed the same tokens, for one guided image (2 rows), four (8 rows) and five (10
-// rows: not taken, identical); and the captured graph samples exactly what the same step run
-// eagerly samples.
-TEST(SamplerCuda, SkinnyLinearStepMatchesTheCublasStep) {
-  if (!graph_engine_here()) GTEST_SKIP() << "no CUDA device or no CUDA build";
-  auto ref = io::read_npy(shared_ref("ref_greedy.npy"));
-  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
-  g->to(torch::kCUDA, torch::kBFloat16);
-  const bool was = model::skinny_linear_enabled();
-  const int64_t S = g->cfg.seq_len;
-  for (int64_t B : {1, 4, 5}) {
-    const auto cond =
-        guided_conditions(g, torch::arange(B, torch::kInt64).remainder(g->cfg.classes).to(torch::kCUDA));
-    const auto tokens = ref[0].narrow(0, 0, 1).expand({B, S}).to(torch::kCUDA);
-    sampling::DecodeEngine cublas(g, sampling::EngineKind::Static), skinny(g, sampling::EngineKind::Static),
-        pdl(g, sampling::EngineKind::Static);
-    double worst = 0;
-    bool same = true, pdl_same = true;
-    for (int64_t t = 0; t < S; ++t) {
-      model::set_skinny_linear(false);
-      auto a = guided_step(cublas, cond, tokens, t);
-      model::set_skinny_linear(true);
-      auto b = guided_step(skinny, cond, tokens, t);
-      model::set_pdl(true);  // programmatic dependent launch: the same kernels, the same bits
-      auto c = guided_step(pdl, cond, tokens, t);
-      model::set_pdl(false);
-      worst = std::max(worst, ((b - a).abs().max() / (a.max() - a.min())).item<double>());
-      same = same && a.equal(b);
-      pdl_same = pdl_same && c.equal(b);
-    }
-    EXPECT_TRUE(pdl_same) << B << " images";
-    EXPECT_LT(worst, 3e-2) << B << " images";
-    if (B == 5) EXPECT_TRUE(same) << "10 rows take cuBLAS";
-    else EXPECT_FALSE(same) << B << " images: the skinny kernel did not run";  // float sums in another order
-  }
-  auto o = greedy(3.0, 1.0, "graph");
-  o.top_k = 0, o.seed = 5;
-  auto classes = torch::tensor({1, 2, 3}, torch::kInt64);
-  sampling::Sampler graphed(g, o);
-  o.engine = "static";
-  sampling::Sampler eager(g, o);
-  for (int64_t batch : {1, 3}) EXPECT_TRUE(graphed.sample(classes, batch).equal(eager.sample(classes, batch))) << batch;
-  model::set_pdl(true);  // new graphs, captured with programmatic dependent launch edges
-  o.engine = "graph";
-  sampling::Sampler graphed_pdl(g, o);
-  for (int64_t batch : {1, 3}) EXPECT_TRUE(graphed_pdl.sample(classes, batch).equal(eager.sample(classes, batch))) << batch;
-  model::set_pdl(false);
-  model::set_skinny_linear(was);
-}
-
 TEST(Guidance, Schedules) {
   const int64_t S = 256;
   // pow-cosine with p = 0: 0^0 = 1, so the scale is g at every step.
@@ -315,32 +239,110 @@ TEST(LogitsChain, TopKAndTopPNeverEmitExcludedTokens) {
   EXPECT_RAR_ERROR(sampling::apply_temperature(logits, 0.0), "temperature must be > 0");
 }
 
-// The row-wise forms (a batch of requests with settings of their own runs one chain) give each
-// row what the scalar form gives that row alone, and a block's draw is torch.multinomial's.
-TEST(LogitsChain, RowFormsEqualTheScalarFormsRowByRowAndDrawIsMultinomials) {
-  torch::manual_seed(4);
-  const int64_t B = 6, V = 40;
-  auto logits = torch::randn({B, V}) * 2;
-  const std::vector<double> temps = {1.0, 0.5, 2.0, 1.0, 0.7, 1.3}, ps = {1.0, 0.9, 0.5, 0.2, 1.0, 0.99};
-  const std::vector<int64_t> ks = {V, 5, 1, V, 17, 39};
-  auto col = [](const auto& v, at::ScalarType dt) {
-    return torch::tensor(std::vector<double>(v.begin(), v.end()), torch::kFloat64).to(dt).view({-1, 1});
-  };
-  auto t = sampling::apply_temperature_rows(logits, col(temps, torch::kFloat32));
-  auto k = sampling::apply_top_k_rows(t, col(ks, torch::kInt64));
-  auto p = sampling::apply_top_p_rows(k, col(ps, torch::kFloat32));
-  for (int64_t i = 0; i < B; ++i) {
-    auto ti = sampling::apply_temperature(logits.narrow(0, i, 1), temps[i]);
-    auto ki = sampling::apply_top_k(ti, ks[i]);
-    auto pi = sampling::apply_top_p(ki, ps[i]);
-    EXPECT_TRUE(t[i].equal(ti[0])) << "row " << i;
-    EXPECT_TRUE(k[i].equal(ki[0])) << "row " << i;
-    EXPECT_TRUE(p[i].equal(pi[0])) << "row " << i;
+namespace {
+// An independent temperature -> top-k -> top-p for one row, on the host in double precision with
+// sorting by hand: which tokens survive. Top-k keeps every token at or above the k-th largest
+// logit (ties kept); top-p keeps a token when the tokens ranked strictly above it hold less than p
+// (the smallest set reaching p; the best token always). `margin` says how close a top-p decision
+// came to p (a random case too close to call in float32 is not a test of the rule).
+std::vector<bool> reference_kept(const std::vector<float>& logits, float temperature, int64_t k, double p,
+                                 double* margin = nullptr) {
+  const size_t V = logits.size();
+  std::vector<float> t(V);
+  for (size_t i = 0; i < V; ++i) t[i] = logits[i] / temperature;  // float, as the chain divides
+  std::vector<float> sorted(t);
+  std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+  const float kth = sorted[std::min<size_t>(static_cast<size_t>(k), V) - 1];
+  std::vector<bool> keep(V);
+  for (size_t i = 0; i < V; ++i) keep[i] = t[i] >= kth;
+  double mx = -1e300, z = 0;
+  for (size_t i = 0; i < V; ++i)
+    if (keep[i]) mx = std::max(mx, double(t[i]));
+  std::vector<std::pair<double, size_t>> probs;
+  for (size_t i = 0; i < V; ++i)
+    if (keep[i]) z += std::exp(double(t[i]) - mx);
+  for (size_t i = 0; i < V; ++i)
+    if (keep[i]) probs.emplace_back(std::exp(double(t[i]) - mx) / z, i);
+  std::sort(probs.begin(), probs.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  double above = 0, closest = 1e300;
+  for (auto& [q, i] : probs) {
+    if (p < 1) {
+      closest = std::min(closest, std::abs(above - p));
+      keep[i] = above < p;
+    }
+    above += q;
   }
-  EXPECT_EQ(k[2].isfinite().sum().item<int64_t>(), 1);  // k = 1 keeps the best alone
+  if (margin) *margin = closest;
+  return keep;
+}
+std::vector<bool> finite_mask(const torch::Tensor& row) {
+  auto f = row.isfinite().to(torch::kBool).contiguous();
+  return std::vector<bool>(f.data_ptr<bool>(), f.data_ptr<bool>() + f.numel());
+}
+}  // namespace
+
+// The row forms of the chain (one setting per row: a batch of requests runs one chain) against
+// the independent reference above: hand-made rows with ties at the k-th logit and top-p
+// boundaries on either side of p, then random rows with random settings; the kept logits keep
+// their tempered value. The scalar forms are the row forms with every row alike. Then the draw:
+// each block of rows with its own generator equals torch.multinomial on those rows.
+TEST(LogitsChain, RowFormsKeepWhatAnIndependentChainKeepsAndDrawIsMultinomials) {
+  auto chain = [](const torch::Tensor& logits, std::vector<double> temps, std::vector<int64_t> ks,
+                  std::vector<double> ps) {
+    auto col = [](const auto& v, at::ScalarType dt) {
+      return torch::tensor(std::vector<double>(v.begin(), v.end()), torch::kFloat64).to(dt).view({-1, 1});
+    };
+    auto t = sampling::apply_temperature_rows(logits, col(temps, torch::kFloat32));
+    return sampling::apply_top_p_rows(sampling::apply_top_k_rows(t, col(ks, torch::kInt64)), col(ps, torch::kFloat32));
+  };
+  // hand-made: ties at the k-th value are kept; top-p keeps what lies above p
+  {
+    auto l = torch::tensor({3.f, 1.f, 3.f, 2.f, 2.f});
+    auto rows = l.unsqueeze(0).repeat({3, 1});
+    auto out = chain(rows, {1, 1, 1}, {2, 3, 5}, {1, 1, 1});
+    EXPECT_EQ(finite_mask(out[0]), (std::vector<bool>{true, false, true, false, false}));  // k-th value 3: both 3s
+    EXPECT_EQ(finite_mask(out[1]), (std::vector<bool>{true, false, true, true, true}));    // k-th value 2: both 2s
+    EXPECT_EQ(finite_mask(out[2]), (std::vector<bool>(5, true)));
+    auto q = torch::tensor({0.5f, 0.3f, 0.15f, 0.05f}).log().unsqueeze(0).repeat({4, 1});
+    auto cut = chain(q, {1, 1, 1, 1}, {4, 4, 4, 4}, {0.45, 0.79, 0.81, 0.96});
+    EXPECT_EQ(finite_mask(cut[0]), (std::vector<bool>{true, false, false, false}));  // the best alone reaches 0.45
+    EXPECT_EQ(finite_mask(cut[1]), (std::vector<bool>{true, true, false, false}));   // 0.8 reaches 0.79
+    EXPECT_EQ(finite_mask(cut[2]), (std::vector<bool>{true, true, true, false}));
+    EXPECT_EQ(finite_mask(cut[3]), (std::vector<bool>{true, true, true, true}));     // 0.95 < 0.96
+    auto best = chain(q.narrow(0, 0, 1), {1}, {4}, {1e-6});
+    EXPECT_EQ(finite_mask(best[0]), (std::vector<bool>{true, false, false, false}));  // at least the best one
+  }
+  // random rows and settings
+  torch::manual_seed(4);
+  const int64_t B = 64, V = 40;
+  auto logits = torch::randn({B, V}) * 2;
+  std::vector<double> temps(B), ps(B);
+  std::vector<int64_t> ks(B);
+  for (int64_t i = 0; i < B; ++i) {
+    temps[i] = 0.5 + 1.5 * torch::rand({1}).item<double>();
+    ks[i] = 1 + torch::randint(0, V, {1}).item<int64_t>();
+    ps[i] = i % 4 == 0 ? 1.0 : 0.05 + 0.95 * torch::rand({1}).item<double>();
+  }
+  auto out = chain(logits, temps, ks, ps);
+  int64_t checked = 0;
+  for (int64_t i = 0; i < B; ++i) {
+    auto row = logits[i].contiguous();
+    std::vector<float> l(row.data_ptr<float>(), row.data_ptr<float>() + V);
+    double margin = 0;
+    auto keep = reference_kept(l, static_cast<float>(temps[i]), ks[i], ps[i], &margin);
+    if (margin < 1e-5) continue;  // too close to p to call in float32
+    ++checked;
+    EXPECT_EQ(finite_mask(out[i]), keep) << "row " << i << " T " << temps[i] << " k " << ks[i] << " p " << ps[i];
+    for (int64_t v = 0; v < V; ++v)
+      if (keep[v]) EXPECT_EQ(out[i][v].item<float>(), l[v] / static_cast<float>(temps[i])) << "row " << i;
+    // the scalar forms: the same chain with every row alike
+    auto scalar = sampling::apply_top_p(sampling::apply_top_k(sampling::apply_temperature(logits.narrow(0, i, 1), temps[i]), ks[i]), ps[i]);
+    EXPECT_TRUE(scalar[0].equal(out[i])) << "row " << i;
+  }
+  EXPECT_GT(checked, B * 9 / 10);
   // Two blocks with their own generators; the rows between them belong to no block.
   std::vector<at::Generator> gens{sampling::make_generator(torch::kCPU, 5), sampling::make_generator(torch::kCPU, 9)};
-  auto drawn = sampling::draw_rows(logits, {{0, 2}, {3, 3}}, gens);
+  auto drawn = sampling::draw_rows(logits.narrow(0, 0, 6), {{0, 2}, {3, 3}}, gens);
   auto g5 = sampling::make_generator(torch::kCPU, 5), g9 = sampling::make_generator(torch::kCPU, 9);
   EXPECT_TRUE(drawn.narrow(0, 0, 2).equal(torch::multinomial(logits.narrow(0, 0, 2).softmax(-1), 1, false, g5).view({-1})));
   EXPECT_TRUE(drawn.narrow(0, 3, 3).equal(torch::multinomial(logits.narrow(0, 3, 3).softmax(-1), 1, false, g9).view({-1})));
@@ -660,6 +662,7 @@ TEST(Sampler, BadOptionsAndClassesAreRejected) {
   bad([](auto& o) { o.temperature = 1e-46; }, "--temperature must lie in [0.0001, 10000], got 1e-46");
   bad([](auto& o) { o.top_p = 1e-300; }, "--top-p must lie in [1e-06, 1], got 1e-300");
   bad([](auto& o) { o.order = "diagonal"; }, "unknown scan order");
+  bad([](auto& o) { o.attention_kernel = "tiles"; }, "expected block, warp, split or auto, got 'tiles'");
   sampling::Sampler s(g, {});
   EXPECT_RAR_ERROR(s.sample_batch(torch::tensor({3}, torch::kInt64), 0), "class ids must lie in [0, 3)");
   EXPECT_RAR_ERROR(sampling::class_list({0, 5}, false, 1, 3), "class id 5 out of range [0, 3)");

@@ -4,6 +4,9 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <cmath>
+#include <sstream>
+
 #include "data/epoch_sampler.h"
 #include "helpers.h"
 #include "io/image.h"
@@ -12,6 +15,8 @@
 #include "training/checkpoints.h"
 #include "training/config.h"
 #include "training/schedule.h"
+#include "training/training_run.h"
+#include "util/atomic_file.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/output_lock.h"
@@ -349,4 +354,185 @@ TEST(OutputLock, TrainSampleAndTokenizeRefuseAnOutputInUse) {
   EXPECT_NE(r.output.find("is a folder; expected the path of a file"), std::string::npos) << r.output;
   EXPECT_EQ(list_dir(dir / "d.npz").size(), 0u);
   EXPECT_FALSE(path_exists(dir / "d.npz.parts"));
+}
+
+// ---------------------------------------------------------------- the run skeleton (run_training)
+
+namespace {
+
+// A job whose "model" is one number w and whose every piece is deterministic: the run skeleton's
+// decisions (when to log, save, evaluate, stop, resume, fail) are what these tests observe. It
+// records what the loop asked of it.
+struct FakeJob : training::TrainingJob {
+  std::string dir;
+  double w = 1.0, window_loss = 0;
+  int64_t nan_at = -1;       // gradients(step) reports a NaN loss at this step
+  int64_t gradient_calls = 0, updates = 0, finished_at = -1, restored_at = -1;
+  std::vector<int64_t> evaluated_final;
+  explicit FakeJob(std::string out) : dir(std::move(out)) {}
+  std::string name() const override { return "fake"; }
+  void restore(const training::TrainCheckpoint& ck, const std::string&) override {
+    w = ck.model.at("w").item<double>();
+    window_loss = ck.state.value("window_loss", 0.0);  // the open log window's sum, as a trainer keeps it
+    restored_at = ck.state.at("step").get<int64_t>();
+  }
+  training::StepStats gradients(int64_t step, const std::function<training::StopFlags()>&) override {
+    ++gradient_calls;
+    training::StepStats st;
+    st.loss = step == nan_at ? std::nan("") : w * w;
+    st.grad_norm = 2 * std::abs(w);
+    window_loss += st.loss;
+    return st;
+  }
+  void update(int64_t step) override {
+    ++updates;
+    w -= 0.1 * w + 0.01 * static_cast<double>(step);  // depends on the step: a wrong resume step shows
+  }
+  training::LogLine log_window(int64_t, const training::LogWindow& win) override {
+    training::LogLine line;
+    line.row = {{"loss", window_loss / static_cast<double>(win.steps)}, {"w", w}};
+    window_loss = 0;
+    return line;
+  }
+  io::StateDict weights() const override {
+    io::StateDict sd;
+    sd.set("w", torch::tensor({w}, torch::kFloat64));
+    return sd;
+  }
+  training::TrainCheckpoint checkpoint(int64_t) override {
+    training::TrainCheckpoint ck;
+    ck.model = weights();
+    ck.state["window_loss"] = window_loss;
+    return ck;
+  }
+  void export_weights() override { write_file_atomic(join_path(dir, "w.txt"), std::to_string(w)); }
+  nlohmann::json evaluate(int64_t step, bool final) override {
+    if (!final) return nullptr;
+    evaluated_final.push_back(step);
+    return {{"final_w", w}};
+  }
+  void finish(int64_t step, double) override { finished_at = step; }
+};
+
+training::RunSettings fake_settings(const std::string& out, int64_t total) {
+  training::RunSettings s;
+  s.output_dir = out;
+  s.lr.total_steps = total;
+  s.log_every = 2;
+  s.save_every = 2;
+  s.tensorboard = false;
+  return s;
+}
+
+// The metrics rows without the timing fields, as text.
+std::vector<std::string> rows_of(const std::string& path) {
+  std::vector<std::string> out;
+  std::istringstream in(read_bytes(path));
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    for (const char* k : {"elapsed_s", "minutes"}) j.erase(k);
+    out.push_back(j.dump());
+  }
+  return out;
+}
+
+void run_fake(const training::RunSettings& s, FakeJob& job, training::RunControl control = {}) {
+  auto lock = training::prepare_run_folder(s, control.resume);
+  training::run_training(s, Config::from_yaml("model: {w: 1}\n", "fake.yaml"), job, control);
+}
+
+}  // namespace
+
+// An uninterrupted run: a metrics row every log window and at the end, a checkpoint every
+// save_every steps (the last one once, by the end of the run), the final evaluation and finish
+// at the last step.
+TEST(RunTraining, RunsLogsSavesAndFinishesAtTheLastStep) {
+  TempDir dir;
+  FakeJob job(dir / "run");
+  run_fake(fake_settings(dir / "run", 6), job);
+  EXPECT_EQ(job.gradient_calls, 6);
+  EXPECT_EQ(job.updates, 6);
+  EXPECT_EQ(job.finished_at, 6);
+  EXPECT_EQ(job.evaluated_final, (std::vector<int64_t>{6}));
+  EXPECT_EQ(list_dir(dir / "run/checkpoints"), (std::vector<std::string>{"step-00000002", "step-00000004", "step-00000006"}));
+  const auto rows = rows_of(dir / "run/metrics.jsonl");
+  ASSERT_EQ(rows.size(), 4u);  // steps 2, 4, 6 and the final evaluation
+  EXPECT_NE(rows[3].find("\"final_w\""), std::string::npos) << rows[3];
+  EXPECT_EQ(read_bytes(dir / "run/w.txt"), std::to_string(job.w));
+}
+
+// --stop-after (an interrupt): a checkpoint at the step reached, no final evaluation; --resume
+// continues from it to the uninterrupted run's weights and log, no row twice — also the row of the
+// log window the interruption cut (steps 3-4, half before, half after). A resumed finished run
+// repeats nothing.
+TEST(RunTraining, InterruptAndResumeEqualTheUninterruptedRun) {
+  TempDir dir;
+  FakeJob whole(dir / "whole");
+  run_fake(fake_settings(dir / "whole", 6), whole);
+  FakeJob first(dir / "cut");
+  run_fake(fake_settings(dir / "cut", 6), first, {false, 3});
+  EXPECT_EQ(first.updates, 3);
+  EXPECT_EQ(first.finished_at, -1);
+  EXPECT_TRUE(first.evaluated_final.empty());
+  EXPECT_TRUE(path_exists(dir / "cut/checkpoints/step-00000003"));
+  FakeJob rest(dir / "cut");
+  run_fake(fake_settings(dir / "cut", 6), rest, {true, 0});
+  EXPECT_EQ(rest.restored_at, 3);
+  EXPECT_EQ(rest.updates, 3);
+  EXPECT_EQ(rest.w, whole.w);
+  EXPECT_EQ(rows_of(dir / "cut/metrics.jsonl"), rows_of(dir / "whole/metrics.jsonl"));
+  FakeJob again(dir / "cut");  // resuming a finished run: its end once more, not its steps
+  run_fake(fake_settings(dir / "cut", 6), again, {true, 0});
+  EXPECT_EQ(again.gradient_calls, 0);
+  EXPECT_EQ(again.finished_at, 6);
+  EXPECT_EQ(rows_of(dir / "cut/metrics.jsonl"), rows_of(dir / "whole/metrics.jsonl"));
+  // a fresh run over a used folder is refused
+  FakeJob fresh(dir / "cut");
+  EXPECT_RAR_ERROR(run_fake(fake_settings(dir / "cut", 6), fresh), "already holds the checkpoints of a run");
+}
+
+// The time budget ends the run like the end of the schedule (checkpoint, final evaluation,
+// finish) at the step reached — here a budget already spent when a resumed run starts, so the
+// step is known — and --resume with more time continues to the last step.
+TEST(RunTraining, TimeBudgetEndsLikeTheScheduleAndResumeContinues) {
+  TempDir dir;
+  auto s = fake_settings(dir / "run", 6);
+  FakeJob first(dir / "run");
+  run_fake(s, first, {false, 2});
+  s.max_minutes = 1e-12;
+  FakeJob spent(dir / "run");
+  run_fake(s, spent, {true, 0});
+  EXPECT_EQ(spent.updates, 0);
+  EXPECT_EQ(spent.finished_at, 2);
+  EXPECT_EQ(spent.evaluated_final, (std::vector<int64_t>{2}));
+  EXPECT_NE(rows_of(dir / "run/metrics.jsonl").back().find("\"final_w\""), std::string::npos);
+  s.max_minutes = 0;
+  FakeJob rest(dir / "run");
+  run_fake(s, rest, {true, 0});
+  EXPECT_EQ(rest.restored_at, 2);
+  EXPECT_EQ(rest.updates, 4);
+  EXPECT_EQ(rest.finished_at, 6);
+  FakeJob whole(dir / "whole");
+  run_fake(fake_settings(dir / "whole", 6), whole);
+  EXPECT_EQ(rest.w, whole.w);
+}
+
+// A non-finite loss stops before the update with one line naming the step and the last good
+// checkpoint; nothing is saved after it.
+TEST(RunTraining, NonFiniteLossStopsBeforeTheUpdateNamingTheLastCheckpoint) {
+  TempDir dir;
+  FakeJob job(dir / "run");
+  job.nan_at = 3;
+  EXPECT_RAR_ERROR(run_fake(fake_settings(dir / "run", 6), job), "step 3: loss is nan");
+  EXPECT_EQ(job.updates, 3);
+  EXPECT_EQ(list_dir(dir / "run/checkpoints"), (std::vector<std::string>{"step-00000002"}));
+  FakeJob again(dir / "run");
+  again.nan_at = 3;
+  try {
+    run_fake(fake_settings(dir / "run", 6), again, {true, 0});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Last good checkpoint: " + dir / "run/checkpoints/step-00000002"),
+              std::string::npos) << e.what();
+  }
 }
