@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #8 on a machine with 2+ GPUs (device kind nvidia-h200-x2 or larger), from the repository
+# Data parallel on a machine with 2+ GPUs (device kind nvidia-h200-x2 or larger), from the repository
 # root after `make gpu` and `. scripts/gpu-env.sh`: rar_b data-parallel training vs one GPU with
 # the same global batch, and sharded sampling vs one process. Writes under ${OUT:-/tmp/rar-multi}.
 # Usage: bench/gpu_multi.sh build-gpu/rar [gpus]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #31's numerics contract: a new training step against the step it replaces, on learnable
+# The training step's numerics contract: a new training step against the step it replaces, on learnable
 # (structured) tokens. rar_b, batch 64, bf16 autocast, STEPS steps (default 200), the recipe's
 # dropout 0.1: loss curves of both steps at two seeds (the seed-to-seed spread is the yardstick:
 # a new dropout stream is a new draw of the same distribution), and final weights with dropout

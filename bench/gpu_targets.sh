@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #22's target rows, each measured REPEATS times in separate processes, with the spread:
+# The second performance round's target rows, each measured REPEATS times in separate processes, with the spread:
 # median, min and max of every number (sampling: tokens and end-to-end images/s, batch-1 latency;
 # training: sequences/s and peak memory). One line per target; the raw rows go to RAW (default
 # /dev/null). ~1.5 minutes per repeat on one H200. From the repository root on the GPU machine.
@@ -46,7 +46,7 @@ train() {
     timeout "${ROW_TIMEOUT:-120}" "$RAR" bench train --no-header "$@" 2>&1 | tee -a "$RAW" | grep '^| rar'
   done
 }
-echo "| target (#22) | first number: median [min-max] | second number | runs |"
+echo "| target | first number: median [min-max] | second number | runs |"
 echo "|---|---|---|---|"
 # sampling rows: column 7 = tokens images/s, 8 = end-to-end images/s (bench sample's table)
 sample --model rar_xl --batch 256 | summary "rar_xl exact cache, batch 256: tokens images/s (target >= 230)" 7

@@ -2,7 +2,7 @@
 # Training-step benchmarks on the GPU machine (bench/RESULTS.md, "Training"): rows for bench/RESULTS.md,
 # each row REPEATS separate processes (default 3; the spread is what the table states).
 # Usage: [REPEATS=3] [QUICK=1] bench/gpu_train.sh build-gpu/rar
-#   QUICK=1: the issue-#31 rows only (batch 64: rar_b, rar_xl, rar_xl with 12/32 recomputed, and the
+#   QUICK=1: the training round's rows only (batch 64: rar_b, rar_xl, rar_xl with 12/32 recomputed, and the
 #   eager step beside each captured one)
 set -u
 RAR=${1:-build-gpu/rar}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #8: how close are the final weights of a 2-GPU run to a 1-GPU run with the same global
+# Data parallel: how close are the final weights of a 2-GPU run to a 1-GPU run with the same global
 # batch, measured against how close two identical 1-GPU runs are (the GPU kernels' own run-to-run
 # rounding: e.g. attention backward accumulates with atomics). rar_b, structured tokens, dropout off.
 # Usage (2+ GPUs, after `make gpu` and `. scripts/gpu-env.sh`): bench/gpu_weights.sh build-gpu/rar [steps]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's headline ablation at a real training length (issue #21), on one GPU. Protocol, fixed
+# The paper's headline ablation at a real training length, on one GPU. Protocol, fixed
 # before any run:
 #   data       Fashion-MNIST tokens from the GPU demo's tokenizer (512 codes, 8x8 grid): the whole
 #              60k training set; the 10k test set for validation NLL (raster order).

@@ -19,7 +19,7 @@ if [ -n "${GPU:-}" ]; then
   DEV=cuda; CODES=512; TOK_STEPS=8000; CLS_STEPS=3000; SAMPLE_BATCH=1000; EXTRA="model.vq_model.codebook_size=512"
 else
   TOK_CFG=$ROOT/configs/tokenizer/fashion-mnist-cpu.yaml; RAR_CFG=$ROOT/configs/rar/fashion-mnist-cpu.yaml
-  # 600 tokenizer and 1100 generator steps: the 15-minute promise on 2 AVX2 cores (issue #22)
+  # 600 tokenizer and 1100 generator steps: the 15-minute promise on 2 AVX2 cores (docs/demo.md)
   DEV=cpu; CODES=256; TOK_STEPS=${TOK_STEPS:-600}; CLS_STEPS=1000; SAMPLE_BATCH=500
   EXTRA="training.max_train_steps=${GEN_STEPS:-1100}"
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmarks of one GPU session, one after another, in the background (scripts/gpu-session.sh
 # starts it once and every device call copies what it has written so far): the latency table
-# (bench/gpu_latency.sh), then with TARGETS=1 #22's target rows with their spread and profiles
+# (bench/gpu_latency.sh), then with TARGETS=1 the sampling targets' rows with their spread and profiles
 # (bench/gpu_targets.sh), then with SANITIZE=1 the CUDA kernels' tests under compute-sanitizer
 # (memcheck: out-of-bounds and misaligned accesses; racecheck: shared-memory races). Each part
 # leaves DONE-<part> in DIR; the chain ends with DONE. Runs longer than a device call may.

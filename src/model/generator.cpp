@@ -21,9 +21,9 @@ torch::nn::LayerNorm layer_norm(int64_t dim, bool affine = true) {
 }
 
 // y = x·Wᵀ + b through ATen's linear. torch::nn::Linear's C++ forward adds the bias as a separate
-// broadcast op for 3-D inputs — under autocast a float32 bias added into the bf16 product, which
-// was the single most expensive kernel of a training step; at::linear casts the bias with the
-// weight and fuses it into the matmul.
+// broadcast op for 3-D inputs — under autocast a float32 bias added into the bf16 product, an
+// unvectorised kernel as costly as the product itself (bench/RESULTS.md, "Training steps");
+// at::linear casts the bias with the weight and fuses it into the matmul.
 torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x) { return at::linear(x, l.weight, l.bias); }
 
 }  // namespace
