@@ -143,7 +143,7 @@ TEST(TokenFile, CorruptionAndBadInputAreRejected) {
 TEST(CliTokenizer, EncodeDecodeMatchReferenceAndTokenizeResumes) {
   TempDir dir;
   const std::string vq = " --tokenizer " + shared_ref("tiny_vq.bin") + " --device cpu ";
-  auto r = run_rar("encode" + vq + "--images " + shared_ref("ref_vq_images.npy") + " --out " + (dir / "c.npy"));
+  auto r = run_rar("encode" + vq + "--data " + shared_ref("ref_vq_images.npy") + " --out " + (dir / "c.npy"));
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(io::read_npy(dir / "c.npy").equal(io::read_npy(shared_ref("ref_vq_codes.npy"))));
   r = run_rar("decode" + vq + "--tokens " + shared_ref("ref_vq_codes.npy") + " --out " + (dir / "r.npy"));

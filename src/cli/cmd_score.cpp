@@ -12,7 +12,7 @@ namespace rar::cli {
 
 void add_score(CLI::App& app) {
   struct Opts {
-    std::string generator, tokens, classes, orders, out, device = "cpu", precision = "fp32";
+    std::string generator, tokens, classes, orders, out, device = "auto", precision = "fp32";
     bool null_class = false;
     int64_t batch = 64;
   };
@@ -25,7 +25,7 @@ void add_score(CLI::App& app) {
   cmd->add_flag("--null-class", o->null_class, "condition on the null class instead of the labels");
   cmd->add_option("--out", o->out, "write the NLLs as float64 [N] .npy");
   cmd->add_option("--batch", o->batch, "sequences per forward pass")->check(positive_count());
-  cmd->add_option("--device", o->device, "cpu, cuda or cuda:N");
+  cmd->add_option("--device", o->device, "auto, cpu, cuda or cuda:N");
   cmd->add_option("--precision", o->precision, "fp32 or bf16");
   cmd->callback([o] {
     auto device = parse_device(o->device);

@@ -110,7 +110,7 @@ void add_tokenizer_commands(CLI::App& app) {
   };
   auto* enc = app.add_subcommand("encode", "Images to token ids int64 [N, h*w] (.npy)");
   common(enc);
-  enc->add_option("--images", a->images, "images: .npy uint8 [N,H,W,C], .npz, a folder, IDX, or one image")->required();
+  enc->add_option("--data,--images", a->images, "images: .npy uint8 [N,H,W,C], .npz, a folder, IDX, or one image")->required();
   enc->add_option("--out", a->out, "token ids .npy")->required();
   enc->add_option("--size", a->size, "ADM center crop to this size first (0 = use images as they are)")->check(count());
   enc->add_option("--pad", a->pad, "zero-pad images to this square size (e.g. 32 for 28x28 MNIST)")->check(count());
@@ -135,7 +135,7 @@ void add_tokenizer_commands(CLI::App& app) {
 
   auto* rec = app.add_subcommand("reconstruct", "Image -> tokens -> image; prints PSNR");
   common(rec);
-  rec->add_option("--images", a->images, "images (as for encode)")->required();
+  rec->add_option("--data,--images", a->images, "images (as for encode)")->required();
   rec->add_option("--out", a->out, "optional: side-by-side grid .png (originals then reconstructions) or .npy");
   rec->add_option("--size", a->size, "ADM center crop to this size first")->check(count());
   rec->add_option("--pad", a->pad, "zero-pad images to this square size")->check(count());

@@ -29,14 +29,18 @@ void SamplingOptions::validate(bool fields) const {
   model::parse_attention_kernel(attention_kernel);
 }
 
-Sampler::Sampler(model::Generator g, SamplingOptions opts)
-    : g_(std::move(g)),
-      opts_(std::move(opts)),
-      engine_(g_, (opts_.validate(), parse_engine(opts_.engine, g_->cls_token.device())),
-              parse_kv_cache(opts_.kv_cache), model::parse_attention_kernel(opts_.attention_kernel)) {
-  order_ = scan_order(opts_.order, g_->cfg.seq_len);
-  if (opts_.speculative > 0) speculative_ = std::make_shared<SpeculativeDecoder>(g_, opts_);
+Sampler::Sampler(model::Generator g, SamplingOptions opts) : g_(std::move(g)), opts_(std::move(opts)) {
+  opts_.validate();
+  sequential_ = std::make_unique<SequentialDecoder>(g_, opts_);
+  if (opts_.speculative > 0) speculative_ = std::make_unique<SpeculativeDecoder>(g_, opts_);
 }
+
+SequentialDecoder::SequentialDecoder(model::Generator g, const SamplingOptions& opts)
+    : g_(std::move(g)),
+      steps_(opts.steps),
+      order_(scan_order(opts.order, g_->cfg.seq_len)),
+      engine_(g_, parse_engine(opts.engine, g_->cls_token.device()), parse_kv_cache(opts.kv_cache),
+              model::parse_attention_kernel(opts.attention_kernel)) {}
 
 torch::Tensor Sampler::sample_batch(const torch::Tensor& classes, uint64_t seed) {
   return sample_groups(classes, {RowGroup{0, classes.size(0), opts_, seed}});
@@ -129,8 +133,16 @@ torch::Tensor batch_conditions(model::GeneratorImpl& g, const torch::Tensor& cla
   return guided ? torch::cat({cond, torch::full_like(cond, g.cfg.null_class_token())}) : cond;
 }
 
-torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std::vector<RowGroup>& groups) {
-  if (speculative_) return speculative_->sample_groups(classes_in, groups, &spec_);
+torch::Tensor Sampler::sample_groups(const torch::Tensor& classes, const std::vector<RowGroup>& groups,
+                                     Strategy strategy) {
+  const bool speculative = strategy == Strategy::speculative || (strategy == Strategy::from_options && speculative_);
+  check(!speculative || speculative_, "sampler: speculative decoding needs opts.speculative > 0");
+  return speculative ? speculative_->sample_groups(classes, groups, &spec_)
+                     : sequential_->sample_groups(classes, groups, nullptr);
+}
+
+torch::Tensor SequentialDecoder::sample_groups(const torch::Tensor& classes_in, const std::vector<RowGroup>& groups,
+                                               SpeculativeStats*) {
   torch::NoGradGuard no_grad;
   const auto& cfg = g_->cfg;
   const auto device = g_->cls_token.device();
@@ -139,7 +151,7 @@ torch::Tensor Sampler::sample_groups(const torch::Tensor& classes_in, const std:
   auto cond = batch_conditions(*g_, classes_in, guided);
   engine_.begin(cond, guided ? B : 0, order_);
 
-  const int64_t steps = opts_.steps > 0 ? std::min(opts_.steps, S) : S;
+  const int64_t steps = steps_ > 0 ? std::min(steps_, S) : S;
   auto rows = row_settings(groups, B, steps, S, g_->lm_head->weight.size(0), guided, device);
   auto tokens = torch::zeros({B, S}, torch::TensorOptions().dtype(torch::kInt64).device(device));
   torch::Tensor logits, fed, next;

@@ -86,8 +86,43 @@ torch::Tensor guided_logits(const torch::Tensor& cond, const torch::Tensor& unco
                             const RowSettings& r, int64_t repeat = 1);
 torch::Tensor chain_logits(const torch::Tensor& l, const RowSettings& r, int64_t repeat = 1);
 
+// How a batch's tokens come out of the model, behind one interface: one position per model call
+// (SequentialDecoder, below: the KV-cache loop of DESIGN §5) or several (SpeculativeDecoder,
+// sampling/speculative: speculative Jacobi decoding). Each keeps its own buffers from batch to
+// batch. `stats` (may be null) collects the calls made.
+class TokenStrategy {
+ public:
+  virtual ~TokenStrategy() = default;
+  // Tokens [B,S] int64 (raster layout, on the model's device) for class ids [B] in row groups
+  // covering [0, B) in order (Sampler::sample_groups).
+  virtual torch::Tensor sample_groups(const torch::Tensor& classes, const std::vector<RowGroup>& groups,
+                                      SpeculativeStats* stats) = 0;
+  virtual EngineKind engine() const = 0;
+};
+
+// The sequential strategy: step 0 (prefill), then steps 1 .. S-1, one token per row per step,
+// through a DecodeEngine (plain, static or graph).
+class SequentialDecoder : public TokenStrategy {
+ public:
+  SequentialDecoder(model::Generator g, const SamplingOptions& opts);
+  torch::Tensor sample_groups(const torch::Tensor& classes, const std::vector<RowGroup>& groups,
+                              SpeculativeStats* stats) override;
+  EngineKind engine() const override { return engine_.kind(); }
+
+ private:
+  model::Generator g_;
+  int64_t steps_;  // generate only the first steps_ tokens (0: all)
+  std::vector<int64_t> order_;
+  DecodeEngine engine_;  // keeps its buffers per row count
+};
+
+// Which strategy a batch takes: the options' (speculative when opts.speculative > 0), or either
+// explicitly (a service picks per batch: speculative for a few images, sequential for many).
+enum class Strategy { from_options, sequential, speculative };
+
 class Sampler {
  public:
+  // Builds the sequential strategy, and the speculative one when opts.speculative > 0.
   Sampler(model::Generator g, SamplingOptions opts);
 
   // Tokens [B,S] int64 (raster layout, on the model's device) for class ids [B]. The batch is
@@ -98,7 +133,8 @@ class Sampler {
   // draws for a batch of just that group's rows — so a group's tokens equal sample_batch's for its
   // rows whenever the model computes each row the same in either batch (always on the CPU in
   // float32; a GPU may round a different batch shape differently).
-  torch::Tensor sample_groups(const torch::Tensor& classes, const std::vector<RowGroup>& groups);
+  torch::Tensor sample_groups(const torch::Tensor& classes, const std::vector<RowGroup>& groups,
+                              Strategy strategy = Strategy::from_options);
 
   // Splits `classes` [N] into batches of `batch`; batch i uses seed opts.seed + i, so any batch
   // can be regenerated alone (resumable runs). `on_batch(first, tokens)` sees each batch.
@@ -106,17 +142,15 @@ class Sampler {
                        const std::function<void(int64_t, const torch::Tensor&)>& on_batch = {});
 
   const SamplingOptions& options() const { return opts_; }
-  // With opts.speculative > 0: the counts of the batches sampled so far (zeros otherwise).
+  // The counts of the batches sampled speculatively so far (zeros without them).
   const SpeculativeStats& speculative_stats() const { return spec_; }
-  EngineKind engine() const { return engine_.kind(); }
+  EngineKind engine() const { return sequential_->engine(); }
   static uint64_t batch_seed(uint64_t seed, int64_t batch_index) { return seed + static_cast<uint64_t>(batch_index); }
 
  private:
   model::Generator g_;
   SamplingOptions opts_;
-  std::vector<int64_t> order_;
-  DecodeEngine engine_;  // keeps its buffers while the batch size stays the same
-  std::shared_ptr<class SpeculativeDecoder> speculative_;  // opts.speculative > 0 (sampling/speculative)
+  std::unique_ptr<TokenStrategy> sequential_, speculative_;  // speculative_: opts.speculative > 0
   SpeculativeStats spec_;
 };
 

@@ -26,6 +26,25 @@ struct SpeculativeLoop {
   torch::Tensor uniform, exp_refused, exp_next, codes;  // [B,W], [B,W,V], [B,W,V], [B,W]
   RowSettings rows;     // the batch's settings (copied in place while the layout stays)
   torch::Tensor scale;  // [B, steps+W] f32: row b's guidance scale at step k (guided batches)
+
+  // The batch's settings, the one list that both the layout key and copying settings between
+  // loops of one layout read.
+  std::vector<torch::Tensor*> settings() {
+    return {&scale, &rows.unguided, &rows.temperature, &rows.top_k, &rows.top_p, &rows.greedy};
+  }
+  // Every tensor of the loop: a deep copy (an iteration run outside the real buffers: the graph's
+  // warm-up) clones all of them, so no tensor an iteration writes can be missed.
+  std::vector<torch::Tensor*> tensors() {
+    auto all = settings();
+    for (auto* t : {&out, &n, &draft, &q, &uniform, &exp_refused, &exp_next, &codes}) all.push_back(t);
+    return all;
+  }
+  SpeculativeLoop deep_copy() const {
+    SpeculativeLoop c = *this;
+    for (auto* t : c.tensors())
+      if (t->defined()) *t = t->clone();
+    return c;
+  }
 };
 
 namespace {
@@ -41,9 +60,9 @@ struct Step {
 
 // The layout of a loop's settings: which of them it has, and their shapes — the loops of one
 // layout take each other's settings by copying (a captured graph reads them at fixed addresses).
-std::string layout_key(const Loop& l) {
+std::string layout_key(Loop& l) {
   std::string key;
-  for (const auto* t : {&l.scale, &l.rows.unguided, &l.rows.temperature, &l.rows.top_k, &l.rows.top_p, &l.rows.greedy}) {
+  for (const auto* t : l.settings()) {
     key += t->defined() ? "[" : "-";
     if (t->defined())
       for (auto d : t->sizes()) key += std::to_string(d) + ",";
@@ -51,11 +70,11 @@ std::string layout_key(const Loop& l) {
   return key + (l.rows.all_greedy ? "greedy" : "drawn");
 }
 
-void copy_settings(Loop& to, const Loop& from) {
-  for (auto [x, y] : {std::pair{&to.scale, &from.scale}, {&to.rows.unguided, &from.rows.unguided},
-                      {&to.rows.temperature, &from.rows.temperature}, {&to.rows.top_k, &from.rows.top_k},
-                      {&to.rows.top_p, &from.rows.top_p}, {&to.rows.greedy, &from.rows.greedy}})
-    if (x->defined()) x->copy_(*y);
+// Loops of one layout (the same key) have the same settings tensors, defined alike.
+void copy_settings(Loop& to, Loop& from) {
+  const auto x = to.settings(), y = from.settings();
+  for (size_t i = 0; i < x.size(); ++i)
+    if (x[i]->defined()) x[i]->copy_(*y[i]);
 }
 
 // The next token of rows [N,V] of probabilities: argmax(p / e), e ~ Exp(1) — a draw from p (the
@@ -262,13 +281,12 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
     } else if (kept->graph) {
       kept->graph->replay();
     } else {
-      // StepGraph runs the step once before capturing it: that run works on a copy of the loop
-      // (the cache it writes is written again, identically, by the replay)
+      // StepGraph runs the step once before capturing it: that run works on a deep copy of the
+      // loop (the cache it writes is written again, identically, by the replay)
       kept->graph = std::make_unique<gpu::StepGraph>([iterate, &L, warm = true]() mutable {
         if (!warm) return iterate(L);
         warm = false;
-        Loop copy = L;
-        for (auto* t : {&copy.out, &copy.n, &copy.draft, &copy.q}) *t = t->clone();
+        Loop copy = L.deep_copy();
         return iterate(copy);
       });
       kept->graph->replay();

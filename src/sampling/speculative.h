@@ -36,7 +36,7 @@
 
 namespace rar::sampling {
 
-class SpeculativeDecoder {
+class SpeculativeDecoder : public TokenStrategy {
  public:
   // `opts` (guidance, its schedule, temperature, top-k, top-p, scan order, steps, engine, KV cache
   // dtype) with W = opts.speculative >= 1 positions per call.
@@ -51,7 +51,8 @@ class SpeculativeDecoder {
   // computes each row the same in either batch (always on the CPU in float32); on the plain kind
   // the batch advances by its slowest image.
   torch::Tensor sample_groups(const torch::Tensor& classes, const std::vector<RowGroup>& groups,
-                              SpeculativeStats* stats = nullptr);
+                              SpeculativeStats* stats = nullptr) override;
+  EngineKind engine() const override { return kind_; }
 
  private:
   struct Captured {

@@ -81,17 +81,9 @@ void Job::fail_with(const std::string& message) {
 
 // ---------------------------------------------------------------- scheduler
 
-namespace {
-sampling::SamplingOptions one_per_step(sampling::SamplingOptions o) {
-  o.speculative = 0;
-  return o;
-}
-}  // namespace
-
 BatchScheduler::BatchScheduler(model::Generator g, std::optional<model::VQModel> vq, SchedulerOptions opts)
-    : g_(std::move(g)), vq_(std::move(vq)), opts_(std::move(opts)), sampler_(g_, one_per_step(opts_.engine)) {
+    : g_(std::move(g)), vq_(std::move(vq)), opts_(std::move(opts)), sampler_(g_, opts_.engine) {
   check(opts_.max_batch > 0 && opts_.max_wait_ms >= 0 && opts_.queue > 0, "serve: bad batching limits");
-  if (opts_.engine.speculative > 0) speculative_ = std::make_unique<sampling::Sampler>(g_, opts_.engine);
   int64_t buckets = 1;
   for (int64_t b = 1; b < opts_.max_batch; b *= 2) ++buckets;
   stats_.batch_sizes.assign(buckets, 0);
@@ -234,9 +226,9 @@ void BatchScheduler::serve_batch(std::vector<Chunk> chunks) {
   }
   b.chunks = std::move(chunks);
   try {
-    b.speculative = speculative_ && rows <= opts_.speculative_images;
-    auto& sampler = b.speculative ? *speculative_ : sampler_;
-    auto tokens = sampler.sample_groups(torch::tensor(classes, torch::kInt64), groups).narrow(0, 0, rows);
+    b.speculative = opts_.engine.speculative > 0 && rows <= opts_.speculative_images;
+    const auto strategy = b.speculative ? sampling::Strategy::speculative : sampling::Strategy::sequential;
+    auto tokens = sampler_.sample_groups(torch::tensor(classes, torch::kInt64), groups, strategy).narrow(0, 0, rows);
     b.sampled = clock_type::now();
     // Each chunk is decoded on its own (in decode_batch pieces), as `rar sample` decodes its batch:
     // a request's pixels do not depend on who shared its generation batch.

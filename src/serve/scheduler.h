@@ -139,8 +139,8 @@ class BatchScheduler {
   model::Generator g_;
   std::optional<model::VQModel> vq_;
   SchedulerOptions opts_;
-  sampling::Sampler sampler_;                       // one token per step
-  std::unique_ptr<sampling::Sampler> speculative_;  // small batches, with engine.speculative > 0
+  // one sampler: one token per step, or (engine.speculative > 0) speculative decoding for small batches
+  sampling::Sampler sampler_;
   // tokens -> images, each request's rows on their own (on a GPU beside the next batch's generation)
   std::unique_ptr<sampling::DecodePipeline> decoder_;
   bool overlapped_ = false;  // a GPU decoder: deliver_loop takes its images on a second thread
