@@ -30,24 +30,24 @@ double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
 
 torch::Tensor leaf(const torch::Tensor& v) { return v.detach().requires_grad_(true); }
 
-// Runs f with the fused kernels on or off; returns its output and the gradients of sum(out * probe)
+constexpr auto kPlain = model::OpPath::plain, kFused = model::OpPath::fused;
+
+// Runs f(path) — the ops on that path; returns its output and the gradients of sum(out * probe)
 // with respect to `leaves`.
 template <typename F>
-std::pair<torch::Tensor, std::vector<torch::Tensor>> run(bool fused, std::vector<torch::Tensor>& leaves, F&& f,
+std::pair<torch::Tensor, std::vector<torch::Tensor>> run(model::OpPath path, std::vector<torch::Tensor>& leaves, F&& f,
                                                          bool autocast = false) {
-  model::set_fused_kernels(fused);
   for (auto& l : leaves) l.mutable_grad() = torch::Tensor();
   torch::Tensor out;
   {
     Autocast ac(autocast, torch::kCUDA, torch::kBFloat16);
-    out = f();
+    out = f(path);
   }
   torch::manual_seed(99);
   auto probe = torch::randn(out.sizes(), out.options().dtype(torch::kFloat32));
   (out.to(torch::kFloat32) * probe).sum().backward();
   std::vector<torch::Tensor> grads;
   for (auto& l : leaves) grads.push_back(l.grad().defined() ? l.grad().clone() : torch::zeros_like(l));
-  model::set_fused_kernels(true);
   return {out.detach(), grads};
 }
 
@@ -102,7 +102,7 @@ TEST(FusedOps, GeluDropoutLinearRecomputesWhatThePlainPathKeeps) {
       auto probe = torch::randn({3, 7, 24}).to(dev);
       auto run = [&](bool saving) {
         auto u = leaf(u0), w = leaf(w0), b = leaf(b0);
-        auto y = saving ? model::gelu_dropout_linear_saving(u, bits, p, w, b)
+        auto y = saving ? model::gelu_dropout_linear_saving(u, bits, p, w, b, kFused)
                         : model::gelu_dropout_linear_plain(u, bits, p, w, b);
         (y.to(torch::kFloat32) * probe).sum().backward();
         return std::vector<torch::Tensor>{y.detach(), u.grad(), w.grad(), b.grad()};
@@ -134,16 +134,16 @@ TEST(FusedOps, DropoutBitsPackDrawAndFollowTheGenerator) {
       ASSERT_EQ(bits.numel(), (n + 7) / 8);
       EXPECT_TRUE(torch::equal(model::unpack_bits(bits, {n}), mask)) << dev << " n " << n;
     }
-    EXPECT_FALSE(model::dropout_bits(100, 0.0, dev).defined());
+    EXPECT_FALSE(model::dropout_bits(100, 0.0, dev, kFused).defined());
     const int64_t n = 200003;  // not a multiple of 8
     const double p = 0.1;
     torch::manual_seed(11);
     if (dev.is_cuda()) torch::cuda::manual_seed_all(11);
-    auto a = model::dropout_bits(n, p, dev);
-    auto b = model::dropout_bits(n, p, dev);
+    auto a = model::dropout_bits(n, p, dev, kFused);
+    auto b = model::dropout_bits(n, p, dev, kFused);
     torch::manual_seed(11);
     if (dev.is_cuda()) torch::cuda::manual_seed_all(11);
-    auto a2 = model::dropout_bits(n, p, dev);
+    auto a2 = model::dropout_bits(n, p, dev, kFused);
     ASSERT_EQ(a.numel(), (n + 7) / 8);
     EXPECT_TRUE(torch::equal(a, a2)) << dev << ": the same generator state draws the same mask";
     EXPECT_FALSE(torch::equal(a, b)) << dev << ": the next draw is another mask";
@@ -160,10 +160,10 @@ TEST(FusedOps, GatedResidualDropsTheBranch) {
   const double p = 0.25;
   auto x = torch::randn({2, 5, 16}), gate = torch::randn({2, 5, 16}), y = torch::randn({2, 5, 16});
   auto mask = torch::rand({2, 5, 16}).ge(p);
-  auto out = model::gated_residual_masked(x, gate, y, model::pack_bits(mask), p);
+  auto out = model::gated_residual_masked(x, gate, y, model::pack_bits(mask), p, kPlain);
   auto expect = torch::where(mask, x + gate * y / (1 - p), x);
   EXPECT_LT(rel_err(out, expect), 1e-6);
-  EXPECT_TRUE(torch::equal(model::gated_residual_masked(x, gate, y, torch::Tensor(), p), torch::addcmul(x, gate, y)));
+  EXPECT_TRUE(torch::equal(model::gated_residual_masked(x, gate, y, torch::Tensor(), p, kPlain), torch::addcmul(x, gate, y)));
 }
 
 // Uses of one shared bf16 copy send their gradients back in float32: two uses with gradients 1 and
@@ -225,9 +225,9 @@ TEST(FusedOpsCuda, DropoutBitsInACapturedStepFollowTheEagerDraws) {
   const double p = 0.1;
   const torch::Device cu(torch::kCUDA);
   torch::cuda::manual_seed_all(5);
-  auto e1 = model::dropout_bits(n, p, cu), e2 = model::dropout_bits(n, p, cu);
+  auto e1 = model::dropout_bits(n, p, cu, kFused), e2 = model::dropout_bits(n, p, cu, kFused);
   torch::cuda::manual_seed_all(5);
-  gpu::StepGraph graph([&] { return model::dropout_bits(n, p, cu); }, gpu::StepGraphOptions{true, false});
+  gpu::StepGraph graph([&] { return model::dropout_bits(n, p, cu, kFused); }, gpu::StepGraphOptions{true, false});
   auto r1 = graph.replay().clone();
   auto r2 = graph.replay().clone();
   EXPECT_TRUE(torch::equal(r1, e1));
@@ -251,12 +251,12 @@ TEST(FusedOpsCuda, LnModulateMatchesPlainPath) {
           leaf(2 + 3 * torch::randn({B, N, H}, cu)),
           leaf(0.5 * torch::randn({B, N, 6 * H}, cu.dtype(autocast ? torch::kBFloat16 : torch::kFloat32)))};
       if (affine) leaves.insert(leaves.end(), {ln->weight, ln->bias});
-      auto f = [&] {
+      auto f = [&](model::OpPath path) {
         auto m = leaves[1].chunk(6, -1);
-        return model::ln_modulate(ln, leaves[0], m[3], m[4]);
+        return model::ln_modulate(ln, leaves[0], m[3], m[4], path);
       };
-      auto [yp, gp] = run(false, leaves, f, autocast);
-      auto [yf, gf] = run(true, leaves, f, autocast);
+      auto [yp, gp] = run(kPlain, leaves, f, autocast);
+      auto [yf, gf] = run(kFused, leaves, f, autocast);
       ASSERT_EQ(yf.scalar_type(), yp.scalar_type());
       const double tol = autocast ? 1.5e-2 : 2e-5;
       EXPECT_LT(rel_err(yf, yp), tol) << "H " << H << " affine " << affine << " autocast " << autocast;
@@ -287,9 +287,11 @@ TEST(FusedOpsCuda, GatedResidualAndQkNormMatchPlainPath) {
     for (bool dropout : {false, true}) {
       const double p = 0.3;
       const auto bits = dropout ? model::pack_bits(torch::rand({B, N, H}, cu).ge(p)) : torch::Tensor();
-      auto f = [&] { return model::gated_residual_masked(leaves[0], leaves[1].chunk(6, -1)[2], leaves[2], bits, p); };
-      auto [yp, gp] = run(false, leaves, f);
-      auto [yf, gf] = run(true, leaves, f);
+      auto f = [&](model::OpPath path) {
+        return model::gated_residual_masked(leaves[0], leaves[1].chunk(6, -1)[2], leaves[2], bits, p, path);
+      };
+      auto [yp, gp] = run(kPlain, leaves, f);
+      auto [yf, gf] = run(kFused, leaves, f);
       EXPECT_LT(rel_err(yf, yp), 1e-6) << H << " dropout " << dropout;
       for (size_t i = 0; i < gp.size(); ++i)
         EXPECT_LT(rel_err(gf[i], gp[i]), dt == torch::kFloat32 ? 1e-6 : 8e-3) << i << " dropout " << dropout;
@@ -303,9 +305,9 @@ TEST(FusedOpsCuda, GatedResidualAndQkNormMatchPlainPath) {
     std::vector<torch::Tensor> ql = {leaf(2 * torch::randn({B, N, 3 * H}, cu.dtype(dt))), qn->weight, qn->bias,
                                      kn->weight, kn->bias};
     for (int part = 0; part < 3; ++part) {
-      auto g = [&] { return model::qk_norm_split(ql[0], heads, qn, kn)[part]; };
-      auto [op, gqp] = run(false, ql, g);
-      auto [of, gqf] = run(true, ql, g);
+      auto g = [&](model::OpPath path) { return model::qk_norm_split(ql[0], heads, qn, kn, path)[part]; };
+      auto [op, gqp] = run(kPlain, ql, g);
+      auto [of, gqf] = run(kFused, ql, g);
       ASSERT_EQ(of.sizes(), op.sizes());
       EXPECT_LT(rel_err(of, op), dt == torch::kFloat32 ? 1e-5 : 1e-2) << "part " << part;
       for (size_t i = 0; i < gqp.size(); ++i)
@@ -320,9 +322,9 @@ TEST(FusedOpsCuda, GeneratorTrainingStepMatchesPlainPath) {
   const bool tf32 = at::globalContext().allowTF32CuBLAS();
   at::globalContext().setAllowTF32CuBLAS(false);
   auto step = [&](bool fused, bool autocast) {
-    model::set_fused_kernels(fused);
+    s.g->use_path(fused ? kFused : kPlain);
     auto r = s.step(autocast);
-    model::set_fused_kernels(true);
+    s.g->use_path(kFused);
     return r;
   };
   auto [lp, gp] = step(false, false);
@@ -366,10 +368,8 @@ TEST(FusedOpsCuda, DecodeAttentionMatchesMaskedAttention) {
     k = model::to_cache_dtype(k, ct), v = model::to_cache_dtype(v, ct);
     auto slot = torch::full({1}, last, cu.dtype(torch::kInt64));
     auto valid = torch::arange(cap, cu.dtype(torch::kInt64)).le(slot).view({1, 1, 1, -1});
-    model::set_fused_kernels(false);
-    auto plain = model::decode_attention(q, k, v, slot, valid, chosen);
-    model::set_fused_kernels(true);
-    auto fused = model::decode_attention(q, k, v, slot, valid, chosen);
+    auto plain = model::decode_attention(q, k, v, slot, valid, kPlain, chosen);
+    auto fused = model::decode_attention(q, k, v, slot, valid, kFused, chosen);
     ASSERT_EQ(fused.sizes(), plain.sizes());
     // reference in float64 over the valid slots
     auto kv = k.narrow(2, 0, last + 1).to(torch::kFloat64), vv = v.narrow(2, 0, last + 1).to(torch::kFloat64);
@@ -392,9 +392,9 @@ TEST(FusedOpsCuda, Bf16ModelForwardMatchesPlainPath) {
   s.g->to(torch::kBFloat16);
   torch::NoGradGuard ng;
   auto cond = s.g->condition_tokens(s.labels);
-  model::set_fused_kernels(false);
+  s.g->use_path(kPlain);
   auto plain = s.g->forward(s.tokens, cond).to(torch::kFloat32);
-  model::set_fused_kernels(true);
+  s.g->use_path(kFused);
   auto fused = s.g->forward(s.tokens, cond).to(torch::kFloat32);
   EXPECT_LT(rel_err(fused, plain), 3e-2);
 }
@@ -416,10 +416,8 @@ TEST(FusedOpsCuda, InferenceResidualNormAndCacheAppendMatchPlainPath) {
     ln->to(dt);
     auto x = (2 + 3 * torch::randn({B, N, H}, cu)).to(dt), y = torch::randn({B, N, H}, cu.dtype(dt));
     auto m = (0.5 * torch::randn({B, N, 6 * H}, cu)).to(dt).chunk(6, -1);
-    model::set_fused_kernels(false);
-    auto plain = model::gated_residual_ln_modulate(x, m[2], y, ln, m[3], m[4], true);
-    model::set_fused_kernels(true);
-    auto fused = model::gated_residual_ln_modulate(x, m[2], y, ln, m[3], m[4], true);
+    auto plain = model::gated_residual_ln_modulate(x, m[2], y, ln, m[3], m[4], true, kPlain);
+    auto fused = model::gated_residual_ln_modulate(x, m[2], y, ln, m[3], m[4], true, kFused);
     const bool f32 = dt == torch::kFloat32;
     EXPECT_LT(rel_err(fused[0], plain[0]), f32 ? 1e-6 : 8e-3) << "H " << H << " dtype " << dt;
     EXPECT_LT(rel_err(fused[1], plain[1]), f32 ? 2e-5 : 1.5e-2) << "H " << H << " affine " << affine << " dtype " << dt;
@@ -437,10 +435,8 @@ TEST(FusedOpsCuda, InferenceResidualNormAndCacheAppendMatchPlainPath) {
     auto k0 = torch::randn({B, heads, cap, hd}, cu.dtype(dt)), v0 = torch::randn({B, heads, cap, hd}, cu.dtype(dt));
     auto slot = torch::full({1}, slot_index, cu.dtype(torch::kInt64));
     auto kp = k0.clone(), vp = v0.clone(), kf = k0.clone(), vf = v0.clone();
-    model::set_fused_kernels(false);
-    auto qp = model::qk_norm_into_cache(qkv, heads, qn, kn, kp, vp, slot);
-    model::set_fused_kernels(true);
-    auto qf = model::qk_norm_into_cache(qkv, heads, qn, kn, kf, vf, slot);
+    auto qp = model::qk_norm_into_cache(qkv, heads, qn, kn, kp, vp, slot, kPlain);
+    auto qf = model::qk_norm_into_cache(qkv, heads, qn, kn, kf, vf, slot, kFused);
     ASSERT_EQ(qf.sizes(), qp.sizes());
     const double tol = dt == torch::kFloat32 ? 1e-5 : 1e-2;
     EXPECT_LT(rel_err(qf, qp), tol) << "H " << H << " dtype " << dt;
@@ -471,20 +467,17 @@ TEST(FusedOpsCuda, QkNormDecodeAttentionEqualsTheTwoKernels) {
     const auto bytes = bytes_of;
     const std::string what = "hd " + std::to_string(hd) + " cache " + c10::toString(ct) + " slot " +
                              std::to_string(last);
-    model::set_fused_kernels(true);
     auto kf = k0.clone(), vf = v0.clone();
-    auto fused = model::qk_norm_decode_attention(qkv, heads, qn, kn, kf, vf, slot, valid, warp);
+    auto fused = model::qk_norm_decode_attention(qkv, heads, qn, kn, kf, vf, slot, valid, kFused, warp);
     auto kt = k0.clone(), vt = v0.clone();
-    auto q = model::qk_norm_into_cache(qkv, heads, qn, kn, kt, vt, slot);
-    auto two = model::decode_attention(q, kt, vt, slot, valid, warp);
+    auto q = model::qk_norm_into_cache(qkv, heads, qn, kn, kt, vt, slot, kFused);
+    auto two = model::decode_attention(q, kt, vt, slot, valid, kFused, warp);
     ASSERT_EQ(fused.sizes(), two.sizes()) << what;
     EXPECT_TRUE(fused.equal(two)) << what << ": max diff " << (fused - two).abs().max().item<float>();
     EXPECT_TRUE(bytes(kf).equal(bytes(kt))) << what;
     EXPECT_TRUE(bytes(vf).equal(bytes(vt))) << what;
-    model::set_fused_kernels(false);
     auto kp = k0.clone(), vp = v0.clone();
-    auto plain = model::qk_norm_decode_attention(qkv, heads, qn, kn, kp, vp, slot, valid, warp);
-    model::set_fused_kernels(true);
+    auto plain = model::qk_norm_decode_attention(qkv, heads, qn, kn, kp, vp, slot, valid, kPlain, warp);
     EXPECT_LT(rel_err(fused, plain), ct == torch::kBFloat16 ? 2e-2 : 6e-2) << what;
   }
 }
@@ -508,14 +501,14 @@ TEST(FusedOpsCuda, SplitDecodeAttentionMatchesTheWarpKernel) {
     const std::string what = "hd " + std::to_string(hd) + " cache " + c10::toString(ct) + " cap " +
                              std::to_string(cap) + " slot " + std::to_string(last);
     auto kw = k0.clone(), vw = v0.clone();
-    auto warp = model::qk_norm_decode_attention(qkv, heads, qn, kn, kw, vw, slot, valid, model::AttentionKernel::warp);
+    auto warp = model::qk_norm_decode_attention(qkv, heads, qn, kn, kw, vw, slot, valid, kFused, model::AttentionKernel::warp);
     auto ks = k0.clone(), vs = v0.clone();
-    auto split = model::qk_norm_decode_attention(qkv, heads, qn, kn, ks, vs, slot, valid, model::AttentionKernel::split);
+    auto split = model::qk_norm_decode_attention(qkv, heads, qn, kn, ks, vs, slot, valid, kFused, model::AttentionKernel::split);
     EXPECT_TRUE(bytes(ks).equal(bytes(kw))) << what;
     EXPECT_TRUE(bytes(vs).equal(bytes(vw))) << what;
     EXPECT_LT(rel_err(split, warp), 1e-2) << what;
     auto ka = k0.clone(), va = v0.clone();  // auto: 6 (row, head) pairs take the split variant
-    EXPECT_TRUE(model::qk_norm_decode_attention(qkv, heads, qn, kn, ka, va, slot, valid, model::AttentionKernel::automatic)
+    EXPECT_TRUE(model::qk_norm_decode_attention(qkv, heads, qn, kn, ka, va, slot, valid, kFused, model::AttentionKernel::automatic)
                     .equal(split))
         << what;
   }
@@ -540,7 +533,7 @@ TEST(FusedOpsCuda, UpsampleNearest2xEqualsInterpolate) {
     if (view) x = x.narrow(3, 1, shape[3] - 1);  // neither layout contiguous
     auto want = F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0})
                                       .mode(torch::kNearest));
-    auto got = model::upsample_nearest2x(x);
+    auto got = model::upsample_nearest2x(x, kFused);
     const std::string what = "dtype " + std::string(c10::toString(dt)) + " C " + std::to_string(shape[1]) + " W " +
                              std::to_string(shape[3]) + (channels_last ? " channels-last" : " NCHW") +
                              (view ? " view" : "");
@@ -564,10 +557,8 @@ TEST(FusedOpsCuda, CachedAffineCastFollowsParameterUpdates) {
   auto x = torch::randn({2, 3, H}, cu);
   auto m = torch::randn({2, 3, 2 * H}, cu).chunk(2, -1);
   auto check_equal_to_plain = [&](const char* when) {
-    model::set_fused_kernels(false);
-    auto plain = model::ln_modulate(ln, x, m[0], m[1]);
-    model::set_fused_kernels(true);
-    auto fused = model::ln_modulate(ln, x, m[0], m[1]);
+    auto plain = model::ln_modulate(ln, x, m[0], m[1], kPlain);
+    auto fused = model::ln_modulate(ln, x, m[0], m[1], kFused);
     EXPECT_LT(rel_err(fused, plain), 1.5e-2) << when;
     return fused;
   };
@@ -596,11 +587,9 @@ TEST(FusedOpsCuda, GroupNormSiluChannelsLastMatchesPlainPath) {
     auto x = (3 + 2 * torch::randn({3, C, 40, 40}, torch::TensorOptions().device(torch::kCUDA)))
                  .to(dt)
                  .contiguous(at::MemoryFormat::ChannelsLast);
-    model::set_fused_kernels(false);
-    auto plain = model::group_norm_silu(gn, x, silu);
-    model::set_fused_kernels(true);
-    auto fused = model::group_norm_silu(gn, x, silu);
-    auto again = model::group_norm_silu(gn, x, silu);
+    auto plain = model::group_norm_silu(gn, x, kPlain, silu);
+    auto fused = model::group_norm_silu(gn, x, kFused, silu);
+    auto again = model::group_norm_silu(gn, x, kFused, silu);
     EXPECT_TRUE(fused.is_contiguous(at::MemoryFormat::ChannelsLast));
     EXPECT_LT(rel_err(fused, plain), dt == torch::kFloat32 ? 1e-5 : 1.5e-2) << "C " << C << " dtype " << dt;
     EXPECT_TRUE(fused.equal(again)) << "C " << C << " dtype " << dt;
@@ -623,10 +612,8 @@ TEST(FusedOpsCuda, Fp8KvCacheAppendMatchesPlainPath) {
     auto qkv = 2 * torch::randn({B, 1, 3 * H}, cu.dtype(torch::kBFloat16));
     auto slot = torch::full({1}, 4, cu.dtype(torch::kInt64));
     auto kp = torch::zeros({B, heads2, cap2, hd}, cu).to(f8), vp = kp.clone(), kf = kp.clone(), vf = kp.clone();
-    model::set_fused_kernels(false);
-    auto qp = model::qk_norm_into_cache(qkv, heads2, qn, kn, kp, vp, slot);
-    model::set_fused_kernels(true);
-    auto qf = model::qk_norm_into_cache(qkv, heads2, qn, kn, kf, vf, slot);
+    auto qp = model::qk_norm_into_cache(qkv, heads2, qn, kn, kp, vp, slot, kPlain);
+    auto qf = model::qk_norm_into_cache(qkv, heads2, qn, kn, kf, vf, slot, kFused);
     EXPECT_LT(rel_err(qf, qp), 1e-2) << "H " << H;
     EXPECT_TRUE(vf.view(torch::kUInt8).equal(vp.view(torch::kUInt8))) << "v: the same bf16 values cast alike, H " << H;
     EXPECT_LT(rel_err(kf.to(torch::kFloat32), kp.to(torch::kFloat32)), 0.07) << "k within one fp8 step, H " << H;

@@ -9,6 +9,7 @@
 #include "helpers.h"
 #include "io/checkpoint.h"
 #include "io/npy.h"
+#include "model/vqgan.h"
 #include "model/weights.h"
 #include "sampling/static_decode.h"
 #include "util/device.h"
@@ -467,4 +468,39 @@ TEST(Generator, Fp8KvCacheTracksTheFullForward) {
   EXPECT_LT(worst, 0.02);
   EXPECT_LT(worst_plain, 0.02);
   EXPECT_GT(static_cast<double>(same) / steps, 0.97);
+}
+
+// The ops' path is a value each module holds (model/ops/fused.h OpPath): use_path reaches every
+// module that calls an op, and the plain path gives the reference's numbers (on the CPU both
+// paths are the plain one; tests/test_fused_ops.cpp compares them on the GPU).
+TEST(Generator, UsePathReachesEveryModuleThatCallsAnOp) {
+  auto g = model::load_generator(shared_ref("tiny_rar.bin")).model;
+  auto count = [&](model::OpPath p) {
+    int64_t n = 0, with = 0;
+    for (const auto& m : g->modules(/*include_self=*/false)) {
+      const model::OpPath* path = nullptr;
+      if (auto* a = m->as<model::AttentionImpl>()) path = &a->path;
+      if (auto* b = m->as<model::BlockImpl>()) path = &b->path;
+      if (auto* l = m->as<model::MlpImpl>()) path = &l->path;
+      if (auto* f = m->as<model::FinalLayerImpl>()) path = &f->path;
+      if (path) ++n, with += *path == p;
+    }
+    EXPECT_EQ(n, 3 * g->cfg.layers + 1);
+    return with;
+  };
+  EXPECT_EQ(count(model::OpPath::fused), 3 * g->cfg.layers + 1);  // the default
+  g->use_path(model::OpPath::plain);
+  EXPECT_EQ(g->path(), model::OpPath::plain);
+  EXPECT_EQ(count(model::OpPath::plain), 3 * g->cfg.layers + 1);
+  auto vq = model::load_vq(shared_ref("tiny_vq.bin")).model;
+  vq->use_path(model::OpPath::plain);
+  int64_t modules = 0, plain = 0;
+  for (const auto& m : vq->modules(false)) {
+    if (auto* r = m->as<model::ResnetBlockImpl>()) ++modules, plain += r->path == model::OpPath::plain;
+    if (auto* u = m->as<model::UpLevelImpl>()) ++modules, plain += u->path == model::OpPath::plain;
+    if (auto* e = m->as<model::VQEncoderImpl>()) ++modules, plain += e->path == model::OpPath::plain;
+    if (auto* d = m->as<model::VQDecoderImpl>()) ++modules, plain += d->path == model::OpPath::plain;
+  }
+  EXPECT_GT(modules, 4);
+  EXPECT_EQ(plain, modules);
 }

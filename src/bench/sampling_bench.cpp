@@ -159,13 +159,13 @@ void bench_attention(const AttentionBench& b) {
   torch::NoGradGuard ng;
   constexpr int kCalls = 20;
   const double s = seconds_per_run(device, run.repeats, [&] {
-                     for (int i = 0; i < kCalls; ++i) model::decode_attention(q, k, v, slot, valid, kernel);
+                     for (int i = 0; i < kCalls; ++i) model::decode_attention(q, k, v, slot, valid, model::OpPath::fused, kernel);
                    }) / kCalls;
   const double bytes = 2.0 * R * heads * fill * hd * k.element_size();
   if (run.header)
     std::printf("| model | rows | heads x hd | filled slots | cache | kernel | us per call | cache GB/s |\n"
                 "|---|---|---|---|---|---|---|---|\n");
-  const bool fused = model::fused_kernels_enabled() && device.is_cuda();
+  const bool fused = model::fused_kernels_built() && device.is_cuda();
   std::printf("| %s | %lld | %lld x %lld | %lld of %lld | %s | %s | %.1f | %.0f |\n", b.preset.c_str(), (long long)R,
               (long long)heads, (long long)hd, (long long)fill, (long long)cap,
               b.kv_cache == "fp8" ? "fp8" : run.precision.c_str(),

@@ -29,7 +29,7 @@ void bench_train(const TrainBench& b) {
   torch::manual_seed(0);
   model::Generator g(cfg);
   g->recompute_layers = std::min(b.recompute_layers, cfg.layers);
-  model::set_fused_kernels(!b.plain);
+  g->use_path(b.plain ? model::OpPath::plain : model::OpPath::fused);
   g->to(device);
   g->train();
   training::AdamWOptions ao;

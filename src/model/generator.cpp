@@ -41,7 +41,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
                                      int64_t past) {
   const int64_t B = x.size(0), N = x.size(1), H = x.size(2);
   // qkv projection, q/k LayerNorm per head (model/ops)
-  auto [q, k, v] = qk_norm_split(linear(*qkv, x), heads, q_norm, k_norm);
+  auto [q, k, v] = qk_norm_split(linear(*qkv, x), heads, q_norm, k_norm, path);
   bool causal = true;
   std::optional<torch::Tensor> mask;  // [N, past+N] bool: keys each new query sees
   if (k_cache) {
@@ -76,7 +76,7 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, double p) {
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   // fc1 -> exact GELU -> dropout -> fc2 (one op keeping only fc1's output and the mask)
-  return gelu_dropout_linear(linear(*fc1, x), *fc2, drop->options.p(), is_training());
+  return gelu_dropout_linear(linear(*fc1, x), *fc2, drop->options.p(), is_training(), path);
 }
 
 // ---------------------------------------------------------------- block
@@ -99,9 +99,10 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
       adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training());
   // h += gate_a · Dropout(Attn(LN1(h)·(1 + scale_a) + shift_a))
   const double p = is_training() ? dropout : 0.0;
-  auto x = gated_residual(x_in, gate_a, attn(ln_modulate(norm1, x_in, shift_a, scale_a), k_cache, v_cache, past), p);
+  auto x = gated_residual(x_in, gate_a, attn(ln_modulate(norm1, x_in, shift_a, scale_a, path), k_cache, v_cache, past), p,
+                          path);
   // h += gate_m · Dropout(MLP(LN2(h)·(1 + scale_m) + shift_m))
-  return gated_residual(x, gate_m, mlp(ln_modulate(norm2, x, shift_m, scale_m)), p);
+  return gated_residual(x, gate_m, mlp(ln_modulate(norm2, x, shift_m, scale_m, path)), p, path);
 }
 
 // ---------------------------------------------------------------- final layer
@@ -115,7 +116,7 @@ FinalLayerImpl::FinalLayerImpl(int64_t dim) {
 torch::Tensor FinalLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& silu_c) {
   // (scale, shift) = split2(W·SiLU(c) + b) — scale first here; LN_noaffine(x)·(1 + scale) + shift
   const auto m = linear(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c).chunk(2, -1);
-  return ln_modulate(norm_final, x, m[1], m[0]);
+  return ln_modulate(norm_final, x, m[1], m[0], path);
 }
 
 // ---------------------------------------------------------------- generator
@@ -136,6 +137,12 @@ GeneratorImpl::GeneratorImpl(const GeneratorConfig& c) : cfg(c) {
   adaln_before_head = register_module("adaln_before_head", FinalLayer(H));
   lm_head = register_module("lm_head", torch::nn::Linear(H, cfg.codebook));
   reset_parameters();
+}
+
+void GeneratorImpl::use_path(OpPath p) {
+  path_ = p;
+  for (auto& b : block_list) b->path = b->attn->path = b->mlp->path = p;
+  adaln_before_head->path = p;
 }
 
 void GeneratorImpl::reset_parameters() {

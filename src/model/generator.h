@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include "model/generator_config.h"
+#include "model/ops/fused.h"
 
 namespace rar::model {
 
@@ -39,6 +40,7 @@ struct AttentionImpl : torch::nn::Module {
 
   int64_t heads;
   double attn_drop;
+  OpPath path = OpPath::fused;  // the ops' path (GeneratorImpl::use_path sets every module's)
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   torch::nn::LayerNorm q_norm{nullptr}, k_norm{nullptr};
 };
@@ -51,6 +53,7 @@ struct MlpImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   torch::nn::Dropout drop{nullptr};
+  OpPath path = OpPath::fused;
 };
 TORCH_MODULE(Mlp);
 
@@ -66,6 +69,7 @@ struct BlockImpl : torch::nn::Module {
   Mlp mlp{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};  // SiLU, Linear(H, 6H)
   double dropout = 0;
+  OpPath path = OpPath::fused;
 };
 TORCH_MODULE(Block);
 
@@ -75,6 +79,7 @@ struct FinalLayerImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& silu_c);  // silu_c = SiLU(c)
   torch::nn::LayerNorm norm_final{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};  // SiLU, Linear(H, 2H)
+  OpPath path = OpPath::fused;
 };
 TORCH_MODULE(FinalLayer);
 
@@ -85,6 +90,12 @@ struct GeneratorImpl : torch::nn::Module {
   // and the position/timestep tables, zero biases, unit LayerNorm weights, zero cls_token, and
   // every adaLN output layer zeroed.
   void reset_parameters();
+
+  // The path every op of the model takes (model/ops/fused.h): fused kernels where they apply (the
+  // default) or the plain LibTorch ops (the reference; `rar bench train --plain`, the tests'
+  // comparisons). Set on every module of the model.
+  void use_path(OpPath p);
+  OpPath path() const { return path_; }
 
   // Class ids [B] -> condition token ids (DESIGN §3.1); drop[b] (optional bool [B]) selects the null class.
   torch::Tensor condition_tokens(const torch::Tensor& classes, const torch::Tensor& drop = {}) const;
@@ -128,6 +139,7 @@ struct GeneratorImpl : torch::nn::Module {
   int64_t recompute_layers = 0;
 
  private:
+  OpPath path_ = OpPath::fused;
   // DESIGN §3.6: the L blocks over new positions h, c [B,N,H] (appending to the cache if given).
   torch::Tensor run_blocks(torch::Tensor h, const torch::Tensor& c, KVCache* cache);
   // DESIGN §3.7: adaLN head, h, c [B,N,H] -> logits [B,N,V].

@@ -107,8 +107,8 @@ ResnetBlockImpl::ResnetBlockImpl(int64_t in, int64_t out, int64_t groups, double
 
 torch::Tensor ResnetBlockImpl::forward(const torch::Tensor& x) {
   // silu(GroupNorm(.)): model/ops/decoder_ops (one CUDA kernel pair for channels-last inference)
-  auto h = conv1(group_norm_silu(norm1, x));
-  h = conv2(dropout(group_norm_silu(norm2, h)));
+  auto h = conv1(group_norm_silu(norm1, x, path));
+  h = conv2(dropout(group_norm_silu(norm2, h, path)));
   return in_ch == out_ch ? h + x : h + nin_shortcut(h);  // the published quirk: shortcut of h
 }
 
@@ -135,7 +135,7 @@ UpLevelImpl::UpLevelImpl(const VQConfig& c, int64_t level) {
 torch::Tensor UpLevelImpl::forward(torch::Tensor x) {
   for (auto& b : *block) x = b->as<ResnetBlock>()->forward(x);
   if (upsample_conv) {
-    x = upsample_conv(upsample_nearest2x(x));
+    x = upsample_conv(upsample_nearest2x(x, path));
   }
   return x;
 }
@@ -155,7 +155,7 @@ torch::Tensor VQEncoderImpl::forward(const torch::Tensor& images) {
   auto h = conv_in(images);
   for (auto& level : *down) h = level->as<DownLevel>()->forward(h);
   for (auto& b : *mid) h = b->as<ResnetBlock>()->forward(h);
-  return conv_out(group_norm_silu(norm_out, h));
+  return conv_out(group_norm_silu(norm_out, h, path));
 }
 
 VQDecoderImpl::VQDecoderImpl(const VQConfig& c) {
@@ -173,7 +173,7 @@ torch::Tensor VQDecoderImpl::forward(const torch::Tensor& z) {
   auto h = conv_in(z);
   for (auto& b : *mid) h = b->as<ResnetBlock>()->forward(h);
   for (int64_t i = static_cast<int64_t>(up->size()) - 1; i >= 0; --i) h = up[i]->as<UpLevel>()->forward(h);
-  return conv_out(group_norm_silu(norm_out, h));
+  return conv_out(group_norm_silu(norm_out, h, path));
 }
 
 torch::Tensor nearest_codes(const torch::Tensor& flat, const torch::Tensor& codebook) {
@@ -238,6 +238,15 @@ torch::Tensor VQModelImpl::decode(const torch::Tensor& codes, bool validate) {
   auto z = quantize->vectors_of(codes);
   if (channels_last) z = z.contiguous(at::MemoryFormat::ChannelsLast);
   return decoder(z).clamp(0.0, 1.0);
+}
+
+void VQModelImpl::use_path(OpPath p) {
+  for (const auto& m : modules(/*include_self=*/false)) {
+    if (auto* b = m->as<ResnetBlockImpl>()) b->path = p;
+    if (auto* u = m->as<UpLevelImpl>()) u->path = p;
+    if (auto* e = m->as<VQEncoderImpl>()) e->path = p;
+    if (auto* d = m->as<VQDecoderImpl>()) d->path = p;
+  }
 }
 
 void VQModelImpl::use_channels_last(bool on) {

@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 #include "io/state_dict.h"
+#include "model/ops/fused.h"
 
 namespace rar::model {
 
@@ -46,6 +47,7 @@ struct ResnetBlockImpl : torch::nn::Module {
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, nin_shortcut{nullptr};
   torch::nn::Dropout dropout{nullptr};
+  OpPath path = OpPath::fused;  // the ops' path (VQModelImpl::use_path sets every module's)
 };
 TORCH_MODULE(ResnetBlock);
 
@@ -64,6 +66,7 @@ struct UpLevelImpl : torch::nn::Module {
   torch::Tensor forward(torch::Tensor x);
   torch::nn::ModuleList block{nullptr};
   torch::nn::Conv2d upsample_conv{nullptr};
+  OpPath path = OpPath::fused;
 };
 TORCH_MODULE(UpLevel);
 
@@ -73,6 +76,7 @@ struct VQEncoderImpl : torch::nn::Module {
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList down{nullptr}, mid{nullptr};
   torch::nn::GroupNorm norm_out{nullptr};
+  OpPath path = OpPath::fused;
 };
 TORCH_MODULE(VQEncoder);
 
@@ -82,6 +86,7 @@ struct VQDecoderImpl : torch::nn::Module {
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList mid{nullptr}, up{nullptr};
   torch::nn::GroupNorm norm_out{nullptr};
+  OpPath path = OpPath::fused;
 };
 TORCH_MODULE(VQDecoder);
 
@@ -116,6 +121,8 @@ struct VQModelImpl : torch::nn::Module {
   // channels-last too (the same [B,C,H,W] tensor, NHWC in memory). Call after moving the model.
   void use_channels_last(bool on);
   bool channels_last = false;
+  // The path of every op of the encoder and decoder (model/ops/fused.h; default fused).
+  void use_path(OpPath p);
   VQConfig cfg;
   VQEncoder encoder{nullptr};
   VQDecoder decoder{nullptr};

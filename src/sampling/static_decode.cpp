@@ -35,15 +35,15 @@ Residual block_step(model::BlockImpl& b, const Residual& h, const std::array<tor
   // h += gate_a · Attn(LN1(h)·(1 + scale_a) + shift_a)   (the pending add done in LN1's pass)
   torch::Tensor x = h.x, a;
   if (h.gate.defined()) {
-    auto xa = model::gated_residual_ln_modulate(h.x, h.gate, h.y, b.norm1, m[0], m[1], !b.is_training());
+    auto xa = model::gated_residual_ln_modulate(h.x, h.gate, h.y, b.norm1, m[0], m[1], !b.is_training(), b.path);
     x = xa[0], a = xa[1];
   } else {
-    a = model::ln_modulate(b.norm1, x, m[0], m[1]);
+    a = model::ln_modulate(b.norm1, x, m[0], m[1], b.path);
   }
   auto& attn = *b.attn;
   auto o = linear(*attn.proj, attend(attn, a));
   // h += gate_m · MLP(LN2(h)·(1 + scale_m) + shift_m)     (this add done in LN2's pass; the MLP's left pending)
-  auto [x2, z] = model::gated_residual_ln_modulate(x, m[2], o, b.norm2, m[3], m[4], !b.is_training());
+  auto [x2, z] = model::gated_residual_ln_modulate(x, m[2], o, b.norm2, m[3], m[4], !b.is_training(), b.path);
   // the MLP; in inference (no dropout) fc2(GELU(fc1(z)))
   if (b.is_training()) return {x2, m[5], b.mlp(z)};
   return {x2, m[5], linear(*b.mlp->fc2, at::gelu(linear(*b.mlp->fc1, z)))};
@@ -52,8 +52,8 @@ Residual block_step(model::BlockImpl& b, const Residual& h, const std::array<tor
 // The adaLN head's modulated LayerNorm on a pending residual stream: (scale, shift) = split2(m).
 torch::Tensor head_step(model::FinalLayerImpl& f, const Residual& h, const torch::Tensor& m_in) {
   auto m = m_in.chunk(2, -1);
-  if (!h.gate.defined()) return model::ln_modulate(f.norm_final, h.x, m[1], m[0]);
-  return model::gated_residual_ln_modulate(h.x, h.gate, h.y, f.norm_final, m[1], m[0], !f.is_training())[1];
+  if (!h.gate.defined()) return model::ln_modulate(f.norm_final, h.x, m[1], m[0], f.path);
+  return model::gated_residual_ln_modulate(h.x, h.gate, h.y, f.norm_final, m[1], m[0], !f.is_training(), f.path)[1];
 }
 
 // x [R,h,W,hd] into the cache [R,h,capacity,hd] at row r's slots slot[r] ([R,W]), in the cache's
@@ -232,7 +232,7 @@ torch::Tensor decode_step_static(model::GeneratorImpl& g, const StaticDecode& s,
   // one position per row over the cache slots (`slot`: this position's, `valid`: the filled ones)
   auto attend = [&](size_t l, model::AttentionImpl& attn, const torch::Tensor& a) {
     return model::qk_norm_decode_attention(linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm, cache.k[l],
-                                           cache.v[l], slot, valid, s.attention);
+                                           cache.v[l], slot, valid, attn.path, s.attention);
   };
   return blocks_and_head(g, s, h, ada, attend).select(1, 0);
 }
@@ -252,7 +252,7 @@ torch::Tensor decode_window_static(model::GeneratorImpl& g, const StaticDecode& 
   torch::Tensor additive;
   // the window's keys/values written at their slots; position j attends to slots 0 .. t+1+j
   auto attend = [&](size_t l, model::AttentionImpl& attn, const torch::Tensor& a) {
-    auto [q, k, v] = model::qk_norm_split(linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm);
+    auto [q, k, v] = model::qk_norm_split(linear(*attn.qkv, a), attn.heads, attn.q_norm, attn.k_norm, attn.path);
     write_slots(cache.k[l], slot, k);
     write_slots(cache.v[l], slot, v);
     if (!additive.defined())

@@ -113,7 +113,10 @@ bool steers_only(const std::string& key) {
       "training.max_minutes",  "training.device",          "experiment.output_dir",  "experiment.save_every",
       "experiment.log_every",  "experiment.eval_every",    "experiment.generate_every", "experiment.keep_last",
       "experiment.eval_examples", "experiment.eval_images", "dataset.train_tokens",   "dataset.val_tokens",
-      "model.vq_model.pretrained_tokenizer_weight", "data.test", "data.cache_mb", "training.init_from"};
+      "model.vq_model.pretrained_tokenizer_weight", "data.test", "data.cache_mb", "training.init_from",
+      // how the same computation runs (like the device): the captured step is bit-identical to the
+      // eager one; the kernels' path changes rounding and the dropout draws as a device does
+      "training.cuda_graph", "training.fused_kernels", "experiment.tensorboard"};
   return keys.count(key) > 0;
 }
 

@@ -106,6 +106,7 @@ training:
   ddp_grad_dtype: fp32                # ours: gradients all-reduced as fp32 or bf16 (half the traffic)
   ddp_exact: true                     # ours: sum the ranks' gradients in rank order (bit-identical to one process at any number of processes)
   cuda_graph: true                    # ours: capture each step in a CUDA graph where it can be (one process, no accumulation, no recomputed blocks)
+  fused_kernels: true                 # ours: the fused CUDA kernels of the block's memory-bound steps (false: the plain LibTorch path, the reference)
 )";
 }
 
@@ -143,7 +144,7 @@ struct RarSettings {
   double guidance = 0, guidance_power = 0, temperature = 1;  // the sample grids' settings
   double ddp_bucket_mb = 25;
   bool ddp_bf16 = false, ddp_exact = true;
-  bool cuda_graph = true;
+  bool cuda_graph = true, fused_kernels = true;
 
   static RarSettings from(const Config& c) {
     RarSettings s;
@@ -180,6 +181,7 @@ struct RarSettings {
     check(gdt == "fp32" || gdt == "bf16", "training.ddp_grad_dtype: expected fp32 or bf16, got '", gdt, "'");
     s.ddp_bf16 = gdt == "bf16";
     s.cuda_graph = c.get_bool("training.cuda_graph");
+    s.fused_kernels = c.get_bool("training.fused_kernels", true);
     s.ddp_exact = c.get_bool("training.ddp_exact");
     return s;
   }
@@ -219,6 +221,7 @@ class RarJob final : public TrainingJob {
       check(tokenizer_->cfg.codebook_size == s.gen.codebook, s.tokenizer, ": tokenizer has ",
             tokenizer_->cfg.codebook_size, " codes, the generator ", s.gen.codebook);
     }
+    g_->use_path(s.fused_kernels ? model::OpPath::fused : model::OpPath::plain);
     dp.attach(params_);
     // the captured step, where the run allows it (train_step.h)
     std::string why = !s.cuda_graph ? "training.cuda_graph is false"

@@ -57,11 +57,11 @@ torch::Tensor linear_in(const torch::Tensor& a, const torch::Tensor& w, const to
 struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
   // bits: the dropout mask, or an empty tensor (no dropout; autograd Functions take no undefined inputs)
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor u, torch::Tensor w,
-                               torch::Tensor b, torch::Tensor bits, double p) {
+                               torch::Tensor b, torch::Tensor bits, double p, bool fused_path) {
     ctx->saved_data["p"] = p;
     ctx->save_for_backward({u, w, b, bits});
     const auto given = bits.numel() ? bits : torch::Tensor();
-    if (auto a = fused::gelu_dropout_forward(u, given, p)) {  // GELU + dropout in one kernel
+    if (auto a = fused_path ? fused::gelu_dropout_forward(u, given, p) : std::nullopt) {  // GELU + dropout in one kernel
       ctx->saved_data["fused"] = true;
       return linear_in(*a, w, b);
     }
@@ -90,7 +90,7 @@ struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
     }
     auto gw = g.t().mm(a).to(w.scalar_type());
     auto gb = g.sum(0, false, torch::kFloat32).to(b.scalar_type());
-    return {gu, gw, gb, torch::Tensor(), torch::Tensor()};
+    return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -98,9 +98,10 @@ struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
 
 // ---------------------------------------------------------------- the ops
 
-torch::Tensor dropout_bits(int64_t n, double p, const torch::Device& device) {
+torch::Tensor dropout_bits(int64_t n, double p, const torch::Device& device, OpPath path) {
   if (p <= 0 || n == 0) return {};
-  if (auto b = fused::dropout_bits(n, p, device)) return *b;
+  if (path == OpPath::fused)
+    if (auto b = fused::dropout_bits(n, p, device)) return *b;
   return pack_bits(torch::empty({n}, torch::TensorOptions(torch::kBool).device(device)).bernoulli_(1.0 - p));
 }
 
@@ -121,35 +122,39 @@ torch::Tensor unpack_bits(const torch::Tensor& bits, at::IntArrayRef sizes) {
 }
 
 torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
-                          const torch::Tensor& scale) {
-  if (auto y = fused::ln_modulate(ln, x, shift, scale)) return *y;
+                          const torch::Tensor& scale, OpPath path) {
+  if (path == OpPath::fused)
+    if (auto y = fused::ln_modulate(ln, x, shift, scale)) return *y;
   return ln_modulate_plain(ln, x, shift, scale);
 }
 
 torch::Tensor gated_residual_masked(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y,
-                                    const torch::Tensor& bits, double p) {
-  if (auto r = fused::gated_residual(x, gate, y, bits, p)) return *r;
+                                    const torch::Tensor& bits, double p, OpPath path) {
+  if (path == OpPath::fused)
+    if (auto r = fused::gated_residual(x, gate, y, bits, p)) return *r;
   // dropout as LibTorch's: the branch · mask · 1/(1-p) in its own dtype, then the residual add
   return torch::addcmul(x, gate, bits.defined() ? y * unpack_bits(bits, y.sizes()) * (1.0 / (1.0 - p)) : y);
 }
 
-torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y, double p) {
-  return gated_residual_masked(x, gate, y, dropout_bits(p > 0 ? y.numel() : 0, p, y.device()), p);
+torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y, double p,
+                             OpPath path) {
+  return gated_residual_masked(x, gate, y, dropout_bits(p > 0 ? y.numel() : 0, p, y.device(), path), p, path);
 }
 
 std::array<torch::Tensor, 2> gated_residual_ln_modulate(const torch::Tensor& x, const torch::Tensor& gate,
                                                         const torch::Tensor& y, const torch::nn::LayerNorm& ln,
                                                         const torch::Tensor& shift, const torch::Tensor& scale,
-                                                        bool inference) {
-  if (inference && !torch::GradMode::is_enabled())
+                                                        bool inference, OpPath path) {
+  if (path == OpPath::fused && inference && !torch::GradMode::is_enabled())
     if (auto r = fused::gated_residual_ln_modulate(x, gate, y, ln, shift, scale)) return *r;
-  auto x2 = gated_residual(x, gate, y);
-  return {x2, ln_modulate(ln, x2, shift, scale)};
+  auto x2 = gated_residual(x, gate, y, 0.0, path);
+  return {x2, ln_modulate(ln, x2, shift, scale, path)};
 }
 
 std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
-                                           const torch::nn::LayerNorm& k_norm) {
-  if (auto r = fused::qk_norm_split(qkv, heads, q_norm, k_norm)) return *r;
+                                           const torch::nn::LayerNorm& k_norm, OpPath path) {
+  if (path == OpPath::fused)
+    if (auto r = fused::qk_norm_split(qkv, heads, q_norm, k_norm)) return *r;
   return qk_norm_split_plain(qkv, heads, q_norm, k_norm);
 }
 
@@ -159,19 +164,20 @@ torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Ten
 }
 
 torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& bits, double p,
-                                         const torch::Tensor& w, const torch::Tensor& b) {
+                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path) {
   const auto m = bits.defined() ? bits : torch::empty({0}, u.options().dtype(torch::kUInt8));
-  return GeluDropoutLinearFn::apply(u, w, b, m, p);
+  return GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused);
 }
 
-torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training) {
+torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training,
+                                  OpPath path) {
   if (!training) return at::linear(at::gelu(u), fc2.weight, fc2.bias);
   // The mask is drawn the same way with or without gradients, so a recomputed block's
   // recomputation (gradients on) sees the mask its forward (gradients off) drew.
-  const auto bits = dropout_bits(p > 0 ? u.numel() : 0, p, u.device());
+  const auto bits = dropout_bits(p > 0 ? u.numel() : 0, p, u.device(), path);
   // The same op (and kernels) with or without gradients, so that a recomputed block's recomputed
   // forward repeats its first forward exactly.
-  return gelu_dropout_linear_saving(u, bits, p, fc2.weight, fc2.bias);
+  return gelu_dropout_linear_saving(u, bits, p, fc2.weight, fc2.bias, path);
 }
 
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,

@@ -14,11 +14,13 @@
 
 namespace rar::model {
 
+// Every op takes the path to run (OpPath, model/ops/fused.h): the module calling it says which.
+
 // DESIGN §3.6 modulated LayerNorm: LN(x) * (1 + scale) + shift, with `ln`'s affine (if any) and eps.
 // x [B,N,H] (float32 residual stream, or bf16 with bf16 weights); shift/scale [B,N,H] (chunks of
 // the adaLN projection). Result in the matmul dtype (autocast's, else shift's).
 torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
-                          const torch::Tensor& scale);
+                          const torch::Tensor& scale, OpPath path);
 
 // Dropout masks as bits: element j of byte i in bit j, set = kept; ceil(n/8) uint8 for n elements.
 // dropout_bits draws one for n elements, each kept with probability 1 - p (p = 0: undefined, no
@@ -26,17 +28,17 @@ torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x
 // a captured step draws new masks at every replay); elsewhere bernoulli draws, packed. Either way
 // the draw follows the default generator's state, so a recomputed block that restores that state
 // draws the mask again.
-torch::Tensor dropout_bits(int64_t n, double p, const torch::Device& device);
+torch::Tensor dropout_bits(int64_t n, double p, const torch::Device& device, OpPath path);
 torch::Tensor pack_bits(const torch::Tensor& mask);                           // bool -> bits
 torch::Tensor unpack_bits(const torch::Tensor& bits, at::IntArrayRef sizes);  // bits -> bool of `sizes`
 
 // DESIGN §3.6 gated residual: x + gate · dropout(y). With `p` > 0 (training) the branch's dropout
 // (the published attention's proj_drop, the MLP's last drop) is drawn here and applied in the same
 // pass as the residual add.
-torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y, double p = 0);
+torch::Tensor gated_residual(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y, double p, OpPath path);
 // The same with a given mask (bits; undefined = no dropout). For tests.
 torch::Tensor gated_residual_masked(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y,
-                                    const torch::Tensor& bits, double p);
+                                    const torch::Tensor& bits, double p, OpPath path);
 
 // DESIGN §3.6, the end of a block's attention half and the start of its MLP half: x' = x + gate·y,
 // z = ln_modulate(ln, x', shift, scale) -> {x', z}. With `inference` and grad mode off, on CUDA one
@@ -45,12 +47,12 @@ torch::Tensor gated_residual_masked(const torch::Tensor& x, const torch::Tensor&
 std::array<torch::Tensor, 2> gated_residual_ln_modulate(const torch::Tensor& x, const torch::Tensor& gate,
                                                         const torch::Tensor& y, const torch::nn::LayerNorm& ln,
                                                         const torch::Tensor& shift, const torch::Tensor& scale,
-                                                        bool inference);
+                                                        bool inference, OpPath path);
 
 // Attention inputs: the qkv projection's output [B,N,3H] -> q = q_norm(q), k = k_norm(k), v, each
 // [B,heads,N,hd]. q/k norms run in the input's dtype (float32 statistics).
 std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
-                                           const torch::nn::LayerNorm& k_norm);
+                                           const torch::nn::LayerNorm& k_norm, OpPath path);
 
 // DESIGN §3.6 adaLN modulation of a block: split6(W·SiLU(c) + b) = (shift_a, scale_a, gate_a, shift_m,
 // scale_m, gate_m), each [B,N,H]. In training it is two matmuls, the shifts' rows and the others',
@@ -67,13 +69,14 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
 // dropout are recomputed in backward instead of keeping their two outputs (8 of the ~64 bytes a
 // block keeps per token and hidden unit). Every device; the output is in u's dtype (the matmul
 // dtype under autocast).
-torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training);
+torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training,
+                                  OpPath path);
 
 // The same op with a given mask (bits; undefined = no dropout): the plain composition and the op
 // with explicit backward. For tests.
 torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& bits, double p,
                                         const torch::Tensor& w, const torch::Tensor& b);
 torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& bits, double p,
-                                         const torch::Tensor& w, const torch::Tensor& b);
+                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path);
 
 }  // namespace rar::model

@@ -44,17 +44,20 @@ void append_to_cache(torch::Tensor& cache, const torch::Tensor& slot, const torc
 
 torch::Tensor qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
                                  const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache, torch::Tensor& v_cache,
-                                 const torch::Tensor& slot) {
-  if (auto q = fused::qk_norm_into_cache(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot)) return *q;
-  auto [q, k, v] = qk_norm_split(qkv, heads, q_norm, k_norm);
+                                 const torch::Tensor& slot, OpPath path) {
+  if (path == OpPath::fused)
+    if (auto q = fused::qk_norm_into_cache(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot)) return *q;
+  auto [q, k, v] = qk_norm_split(qkv, heads, q_norm, k_norm, path);
   append_to_cache(k_cache, slot, k);
   append_to_cache(v_cache, slot, v);
   return q;
 }
 
 torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
-                               const torch::Tensor& last, const torch::Tensor& valid, AttentionKernel kernel) {
-  if (auto o = fused::decode_attention(q, k_cache, v_cache, last, kernel != AttentionKernel::block)) return *o;
+                               const torch::Tensor& last, const torch::Tensor& valid, OpPath path,
+                               AttentionKernel kernel) {
+  if (path == OpPath::fused)
+    if (auto o = fused::decode_attention(q, k_cache, v_cache, last, kernel != AttentionKernel::block)) return *o;
   const int64_t B = q.size(0), heads = q.size(1), hd = q.size(3);
   // (a cache in another dtype, fp8, is read in q's)
   return at::scaled_dot_product_attention(q, k_cache.to(q.scalar_type()), v_cache.to(q.scalar_type()), valid)
@@ -65,12 +68,13 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
 torch::Tensor qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
                                        const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
                                        torch::Tensor& v_cache, const torch::Tensor& slot, const torch::Tensor& valid,
-                                       AttentionKernel kernel) {
-  if (auto o = fused::qk_norm_decode_attention(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot,
-                                               kernel != AttentionKernel::block, use_split(kernel, qkv.size(0), heads)))
-    return *o;
-  auto q = qk_norm_into_cache(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot);
-  return decode_attention(q, k_cache, v_cache, slot, valid, kernel);
+                                       OpPath path, AttentionKernel kernel) {
+  if (path == OpPath::fused)
+    if (auto o = fused::qk_norm_decode_attention(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot,
+                                                 kernel != AttentionKernel::block, use_split(kernel, qkv.size(0), heads)))
+      return *o;
+  auto q = qk_norm_into_cache(qkv, heads, q_norm, k_norm, k_cache, v_cache, slot, path);
+  return decode_attention(q, k_cache, v_cache, slot, valid, path, kernel);
 }
 
 }  // namespace rar::model

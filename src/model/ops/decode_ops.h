@@ -33,7 +33,7 @@ void append_to_cache(torch::Tensor& cache, const torch::Tensor& slot, const torc
 // copy; graph-replayable since the slot is read on the device); otherwise qk_norm_split + index_copy_.
 torch::Tensor qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
                                  const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache, torch::Tensor& v_cache,
-                                 const torch::Tensor& slot);
+                                 const torch::Tensor& slot, OpPath path);
 
 // Attention of one new query per row over a KV cache (the static-shape decode step): q
 // [B,heads,1,hd], k/v caches [B,heads,cap,hd], `last` [1] int64 on the device = the last valid
@@ -41,7 +41,7 @@ torch::Tensor qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads, const 
 // [B,1,H]. Plain path: scaled_dot_product_attention with the mask (reads the whole cache); CUDA
 // kernel (kernels/decode_attention): reads the valid slots only, the count from device memory.
 torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
-                               const torch::Tensor& last, const torch::Tensor& valid,
+                               const torch::Tensor& last, const torch::Tensor& valid, OpPath path,
                                AttentionKernel kernel = AttentionKernel::automatic);
 
 // A decode step's attention from the qkv projection [B,1,3H]: qk_norm_into_cache (this position's
@@ -51,6 +51,6 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
 torch::Tensor qk_norm_decode_attention(const torch::Tensor& qkv, int64_t heads, const torch::nn::LayerNorm& q_norm,
                                        const torch::nn::LayerNorm& k_norm, torch::Tensor& k_cache,
                                        torch::Tensor& v_cache, const torch::Tensor& slot, const torch::Tensor& valid,
-                                       AttentionKernel kernel = AttentionKernel::automatic);
+                                       OpPath path, AttentionKernel kernel = AttentionKernel::automatic);
 
 }  // namespace rar::model

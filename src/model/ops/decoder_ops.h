@@ -12,11 +12,11 @@ namespace rar::model {
 // on CUDA, for a channels-last input (the decoder's `use_channels_last` mode): kernels/group_norm,
 // two passes over the activations, output channels-last too (LibTorch's GroupNorm copies such
 // input to NCHW and its output back). Otherwise LibTorch's group_norm (+ silu).
-torch::Tensor group_norm_silu(const torch::nn::GroupNorm& gn, const torch::Tensor& x, bool silu = true);
+torch::Tensor group_norm_silu(const torch::nn::GroupNorm& gn, const torch::Tensor& x, OpPath path, bool silu = true);
 
 // The VQ decoder's nearest-neighbour 2x upsampling of [N,C,H,W] (NCHW or channels-last; the output
 // in the same layout). Without gradients on CUDA: kernels/upsample (16-byte copies); otherwise,
 // and for shapes it does not take, LibTorch's interpolate. Exact either way (a copy).
-torch::Tensor upsample_nearest2x(const torch::Tensor& x);
+torch::Tensor upsample_nearest2x(const torch::Tensor& x, OpPath path);
 
 }  // namespace rar::model

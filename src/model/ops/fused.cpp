@@ -5,19 +5,10 @@
 
 #include <ATen/autocast_mode.h>
 
-#include <atomic>
-#include <cstdlib>
-#include <string>
 
 namespace rar::model {
 
 namespace {
-
-// RAR_FUSED=0 in the environment starts with the plain path everywhere.
-std::atomic<bool> g_fused{[] {
-  const char* e = std::getenv("RAR_FUSED");
-  return !(e && std::string(e) == "0");
-}()};
 
 struct SharedCastFn : torch::autograd::Function<SharedCastFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor src, torch::Tensor cast) {
@@ -33,8 +24,6 @@ struct SharedCastFn : torch::autograd::Function<SharedCastFn> {
 
 }  // namespace
 
-bool fused_kernels_enabled() { return g_fused.load(); }
-void set_fused_kernels(bool on) { g_fused.store(on); }
 bool fused_kernels_built() { return fused::built(); }
 
 torch::Tensor to_compute(const torch::Tensor& t) {

@@ -1,7 +1,7 @@
-// fused.h — the switch between the two paths every op in model/ops has:
+// fused.h — the choice between the two paths every op in model/ops has (OpPath):
 //   plain: LibTorch ops as the model reads (the reference; every device, every dtype);
 //   fused: CUDA kernels (kernels/, wrapped in model/ops/cuda/), taken on CUDA tensors in a CUDA
-//          build while fused_kernels_enabled(), for the inputs they support; tested against plain.
+//          build for the inputs they support; tested against plain.
 // Both give the same values up to float rounding (the fused path rounds once to bf16 where the
 // plain path rounds after every op). Also the two dtype helpers every op shares.
 #pragma once
@@ -9,9 +9,12 @@
 
 namespace rar::model {
 
-// Global switch for the fused path (default on; off with RAR_FUSED=0 or `rar bench train --plain`).
-bool fused_kernels_enabled();
-void set_fused_kernels(bool on);
+// Which implementation an op runs: the plain LibTorch ops (the reference; every device, every
+// dtype) or the fused CUDA kernels where they apply (CUDA tensors in a CUDA build, the dtypes and
+// shapes they support; elsewhere the plain path all the same). A value, never process state: a
+// module holds its own (GeneratorImpl::use_path, VQModelImpl::use_path; `rar bench train --plain`)
+// and passes it to every op it calls.
+enum class OpPath { plain, fused };
 // Whether this build has the CUDA kernels at all.
 bool fused_kernels_built();
 

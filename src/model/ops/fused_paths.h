@@ -1,8 +1,8 @@
 // fused_paths.h — the fused (CUDA) path of every op in model/ops, as the plain-path files call it.
 // Implemented in model/ops/cuda/*_cuda.cpp in a CUDA build, and by fused_unavailable.cpp (always
-// "not taken") otherwise, so the ops' files hold no #ifdef. Each function returns the op's result
-// when the fused path takes these inputs (fused_kernels_enabled(), CUDA tensors, dtypes and shapes
-// its kernels support), or nothing, and the caller runs the plain path.
+// "not taken") otherwise, so the ops' files hold no #ifdef. The op calls these only on its fused
+// path (OpPath::fused); each returns the op's result when its kernels take these inputs (CUDA
+// tensors, the dtypes and shapes they support), or nothing, and the caller runs the plain path.
 #pragma once
 #include <array>
 #include <optional>

@@ -140,7 +140,7 @@ at::ScalarType plain_modulate_dtype(const torch::Tensor& x, const torch::Tensor&
 // What the LN-modulation kernels take (ln_modulate's fused path, and gated_residual_ln_modulate's).
 bool ln_modulate_fusable(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
                          const torch::Tensor& scale) {
-  return fused_kernels_enabled() && x.is_cuda() && x.dim() == 3 && x.size(-1) <= kernels::kMaxWidth &&
+  return x.is_cuda() && x.dim() == 3 && x.size(-1) <= kernels::kMaxWidth &&
          kernel_dtype(x) && kernel_dtype(shift) && shift.scalar_type() == scale.scalar_type() &&
          plain_modulate_dtype(x, shift, scale) == shift.scalar_type() &&
          !(x.scalar_type() == torch::kBFloat16 && shift.scalar_type() == torch::kFloat32) &&
@@ -149,7 +149,7 @@ bool ln_modulate_fusable(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
 }
 // What the gated-residual kernels take (gated_residual's fused path, and gated_residual_ln_modulate's).
 bool gated_residual_fusable(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y) {
-  return fused_kernels_enabled() && x.is_cuda() && x.dim() == 3 && kernel_dtype(x) && kernel_dtype(y) &&
+  return x.is_cuda() && x.dim() == 3 && kernel_dtype(x) && kernel_dtype(y) &&
          gate.scalar_type() == y.scalar_type() &&
          !(x.scalar_type() == torch::kBFloat16 && y.scalar_type() == torch::kFloat32) && gate.sizes() == x.sizes() &&
          y.sizes() == x.sizes() && uniform_rows(gate);
@@ -158,7 +158,7 @@ bool gated_residual_fusable(const torch::Tensor& x, const torch::Tensor& gate, c
 // GELU + dropout as one kernel each way, the mask as bits (n/8 bytes): u contiguous, float32 or
 // bf16, a multiple of 8 elements, 16-byte aligned.
 bool gelu_kernel_ok(const torch::Tensor& u, const torch::Tensor& bits) {
-  return fused_kernels_enabled() && u.is_cuda() && kernel_dtype(u) && u.is_contiguous() &&
+  return u.is_cuda() && kernel_dtype(u) && u.is_contiguous() &&
          (!bits.defined() || (bits.is_cuda() && bits.scalar_type() == torch::kUInt8 && bits.is_contiguous() &&
                               bits.numel() * 8 >= u.numel())) &&
          kernels::gelu_dropout_supported(kdt(u), u.data_ptr(), u.numel());
@@ -176,7 +176,7 @@ std::optional<torch::Tensor> ln_modulate(const torch::nn::LayerNorm& ln, const t
 }
 
 std::optional<torch::Tensor> dropout_bits(int64_t n, double p, const torch::Device& device) {
-  if (!fused_kernels_enabled() || !device.is_cuda()) return std::nullopt;
+  if (!device.is_cuda()) return std::nullopt;
   c10::cuda::CUDAGuard guard(device);
   auto bits = torch::empty({(n + 7) / 8}, torch::TensorOptions(torch::kUInt8).device(device));
   K::dropout_bits(philox_args(device, K::dropout_bits_increment(n)), static_cast<float>(1.0 - p), n,
@@ -228,7 +228,7 @@ std::optional<std::array<torch::Tensor, 3>> qk_norm_split(const torch::Tensor& q
                                                           const torch::nn::LayerNorm& q_norm,
                                                           const torch::nn::LayerNorm& k_norm) {
   const int64_t hd = qkv.size(-1) / 3 / heads;
-  if (fused_kernels_enabled() && qkv.is_cuda() && qkv.dim() == 3 && kernel_dtype(qkv) && hd <= kernels::kMaxWidth &&
+  if (qkv.is_cuda() && qkv.dim() == 3 && kernel_dtype(qkv) && hd <= kernels::kMaxWidth &&
       affine_ok(q_norm) && affine_ok(k_norm) && q_norm->weight.defined() && k_norm->weight.defined()) {
     auto out = QkNormSplitFn::apply(qkv.contiguous(), f32(q_norm->weight), f32(q_norm->bias), f32(k_norm->weight),
                                     f32(k_norm->bias), heads, q_norm->options.eps());

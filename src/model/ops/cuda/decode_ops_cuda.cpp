@@ -20,7 +20,7 @@ bool cache_slot_fusable(const torch::Tensor& qkv, int64_t heads, const torch::nn
                         const torch::nn::LayerNorm& k_norm, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
                         const torch::Tensor& slot) {
   const int64_t hd = qkv.size(-1) / 3 / heads;
-  return fused_kernels_enabled() && !torch::GradMode::is_enabled() && qkv.is_cuda() && qkv.dim() == 3 &&
+  return !torch::GradMode::is_enabled() && qkv.is_cuda() && qkv.dim() == 3 &&
          qkv.size(1) == 1 && qkv.size(2) == 3 * heads * hd && affine_ok(q_norm) && affine_ok(k_norm) &&
          q_norm->weight.defined() && k_norm->weight.defined() && v_cache.scalar_type() == k_cache.scalar_type() &&
          k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.dim() == 4 && k_cache.size(0) == qkv.size(0) &&
@@ -59,7 +59,7 @@ std::optional<torch::Tensor> decode_attention(const torch::Tensor& q, const torc
   const int64_t B = q.size(0), heads = q.size(1), hd = q.size(3);
   const int64_t cap = k_cache.size(2);
   const bool fp8 = k_cache.scalar_type() == torch::kFloat8_e4m3fn && q.scalar_type() == torch::kBFloat16;
-  if (fused_kernels_enabled() && q.is_cuda() && kernel_dtype(q) && q.size(2) == 1 &&
+  if (q.is_cuda() && kernel_dtype(q) && q.size(2) == 1 &&
       (k_cache.scalar_type() == q.scalar_type() || fp8) && v_cache.scalar_type() == k_cache.scalar_type() &&
       k_cache.is_contiguous() && v_cache.is_contiguous() && last.is_cuda() && last.scalar_type() == torch::kInt64 &&
       kernels::decode_attention_supported(static_cast<int>(hd), cap)) {

@@ -13,7 +13,7 @@ namespace rar::model::fused {
 
 std::optional<torch::Tensor> group_norm_silu(const torch::nn::GroupNorm& gn, const torch::Tensor& x, bool silu) {
   const auto& o = gn->options;
-  if (fused_kernels_enabled() && !torch::GradMode::is_enabled() && x.is_cuda() && x.dim() == 4 &&
+  if (!torch::GradMode::is_enabled() && x.is_cuda() && x.dim() == 4 &&
       kernel_dtype(x) && x.is_contiguous(at::MemoryFormat::ChannelsLast) && o.affine() && gn->weight.defined() &&
       kernel_dtype(gn->weight) && kernel_dtype(gn->bias) && x.size(1) == o.num_channels() &&
       reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 && kernels::group_norm_nhwc_supported(x.size(1), o.num_groups())) {
@@ -31,7 +31,7 @@ std::optional<torch::Tensor> group_norm_silu(const torch::nn::GroupNorm& gn, con
 }
 
 std::optional<torch::Tensor> upsample_nearest2x(const torch::Tensor& x) {
-  if (fused_kernels_enabled() && !torch::GradMode::is_enabled() && x.is_cuda() && x.dim() == 4 && kernel_dtype(x)) {
+  if (!torch::GradMode::is_enabled() && x.is_cuda() && x.dim() == 4 && kernel_dtype(x)) {
     const bool nchw = x.is_contiguous(), nhwc = !nchw && x.is_contiguous(at::MemoryFormat::ChannelsLast);
     const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
     if (nchw || nhwc) {
