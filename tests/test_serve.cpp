@@ -177,21 +177,27 @@ TEST(Serve, EndpointsAndErrors) {
     EXPECT_NE(m.find(name), std::string::npos) << name << "\n" << m;
 }
 
+// The images of a response equal those `rar sample` writes with `flags` for `n` images of class `cls`.
+static void expect_rar_sample_images(const json& served, const std::string& flags, int cls, int n) {
+  TempDir dir;
+  auto cli = run_rar("sample --generator " + shared_ref("tiny_rar.bin") + " --tokenizer " + shared_ref("tiny_vq.bin") +
+                     " --classes " + std::to_string(cls) + " --per-class " + std::to_string(n) + " --batch " +
+                     std::to_string(n) + " " + flags + " --out " + dir / "imgs/");
+  ASSERT_EQ(cli.status, 0) << cli.output;
+  ASSERT_EQ(served["images"].size(), static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof name, "imgs/%06d_class%04d.png", i, cls);
+    auto want = io::read_image(dir / name);
+    auto got = io::decode_image(unbase64(served["images"][i]), "served image");
+    EXPECT_TRUE(got.equal(want)) << name;
+  }
+}
+
 TEST(Serve, ImagesEqualRarSampleForTheSameSeed) {
   TestServer s;
   auto r = generate(s, {{"class", 3}, {"n", 2}, {"cfg", 2.0}, {"cfg_power", 1.0}, {"temperature", 0.9}, {"seed", 5}});
-  TempDir dir;
-  auto cli = run_rar("sample --generator " + shared_ref("tiny_rar.bin") + " --tokenizer " + shared_ref("tiny_vq.bin") +
-                     " --classes 3 --per-class 2 --cfg 2 --cfg-power 1 --temperature 0.9 --seed 5 --batch 2 --device cpu"
-                     " --out " + dir / "imgs/");
-  ASSERT_EQ(cli.status, 0) << cli.output;
-  for (int i = 0; i < 2; ++i) {
-    char name[64];
-    std::snprintf(name, sizeof name, "imgs/%06d_class0003.png", i);
-    auto want = io::read_image(dir / name);
-    auto got = io::decode_image(unbase64(r["images"][i]), "served image");
-    EXPECT_TRUE(got.equal(want)) << name;
-  }
+  expect_rar_sample_images(r, "--cfg 2 --cfg-power 1 --temperature 0.9 --seed 5 --device cpu", 3, 2);
 }
 
 // Mixed requests sent at once share one batch, and each gets the images it gets alone. Whether
@@ -543,18 +549,7 @@ TEST(Serve, DefaultsGiveTheImagesOfRarSampleWithItsDefaults) {
   auto r = c.Post("/v1/generate", R"({"class": 2, "n": 2, "seed": 11})", "application/json");
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
-  const auto served = json::parse(r->body);
-  TempDir dir;
-  auto cli = run_rar("sample --generator " + shared_ref("tiny_rar.bin") + " --tokenizer " + shared_ref("tiny_vq.bin") +
-                     " --classes 2 --per-class 2 --seed 11 --batch 2 --out " + dir / "imgs/");
-  ASSERT_EQ(cli.status, 0) << cli.output;
-  for (int i = 0; i < 2; ++i) {
-    char name[64];
-    std::snprintf(name, sizeof name, "imgs/%06d_class0002.png", i);
-    auto want = io::read_image(dir / name);
-    auto got = io::decode_image(unbase64(served["images"][i]), "served image");
-    EXPECT_TRUE(got.equal(want)) << name;
-  }
+  expect_rar_sample_images(json::parse(r->body), "--seed 11", 2, 2);
   EXPECT_EQ(p.stop(), 0) << read_bytes(p.log);
 }
 

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/run_options.h"
 #include "io/image.h"
 #include "io/npy.h"
 #include "io/plot.h"
@@ -23,8 +24,9 @@ namespace rar::cli {
 namespace {
 
 struct SampleArgs {
-  std::string generator, tokenizer, classes, out, tokens_out, device = "auto", precision = "auto";
-  std::string schedule = "pow-cosine", decode_precision = "auto";
+  std::string generator, tokenizer, classes, out, tokens_out;
+  GenerationFlags gen;  // device, precision, decode_precision
+  std::string schedule = "pow-cosine";
   bool all_classes = false, channels_last = false, compress = false;
   int64_t per_class = 1, batch = 64, max_batches = 0, decode_batch = 64;
   std::string class_names;
@@ -82,9 +84,9 @@ void check_writable(const std::string& path) {
 }
 
 void run(SampleArgs& a) {
-  torch::Device device = parse_device(a.device);
-  a.precision = resolve_precision(a.precision, device);
-  auto dtype = parse_precision(a.precision);
+  torch::Device device = parse_device(a.gen.device);
+  a.gen.precision = resolve_precision(a.gen.precision, device);
+  auto dtype = parse_precision(a.gen.precision);
   a.opts.schedule = sampling::parse_guidance_schedule(a.schedule);
   a.opts.validate();
   const OutKind kind = out_kind(a.out);
@@ -116,8 +118,8 @@ void run(SampleArgs& a) {
   if (!a.tokenizer.empty()) {
     // auto: bf16 on a GPU (faster: bench/RESULTS.md, "MaskGIT-VQGAN decoding"), fp32 (the reference's
     // decoding) on the CPU — as rar serve, so that both give the same images out of the box
-    a.decode_precision = resolve_decode_precision(a.decode_precision, device);
-    vq = model::load_vq(a.tokenizer, device, a.decode_precision == "bf16" ? torch::kBFloat16 : torch::kFloat32);
+    a.gen.decode_precision = resolve_decode_precision(a.gen.decode_precision, device);
+    vq = model::load_vq(a.tokenizer, device, a.gen.decode_precision == "bf16" ? torch::kBFloat16 : torch::kFloat32);
     vq.model->use_channels_last(a.channels_last);
     check(vq.cfg.codebook_size == g.cfg.codebook, "tokenizer codebook (", vq.cfg.codebook_size,
           " codes) does not match the generator's vocabulary (", g.cfg.codebook, ")");
@@ -130,11 +132,11 @@ void run(SampleArgs& a) {
                                {"cfg_power", a.opts.cfg_power}, {"schedule", a.schedule},
                                {"temperature", a.opts.temperature}, {"top_k", a.opts.top_k},
                                {"top_p", a.opts.top_p}, {"order", a.opts.order}, {"seed", a.opts.seed},
-                               {"precision", a.precision}, {"device", device.is_cuda() ? "cuda" : "cpu"},
+                               {"precision", a.gen.precision}, {"device", device.is_cuda() ? "cuda" : "cpu"},
                                // everything else that changes the bytes of a shard
                                {"engine", a.opts.engine}, {"kv_cache", a.opts.kv_cache}, {"speculative", a.opts.speculative},
                                {"attention_kernel", a.opts.attention_kernel},
-                               {"decode_precision", a.decode_precision}, {"channels_last", a.channels_last},
+                               {"decode_precision", a.gen.decode_precision}, {"channels_last", a.channels_last},
                                {"decode_batch", a.decode_batch}};
     // rank 0 creates the parts folder and its manifest; the others then check theirs against it
     if (dp && rank != 0) dp->barrier();
@@ -228,25 +230,12 @@ void add_sample(CLI::App& app) {
                                "softmax temperature (> 0; default: the generator's own, else 1)")->check(positive());
   cmd->add_option("--top-k", a->opts.top_k, "keep the k most likely tokens (1 = greedy, 0 = off)")->check(count());
   cmd->add_option("--top-p", a->opts.top_p, "nucleus sampling mass in (0, 1] (1 = off)")->check(positive());
-  cmd->add_option("--order", a->opts.order, "scan order: raster, spiral-in, spiral-out, z-curve, subsample, alternate");
   cmd->add_option("--seed", a->opts.seed, "random seed (batch i uses seed + i)")->check(count());
-  cmd->add_option("--engine", a->opts.engine,
-                  "plain (the KV-cache loop), static (fixed shapes), graph (static, captured in a CUDA graph) or auto");
-  cmd->add_option("--kv-cache", a->opts.kv_cache,
-                  "KV cache dtype: model (exact) or fp8 (e4m3, half the memory traffic of a step; approximate)");
-  cmd->add_option("--attention-kernel", a->opts.attention_kernel,
-                  "decode-attention kernel on CUDA: auto (split for one guided image's step, warp above), warp, split or block");
-  cmd->add_option("--speculative", a->opts.speculative,
-                  "speculative Jacobi decoding with W positions per model call (fewer calls for small batches; "
-                  "the same distribution, other tokens for a seed; 0 = off)")->check(count());
+  add_generation_flags(cmd, a->gen, a->opts);
   cmd->add_option("--batch", a->batch, "images per batch")->check(positive_count());
   cmd->add_option("--decode-batch", a->decode_batch, "images decoded at once (decoder memory: ~8 GiB per 64 in bf16)")
       ->check(positive_count());
-  cmd->add_option("--decode-precision", a->decode_precision,
-                  "decoder weights and activations: auto (bf16 on CUDA, fp32 on the CPU; as rar serve), fp32 or bf16");
   cmd->add_flag("--channels-last", a->channels_last, "decoder in channels-last (NHWC) layout");
-  cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
-  cmd->add_option("--precision", a->precision, "generator: auto (bf16 on CUDA, fp32 on the CPU; as rar serve), fp32, tf32 or bf16");
   cmd->add_option("--tokens-out", a->tokens_out, "write the sampled token ids, int64 [N,S] .npy");
   cmd->add_option("--out", a->out, "grid.png | directory/ | samples.npz (ADM layout, resumable)");
   cmd->add_flag("--compress", a->compress,

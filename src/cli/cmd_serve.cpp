@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/run_options.h"
 #include "model/weights.h"
 #include "serve/imagenet_classes.h"
 #include "serve/server.h"
@@ -20,19 +21,19 @@ void on_signal(int) {
 }
 
 struct ServeArgs {
-  std::string generator, tokenizer, host = "127.0.0.1", device = "auto", precision = "auto", class_names;
-  std::string engine = "auto", kv_cache = "model", decode_precision = "auto", attention_kernel = "auto", order = "raster";
+  std::string generator, tokenizer, host = "127.0.0.1", class_names;
+  GenerationFlags gen;               // device, precision, decode_precision
+  sampling::SamplingOptions engine;  // the batch's engine, kv_cache, attention_kernel, order, speculative
   int port = 8080, threads = 0, max_connections = 4096, read_timeout = 10, drain = 10;
-  int64_t max_batch = 256, max_wait_ms = 20, max_images = 64, queue = 1024, decode_batch = 64, speculative = 0,
-          speculative_images = 4;
+  int64_t max_batch = 256, max_wait_ms = 20, max_images = 64, queue = 1024, decode_batch = 64, speculative_images = 4;
   bool verbose = false, no_padding = false;
 };
 
 void run(const ServeArgs& a) {
-  const torch::Device device = parse_device(a.device);
-  const std::string precision = resolve_precision(a.precision, device);
+  const torch::Device device = parse_device(a.gen.device);
+  const std::string precision = resolve_precision(a.gen.precision, device);
   auto g = model::load_generator(a.generator, device, parse_precision(precision));
-  const std::string decode_precision = resolve_decode_precision(a.decode_precision, device);
+  const std::string decode_precision = resolve_decode_precision(a.gen.decode_precision, device);
   auto vq = model::load_vq(a.tokenizer, device, decode_precision == "bf16" ? torch::kBFloat16 : torch::kFloat32);
   check(vq.cfg.codebook_size == g.cfg.codebook, "tokenizer codebook (", vq.cfg.codebook_size,
         " codes) does not match the generator's vocabulary (", g.cfg.codebook, ")");
@@ -40,8 +41,7 @@ void run(const ServeArgs& a) {
   serve::SchedulerOptions so;
   so.max_batch = a.max_batch, so.max_wait_ms = a.max_wait_ms, so.queue = a.queue, so.decode_batch = a.decode_batch;
   so.verbose = a.verbose, so.pad_rows = !a.no_padding;
-  so.engine.engine = a.engine, so.engine.kv_cache = a.kv_cache, so.engine.speculative = a.speculative;
-  so.engine.attention_kernel = a.attention_kernel, so.engine.order = a.order;
+  so.engine = a.engine;
   so.speculative_images = a.speculative_images;
   so.engine.validate();
   check(a.max_images <= a.queue, "--max-images-per-request (", a.max_images, ") must not exceed --queue (", a.queue, ")");
@@ -65,8 +65,8 @@ void run(const ServeArgs& a) {
   o.info = {{"generator", a.generator}, {"tokenizer", a.tokenizer}, {"device", device.str()}, {"precision", precision},
             {"decode_precision", decode_precision},
             {"sampling_defaults", {{"cfg", o.limits.sampling.cfg}, {"cfg_power", o.limits.sampling.cfg_power},
-                                   {"temperature", o.limits.sampling.temperature}}}, {"kv_cache", a.kv_cache}, {"speculative", a.speculative},
-            {"attention_kernel", a.attention_kernel}, {"order", a.order}, {"model", g.cfg.to_json()}};
+                                   {"temperature", o.limits.sampling.temperature}}}, {"kv_cache", a.engine.kv_cache}, {"speculative", a.engine.speculative},
+            {"attention_kernel", a.engine.attention_kernel}, {"order", a.engine.order}, {"model", g.cfg.to_json()}};
 
   serve::BatchScheduler scheduler(g.model, vq.model, so);
   serve::Server server(scheduler, o);
@@ -92,17 +92,7 @@ void add_serve(CLI::App& app) {
   c->add_option("--tokenizer", a->tokenizer, "VQ tokenizer checkpoint")->required();
   c->add_option("--host", a->host, "address to listen on (default 127.0.0.1: this machine only)");
   c->add_option("--port", a->port, "port (0 = any free port)")->check(CLI::Range(0, 65535));
-  c->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
-  c->add_option("--precision", a->precision, "generator: auto (bf16 on CUDA, fp32 on the CPU; as rar sample), fp32, tf32 or bf16");
-  c->add_option("--decode-precision", a->decode_precision, "decoder: auto (bf16 on CUDA, fp32 on the CPU; as rar sample), fp32 or bf16");
-  c->add_option("--engine", a->engine, "decode engine: plain, static, graph or auto");
-  c->add_option("--kv-cache", a->kv_cache, "KV cache dtype: model or fp8");
-  c->add_option("--attention-kernel", a->attention_kernel,
-                "decode-attention kernel on CUDA: auto (split for one guided image's step, warp above), warp, split or block");
-  c->add_option("--order", a->order, "scan order of every batch: raster, spiral-in, spiral-out, z-curve, subsample, alternate");
-  c->add_option("--speculative", a->speculative,
-                 "speculative decoding with W positions per model call for small batches (lower latency; 0 = off)")
-      ->check(count());
+  add_generation_flags(c, a->gen, a->engine);
   c->add_option("--speculative-images", a->speculative_images,
                 "with --speculative: batches of at most this many images use it")->check(positive_count());
   c->add_option("--max-batch", a->max_batch, "most images in one GPU batch")->check(positive_count());

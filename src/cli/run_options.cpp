@@ -38,4 +38,22 @@ std::optional<training::Config> compose_run_config(const char* defaults, const R
   return cfg;
 }
 
+void add_generation_flags(CLI::App* cmd, GenerationFlags& f, sampling::SamplingOptions& o) {
+  cmd->add_option("--device", f.device, "auto, cpu, cuda or cuda:N");
+  cmd->add_option("--precision", f.precision,
+                  "generator: auto (bf16 on CUDA, fp32 on the CPU; rar sample and rar serve alike), fp32, tf32 or bf16");
+  cmd->add_option("--decode-precision", f.decode_precision,
+                  "decoder: auto (bf16 on CUDA, fp32 on the CPU; rar sample and rar serve alike), fp32 or bf16");
+  cmd->add_option("--engine", o.engine,
+                  "plain (the KV-cache loop), static (fixed shapes), graph (static, captured in a CUDA graph) or auto");
+  cmd->add_option("--kv-cache", o.kv_cache,
+                  "KV cache dtype: model (exact) or fp8 (e4m3, half the memory traffic of a step; approximate)");
+  cmd->add_option("--attention-kernel", o.attention_kernel,
+                  "decode-attention kernel on CUDA: auto (split for one guided image's step, warp above), warp, split or block");
+  cmd->add_option("--order", o.order, "scan order: raster, spiral-in, spiral-out, z-curve, subsample, alternate");
+  cmd->add_option("--speculative", o.speculative,
+                  "speculative Jacobi decoding with W positions per model call (fewer calls for small batches; "
+                  "the same distribution, other tokens for a seed; 0 = off)")->check(count());
+}
+
 }  // namespace rar::cli

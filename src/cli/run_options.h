@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "sampling/sampler.h"
 #include "training/config.h"
 #include "training/training_run.h"
 
@@ -26,6 +27,14 @@ struct RunOptions {
 // --config, --out, --device, --steps, --minutes, --stop-after, --resume, --print-config and the
 // positional key=value overrides (`overrides_example` shows one in --help).
 void add_run_options(CLI::App* cmd, RunOptions& o, const std::string& overrides_example);
+
+// The flags `rar sample` and `rar serve` share, one definition each (the same names, defaults and
+// help): --device, --precision, --decode-precision, and of `o` --engine, --kv-cache,
+// --attention-kernel, --order, --speculative.
+struct GenerationFlags {
+  std::string device = "auto", precision = "auto", decode_precision = "auto";
+};
+void add_generation_flags(CLI::App* cmd, GenerationFlags& f, sampling::SamplingOptions& o);
 
 // The effective config: `defaults` <- o.config <- `own` (the command's own options as overrides) <-
 // o's options <- o.overrides. With --print-config it prints it and returns nothing.
