@@ -539,6 +539,30 @@ TEST(Sampler, SpeculativeKeptBuffersGiveWhatAFreshSamplerGives) {
   EXPECT_TRUE(got[0].equal(got[3]));
 }
 
+// One Sampler, both strategies on the same static buffers (one KV cache, one set of tables per row
+// count): batches taken in turn sequentially and speculatively — of one row count, then another,
+// then the first again with other classes — each give what a fresh sampler gives for that batch
+// alone, so neither strategy leaves anything behind that changes the other's.
+TEST(Sampler, BothStrategiesShareTheirBuffersWithoutDisturbingEachOther) {
+  auto g = tiny_generator(16);
+  sampling::SamplingOptions o;
+  o.engine = "static", o.speculative = 3, o.cfg = 2.0, o.cfg_power = 1.0, o.temperature = 0.8;
+  sampling::Sampler shared(g, o);
+  const auto four = torch::tensor({0, 1, 2, 2}, torch::kInt64), two = torch::tensor({1, 0}, torch::kInt64),
+             other = torch::tensor({2, 2, 2, 0}, torch::kInt64);
+  using sampling::Strategy;
+  int n = 0;
+  for (auto [classes, strategy, seed] : {std::tuple{four, Strategy::sequential, 1}, std::tuple{four, Strategy::speculative, 2},
+                                         std::tuple{two, Strategy::speculative, 3}, std::tuple{two, Strategy::sequential, 4},
+                                         std::tuple{other, Strategy::sequential, 5}, std::tuple{four, Strategy::speculative, 6}}) {
+    const std::vector<sampling::RowGroup> groups{{0, classes.size(0), o, static_cast<uint64_t>(seed)}};
+    auto got = shared.sample_groups(classes, groups, strategy);
+    auto fresh = sampling::Sampler(g, o).sample_groups(classes, groups, strategy);
+    EXPECT_TRUE(got.equal(fresh)) << "batch " << n++;
+  }
+  EXPECT_EQ(shared.speculative_stats().tokens, 3 * g->cfg.seq_len);  // the three speculative batches
+}
+
 // A step that cannot be captured (here: a host sync inside the capture) fails with an error, and
 // the stream is usable afterwards (the capture was ended before the error left); a capturable
 // step then captures and replays.

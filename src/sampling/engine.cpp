@@ -38,9 +38,41 @@ const char* engine_name(EngineKind k) {
   return "?";
 }
 
+StaticBuffers::StaticBuffers(model::Generator g, int64_t window, std::optional<at::ScalarType> kv_dtype,
+                             model::AttentionKernel attention)
+    : g_(std::move(g)), window_(window), kv_dtype_(kv_dtype), attention_(attention) {}
+StaticBuffers::~StaticBuffers() = default;
+
+StaticBuffers::Rows& StaticBuffers::begin(const torch::Tensor& class_rows, int64_t null_rows,
+                                          const std::vector<int64_t>& order) {
+  torch::NoGradGuard no_grad;
+  const int64_t R = class_rows.size(0) + null_rows, S = g_->cfg.seq_len;
+  const int64_t capacity = S + std::max<int64_t>(window_, 1);  // a step needs S + 1 slots, a window S + W
+  // Captured steps and tables are valid for one scan order and one cache.
+  if (order != order_ || cache_.batch() < R) {
+    rows_.clear();
+    cache_ = {};
+    cache_ = make_zeroed_cache(*g_, R, capacity, kv_dtype_);
+    order_ = order;
+  }
+  auto it = rows_.find(R);
+  if (it != rows_.end() && it->second.s.null_rows == null_rows && update_static_decode(*g_, it->second.s, class_rows))
+    return it->second;
+  Rows r;
+  for (size_t l = 0; l < cache_.k.size(); ++l) {
+    r.cache.k.push_back(cache_.k[l].narrow(0, 0, R));
+    r.cache.v.push_back(cache_.v[l].narrow(0, 0, R));
+  }
+  r.s = make_static_decode(*g_, class_rows, null_rows, order_, capacity, int64_t(1) << 30, window_);
+  r.s.attention = attention_;
+  return rows_[R] = std::move(r);  // graphs captured on the old buffers are dropped with them
+}
+
 DecodeEngine::DecodeEngine(model::Generator g, EngineKind kind, std::optional<at::ScalarType> kv_dtype,
-                           model::AttentionKernel attention)
-    : g_(std::move(g)), kind_(kind), kv_dtype_(kv_dtype), attention_(attention) {}
+                           model::AttentionKernel attention, std::shared_ptr<StaticBuffers> buffers)
+    : g_(std::move(g)), kind_(kind), kv_dtype_(kv_dtype), buffers_(std::move(buffers)) {
+  if (kind_ != EngineKind::Plain && !buffers_) buffers_ = std::make_shared<StaticBuffers>(g_, 0, kv_dtype_, attention);
+}
 DecodeEngine::~DecodeEngine() = default;
 DecodeEngine::DecodeEngine(DecodeEngine&&) noexcept = default;
 DecodeEngine& DecodeEngine::operator=(DecodeEngine&&) noexcept = default;
@@ -52,56 +84,32 @@ void DecodeEngine::begin(const torch::Tensor& condition, int64_t null_rows, cons
   check(static_cast<int64_t>(order.size()) == S, "engine: order has ", order.size(), " positions, want ", S);
   check(null_rows >= 0 && null_rows <= R, "engine: null_rows ", null_rows, " of ", R);
   condition_ = condition.to(device, torch::kInt64);
+  order_ = order;
   if (kind_ == EngineKind::Plain) {
-    order_ = order;
     if (cache_.batch() != R) cache_ = g_->make_cache(R, S + 1, kv_dtype_);
     return;
   }
-  // Captured steps and tables are valid for one scan order and one cache.
-  if (order != order_ || cache_.batch() < R) {
-    shape_ = nullptr;
-    shapes_.clear();
-    cache_ = {};
-    cache_ = make_zeroed_cache(*g_, R, S + 1, kv_dtype_);
-  }
-  order_ = order;
-  const auto class_rows = condition_.narrow(0, 0, R - null_rows);
-  // A row count met before: the new batch's conditions and adaLN tables go into its tensors (its
-  // graph reads them), unless the tables change shape (another count of distinct classes).
-  auto it = shapes_.find(R);
-  if (it != shapes_.end() && it->second.s.null_rows == null_rows && update_static_decode(*g_, it->second.s, class_rows)) {
-    shape_ = &it->second;
-    return;
-  }
-  // The first R rows of the cache (masked slots may hold an earlier batch's values: finite, and
-  // weighted by exactly zero).
-  Shape sh;
-  for (size_t l = 0; l < cache_.k.size(); ++l) {
-    sh.cache.k.push_back(cache_.k[l].narrow(0, 0, R));
-    sh.cache.v.push_back(cache_.v[l].narrow(0, 0, R));
-  }
-  sh.s = make_static_decode(*g_, class_rows, null_rows, order_, S + 1);
-  sh.s.attention = attention_;
-  shape_ = &(shapes_[R] = std::move(sh));
+  rows_ = &buffers_->begin(condition_.narrow(0, 0, R - null_rows), null_rows, order_);
 }
 
 torch::Tensor DecodeEngine::prefill() {
   torch::NoGradGuard no_grad;
   check(!order_.empty(), "engine: prefill before begin");
-  return g_->decode_prefill(condition_, order_[0], kind_ == EngineKind::Plain ? cache_ : shape_->cache);
+  return g_->decode_prefill(condition_, order_[0], kind_ == EngineKind::Plain ? cache_ : rows_->cache);
 }
 
 torch::Tensor DecodeEngine::step(const torch::Tensor& fed, int64_t t) {
   torch::NoGradGuard no_grad;
   check(t >= 1 && t < static_cast<int64_t>(order_.size()), "engine: step ", t, " out of range");
   if (kind_ == EngineKind::Plain) return g_->decode_step(fed, t, order_[t - 1], order_[t], condition_, cache_);
-  auto& sh = *shape_;
-  sh.s.token.copy_(fed);
-  sh.s.step.fill_(t);
-  if (kind_ == EngineKind::Static) return decode_step_static(*g_, sh.s, sh.cache);
+  auto& r = *rows_;
+  r.s.token.copy_(fed);
+  r.s.step.fill_(t);
+  if (kind_ == EngineKind::Static) return decode_step_static(*g_, r.s, r.cache);
   // graph: the static step captured at the first step of a row count, replayed after
-  if (!sh.graph) sh.graph = std::make_unique<gpu::StepGraph>([this] { return decode_step_static(*g_, shape_->s, shape_->cache); });
-  return sh.graph->replay();
+  auto& graph = r.graphs["step"];
+  if (!graph) graph = std::make_unique<gpu::StepGraph>([this] { return decode_step_static(*g_, rows_->s, rows_->cache); });
+  return graph->replay();
 }
 
 }  // namespace rar::sampling

@@ -31,21 +31,56 @@ void check_engine_name(const std::string& name);
 std::optional<at::ScalarType> parse_kv_cache(const std::string& name);
 const char* engine_name(EngineKind k);
 
-class DecodeEngine {
+// The static-shape buffers of every row count a sampler meets, one owner for its sequential and
+// its speculative strategy: one KV cache of S + W slots (W: the speculative window, 0 without)
+// over the largest row count met — a batch of R rows uses its first R rows; masked slots may hold
+// an earlier batch's values, finite and weighted by exactly zero — and per row count the step's
+// inputs and adaLN tables (StaticDecode) and the graphs captured on them, by name. A batch of a
+// row count met before rewrites its conditions and tables in place, so the graphs stay valid,
+// unless the tables change shape (another count of distinct classes): then that row count's
+// buffers are made anew and its graphs dropped. Another scan order, or more rows than the cache
+// holds, starts over.
+class StaticBuffers {
  public:
+  struct Rows {
+    model::KVCache cache;  // the first R rows of the shared cache
+    StaticDecode s;
+    std::map<std::string, std::unique_ptr<gpu::StepGraph>> graphs;  // captured on this row count's buffers
+  };
   // kv_dtype: the KV cache's dtype (nullopt = the model's; fp8 e4m3 halves what each step reads);
   // attention: the static step's attention kernel on CUDA.
+  StaticBuffers(model::Generator g, int64_t window, std::optional<at::ScalarType> kv_dtype,
+                model::AttentionKernel attention);
+  ~StaticBuffers();
+  // The buffers of a batch: its class rows' condition tokens, then null_rows rows of the null class.
+  Rows& begin(const torch::Tensor& class_rows, int64_t null_rows, const std::vector<int64_t>& order);
+  int64_t window() const { return window_; }
+
+ private:
+  model::Generator g_;
+  int64_t window_;
+  std::optional<at::ScalarType> kv_dtype_;
+  model::AttentionKernel attention_;
+  std::vector<int64_t> order_;
+  model::KVCache cache_;
+  std::map<int64_t, Rows> rows_;  // by row count
+};
+
+class DecodeEngine {
+ public:
+  // The static and graph kinds keep their buffers in `buffers` (shared with a speculative
+  // strategy; made here with the options when null); the plain kind grows its own cache.
   DecodeEngine(model::Generator g, EngineKind kind, std::optional<at::ScalarType> kv_dtype = std::nullopt,
-               model::AttentionKernel attention = model::AttentionKernel::automatic);
+               model::AttentionKernel attention = model::AttentionKernel::automatic,
+               std::shared_ptr<StaticBuffers> buffers = nullptr);
   ~DecodeEngine();
   DecodeEngine(DecodeEngine&&) noexcept;
   DecodeEngine& operator=(DecodeEngine&&) noexcept;
 
   // A new batch: condition token ids [R] (the class rows, then null_rows rows of the null class
-  // when guided) and the scan order (0-based positions). Static and graph kinds keep, for every
-  // row count R met with this order, the step's buffers and captured graph over the first R rows
-  // of one cache sized for the largest R (a service's batches come in a few sizes: each is
-  // captured once); the plain kind keeps its cache while R stays the same.
+  // when guided) and the scan order (0-based positions). Static and graph kinds take the row
+  // count's StaticBuffers (a service's batches come in a few sizes: each step is captured once);
+  // the plain kind keeps its cache while R stays the same.
   void begin(const torch::Tensor& condition, int64_t null_rows, const std::vector<int64_t>& order);
   torch::Tensor prefill();                                  // step 0: logits [R,V] float32
   torch::Tensor step(const torch::Tensor& fed, int64_t t);  // step t >= 1, fed = x[τ_t] [R] (sampled at step t-1)
@@ -56,17 +91,11 @@ class DecodeEngine {
   model::Generator g_;
   EngineKind kind_;
   std::optional<at::ScalarType> kv_dtype_;
-  model::AttentionKernel attention_;
   torch::Tensor condition_;
   std::vector<int64_t> order_;
-  model::KVCache cache_;  // plain: this batch's cache; static/graph: the cache of the largest R
-  struct Shape {
-    model::KVCache cache;  // the first R rows of cache_
-    StaticDecode s;
-    std::unique_ptr<gpu::StepGraph> graph;  // the captured static step (graph kind)
-  };
-  std::map<int64_t, Shape> shapes_;  // by R (static/graph kinds)
-  Shape* shape_ = nullptr;           // this batch's
+  model::KVCache cache_;                    // plain: this batch's cache
+  std::shared_ptr<StaticBuffers> buffers_;  // static/graph
+  StaticBuffers::Rows* rows_ = nullptr;     // this batch's
 };
 
 }  // namespace rar::sampling

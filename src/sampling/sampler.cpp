@@ -31,16 +31,22 @@ void SamplingOptions::validate(bool fields) const {
 
 Sampler::Sampler(model::Generator g, SamplingOptions opts) : g_(std::move(g)), opts_(std::move(opts)) {
   opts_.validate();
-  sequential_ = std::make_unique<SequentialDecoder>(g_, opts_);
-  if (opts_.speculative > 0) speculative_ = std::make_unique<SpeculativeDecoder>(g_, opts_);
+  // one set of static-shape buffers (KV cache, step inputs, captured graphs) for both strategies
+  std::shared_ptr<StaticBuffers> buffers;
+  if (parse_engine(opts_.engine, g_->cls_token.device()) != EngineKind::Plain)
+    buffers = std::make_shared<StaticBuffers>(g_, opts_.speculative, parse_kv_cache(opts_.kv_cache),
+                                              model::parse_attention_kernel(opts_.attention_kernel));
+  sequential_ = std::make_unique<SequentialDecoder>(g_, opts_, buffers);
+  if (opts_.speculative > 0) speculative_ = std::make_unique<SpeculativeDecoder>(g_, opts_, buffers);
 }
 
-SequentialDecoder::SequentialDecoder(model::Generator g, const SamplingOptions& opts)
+SequentialDecoder::SequentialDecoder(model::Generator g, const SamplingOptions& opts,
+                                     std::shared_ptr<StaticBuffers> buffers)
     : g_(std::move(g)),
       steps_(opts.steps),
       order_(scan_order(opts.order, g_->cfg.seq_len)),
       engine_(g_, parse_engine(opts.engine, g_->cls_token.device()), parse_kv_cache(opts.kv_cache),
-              model::parse_attention_kernel(opts.attention_kernel)) {}
+              model::parse_attention_kernel(opts.attention_kernel), std::move(buffers)) {}
 
 torch::Tensor Sampler::sample_batch(const torch::Tensor& classes, uint64_t seed) {
   return sample_groups(classes, {RowGroup{0, classes.size(0), opts_, seed}});

@@ -104,7 +104,8 @@ class TokenStrategy {
 // through a DecodeEngine (plain, static or graph).
 class SequentialDecoder : public TokenStrategy {
  public:
-  SequentialDecoder(model::Generator g, const SamplingOptions& opts);
+  // `buffers`: the static and graph kinds' buffers, shared with a speculative strategy (null: its own)
+  SequentialDecoder(model::Generator g, const SamplingOptions& opts, std::shared_ptr<StaticBuffers> buffers = nullptr);
   torch::Tensor sample_groups(const torch::Tensor& classes, const std::vector<RowGroup>& groups,
                               SpeculativeStats* stats) override;
   EngineKind engine() const override { return engine_.kind(); }

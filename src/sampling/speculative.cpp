@@ -133,12 +133,17 @@ void accept(const Step& st, Loop& L, const torch::Tensor& logits) {
 
 }  // namespace
 
-SpeculativeDecoder::SpeculativeDecoder(model::Generator g, SamplingOptions opts)
-    : g_(std::move(g)), opts_(std::move(opts)), kind_(EngineKind::Plain) {
+SpeculativeDecoder::SpeculativeDecoder(model::Generator g, SamplingOptions opts, std::shared_ptr<StaticBuffers> buffers)
+    : g_(std::move(g)), opts_(std::move(opts)), kind_(EngineKind::Plain), buffers_(std::move(buffers)) {
   opts_.validate();
   check(opts_.speculative >= 1, "--speculative must be >= 1 positions per call, got ", opts_.speculative);
   kind_ = parse_engine(opts_.engine, g_->cls_token.device());
   order_ = scan_order(opts_.order, g_->cfg.seq_len);
+  if (kind_ != EngineKind::Plain && !buffers_)
+    buffers_ = std::make_shared<StaticBuffers>(g_, opts_.speculative, parse_kv_cache(opts_.kv_cache),
+                                               model::parse_attention_kernel(opts_.attention_kernel));
+  check(!buffers_ || buffers_->window() >= opts_.speculative, "speculative decoding: buffers for a window of ",
+        buffers_ ? buffers_->window() : 0, ", not ", opts_.speculative);
 }
 
 torch::Tensor SpeculativeDecoder::sample(const torch::Tensor& classes, uint64_t seed, SpeculativeStats* stats) {
@@ -173,33 +178,22 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
   // The calls: on the plain path (every row at the same step: the cache grown and rewound) or with
   // static shapes (W columns at every call, each row at its own step; the graph kind captures a
   // whole iteration once per row count and replays it, on buffers kept from batch to batch).
-  const auto kv = parse_kv_cache(opts_.kv_cache);
   model::KVCache plain_cache;
-  Fixed* fixed = nullptr;
-  if (kind_ == EngineKind::Plain) {
-    plain_cache = g.make_cache(R, S + 1, kv);
-  } else {
-    auto it = fixed_.find(R);
-    const int64_t null_rows = guided ? B : 0;
-    const bool reuse =
-        it != fixed_.end() && it->second.s.null_rows == null_rows && update_static_decode(g, it->second.s, class_rows);
-    if (!reuse) {
-      Fixed f;
-      f.cache = it != fixed_.end() ? it->second.cache : make_zeroed_cache(g, R, S + window, kv);
-      f.s = make_static_decode(g, class_rows, null_rows, order, S + window, int64_t(1) << 30, window);
-      fixed_[R] = std::move(f);  // graphs captured on the old buffers are dropped with them
-    }
-    fixed = &fixed_[R];
-  }
-  // The loop's buffers: for the static and graph kinds, those kept for this layout of settings
-  // (this batch's settings copied in: a captured iteration replays on them), else this batch's.
-  Captured* kept = nullptr;
+  StaticBuffers::Rows* fixed = nullptr;
+  if (kind_ == EngineKind::Plain) plain_cache = g.make_cache(R, S + 1, parse_kv_cache(opts_.kv_cache));
+  else fixed = &buffers_->begin(class_rows, guided ? B : 0, order);
+  // The loop's buffers: for the static and graph kinds, those kept for this row count and layout
+  // of settings (this batch's settings copied in: a captured iteration replays on them), else
+  // this batch's.
+  const std::string layout = layout_key(fresh);
+  std::shared_ptr<Loop> kept;
   if (fixed) {
-    kept = &fixed->by_layout[layout_key(fresh)];
-    if (kept->loop) copy_settings(*kept->loop, fresh);
-    else kept->loop = std::make_shared<Loop>(fresh);
+    auto& slot = loops_[{R, layout}];
+    if (slot) copy_settings(*slot, fresh);
+    else slot = std::make_shared<Loop>(fresh);
+    kept = slot;
   }
-  Loop& L = kept ? *kept->loop : fresh;
+  Loop& L = kept ? *kept : fresh;
   if (!L.out.defined()) {
     L.out = torch::zeros({B, steps + window}, ints);
     L.n = torch::ones({B}, ints);
@@ -276,20 +270,20 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
       continue;
     }
     st.positions += window;
+    auto& graph = fixed->graphs["window " + layout];
     if (kind_ == EngineKind::Static) {
       iterate(L);
-    } else if (kept->graph) {
-      kept->graph->replay();
+    } else if (graph) {
+      graph->replay();
     } else {
-      // StepGraph runs the step once before capturing it: that run works on a deep copy of the
-      // loop (the cache it writes is written again, identically, by the replay)
-      kept->graph = std::make_unique<gpu::StepGraph>([iterate, &L, warm = true]() mutable {
-        if (!warm) return iterate(L);
-        warm = false;
-        Loop copy = L.deep_copy();
-        return iterate(copy);
-      });
-      kept->graph->replay();
+      // the warm-up before the capture iterates on a deep copy of the loop (the cache it writes
+      // is written again, identically, by the replay)
+      graph = std::make_unique<gpu::StepGraph>([iterate, &L] { return iterate(L); }, gpu::StepGraphOptions{},
+                                               [iterate, &L] {
+                                                 Loop copy = L.deep_copy();
+                                                 return iterate(copy);
+                                               });
+      graph->replay();
     }
   }
   auto raster = torch::zeros({B, S}, ints);

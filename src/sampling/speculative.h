@@ -39,8 +39,9 @@ namespace rar::sampling {
 class SpeculativeDecoder : public TokenStrategy {
  public:
   // `opts` (guidance, its schedule, temperature, top-k, top-p, scan order, steps, engine, KV cache
-  // dtype) with W = opts.speculative >= 1 positions per call.
-  SpeculativeDecoder(model::Generator g, SamplingOptions opts);
+  // dtype) with W = opts.speculative >= 1 positions per call. The static and graph kinds keep their
+  // buffers in `buffers` (shared with the sequential strategy; window W; made here when null).
+  SpeculativeDecoder(model::Generator g, SamplingOptions opts, std::shared_ptr<StaticBuffers> buffers = nullptr);
   // Tokens [B,S] int64 (raster layout, on the model's device) for class ids [B] from `seed`; adds
   // its counts to *stats when given. The static and graph kinds keep their buffers (and captured
   // iteration) per row count and layout of settings from batch to batch, like DecodeEngine.
@@ -55,22 +56,16 @@ class SpeculativeDecoder : public TokenStrategy {
   EngineKind engine() const override { return kind_; }
 
  private:
-  struct Captured {
-    std::shared_ptr<struct SpeculativeLoop> loop;  // the loop's state and the batch's settings
-    std::unique_ptr<gpu::StepGraph> graph;         // one iteration on `loop`, captured (graph kind)
-  };
-  struct Fixed {  // static/graph kinds: one row count's buffers
-    model::KVCache cache;
-    StaticDecode s;
-    // by the layout of the batch's settings (which of guidance, temperature, top-k, top-p, greedy
-    // rows it has): a service alternating between requests of different layouts captures each once
-    std::map<std::string, Captured> by_layout;
-  };
   model::Generator g_;
   SamplingOptions opts_;
   EngineKind kind_;
   std::vector<int64_t> order_;
-  std::map<int64_t, Fixed> fixed_;  // by row count
+  std::shared_ptr<StaticBuffers> buffers_;  // static/graph kinds
+  // static/graph kinds: the loop's buffers by row count and layout of the batch's settings (which
+  // of guidance, temperature, top-k, top-p, greedy rows it has) — a captured iteration replays on
+  // them (its graph is kept in the row count's StaticBuffers under the layout's name), so a
+  // service alternating between requests of different layouts captures each once
+  std::map<std::pair<int64_t, std::string>, std::shared_ptr<struct SpeculativeLoop>> loops_;
 };
 
 }  // namespace rar::sampling

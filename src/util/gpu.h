@@ -21,9 +21,10 @@ at::Generator cuda_generator(const torch::Device& device, uint64_t seed);
 void reset_peak_memory(const torch::Device& device);
 double peak_memory_gib(const torch::Device& device);
 
-// A step captured once in a CUDA graph and replayed: the constructor runs `step` once eagerly on
-// a side stream (allocator, cuBLAS handles and workspaces set up outside the capture), then
-// captures it; replay() re-runs the captured kernels and returns the tensor `step` returned at
+// A step captured once in a CUDA graph and replayed: the constructor runs a warm-up once eagerly on
+// a side stream (allocator, cuBLAS handles and workspaces set up outside the capture) — `warm_up`
+// when given (the same kernels on buffers of its own, for a step that updates its state in place),
+// else `step` itself — then captures `step`; replay() re-runs the captured kernels and returns the tensor `step` returned at
 // capture (rewritten in place by every replay). Everything `step` reads must stay at the same
 // addresses. Random numbers drawn inside the step through the default CUDA generator are new at
 // every replay (LibTorch's graph-safe Philox offsets).
@@ -37,7 +38,8 @@ struct StepGraphOptions {
 };
 class StepGraph {
  public:
-  explicit StepGraph(const std::function<torch::Tensor()>& step, StepGraphOptions options = {});
+  explicit StepGraph(const std::function<torch::Tensor()>& step, StepGraphOptions options = {},
+                     const std::function<torch::Tensor()>& warm_up = {});
   ~StepGraph();
   torch::Tensor replay();
 

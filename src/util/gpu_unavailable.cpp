@@ -15,7 +15,7 @@ void reset_peak_memory(const torch::Device&) {}
 double peak_memory_gib(const torch::Device&) { return 0.0; }
 
 struct StepGraph::Impl {};
-StepGraph::StepGraph(const std::function<torch::Tensor()>&, StepGraphOptions) { fail("engine: CUDA graphs need a CUDA build"); }
+StepGraph::StepGraph(const std::function<torch::Tensor()>&, StepGraphOptions, const std::function<torch::Tensor()>&) { fail("engine: CUDA graphs need a CUDA build"); }
 StepGraph::~StepGraph() = default;
 torch::Tensor StepGraph::replay() { fail("engine: CUDA graphs need a CUDA build"); }
 

@@ -41,7 +41,8 @@ struct StepGraph::Impl {
   torch::Tensor out;
 };
 
-StepGraph::StepGraph(const std::function<torch::Tensor()>& step, StepGraphOptions options)
+StepGraph::StepGraph(const std::function<torch::Tensor()>& step, StepGraphOptions options,
+                     const std::function<torch::Tensor()>& warm_up)
     : impl_(std::make_unique<Impl>()) {
   // The eager run computes the step, and the first replay computes it again, identically.
   torch::cuda::synchronize();
@@ -51,7 +52,8 @@ StepGraph::StepGraph(const std::function<torch::Tensor()>& step, StepGraphOption
     at::Generator gen = at::cuda::detail::getDefaultCUDAGenerator(side.device_index());
     torch::Tensor rng;
     if (options.rng_unchanged) rng = gen.get_state();
-    step();
+    if (warm_up) warm_up();
+    else step();
     if (options.release_cache) {
       torch::cuda::synchronize();
       c10::cuda::CUDACachingAllocator::emptyCache();
