@@ -21,6 +21,8 @@ void expect_matches_row(const std::string& out_npy, int row) {
 }
 }  // namespace
 
+// What the command alone proves: `rar score`'s flags (--orders, --null-class, --batch) reach the
+// scorer, and its --out rows are the reference NLL rows (the model's exactness: Generator.* tests).
 TEST(Cli, ScoreReproducesReferenceRows) {
   TempDir dir;
   auto r = run_rar("score " + ref_args() + " --out " + (dir / "nll0.npy"));
@@ -34,6 +36,8 @@ TEST(Cli, ScoreReproducesReferenceRows) {
   expect_matches_row(dir / "nll2.npy", 2);
 }
 
+// What the command alone proves: `rar info` names a published-format checkpoint's config,
+// parameter count and tensors, and a preset's shape.
 TEST(Cli, InfoShowsConfigAndTensors) {
   auto r = run_rar("info " + shared_ref("tiny_rar.bin"));
   ASSERT_EQ(r.status, 0) << r.output;
@@ -71,6 +75,8 @@ TEST(Cli, InfoDescribesATokenFile) {
   EXPECT_NE(bad.output.find("checksum mismatch"), std::string::npos) << bad.output;
 }
 
+// What the command alone proves: a converted checkpoint (fp32 and bf16) carries its config in the
+// safetensors metadata and scores as the original does.
 TEST(Cli, ConvertToSafetensorsKeepsScores) {
   TempDir dir;
   auto c = run_rar("convert " + shared_ref("tiny_rar.bin") + " " + (dir / "g.safetensors"));

@@ -55,6 +55,8 @@ TEST(CliSample, DecoderAndKvCacheOptions) {
   EXPECT_GT(same.item<double>(), 0.9);  // (99.4%; greedy paths drift apart after a differing token)
 }
 
+// What the command alone proves: its three image outputs (a labelled grid, a folder of PNGs, the
+// tokens) hold the same samples.
 TEST(CliSample, GridDirectoryAndDecodedImagesAgree) {
   TempDir dir;
   auto r = run_rar("sample" + gen() + tok() + "--classes 1,2 --per-class 2 --cfg 4 --seed 3 --device cpu --out " +
@@ -79,6 +81,8 @@ TEST(CliSample, GridDirectoryAndDecodedImagesAgree) {
   EXPECT_TRUE(grid.narrow(0, 2 + 258, 256).narrow(1, margin + 2, 256).equal(decoded[2]));
 }
 
+// What the command alone proves: an interrupted `--out x.npz` run resumes to the uninterrupted
+// file, and a resume with other settings is refused with its shards kept.
 TEST(CliSample, NpzRunResumesToTheSameResult) {
   TempDir dir;
   std::string common = "sample" + gen() + tok() + "--classes 0,5 --per-class 3 --batch 2 --seed 11 --cfg 2 --device cpu ";

@@ -213,6 +213,9 @@ TEST(TrainRar, ResumeRefusesOtherDataALostLogAndADamagedConfig) {
   EXPECT_EQ(moved.status, 0) << moved.output;
 }
 
+// What the command alone proves (the skeleton's decisions: RunTraining.* with a fake job): the RAR
+// trainer's own state — dropout RNG, EMA, accumulation, annealed randomness — survives a resume bit
+// for bit.
 TEST(TrainRar, StopAndResumeEndWithTheSameWeights) {
   TempDir dir;
   const std::string data = write_tiny_tokens(dir);
@@ -241,6 +244,8 @@ TEST(TrainRar, StopAndResumeEndWithTheSameWeights) {
   EXPECT_EQ(metric_rows(dir / "split/metrics.jsonl", "loss").size(), 8u);
 }
 
+// What the command alone proves: data parallel over two real processes (gloo) trains what one
+// process trains with the same global batch, for every bucketing and gradient dtype.
 TEST(TrainRar, TwoGlooProcessesMatchOneProcessWithTheSameGlobalBatch) {
   TempDir dir;
   const std::string data = write_tiny_tokens(dir);
@@ -359,6 +364,8 @@ TEST(TrainRar, TwoNodesOfTwoProcessesMatchOneProcessAndResumeWithoutASharedFolde
       << refused.output;
 }
 
+// What the command alone proves: a whole run learns (loss well below log V on learnable tokens),
+// validates and draws its sample grids on schedule.
 TEST(TrainRar, LearnsStructuredTokensValidatesAndDrawsSampleGrids) {
   TempDir dir;
   const std::string data = write_tiny_tokens(dir);
