@@ -364,7 +364,7 @@ TEST(TrainRar, TwoNodesOfTwoProcessesMatchOneProcessAndResumeWithoutASharedFolde
       << refused.output;
 }
 
-// What the command alone proves: a whole run learns (loss well below log V on learnable tokens),
+// What the command alone proves: a whole run learns (its loss halves on learnable tokens, r anneals 1 -> 0),
 // validates and draws its sample grids on schedule.
 TEST(TrainRar, LearnsStructuredTokensValidatesAndDrawsSampleGrids) {
   TempDir dir;
