@@ -135,9 +135,12 @@ void run(SampleArgs& a) {
                                {"precision", a.gen.precision}, {"device", device.is_cuda() ? "cuda" : "cpu"},
                                // everything else that changes the bytes of a shard
                                {"engine", a.opts.engine}, {"kv_cache", a.opts.kv_cache}, {"speculative", a.opts.speculative},
-                               {"attention_kernel", a.opts.attention_kernel},
+
                                {"decode_precision", a.gen.decode_precision}, {"channels_last", a.channels_last},
                                {"decode_batch", a.decode_batch}};
+    // the split attention kernel sums in another order (only named when chosen: the manifests of
+    // runs before the choice existed hold the default)
+    if (a.opts.attention_kernel != "auto") settings["attention_kernel"] = a.opts.attention_kernel;
     // rank 0 creates the parts folder and its manifest; the others then check theirs against it
     if (dp && rank != 0) dp->barrier();
     shards = std::make_unique<io::SampleShards>(a.out, N, a.batch, settings, /*own=*/rank == 0);
