@@ -6,7 +6,7 @@ set -u
 RAR=${1:-build-gpu/rar}
 first=1
 for m in rar_xl rar_b; do for kv in model fp8; do for kern in block warp; do for f in 64 128 256; do
-  timeout 60 "$RAR" bench attention --model $m --batch 256 --kv-cache $kv --attention-kernel $kern --fill $f \
+  timeout 60 "$RAR" bench attention --preset $m --batch 256 --kv-cache $kv --attention-kernel $kern --fill $f \
     $([ $first = 1 ] || echo --no-header) 2>&1 | grep '^|'
   first=0
 done; done; done; done

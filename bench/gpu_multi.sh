@@ -13,7 +13,7 @@ echo "== how the GPUs are linked"
 nvidia-smi topo -m 2>&1 | head -$((NG + 2))
 # Learnable data (per-class templates): the gradients carry signal, so the weights of two runs can be
 # compared (on random tokens Adam's steps are mostly noise-driven and any rounding difference shows).
-"$RAR" bench tokens --model rar_b --count 65536 --structured --out "$OUT/data.rartok"
+"$RAR" bench tokens --preset rar_b --count 65536 --structured --out "$OUT/data.rartok"
 common="train --data $OUT/data.rartok --device cuda experiment.log_every=10 experiment.save_every=100000
   experiment.eval_every=100000 experiment.generate_every=100000 lr_scheduler.params.warmup_steps=20"
 # pair NAME STEPS GLOBAL_BATCH MICRO_BATCH "settings" ["settings of the multi-GPU run only"]

@@ -9,7 +9,7 @@ set -u
 OLD=$1 NEW=$2 STEPS=${3:-200}
 D=${NUMERICS_DIR:-/tmp/rar-numerics}
 rm -rf "$D"; mkdir -p "$D"
-"$NEW" bench tokens --model rar_b --structured --count 16384 --out "$D/data.rartok" > /dev/null
+"$NEW" bench tokens --preset rar_b --structured --count 16384 --out "$D/data.rartok" > /dev/null
 C="train --data $D/data.rartok --device cuda --steps $STEPS experiment.log_every=10 experiment.save_every=100000
   experiment.eval_every=100000 experiment.generate_every=100000 lr_scheduler.params.warmup_steps=20
   training.per_gpu_batch_size=64"

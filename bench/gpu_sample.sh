@@ -10,20 +10,20 @@ row() {
 echo "| model | batch | cfg | precision | engine | steps | tokens images/s | end-to-end images/s | TFLOP/s | of bf16 peak | peak GiB |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for m in rar_b rar_xl; do
-  row --model $m --batch 128 --engine plain
-  for b in 128 256 512; do row --model $m --batch $b --engine graph; done
-  row --model $m --batch 256 --engine graph --distinct-classes 4
-  for b in 256 512 1024; do row --model $m --batch $b --engine graph --kv-cache fp8; done
+  row --preset $m --batch 128 --engine plain
+  for b in 128 256 512; do row --preset $m --batch $b --engine graph; done
+  row --preset $m --batch 256 --engine graph --distinct-classes 4
+  for b in 256 512 1024; do row --preset $m --batch $b --engine graph --kv-cache fp8; done
   # the block variant of the decode-attention kernel (the default until the warp one was measured)
-  row --model $m --batch 256 --engine graph --attention-kernel block
-  row --model $m --batch 256 --engine graph --attention-kernel block --kv-cache fp8
+  row --preset $m --batch 256 --engine graph --attention-kernel block
+  row --preset $m --batch 256 --engine graph --attention-kernel block --kv-cache fp8
 done
-row --model rar_xl --batch 256 --engine graph --decode --repeats 4
-row --model rar_xl --batch 1024 --engine graph --kv-cache fp8 --decode --repeats 2
-row --model rar_b --batch 1024 --engine graph --kv-cache fp8 --decode --repeats 2
-row --model rar_xl --batch 256 --engine graph --decode --repeats 4 --channels-last
-row --model rar_b --batch 256 --engine graph --decode --repeats 4
-row --model rar_b --batch 256 --engine graph --decode --repeats 4 --channels-last
+row --preset rar_xl --batch 256 --engine graph --decode --repeats 4
+row --preset rar_xl --batch 1024 --engine graph --kv-cache fp8 --decode --repeats 2
+row --preset rar_b --batch 1024 --engine graph --kv-cache fp8 --decode --repeats 2
+row --preset rar_xl --batch 256 --engine graph --decode --repeats 4 --channels-last
+row --preset rar_b --batch 256 --engine graph --decode --repeats 4
+row --preset rar_b --batch 256 --engine graph --decode --repeats 4 --channels-last
 timeout 90 "$RAR" bench decode --batch 64 --precision bf16
 timeout 90 "$RAR" bench decode --batch 64 --precision bf16 --channels-last --no-header
 timeout 90 "$RAR" bench decode --batch 256 --precision bf16 --channels-last --no-header

@@ -11,7 +11,7 @@ D=${OUT:-/tmp/rar-serve}
 mkdir -p "$D"
 PY=$(command -v python3)
 for m in ${MODELS:-rar_b rar_xl}; do
-  "$R" bench weights --model $m --out "$D/$m.safetensors" --tokenizer-out "$D/vq.safetensors" > /dev/null
+  "$R" bench weights --preset $m --out "$D/$m.safetensors" --tokenizer-out "$D/vq.safetensors" > /dev/null
   port=$((18000 + RANDOM % 1000))
   "$R" serve --generator "$D/$m.safetensors" --tokenizer "$D/vq.safetensors" --device cuda --precision bf16 \
     --port $port --max-batch 256 --max-wait-ms 20 ${SERVE_FLAGS:-} > "$D/serve-$m.log" 2>&1 &
@@ -24,5 +24,5 @@ for m in ${MODELS:-rar_b rar_xl}; do
     $PY bench/serve_load.py --url $url --clients $k --seconds "$SECS" --label "$m $k clients, 1-8"
   done
   kill $pid; wait $pid 2>/dev/null
-  for b in 64 256; do "$R" bench sample --model $m --batch $b --decode --repeats 2; done
+  for b in 64 256; do "$R" bench sample --preset $m --batch $b --decode --repeats 2; done
 done

@@ -49,26 +49,26 @@ train() {
 echo "| target | first number: median [min-max] | second number | runs |"
 echo "|---|---|---|---|"
 # sampling rows: column 7 = tokens images/s, 8 = end-to-end images/s (bench sample's table)
-sample --model rar_xl --batch 256 | summary "rar_xl exact cache, batch 256: tokens images/s (target >= 230)" 7
-sample --model rar_xl --batch 1024 --kv-cache fp8 --decode --repeats 2 |
+sample --preset rar_xl --batch 256 | summary "rar_xl exact cache, batch 256: tokens images/s (target >= 230)" 7
+sample --preset rar_xl --batch 1024 --kv-cache fp8 --decode --repeats 2 |
   summary "rar_xl fp8 cache, batch 1024: tokens / end to end (>= 360 / >= 300)" 7 8
-sample --model rar_b --batch 256 | summary "rar_b exact cache, batch 256: tokens (>= 560)" 7
-sample --model rar_b --batch 1024 --kv-cache fp8 --decode --repeats 2 |
+sample --preset rar_b --batch 256 | summary "rar_b exact cache, batch 256: tokens (>= 560)" 7
+sample --preset rar_b --batch 1024 --kv-cache fp8 --decode --repeats 2 |
   summary "rar_b fp8 cache, batch 1024: tokens / end to end (>= 950 / >= 650)" 7 8
-latency --model rar_xl | summary "rar_xl one image, ms (<= 150)" 1
-latency --model rar_xl --attention-kernel warp | summary "rar_xl one image, warp attention (the old default), ms" 1
-latency --model rar_xl --speculative 16 | summary "rar_xl one image, speculative W 16, ms (random weights; tokens per call: targets-raw.md)" 1
-latency --model rar_xl --speculative 32 |
+latency --preset rar_xl | summary "rar_xl one image, ms (<= 150)" 1
+latency --preset rar_xl --attention-kernel warp | summary "rar_xl one image, warp attention (the old default), ms" 1
+latency --preset rar_xl --speculative 16 | summary "rar_xl one image, speculative W 16, ms (random weights; tokens per call: targets-raw.md)" 1
+latency --preset rar_xl --speculative 32 |
   summary "rar_xl one image, speculative W 32, ms (random weights; tokens per call: targets-raw.md)" 1
 # training: column 5 = sequences/s, 8 = peak GiB (bench train's table); reference 158 seq/s at 68.3 GiB
-train --model rar_xl --batch 64 --checkpoint-layers 12 |
+train --preset rar_xl --batch 64 --checkpoint-layers 12 |
   summary "rar_xl training bf16, batch 64, 12 of 32 recomputed: sequences/s, peak GiB (>= 237 at <= 34.2)" 5 8
 # the profiles: where each target's time goes
 if [ -n "${PROFILE:-}" ]; then
   : > "$PROFILE"
-  for args in "sample --model rar_xl --batch 256" "sample --model rar_xl --batch 1024 --kv-cache fp8" \
-              "sample --model rar_b --batch 256" "sample --model rar_b --batch 1024 --kv-cache fp8" \
-              "train --model rar_xl --batch 64 --checkpoint-layers 12"; do
+  for args in "sample --preset rar_xl --batch 256" "sample --preset rar_xl --batch 1024 --kv-cache fp8" \
+              "sample --preset rar_b --batch 256" "sample --preset rar_b --batch 1024 --kv-cache fp8" \
+              "train --preset rar_xl --batch 64 --checkpoint-layers 12"; do
     echo "## rar bench $args --profile 20" >> "$PROFILE"
     eng=; [ "${args%% *}" = sample ] && eng="--engine graph --repeats 1"
     timeout "${ROW_TIMEOUT:-120}" "$RAR" bench $args $eng --no-header --profile 20 >> "$PROFILE" 2>&1 ||

@@ -14,14 +14,14 @@ row() {
 }
 echo "| model | batch | precision | ms/step | sequences/s | tokens/s | TFLOP/s | peak GiB |"
 echo "|---|---|---|---|---|---|---|---|"
-row --model rar_b --batch 64
-row --model rar_b --batch 64 --no-graph
-row --model rar_xl --batch 64
-row --model rar_xl --batch 64 --no-graph
-row --model rar_xl --batch 64 --checkpoint-layers 12
+row --preset rar_b --batch 64
+row --preset rar_b --batch 64 --no-graph
+row --preset rar_xl --batch 64
+row --preset rar_xl --batch 64 --no-graph
+row --preset rar_xl --batch 64 --checkpoint-layers 12
 [ "${QUICK:-0}" = 1 ] && exit 0
-row --model rar_b --batch 64 --plain --no-graph
-for n in 4 8; do row --model rar_b --batch 64 --checkpoint-layers $n; done
-row --model rar_b --batch 256
-row --model rar_b --batch 256 --checkpoint-layers 8
-for n in 8 16; do row --model rar_xl --batch 64 --checkpoint-layers $n; done
+row --preset rar_b --batch 64 --plain --no-graph
+for n in 4 8; do row --preset rar_b --batch 64 --checkpoint-layers $n; done
+row --preset rar_b --batch 256
+row --preset rar_b --batch 256 --checkpoint-layers 8
+for n in 8 16; do row --preset rar_xl --batch 64 --checkpoint-layers $n; done

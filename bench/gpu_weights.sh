@@ -9,7 +9,7 @@ STEPS=${2:-30}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 D=${OUT:-/tmp/rar-weights}
 mkdir -p "$D"
-"$R" bench tokens --model rar_b --structured --count 16384 --out "$D/data.rartok" > /dev/null
+"$R" bench tokens --preset rar_b --structured --count 16384 --out "$D/data.rartok" > /dev/null
 C="train --data $D/data.rartok --device cuda --steps $STEPS experiment.log_every=10 experiment.save_every=100000
   experiment.eval_every=100000 experiment.generate_every=100000 lr_scheduler.params.warmup_steps=10
   model.generator.dropout=0 model.generator.attn_drop=0 training.per_gpu_batch_size=64"

@@ -2,10 +2,12 @@
 # The benchmarks of one GPU session, one after another, in the background (scripts/gpu-session.sh
 # starts it once and every device call copies what it has written so far): the latency table
 # (bench/gpu_latency.sh), then with TARGETS=1 the sampling targets' rows with their spread and profiles
-# (bench/gpu_targets.sh), then with SANITIZE=1 the CUDA kernels' tests under compute-sanitizer
+# (bench/gpu_targets.sh), with ADM=1 rar eval adm end to end on 50,000 + 10,000 images
+# (bench/gpu_adm.sh), with TRAIN=1 the training rows (bench/gpu_train.sh, QUICK, 3 repeats),
+# then with SANITIZE=1 the CUDA kernels' tests under compute-sanitizer
 # (memcheck: out-of-bounds and misaligned accesses; racecheck: shared-memory races). Each part
 # leaves DONE-<part> in DIR; the chain ends with DONE. Runs longer than a device call may.
-# Usage: [LATENCY=0] [QUICK=1] [GEN=g.safetensors] [TARGETS=1] [SANITIZE=1] scripts/gpu-bench-chain.sh build-gpu DIR
+# Usage: [LATENCY=0] [QUICK=1] [GEN=g.safetensors] [TARGETS=1] [ADM=1] [TRAIN=1] [SANITIZE=1] scripts/gpu-bench-chain.sh build-gpu DIR
 # (LATENCY=0: without the latency table, e.g. to run only the sanitizer)
 set -u
 BUILD=${1:-build-gpu}
@@ -18,6 +20,14 @@ fi
 if [ "${TARGETS:-0}" = 1 ]; then
   RAW=$DIR/targets-raw.md PROFILE=$DIR/targets-profile.md bench/gpu_targets.sh "$BUILD/rar" > "$DIR/targets.md" 2>&1
   touch "$DIR/DONE-targets"
+fi
+if [ "${ADM:-0}" = 1 ]; then
+  DIR=/tmp/adm bench/gpu_adm.sh "$BUILD/rar" > "$DIR/adm.md" 2>&1
+  touch "$DIR/DONE-adm"
+fi
+if [ "${TRAIN:-0}" = 1 ]; then
+  REPEATS=3 QUICK=1 bench/gpu_train.sh "$BUILD/rar" > "$DIR/train.md" 2>&1
+  touch "$DIR/DONE-train"
 fi
 if [ "${SANITIZE:-0}" = 1 ]; then
   cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)

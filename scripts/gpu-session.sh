@@ -8,7 +8,7 @@
 # files) until it prints "session: done"; each call stops by CALL_SECONDS (default 540) and says
 # what is pending.
 #   export OUT; [ARMS="random a25-50"] CALL_SECONDS=540 [LATENCY=0] [QUICK=0] [GEN=g.safetensors] [SANITIZE=1]
-#     [TARGETS=1] scripts/gpu-session.sh
+#     [TARGETS=1] [ADM=1] [TRAIN=1] scripts/gpu-session.sh
 # (the device tool's $OUT must be exported: only what lands there comes back)
 # State lives in /tmp/session (markers) and /tmp/ann (the arms): a call never waits on a process
 # list (a pattern there can match the caller's own command line), only on files.
@@ -71,15 +71,15 @@ B=$ST/bench
 if [ -f "$ST/suite-ran" ] && [ ! -f "$ST/bench-started" ]; then
   gen=; for a in $ARMS; do [ -f "$ANN/$a/generator.safetensors" ] && gen=$ANN/$a/generator.safetensors; done
   mkdir -p "$B"
-  LATENCY=${LATENCY:-1} QUICK=${QUICK:-1} GEN=${GEN:-$gen} TARGETS=${TARGETS:-0} SANITIZE=${SANITIZE:-0} \
-    setsid nohup scripts/gpu-bench-chain.sh build-gpu "$B" < /dev/null > "$B/chain.log" 2>&1 &
+  LATENCY=${LATENCY:-1} QUICK=${QUICK:-1} GEN=${GEN:-$gen} TARGETS=${TARGETS:-0} ADM=${ADM:-0} TRAIN=${TRAIN:-0} \
+    SANITIZE=${SANITIZE:-0} setsid nohup scripts/gpu-bench-chain.sh build-gpu "$B" < /dev/null > "$B/chain.log" 2>&1 &
   touch "$ST/bench-started"
   say "benchmarks started (QUICK=${QUICK:-1} TARGETS=${TARGETS:-0} SANITIZE=${SANITIZE:-0})"
 fi
 while [ -f "$ST/bench-started" ] && [ ! -f "$B/DONE" ] && [ "$(left)" -gt 15 ]; do sleep 5; done
 [ -d "$B" ] && cp "$B"/*.md "$B"/*.log "$OUT"/ 2>/dev/null
 if [ -f "$B/DONE" ]; then
-  cat "$B"/latency.md; [ -f "$B/targets.md" ] && cat "$B/targets.md"; [ -f "$B/sanitize.md" ] && cat "$B/sanitize.md"
+  cat "$B"/latency.md; for f in targets adm train sanitize; do [ -f "$B/$f.md" ] && cat "$B/$f.md"; done
   say "session: done"
 else
   say "benchmarks pending (done: $(cd "$B" 2>/dev/null && ls DONE-* 2>/dev/null | tr '\n' ' ')); run again"

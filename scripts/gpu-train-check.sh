@@ -19,8 +19,8 @@ if [ ! -f "$ST/started" ]; then
     make gpu JOBS=16 > $ST/build.log 2>&1 || { echo build failed > $ST/done; exit 1; }
     build-gpu/rar_tests --gtest_filter='FusedOps*:TrainRar*:RecomputedBlocks*:SamplerCuda*' > $ST/focused.log 2>&1
     QUICK=${QUICK:-1} REPEATS=${REPEATS:-3} bench/gpu_train.sh build-gpu/rar > $ST/train.md 2>&1
-    build-gpu/rar bench train --model rar_xl --batch 64 --no-graph --profile 90 > $ST/profile-xl.md 2>&1
-    build-gpu/rar bench train --model rar_b --batch 64 --no-graph --profile 60 > $ST/profile-b.md 2>&1
+    build-gpu/rar bench train --preset rar_xl --batch 64 --no-graph --profile 90 > $ST/profile-xl.md 2>&1
+    build-gpu/rar bench train --preset rar_b --batch 64 --no-graph --profile 60 > $ST/profile-b.md 2>&1
     [ '${SUITE:-1}' = 1 ] && (cd build-gpu && ctest --output-on-failure --timeout 300 -j 4 > $ST/ctest.log 2>&1)
     echo ok > $ST/done" < /dev/null > /dev/null 2>&1 &
 fi
