@@ -326,6 +326,7 @@ torch::Tensor DataParallel::from_main(const torch::Tensor& t) {
 std::string DataParallel::from_main(const std::string& s) {
   if (env_.world == 1) return s;
   const auto n = from_main(torch::tensor({static_cast<int64_t>(s.size())}, torch::kInt64)).item<int64_t>();
+  if (n == 0) return std::string();  // (an empty tensor's data pointer is null: no memcpy from it)
   auto bytes = torch::zeros({n}, torch::kUInt8);
   if (is_main()) std::memcpy(bytes.data_ptr<uint8_t>(), s.data(), static_cast<size_t>(n));
   bytes = from_main(bytes);
