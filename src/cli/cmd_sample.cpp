@@ -135,7 +135,6 @@ void run(SampleArgs& a) {
                                {"precision", a.gen.precision}, {"device", device.is_cuda() ? "cuda" : "cpu"},
                                // everything else that changes the bytes of a shard
                                {"engine", a.opts.engine}, {"kv_cache", a.opts.kv_cache}, {"speculative", a.opts.speculative},
-
                                {"decode_precision", a.gen.decode_precision}, {"channels_last", a.channels_last},
                                {"decode_batch", a.decode_batch}};
     // the split attention kernel sums in another order (only named when chosen: the manifests of

@@ -105,7 +105,7 @@ class TokenStrategy {
 class SequentialDecoder : public TokenStrategy {
  public:
   // `buffers`: the static and graph kinds' buffers, shared with a speculative strategy (null: its own)
-  SequentialDecoder(model::Generator g, const SamplingOptions& opts, std::shared_ptr<StaticBuffers> buffers = nullptr);
+  SequentialDecoder(model::Generator g, const SamplingOptions& opts, std::shared_ptr<StaticBuffers> buffers);
   torch::Tensor sample_groups(const torch::Tensor& classes, const std::vector<RowGroup>& groups,
                               SpeculativeStats* stats) override;
   EngineKind engine() const override { return engine_.kind(); }

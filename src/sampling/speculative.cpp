@@ -139,11 +139,8 @@ SpeculativeDecoder::SpeculativeDecoder(model::Generator g, SamplingOptions opts,
   check(opts_.speculative >= 1, "--speculative must be >= 1 positions per call, got ", opts_.speculative);
   kind_ = parse_engine(opts_.engine, g_->cls_token.device());
   order_ = scan_order(opts_.order, g_->cfg.seq_len);
-  if (kind_ != EngineKind::Plain && !buffers_)
-    buffers_ = std::make_shared<StaticBuffers>(g_, opts_.speculative, parse_kv_cache(opts_.kv_cache),
-                                               model::parse_attention_kernel(opts_.attention_kernel));
-  check(!buffers_ || buffers_->window() >= opts_.speculative, "speculative decoding: buffers for a window of ",
-        buffers_ ? buffers_->window() : 0, ", not ", opts_.speculative);
+  check(kind_ == EngineKind::Plain || (buffers_ && buffers_->window() >= opts_.speculative),
+        "speculative decoding: the static and graph kinds need buffers for a window of ", opts_.speculative);
 }
 
 torch::Tensor SpeculativeDecoder::sample(const torch::Tensor& classes, uint64_t seed, SpeculativeStats* stats) {
@@ -248,6 +245,8 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
   // (finished images idle through at most 3 extra calls; the plain kind's common step lives on the
   // host anyway).
   const int64_t check_every = fixed && device.is_cuda() ? 4 : 1;
+  // the graph kind's captured iteration for this layout (looked up once, not at every call)
+  std::unique_ptr<gpu::StepGraph>* graph = kind_ == EngineKind::Graph ? &fixed->graphs["window " + layout] : nullptr;
   for (int64_t it = 0;; ++it) {
     if (it % check_every == 0 && L.n.min().item<int64_t>() >= steps) break;
     per_group(L.uniform, uniform);
@@ -270,20 +269,19 @@ torch::Tensor SpeculativeDecoder::sample_groups(const torch::Tensor& classes_in,
       continue;
     }
     st.positions += window;
-    auto& graph = fixed->graphs["window " + layout];
     if (kind_ == EngineKind::Static) {
       iterate(L);
-    } else if (graph) {
-      graph->replay();
+    } else if (*graph) {
+      (*graph)->replay();
     } else {
       // the warm-up before the capture iterates on a deep copy of the loop (the cache it writes
       // is written again, identically, by the replay)
-      graph = std::make_unique<gpu::StepGraph>([iterate, &L] { return iterate(L); }, gpu::StepGraphOptions{},
-                                               [iterate, &L] {
-                                                 Loop copy = L.deep_copy();
-                                                 return iterate(copy);
-                                               });
-      graph->replay();
+      *graph = std::make_unique<gpu::StepGraph>([iterate, &L] { return iterate(L); }, gpu::StepGraphOptions{},
+                                                [iterate, &L] {
+                                                  Loop copy = L.deep_copy();
+                                                  return iterate(copy);
+                                                });
+      (*graph)->replay();
     }
   }
   auto raster = torch::zeros({B, S}, ints);

@@ -40,8 +40,8 @@ class SpeculativeDecoder : public TokenStrategy {
  public:
   // `opts` (guidance, its schedule, temperature, top-k, top-p, scan order, steps, engine, KV cache
   // dtype) with W = opts.speculative >= 1 positions per call. The static and graph kinds keep their
-  // buffers in `buffers` (shared with the sequential strategy; window W; made here when null).
-  SpeculativeDecoder(model::Generator g, SamplingOptions opts, std::shared_ptr<StaticBuffers> buffers = nullptr);
+  // buffers in `buffers` (the Sampler's, shared with its sequential strategy; window >= W).
+  SpeculativeDecoder(model::Generator g, SamplingOptions opts, std::shared_ptr<StaticBuffers> buffers);
   // Tokens [B,S] int64 (raster layout, on the model's device) for class ids [B] from `seed`; adds
   // its counts to *stats when given. The static and graph kinds keep their buffers (and captured
   // iteration) per row count and layout of settings from batch to batch, like DecodeEngine.

@@ -236,7 +236,6 @@ void BatchScheduler::serve_batch(std::vector<Chunk> chunks) {
       std::vector<int64_t> pieces;
       for (const auto& c : b.chunks) pieces.push_back(c.n);
       decoder_->submit(tokens, pieces);
-      b.decoding = true;
     }
     if (overlapped_) {  // decoded beside the next batch; handed out by deliver_loop
       {
@@ -246,7 +245,7 @@ void BatchScheduler::serve_batch(std::vector<Chunk> chunks) {
       out_cv_.notify_all();
       return;
     }
-    if (b.decoding) b.pixels = decoder_->take();
+    if (decoder_) b.pixels = decoder_->take();
     deliver(b);
   } catch (const std::exception& e) {
     for (const auto& c : b.chunks) c.job->fail_with(std::string("generation failed: ") + e.what());
@@ -264,7 +263,7 @@ void BatchScheduler::deliver_loop() {
       out_.pop_front();
     }
     try {
-      if (b.decoding) b.pixels = decoder_->take();
+      b.pixels = decoder_->take();  // (this thread runs only with a GPU decoder)
       deliver(b);
     } catch (const std::exception& e) {
       for (const auto& c : b.chunks) c.job->fail_with(std::string("decoding failed: ") + e.what());

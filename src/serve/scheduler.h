@@ -127,8 +127,7 @@ class BatchScheduler {
     std::vector<int64_t> classes;
     int64_t padded = 0;
     bool speculative = false;
-    bool decoding = false;  // its images are in the pipeline
-    torch::Tensor pixels;   // [rows,H,W,3] uint8 once taken
+    torch::Tensor pixels;  // [rows,H,W,3] uint8 once taken from the pipeline (with a tokenizer)
     clock_type::time_point start, sampled;
   };
   void run();
