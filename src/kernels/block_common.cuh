@@ -49,6 +49,9 @@ inline RowGrid row_grid(int64_t rows) {
   return {static_cast<unsigned>((rows + w - 1) / w), static_cast<unsigned>(32 * w)};
 }
 inline int64_t backward_blocks(int64_t rows) { return std::max<int64_t>(1, std::min(blocks_for(rows), kMaxBackwardBlocks)); }
+// Blocks of the block-per-row-group backward kernels (one partial row of the affine gradients each):
+// 8 per SM of an H100/H200.
+constexpr int64_t kBackwardRowBlocks = 1056;
 
 // ---------------------------------------------------------------- dispatch
 
@@ -129,6 +132,20 @@ __device__ __forceinline__ void load_row_stats(const T* in, int width, int lane,
     q += d * d;
   }
   rs = rsqrtf(warp_sum(q) / width + eps);
+}
+
+// Sums of a and b over the whole block (blockDim a multiple of 32), for a kernel that walks rows in
+// a loop: `parity` alternates between iterations, so one iteration's writes to the shared partials
+// never overtake another warp's reads of the previous iteration's (one barrier per call).
+__device__ __forceinline__ float2 block_sum2(float a, float b, int parity) {
+  __shared__ float2 part[2][32];
+  a = warp_sum(a);
+  b = warp_sum(b);
+  const int lane = threadIdx.x & 31;
+  if (lane == 0) part[parity][threadIdx.x >> 5] = make_float2(a, b);
+  __syncthreads();
+  const float2 t = lane < static_cast<int>(blockDim.x >> 5) ? part[parity][lane] : make_float2(0.f, 0.f);
+  return make_float2(warp_sum(t.x), warp_sum(t.y));
 }
 
 }  // namespace

@@ -37,8 +37,8 @@ void residual_ln_modulate_forward(DType tx, DType t, const void* x, const void* 
                                   float eps, void* x_out, void* y, cudaStream_t stream);
 
 // Gradients of ln_modulate given gy (contiguous [rows,H], dtype t): gx (tx), gscale (t, contiguous)
-// and, with an affine, per-warp partial sums for w and b: gw_part/gb_part [partial_rows(rows), H]
-// (sum them over dim 0). The gradient of shift is gy itself.
+// and, with an affine, partial sums for w and b: gw_part/gb_part [ln_modulate_partial_rows(rows), H]
+// (every row written; sum them over dim 0). The gradient of shift is gy itself.
 int64_t ln_modulate_partial_rows(int64_t rows);
 void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, const float* mean, const float* rstd,
                           const float* w, const float* b, const void* scale, int64_t scale_stride, int64_t rows,
@@ -57,9 +57,9 @@ void qk_norm_split_forward(DType t, const void* qkv, int64_t B, int64_t N, int h
                            const int64_t* cache_slot = nullptr, bool cache_fp8 = false);
 bool qk_norm_fp8_cache_supported(DType t, int hd);
 
-// Its gradient: gq, gk, gv [B,N,heads,hd] contiguous -> gqkv [B,N,3,heads,hd], and per-warp partial
-// sums part [qk_norm_partial_rows(), 4, hd] for (wq, bq, wk, bk).
-int64_t qk_norm_partial_rows(int64_t rows);
+// Its gradient: gq, gk, gv [B,N,heads,hd] contiguous -> gqkv [B,N,3,heads,hd], and partial sums
+// part [qk_norm_partial_rows(B·N), 4, hd] for (wq, bq, wk, bk) (every row written; sum over dim 0).
+int64_t qk_norm_partial_rows(int64_t positions);
 void qk_norm_split_backward(DType t, const void* gq, const void* gk, const void* gv, const void* qkv,
                             const float* mean, const float* rstd, const float* wq, const float* wk, int64_t B,
                             int64_t N, int heads, int hd, void* gqkv, float* part, cudaStream_t stream);

@@ -40,10 +40,10 @@ __global__ void ln_modulate_bwd(const T* __restrict__ gy, const TX* __restrict__
                                 const float* __restrict__ rstd, const float* __restrict__ w,
                                 const float* __restrict__ b, const T* __restrict__ scale, int64_t scale_stride,
                                 int64_t rows, int H, TX* __restrict__ gx, T* __restrict__ gscale,
-                                float* __restrict__ gw_part, float* __restrict__ gb_part) {
+                                float* __restrict__ gw_part, float* __restrict__ gb_part, int64_t nwarps) {
   const int lane = threadIdx.x & 31;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  const int64_t nwarps = static_cast<int64_t>(gridDim.x) * kWarps;
+  if (warp >= nwarps) return;  // nwarps: the partial rows the caller allocated
   float aw[K], ab[K];
 #pragma unroll
   for (int k = 0; k < K; ++k) aw[k] = ab[k] = 0.f;
@@ -250,10 +250,10 @@ __global__ void ln_modulate_bwd4(const T* __restrict__ gy, const TX* __restrict_
                                  const float* __restrict__ rstd, const float* __restrict__ w,
                                  const float* __restrict__ b, const T* __restrict__ scale, int64_t scale_stride,
                                  int64_t rows, int H, TX* __restrict__ gx, T* __restrict__ gscale,
-                                 float* __restrict__ gw_part, float* __restrict__ gb_part) {
+                                 float* __restrict__ gw_part, float* __restrict__ gb_part, int64_t nwarps) {
   const int lane = threadIdx.x & 31;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  const int64_t nwarps = static_cast<int64_t>(gridDim.x) * kWarps;
+  if (warp >= nwarps) return;  // nwarps: the partial rows the caller allocated
   float aw[G][4], ab[G][4];
 #pragma unroll
   for (int g = 0; g < G; ++g)
@@ -326,6 +326,64 @@ __global__ void ln_modulate_bwd4(const T* __restrict__ gy, const TX* __restrict_
         store4(gb_part + warp * H + c, ab[g]);
       }
     }
+  }
+}
+
+// Backward, block-per-row-group variant (the default where rows allow it, as ln_modulate_fwd_rows):
+// thread i owns columns 8i..8i+7 for every row the block walks (grid-stride), so w and b are read
+// once and the affine gradients are eight register sums per thread, written as one partial row per
+// block. The warp-per-row kernels above kept 2·H/32 such sums per lane, which capped occupancy
+// (bench/RESULTS.md, "Training, third round"). Same arithmetic as ln_modulate_bwd4.
+template <typename TX, typename T>
+__global__ void __launch_bounds__(1024) ln_modulate_bwd_rows(const T* __restrict__ gy, const TX* __restrict__ x,
+                                     const float* __restrict__ mean, const float* __restrict__ rstd,
+                                     const float* __restrict__ w, const float* __restrict__ b,
+                                     const T* __restrict__ scale, int64_t scale_stride, int64_t rows, int H,
+                                     TX* __restrict__ gx, T* __restrict__ gscale, float* __restrict__ gw_part,
+                                     float* __restrict__ gb_part) {
+  const int c = 8 * threadIdx.x;
+  const bool on = c < H;  // blockDim is H/8 rounded up to whole warps
+  float wv[8], bv[8], aw[8], ab[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) wv[j] = 1.f, bv[j] = 0.f, aw[j] = ab[j] = 0.f;
+  if (on && w) {
+    load8(w + c, wv);
+    load8(b + c, bv);
+  }
+  int parity = 0;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x, parity ^= 1) {
+    float xv[8] = {}, gv[8] = {}, sc[8] = {};
+    if (on) {
+      load8(x + row * H + c, xv);
+      load8(gy + row * H + c, gv);
+      load8(scale + row * scale_stride + c, sc);
+    }
+    const float mu = mean[row], rs = rstd[row];
+    float xh[8], gh[8], gs[8], s1 = 0.f, s2 = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      xh[j] = on ? (xv[j] - mu) * rs : 0.f;
+      gs[j] = gv[j] * (xh[j] * wv[j] + bv[j]);
+      const float gn = gv[j] * (1.f + sc[j]);  // gradient of the normalised (affine) value
+      aw[j] += gn * xh[j];
+      ab[j] += gn;
+      gh[j] = gn * wv[j];  // gradient of xhat
+      s1 += gh[j];
+      s2 += gh[j] * xh[j];
+    }
+    const float2 s = block_sum2(s1, s2, parity);
+    if (on) {
+      const float m1 = s.x / H, m2 = s.y / H;
+      float o[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) o[j] = rs * (gh[j] - m1 - xh[j] * m2);
+      store8(gx + row * H + c, o);
+      store8(gscale + row * H + c, gs);
+    }
+  }
+  if (gw_part && on) {
+    store8(gw_part + blockIdx.x * static_cast<int64_t>(H) + c, aw);
+    store8(gb_part + blockIdx.x * static_cast<int64_t>(H) + c, ab);
   }
 }
 
@@ -410,16 +468,23 @@ void residual_ln_modulate_forward(DType tx, DType t, const void* x, const void* 
   check_launch("residual_ln_modulate_forward");
 }
 
-int64_t ln_modulate_partial_rows(int64_t rows) { return backward_blocks(rows) * kWarps; }
+int64_t ln_modulate_partial_rows(int64_t rows) { return std::max<int64_t>(1, std::min(rows, kBackwardRowBlocks)); }
 
 void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, const float* mean, const float* rstd,
                           const float* w, const float* b, const void* scale, int64_t scale_stride, int64_t rows,
                           int H, void* gx, void* gscale, float* gw_part, float* gb_part, cudaStream_t stream) {
   if (rows == 0) return;
+  const bool affine_ok = !w || (aligned(w, 16) && aligned(b, 16));
   const bool vec = vec4_ok(x, H, H, bytes_of(tx)) && vec4_ok(gy, H, H, bytes_of(t)) &&
                    vec4_ok(scale, scale_stride, H, bytes_of(t)) && vec4_ok(gx, H, H, bytes_of(tx)) &&
-                   vec4_ok(gscale, H, H, bytes_of(t)) && (!w || (aligned(w, 16) && aligned(b, 16))) &&
+                   vec4_ok(gscale, H, H, bytes_of(t)) && affine_ok &&
                    (!gw_part || (aligned(gw_part, 16) && aligned(gb_part, 16)));
+  const bool rows8 = H <= kMaxRowWidth && vec8_ok(x, H, H) && vec8_ok(gy, H, H) &&
+                     vec8_ok(scale, scale_stride, H) && vec8_ok(gx, H, H) && vec8_ok(gscale, H, H) && affine_ok &&
+                     (!gw_part || (vec8_ok(gw_part, H, H) && vec8_ok(gb_part, H, H)));
+  // every path writes exactly P partial rows (one per block, resp. per warp)
+  const int64_t P = ln_modulate_partial_rows(rows);
+  const auto warp_blocks = static_cast<unsigned>((P + kWarps - 1) / kWarps);
   dispatch2(tx, t, [&](auto tx_, auto t_) {
     using TX = decltype(tx_);
     using T = decltype(t_);
@@ -427,15 +492,18 @@ void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, cons
     const auto* xp = static_cast<const TX*>(x);
     auto* gxp = static_cast<TX*>(gx);
     auto* gsp = static_cast<T*>(gscale);
-    if (vec)
+    if (rows8)
+      ln_modulate_bwd_rows<TX, T><<<static_cast<unsigned>(P), row_threads(H), 0, stream>>>(
+          gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gsp, gw_part, gb_part);
+    else if (vec)
       dispatch_groups(H, [&](auto g_) {
-        ln_modulate_bwd4<TX, T, decltype(g_)::value><<<backward_blocks(rows), kThreads, 0, stream>>>(
-            gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gsp, gw_part, gb_part);
+        ln_modulate_bwd4<TX, T, decltype(g_)::value><<<warp_blocks, kThreads, 0, stream>>>(
+            gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gsp, gw_part, gb_part, P);
       });
     else
       dispatch_width(H, [&](auto k_) {
-        ln_modulate_bwd<TX, T, decltype(k_)::value><<<backward_blocks(rows), kThreads, 0, stream>>>(
-            gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gsp, gw_part, gb_part);
+        ln_modulate_bwd<TX, T, decltype(k_)::value><<<warp_blocks, kThreads, 0, stream>>>(
+            gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gsp, gw_part, gb_part, P);
       });
   });
   check_launch("ln_modulate_backward");

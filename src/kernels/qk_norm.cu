@@ -6,6 +6,8 @@ namespace {
 
 // ---------------------------------------------------------------- q/k norm + head split
 
+constexpr int kMaxPosThreads = 1024, kMaxPosHd = 256;  // qk_norm_bwd_pos: 3H/8 threads, its head dims
+
 // Row r of qkv [B,N,3,heads,hd] is (bn, which, head) with r = (bn*3 + which)*heads + head.
 // Where k and v go: [B,N,heads,hd] like q (slot null), or, for one new position (N = 1), slot
 // *slot of a KV cache [B,heads,cap,hd] (the static decode step: the slot index lives on the device).
@@ -66,10 +68,10 @@ template <typename T, int K>
 __global__ void qk_norm_bwd(const T* __restrict__ gq, const T* __restrict__ gk, const T* __restrict__ gv,
                             const T* __restrict__ qkv, const float* __restrict__ mean, const float* __restrict__ rstd,
                             const float* __restrict__ wq, const float* __restrict__ wk, int64_t rows,
-                            int heads, int hd, T* __restrict__ gqkv, float* __restrict__ part) {
+                            int heads, int hd, T* __restrict__ gqkv, float* __restrict__ part, int64_t nwarps) {
   const int lane = threadIdx.x & 31;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  const int64_t nwarps = static_cast<int64_t>(gridDim.x) * kWarps;
+  if (warp >= nwarps) return;  // nwarps: the partial rows the caller allocated
   float aw[2][K], ab[2][K];
 #pragma unroll
   for (int j = 0; j < K; ++j) aw[0][j] = aw[1][j] = ab[0][j] = ab[1][j] = 0.f;
@@ -176,85 +178,88 @@ __global__ void qk_norm_fwd8(const __nv_bfloat16* __restrict__ qkv, int64_t rows
   store8((row.which == 0 ? q + row.out : k + kv_out) + c, o);
 }
 
-template <int L, int P>
-__global__ void qk_norm_bwd8(const __nv_bfloat16* __restrict__ gq, const __nv_bfloat16* __restrict__ gk,
-                             const __nv_bfloat16* __restrict__ gv, const __nv_bfloat16* __restrict__ qkv,
-                             const float* __restrict__ mean, const float* __restrict__ rstd,
-                             const float* __restrict__ wq, const float* __restrict__ wk, int64_t rows, int heads,
-                             int hd, __nv_bfloat16* __restrict__ gqkv, float* __restrict__ part) {
-  const int lane = threadIdx.x & 31, sub = lane % P, grp = lane / P;
-  const bool active = sub < L;
-  constexpr int kRows = 32 / P;  // rows per warp and pass
-  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  const int64_t nwarps = static_cast<int64_t>(gridDim.x) * kWarps;
-  const int c = 8 * sub;
-  float aw0[8], ab0[8], aw1[8], ab1[8];
+// Backward, block per position (the default where hd % 8 == 0 and 3H <= 8192): thread i owns
+// columns 8i..8i+7 of the position's [3, heads, hd] qkv row — one (q|k|v, head) each, so its weight
+// and bias gradients are eight register sums and w is read once; a head's two sums go through
+// shared memory (hd/8 threads each). The warp-per-row kernel this replaced kept the sums for both
+// q and k in every lane and walked rows of all three kinds (bench/RESULTS.md, "Training, third
+// round"). Blocks walk positions grid-stride; each writes one partial row [4, hd] (wq, bq, wk, bk),
+// the heads added up in shared memory.
+__global__ void __launch_bounds__(kMaxPosThreads) qk_norm_bwd_pos(const __nv_bfloat16* __restrict__ gq, const __nv_bfloat16* __restrict__ gk,
+                                const __nv_bfloat16* __restrict__ gv, const __nv_bfloat16* __restrict__ qkv,
+                                const float* __restrict__ mean, const float* __restrict__ rstd,
+                                const float* __restrict__ wq, const float* __restrict__ wk, int64_t positions,
+                                int heads, int hd, __nv_bfloat16* __restrict__ gqkv, float* __restrict__ part) {
+  __shared__ float2 sums[2][kMaxPosThreads];
+  __shared__ float acc[4 * kMaxPosHd];
+  const int H = heads * hd, t = threadIdx.x, c = 8 * t;
+  const bool on = c < 3 * H;  // blockDim is 3H/8 rounded up to whole warps
+  const int which = on ? c / H : 2, within = c - which * H, head = within / hd, col = within - head * hd;
+  const int first = (which * H + head * hd) / 8, lanes = hd / 8;  // this head's threads
+  const bool norm = on && which < 2;
+  const __nv_bfloat16* g_in = which == 0 ? gq : which == 1 ? gk : gv;
+  float wv[8], aw[8], ab[8];
 #pragma unroll
-  for (int j = 0; j < 8; ++j) aw0[j] = ab0[j] = aw1[j] = ab1[j] = 0.f;
-  for (int64_t base = warp * kRows; base < rows; base += nwarps * kRows) {
-    const int64_t r = base + grp;
-    const bool valid = r < rows;
-    const int64_t rr = valid ? r : rows - 1;
-    const QkvRow row(rr, heads, hd);
-    const bool norm = row.which != 2;
-    float x[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, g[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f},
-          wv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    if (active) {
-      load8(qkv + rr * hd + c, x);
-      load8((row.which == 0 ? gq : row.which == 1 ? gk : gv) + row.out + c, g);
-      load8((row.which == 0 ? wq : wk) + c, wv);
+  for (int j = 0; j < 8; ++j) wv[j] = 0.f, aw[j] = ab[j] = 0.f;
+  if (norm) load8((which == 0 ? wq : wk) + col, wv);
+  for (int i = t; i < 4 * hd; i += blockDim.x) acc[i] = 0.f;
+  int parity = 0;
+  for (int64_t bn = blockIdx.x; bn < positions; bn += gridDim.x, parity ^= 1) {
+    float x[8] = {}, g[8] = {};
+    if (on) {
+      load8(qkv + bn * 3 * H + c, x);
+      load8(g_in + bn * H + within, g);
     }
     float mu = 0.f, rs = 1.f;
     if (norm) {
-      mu = mean[row.stat(heads)];
-      rs = rstd[row.stat(heads)];
+      const int64_t st = (bn * 2 + which) * heads + head;
+      mu = mean[st];
+      rs = rstd[st];
     }
     float xh[8], s1 = 0.f, s2 = 0.f;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      xh[j] = active ? (x[j] - mu) * rs : 0.f;
+      xh[j] = (x[j] - mu) * rs;
       const float gh = g[j] * wv[j];
       s1 += gh;
       s2 += gh * xh[j];
     }
-    s1 = group_sum<P>(s1) / hd;
-    s2 = group_sum<P>(s2) / hd;
-    if (!valid || !active) continue;
+    sums[parity][t] = make_float2(s1, s2);
+    __syncthreads();  // (parity: the next position's writes never overtake this one's reads)
+    if (!on) continue;
     float o[8];
+    if (norm) {
+      float S1 = 0.f, S2 = 0.f;
+      for (int l = 0; l < lanes; ++l) {
+        const float2 v = sums[parity][first + l];
+        S1 += v.x;
+        S2 += v.y;
+      }
+      S1 /= hd;
+      S2 /= hd;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) o[j] = norm ? rs * (g[j] * wv[j] - s1 - xh[j] * s2) : g[j];
-    store8(gqkv + rr * hd + c, o);
-    if (row.which == 0) {
+      for (int j = 0; j < 8; ++j) {
+        o[j] = rs * (g[j] * wv[j] - S1 - xh[j] * S2);
+        aw[j] += g[j] * xh[j];
+        ab[j] += g[j];
+      }
+    } else {
 #pragma unroll
-      for (int j = 0; j < 8; ++j) aw0[j] += g[j] * xh[j], ab0[j] += g[j];
-    } else if (row.which == 1) {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) aw1[j] += g[j] * xh[j], ab1[j] += g[j];
+      for (int j = 0; j < 8; ++j) o[j] = g[j];
     }
+    store8(gqkv + bn * 3 * H + c, o);
   }
-  // lanes with the same `sub` hold partials of the same columns: add them up across the groups
-#pragma unroll
-  for (int o = P; o < 32; o <<= 1) {
+  __syncthreads();  // acc's zeros are in place
+  if (norm) {
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      aw0[j] += __shfl_xor_sync(0xffffffffu, aw0[j], o);
-      ab0[j] += __shfl_xor_sync(0xffffffffu, ab0[j], o);
-      aw1[j] += __shfl_xor_sync(0xffffffffu, aw1[j], o);
-      ab1[j] += __shfl_xor_sync(0xffffffffu, ab1[j], o);
+      atomicAdd(&acc[2 * which * hd + col + j], aw[j]);
+      atomicAdd(&acc[(2 * which + 1) * hd + col + j], ab[j]);
     }
   }
-  if (grp == 0 && active) {
-    float* p = part + warp * 4 * hd;  // (wq, bq, wk, bk)
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      p[c + j] = aw0[j];
-      p[hd + c + j] = ab0[j];
-      p[2 * hd + c + j] = aw1[j];
-      p[3 * hd + c + j] = ab1[j];
-    }
-  }
+  __syncthreads();
+  for (int i = t; i < 4 * hd; i += blockDim.x) part[blockIdx.x * 4 * static_cast<int64_t>(hd) + i] = acc[i];
 }
-
 
 }  // namespace
 
@@ -298,31 +303,33 @@ bool qk_norm_fp8_cache_supported(DType t, int hd) {
   return t == DType::bf16 && dispatch_lanes(hd, [](auto, auto) {});
 }
 
-int64_t qk_norm_partial_rows(int64_t rows) { return backward_blocks(rows) * kWarps; }
+int64_t qk_norm_partial_rows(int64_t positions) {
+  return std::max<int64_t>(1, std::min(positions, kBackwardRowBlocks));
+}
 
 void qk_norm_split_backward(DType t, const void* gq, const void* gk, const void* gv, const void* qkv,
                             const float* mean, const float* rstd, const float* wq, const float* wk, int64_t B,
                             int64_t N, int heads, int hd, void* gqkv, float* part, cudaStream_t stream) {
-  const int64_t rows = B * N * 3 * heads;
+  const int64_t positions = B * N, rows = positions * 3 * heads;
   if (rows == 0) return;
-  if (t == DType::bf16 && aligned(gq, 16) && aligned(gk, 16) && aligned(gv, 16) && aligned(qkv, 16) &&
-      aligned(wq, 16) && aligned(wk, 16) && aligned(gqkv, 16) &&
-      dispatch_lanes(hd, [&](auto l_, auto p_) {
-        constexpr int L = decltype(l_)::value, P = decltype(p_)::value;
-        qk_norm_bwd8<L, P><<<backward_blocks(rows), kThreads, 0, stream>>>(
-            static_cast<const __nv_bfloat16*>(gq), static_cast<const __nv_bfloat16*>(gk),
-            static_cast<const __nv_bfloat16*>(gv), static_cast<const __nv_bfloat16*>(qkv), mean, rstd, wq, wk, rows,
-            heads, hd, static_cast<__nv_bfloat16*>(gqkv), part);
-      })) {
+  const int64_t P = qk_norm_partial_rows(positions);  // every path writes exactly P partial rows
+  const int threads = (3 * heads * hd / 8 + 31) / 32 * 32;
+  if (t == DType::bf16 && hd % 8 == 0 && hd <= kMaxPosHd && threads <= kMaxPosThreads && aligned(gq, 16) &&
+      aligned(gk, 16) && aligned(gv, 16) && aligned(qkv, 16) && aligned(wq, 16) && aligned(wk, 16) &&
+      aligned(gqkv, 16)) {
+    qk_norm_bwd_pos<<<static_cast<unsigned>(P), threads, 0, stream>>>(
+        static_cast<const __nv_bfloat16*>(gq), static_cast<const __nv_bfloat16*>(gk),
+        static_cast<const __nv_bfloat16*>(gv), static_cast<const __nv_bfloat16*>(qkv), mean, rstd, wq, wk,
+        positions, heads, hd, static_cast<__nv_bfloat16*>(gqkv), part);
     check_launch("qk_norm_split_backward");
     return;
   }
   dispatch2(t == DType::f32 ? DType::f32 : DType::bf16, t, [&](auto, auto t_) {
     using T = decltype(t_);
     dispatch_width(hd, [&](auto k_) {
-      qk_norm_bwd<T, decltype(k_)::value><<<backward_blocks(rows), kThreads, 0, stream>>>(
+      qk_norm_bwd<T, decltype(k_)::value><<<static_cast<unsigned>((P + kWarps - 1) / kWarps), kThreads, 0, stream>>>(
           static_cast<const T*>(gq), static_cast<const T*>(gk), static_cast<const T*>(gv),
-          static_cast<const T*>(qkv), mean, rstd, wq, wk, rows, heads, hd, static_cast<T*>(gqkv), part);
+          static_cast<const T*>(qkv), mean, rstd, wq, wk, rows, heads, hd, static_cast<T*>(gqkv), part, P);
     });
   });
   check_launch("qk_norm_split_backward");

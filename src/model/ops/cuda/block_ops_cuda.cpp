@@ -119,7 +119,7 @@ struct QkNormSplitFn : torch::autograd::Function<QkNormSplitFn> {
     };
     auto gq = grad(0), gk = grad(1), gv = grad(2);
     auto gqkv = torch::empty_like(qkv);
-    auto part = torch::empty({K::qk_norm_partial_rows(B * N * 3 * heads), 4, hd}, mean.options());
+    auto part = torch::empty({K::qk_norm_partial_rows(B * N), 4, hd}, mean.options());
     K::qk_norm_split_backward(kdt(qkv), gq.data_ptr(), gk.data_ptr(), gv.data_ptr(), qkv.data_ptr(),
                               mean.data_ptr<float>(), rstd.data_ptr<float>(), wq.data_ptr<float>(),
                               wk.data_ptr<float>(), B, N, static_cast<int>(heads), static_cast<int>(hd),
