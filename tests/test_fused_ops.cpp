@@ -269,6 +269,40 @@ TEST(FusedOpsCuda, LnModulateMatchesPlainPath) {
   }
 }
 
+// rar_xl's widths at more positions than the backward kernels have blocks (2056 > 1056): each block
+// walks several rows (the shared sums alternate between two buffers), and its partial sums of the
+// affine gradients cover them all.
+TEST(FusedOpsCuda, NormBackwardsWalkingManyRowsMatchPlainPath) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  const int64_t B = 8, N = 257, H = 1280, heads = 16;
+  auto cu = torch::TensorOptions().device(torch::kCUDA);
+  torch::manual_seed(3);
+  auto ln = make_ln(H, true);
+  std::vector<torch::Tensor> leaves = {leaf(2 + 3 * torch::randn({B, N, H}, cu)),
+                                       leaf(0.5 * torch::randn({B, N, 6 * H}, cu.dtype(torch::kBFloat16))),
+                                       ln->weight, ln->bias};
+  auto f = [&](model::OpPath path) {
+    auto m = leaves[1].chunk(6, -1);
+    return model::ln_modulate(ln, leaves[0], m[3], m[4], path);
+  };
+  auto [yp, gp] = run(kPlain, leaves, f, true);
+  auto [yf, gf] = run(kFused, leaves, f, true);
+  EXPECT_LT(rel_err(yf, yp), 1.5e-2);
+  for (size_t i = 0; i < gp.size(); ++i) EXPECT_LT(rel_err(gf[i], gp[i]), 3e-2) << "ln grad " << i;
+
+  auto qn = make_ln(H / heads, true), kn = make_ln(H / heads, true);
+  std::vector<torch::Tensor> ql = {leaf(2 * torch::randn({B, N, 3 * H}, cu.dtype(torch::kBFloat16))), qn->weight,
+                                   qn->bias, kn->weight, kn->bias};
+  auto g = [&](model::OpPath path) {
+    auto [q, k, v] = model::qk_norm_split(ql[0], heads, qn, kn, path);
+    return torch::stack({q, k, v});
+  };
+  auto [op, gqp] = run(kPlain, ql, g);
+  auto [of, gqf] = run(kFused, ql, g);
+  EXPECT_LT(rel_err(of, op), 1e-2);
+  for (size_t i = 0; i < gqp.size(); ++i) EXPECT_LT(rel_err(gqf[i], gqp[i]), 3e-2) << "qk grad " << i;
+}
+
 TEST(FusedOpsCuda, GatedResidualAndQkNormMatchPlainPath) {
   if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
   const int64_t B = 2, N = 19;
@@ -314,6 +348,39 @@ TEST(FusedOpsCuda, GatedResidualAndQkNormMatchPlainPath) {
         EXPECT_LT(rel_err(gqf[i], gqp[i]), dt == torch::kFloat32 ? 1e-4 : 3e-2) << "part " << part << " grad " << i;
     }
   }
+}
+
+// The block's products under bf16 autocast: the fused path gives the very forward of at::linear and
+// parameter gradients in float32 straight from the product (the plain path's weight gradient is
+// rounded to bf16 first), contiguous, as AdamW reads them.
+TEST(FusedOpsCuda, LinearWritesFloat32ParameterGradients) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  auto cu = torch::TensorOptions().device(torch::kCUDA);
+  torch::manual_seed(4);
+  torch::nn::Linear lin(96, 200);
+  lin->to(torch::kCUDA);
+  std::vector<torch::Tensor> leaves = {leaf(torch::randn({3, 41, 96}, cu.dtype(torch::kBFloat16))), lin->weight,
+                                       lin->bias};
+  auto f = [&](model::OpPath path) { return model::linear(*lin, leaves[0], path); };
+  auto [yp, gp] = run(kPlain, leaves, f, /*autocast=*/true);
+  auto [yf, gf] = run(kFused, leaves, f, /*autocast=*/true);
+  EXPECT_TRUE(torch::equal(yf, yp));
+  EXPECT_LT(rel_err(gf[0], gp[0]), 1e-2);  // the same product, perhaps another kernel
+  EXPECT_LT(rel_err(gf[1], gp[1]), 1e-2);  // plain: rounded to bf16
+  EXPECT_LT(rel_err(gf[2], gp[2]), 1e-2);
+  // against float64 sums: the fused weight gradient is the exact one to float32 rounding
+  torch::manual_seed(99);
+  auto probe = torch::randn({3, 41, 200}, cu).to(torch::kFloat64).reshape({-1, 200});
+  // (run()'s probe is the gradient of the output; in bf16 as the step sees it)
+  auto g = probe.to(torch::kFloat32).to(torch::kBFloat16).to(torch::kFloat64);
+  auto gw = g.t().mm(leaves[0].detach().reshape({-1, 96}).to(torch::kFloat64));
+  EXPECT_LT(rel_err(gf[1], gw), 1e-5);
+  EXPECT_GT(rel_err(gp[1], gw), rel_err(gf[1], gw));
+  EXPECT_EQ(gf[1].scalar_type(), torch::kFloat32);
+  // no gradient: the plain op (nothing to save)
+  torch::NoGradGuard ng;
+  Autocast ac(true, torch::kCUDA, torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(model::linear(*lin, leaves[0], kFused), yp));
 }
 
 TEST(FusedOpsCuda, GeneratorTrainingStepMatchesPlainPath) {

@@ -20,12 +20,6 @@ torch::nn::LayerNorm layer_norm(int64_t dim, bool affine = true) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6).elementwise_affine(affine));
 }
 
-// y = x·Wᵀ + b through ATen's linear. torch::nn::Linear's C++ forward adds the bias as a separate
-// broadcast op for 3-D inputs — under autocast a float32 bias added into the bf16 product, an
-// unvectorised kernel as costly as the product itself (bench/RESULTS.md, "Training steps");
-// at::linear casts the bias with the weight and fuses it into the matmul.
-torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x) { return at::linear(x, l.weight, l.bias); }
-
 }  // namespace
 
 // ---------------------------------------------------------------- attention
@@ -41,7 +35,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
                                      int64_t past) {
   const int64_t B = x.size(0), N = x.size(1), H = x.size(2);
   // qkv projection, q/k LayerNorm per head (model/ops)
-  auto [q, k, v] = qk_norm_split(linear(*qkv, x), heads, q_norm, k_norm, path);
+  auto [q, k, v] = qk_norm_split(linear(*qkv, x, path), heads, q_norm, k_norm, path);
   bool causal = true;
   std::optional<torch::Tensor> mask;  // [N, past+N] bool: keys each new query sees
   if (k_cache) {
@@ -63,7 +57,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
   // softmax(q·kᵀ/√hd + causal mask)·v
   auto o = at::scaled_dot_product_attention(q, k, v, mask, is_training() ? attn_drop : 0.0, causal);
   o = o.transpose(1, 2).reshape({B, N, H});
-  return linear(*proj, o);
+  return linear(*proj, o, path);
 }
 
 // ---------------------------------------------------------------- MLP
@@ -76,7 +70,7 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, double p) {
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   // fc1 -> exact GELU -> dropout -> fc2 (one op keeping only fc1's output and the mask)
-  return gelu_dropout_linear(linear(*fc1, x), *fc2, drop->options.p(), is_training(), path);
+  return gelu_dropout_linear(linear(*fc1, x, path), *fc2, drop->options.p(), is_training(), path);
 }
 
 // ---------------------------------------------------------------- block
@@ -115,7 +109,7 @@ FinalLayerImpl::FinalLayerImpl(int64_t dim) {
 
 torch::Tensor FinalLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& silu_c) {
   // (scale, shift) = split2(W·SiLU(c) + b) — scale first here; LN_noaffine(x)·(1 + scale) + shift
-  const auto m = linear(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c).chunk(2, -1);
+  const auto m = linear(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, path).chunk(2, -1);
   return ln_modulate(norm_final, x, m[1], m[0], path);
 }
 
@@ -196,7 +190,7 @@ torch::Tensor GeneratorImpl::run_blocks(torch::Tensor h, const torch::Tensor& c,
 
 torch::Tensor GeneratorImpl::head(const torch::Tensor& h, const torch::Tensor& c) {
   // h = LN_noaffine(h) * (1 + scale) + shift; logits = lm_head(h)
-  return linear(*lm_head, adaln_before_head(h, to_compute(F::silu(c))));
+  return linear(*lm_head, adaln_before_head(h, to_compute(F::silu(c))), path_);
 }
 
 torch::Tensor GeneratorImpl::forward(const torch::Tensor& tokens, const torch::Tensor& condition,

@@ -88,7 +88,11 @@ struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
       if (bits.defined()) ga = ga * unpack_bits(bits, u.sizes()) * (1.0 / (1.0 - p));
       gu = at::gelu_backward(ga, u);
     }
-    auto gw = g.t().mm(a).to(w.scalar_type());
+    // (fused: the product writes the float32 weight gradient itself where ATen offers it, CUDA bf16)
+    auto gw = ctx->saved_data["fused"].toBool() && g.is_cuda() && dt == torch::kBFloat16 &&
+                      w.scalar_type() == torch::kFloat32
+                  ? at::mm(g.t(), a, torch::kFloat32)
+                  : g.t().mm(a).to(w.scalar_type());
     auto gb = g.sum(0, false, torch::kFloat32).to(b.scalar_type());
     return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
@@ -119,6 +123,12 @@ torch::Tensor unpack_bits(const torch::Tensor& bits, at::IntArrayRef sizes) {
   const auto shifts = torch::arange(8, bits.options());
   auto m = bits.unsqueeze(1).bitwise_right_shift(shifts).bitwise_and(1).to(torch::kBool).reshape({-1});
   return m.narrow(0, 0, n).view(sizes);
+}
+
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path) {
+  if (path == OpPath::fused)
+    if (auto y = fused::linear(l, x)) return *y;
+  return at::linear(x, l.weight, l.bias);
 }
 
 torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,

@@ -16,6 +16,16 @@ namespace rar::model {
 
 // Every op takes the path to run (OpPath, model/ops/fused.h): the module calling it says which.
 
+// y = x·Wᵀ + b (every product of the generator but the adaLN ones), through ATen's linear:
+// torch::nn::Linear's C++ forward adds the bias as a separate broadcast op for 3-D inputs — under
+// autocast a float32 bias added into the bf16 product, an unvectorised kernel as costly as the
+// product itself (bench/RESULTS.md, "Training steps"); at::linear casts the bias with the weight
+// and fuses it into the matmul. Fused path, in a bf16-autocast step with gradients on (CUDA): the
+// same forward, and the weight and bias gradients written in float32 directly (no bf16 gradient,
+// cast and transposed copy per parameter; the plain path's weight gradient is rounded to bf16
+// first).
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path);
+
 // DESIGN §3.6 modulated LayerNorm: LN(x) * (1 + scale) + shift, with `ln`'s affine (if any) and eps.
 // x [B,N,H] (float32 residual stream, or bf16 with bf16 weights); shift/scale [B,N,H] (chunks of
 // the adaLN projection). Result in the matmul dtype (autocast's, else shift's).

@@ -14,6 +14,8 @@ namespace rar::model::fused {
 bool built();
 
 // ---- block ops (model/ops/block_ops.h)
+// A training step's product under bf16 autocast (gradients on): parameter gradients in float32.
+std::optional<torch::Tensor> linear(const torch::nn::LinearImpl& l, const torch::Tensor& x);
 std::optional<torch::Tensor> ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
                                          const torch::Tensor& shift, const torch::Tensor& scale);
 // Dropout bits for n elements (block_ops.h dropout_bits) drawn on the device.

@@ -129,6 +129,30 @@ struct QkNormSplitFn : torch::autograd::Function<QkNormSplitFn> {
   }
 };
 
+// y = x·Wᵀ + b with the weight cast to bf16 here (as autocast would) and both parameter gradients
+// written in float32 directly: the weight's by the product itself (mm with a float32 output), the
+// bias's summed in float32. Through at::linear under autocast they came back in bf16, transposed,
+// and were cast (and made contiguous) by two more kernels per parameter.
+struct LinearFn : torch::autograd::Function<LinearFn> {
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor w, torch::Tensor b) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto wb = w.to(x.scalar_type());
+    ctx->save_for_backward({x, wb});
+    return at::linear(x, wb, b.to(x.scalar_type()));
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &x = s[0], &wb = s[1];
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const int64_t in = wb.size(1), out = wb.size(0);
+    const auto g = grads[0].to(x.scalar_type()).reshape({-1, out});
+    auto gx = g.mm(wb).view(x.sizes());
+    auto gw = at::mm(g.t(), x.reshape({-1, in}), torch::kFloat32);
+    auto gb = g.sum(0, false, torch::kFloat32);
+    return {gx, gw, gb};
+  }
+};
+
 // The dtype of the plain path's modulation result: the normalised value (autocast's dtype, else
 // x's) promoted with shift and scale. The fused path writes shift's dtype, so it must be that.
 at::ScalarType plain_modulate_dtype(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
@@ -164,6 +188,16 @@ bool gelu_kernel_ok(const torch::Tensor& u, const torch::Tensor& bits) {
          kernels::gelu_dropout_supported(kdt(u), u.data_ptr(), u.numel());
 }
 }  // namespace
+
+std::optional<torch::Tensor> linear(const torch::nn::LinearImpl& l, const torch::Tensor& x) {
+  const auto dev = torch::kCUDA;
+  if (x.is_cuda() && torch::GradMode::is_enabled() && at::autocast::is_autocast_enabled(dev) &&
+      at::autocast::get_autocast_dtype(dev) == torch::kBFloat16 && x.scalar_type() == torch::kBFloat16 &&
+      l.weight.scalar_type() == torch::kFloat32 && l.bias.defined() && l.bias.scalar_type() == torch::kFloat32 &&
+      x.dim() >= 2)
+    return LinearFn::apply(x, l.weight, l.bias);
+  return std::nullopt;
+}
 
 std::optional<torch::Tensor> ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
                                          const torch::Tensor& shift, const torch::Tensor& scale) {
