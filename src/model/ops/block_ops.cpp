@@ -4,6 +4,7 @@
 
 #include <ATen/autocast_mode.h>
 
+#include "model/ops/fp8.h"
 #include "model/ops/fused_paths.h"
 
 namespace rar::model {
@@ -125,7 +126,8 @@ torch::Tensor unpack_bits(const torch::Tensor& bits, at::IntArrayRef sizes) {
   return m.narrow(0, 0, n).view(sizes);
 }
 
-torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path) {
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path, bool fp8) {
+  if (fp8 && l.bias.defined() && fp8_product_fits(x, l.weight)) return fp8_linear(to_compute(x), l.weight, l.bias);
   if (path == OpPath::fused)
     if (auto y = fused::linear(l, x)) return *y;
   return at::linear(x, l.weight, l.bias);

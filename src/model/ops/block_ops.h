@@ -23,8 +23,9 @@ namespace rar::model {
 // and fuses it into the matmul. Fused path, in a bf16-autocast step with gradients on (CUDA): the
 // same forward, and the weight and bias gradients written in float32 directly (no bf16 gradient,
 // cast and transposed copy per parameter; the plain path's weight gradient is rounded to bf16
-// first).
-torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path);
+// first). With `fp8` (training.fp8) the product runs in fp8 where its shape allows (model/ops/fp8.h),
+// on either path.
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path, bool fp8 = false);
 
 // DESIGN §3.6 modulated LayerNorm: LN(x) * (1 + scale) + shift, with `ln`'s affine (if any) and eps.
 // x [B,N,H] (float32 residual stream, or bf16 with bf16 weights); shift/scale [B,N,H] (chunks of
