@@ -75,6 +75,35 @@ TEST(Fp8, LinearIsTheProductOfItsRoundedOperandsBothWays) {
   }
 }
 
+// The MLP tail (GELU, dropout, fc2 in one op that keeps only u and the mask) with fc2 in fp8:
+// against the float64 products of the rounded operands, its input's gradient through GELU and the
+// mask included. 21 rows again (padding).
+TEST(Fp8, MlpTailIsTheProductOfItsRoundedOperandsBothWays) {
+  torch::manual_seed(3);
+  const int64_t K = 64, N = 32;
+  const double p = 0.25;
+  auto u = torch::randn({3, 7, K}).requires_grad_(true);
+  auto w = (0.1 * torch::randn({N, K})).requires_grad_(true);
+  auto b = torch::randn({N}).requires_grad_(true);
+  const auto bits = model::pack_bits(torch::rand({3, 7, K}).ge(p));
+  auto y = model::gelu_dropout_linear_saving(u, bits, p, w, b, model::OpPath::plain, /*fp8=*/true);
+  const auto g = torch::randn({3, 7, N});
+  y.backward(g);
+  const auto keep = f64(model::unpack_bits(bits, {3, 7, K})).reshape({-1, K}) / (1 - p);
+  const auto a = (at::gelu(u.detach()).reshape({-1, K}) * keep.to(torch::kFloat32));
+  const auto aq = model::to_fp8(a, torch::kFloat8_e4m3fn), wq = model::to_fp8(w.detach(), torch::kFloat8_e4m3fn);
+  EXPECT_LT(rel(y.detach().reshape({-1, N}), dequant(aq).mm(dequant(wq).t()) + f64(b.detach())), 1e-6);
+  const auto gq = model::to_fp8(g.reshape({-1, N}), torch::kFloat8_e5m2);
+  const auto ga = (dequant(gq).mm(dequant(wq)) * keep).to(torch::kFloat32).view({3, 7, K});
+  EXPECT_LT(rel(u.grad(), at::gelu_backward(ga, u.detach())), 1e-5);
+  EXPECT_LT(rel(w.grad(), dequant(gq).t().mm(dequant(aq))), 1e-6);
+  EXPECT_LT(rel(b.grad(), f64(g).reshape({-1, N}).sum(0)), 1e-6);
+  // and near the float32 op (fp8 rounding)
+  auto u2 = u.detach().requires_grad_(true);
+  auto y32 = model::gelu_dropout_linear_saving(u2, bits, p, w.detach(), b.detach(), model::OpPath::plain, false);
+  EXPECT_LT(rel(y.detach(), y32.detach()), 0.1);
+}
+
 TEST(Fp8, ProductsOfOtherShapesStayInTheModelsDtype) {
   torch::nn::Linear odd(40, 48);  // K = 40: no multiple of 16
   const auto x = torch::randn({2, 5, 40});

@@ -70,7 +70,8 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, double p) {
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   // fc1 -> exact GELU -> dropout -> fc2 (one op keeping only fc1's output and the mask)
-  return gelu_dropout_linear(linear(*fc1, x, path, fp8 && is_training()), *fc2, drop->options.p(), is_training(), path);
+  return gelu_dropout_linear(linear(*fc1, x, path, fp8 && is_training()), *fc2, drop->options.p(), is_training(), path,
+                             fp8 && is_training());
 }
 
 // ---------------------------------------------------------------- block

@@ -55,7 +55,7 @@ struct MlpImpl : torch::nn::Module {
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   torch::nn::Dropout drop{nullptr};
   OpPath path = OpPath::fused;
-  bool fp8 = false;  // fc1 in fp8 in training (GeneratorImpl::use_fp8)
+  bool fp8 = false;  // fc1 and fc2 in fp8 in training (GeneratorImpl::use_fp8)
 };
 TORCH_MODULE(Mlp);
 
@@ -98,7 +98,7 @@ struct GeneratorImpl : torch::nn::Module {
   // comparisons). Set on every module of the model.
   void use_path(OpPath p);
   OpPath path() const { return path_; }
-  // The blocks' qkv, proj and fc1 products in fp8 in training (model/ops/fp8.h; `training.fp8`).
+  // The blocks' qkv, proj, fc1 and fc2 products in fp8 in training (model/ops/fp8.h; `training.fp8`).
   // Decided by training mode, not grad mode, so a recomputed block's recomputation repeats its
   // first forward; evaluation and sampling keep the products in the model's dtype.
   void use_fp8(bool on);

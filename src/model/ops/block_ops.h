@@ -80,14 +80,16 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
 // dropout are recomputed in backward instead of keeping their two outputs (8 of the ~64 bytes a
 // block keeps per token and hidden unit). Every device; the output is in u's dtype (the matmul
 // dtype under autocast).
+// With `fp8` (training.fp8) fc2 runs in fp8 where its shape allows (model/ops/fp8.h).
 torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training,
-                                  OpPath path);
+                                  OpPath path, bool fp8 = false);
 
 // The same op with a given mask (bits; undefined = no dropout): the plain composition and the op
 // with explicit backward. For tests.
 torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& bits, double p,
                                         const torch::Tensor& w, const torch::Tensor& b);
 torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& bits, double p,
-                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path);
+                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path,
+                                         bool fp8 = false);
 
 }  // namespace rar::model

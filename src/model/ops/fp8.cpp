@@ -11,32 +11,15 @@ namespace {
 
 double largest(at::ScalarType format) { return format == torch::kFloat8_e5m2 ? 57344.0 : 448.0; }
 
-// The scaled matmul takes row counts that are multiples of 16: zero rows appended (their products
-// are zeros, sliced off or adding nothing).
-torch::Tensor pad_rows(const torch::Tensor& t) {
-  const int64_t m = t.size(0), pad = (16 - m % 16) % 16;
-  return pad ? torch::cat({t, torch::zeros({pad, t.size(1)}, t.options())}) : t;
-}
-
-// a [M, K] (row-major) · b [K, N] given as a column-major view (b.t() contiguous), scaled back.
-torch::Tensor scaled_mm(const Fp8Tensor& a, const torch::Tensor& b_colmajor, const torch::Tensor& b_scale_inv,
-                        at::ScalarType out, const std::optional<torch::Tensor>& bias = std::nullopt) {
-  return at::_scaled_mm(a.data, b_colmajor, a.scale_inv, b_scale_inv, bias, std::nullopt, out);
-}
-
 struct Fp8LinearFn : torch::autograd::Function<Fp8LinearFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor w,
                                torch::Tensor b) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const int64_t K = x.size(-1), N = w.size(0), M = x.numel() / K;
     const auto dt = x.scalar_type();
-    const auto xq = to_fp8(pad_rows(x.reshape({M, K})), torch::kFloat8_e4m3fn);
+    const auto xq = to_fp8(pad_rows16(x.reshape({M, K})), torch::kFloat8_e4m3fn);
     const auto wq = to_fp8(w, torch::kFloat8_e4m3fn);
-    // the bias rides in the product's epilogue where the output is bf16 (the fused kernel's rule)
-    const bool epilogue = dt == torch::kBFloat16;
-    auto y = scaled_mm(xq, wq.data.t(), wq.scale_inv, dt,
-                       epilogue ? std::optional<torch::Tensor>(b.to(dt)) : std::nullopt);
-    if (!epilogue) y.add_(b.to(dt));
+    auto y = fp8_forward(xq, wq, b.to(dt), dt);
     ctx->save_for_backward({xq.data, xq.scale_inv, wq.data, wq.scale_inv});
     ctx->saved_data["rows"] = M;
     ctx->saved_data["dtype"] = static_cast<int64_t>(dt);
@@ -52,12 +35,9 @@ struct Fp8LinearFn : torch::autograd::Function<Fp8LinearFn> {
     const int64_t M = ctx->saved_data["rows"].toInt(), N = wq.data.size(0), K = wq.data.size(1);
     const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
     const auto g = grads[0].to(dt).reshape({M, N});
-    const auto gq = to_fp8(pad_rows(g), torch::kFloat8_e5m2);
-    // dx = g · W: W [N, K] as the column-major right operand is Wᵀ stored row-major
-    auto gx = scaled_mm(gq, wq.data.t().contiguous().t(), wq.scale_inv, dt).narrow(0, 0, M);
-    // dW = gᵀ · x, in float32: gᵀ row-major, x column-major (padded rows are zeros in both)
-    const Fp8Tensor gt{gq.data.t().contiguous(), gq.scale_inv};
-    auto gw = scaled_mm(gt, xq.data.t().contiguous().t(), xq.scale_inv, torch::kFloat32);
+    const auto gq = to_fp8(pad_rows16(g), torch::kFloat8_e5m2);
+    auto gx = fp8_grad_input(gq, wq, dt).narrow(0, 0, M);
+    auto gw = fp8_grad_weight(gq, xq);  // (padded rows are zeros in both)
     auto gb = g.sum(0, false, torch::kFloat32);
     auto sizes = grads[0].sizes().vec();
     sizes.back() = K;
@@ -74,6 +54,32 @@ Fp8Tensor to_fp8(const torch::Tensor& t, at::ScalarType format) {
   // |t · scale| <= the largest finite value by construction (up to the product's rounding, which
   // the conversion rounds back onto it)
   return {(t * scale).to(format), amax / largest(format)};
+}
+
+torch::Tensor pad_rows16(const torch::Tensor& t) {
+  const int64_t m = t.size(0), pad = (16 - m % 16) % 16;
+  return pad ? torch::cat({t, torch::zeros({pad, t.size(1)}, t.options())}) : t;
+}
+
+// The scaled matmul wants its left operand row-major and its right one column-major.
+torch::Tensor fp8_forward(const Fp8Tensor& a, const Fp8Tensor& w, const torch::Tensor& bias, at::ScalarType out) {
+  // the bias rides in the product's epilogue where the output is bf16 (the fp8 kernels' rule)
+  const bool epilogue = bias.defined() && out == torch::kBFloat16;
+  auto y = at::_scaled_mm(a.data, w.data.t(), a.scale_inv, w.scale_inv,
+                          epilogue ? std::optional<torch::Tensor>(bias) : std::nullopt, std::nullopt, out);
+  if (bias.defined() && !epilogue) y.add_(bias);
+  return y;
+}
+
+torch::Tensor fp8_grad_input(const Fp8Tensor& g, const Fp8Tensor& w, at::ScalarType out) {
+  // W [N, K] as the column-major right operand is Wᵀ stored row-major
+  return at::_scaled_mm(g.data, w.data.t().contiguous().t(), g.scale_inv, w.scale_inv, std::nullopt, std::nullopt,
+                        out);
+}
+
+torch::Tensor fp8_grad_weight(const Fp8Tensor& g, const Fp8Tensor& a) {
+  return at::_scaled_mm(g.data.t().contiguous(), a.data.t().contiguous().t(), g.scale_inv, a.scale_inv,
+                        std::nullopt, std::nullopt, torch::kFloat32);
 }
 
 bool fp8_product_fits(const torch::Tensor& x, const torch::Tensor& w) {

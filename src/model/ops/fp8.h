@@ -16,6 +16,14 @@ struct Fp8Tensor {
 };
 Fp8Tensor to_fp8(const torch::Tensor& t, at::ScalarType format);
 
+// The three products of y = a·Wᵀ in fp8, for a [M, K] with M a multiple of 16 (pad_rows16) and
+// W [N, K] (the ops that own their backward use them: fp8_linear, the MLP tail's fc2):
+torch::Tensor pad_rows16(const torch::Tensor& t);  // zero rows appended up to a multiple of 16
+// a·Wᵀ + bias (bias in `out`'s dtype, or undefined) in `out`
+torch::Tensor fp8_forward(const Fp8Tensor& a, const Fp8Tensor& w, const torch::Tensor& bias, at::ScalarType out);
+torch::Tensor fp8_grad_input(const Fp8Tensor& g, const Fp8Tensor& w, at::ScalarType out);  // g·W
+torch::Tensor fp8_grad_weight(const Fp8Tensor& g, const Fp8Tensor& a);                     // gᵀ·a in float32
+
 // Whether x [.., K] · Wᵀ (W [N, K]) can run in fp8: K and N multiples of 16 (the scaled matmul's
 // rule; the row count is padded to one).
 bool fp8_product_fits(const torch::Tensor& x, const torch::Tensor& w);
