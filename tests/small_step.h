@@ -41,8 +41,8 @@ struct SmallStep {
 };
 
 // 2 layers, seq 64, codebook 64, 5 classes, no dropout; parameters nudged off the published init
-// (zero adaLN) so every path carries gradient. In training mode on `device`.
-inline SmallStep small_step(int64_t hidden, int64_t heads, const torch::Device& device) {
+// (zero adaLN) so every path carries gradient. In training mode on CUDA.
+inline SmallStep small_cuda_step(int64_t hidden, int64_t heads) {
   SmallStep s;
   s.cfg.hidden = hidden;
   s.cfg.layers = 2;
@@ -58,9 +58,9 @@ inline SmallStep small_step(int64_t hidden, int64_t heads, const torch::Device& 
     torch::NoGradGuard ng;
     for (auto& p : s.g->parameters()) p.add_(0.05 * torch::randn_like(p));
   }
-  s.g->to(device);
+  s.g->to(torch::kCUDA);
   s.g->train();
-  auto opts = torch::TensorOptions(torch::kInt64).device(device);
+  auto opts = torch::TensorOptions(torch::kInt64).device(torch::kCUDA);
   s.tokens = torch::randint(0, 64, {8, 64}, opts);
   s.labels = torch::randint(0, 5, {8}, opts);
   std::vector<int64_t> scan(64);
@@ -68,6 +68,5 @@ inline SmallStep small_step(int64_t hidden, int64_t heads, const torch::Device& 
   s.draws = training::draw_objective(8, 0, 8, scan, 0.5, 0.1, 1, 0);
   return s;
 }
-inline SmallStep small_cuda_step(int64_t hidden, int64_t heads) { return small_step(hidden, heads, torch::kCUDA); }
 
 }  // namespace rar::test_support

@@ -107,7 +107,6 @@ training:
   ddp_exact: true                     # ours: sum the ranks' gradients in rank order (bit-identical to one process at any number of processes)
   cuda_graph: true                    # ours: capture each step in a CUDA graph where it can be (one process, no accumulation, no recomputed blocks)
   fused_kernels: true                 # ours: the fused CUDA kernels of the block's memory-bound steps (false: the plain LibTorch path, the reference)
-  fp8: false                          # ours: the blocks' qkv, proj, fc1 and fc2 products in fp8 (e4m3 inputs and weights, e5m2 gradients, per-tensor scales; Hopper)
 )";
 }
 
@@ -145,7 +144,7 @@ struct RarSettings {
   double guidance = 0, guidance_power = 0, temperature = 1;  // the sample grids' settings
   double ddp_bucket_mb = 25;
   bool ddp_bf16 = false, ddp_exact = true;
-  bool cuda_graph = true, fused_kernels = true, fp8 = false;
+  bool cuda_graph = true, fused_kernels = true;
 
   static RarSettings from(const Config& c) {
     RarSettings s;
@@ -183,7 +182,6 @@ struct RarSettings {
     s.ddp_bf16 = gdt == "bf16";
     s.cuda_graph = c.get_bool("training.cuda_graph");
     s.fused_kernels = c.get_bool("training.fused_kernels", true);
-    s.fp8 = c.get_bool("training.fp8", false);
     s.ddp_exact = c.get_bool("training.ddp_exact");
     return s;
   }
@@ -224,7 +222,6 @@ class RarJob final : public TrainingJob {
             tokenizer_->cfg.codebook_size, " codes, the generator ", s.gen.codebook);
     }
     g_->use_path(s.fused_kernels ? model::OpPath::fused : model::OpPath::plain);
-    g_->use_fp8(s.fp8);
     dp.attach(params_);
     // the captured step, where the run allows it (train_step.h)
     std::string why = !s.cuda_graph ? "training.cuda_graph is false"

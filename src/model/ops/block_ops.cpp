@@ -4,7 +4,6 @@
 
 #include <ATen/autocast_mode.h>
 
-#include "model/ops/fp8.h"
 #include "model/ops/fused_paths.h"
 
 namespace rar::model {
@@ -58,28 +57,16 @@ torch::Tensor linear_in(const torch::Tensor& a, const torch::Tensor& w, const to
 struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
   // bits: the dropout mask, or an empty tensor (no dropout; autograd Functions take no undefined inputs)
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor u, torch::Tensor w,
-                               torch::Tensor b, torch::Tensor bits, double p, bool fused_path, bool fp8) {
+                               torch::Tensor b, torch::Tensor bits, double p, bool fused_path) {
     ctx->saved_data["p"] = p;
-    ctx->saved_data["fp8"] = fp8;
     ctx->save_for_backward({u, w, b, bits});
     const auto given = bits.numel() ? bits : torch::Tensor();
-    auto fc2 = [&](const torch::Tensor& a) {
-      if (!fp8) return linear_in(a, w, b);
-      c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-      const int64_t M = a.numel() / a.size(-1);
-      const auto aq = to_fp8(pad_rows16(a.reshape({M, a.size(-1)})), torch::kFloat8_e4m3fn);
-      auto sizes = a.sizes().vec();
-      sizes.back() = w.size(0);
-      return fp8_forward(aq, to_fp8(w, torch::kFloat8_e4m3fn), b.to(a.scalar_type()), a.scalar_type())
-          .narrow(0, 0, M)
-          .view(sizes);
-    };
     if (auto a = fused_path ? fused::gelu_dropout_forward(u, given, p) : std::nullopt) {  // GELU + dropout in one kernel
       ctx->saved_data["fused"] = true;
-      return fc2(*a);
+      return linear_in(*a, w, b);
     }
     ctx->saved_data["fused"] = false;
-    return fc2(gelu_dropped(u, given, p));
+    return linear_in(gelu_dropped(u, given, p), w, b);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -89,38 +76,25 @@ struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
     const auto dt = u.scalar_type();
     const int64_t in = u.size(-1), out = w.size(0);
     auto g = grads[0].to(dt).reshape({-1, out});
-    const int64_t M = g.size(0);
     const auto bits = s[3].numel() ? s[3] : torch::Tensor();
-    const bool fp8 = ctx->saved_data["fp8"].toBool();
-    // the gradient of a = dropout(GELU(u)): g·W, in fp8 (e5m2 gradient, e4m3 weight) with training.fp8
-    Fp8Tensor gq;
-    torch::Tensor ga;
-    if (fp8) {
-      c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-      gq = to_fp8(pad_rows16(g), torch::kFloat8_e5m2);
-      ga = fp8_grad_input(gq, to_fp8(w, torch::kFloat8_e4m3fn), dt).narrow(0, 0, M);
-    } else {
-      ga = g.mm(w.to(dt));
-    }
     torch::Tensor a, gu;
     if (ctx->saved_data["fused"].toBool()) {
-      gu = ga;  // turned into u's gradient in place
+      gu = g.mm(w.to(dt));  // the gradient of a, turned into u's in place
       a = fused::gelu_dropout_backward(u, s[3], p, gu);
       gu = gu.view(u.sizes());
     } else {
       a = gelu_dropped(u, bits, p).reshape({-1, in});  // recomputed
-      ga = ga.view(u.sizes());
+      auto ga = g.mm(w.to(dt)).view(u.sizes());
       if (bits.defined()) ga = ga * unpack_bits(bits, u.sizes()) * (1.0 / (1.0 - p));
       gu = at::gelu_backward(ga, u);
     }
     // (fused: the product writes the float32 weight gradient itself where ATen offers it, CUDA bf16)
-    auto gw = fp8 ? fp8_grad_weight(gq, to_fp8(pad_rows16(a), torch::kFloat8_e4m3fn)).to(w.scalar_type())
-              : ctx->saved_data["fused"].toBool() && g.is_cuda() && dt == torch::kBFloat16 &&
+    auto gw = ctx->saved_data["fused"].toBool() && g.is_cuda() && dt == torch::kBFloat16 &&
                       w.scalar_type() == torch::kFloat32
                   ? at::mm(g.t(), a, torch::kFloat32)
                   : g.t().mm(a).to(w.scalar_type());
     auto gb = g.sum(0, false, torch::kFloat32).to(b.scalar_type());
-    return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -151,8 +125,7 @@ torch::Tensor unpack_bits(const torch::Tensor& bits, at::IntArrayRef sizes) {
   return m.narrow(0, 0, n).view(sizes);
 }
 
-torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path, bool fp8) {
-  if (fp8 && l.bias.defined() && fp8_product_fits(x, l.weight)) return fp8_linear(to_compute(x), l.weight, l.bias);
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path) {
   if (path == OpPath::fused)
     if (auto y = fused::linear(l, x)) return *y;
   return at::linear(x, l.weight, l.bias);
@@ -201,21 +174,20 @@ torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Ten
 }
 
 torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& bits, double p,
-                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path, bool fp8) {
+                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path) {
   const auto m = bits.defined() ? bits : torch::empty({0}, u.options().dtype(torch::kUInt8));
-  return GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused,
-                                    fp8 && b.defined() && fp8_product_fits(u, w));
+  return GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused);
 }
 
 torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training,
-                                  OpPath path, bool fp8) {
+                                  OpPath path) {
   if (!training) return at::linear(at::gelu(u), fc2.weight, fc2.bias);
   // The mask is drawn the same way with or without gradients, so a recomputed block's
   // recomputation (gradients on) sees the mask its forward (gradients off) drew.
   const auto bits = dropout_bits(p > 0 ? u.numel() : 0, p, u.device(), path);
   // The same op (and kernels) with or without gradients, so that a recomputed block's recomputed
   // forward repeats its first forward exactly.
-  return gelu_dropout_linear_saving(u, bits, p, fc2.weight, fc2.bias, path, fp8);
+  return gelu_dropout_linear_saving(u, bits, p, fc2.weight, fc2.bias, path);
 }
 
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,

@@ -23,9 +23,8 @@ namespace rar::model {
 // and fuses it into the matmul. Fused path, in a bf16-autocast step with gradients on (CUDA): the
 // same forward, and the weight and bias gradients written in float32 directly (no bf16 gradient,
 // cast and transposed copy per parameter; the plain path's weight gradient is rounded to bf16
-// first). With `fp8` (training.fp8) the product runs in fp8 where its shape allows (model/ops/fp8.h),
-// on either path.
-torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path, bool fp8 = false);
+// first).
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path);
 
 // DESIGN §3.6 modulated LayerNorm: LN(x) * (1 + scale) + shift, with `ln`'s affine (if any) and eps.
 // x [B,N,H] (float32 residual stream, or bf16 with bf16 weights); shift/scale [B,N,H] (chunks of
@@ -80,16 +79,14 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
 // dropout are recomputed in backward instead of keeping their two outputs (8 of the ~64 bytes a
 // block keeps per token and hidden unit). Every device; the output is in u's dtype (the matmul
 // dtype under autocast).
-// With `fp8` (training.fp8) fc2 runs in fp8 where its shape allows (model/ops/fp8.h).
 torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training,
-                                  OpPath path, bool fp8 = false);
+                                  OpPath path);
 
 // The same op with a given mask (bits; undefined = no dropout): the plain composition and the op
 // with explicit backward. For tests.
 torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& bits, double p,
                                         const torch::Tensor& w, const torch::Tensor& b);
 torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& bits, double p,
-                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path,
-                                         bool fp8 = false);
+                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path);
 
 }  // namespace rar::model
