@@ -2,8 +2,8 @@
 // gated_residual.cu, gelu_dropout.cu): launch shapes, alignment checks and the compile-time
 // dispatch from run-time dtypes and widths. One warp per normalised row: each lane keeps its
 // ceil(width/32) values in registers (K is a template parameter), so a row is read once; sums are
-// warp shuffles. Backward kernels walk rows with a grid-stride loop and write per-warp partial sums
-// of the affine gradients (summed by the caller: deterministic, no atomics).
+// warp shuffles. Backward kernels walk rows with a grid-stride loop and write per-warp or per-block
+// partial sums of the affine gradients (summed by the caller: deterministic, no atomics).
 #pragma once
 #include <cuda_bf16.h>
 
@@ -20,7 +20,6 @@ namespace {
 
 constexpr int kWarps = 8;  // warps per block
 constexpr int kThreads = 32 * kWarps;
-constexpr int64_t kMaxBackwardBlocks = 528;  // 4 per SM on an H100/H200
 
 inline bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
@@ -48,7 +47,6 @@ inline RowGrid row_grid(int64_t rows) {
   while (w > 1 && (rows + w - 1) / w < 2 * sms) w /= 2;
   return {static_cast<unsigned>((rows + w - 1) / w), static_cast<unsigned>(32 * w)};
 }
-inline int64_t backward_blocks(int64_t rows) { return std::max<int64_t>(1, std::min(blocks_for(rows), kMaxBackwardBlocks)); }
 // Blocks of the block-per-row-group backward kernels (one partial row of the affine gradients each):
 // 8 per SM of an H100/H200.
 constexpr int64_t kBackwardRowBlocks = 1056;

@@ -184,7 +184,7 @@ __global__ void qk_norm_fwd8(const __nv_bfloat16* __restrict__ qkv, int64_t rows
 // shared memory (hd/8 threads each). The warp-per-row kernel this replaced kept the sums for both
 // q and k in every lane and walked rows of all three kinds (bench/RESULTS.md, "Training, third
 // round"). Blocks walk positions grid-stride; each writes one partial row [4, hd] (wq, bq, wk, bk),
-// the heads added up in shared memory.
+// the heads added up in shared memory in a fixed order (deterministic, like every backward here).
 __global__ void __launch_bounds__(kMaxPosThreads) qk_norm_bwd_pos(const __nv_bfloat16* __restrict__ gq, const __nv_bfloat16* __restrict__ gk,
                                 const __nv_bfloat16* __restrict__ gv, const __nv_bfloat16* __restrict__ qkv,
                                 const float* __restrict__ mean, const float* __restrict__ rstd,
@@ -250,14 +250,18 @@ __global__ void __launch_bounds__(kMaxPosThreads) qk_norm_bwd_pos(const __nv_bfl
     store8(gqkv + bn * 3 * H + c, o);
   }
   __syncthreads();  // acc's zeros are in place
-  if (norm) {
+  // the heads' sums added head by head (a fixed order: the result does not depend on scheduling);
+  // within a head each column has one owner for q and one for k
+  for (int h = 0; h < heads; ++h) {
+    if (norm && head == h) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      atomicAdd(&acc[2 * which * hd + col + j], aw[j]);
-      atomicAdd(&acc[(2 * which + 1) * hd + col + j], ab[j]);
+      for (int j = 0; j < 8; ++j) {
+        acc[2 * which * hd + col + j] += aw[j];
+        acc[(2 * which + 1) * hd + col + j] += ab[j];
+      }
     }
+    __syncthreads();
   }
-  __syncthreads();
   for (int i = t; i < 4 * hd; i += blockDim.x) part[blockIdx.x * 4 * static_cast<int64_t>(hd) + i] = acc[i];
 }
 
