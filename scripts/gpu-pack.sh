@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run here (Debian 12) before a GPU-machine call: gathers what that machine lacks into the
-# ignored folder .devrun/ (carry it): libzip's .deb files, the shared reference vectors and Fashion-MNIST.
+# ignored folder .devrun/ (carry it): libzip's .deb files, the shared reference vectors and Fashion-MNIST;
+# with OLD=<rev>, that revision's sources (.devrun/old.tar.gz, for bench/gpu_train_ab.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .devrun/debs .devrun/shared
@@ -16,6 +17,10 @@ mkdir -p .devrun/debs .devrun/shared
    apt-get download libsimdjson-dev libsimdjson14 >/dev/null)
 # gloo headers (the symbols are inside libtorch): CPU data parallel there too
 (cd .devrun/debs && [ -n "$(ls libgloo-dev_*.deb 2>/dev/null)" ] || apt-get download libgloo-dev >/dev/null)
+# OLD=<rev>: that revision's sources for bench/gpu_train_ab.sh (a change against the build it replaces)
+if [ -n "${OLD:-}" ]; then
+  git archive --format=tar.gz --prefix=old/ "$OLD" src tests configs CMakeLists.txt Makefile scripts bench > .devrun/old.tar.gz
+fi
 rm -rf .devrun/shared/reference && cp -r ../shared/reference .devrun/shared/reference
 chmod -R u+w .devrun/shared
 # Fashion-MNIST (Debian's dataset-fashion-mnist) for training runs there: RAR_DATASETS_DIR=$PWD/.devrun/datasets

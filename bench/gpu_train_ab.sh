@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# A training-step change measured against the build it replaces, in one GPU session (the two columns
+# then share the machine and its state). Here, first: `OLD=<rev> scripts/gpu-pack.sh` writes that
+# revision's sources to .devrun/old.tar.gz (carry it with .devrun/debs and .devrun/shared). On the
+# GPU machine, after `make gpu` of the new code, in the background (it outlives a device call; poll
+# DIR/steps.log and copy DIR's .md files to $OUT):
+#   setsid nohup bench/gpu_train_ab.sh build-gpu/rar DIR < /dev/null > /dev/null 2>&1 &
+# It builds the old revision in /tmp/oldsrc, then writes into DIR: profile-new.md (rar_xl, eager,
+# top 40 kernels), train-new.md and train-old.md (rar_b, rar_xl, rar_xl with 12/32 blocks recomputed;
+# REPEATS processes each), numerics.md (bench/gpu_numerics.sh old vs new), and DONE.
+set -u
+NEW=${1:-build-gpu/rar}
+DIR=${2:-/tmp/train-ab}
+REPEATS=${REPEATS:-3}
+mkdir -p "$DIR"
+step() { echo "== $(date +%T) $*" >> "$DIR/steps.log"; }
+[ -f .devrun/old.tar.gz ] || { step "no .devrun/old.tar.gz (OLD=<rev> scripts/gpu-pack.sh)"; touch "$DIR/DONE"; exit 1; }
+. scripts/gpu-env.sh
+rm -rf /tmp/oldsrc && mkdir -p /tmp/oldsrc && tar xzf .devrun/old.tar.gz -C /tmp/oldsrc && ln -sfn "$PWD/.devrun" /tmp/oldsrc/old/.devrun
+step "old build (in the background)"
+(cd /tmp/oldsrc/old && make gpu JOBS=8 GPU_TARGET=rar > "$DIR/build-old.log" 2>&1; echo "old build rc $?" > "$DIR/old-built") &
+step profile
+timeout 200 "$NEW" bench train --preset rar_xl --batch 64 --no-graph --profile 40 > "$DIR/profile-new.md" 2>&1
+rows() {  # rows BINARY: the rows, REPEATS processes each
+  for args in "--preset rar_b --batch 64" "--preset rar_xl --batch 64" "--preset rar_xl --batch 64 --checkpoint-layers 12"; do
+    for i in $(seq "$REPEATS"); do
+      timeout 120 "$1" bench train --no-header $args 2>&1 | grep '^| rar' || echo "| failed: $args |"
+    done
+  done
+}
+step rows-new; rows "$NEW" > "$DIR/train-new.md"
+step wait-old; while [ ! -f "$DIR/old-built" ]; do sleep 2; done; cat "$DIR/old-built" >> "$DIR/steps.log"
+OLD=/tmp/oldsrc/old/build-gpu/rar
+step rows-old; rows "$OLD" > "$DIR/train-old.md"
+step numerics; NUMERICS_DIR=/tmp/numerics bench/gpu_numerics.sh "$OLD" "$NEW" 200 > "$DIR/numerics.md" 2>&1
+step done; touch "$DIR/DONE"
