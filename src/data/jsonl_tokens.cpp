@@ -157,7 +157,11 @@ void assemble(const JsonlSettings& s, const std::string& parts, const std::vecto
   int64_t total = 0;
   for (const auto& c : chunks) total += c.rows;
   TokenFileWriter w(s.out, s.codebook, s.seq_len, s.classes, total);
-  std::vector<char> buf(8u << 20);
+  // up to 8 MB a read, no more than the rows need; uninitialised (only what is read is touched)
+  const size_t unit_max = std::max<size_t>(4, static_cast<size_t>(s.seq_len) * bytes);
+  const size_t buf_size = std::max(unit_max, std::min<size_t>(8u << 20, static_cast<size_t>(total) * unit_max));
+  std::unique_ptr<char[]> buf_mem(new char[buf_size]);
+  char* const buf = buf_mem.get();
   for (int pass = 0; pass < 2; ++pass) {
     for (size_t c = 0; c < chunks.size(); ++c) {
       const std::string path = chunk_path(parts, static_cast<int64_t>(c));
@@ -167,13 +171,13 @@ void assemble(const JsonlSettings& s, const std::string& parts, const std::vecto
       const size_t row_bytes = static_cast<size_t>(s.seq_len) * bytes;
       const int64_t unit = pass == 0 ? 4 : static_cast<int64_t>(row_bytes);  // bytes per row of this pass
       check(std::fseek(f.get(), pass == 0 ? labels_at : tokens_at, SEEK_SET) == 0, path, ": cannot seek");
-      const int64_t per_read = std::max<int64_t>(1, static_cast<int64_t>(buf.size()) / unit);
+      const int64_t per_read = std::max<int64_t>(1, static_cast<int64_t>(buf_size) / unit);
       for (int64_t done = 0; done < chunks[c].rows;) {
         const int64_t n = std::min(per_read, chunks[c].rows - done);
-        check(std::fread(buf.data(), static_cast<size_t>(unit), static_cast<size_t>(n), f.get()) == static_cast<size_t>(n),
+        check(std::fread(buf, static_cast<size_t>(unit), static_cast<size_t>(n), f.get()) == static_cast<size_t>(n),
               path, ": read failed (truncated?)");
-        if (pass == 0) w.labels(reinterpret_cast<const int32_t*>(buf.data()), n);
-        else w.tokens(buf.data(), n);
+        if (pass == 0) w.labels(reinterpret_cast<const int32_t*>(buf), n);
+        else w.tokens(buf, n);
         done += n;
       }
     }
@@ -215,7 +219,11 @@ bool convert_jsonl_tokens(const JsonlSettings& s) {
   std::unique_ptr<Progress> progress;
   if (s.progress) progress = std::make_unique<Progress>("jsonl", size >> 20, "MiB", offset >> 20);
   Converter conv(s);
-  std::vector<char> buf(kBlock + kMaxLine + simdjson::SIMDJSON_PADDING);
+  // The read buffer: a block and one longest line, no larger than the input needs (a small file
+  // need not fault in 17 MB), left uninitialised (only what is read is touched).
+  const size_t room = static_cast<size_t>(std::min<int64_t>(kBlock, std::max<int64_t>(size - offset, 0))) + kMaxLine;
+  std::unique_ptr<char[]> buf_mem(new char[room + simdjson::SIMDJSON_PADDING]);
+  char* const buf = buf_mem.get();
   size_t have = 0;
   bool eof = offset >= size, done = false;
   int64_t made = 0;
@@ -227,20 +235,20 @@ bool convert_jsonl_tokens(const JsonlSettings& s) {
   };
   while (!done) {
     if (!eof) {  // fill the buffer behind what is left of the last block
-      const size_t n = std::fread(buf.data() + have, 1, kBlock + kMaxLine - have, f.get());
+      const size_t n = std::fread(buf + have, 1, room - have, f.get());
       if (n == 0) eof = true;
       have += n;
     }
-    std::memset(buf.data() + have, 0, simdjson::SIMDJSON_PADDING);
+    std::memset(buf + have, 0, simdjson::SIMDJSON_PADDING);
     size_t at = 0;
     for (;;) {
-      const char* start = buf.data() + at;
+      const char* start = buf + at;
       const void* nl = std::memchr(start, '\n', have - at);
       if (!nl && !(eof && at < have)) break;  // an incomplete line: read on
       const size_t len = nl ? static_cast<const char*>(nl) - start : have - at;
       check(len <= kMaxLine, s.jsonl, ": line ", line, ": longer than ", kMaxLine, " bytes");
       const int64_t rows_before = conv.rows();
-      conv.line(start, len, buf.size() - at, line);
+      conv.line(start, len, room + simdjson::SIMDJSON_PADDING - at, line);
       at += len + (nl ? 1 : 0);
       ++line;
       offset += static_cast<int64_t>(len + (nl ? 1 : 0));
@@ -256,8 +264,8 @@ bool convert_jsonl_tokens(const JsonlSettings& s) {
       }
       if (!nl) break;
     }
-    check(!(at == 0 && have >= kBlock + kMaxLine), s.jsonl, ": line ", line, ": longer than ", kMaxLine, " bytes");
-    std::memmove(buf.data(), buf.data() + at, have - at);
+    check(!(at == 0 && have >= room), s.jsonl, ": line ", line, ": longer than ", kMaxLine, " bytes");
+    std::memmove(buf, buf + at, have - at);
     have -= at;
     if (progress) progress->update(offset >> 20);
     done = eof && have == 0;
