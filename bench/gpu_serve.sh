@@ -18,8 +18,9 @@ for m in ${MODELS:-rar_b rar_xl}; do
   pid=$!
   url="http://127.0.0.1:$port"
   for i in $(seq 1 120); do $PY -c "import urllib.request; urllib.request.urlopen('$url/health')" 2>/dev/null && break; sleep 1; done
-  $PY bench/serve_load.py --url $url --clients 1 --min-images 1 --max-images 1 --seconds 15 --label "$m idle, 1 image"
-  $PY bench/serve_load.py --url $url --clients 1 --seconds "$SECS" --label "$m one at a time, 1-8"
+  # the one-client rows: a fixed number of requests (the same seeded sizes every run), not a time
+  $PY bench/serve_load.py --url $url --clients 1 --min-images 1 --max-images 1 --requests 40 --seconds 120 --label "$m idle, 1 image"
+  $PY bench/serve_load.py --url $url --clients 1 --requests 30 --seconds 120 --label "$m one at a time, 1-8"
   for k in 32 128; do
     $PY bench/serve_load.py --url $url --clients $k --seconds "$SECS" --label "$m $k clients, 1-8"
   done

@@ -29,6 +29,9 @@ def main():
     ap.add_argument("--url", default="http://127.0.0.1:8080")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=60)
+    # each client stops after this many requests (0: none): the same seeded request sizes every run,
+    # so rows of one client compare across runs whatever their length
+    ap.add_argument("--requests", type=int, default=0)
     ap.add_argument("--min-images", type=int, default=1)
     ap.add_argument("--max-images", type=int, default=8)
     ap.add_argument("--cfg", type=float, default=4.0)
@@ -44,7 +47,9 @@ def main():
 
     def client(k):
         rng = random.Random(k)
-        while time.time() < stop_at:
+        sent = 0
+        while time.time() < stop_at and (a.requests == 0 or sent < a.requests):
+            sent += 1
             n = rng.randint(a.min_images, a.max_images)
             body = json.dumps({"class": rng.randrange(classes), "n": n, "cfg": a.cfg, "seed": rng.randrange(1 << 30)})
             req = urllib.request.Request(a.url + "/v1/generate", body.encode(), {"Content-Type": "application/json"})
