@@ -158,7 +158,8 @@ void assemble(const JsonlSettings& s, const std::string& parts, const std::vecto
   for (const auto& c : chunks) total += c.rows;
   TokenFileWriter w(s.out, s.codebook, s.seq_len, s.classes, total);
   // up to 8 MB a read, no more than the rows need; uninitialised (only what is read is touched)
-  const size_t unit_max = std::max<size_t>(4, static_cast<size_t>(s.seq_len) * bytes);
+  const size_t row_bytes = static_cast<size_t>(s.seq_len) * bytes;
+  const size_t unit_max = std::max<size_t>(4, row_bytes);
   const size_t buf_size = std::max(unit_max, std::min<size_t>(8u << 20, static_cast<size_t>(total) * unit_max));
   std::unique_ptr<char[]> buf_mem(new char[buf_size]);
   char* const buf = buf_mem.get();
@@ -168,7 +169,6 @@ void assemble(const JsonlSettings& s, const std::string& parts, const std::vecto
       std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
       check(f != nullptr, path, ": cannot open");
       const int64_t labels_at = static_cast<int64_t>(kChunkHeader), tokens_at = labels_at + 4 * chunks[c].rows;
-      const size_t row_bytes = static_cast<size_t>(s.seq_len) * bytes;
       const int64_t unit = pass == 0 ? 4 : static_cast<int64_t>(row_bytes);  // bytes per row of this pass
       check(std::fseek(f.get(), pass == 0 ? labels_at : tokens_at, SEEK_SET) == 0, path, ": cannot seek");
       const int64_t per_read = std::max<int64_t>(1, static_cast<int64_t>(buf_size) / unit);

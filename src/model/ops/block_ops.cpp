@@ -88,11 +88,9 @@ struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
       if (bits.defined()) ga = ga * unpack_bits(bits, u.sizes()) * (1.0 / (1.0 - p));
       gu = at::gelu_backward(ga, u);
     }
-    // (fused: the product writes the float32 weight gradient itself where ATen offers it, CUDA bf16)
-    auto gw = ctx->saved_data["fused"].toBool() && g.is_cuda() && dt == torch::kBFloat16 &&
-                      w.scalar_type() == torch::kFloat32
-                  ? at::mm(g.t(), a, torch::kFloat32)
-                  : g.t().mm(a).to(w.scalar_type());
+    std::optional<torch::Tensor> fused_gw;
+    if (ctx->saved_data["fused"].toBool()) fused_gw = fused::weight_gradient(g, a, w.scalar_type());
+    auto gw = fused_gw ? *fused_gw : g.t().mm(a).to(w.scalar_type());
     auto gb = g.sum(0, false, torch::kFloat32).to(b.scalar_type());
     return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }

@@ -16,6 +16,9 @@ bool built();
 // ---- block ops (model/ops/block_ops.h)
 // A training step's product under bf16 autocast (gradients on): parameter gradients in float32.
 std::optional<torch::Tensor> linear(const torch::nn::LinearImpl& l, const torch::Tensor& x);
+// gᵀ·a for a weight of dtype w_dtype, written in it by the product itself (bf16 g and a on CUDA,
+// a float32 weight: no bf16 result and cast) — what `linear` does, for ops that own their backward.
+std::optional<torch::Tensor> weight_gradient(const torch::Tensor& g, const torch::Tensor& a, at::ScalarType w_dtype);
 std::optional<torch::Tensor> ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
                                          const torch::Tensor& shift, const torch::Tensor& scale);
 // Dropout bits for n elements (block_ops.h dropout_bits) drawn on the device.

@@ -147,7 +147,7 @@ struct LinearFn : torch::autograd::Function<LinearFn> {
     const int64_t in = wb.size(1), out = wb.size(0);
     const auto g = grads[0].to(x.scalar_type()).reshape({-1, out});
     auto gx = g.mm(wb).view(x.sizes());
-    auto gw = at::mm(g.t(), x.reshape({-1, in}), torch::kFloat32);
+    auto gw = *weight_gradient(g, x.reshape({-1, in}), torch::kFloat32);
     auto gb = g.sum(0, false, torch::kFloat32);
     return {gx, gw, gb};
   }
@@ -188,6 +188,13 @@ bool gelu_kernel_ok(const torch::Tensor& u, const torch::Tensor& bits) {
          kernels::gelu_dropout_supported(kdt(u), u.data_ptr(), u.numel());
 }
 }  // namespace
+
+std::optional<torch::Tensor> weight_gradient(const torch::Tensor& g, const torch::Tensor& a, at::ScalarType w_dtype) {
+  if (g.is_cuda() && g.scalar_type() == torch::kBFloat16 && a.scalar_type() == torch::kBFloat16 &&
+      w_dtype == torch::kFloat32)
+    return at::mm(g.t(), a, torch::kFloat32);
+  return std::nullopt;
+}
 
 std::optional<torch::Tensor> linear(const torch::nn::LinearImpl& l, const torch::Tensor& x) {
   const auto dev = torch::kCUDA;
