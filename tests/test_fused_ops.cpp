@@ -269,6 +269,44 @@ TEST(FusedOpsCuda, LnModulateMatchesPlainPath) {
   }
 }
 
+// ln_modulate_branch's fused op sums the residual stream's two gradients inside the norm's backward
+// kernel: against the same kernels taken apart (autograd adding the gated residual's gradient of x
+// to the norm's), every output and gradient bit for bit — for each backward kernel (H as above),
+// float32 and under bf16 autocast. At the block's shape (1280 wide, more rows than blocks) too.
+TEST(FusedOpsCuda, LnModulateBranchSumsTheResidualGradientBitForBit) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  for (auto [B, N, H] : std::vector<std::array<int64_t, 3>>{{3, 37, 200}, {3, 37, 196}, {3, 37, 202}, {8, 257, 1280}})
+  for (bool autocast : {false, true}) {
+    torch::manual_seed(4);
+    auto ln = make_ln(H, true);
+    auto cu = torch::TensorOptions().device(torch::kCUDA);
+    std::vector<torch::Tensor> leaves = {
+        leaf(2 + 3 * torch::randn({B, N, H}, cu)),
+        leaf(0.5 * torch::randn({B, N, 6 * H}, cu.dtype(autocast ? torch::kBFloat16 : torch::kFloat32))),
+        ln->weight, ln->bias};
+    bool took_branch_op = false;
+    auto block_half = [&](bool branch) {
+      auto m = leaves[1].chunk(6, -1);
+      torch::Tensor h = leaves[0], n;
+      if (branch) {
+        auto r = model::ln_modulate_branch(ln, leaves[0], m[3], m[4], kFused);
+        h = r[0], n = r[1];
+        took_branch_op = n.grad_fn() && n.grad_fn()->name().find("LnModulateBranch") != std::string::npos;
+      } else {
+        n = model::ln_modulate(ln, leaves[0], m[3], m[4], kFused);
+      }
+      return model::gated_residual_masked(h, m[2], n * 1.5, torch::Tensor(), 0.0, kFused);
+    };
+    auto [ya, ga] = run(kFused, leaves, [&](model::OpPath) { return block_half(false); }, autocast);
+    auto [yb, gb] = run(kFused, leaves, [&](model::OpPath) { return block_half(true); }, autocast);
+    const std::string what = "H " + std::to_string(H) + " autocast " + std::to_string(autocast);
+    EXPECT_TRUE(took_branch_op) << what;
+    EXPECT_TRUE(torch::equal(ya, yb)) << what;
+    for (size_t i = 0; i < ga.size(); ++i) EXPECT_TRUE(torch::equal(ga[i], gb[i])) << "grad " << i << " " << what;
+    EXPECT_GT(ga[0].abs().max().item<double>(), 0.0);
+  }
+}
+
 // rar_xl's widths at more positions than the backward kernels have blocks (2056 > 1056): each block
 // walks several rows (the shared sums alternate between two buffers), and its partial sums of the
 // affine gradients cover them all.

@@ -38,11 +38,14 @@ void residual_ln_modulate_forward(DType tx, DType t, const void* x, const void* 
 
 // Gradients of ln_modulate given gy (contiguous [rows,H], dtype t): gx (tx), gscale (t, contiguous)
 // and, with an affine, partial sums for w and b: gw_part/gb_part [ln_modulate_partial_rows(rows), H]
-// (every row written; sum them over dim 0). The gradient of shift is gy itself.
+// (every row written; sum them over dim 0). The gradient of shift is gy itself. gx_add (tx,
+// contiguous [rows,H], or null) is added to gx: the residual stream's other gradient, summed as
+// autograd would sum the two (gx rounded to tx first), bit for bit.
 int64_t ln_modulate_partial_rows(int64_t rows);
 void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, const float* mean, const float* rstd,
                           const float* w, const float* b, const void* scale, int64_t scale_stride, int64_t rows,
-                          int H, void* gx, void* gscale, float* gw_part, float* gb_part, cudaStream_t stream);
+                          int H, void* gx, const void* gx_add, void* gscale, float* gw_part, float* gb_part,
+                          cudaStream_t stream);
 
 // The attention input step: qkv [B,N,3,heads,hd] (the qkv projection's output) -> q = LN(q)·wq+bq,
 // k = LN(k)·wk+bk, v, each written [B,N,heads,hd] contiguous (attention reads them as [B,heads,N,hd]

@@ -6,6 +6,21 @@ namespace {
 
 // ---------------------------------------------------------------- LayerNorm + modulation
 
+// The backward's optional gx_add: the gradient the residual stream's other use (the gated residual)
+// sends to x, added here instead of by autograd in a pass of its own. The norm's gradient is rounded
+// to TX first, so the sum is the one autograd forms from the two rounded gradients, bit for bit.
+template <typename TX>
+__device__ __forceinline__ TX with_residual(float g, const TX* __restrict__ gx_add, int64_t i) {
+  return gx_add ? from_f<TX>(to_f(from_f<TX>(g)) + to_f(gx_add[i])) : from_f<TX>(g);
+}
+template <int N, typename TX>
+__device__ __forceinline__ void add_residual(float o[N], const TX* __restrict__ gx_add) {
+  float r[N];
+  if constexpr (N == 8) load8(gx_add, r);
+  else load4(gx_add, r);
+#pragma unroll
+  for (int j = 0; j < N; ++j) o[j] = to_f(from_f<TX>(o[j])) + r[j];
+}
 
 template <typename TX, typename T, int K>
 __global__ void ln_modulate_fwd(const TX* __restrict__ x, int64_t rows, int H, const float* __restrict__ w,
@@ -39,8 +54,9 @@ template <typename TX, typename T, int K>
 __global__ void ln_modulate_bwd(const T* __restrict__ gy, const TX* __restrict__ x, const float* __restrict__ mean,
                                 const float* __restrict__ rstd, const float* __restrict__ w,
                                 const float* __restrict__ b, const T* __restrict__ scale, int64_t scale_stride,
-                                int64_t rows, int H, TX* __restrict__ gx, T* __restrict__ gscale,
-                                float* __restrict__ gw_part, float* __restrict__ gb_part, int64_t nwarps) {
+                                int64_t rows, int H, TX* __restrict__ gx, const TX* __restrict__ gx_add,
+                                T* __restrict__ gscale, float* __restrict__ gw_part, float* __restrict__ gb_part,
+                                int64_t nwarps) {
   const int lane = threadIdx.x & 31;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (warp >= nwarps) return;  // nwarps: the partial rows the caller allocated
@@ -81,7 +97,7 @@ __global__ void ln_modulate_bwd(const T* __restrict__ gy, const TX* __restrict__
       if (c < H) {
         const float gn = to_f(gr[c]) * (1.f + to_f(sc[c]));
         const float gh = w ? gn * w[c] : gn;
-        gxr[c] = from_f<TX>(rs * (gh - s1 - xh[k] * s2));
+        gxr[c] = with_residual(rs * (gh - s1 - xh[k] * s2), gx_add, row * H + c);
       }
     }
   }
@@ -249,8 +265,9 @@ template <typename TX, typename T, int G>
 __global__ void ln_modulate_bwd4(const T* __restrict__ gy, const TX* __restrict__ x, const float* __restrict__ mean,
                                  const float* __restrict__ rstd, const float* __restrict__ w,
                                  const float* __restrict__ b, const T* __restrict__ scale, int64_t scale_stride,
-                                 int64_t rows, int H, TX* __restrict__ gx, T* __restrict__ gscale,
-                                 float* __restrict__ gw_part, float* __restrict__ gb_part, int64_t nwarps) {
+                                 int64_t rows, int H, TX* __restrict__ gx, const TX* __restrict__ gx_add,
+                                 T* __restrict__ gscale, float* __restrict__ gw_part, float* __restrict__ gb_part,
+                                 int64_t nwarps) {
   const int lane = threadIdx.x & 31;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (warp >= nwarps) return;  // nwarps: the partial rows the caller allocated
@@ -313,6 +330,7 @@ __global__ void ln_modulate_bwd4(const T* __restrict__ gy, const TX* __restrict_
           const float gh = w ? gn * wv[j] : gn;
           o[j] = rs * (gh - s1 - xh[g][j] * s2);
         }
+        if (gx_add) add_residual<4>(o, gx_add + row * H + c);
         store4(gxr + c, o);
       }
     }
@@ -339,8 +357,8 @@ __global__ void __launch_bounds__(1024) ln_modulate_bwd_rows(const T* __restrict
                                      const float* __restrict__ mean, const float* __restrict__ rstd,
                                      const float* __restrict__ w, const float* __restrict__ b,
                                      const T* __restrict__ scale, int64_t scale_stride, int64_t rows, int H,
-                                     TX* __restrict__ gx, T* __restrict__ gscale, float* __restrict__ gw_part,
-                                     float* __restrict__ gb_part) {
+                                     TX* __restrict__ gx, const TX* __restrict__ gx_add, T* __restrict__ gscale,
+                                     float* __restrict__ gw_part, float* __restrict__ gb_part) {
   const int c = 8 * threadIdx.x;
   const bool on = c < H;  // blockDim is H/8 rounded up to whole warps
   float wv[8], bv[8], aw[8], ab[8];
@@ -377,6 +395,7 @@ __global__ void __launch_bounds__(1024) ln_modulate_bwd_rows(const T* __restrict
       float o[8];
 #pragma unroll
       for (int j = 0; j < 8; ++j) o[j] = rs * (gh[j] - m1 - xh[j] * m2);
+      if (gx_add) add_residual<8>(o, gx_add + row * H + c);
       store8(gx + row * H + c, o);
       store8(gscale + row * H + c, gs);
     }
@@ -472,15 +491,17 @@ int64_t ln_modulate_partial_rows(int64_t rows) { return std::max<int64_t>(1, std
 
 void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, const float* mean, const float* rstd,
                           const float* w, const float* b, const void* scale, int64_t scale_stride, int64_t rows,
-                          int H, void* gx, void* gscale, float* gw_part, float* gb_part, cudaStream_t stream) {
+                          int H, void* gx, const void* gx_add, void* gscale, float* gw_part, float* gb_part,
+                          cudaStream_t stream) {
   if (rows == 0) return;
   const bool affine_ok = !w || (aligned(w, 16) && aligned(b, 16));
   const bool vec = vec4_ok(x, H, H, bytes_of(tx)) && vec4_ok(gy, H, H, bytes_of(t)) &&
                    vec4_ok(scale, scale_stride, H, bytes_of(t)) && vec4_ok(gx, H, H, bytes_of(tx)) &&
-                   vec4_ok(gscale, H, H, bytes_of(t)) && affine_ok &&
+                   vec4_ok(gscale, H, H, bytes_of(t)) && affine_ok && (!gx_add || vec4_ok(gx_add, H, H, bytes_of(tx))) &&
                    (!gw_part || (aligned(gw_part, 16) && aligned(gb_part, 16)));
   const bool rows8 = H <= kMaxRowWidth && vec8_ok(x, H, H) && vec8_ok(gy, H, H) &&
                      vec8_ok(scale, scale_stride, H) && vec8_ok(gx, H, H) && vec8_ok(gscale, H, H) && affine_ok &&
+                     (!gx_add || vec8_ok(gx_add, H, H)) &&
                      (!gw_part || (vec8_ok(gw_part, H, H) && vec8_ok(gb_part, H, H)));
   // every path writes exactly P partial rows (one per block, resp. per warp)
   const int64_t P = ln_modulate_partial_rows(rows);
@@ -491,19 +512,20 @@ void ln_modulate_backward(DType tx, DType t, const void* gy, const void* x, cons
     const auto *gp = static_cast<const T*>(gy), *cp = static_cast<const T*>(scale);
     const auto* xp = static_cast<const TX*>(x);
     auto* gxp = static_cast<TX*>(gx);
+    const auto* gap = static_cast<const TX*>(gx_add);
     auto* gsp = static_cast<T*>(gscale);
     if (rows8)
       ln_modulate_bwd_rows<TX, T><<<static_cast<unsigned>(P), row_threads(H), 0, stream>>>(
-          gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gsp, gw_part, gb_part);
+          gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gap, gsp, gw_part, gb_part);
     else if (vec)
       dispatch_groups(H, [&](auto g_) {
         ln_modulate_bwd4<TX, T, decltype(g_)::value><<<warp_blocks, kThreads, 0, stream>>>(
-            gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gsp, gw_part, gb_part, P);
+            gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gap, gsp, gw_part, gb_part, P);
       });
     else
       dispatch_width(H, [&](auto k_) {
         ln_modulate_bwd<TX, T, decltype(k_)::value><<<warp_blocks, kThreads, 0, stream>>>(
-            gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gsp, gw_part, gb_part, P);
+            gp, xp, mean, rstd, w, b, cp, scale_stride, rows, H, gxp, gap, gsp, gw_part, gb_part, P);
       });
   });
   check_launch("ln_modulate_backward");

@@ -92,11 +92,13 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
   const auto [shift_a, scale_a, gate_a, shift_m, scale_m, gate_m] =
       adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training());
   // h += gate_a · Dropout(Attn(LN1(h)·(1 + scale_a) + shift_a))
+  //   (h and its modulated LN from one op, whose backward sums h's two gradients: model/ops)
   const double p = is_training() ? dropout : 0.0;
-  auto x = gated_residual(x_in, gate_a, attn(ln_modulate(norm1, x_in, shift_a, scale_a, path), k_cache, v_cache, past), p,
-                          path);
+  auto [h, n1] = ln_modulate_branch(norm1, x_in, shift_a, scale_a, path);
+  auto x = gated_residual(h, gate_a, attn(n1, k_cache, v_cache, past), p, path);
   // h += gate_m · Dropout(MLP(LN2(h)·(1 + scale_m) + shift_m))
-  return gated_residual(x, gate_m, mlp(ln_modulate(norm2, x, shift_m, scale_m, path)), p, path);
+  auto [h2, n2] = ln_modulate_branch(norm2, x, shift_m, scale_m, path);
+  return gated_residual(h2, gate_m, mlp(n2), p, path);
 }
 
 // ---------------------------------------------------------------- final layer

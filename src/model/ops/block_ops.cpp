@@ -136,6 +136,13 @@ torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x
   return ln_modulate_plain(ln, x, shift, scale);
 }
 
+std::array<torch::Tensor, 2> ln_modulate_branch(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
+                                                const torch::Tensor& shift, const torch::Tensor& scale, OpPath path) {
+  if (path == OpPath::fused)
+    if (auto r = fused::ln_modulate_branch(ln, x, shift, scale)) return *r;
+  return {x, ln_modulate(ln, x, shift, scale, path)};
+}
+
 torch::Tensor gated_residual_masked(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& y,
                                     const torch::Tensor& bits, double p, OpPath path) {
   if (path == OpPath::fused)

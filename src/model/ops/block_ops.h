@@ -1,6 +1,7 @@
 // block_ops.h — the generator block's memory-bound steps as single operations (model/generator),
 // each a plain LibTorch function with a fused CUDA path beside it (model/ops/fused.h):
-//   ln_modulate, gated_residual, gated_residual_ln_modulate   adaLN modulation and the residual adds
+//   ln_modulate, ln_modulate_branch, gated_residual,
+//   gated_residual_ln_modulate                                adaLN modulation and the residual adds
 //   qk_norm_split                                             q/k LayerNorm per head
 //   adaln_split6                                              the block's six modulation vectors
 //   gelu_dropout_linear                                       the MLP's tail
@@ -31,6 +32,14 @@ torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpP
 // the adaLN projection). Result in the matmul dtype (autocast's, else shift's).
 torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,
                           const torch::Tensor& scale, OpPath path);
+
+// {x, ln_modulate(ln, x, shift, scale)}: the residual stream x with the modulated LayerNorm of it,
+// for a block half that adds its branch back onto x (`gated_residual(h, gate, branch(n))`). The
+// same values as the two taken apart; on the fused path with gradients flowing to x, one autograd
+// op whose backward adds the gradient of x's residual use inside the norm's backward kernel
+// (otherwise autograd adds the two gradients in a pass of its own), bit for bit the same sum.
+std::array<torch::Tensor, 2> ln_modulate_branch(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
+                                                const torch::Tensor& shift, const torch::Tensor& scale, OpPath path);
 
 // Dropout masks as bits: element j of byte i in bit j, set = kept; ceil(n/8) uint8 for n elements.
 // dropout_bits draws one for n elements, each kept with probability 1 - p (p = 0: undefined, no

@@ -21,6 +21,10 @@ std::optional<torch::Tensor> linear(const torch::nn::LinearImpl& l, const torch:
 std::optional<torch::Tensor> weight_gradient(const torch::Tensor& g, const torch::Tensor& a, at::ScalarType w_dtype);
 std::optional<torch::Tensor> ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
                                          const torch::Tensor& shift, const torch::Tensor& scale);
+// {x, ln_modulate(x)} as one autograd op (block_ops.h ln_modulate_branch) when gradients flow to x:
+// its backward adds x's other gradient inside the norm's backward kernel.
+std::optional<std::array<torch::Tensor, 2>> ln_modulate_branch(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
+                                                               const torch::Tensor& shift, const torch::Tensor& scale);
 // Dropout bits for n elements (block_ops.h dropout_bits) drawn on the device.
 std::optional<torch::Tensor> dropout_bits(int64_t n, double p, const torch::Device& device);
 // x + gate · dropout(y) with the mask `bits` (undefined: no dropout, p unused).

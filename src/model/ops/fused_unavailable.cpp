@@ -12,6 +12,10 @@ std::optional<torch::Tensor> ln_modulate(const torch::nn::LayerNorm&, const torc
                                          const torch::Tensor&) {
   return std::nullopt;
 }
+std::optional<std::array<torch::Tensor, 2>> ln_modulate_branch(const torch::nn::LayerNorm&, const torch::Tensor&,
+                                                               const torch::Tensor&, const torch::Tensor&) {
+  return std::nullopt;
+}
 std::optional<torch::Tensor> dropout_bits(int64_t, double, const torch::Device&) { return std::nullopt; }
 std::optional<torch::Tensor> gated_residual(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
                                             const torch::Tensor&, double) {

@@ -15,45 +15,74 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// LayerNorm + modulation, one kernel each way. The kernels' calls are shared with LnModulateBranchFn.
+torch::Tensor ln_modulate_run(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
+                              const torch::Tensor& b, const torch::Tensor& shift, const torch::Tensor& scale,
+                              double eps) {
+  c10::cuda::CUDAGuard guard(x.device());
+  const int64_t H = x.size(-1), rows = x.numel() / H;
+  auto y = torch::empty(x.sizes(), x.options().dtype(shift.scalar_type()));
+  auto mean = torch::empty({rows}, x.options().dtype(torch::kFloat32));
+  auto rstd = torch::empty_like(mean);
+  K::ln_modulate_forward(kdt(x), kdt(shift), x.data_ptr(), rows, static_cast<int>(H), opt_ptr(w), opt_ptr(b),
+                         shift.data_ptr(), shift.stride(1), scale.data_ptr(), scale.stride(1), static_cast<float>(eps),
+                         y.data_ptr(), mean.data_ptr<float>(), rstd.data_ptr<float>(), stream());
+  ctx->save_for_backward({x, w, b, scale, mean, rstd});
+  return y;
+}
+// {gx (+ g_residual when defined), gw, gb, gshift, gscale}
+std::array<torch::Tensor, 5> ln_modulate_grads(AutogradContext* ctx, const torch::Tensor& grad_y,
+                                               const torch::Tensor& g_residual) {
+  auto s = ctx->get_saved_variables();
+  const auto &x = s[0], &w = s[1], &b = s[2], &scale = s[3], &mean = s[4], &rstd = s[5];
+  c10::cuda::CUDAGuard guard(x.device());
+  auto gy = grad_y.defined() ? grad_y.to(scale.scalar_type()).contiguous() : torch::zeros(x.sizes(), scale.options());
+  const auto gadd = g_residual.defined() ? g_residual.to(x.scalar_type()).contiguous() : torch::Tensor();
+  const int64_t H = x.size(-1), rows = x.numel() / H;
+  auto gx = torch::empty_like(x);
+  auto gscale = torch::empty(x.sizes(), gy.options());
+  torch::Tensor gw_part, gb_part;
+  const bool affine = w.numel() > 0;
+  if (affine) {
+    gw_part = torch::empty({K::ln_modulate_partial_rows(rows), H}, mean.options());
+    gb_part = torch::empty_like(gw_part);
+  }
+  K::ln_modulate_backward(kdt(x), kdt(scale), gy.data_ptr(), x.data_ptr(), mean.data_ptr<float>(),
+                          rstd.data_ptr<float>(), opt_ptr(w), opt_ptr(b), scale.data_ptr(), scale.stride(1), rows,
+                          static_cast<int>(H), gx.data_ptr(), opt_ptr(gadd), gscale.data_ptr(), opt_ptr(gw_part),
+                          opt_ptr(gb_part), stream());
+  torch::Tensor gw, gb;
+  if (affine) {
+    gw = gw_part.sum(0);
+    gb = gb_part.sum(0);
+  }
+  return {gx, gw, gb, gy, gscale};
+}
+
 struct LnModulateFn : torch::autograd::Function<LnModulateFn> {
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor w, torch::Tensor b,
                                torch::Tensor shift, torch::Tensor scale, double eps) {
-    c10::cuda::CUDAGuard guard(x.device());
-    const int64_t H = x.size(-1), rows = x.numel() / H;
-    auto y = torch::empty(x.sizes(), x.options().dtype(shift.scalar_type()));
-    auto mean = torch::empty({rows}, x.options().dtype(torch::kFloat32));
-    auto rstd = torch::empty_like(mean);
-    K::ln_modulate_forward(kdt(x), kdt(shift), x.data_ptr(), rows, static_cast<int>(H), opt_ptr(w), opt_ptr(b),
-                           shift.data_ptr(), shift.stride(1), scale.data_ptr(), scale.stride(1),
-                           static_cast<float>(eps), y.data_ptr(), mean.data_ptr<float>(), rstd.data_ptr<float>(),
-                           stream());
-    ctx->save_for_backward({x, w, b, scale, mean, rstd});
-    return y;
+    return ln_modulate_run(ctx, x, w, b, shift, scale, eps);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto s = ctx->get_saved_variables();
-    const auto &x = s[0], &w = s[1], &b = s[2], &scale = s[3], &mean = s[4], &rstd = s[5];
-    c10::cuda::CUDAGuard guard(x.device());
-    auto gy = grads[0].to(scale.scalar_type()).contiguous();
-    const int64_t H = x.size(-1), rows = x.numel() / H;
-    auto gx = torch::empty_like(x);
-    auto gscale = torch::empty(x.sizes(), gy.options());
-    torch::Tensor gw_part, gb_part;
-    const bool affine = w.numel() > 0;
-    if (affine) {
-      gw_part = torch::empty({K::ln_modulate_partial_rows(rows), H}, mean.options());
-      gb_part = torch::empty_like(gw_part);
-    }
-    K::ln_modulate_backward(kdt(x), kdt(scale), gy.data_ptr(), x.data_ptr(), mean.data_ptr<float>(),
-                            rstd.data_ptr<float>(), opt_ptr(w), opt_ptr(b), scale.data_ptr(), scale.stride(1), rows,
-                            static_cast<int>(H), gx.data_ptr(), gscale.data_ptr(), opt_ptr(gw_part),
-                            opt_ptr(gb_part), stream());
-    torch::Tensor gw, gb;
-    if (affine) {
-      gw = gw_part.sum(0);
-      gb = gb_part.sum(0);
-    }
-    return {gx, gw, gb, gy, gscale, torch::Tensor()};
+    auto [gx, gw, gb, gshift, gscale] = ln_modulate_grads(ctx, grads[0], torch::Tensor());
+    return {gx, gw, gb, gshift, gscale, torch::Tensor()};
+  }
+};
+
+// {x, ln_modulate(x)}: the residual stream's two uses as one op, so that the gradient its residual
+// use sends back (output 0's) is added to the norm's inside the backward kernel. Separately,
+// autograd adds the two float32 gradients in a pass of its own (bench/RESULTS.md, "Training, third
+// round"). Output 0 is x itself (autograd returns an unmodified input as a view of it).
+struct LnModulateBranchFn : torch::autograd::Function<LnModulateBranchFn> {
+  static variable_list forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor w, torch::Tensor b,
+                               torch::Tensor shift, torch::Tensor scale, double eps) {
+    ctx->set_materialize_grads(false);
+    return {x, ln_modulate_run(ctx, x, w, b, shift, scale, eps)};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto [gx, gw, gb, gshift, gscale] = ln_modulate_grads(ctx, grads[1], grads[0]);
+    return {gx, gw, gb, gshift, gscale, torch::Tensor()};
   }
 };
 
@@ -212,6 +241,19 @@ std::optional<torch::Tensor> ln_modulate(const torch::nn::LayerNorm& ln, const t
     const auto none = torch::empty({0}, x.options().dtype(torch::kFloat32));
     return LnModulateFn::apply(x.contiguous(), ln->weight.defined() ? f32(ln->weight) : none,
                                ln->bias.defined() ? f32(ln->bias) : none, shift, scale, ln->options.eps());
+  }
+  return std::nullopt;
+}
+
+std::optional<std::array<torch::Tensor, 2>> ln_modulate_branch(const torch::nn::LayerNorm& ln, const torch::Tensor& x,
+                                                               const torch::Tensor& shift,
+                                                               const torch::Tensor& scale) {
+  if (torch::GradMode::is_enabled() && x.requires_grad() && x.is_contiguous() &&
+      ln_modulate_fusable(ln, x, shift, scale)) {
+    const auto none = torch::empty({0}, x.options().dtype(torch::kFloat32));
+    auto out = LnModulateBranchFn::apply(x, ln->weight.defined() ? f32(ln->weight) : none,
+                                         ln->bias.defined() ? f32(ln->bias) : none, shift, scale, ln->options.eps());
+    return std::array<torch::Tensor, 2>{out[0], out[1]};
   }
   return std::nullopt;
 }
