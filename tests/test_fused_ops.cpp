@@ -195,7 +195,7 @@ TEST(FusedOps, AdalnSplitEqualsOneProjection) {
     lin->zero_grad();
     auto c = leaf(c0);
     std::array<torch::Tensor, 6> m;
-    if (split) m = model::adaln_split6(*lin, c, /*training=*/true);
+    if (split) m = model::adaln_split6(*lin, c, /*training=*/true, kFused);  // (a CPU tensor: the plain path)
     else {
       auto v = at::linear(c, lin->weight, lin->bias).chunk(6, -1);
       std::copy(v.begin(), v.end(), m.begin());
@@ -214,6 +214,41 @@ TEST(FusedOps, AdalnSplitEqualsOneProjection) {
   EXPECT_FALSE(m2[0].is_alias_of(m2[1]));  // shift_a apart from scale_a
   EXPECT_FALSE(m2[3].is_alias_of(m2[5]));  // shift_m apart from gate_m
   EXPECT_TRUE(m2[1].is_alias_of(m2[5]));   // scales and gates in one product
+}
+
+// The fused adaLN products of a bf16 training step: the same six values as the plain path's, the
+// weight and bias gradients in float32 and in W's row order — the exact sums to float32 rounding
+// (float64 reference), where the plain path's weight gradient went through bf16.
+TEST(FusedOpsCuda, AdalnSplitWritesFloat32ParameterGradients) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  auto cu = torch::TensorOptions().device(torch::kCUDA);
+  torch::manual_seed(6);
+  const int64_t H = 64, B = 3, N = 41;
+  torch::nn::Linear lin(H, 6 * H);
+  lin->to(torch::kCUDA);
+  std::vector<torch::Tensor> leaves = {leaf(torch::randn({B, N, H}, cu.dtype(torch::kBFloat16))), lin->weight,
+                                       lin->bias};
+  auto f = [&](model::OpPath path) {
+    auto m = model::adaln_split6(*lin, leaves[0], /*training=*/true, path);
+    return torch::stack(std::vector<torch::Tensor>(m.begin(), m.end()));
+  };
+  auto [yp, gp] = run(kPlain, leaves, f, /*autocast=*/true);
+  auto [yf, gf] = run(kFused, leaves, f, /*autocast=*/true);
+  EXPECT_TRUE(torch::equal(yf, yp));
+  EXPECT_LT(rel_err(gf[0], gp[0]), 1e-2);
+  EXPECT_LT(rel_err(gf[1], gp[1]), 1e-2);
+  EXPECT_LT(rel_err(gf[2], gp[2]), 1e-2);
+  EXPECT_EQ(gf[1].scalar_type(), torch::kFloat32);
+  // float64 sums: output chunk i's gradient (run()'s probe, in bf16 as the step sees it) times x
+  torch::manual_seed(99);
+  auto probe = torch::randn({6, B, N, H}, cu).to(torch::kBFloat16).to(torch::kFloat64).reshape({6, -1, H});
+  auto x = leaves[0].detach().reshape({-1, H}).to(torch::kFloat64);
+  std::vector<torch::Tensor> rows, bias;
+  for (int64_t i = 0; i < 6; ++i) rows.push_back(probe[i].t().mm(x)), bias.push_back(probe[i].sum(0));
+  const auto gw = torch::cat(rows), gb = torch::cat(bias);
+  EXPECT_LT(rel_err(gf[1], gw), 1e-5);
+  EXPECT_GT(rel_err(gp[1], gw), rel_err(gf[1], gw));
+  EXPECT_LT(rel_err(gf[2], gb), 1e-5);
 }
 
 // Masks drawn inside a captured step are new at every replay and are the very masks eager draws

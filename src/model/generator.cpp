@@ -90,7 +90,7 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
   // computed once for all blocks by the caller (adaLN_modulation[0] is that SiLU)
   //   (model/ops adaln_split6: in training two matmuls, so that the shifts are not kept for backward)
   const auto [shift_a, scale_a, gate_a, shift_m, scale_m, gate_m] =
-      adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training());
+      adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training(), path);
   // h += gate_a · Dropout(Attn(LN1(h)·(1 + scale_a) + shift_a))
   //   (h and its modulated LN from one op, whose backward sums h's two gradients: model/ops)
   const double p = is_training() ? dropout : 0.0;

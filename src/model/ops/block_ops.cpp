@@ -196,12 +196,17 @@ torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::Linea
 }
 
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
-                                          bool training) {
+                                          bool training, OpPath path) {
   const int64_t H = lin.weight.size(0) / 6;
   if (!training) {
     auto m = at::linear(silu_c, lin.weight, lin.bias).chunk(6, -1);
     return {m[0], m[1], m[2], m[3], m[4], m[5]};
   }
+  if (path == OpPath::fused)
+    if (auto r = fused::adaln_split(lin, silu_c)) {
+      auto shifts = (*r)[0].chunk(2, -1), kept = (*r)[1].chunk(4, -1);
+      return {shifts[0], kept[0], kept[1], shifts[1], kept[2], kept[3]};
+    }
   // The weight in the matmul dtype first (autocast's cached cast of the parameter), so the row
   // gathers below move half the bytes and the matmuls need no cast of their own.
   const auto dev = silu_c.device().type();

@@ -79,9 +79,10 @@ std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t hea
 // the block keeps 8 of the 12 bytes per token and hidden unit the single [B,N,6H] product would
 // (chunks are views: one saved chunk keeps the whole product alive). Same values either way up to
 // float rounding; decided by `training`, not by grad mode, so a recomputed block's recomputation
-// runs the very matmuls of its first forward.
+// runs the very matmuls of its first forward. Fused path (a bf16-autocast step with gradients on,
+// CUDA): the same products, the parameter gradients written in float32 in W's row order.
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
-                                          bool training);
+                                          bool training, OpPath path);
 
 // DESIGN §3.6 MLP tail: fc2(dropout(GELU(u))) for u = fc1(x) [B,N,hidden]. In training the dropout
 // mask is drawn here (dropout_bits) and one autograd op keeps only u and the bits — GELU and

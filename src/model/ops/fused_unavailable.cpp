@@ -16,6 +16,9 @@ std::optional<std::array<torch::Tensor, 2>> ln_modulate_branch(const torch::nn::
                                                                const torch::Tensor&, const torch::Tensor&) {
   return std::nullopt;
 }
+std::optional<std::array<torch::Tensor, 2>> adaln_split(const torch::nn::LinearImpl&, const torch::Tensor&) {
+  return std::nullopt;
+}
 std::optional<torch::Tensor> dropout_bits(int64_t, double, const torch::Device&) { return std::nullopt; }
 std::optional<torch::Tensor> gated_residual(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
                                             const torch::Tensor&, double) {

@@ -182,6 +182,48 @@ struct LinearFn : torch::autograd::Function<LinearFn> {
   }
 };
 
+// A block's adaLN projection in a bf16 training step: the two products of adaln_split6 (the shifts'
+// rows of W and the others'), with the parameter gradients written in float32 directly into W's row
+// order, and x's gradient as one product plus an accumulating one. Through at::linear on row
+// gathers of autocast's cached cast, each gradient row block came back through a zero-filled
+// [6H,H] bf16 tensor per gather, three bf16 adds, a cast to float32 and a bf16 add of the two
+// input gradients (bench/RESULTS.md, "Training, third round").
+struct AdalnSplitFn : torch::autograd::Function<AdalnSplitFn> {
+  // rows r0..r0+n0 and r1..r1+n1 of t (dim 0)
+  static torch::Tensor pick(const torch::Tensor& t, int64_t r0, int64_t n0, int64_t r1, int64_t n1) {
+    return torch::cat({t.narrow(0, r0, n0), t.narrow(0, r1, n1)});
+  }
+  static variable_list forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor w, torch::Tensor b) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const int64_t H = w.size(0) / 6;
+    const auto dt = x.scalar_type();
+    const auto wb = w.to(dt), bb = b.to(dt);
+    // rows of W (and b): shift_a [0,H), scale_a gate_a [H,3H), shift_m [3H,4H), scale_m gate_m [4H,6H)
+    const auto ws = pick(wb, 0, H, 3 * H, H), wk = pick(wb, H, 2 * H, 4 * H, 2 * H);
+    auto shifts = at::linear(x, ws, pick(bb, 0, H, 3 * H, H));
+    auto kept = at::linear(x, wk, pick(bb, H, 2 * H, 4 * H, 2 * H));
+    ctx->save_for_backward({x, ws, wk});
+    return {shifts, kept};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const auto &x = s[0], &ws = s[1], &wk = s[2];
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const int64_t H = x.size(-1);
+    const auto dt = x.scalar_type();
+    const auto x2 = x.reshape({-1, H});
+    const auto g2 = grads[0].to(dt).reshape({-1, 2 * H}), g4 = grads[1].to(dt).reshape({-1, 4 * H});
+    const auto gws = *weight_gradient(g2, x2, torch::kFloat32), gwk = *weight_gradient(g4, x2, torch::kFloat32);
+    const auto bs = g2.sum(0, false, torch::kFloat32), bk = g4.sum(0, false, torch::kFloat32);
+    auto in_w_order = [H](const torch::Tensor& sh, const torch::Tensor& kp) {  // pick's inverse
+      return torch::cat({sh.narrow(0, 0, H), kp.narrow(0, 0, 2 * H), sh.narrow(0, H, H), kp.narrow(0, 2 * H, 2 * H)});
+    };
+    auto gx = g2.mm(ws);
+    gx.addmm_(g4, wk);
+    return {gx.view(x.sizes()), in_w_order(gws, gwk), in_w_order(bs, bk)};
+  }
+};
+
 // The dtype of the plain path's modulation result: the normalised value (autocast's dtype, else
 // x's) promoted with shift and scale. The fused path writes shift's dtype, so it must be that.
 at::ScalarType plain_modulate_dtype(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
@@ -232,6 +274,18 @@ std::optional<torch::Tensor> linear(const torch::nn::LinearImpl& l, const torch:
       l.weight.scalar_type() == torch::kFloat32 && l.bias.defined() && l.bias.scalar_type() == torch::kFloat32 &&
       x.dim() >= 2)
     return LinearFn::apply(x, l.weight, l.bias);
+  return std::nullopt;
+}
+
+std::optional<std::array<torch::Tensor, 2>> adaln_split(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c) {
+  const auto dev = torch::kCUDA;
+  if (silu_c.is_cuda() && torch::GradMode::is_enabled() && at::autocast::is_autocast_enabled(dev) &&
+      at::autocast::get_autocast_dtype(dev) == torch::kBFloat16 && silu_c.scalar_type() == torch::kBFloat16 &&
+      lin.weight.scalar_type() == torch::kFloat32 && lin.bias.defined() &&
+      lin.bias.scalar_type() == torch::kFloat32 && silu_c.dim() >= 2 && lin.weight.size(0) % 6 == 0) {
+    auto out = AdalnSplitFn::apply(silu_c, lin.weight, lin.bias);
+    return std::array<torch::Tensor, 2>{out[0], out[1]};
+  }
   return std::nullopt;
 }
 
