@@ -216,6 +216,33 @@ TEST(FusedOps, AdalnSplitEqualsOneProjection) {
   EXPECT_TRUE(m2[1].is_alias_of(m2[5]));   // scales and gates in one product
 }
 
+// The bias gradients' column-sum kernel against float64 sums: widths of one partial warp (200) up to
+// 1024 threads (8192), a few rows and more rows than the grid walks at once (one and two rows per
+// iteration and the tail), the same bits on a second call; what it does not take (a width that is
+// not a multiple of 8, float32) goes through ATen's sum.
+TEST(FusedOpsCuda, BiasGradientColumnSumsMatchFloat64) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  auto cu = torch::TensorOptions().device(torch::kCUDA);
+  torch::manual_seed(7);
+  for (int64_t N : {200, 1280, 3840, 5120, 8192, 12})
+  for (int64_t rows : {1, 7, 531, 16512}) {
+    auto g = (1 + torch::randn({rows, N}, cu)).to(torch::kBFloat16);
+    auto got = model::bias_gradient(g, kFused);
+    auto again = model::bias_gradient(g, kFused);
+    auto g64 = g.to(torch::kFloat64);
+    auto want = g64.sum(0);
+    const std::string what = "N " + std::to_string(N) + " rows " + std::to_string(rows);
+    ASSERT_EQ(got.scalar_type(), torch::kFloat32) << what;
+    ASSERT_EQ(got.sizes(), want.sizes()) << what;
+    // float32 summation error against the sum of magnitudes, column by column
+    const double err = ((got.to(torch::kFloat64) - want).abs() / g64.abs().sum(0)).max().item<double>();
+    EXPECT_LT(err, 1e-5) << what;
+    EXPECT_TRUE(torch::equal(got, again)) << what;
+  }
+  auto f32 = torch::randn({9, 64}, cu);
+  EXPECT_LT(rel_err(model::bias_gradient(f32, kFused), f32.sum(0)), 1e-6);
+}
+
 // The fused adaLN products of a bf16 training step: the same six values as the plain path's, the
 // weight and bias gradients in float32 and in W's row order — the exact sums to float32 rounding
 // (float64 reference), where the plain path's weight gradient went through bf16.

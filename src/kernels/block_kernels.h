@@ -1,5 +1,5 @@
 // block_kernels.h — CUDA kernels for the memory-bound steps of a transformer block (CUDA builds
-// only): ln_modulate.cu, qk_norm.cu, gated_residual.cu, gelu_dropout.cu, dropout_bits.cu. Raw pointers and one
+// only): ln_modulate.cu, qk_norm.cu, gated_residual.cu, gelu_dropout.cu, dropout_bits.cu, column_sums.cu. Raw pointers and one
 // stream: the autograd wrappers and checks are model/ops/cuda/block_ops_cuda.cpp, the plain
 // LibTorch path they are tested against model/ops/block_ops.cpp.
 //
@@ -35,6 +35,13 @@ void residual_ln_modulate_forward(DType tx, DType t, const void* x, const void* 
                                   const void* ya, int64_t rows, int H, const float* w, const float* b,
                                   const void* shift, int64_t shift_stride, const void* scale, int64_t scale_stride,
                                   float eps, void* x_out, void* y, cudaStream_t stream);
+
+// A bias gradient: out[c] = sum over rows of g[r, c] in float32, for bf16 g [rows, N] contiguous
+// (column_sums_supported: N a multiple of 8 up to 8192, g 16-byte aligned). part: scratch of
+// column_sums_partial_rows(rows) x N floats. Deterministic (fixed grid and orders).
+bool column_sums_supported(const void* g, int64_t rows, int64_t N);
+int64_t column_sums_partial_rows(int64_t rows);
+void column_sums(const void* g, int64_t rows, int N, float* part, float* out, cudaStream_t stream);
 
 // Gradients of ln_modulate given gy (contiguous [rows,H], dtype t): gx (tx), gscale (t, contiguous)
 // and, with an affine, partial sums for w and b: gw_part/gb_part [ln_modulate_partial_rows(rows), H]

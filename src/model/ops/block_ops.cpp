@@ -88,10 +88,11 @@ struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
       if (bits.defined()) ga = ga * unpack_bits(bits, u.sizes()) * (1.0 / (1.0 - p));
       gu = at::gelu_backward(ga, u);
     }
+    const bool fused = ctx->saved_data["fused"].toBool();
     std::optional<torch::Tensor> fused_gw;
-    if (ctx->saved_data["fused"].toBool()) fused_gw = fused::weight_gradient(g, a, w.scalar_type());
+    if (fused) fused_gw = fused::weight_gradient(g, a, w.scalar_type());
     auto gw = fused_gw ? *fused_gw : g.t().mm(a).to(w.scalar_type());
-    auto gb = g.sum(0, false, torch::kFloat32).to(b.scalar_type());
+    auto gb = bias_gradient(g, fused ? OpPath::fused : OpPath::plain).to(b.scalar_type());
     return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -127,6 +128,12 @@ torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpP
   if (path == OpPath::fused)
     if (auto y = fused::linear(l, x)) return *y;
   return at::linear(x, l.weight, l.bias);
+}
+
+torch::Tensor bias_gradient(const torch::Tensor& g, OpPath path) {
+  if (path == OpPath::fused)
+    if (auto b = fused::bias_gradient(g)) return *b;
+  return g.reshape({-1, g.size(-1)}).sum(0, false, torch::kFloat32);
 }
 
 torch::Tensor ln_modulate(const torch::nn::LayerNorm& ln, const torch::Tensor& x, const torch::Tensor& shift,

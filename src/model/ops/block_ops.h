@@ -27,6 +27,10 @@ namespace rar::model {
 // first).
 torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path);
 
+// The float32 gradient of a bias added to a product whose output gradient is g [.., N]: g's column
+// sums. Fused path: bf16 g on CUDA through the column-sum kernel (deterministic, fixed order).
+torch::Tensor bias_gradient(const torch::Tensor& g, OpPath path);
+
 // DESIGN §3.6 modulated LayerNorm: LN(x) * (1 + scale) + shift, with `ln`'s affine (if any) and eps.
 // x [B,N,H] (float32 residual stream, or bf16 with bf16 weights); shift/scale [B,N,H] (chunks of
 // the adaLN projection). Result in the matmul dtype (autocast's, else shift's).

@@ -19,6 +19,9 @@ std::optional<torch::Tensor> linear(const torch::nn::LinearImpl& l, const torch:
 // gᵀ·a for a weight of dtype w_dtype, written in it by the product itself (bf16 g and a on CUDA,
 // a float32 weight: no bf16 result and cast) — what `linear` does, for ops that own their backward.
 std::optional<torch::Tensor> weight_gradient(const torch::Tensor& g, const torch::Tensor& a, at::ScalarType w_dtype);
+// The float32 bias gradient of a product gradient g [.., N] (its column sums): on CUDA a bf16 g goes
+// through the column-sum kernel (kernels/column_sums.cu), any other through ATen's sum in float32.
+std::optional<torch::Tensor> bias_gradient(const torch::Tensor& g);
 // adaln_split6's two training products {shifts [..,2H], the others [..,4H]} in a bf16-autocast step
 // with gradients on (CUDA): the parameter gradients in float32, written in W's row order.
 std::optional<std::array<torch::Tensor, 2>> adaln_split(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c);

@@ -35,6 +35,7 @@ std::optional<std::array<torch::Tensor, 3>> qk_norm_split(const torch::Tensor&, 
   return std::nullopt;
 }
 std::optional<torch::Tensor> linear(const torch::nn::LinearImpl&, const torch::Tensor&) { return std::nullopt; }
+std::optional<torch::Tensor> bias_gradient(const torch::Tensor&) { return std::nullopt; }
 std::optional<torch::Tensor> weight_gradient(const torch::Tensor&, const torch::Tensor&, at::ScalarType) {
   return std::nullopt;
 }

@@ -177,7 +177,7 @@ struct LinearFn : torch::autograd::Function<LinearFn> {
     const auto g = grads[0].to(x.scalar_type()).reshape({-1, out});
     auto gx = g.mm(wb).view(x.sizes());
     auto gw = *weight_gradient(g, x.reshape({-1, in}), torch::kFloat32);
-    auto gb = g.sum(0, false, torch::kFloat32);
+    auto gb = *bias_gradient(g);
     return {gx, gw, gb};
   }
 };
@@ -214,7 +214,7 @@ struct AdalnSplitFn : torch::autograd::Function<AdalnSplitFn> {
     const auto x2 = x.reshape({-1, H});
     const auto g2 = grads[0].to(dt).reshape({-1, 2 * H}), g4 = grads[1].to(dt).reshape({-1, 4 * H});
     const auto gws = *weight_gradient(g2, x2, torch::kFloat32), gwk = *weight_gradient(g4, x2, torch::kFloat32);
-    const auto bs = g2.sum(0, false, torch::kFloat32), bk = g4.sum(0, false, torch::kFloat32);
+    const auto bs = *bias_gradient(g2), bk = *bias_gradient(g4);
     auto in_w_order = [H](const torch::Tensor& sh, const torch::Tensor& kp) {  // pick's inverse
       return torch::cat({sh.narrow(0, 0, H), kp.narrow(0, 0, 2 * H), sh.narrow(0, H, H), kp.narrow(0, 2 * H, 2 * H)});
     };
@@ -265,6 +265,19 @@ std::optional<torch::Tensor> weight_gradient(const torch::Tensor& g, const torch
       w_dtype == torch::kFloat32)
     return at::mm(g.t(), a, torch::kFloat32);
   return std::nullopt;
+}
+
+std::optional<torch::Tensor> bias_gradient(const torch::Tensor& g) {
+  const int64_t N = g.size(-1), rows = N ? g.numel() / N : 0;
+  if (!(g.is_cuda() && g.scalar_type() == torch::kBFloat16 && g.is_contiguous() &&
+        K::column_sums_supported(g.data_ptr(), rows, N)))
+    return g.reshape({-1, N}).sum(0, false, torch::kFloat32);
+  c10::cuda::CUDAGuard guard(g.device());
+  const auto f = g.options().dtype(torch::kFloat32);
+  auto part = torch::empty({K::column_sums_partial_rows(rows), N}, f);
+  auto out = torch::empty({N}, f);
+  K::column_sums(g.data_ptr(), rows, static_cast<int>(N), part.data_ptr<float>(), out.data_ptr<float>(), stream());
+  return out;
 }
 
 std::optional<torch::Tensor> linear(const torch::nn::LinearImpl& l, const torch::Tensor& x) {
