@@ -3,7 +3,7 @@
 // "Training, third round"); here thread (x, y) of a block owns columns 8x..8x+7 for every R-th row
 // of the rows its block walks, so a row is read with 16-byte loads and each thread keeps eight
 // register sums; the R row lanes meet in shared memory and each block writes one partial row, which
-// a second kernel adds up in block order. A fixed grid (not the SM count) and fixed orders: the
+// a second kernel adds up in a fixed order. A fixed grid (not the SM count) and fixed orders: the
 // result is the same on every run and every GPU.
 #include "kernels/block_common.cuh"
 
@@ -49,12 +49,30 @@ __global__ void __launch_bounds__(1024) column_sums_partial(const __nv_bfloat16*
   }
 }
 
+// The partial rows added up: a block owns 32 columns; its 8 row lanes take every 8th partial row
+// (four loads in flight each), then meet in shared memory in lane order.
+constexpr int kTotalLanes = 8;
 __global__ void column_sums_total(const float* __restrict__ part, int blocks, int N, float* __restrict__ out) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= N) return;
+  __shared__ float lanes[kTotalLanes][32];
+  const int c = blockIdx.x * 32 + threadIdx.x;
   float s = 0.f;
-  for (int b = 0; b < blocks; ++b) s += part[static_cast<int64_t>(b) * N + c];
-  out[c] = s;
+  if (c < N) {
+    int b = threadIdx.y;
+    for (; b + 3 * kTotalLanes < blocks; b += 4 * kTotalLanes) {
+      const float p0 = part[static_cast<int64_t>(b) * N + c];
+      const float p1 = part[static_cast<int64_t>(b + kTotalLanes) * N + c];
+      const float p2 = part[static_cast<int64_t>(b + 2 * kTotalLanes) * N + c];
+      const float p3 = part[static_cast<int64_t>(b + 3 * kTotalLanes) * N + c];
+      s += (p0 + p1) + (p2 + p3);
+    }
+    for (; b < blocks; b += kTotalLanes) s += part[static_cast<int64_t>(b) * N + c];
+  }
+  lanes[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < N) {
+    for (int y = 1; y < kTotalLanes; ++y) s += lanes[y][threadIdx.x];
+    out[c] = s;
+  }
 }
 
 unsigned column_threads(int N) { return static_cast<unsigned>((N / 8 + 31) / 32 * 32); }
@@ -74,7 +92,7 @@ void column_sums(const void* g, int64_t rows, int N, float* part, float* out, cu
   column_sums_partial<<<blocks, dim3(tx, R), R * N * sizeof(float), stream>>>(static_cast<const __nv_bfloat16*>(g),
                                                                              rows, N, part);
   check_launch("column_sums_partial");
-  column_sums_total<<<(N + 255) / 256, 256, 0, stream>>>(part, static_cast<int>(blocks), N, out);
+  column_sums_total<<<(N + 31) / 32, dim3(32, kTotalLanes), 0, stream>>>(part, static_cast<int>(blocks), N, out);
   check_launch("column_sums_total");
 }
 
