@@ -120,6 +120,51 @@ TEST(FusedOps, GeluDropoutLinearRecomputesWhatThePlainPathKeeps) {
   }
 }
 
+// The whole MLP recomputing fc1's output in backward against keeping it (fc1 through the linear op,
+// then the tail op), the same mask: the same output, and the same gradients — bit for bit on CUDA
+// under bf16 autocast (the fused path runs the very same products and kernels), to the products'
+// summation order in float32. Widths with (40) and without (41) the fused GELU kernel.
+TEST(FusedOps, MlpRecomputingEqualsKeepingFc1Output) {
+  std::vector<std::pair<torch::Device, bool>> cases = {{torch::kCPU, false}};
+  if (torch::cuda::is_available()) cases.insert(cases.end(), {{torch::kCUDA, false}, {torch::kCUDA, true}});
+  for (auto [dev, autocast] : cases)
+  for (int64_t width : {40, 41})
+  for (bool dropout : {false, true}) {
+    torch::manual_seed(5);
+    const double p = 0.25;
+    const int64_t H = 16;
+    torch::nn::Linear fc1(H, width), fc2(width, 24);
+    fc1->to(dev), fc2->to(dev);
+    auto x0 = (2 * torch::randn({3, 7, H})).to(dev).to(autocast ? torch::kBFloat16 : torch::kFloat32);
+    auto mask = dropout ? torch::rand({3, 7, width}).gt(p).to(dev) : torch::Tensor();
+    auto bits = dropout ? model::pack_bits(mask) : torch::Tensor();
+    auto probe = torch::randn({3, 7, 24}).to(dev);
+    auto run = [&](bool recompute) {
+      auto x = leaf(x0);
+      for (auto& q : {fc1->weight, fc1->bias, fc2->weight, fc2->bias}) q.mutable_grad() = torch::Tensor();
+      torch::Tensor y;
+      {
+        Autocast ac(autocast, torch::kCUDA, torch::kBFloat16);
+        y = recompute ? model::mlp_recomputing_masked(x, bits, p, *fc1, *fc2, kFused)
+                      : model::gelu_dropout_linear_saving(model::linear(*fc1, x, kFused), bits, p, fc2->weight,
+                                                          fc2->bias, kFused);
+      }
+      (y.to(torch::kFloat32) * probe).sum().backward();
+      return std::vector<torch::Tensor>{y.detach(),          x.grad(),           fc1->weight.grad().clone(),
+                                        fc1->bias.grad().clone(), fc2->weight.grad().clone(), fc2->bias.grad().clone()};
+    };
+    auto kept = run(false), recomputed = run(true);
+    const std::string what = c10::str(dev, " autocast ", autocast, " width ", width, " dropout ", dropout);
+    EXPECT_TRUE(torch::equal(recomputed[0], kept[0])) << what;
+    for (size_t i = 1; i < kept.size(); ++i) {
+      ASSERT_EQ(recomputed[i].scalar_type(), kept[i].scalar_type()) << what << " item " << i;
+      if (autocast) EXPECT_TRUE(torch::equal(recomputed[i], kept[i])) << what << " item " << i;
+      else EXPECT_LT(rel_err(recomputed[i], kept[i]), dev.is_cuda() ? 1e-5 : 1e-6) << what << " item " << i;
+    }
+    if (dropout) EXPECT_GT(kept[3].abs().max().item<double>(), 0.0);
+  }
+}
+
 // Dropout masks as bits: packing round-trips (lengths not a multiple of 8 included), a drawn mask
 // keeps 1 - p of the elements, follows the default generator's state (a recomputed block draws
 // its mask again) and leaves the bits past n clear; p = 0 draws nothing.

@@ -439,8 +439,9 @@ TEST(RecomputedBlocks, GradientsEqualThePlainPathWithDropout) {
   auto tokens = torch::randint(0, 16, {4, 16}, torch::kInt64);
   auto cond = g->condition_tokens(torch::tensor({0, 1, 2, 1}, torch::kInt64));
   auto orders = torch::stack({torch::randperm(16), torch::arange(16), torch::randperm(16), torch::arange(16)});
-  auto run = [&](int64_t ckpt_layers) {
+  auto run = [&](int64_t ckpt_layers, bool mlp = false) {
     g->recompute_layers = ckpt_layers;
+    g->set_recompute_mlp(mlp);
     for (auto& p : g->parameters()) p.mutable_grad() = torch::Tensor();
     torch::manual_seed(99);
     auto la = training::next_token_loss(g->forward(tokens, cond, orders), tokens, orders);
@@ -462,7 +463,18 @@ TEST(RecomputedBlocks, GradientsEqualThePlainPathWithDropout) {
     // the following steps of a run see the same random numbers either way.
     EXPECT_TRUE(next0.equal(next1)) << n;
   }
+  // Every block's MLP recomputing fc1's output (alone, and inside recomputed blocks): the same
+  // loss, gradients and RNG stream.
+  for (int64_t n : {int64_t(0), int64_t(1)}) {
+    auto [l1, g1, next1] = run(n, true);
+    EXPECT_EQ(l0, l1) << "recompute_mlp, " << n;
+    ASSERT_EQ(g0.size(), g1.size());
+    for (size_t i = 0; i < g0.size(); ++i)
+      EXPECT_TRUE(torch::allclose(g0[i], g1[i], 1e-5, 1e-7)) << "recompute_mlp, " << n << " " << i;
+    EXPECT_TRUE(next0.equal(next1)) << "recompute_mlp, " << n;
+  }
   g->recompute_layers = 0;
+  g->set_recompute_mlp(false);
 }
 
 // CUDA only: a bf16-autocast training step tracks the float32 one (loss and gradient direction),
@@ -479,6 +491,10 @@ TEST(TrainRarCuda, Bf16AutocastStepTracksFp32AndCheckpointingReplaysIt) {
   auto [l16b, g16b] = run(true, false);
   auto [l16c, g16c] = run(true, true);
   s.g->recompute_layers = 0;
+  s.g->set_recompute_mlp(true);  // fc1's output recomputed: the very same products and kernels
+  auto [l16m, g16m] = run(true, false);
+  s.g->set_recompute_mlp(false);
+  EXPECT_NEAR(l16m, l16, 1e-6 * l16);
   EXPECT_NEAR(l16, l32, 2e-2 * l32);
   const double cos = (g16 * g32).sum().item<double>() / (g16.norm() * g32.norm()).item<double>();
   EXPECT_GT(cos, 0.99);
@@ -498,6 +514,7 @@ TEST(TrainRarCuda, Bf16AutocastStepTracksFp32AndCheckpointingReplaysIt) {
   };
   EXPECT_TRUE(torch::allclose(g16b, g16, 1e-3, 1e-5)) << "the bf16 step is not repeatable:" << worst(g16b, g16);
   EXPECT_TRUE(torch::allclose(g16c, g16, 1e-3, 1e-5)) << "step with recomputed blocks differs:" << worst(g16c, g16);
+  EXPECT_TRUE(torch::allclose(g16m, g16, 1e-3, 1e-5)) << "step recomputing fc1's output differs:" << worst(g16m, g16);
 }
 
 // The captured training step (training/train_step.h) against the eager one: the same generator,

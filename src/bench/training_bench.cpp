@@ -29,6 +29,7 @@ void bench_train(const TrainBench& b) {
   torch::manual_seed(0);
   model::Generator g(cfg);
   g->recompute_layers = std::min(b.recompute_layers, cfg.layers);
+  g->set_recompute_mlp(b.recompute_mlp);
   g->use_path(b.plain ? model::OpPath::plain : model::OpPath::fused);
   g->to(device);
   g->train();
@@ -70,6 +71,7 @@ void bench_train(const TrainBench& b) {
   if (b.plain) mode += " plain";
   if (gs.graphed()) mode += " graph";
   if (g->recompute_layers > 0) mode += " ckpt " + cat(g->recompute_layers, "/", cfg.layers);
+  if (g->recompute_mlp()) mode += " mlp-recompute";
   if (b.dropout != 0.1) mode += " dropout " + cat(b.dropout);
   std::printf("| %s | %lld | %s | %.0f | %.1f | %.1fk | %.1f | %.1f |\n", b.preset.c_str(), (long long)run.batch,
               mode.c_str(), s * 1e3, run.batch / s, run.batch * cfg.seq_len / s / 1e3, flops / s / 1e12,

@@ -15,6 +15,7 @@ struct TrainBench {
   std::string preset = "rar_b";
   int64_t steps = 10;        // timed optimizer steps, after 3 warm-up steps
   int64_t recompute_layers = 0;  // activation checkpointing of the first N blocks
+  bool recompute_mlp = false;    // every block's MLP recomputes fc1's output in backward
   bool plain = false;        // plain LibTorch ops only (no fused CUDA kernels)
   bool graph = true;         // replay a captured step where the run allows it (CUDA, nothing recomputed)
   double dropout = 0.1;      // dropout and attention dropout (the recipe's 0.1)

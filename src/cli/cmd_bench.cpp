@@ -77,6 +77,8 @@ void add_bench(CLI::App& app) {
                 "recompute the activations of the first N blocks in backward (activation checkpointing)")
       ->check(CLI::NonNegativeNumber);
   t->add_flag("--checkpoint", *every_block, "activation checkpointing of every block");
+  t->add_flag("--recompute-mlp", tb->recompute_mlp,
+              "every block's MLP recomputes fc1's output in backward instead of keeping it");
   t->add_flag("--plain", tb->plain, "plain LibTorch ops only (no fused CUDA kernels)");
   t->add_flag("!--no-graph", tb->graph, "run each step eagerly (by default a CUDA run without recomputed blocks replays a captured step)");
   t->add_option("--dropout", tb->dropout, "dropout and attention dropout (the recipe's 0.1)")->check(non_negative());

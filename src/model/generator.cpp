@@ -69,7 +69,9 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, double p) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  // fc1 -> exact GELU -> dropout -> fc2 (one op keeping only fc1's output and the mask)
+  // fc1 -> exact GELU -> dropout -> fc2 (one op keeping only fc1's output and the mask; with
+  // recompute_hidden one op keeping x and the mask)
+  if (recompute_hidden && is_training()) return mlp_recomputing(x, *fc1, *fc2, drop->options.p(), path);
   return gelu_dropout_linear(linear(*fc1, x, path), *fc2, drop->options.p(), is_training(), path);
 }
 
@@ -139,6 +141,11 @@ void GeneratorImpl::use_path(OpPath p) {
   path_ = p;
   for (auto& b : block_list) b->path = b->attn->path = b->mlp->path = p;
   adaln_before_head->path = p;
+}
+
+void GeneratorImpl::set_recompute_mlp(bool on) {
+  recompute_mlp_ = on;
+  for (auto& b : block_list) b->mlp->recompute_hidden = on;
 }
 
 void GeneratorImpl::reset_parameters() {

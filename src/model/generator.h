@@ -54,6 +54,9 @@ struct MlpImpl : torch::nn::Module {
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   torch::nn::Dropout drop{nullptr};
   OpPath path = OpPath::fused;
+  // In training, recompute fc1's output in backward instead of keeping it (model/ops mlp_recomputing;
+  // GeneratorImpl::set_recompute_mlp sets every block's).
+  bool recompute_hidden = false;
 };
 TORCH_MODULE(Mlp);
 
@@ -137,9 +140,14 @@ struct GeneratorImpl : torch::nn::Module {
   // first `recompute_layers` blocks (all of them when >= layers) keep only their input and
   // recompute their activations during backward (model/recompute.h); the rest keep theirs. 0 = off.
   int64_t recompute_layers = 0;
+  // `model.generator.recompute_mlp`: every block's MLP recomputes fc1's output in backward instead of
+  // keeping it ([B,N,4H] per block) — one more product per block; values and gradients unchanged.
+  void set_recompute_mlp(bool on);
+  bool recompute_mlp() const { return recompute_mlp_; }
 
  private:
   OpPath path_ = OpPath::fused;
+  bool recompute_mlp_ = false;
   // DESIGN §3.6: the L blocks over new positions h, c [B,N,H] (appending to the cache if given).
   torch::Tensor run_blocks(torch::Tensor h, const torch::Tensor& c, KVCache* cache);
   // DESIGN §3.7: adaLN head, h, c [B,N,H] -> logits [B,N,V].

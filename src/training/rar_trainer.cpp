@@ -68,6 +68,7 @@ model:
     guidance_scale_pow: 2.75
     use_checkpoint: false
     checkpoint_layers: -1             # ours: with use_checkpoint, recompute only the first N blocks (-1 = all)
+    recompute_mlp: false              # ours: every block recomputes fc1's output in backward instead of keeping it
     randomness_anneal_start: 125_000
     randomness_anneal_end: 187_500
     scan_order: raster                # ours: the order used when not permuting
@@ -135,6 +136,7 @@ struct RarSettings {
   std::string train_tokens, val_tokens, tokenizer, init_from;
   std::string pretokenized;  // the published config's dataset.params.pretokenization (.jsonl), when no .rartok is given
   int64_t recomputed_layers = 0;  // blocks that recompute their activations in backward (use_checkpoint)
+  bool recompute_mlp = false;     // every block's MLP recomputes fc1's output in backward
   int64_t anneal_start = 0, anneal_end = 0;
   double label_dropout = 0;
   std::string scan_order;
@@ -162,6 +164,7 @@ struct RarSettings {
       const int64_t n = c.get_int("model.generator.checkpoint_layers");
       s.recomputed_layers = n < 0 ? s.gen.layers : n;
     }
+    s.recompute_mlp = c.get_bool("model.generator.recompute_mlp");
     s.anneal_start = c.get_int("model.generator.randomness_anneal_start");
     s.anneal_end = c.get_int("model.generator.randomness_anneal_end");
     check(s.anneal_end >= s.anneal_start, "randomness_anneal_end must be >= randomness_anneal_start");
@@ -197,6 +200,7 @@ model::Generator build_generator(const RarSettings& s, const torch::Device& devi
     model::load_weights(*g, io::read_checkpoint(s.init_from), s.init_from);
   }
   g->recompute_layers = s.recomputed_layers;
+  g->set_recompute_mlp(s.recompute_mlp);
   g->to(device);
   g->train();
   dp.broadcast(g->parameters());

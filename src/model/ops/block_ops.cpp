@@ -54,46 +54,100 @@ torch::Tensor linear_in(const torch::Tensor& a, const torch::Tensor& w, const to
   return at::linear(a, w.to(a.scalar_type()), b.defined() ? b.to(a.scalar_type()) : b);
 }
 
+// fc2(dropout(GELU(u))) forward: a = GELU(u)·mask in one kernel where the fused path takes it.
+// Returns {the output, whether the kernel ran} (the backward recomputes a the same way).
+std::pair<torch::Tensor, bool> gelu_dropout_linear_forward(const torch::Tensor& u, const torch::Tensor& w,
+                                                           const torch::Tensor& b, const torch::Tensor& bits, double p,
+                                                           bool fused_path) {
+  const auto given = bits.numel() ? bits : torch::Tensor();
+  if (auto a = fused_path ? fused::gelu_dropout_forward(u, given, p) : std::nullopt)  // GELU + dropout in one kernel
+    return {linear_in(*a, w, b), true};
+  return {linear_in(gelu_dropped(u, given, p), w, b), false};
+}
+
+// Its gradients from the output's g: {u's [.., in] (u's shape), w's, b's} (GELU and dropout
+// recomputed from u and the bits).
+std::array<torch::Tensor, 3> gelu_dropout_linear_grads(const torch::Tensor& g_out, const torch::Tensor& u,
+                                                       const torch::Tensor& w, const torch::Tensor& b,
+                                                       const torch::Tensor& bits_or_empty, double p, bool fused) {
+  const auto dt = u.scalar_type();
+  const int64_t in = u.size(-1), out = w.size(0);
+  auto g = g_out.to(dt).reshape({-1, out});
+  const auto bits = bits_or_empty.numel() ? bits_or_empty : torch::Tensor();
+  torch::Tensor a, gu;
+  if (fused) {
+    gu = g.mm(w.to(dt));  // the gradient of a, turned into u's in place
+    a = fused::gelu_dropout_backward(u, bits_or_empty, p, gu);
+    gu = gu.view(u.sizes());
+  } else {
+    a = gelu_dropped(u, bits, p).reshape({-1, in});  // recomputed
+    auto ga = g.mm(w.to(dt)).view(u.sizes());
+    if (bits.defined()) ga = ga * unpack_bits(bits, u.sizes()) * (1.0 / (1.0 - p));
+    gu = at::gelu_backward(ga, u);
+  }
+  std::optional<torch::Tensor> fused_gw;
+  if (fused) fused_gw = fused::weight_gradient(g, a, w.scalar_type());
+  auto gw = fused_gw ? *fused_gw : g.t().mm(a).to(w.scalar_type());
+  auto gb = bias_gradient(g, fused ? OpPath::fused : OpPath::plain).to(b.scalar_type());
+  return {gu, gw, gb};
+}
+
 struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
   // bits: the dropout mask, or an empty tensor (no dropout; autograd Functions take no undefined inputs)
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor u, torch::Tensor w,
                                torch::Tensor b, torch::Tensor bits, double p, bool fused_path) {
     ctx->saved_data["p"] = p;
     ctx->save_for_backward({u, w, b, bits});
-    const auto given = bits.numel() ? bits : torch::Tensor();
-    if (auto a = fused_path ? fused::gelu_dropout_forward(u, given, p) : std::nullopt) {  // GELU + dropout in one kernel
-      ctx->saved_data["fused"] = true;
-      return linear_in(*a, w, b);
-    }
-    ctx->saved_data["fused"] = false;
-    return linear_in(gelu_dropped(u, given, p), w, b);
+    auto [y, fused] = gelu_dropout_linear_forward(u, w, b, bits, p, fused_path);
+    ctx->saved_data["fused"] = fused;
+    return y;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto s = ctx->get_saved_variables();
-    const auto &u = s[0], &w = s[1], &b = s[2];
-    const double p = ctx->saved_data["p"].toDouble();
-    const auto dt = u.scalar_type();
-    const int64_t in = u.size(-1), out = w.size(0);
-    auto g = grads[0].to(dt).reshape({-1, out});
-    const auto bits = s[3].numel() ? s[3] : torch::Tensor();
-    torch::Tensor a, gu;
-    if (ctx->saved_data["fused"].toBool()) {
-      gu = g.mm(w.to(dt));  // the gradient of a, turned into u's in place
-      a = fused::gelu_dropout_backward(u, s[3], p, gu);
-      gu = gu.view(u.sizes());
-    } else {
-      a = gelu_dropped(u, bits, p).reshape({-1, in});  // recomputed
-      auto ga = g.mm(w.to(dt)).view(u.sizes());
-      if (bits.defined()) ga = ga * unpack_bits(bits, u.sizes()) * (1.0 / (1.0 - p));
-      gu = at::gelu_backward(ga, u);
-    }
-    const bool fused = ctx->saved_data["fused"].toBool();
-    std::optional<torch::Tensor> fused_gw;
-    if (fused) fused_gw = fused::weight_gradient(g, a, w.scalar_type());
-    auto gw = fused_gw ? *fused_gw : g.t().mm(a).to(w.scalar_type());
-    auto gb = bias_gradient(g, fused ? OpPath::fused : OpPath::plain).to(b.scalar_type());
+    auto [gu, gw, gb] = gelu_dropout_linear_grads(grads[0], s[0], s[1], s[2], s[3], ctx->saved_data["p"].toDouble(),
+                                                  ctx->saved_data["fused"].toBool());
     return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// The whole MLP, fc2(dropout(GELU(fc1(x)))), keeping x, fc1's weight in x's dtype and the bits:
+// fc1's output u is recomputed in backward by the forward's own product (the same call, so the
+// same bits), then the tail's backward runs as GeluDropoutLinearFn's and fc1's as the linear op's
+// of the same path (the fused path: float32 parameter gradients, bias sums by the column kernel).
+struct MlpRecomputeFn : torch::autograd::Function<MlpRecomputeFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor w1,
+                               torch::Tensor b1, torch::Tensor w2, torch::Tensor b2, torch::Tensor bits, double p,
+                               bool fused_path) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto dt = x.scalar_type();
+    const auto w1c = w1.to(dt), b1c = b1.to(dt);
+    auto [y, fused] = gelu_dropout_linear_forward(at::linear(x, w1c, b1c), w2, b2, bits, p, fused_path);
+    ctx->save_for_backward({x, w1c, b1c, w2, b2, bits});
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["fused"] = fused;
+    ctx->saved_data["w1_dtype"] = static_cast<int64_t>(w1.scalar_type());
+    ctx->saved_data["b1_dtype"] = static_cast<int64_t>(b1.scalar_type());
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    auto s = ctx->get_saved_variables();
+    const auto &x = s[0], &w1c = s[1], &b1c = s[2];
+    const bool fused = ctx->saved_data["fused"].toBool();
+    const auto u = at::linear(x, w1c, b1c);  // the forward's product again
+    auto [gu, gw2, gb2] = gelu_dropout_linear_grads(grads[0], u, s[3], s[4], s[5], ctx->saved_data["p"].toDouble(), fused);
+    const int64_t H = x.size(-1);
+    const auto g = gu.reshape({-1, u.size(-1)}), x2 = x.reshape({-1, H});
+    const auto w1_dtype = static_cast<at::ScalarType>(ctx->saved_data["w1_dtype"].toInt());
+    std::optional<torch::Tensor> fused_gw;
+    if (fused) fused_gw = fused::weight_gradient(g, x2, w1_dtype);
+    auto gw1 = fused_gw ? *fused_gw : g.t().mm(x2).to(w1_dtype);
+    auto gb1 = bias_gradient(g, fused ? OpPath::fused : OpPath::plain)
+                   .to(static_cast<at::ScalarType>(ctx->saved_data["b1_dtype"].toInt()));
+    auto gx = g.mm(w1c).view(x.sizes());
+    return {gx, gw1, gb1, gw2, gb2, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -200,6 +254,19 @@ torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::Linea
   // The same op (and kernels) with or without gradients, so that a recomputed block's recomputed
   // forward repeats its first forward exactly.
   return gelu_dropout_linear_saving(u, bits, p, fc2.weight, fc2.bias, path);
+}
+
+torch::Tensor mlp_recomputing_masked(const torch::Tensor& x, const torch::Tensor& bits, double p,
+                                     const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2, OpPath path) {
+  const auto m = bits.defined() ? bits : torch::empty({0}, x.options().dtype(torch::kUInt8));
+  return MlpRecomputeFn::apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, m, p, path == OpPath::fused);
+}
+
+torch::Tensor mlp_recomputing(const torch::Tensor& x, const torch::nn::LinearImpl& fc1,
+                              const torch::nn::LinearImpl& fc2, double p, OpPath path) {
+  // the mask drawn as gelu_dropout_linear draws it (fc1's product draws nothing): the same stream
+  const int64_t n = x.numel() / x.size(-1) * fc1.weight.size(0);
+  return mlp_recomputing_masked(x, dropout_bits(p > 0 ? n : 0, p, x.device(), path), p, fc1, fc2, path);
 }
 
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,

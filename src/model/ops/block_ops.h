@@ -4,7 +4,7 @@
 //   gated_residual_ln_modulate                                adaLN modulation and the residual adds
 //   qk_norm_split                                             q/k LayerNorm per head
 //   adaln_split6                                              the block's six modulation vectors
-//   gelu_dropout_linear                                       the MLP's tail
+//   gelu_dropout_linear, mlp_recomputing                      the MLP's tail, the whole MLP
 //   dropout_bits                                              dropout masks, as bits
 #pragma once
 #include <array>
@@ -95,6 +95,19 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
 // dtype under autocast).
 torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training,
                                   OpPath path);
+
+// DESIGN §3.6 the whole MLP in training, fc2(dropout(GELU(fc1(x)))), as one autograd op that keeps
+// x, fc1's weight in x's dtype and the mask, and recomputes fc1's output u in backward (the
+// generator's `set_recompute_mlp`): the block no longer keeps u ([B,N,4H]: 8 bytes per token and
+// hidden unit in bf16) for one more product per block (fc1's forward). The dropout mask is drawn as
+// gelu_dropout_linear draws it, so the RNG stream, the values and the gradients are those of
+// gelu_dropout_linear(linear(fc1, x)) (bit for bit on the fused path; up to the products' order of
+// summation on the plain one). Every device.
+torch::Tensor mlp_recomputing(const torch::Tensor& x, const torch::nn::LinearImpl& fc1,
+                              const torch::nn::LinearImpl& fc2, double p, OpPath path);
+// The same with a given mask (bits; undefined = no dropout). For tests.
+torch::Tensor mlp_recomputing_masked(const torch::Tensor& x, const torch::Tensor& bits, double p,
+                                     const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2, OpPath path);
 
 // The same op with a given mask (bits; undefined = no dropout): the plain composition and the op
 // with explicit backward. For tests.
