@@ -3,7 +3,7 @@
 # each row REPEATS separate processes (default 3; the spread is what the table states).
 # Usage: [REPEATS=3] [QUICK=1] bench/gpu_train.sh build-gpu/rar
 #   QUICK=1: the training round's rows only (batch 64: rar_b, rar_xl, rar_xl with 12/32 recomputed, and the
-#   eager step beside each captured one)
+#   eager step beside each captured one; rar_xl recomputing fc1's output, alone and with 4 or 6 blocks recomputed)
 set -u
 RAR=${1:-build-gpu/rar}
 REPEATS=${REPEATS:-3}
@@ -19,6 +19,10 @@ row --preset rar_b --batch 64 --no-graph
 row --preset rar_xl --batch 64
 row --preset rar_xl --batch 64 --no-graph
 row --preset rar_xl --batch 64 --checkpoint-layers 12
+# the 34-GiB row's other route: fc1's output recomputed in every block (capturable), alone and with
+# fewer recomputed blocks
+row --preset rar_xl --batch 64 --recompute-mlp
+for n in 4 6; do row --preset rar_xl --batch 64 --recompute-mlp --checkpoint-layers $n; done
 [ "${QUICK:-0}" = 1 ] && exit 0
 row --preset rar_b --batch 64 --plain --no-graph
 for n in 4 8; do row --preset rar_b --batch 64 --checkpoint-layers $n; done
