@@ -1,6 +1,6 @@
 // column_sums.cu — a bias gradient: the float32 column sums of a bf16 gradient [rows, N] (declared in
-// block_kernels.h). ATen's sum(0) of the block's product gradients ran at ~2.2 TB/s (bench/RESULTS.md,
-// "Training, third round"); here thread (x, y) of a block owns columns 8x..8x+7 for every R-th row
+// block_kernels.h), in place of ATen's sum(0), whose rate in the training step is in bench/RESULTS.md
+// ("Training, third round"). Thread (x, y) of a block owns columns 8x..8x+7 for every R-th row
 // of the rows its block walks, so a row is read with 16-byte loads and each thread keeps eight
 // register sums; the R row lanes meet in shared memory and each block writes one partial row, which
 // a second kernel adds up in a fixed order. A fixed grid (not the SM count) and fixed orders: the

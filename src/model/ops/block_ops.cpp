@@ -85,11 +85,8 @@ std::array<torch::Tensor, 3> gelu_dropout_linear_grads(const torch::Tensor& g_ou
     if (bits.defined()) ga = ga * unpack_bits(bits, u.sizes()) * (1.0 / (1.0 - p));
     gu = at::gelu_backward(ga, u);
   }
-  std::optional<torch::Tensor> fused_gw;
-  if (fused) fused_gw = fused::weight_gradient(g, a, w.scalar_type());
-  auto gw = fused_gw ? *fused_gw : g.t().mm(a).to(w.scalar_type());
-  auto gb = bias_gradient(g, fused ? OpPath::fused : OpPath::plain).to(b.scalar_type());
-  return {gu, gw, gb};
+  const auto path = fused ? OpPath::fused : OpPath::plain;
+  return {gu, weight_gradient(g, a, w.scalar_type(), path), bias_gradient(g, path).to(b.scalar_type())};
 }
 
 struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
@@ -140,12 +137,9 @@ struct MlpRecomputeFn : torch::autograd::Function<MlpRecomputeFn> {
     auto [gu, gw2, gb2] = gelu_dropout_linear_grads(grads[0], u, s[3], s[4], s[5], ctx->saved_data["p"].toDouble(), fused);
     const int64_t H = x.size(-1);
     const auto g = gu.reshape({-1, u.size(-1)}), x2 = x.reshape({-1, H});
-    const auto w1_dtype = static_cast<at::ScalarType>(ctx->saved_data["w1_dtype"].toInt());
-    std::optional<torch::Tensor> fused_gw;
-    if (fused) fused_gw = fused::weight_gradient(g, x2, w1_dtype);
-    auto gw1 = fused_gw ? *fused_gw : g.t().mm(x2).to(w1_dtype);
-    auto gb1 = bias_gradient(g, fused ? OpPath::fused : OpPath::plain)
-                   .to(static_cast<at::ScalarType>(ctx->saved_data["b1_dtype"].toInt()));
+    const auto path = fused ? OpPath::fused : OpPath::plain;
+    auto gw1 = weight_gradient(g, x2, static_cast<at::ScalarType>(ctx->saved_data["w1_dtype"].toInt()), path);
+    auto gb1 = bias_gradient(g, path).to(static_cast<at::ScalarType>(ctx->saved_data["b1_dtype"].toInt()));
     auto gx = g.mm(w1c).view(x.sizes());
     return {gx, gw1, gb1, gw2, gb2, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
@@ -182,6 +176,12 @@ torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpP
   if (path == OpPath::fused)
     if (auto y = fused::linear(l, x)) return *y;
   return at::linear(x, l.weight, l.bias);
+}
+
+torch::Tensor weight_gradient(const torch::Tensor& g, const torch::Tensor& a, at::ScalarType w_dtype, OpPath path) {
+  if (path == OpPath::fused)
+    if (auto w = fused::weight_gradient(g, a, w_dtype)) return *w;
+  return g.t().mm(a).to(w_dtype);
 }
 
 torch::Tensor bias_gradient(const torch::Tensor& g, OpPath path) {
@@ -271,30 +271,32 @@ torch::Tensor mlp_recomputing(const torch::Tensor& x, const torch::nn::LinearImp
 
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
                                           bool training, OpPath path) {
-  const int64_t H = lin.weight.size(0) / 6;
   if (!training) {
     auto m = at::linear(silu_c, lin.weight, lin.bias).chunk(6, -1);
     return {m[0], m[1], m[2], m[3], m[4], m[5]};
   }
-  if (path == OpPath::fused)
-    if (auto r = fused::adaln_split(lin, silu_c)) {
-      auto shifts = (*r)[0].chunk(2, -1), kept = (*r)[1].chunk(4, -1);
-      return {shifts[0], kept[0], kept[1], shifts[1], kept[2], kept[3]};
-    }
-  // The weight in the matmul dtype first (autocast's cached cast of the parameter), so the row
-  // gathers below move half the bytes and the matmuls need no cast of their own.
-  const auto dev = silu_c.device().type();
-  const bool ac = at::autocast::is_autocast_enabled(dev);
-  const auto dt = ac ? at::autocast::get_autocast_dtype(dev) : lin.weight.scalar_type();
-  const auto w = ac ? at::autocast::cached_cast(dt, lin.weight, dev) : lin.weight;
-  const auto b = ac ? at::autocast::cached_cast(dt, lin.bias, dev) : lin.bias;
-  // rows of W (and b): shift_a [0,H), scale_a gate_a [H,3H), shift_m [3H,4H), scale_m gate_m [4H,6H)
-  auto pick = [](const torch::Tensor& t, int64_t r0, int64_t n0, int64_t r1, int64_t n1) {
-    return torch::cat({t.narrow(0, r0, n0), t.narrow(0, r1, n1)});
-  };
-  auto shifts = at::linear(silu_c, pick(w, 0, H, 3 * H, H), pick(b, 0, H, 3 * H, H)).chunk(2, -1);
-  auto kept = at::linear(silu_c, pick(w, H, 2 * H, 4 * H, 2 * H), pick(b, H, 2 * H, 4 * H, 2 * H)).chunk(4, -1);
+  std::array<torch::Tensor, 2> products;  // {shifts [..,2H], the others [..,4H]}
+  if (auto r = path == OpPath::fused ? fused::adaln_split(lin, silu_c) : std::nullopt) {
+    products = *r;
+  } else {
+    // The weight in the matmul dtype first (autocast's cached cast of the parameter), so the row
+    // gathers below move half the bytes and the matmuls need no cast of their own.
+    const auto dev = silu_c.device().type();
+    const bool ac = at::autocast::is_autocast_enabled(dev);
+    const auto dt = ac ? at::autocast::get_autocast_dtype(dev) : lin.weight.scalar_type();
+    const auto [ws, wk] = adaln_split_rows(ac ? at::autocast::cached_cast(dt, lin.weight, dev) : lin.weight);
+    const auto [bs, bk] = adaln_split_rows(ac ? at::autocast::cached_cast(dt, lin.bias, dev) : lin.bias);
+    products = {at::linear(silu_c, ws, bs), at::linear(silu_c, wk, bk)};
+  }
+  auto shifts = products[0].chunk(2, -1), kept = products[1].chunk(4, -1);
   return {shifts[0], kept[0], kept[1], shifts[1], kept[2], kept[3]};
+}
+
+std::array<torch::Tensor, 2> adaln_split_rows(const torch::Tensor& t) {
+  const int64_t H = t.size(0) / 6;
+  // rows of W (and b): shift_a [0,H), scale_a gate_a [H,3H), shift_m [3H,4H), scale_m gate_m [4H,6H)
+  return {torch::cat({t.narrow(0, 0, H), t.narrow(0, 3 * H, H)}),
+          torch::cat({t.narrow(0, H, 2 * H), t.narrow(0, 4 * H, 2 * H)})};
 }
 
 }  // namespace rar::model

@@ -27,8 +27,12 @@ namespace rar::model {
 // first).
 torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path);
 
-// The float32 gradient of a bias added to a product whose output gradient is g [.., N]: g's column
-// sums. Fused path: bf16 g on CUDA through the column-sum kernel (deterministic, fixed order).
+// The parameter gradients of a product y = a·Wᵀ + b from its output gradient g [rows, N], for ops
+// that own their backward. weight_gradient: gᵀ·a in w_dtype (fused path: bf16 g and a on CUDA write
+// a float32 weight's gradient straight from the product, no bf16 result and cast). bias_gradient:
+// g's column sums in float32 (fused path: bf16 g on CUDA through the column-sum kernel,
+// deterministic, fixed order).
+torch::Tensor weight_gradient(const torch::Tensor& g, const torch::Tensor& a, at::ScalarType w_dtype, OpPath path);
 torch::Tensor bias_gradient(const torch::Tensor& g, OpPath path);
 
 // DESIGN §3.6 modulated LayerNorm: LN(x) * (1 + scale) + shift, with `ln`'s affine (if any) and eps.
@@ -87,6 +91,9 @@ std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t hea
 // CUDA): the same products, the parameter gradients written in float32 in W's row order.
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
                                           bool training, OpPath path);
+// The rows of an adaLN weight or bias [6H, ..] that adaln_split6's two training products use:
+// {the shifts' (shift_a, shift_m) [2H, ..], the others' (scale_a, gate_a, scale_m, gate_m) [4H, ..]}.
+std::array<torch::Tensor, 2> adaln_split_rows(const torch::Tensor& t);
 
 // DESIGN §3.6 MLP tail: fc2(dropout(GELU(u))) for u = fc1(x) [B,N,hidden]. In training the dropout
 // mask is drawn here (dropout_bits) and one autograd op keeps only u and the bits — GELU and

@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "model/ops/cuda/common.h"
+#include "model/ops/block_ops.h"
 #include "model/ops/fused.h"
 #include "model/ops/fused_paths.h"
 
@@ -189,21 +190,13 @@ struct LinearFn : torch::autograd::Function<LinearFn> {
 // [6H,H] bf16 tensor per gather, three bf16 adds, a cast to float32 and a bf16 add of the two
 // input gradients (bench/RESULTS.md, "Training, third round").
 struct AdalnSplitFn : torch::autograd::Function<AdalnSplitFn> {
-  // rows r0..r0+n0 and r1..r1+n1 of t (dim 0)
-  static torch::Tensor pick(const torch::Tensor& t, int64_t r0, int64_t n0, int64_t r1, int64_t n1) {
-    return torch::cat({t.narrow(0, r0, n0), t.narrow(0, r1, n1)});
-  }
   static variable_list forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor w, torch::Tensor b) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-    const int64_t H = w.size(0) / 6;
     const auto dt = x.scalar_type();
-    const auto wb = w.to(dt), bb = b.to(dt);
-    // rows of W (and b): shift_a [0,H), scale_a gate_a [H,3H), shift_m [3H,4H), scale_m gate_m [4H,6H)
-    const auto ws = pick(wb, 0, H, 3 * H, H), wk = pick(wb, H, 2 * H, 4 * H, 2 * H);
-    auto shifts = at::linear(x, ws, pick(bb, 0, H, 3 * H, H));
-    auto kept = at::linear(x, wk, pick(bb, H, 2 * H, 4 * H, 2 * H));
+    const auto [ws, wk] = adaln_split_rows(w.to(dt));
+    const auto [bs, bk] = adaln_split_rows(b.to(dt));
     ctx->save_for_backward({x, ws, wk});
-    return {shifts, kept};
+    return {at::linear(x, ws, bs), at::linear(x, wk, bk)};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto s = ctx->get_saved_variables();
@@ -215,7 +208,7 @@ struct AdalnSplitFn : torch::autograd::Function<AdalnSplitFn> {
     const auto g2 = grads[0].to(dt).reshape({-1, 2 * H}), g4 = grads[1].to(dt).reshape({-1, 4 * H});
     const auto gws = *weight_gradient(g2, x2, torch::kFloat32), gwk = *weight_gradient(g4, x2, torch::kFloat32);
     const auto bs = *bias_gradient(g2), bk = *bias_gradient(g4);
-    auto in_w_order = [H](const torch::Tensor& sh, const torch::Tensor& kp) {  // pick's inverse
+    auto in_w_order = [H](const torch::Tensor& sh, const torch::Tensor& kp) {  // adaln_split_rows' inverse
       return torch::cat({sh.narrow(0, 0, H), kp.narrow(0, 0, 2 * H), sh.narrow(0, H, H), kp.narrow(0, 2 * H, 2 * H)});
     };
     auto gx = g2.mm(ws);
