@@ -13,7 +13,15 @@ FLAGS=(-std=gnu++17 -DRAR_WITH_CUDA=1 -D_GLIBCXX_USE_CXX11_ABI=1 -Isrc -isystem 
 hosts=$( (ls src/*/cuda/*.cpp src/*/*/cuda/*.cpp 2>/dev/null; grep -rl RAR_WITH_CUDA src --include=*.cpp || true) | sort -u)
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 printf '%s\n' $hosts | xargs -P "$(nproc)" -I{} sh -c 'g++ "$@" -fsyntax-only {} && echo "ok   {}"' _ "${FLAGS[@]}"
+failed=0
 for cu in src/kernels/*.cu; do
-  "$CUDA_HOME/bin/nvcc" -std=c++17 -arch=sm_90 -Isrc -c "$cu" -o "$out/$(basename "$cu").o" && echo "ok   $cu"
+  # (an `&&` list's failure does not stop a `set -e` script: count it)
+  if "$CUDA_HOME/bin/nvcc" -std=c++17 -arch=sm_90 -Isrc -c "$cu" -o "$out/$(basename "$cu").o"; then
+    echo "ok   $cu"
+  else
+    echo "FAIL $cu"
+    failed=$((failed + 1))
+  fi
 done
+[ "$failed" = 0 ] || { echo "cuda-check: $failed kernel file(s) failed to compile"; exit 1; }
 echo "cuda-check: all compiled"

@@ -1,5 +1,5 @@
-// small_step.h — a small generator on CUDA and one training step's inputs, shared by the GPU
-// tests that compare two ways of running that step (bf16 vs fp32, fused vs plain, recomputed blocks).
+// small_step.h — a small generator and one training step's inputs, shared by the tests that
+// compare two ways of running that step (bf16 vs fp32, fused vs plain, fp8, recomputed blocks).
 #pragma once
 #include <torch/torch.h>
 
@@ -41,8 +41,8 @@ struct SmallStep {
 };
 
 // 2 layers, seq 64, codebook 64, 5 classes, no dropout; parameters nudged off the published init
-// (zero adaLN) so every path carries gradient. In training mode on CUDA.
-inline SmallStep small_cuda_step(int64_t hidden, int64_t heads) {
+// (zero adaLN) so every path carries gradient. In training mode on `device`.
+inline SmallStep small_step(int64_t hidden, int64_t heads, const torch::Device& device) {
   SmallStep s;
   s.cfg.hidden = hidden;
   s.cfg.layers = 2;
@@ -58,9 +58,9 @@ inline SmallStep small_cuda_step(int64_t hidden, int64_t heads) {
     torch::NoGradGuard ng;
     for (auto& p : s.g->parameters()) p.add_(0.05 * torch::randn_like(p));
   }
-  s.g->to(torch::kCUDA);
+  s.g->to(device);
   s.g->train();
-  auto opts = torch::TensorOptions(torch::kInt64).device(torch::kCUDA);
+  auto opts = torch::TensorOptions(torch::kInt64).device(device);
   s.tokens = torch::randint(0, 64, {8, 64}, opts);
   s.labels = torch::randint(0, 5, {8}, opts);
   std::vector<int64_t> scan(64);
@@ -68,5 +68,6 @@ inline SmallStep small_cuda_step(int64_t hidden, int64_t heads) {
   s.draws = training::draw_objective(8, 0, 8, scan, 0.5, 0.1, 1, 0);
   return s;
 }
+inline SmallStep small_cuda_step(int64_t hidden, int64_t heads) { return small_step(hidden, heads, torch::kCUDA); }
 
 }  // namespace rar::test_support

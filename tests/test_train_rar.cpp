@@ -522,9 +522,10 @@ TEST(TrainRarCuda, Bf16AutocastStepTracksFp32AndCheckpointingReplaysIt) {
 // both branches, the MLP's hidden units) under bf16 autocast. The graph draws its dropout masks
 // from the Philox offsets the eager step would use, so the losses, gradient norms and final
 // weights are equal bit for bit; a replay that reused its capture's masks would differ at step 2.
+// With training.fp8 too (the casts' scales live on the device: a replay computes them anew).
 TEST(TrainRarCuda, CapturedStepEqualsTheEagerStep) {
   if (!torch::cuda::is_available() || !gpu::built()) GTEST_SKIP() << "no CUDA device";
-  auto run = [](bool graph) {
+  auto run = [](bool graph, bool fp8) {
     auto s = test_support::small_cuda_step(160, 5);  // its batch, and its config with dropout
     model::GeneratorConfig cfg = s.cfg;
     cfg.dropout = cfg.attn_dropout = 0.1;
@@ -534,6 +535,7 @@ TEST(TrainRarCuda, CapturedStepEqualsTheEagerStep) {
       torch::NoGradGuard ng;
       for (auto& p : g->parameters()) p.add_(0.05 * torch::randn_like(p));  // off the zero-adaLN init
     }
+    g->use_fp8(fp8);
     g->to(torch::kCUDA);
     g->train();
     training::AdamWOptions ao;
@@ -554,11 +556,14 @@ TEST(TrainRarCuda, CapturedStepEqualsTheEagerStep) {
     for (auto& p : g->parameters()) w.push_back(p.detach().flatten());
     return std::make_pair(stats, torch::cat(w));
   };
-  auto [se, we] = run(false);
-  auto [sg, wg] = run(true);
-  ASSERT_EQ(se.size(), sg.size());
-  for (size_t i = 0; i < se.size(); ++i) EXPECT_EQ(se[i], sg[i]) << "step " << i / 3 << " stat " << i % 3;
-  EXPECT_TRUE(torch::equal(we, wg)) << "max weight difference " << (we - wg).abs().max().item<double>();
+  for (bool fp8 : {false, true}) {
+    auto [se, we] = run(false, fp8);
+    auto [sg, wg] = run(true, fp8);
+    ASSERT_EQ(se.size(), sg.size());
+    for (size_t i = 0; i < se.size(); ++i)
+      EXPECT_EQ(se[i], sg[i]) << "fp8 " << fp8 << " step " << i / 3 << " stat " << i % 3;
+    EXPECT_TRUE(torch::equal(we, wg)) << "fp8 " << fp8 << " max weight difference " << (we - wg).abs().max().item<double>();
+  }
 }
 
 // SIGTERM mid-run: the trainer checkpoints and exits 0; --resume then ends with exactly the

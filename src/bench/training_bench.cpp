@@ -31,6 +31,7 @@ void bench_train(const TrainBench& b) {
   g->recompute_layers = std::min(b.recompute_layers, cfg.layers);
   g->set_recompute_mlp(b.recompute_mlp);
   g->use_path(b.plain ? model::OpPath::plain : model::OpPath::fused);
+  g->use_fp8(b.fp8);
   g->to(device);
   g->train();
   training::AdamWOptions ao;
@@ -69,6 +70,7 @@ void bench_train(const TrainBench& b) {
                 "|---|---|---|---|---|---|---|---|\n");
   std::string mode = run.precision;
   if (b.plain) mode += " plain";
+  if (b.fp8) mode += " fp8";
   if (gs.graphed()) mode += " graph";
   if (g->recompute_layers > 0) mode += " ckpt " + cat(g->recompute_layers, "/", cfg.layers);
   if (g->recompute_mlp()) mode += " mlp-recompute";

@@ -1,5 +1,6 @@
 // block_kernels.h — CUDA kernels for the memory-bound steps of a transformer block (CUDA builds
-// only): ln_modulate.cu, qk_norm.cu, gated_residual.cu, gelu_dropout.cu, dropout_bits.cu, column_sums.cu. Raw pointers and one
+// only): ln_modulate.cu, qk_norm.cu, gated_residual.cu, gelu_dropout.cu, dropout_bits.cu, column_sums.cu, fp8_cast.cu. Raw pointers
+// and one
 // stream: the autograd wrappers and checks are model/ops/cuda/block_ops_cuda.cpp, the plain
 // LibTorch path they are tested against model/ops/block_ops.cpp.
 //
@@ -107,8 +108,25 @@ bool gelu_dropout_supported(DType t, const void* u, int64_t n);
 void gelu_dropout_forward(DType t, const void* u, const uint8_t* bits, float scale, int64_t n, void* a,
                           cudaStream_t stream);
 // Backward with the forward recomputed: g holds the gradient of a and receives the gradient of u;
-// a receives GELU(u) · keep · scale again (for the next matmul's weight gradient).
+// a receives GELU(u) · keep · scale again (for the next matmul's weight gradient; a null: not written).
 void gelu_dropout_backward(DType t, const void* u, const uint8_t* bits, float scale, int64_t n, void* g, void* a,
                            cudaStream_t stream);
+
+// ---------------------------------------------------------------- fp8 operands (fp8_cast.cu)
+// A product's operand in fp8 with one scale per tensor ("current" scaling, model/ops/fp8.h):
+// amax = max |x| over the tensor, scale = largest / max(amax, 1e-30), q = round(x · scale) saturated
+// at +-largest (e4m3: 448, e5m2: 57344), scale_inv = amax / largest. Exactly the plain path's float32
+// arithmetic (correctly rounded division and product, round to nearest even).
+enum class Fp8Format { e4m3, e5m2 };
+// amax_bits: one uint32 (zeroed here first), receives the float bits of max |x| (NaN wins). x
+// contiguous, n elements.
+void fp8_amax(DType t, const void* x, int64_t n, unsigned* amax_bits, cudaStream_t stream);
+// x [rows, cols] contiguous (cols % 16 == 0, 16-byte aligned: fp8_quantize_supported) quantised with
+// the scale amax_bits implies, into out [rows_pad, cols] and/or out_t [cols, rows_pad] (the
+// transposed layout; either may be null), rows past `rows` up to rows_pad written as zeros; scale_inv
+// (one float) receives amax / largest.
+bool fp8_quantize_supported(const void* x, int64_t cols);
+void fp8_quantize(DType t, Fp8Format f, const void* x, int64_t rows, int64_t rows_pad, int64_t cols,
+                  const unsigned* amax_bits, uint8_t* out, uint8_t* out_t, float* scale_inv, cudaStream_t stream);
 
 }  // namespace rar::kernels

@@ -27,7 +27,8 @@ __global__ void gelu_dropout_fwd8(const T* __restrict__ u, const uint8_t* __rest
 }
 
 // Backward with the forward recomputed: g (the gradient of a) is replaced by the gradient of u, and
-// a is written again for the next matmul's weight gradient. One erf per element serves both.
+// a is written again for the next matmul's weight gradient (a null: not written — an fp8 product
+// keeps its own copy of a). One erf per element serves both.
 template <typename T>
 __global__ void gelu_dropout_bwd8(const T* __restrict__ u, const uint8_t* __restrict__ bits, float scale,
                                   int64_t groups, T* __restrict__ g, T* __restrict__ a) {
@@ -44,7 +45,7 @@ __global__ void gelu_dropout_bwd8(const T* __restrict__ u, const uint8_t* __rest
       o[j] = keep ? v[j] * cdf * scale : 0.f;
       gu[j] = keep ? gv[j] * scale * (cdf + v[j] * gelu_pdf(v[j])) : 0.f;
     }
-    store8(a + 8 * i, o);
+    if (a) store8(a + 8 * i, o);
     store8(g + 8 * i, gu);
   }
 }
@@ -73,7 +74,7 @@ void gelu_dropout_forward(DType t, const void* u, const uint8_t* bits, float sca
 void gelu_dropout_backward(DType t, const void* u, const uint8_t* bits, float scale, int64_t n, void* g, void* a,
                            cudaStream_t stream) {
   if (n == 0) return;
-  if (!gelu_dropout_supported(t, u, n) || !aligned(g, 16) || !aligned(a, 16))
+  if (!gelu_dropout_supported(t, u, n) || !aligned(g, 16) || (a && !aligned(a, 16)))
     throw std::runtime_error("gelu_dropout_backward: needs a multiple of 8 elements and aligned buffers");
   dispatch2(t, t, [&](auto, auto t_) {
     using T = decltype(t_);

@@ -35,7 +35,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
                                      int64_t past) {
   const int64_t B = x.size(0), N = x.size(1), H = x.size(2);
   // qkv projection, q/k LayerNorm per head (model/ops)
-  auto [q, k, v] = qk_norm_split(linear(*qkv, x, path), heads, q_norm, k_norm, path);
+  const bool in_fp8 = fp8 && is_training();  // (decided by training mode: a recomputed block repeats itself)
+  auto [q, k, v] = qk_norm_split(linear(*qkv, x, path, in_fp8), heads, q_norm, k_norm, path);
   bool causal = true;
   std::optional<torch::Tensor> mask;  // [N, past+N] bool: keys each new query sees
   if (k_cache) {
@@ -57,7 +58,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
   // softmax(q·kᵀ/√hd + causal mask)·v
   auto o = at::scaled_dot_product_attention(q, k, v, mask, is_training() ? attn_drop : 0.0, causal);
   o = o.transpose(1, 2).reshape({B, N, H});
-  return linear(*proj, o, path);
+  return linear(*proj, o, path, in_fp8);
 }
 
 // ---------------------------------------------------------------- MLP
@@ -71,8 +72,9 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, double p) {
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   // fc1 -> exact GELU -> dropout -> fc2 (one op keeping only fc1's output and the mask; with
   // recompute_hidden one op keeping x and the mask)
-  if (recompute_hidden && is_training()) return mlp_recomputing(x, *fc1, *fc2, drop->options.p(), path);
-  return gelu_dropout_linear(linear(*fc1, x, path), *fc2, drop->options.p(), is_training(), path);
+  const bool in_fp8 = fp8 && is_training();
+  if (recompute_hidden && is_training()) return mlp_recomputing(x, *fc1, *fc2, drop->options.p(), path, in_fp8);
+  return gelu_dropout_linear(linear(*fc1, x, path, in_fp8), *fc2, drop->options.p(), is_training(), path, in_fp8);
 }
 
 // ---------------------------------------------------------------- block
@@ -141,6 +143,11 @@ void GeneratorImpl::use_path(OpPath p) {
   path_ = p;
   for (auto& b : block_list) b->path = b->attn->path = b->mlp->path = p;
   adaln_before_head->path = p;
+}
+
+void GeneratorImpl::use_fp8(bool on) {
+  fp8_ = on;
+  for (auto& b : block_list) b->attn->fp8 = b->mlp->fp8 = on;
 }
 
 void GeneratorImpl::set_recompute_mlp(bool on) {

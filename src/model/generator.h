@@ -41,6 +41,7 @@ struct AttentionImpl : torch::nn::Module {
   int64_t heads;
   double attn_drop;
   OpPath path = OpPath::fused;  // the ops' path (GeneratorImpl::use_path sets every module's)
+  bool fp8 = false;             // qkv and proj in fp8 in training (GeneratorImpl::use_fp8)
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   torch::nn::LayerNorm q_norm{nullptr}, k_norm{nullptr};
 };
@@ -57,6 +58,7 @@ struct MlpImpl : torch::nn::Module {
   // In training, recompute fc1's output in backward instead of keeping it (model/ops mlp_recomputing;
   // GeneratorImpl::set_recompute_mlp sets every block's).
   bool recompute_hidden = false;
+  bool fp8 = false;  // fc1 and fc2 in fp8 in training (GeneratorImpl::use_fp8)
 };
 TORCH_MODULE(Mlp);
 
@@ -99,6 +101,11 @@ struct GeneratorImpl : torch::nn::Module {
   // comparisons). Set on every module of the model.
   void use_path(OpPath p);
   OpPath path() const { return path_; }
+  // `training.fp8`: the blocks' qkv, proj, fc1 and fc2 products in fp8 in training (model/ops/fp8.h).
+  // Decided by training mode, not grad mode, so a recomputed block's recomputation repeats its
+  // first forward; evaluation and sampling keep the products in the model's dtype.
+  void use_fp8(bool on);
+  bool fp8() const { return fp8_; }
 
   // Class ids [B] -> condition token ids (DESIGN §3.1); drop[b] (optional bool [B]) selects the null class.
   torch::Tensor condition_tokens(const torch::Tensor& classes, const torch::Tensor& drop = {}) const;
@@ -147,6 +154,7 @@ struct GeneratorImpl : torch::nn::Module {
 
  private:
   OpPath path_ = OpPath::fused;
+  bool fp8_ = false;
   bool recompute_mlp_ = false;
   // DESIGN §3.6: the L blocks over new positions h, c [B,N,H] (appending to the cache if given).
   torch::Tensor run_blocks(torch::Tensor h, const torch::Tensor& c, KVCache* cache);

@@ -108,6 +108,7 @@ training:
   ddp_exact: true                     # ours: sum the ranks' gradients in rank order (bit-identical to one process at any number of processes)
   cuda_graph: true                    # ours: capture each step in a CUDA graph where it can be (one process, no accumulation, no recomputed blocks)
   fused_kernels: true                 # ours: the fused CUDA kernels of the block's memory-bound steps (false: the plain LibTorch path, the reference)
+  fp8: false                          # ours: the blocks' qkv, proj, fc1 and fc2 products in fp8 (e4m3 inputs and weights, e5m2 gradients, one scale per tensor; Hopper)
 )";
 }
 
@@ -146,7 +147,7 @@ struct RarSettings {
   double guidance = 0, guidance_power = 0, temperature = 1;  // the sample grids' settings
   double ddp_bucket_mb = 25;
   bool ddp_bf16 = false, ddp_exact = true;
-  bool cuda_graph = true, fused_kernels = true;
+  bool cuda_graph = true, fused_kernels = true, fp8 = false;
 
   static RarSettings from(const Config& c) {
     RarSettings s;
@@ -185,6 +186,7 @@ struct RarSettings {
     s.ddp_bf16 = gdt == "bf16";
     s.cuda_graph = c.get_bool("training.cuda_graph");
     s.fused_kernels = c.get_bool("training.fused_kernels", true);
+    s.fp8 = c.get_bool("training.fp8", false);
     s.ddp_exact = c.get_bool("training.ddp_exact");
     return s;
   }
@@ -201,6 +203,7 @@ model::Generator build_generator(const RarSettings& s, const torch::Device& devi
   }
   g->recompute_layers = s.recomputed_layers;
   g->set_recompute_mlp(s.recompute_mlp);
+  g->use_fp8(s.fp8);
   g->to(device);
   g->train();
   dp.broadcast(g->parameters());

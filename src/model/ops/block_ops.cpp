@@ -4,6 +4,7 @@
 
 #include <ATen/autocast_mode.h>
 
+#include "model/ops/fp8.h"
 #include "model/ops/fused_paths.h"
 
 namespace rar::model {
@@ -65,6 +66,19 @@ std::pair<torch::Tensor, bool> gelu_dropout_linear_forward(const torch::Tensor& 
   return {linear_in(gelu_dropped(u, given, p), w, b), false};
 }
 
+// u's gradient from a's (ga [rows, in], contiguous): through the GELU + dropout kernel on the fused
+// path (ga becomes u's in place; a is not written again), else LibTorch's GELU backward.
+torch::Tensor gelu_dropout_input_grad(torch::Tensor ga, const torch::Tensor& u, const torch::Tensor& bits_or_empty,
+                                      double p, bool fused) {
+  if (fused) {
+    fused::gelu_dropout_backward(u, bits_or_empty, p, ga, /*recompute_a=*/false);
+    return ga.view(u.sizes());
+  }
+  auto g = ga.view(u.sizes());
+  if (bits_or_empty.numel()) g = g * unpack_bits(bits_or_empty, u.sizes()) * (1.0 / (1.0 - p));
+  return at::gelu_backward(g, u);
+}
+
 // Its gradients from the output's g: {u's [.., in] (u's shape), w's, b's} (GELU and dropout
 // recomputed from u and the bits).
 std::array<torch::Tensor, 3> gelu_dropout_linear_grads(const torch::Tensor& g_out, const torch::Tensor& u,
@@ -81,9 +95,7 @@ std::array<torch::Tensor, 3> gelu_dropout_linear_grads(const torch::Tensor& g_ou
     gu = gu.view(u.sizes());
   } else {
     a = gelu_dropped(u, bits, p).reshape({-1, in});  // recomputed
-    auto ga = g.mm(w.to(dt)).view(u.sizes());
-    if (bits.defined()) ga = ga * unpack_bits(bits, u.sizes()) * (1.0 / (1.0 - p));
-    gu = at::gelu_backward(ga, u);
+    gu = gelu_dropout_input_grad(g.mm(w.to(dt)), u, bits_or_empty, p, false);
   }
   const auto path = fused ? OpPath::fused : OpPath::plain;
   return {gu, weight_gradient(g, a, w.scalar_type(), path), bias_gradient(g, path).to(b.scalar_type())};
@@ -145,6 +157,146 @@ struct MlpRecomputeFn : torch::autograd::Function<MlpRecomputeFn> {
   }
 };
 
+
+// ---------------------------------------------------------------- the MLP's products in fp8
+
+// fc2's input a = GELU(u)·mask in e4m3 (both layouts: the forward product reads the rows, fc2's
+// weight gradient the transposed), a by the GELU + dropout kernel where the fused path takes it.
+// {a in fp8, whether the kernel ran}.
+std::pair<Fp8Tensor, bool> fp8_gelu_operand(const torch::Tensor& u, const torch::Tensor& bits, double p,
+                                            bool fused_path) {
+  const auto given = bits.numel() ? bits : torch::Tensor();
+  const auto ka = fused_path ? fused::gelu_dropout_forward(u, given, p) : std::nullopt;
+  const auto a = ka ? *ka : gelu_dropped(u, given, p);
+  return {to_fp8(a.reshape({-1, u.size(-1)}), torch::kFloat8_e4m3fn, Fp8Layout::both,
+                 fused_path ? OpPath::fused : OpPath::plain),
+          ka.has_value()};
+}
+
+// y = a·Wᵀ + b for a [M, K] in fp8 (a's rows): the output [.., N] in `sizes`' leading dims.
+torch::Tensor fp8_product(const Fp8Tensor& a, const Fp8Tensor& w, const torch::Tensor& b, at::ScalarType dt,
+                          at::IntArrayRef lead) {
+  auto sizes = lead.vec();
+  sizes.back() = w.data.size(0);
+  return fp8_forward(a, w, b.to(dt), dt).narrow(0, 0, a.rows).view(sizes);
+}
+
+// The MLP tail's gradients with fc2 in fp8, from the output's g: {u's (u's shape), W's (w_dtype),
+// b's (b_dtype)}; aq and wq hold their transposed layouts.
+std::array<torch::Tensor, 3> fp8_tail_grads(const torch::Tensor& g_out, const torch::Tensor& u, const Fp8Tensor& aq,
+                                            const Fp8Tensor& wq, at::ScalarType w_dtype, at::ScalarType b_dtype,
+                                            const torch::Tensor& bits_or_empty, double p, bool gelu_kernel,
+                                            OpPath path) {
+  const auto g = g_out.to(u.scalar_type()).reshape({aq.rows, wq.data_t.size(1)}).contiguous();
+  const auto gq = to_fp8(g, torch::kFloat8_e5m2, Fp8Layout::both, path);
+  auto gu = gelu_dropout_input_grad(fp8_grad_input(gq, wq, u.scalar_type()).narrow(0, 0, aq.rows), u, bits_or_empty,
+                                    p, gelu_kernel);
+  return {gu, fp8_grad_weight(gq, aq).to(w_dtype), bias_gradient(g, path).to(b_dtype)};
+}
+
+// An Fp8Tensor's transposed layout and scale as saved tensors, and back.
+void save_transposed(std::vector<torch::Tensor>& saved, const Fp8Tensor& q) {
+  saved.push_back(q.data_t);
+  saved.push_back(q.scale_inv);
+}
+Fp8Tensor transposed_at(const torch::autograd::variable_list& s, size_t i, int64_t rows) {
+  return {{}, s[i], s[i + 1], rows};
+}
+
+// GeluDropoutLinearFn with fc2 in fp8: keeps u, the mask, aᵀ and Wᵀ in fp8 (a is not recomputed
+// in backward: the weight gradient reads the forward's rounded copy).
+struct Fp8GeluDropoutLinearFn : torch::autograd::Function<Fp8GeluDropoutLinearFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor u, torch::Tensor w,
+                               torch::Tensor b, torch::Tensor bits, double p, bool fused_path) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto path = fused_path ? OpPath::fused : OpPath::plain;
+    const auto wq = to_fp8(w, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
+    const auto [aq, kernel] = fp8_gelu_operand(u, bits, p, fused_path);
+    auto y = fp8_product(aq, wq, b, u.scalar_type(), u.sizes());
+    std::vector<torch::Tensor> saved{u, bits};
+    save_transposed(saved, aq);
+    save_transposed(saved, wq);
+    ctx->save_for_backward(saved);
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["kernel"] = kernel;
+    ctx->saved_data["fused"] = fused_path;
+    ctx->saved_data["w_dtype"] = static_cast<int64_t>(w.scalar_type());
+    ctx->saved_data["b_dtype"] = static_cast<int64_t>(b.scalar_type());
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto s = ctx->get_saved_variables();
+    const auto& u = s[0];
+    const int64_t rows = u.numel() / u.size(-1);
+    const auto aq = transposed_at(s, 2, rows), wq = transposed_at(s, 4, s[4].size(1));
+    auto [gu, gw, gb] = fp8_tail_grads(grads[0], u, aq, wq, static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt()),
+                                       static_cast<at::ScalarType>(ctx->saved_data["b_dtype"].toInt()), s[1],
+                                       ctx->saved_data["p"].toDouble(), ctx->saved_data["kernel"].toBool(),
+                                       ctx->saved_data["fused"].toBool() ? OpPath::fused : OpPath::plain);
+    return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// MlpRecomputeFn with fc1 and fc2 in fp8: keeps x in e4m3 (both layouts: fc1's forward again and
+// its weight gradient), both weights in fp8 and the mask; u, a and a's fp8 copy are recomputed in
+// backward by the forward's own calls (current scaling has no state: the same scales again), so the
+// values and gradients are those of the fp8 ops kept apart, bit for bit.
+struct Fp8MlpRecomputeFn : torch::autograd::Function<Fp8MlpRecomputeFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor w1,
+                               torch::Tensor b1, torch::Tensor w2, torch::Tensor b2, torch::Tensor bits, double p,
+                               bool fused_path) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto path = fused_path ? OpPath::fused : OpPath::plain;
+    const auto dt = x.scalar_type();
+    const int64_t H = x.size(-1);
+    const auto xq = to_fp8(x.reshape({-1, H}), torch::kFloat8_e4m3fn, Fp8Layout::both, path);
+    const auto w1q = to_fp8(w1, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
+    const auto w2q = to_fp8(w2, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
+    const auto b1c = b1.to(dt);
+    const auto u = fp8_product(xq, w1q, b1c, dt, x.sizes());
+    const auto [aq, kernel] = fp8_gelu_operand(u, bits, p, fused_path);
+    auto y = fp8_product(aq, w2q, b2, dt, x.sizes());
+    ctx->save_for_backward({xq.data, xq.data_t, xq.scale_inv, w1q.data, w1q.data_t, w1q.scale_inv, w2q.data_t,
+                            w2q.scale_inv, b1c, bits});
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["fused"] = fused_path;
+    ctx->saved_data["rows"] = xq.rows;
+    ctx->saved_data["x_sizes"] = x.sizes().vec();
+    ctx->saved_data["w1_dtype"] = static_cast<int64_t>(w1.scalar_type());
+    ctx->saved_data["b1_dtype"] = static_cast<int64_t>(b1.scalar_type());
+    ctx->saved_data["w2_dtype"] = static_cast<int64_t>(w2.scalar_type());
+    ctx->saved_data["b2_dtype"] = static_cast<int64_t>(b2.scalar_type());
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto s = ctx->get_saved_variables();
+    const bool fused_path = ctx->saved_data["fused"].toBool();
+    const auto path = fused_path ? OpPath::fused : OpPath::plain;
+    const int64_t rows = ctx->saved_data["rows"].toInt();
+    const Fp8Tensor xq{s[0], s[1], s[2], rows}, w1q{s[3], s[4], s[5], s[3].size(0)};
+    const auto w2q = transposed_at(s, 6, s[6].size(1));
+    const auto &b1c = s[8], &bits = s[9];
+    const auto dt = b1c.scalar_type();
+    const auto x_sizes = ctx->saved_data["x_sizes"].toIntVector();
+    auto dtype = [&](const char* key) { return static_cast<at::ScalarType>(ctx->saved_data[key].toInt()); };
+    // the forward's u and fc2's operand again
+    const auto u = fp8_product(xq, w1q, b1c, dt, x_sizes);
+    const auto [aq, kernel] = fp8_gelu_operand(u, bits, ctx->saved_data["p"].toDouble(), fused_path);
+    auto [gu, gw2, gb2] = fp8_tail_grads(grads[0], u, aq, w2q, dtype("w2_dtype"), dtype("b2_dtype"), bits,
+                                         ctx->saved_data["p"].toDouble(), kernel, path);
+    const auto g = gu.reshape({rows, u.size(-1)});
+    const auto gq = to_fp8(g, torch::kFloat8_e5m2, Fp8Layout::both, path);
+    auto gx = fp8_grad_input(gq, w1q, dt).narrow(0, 0, rows).view(x_sizes);
+    auto gw1 = fp8_grad_weight(gq, xq).to(dtype("w1_dtype"));
+    auto gb1 = bias_gradient(g, path).to(dtype("b1_dtype"));
+    return {gx, gw1, gb1, gw2, gb2, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------- the ops
@@ -172,7 +324,8 @@ torch::Tensor unpack_bits(const torch::Tensor& bits, at::IntArrayRef sizes) {
   return m.narrow(0, 0, n).view(sizes);
 }
 
-torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path) {
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path, bool fp8) {
+  if (fp8 && l.bias.defined() && fp8_product_fits(x, l.weight)) return fp8_linear(to_compute(x), l.weight, l.bias, path);
   if (path == OpPath::fused)
     if (auto y = fused::linear(l, x)) return *y;
   return at::linear(x, l.weight, l.bias);
@@ -240,33 +393,40 @@ torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Ten
 }
 
 torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& bits, double p,
-                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path) {
+                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path, bool fp8) {
   const auto m = bits.defined() ? bits : torch::empty({0}, u.options().dtype(torch::kUInt8));
+  if (fp8 && b.defined() && fp8_product_fits(u, w))
+    return Fp8GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused);
   return GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused);
 }
 
 torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training,
-                                  OpPath path) {
+                                  OpPath path, bool fp8) {
   if (!training) return at::linear(at::gelu(u), fc2.weight, fc2.bias);
   // The mask is drawn the same way with or without gradients, so a recomputed block's
   // recomputation (gradients on) sees the mask its forward (gradients off) drew.
   const auto bits = dropout_bits(p > 0 ? u.numel() : 0, p, u.device(), path);
   // The same op (and kernels) with or without gradients, so that a recomputed block's recomputed
   // forward repeats its first forward exactly.
-  return gelu_dropout_linear_saving(u, bits, p, fc2.weight, fc2.bias, path);
+  return gelu_dropout_linear_saving(u, bits, p, fc2.weight, fc2.bias, path, fp8);
 }
 
 torch::Tensor mlp_recomputing_masked(const torch::Tensor& x, const torch::Tensor& bits, double p,
-                                     const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2, OpPath path) {
+                                     const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2, OpPath path,
+                                     bool fp8) {
   const auto m = bits.defined() ? bits : torch::empty({0}, x.options().dtype(torch::kUInt8));
+  if (fp8 && fc1.bias.defined() && fc2.bias.defined() && fp8_product_fits(x, fc1.weight) &&
+      fc2.weight.size(1) % 16 == 0 && fc2.weight.size(0) % 16 == 0)
+    return Fp8MlpRecomputeFn::apply(to_compute(x), fc1.weight, fc1.bias, fc2.weight, fc2.bias, m, p,
+                                    path == OpPath::fused);
   return MlpRecomputeFn::apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, m, p, path == OpPath::fused);
 }
 
 torch::Tensor mlp_recomputing(const torch::Tensor& x, const torch::nn::LinearImpl& fc1,
-                              const torch::nn::LinearImpl& fc2, double p, OpPath path) {
+                              const torch::nn::LinearImpl& fc2, double p, OpPath path, bool fp8) {
   // the mask drawn as gelu_dropout_linear draws it (fc1's product draws nothing): the same stream
   const int64_t n = x.numel() / x.size(-1) * fc1.weight.size(0);
-  return mlp_recomputing_masked(x, dropout_bits(p > 0 ? n : 0, p, x.device(), path), p, fc1, fc2, path);
+  return mlp_recomputing_masked(x, dropout_bits(p > 0 ? n : 0, p, x.device(), path), p, fc1, fc2, path, fp8);
 }
 
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,

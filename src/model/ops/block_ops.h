@@ -6,6 +6,8 @@
 //   adaln_split6                                              the block's six modulation vectors
 //   gelu_dropout_linear, mlp_recomputing                      the MLP's tail, the whole MLP
 //   dropout_bits                                              dropout masks, as bits
+// With `fp8` (training.fp8; model/ops/fp8.h) linear and the MLP ops run their products in fp8
+// where the shapes allow (multiples of 16), on either path.
 #pragma once
 #include <array>
 
@@ -24,8 +26,8 @@ namespace rar::model {
 // and fuses it into the matmul. Fused path, in a bf16-autocast step with gradients on (CUDA): the
 // same forward, and the weight and bias gradients written in float32 directly (no bf16 gradient,
 // cast and transposed copy per parameter; the plain path's weight gradient is rounded to bf16
-// first).
-torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path);
+// first). With `fp8` the product runs in fp8 where its shape allows (fp8_linear).
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path, bool fp8 = false);
 
 // The parameter gradients of a product y = a·Wᵀ + b from its output gradient g [rows, N], for ops
 // that own their backward. weight_gradient: gᵀ·a in w_dtype (fused path: bf16 g and a on CUDA write
@@ -99,9 +101,10 @@ std::array<torch::Tensor, 2> adaln_split_rows(const torch::Tensor& t);
 // mask is drawn here (dropout_bits) and one autograd op keeps only u and the bits — GELU and
 // dropout are recomputed in backward instead of keeping their two outputs (8 of the ~64 bytes a
 // block keeps per token and hidden unit). Every device; the output is in u's dtype (the matmul
-// dtype under autocast).
+// dtype under autocast). With `fp8` (in training) fc2's products in fp8: the op then keeps aᵀ in
+// fp8 too (1 byte per element) for fc2's weight gradient.
 torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training,
-                                  OpPath path);
+                                  OpPath path, bool fp8 = false);
 
 // DESIGN §3.6 the whole MLP in training, fc2(dropout(GELU(fc1(x)))), as one autograd op that keeps
 // x, fc1's weight in x's dtype and the mask, and recomputes fc1's output u in backward (the
@@ -109,18 +112,20 @@ torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::Linea
 // hidden unit in bf16) for one more product per block (fc1's forward). The dropout mask is drawn as
 // gelu_dropout_linear draws it, so the RNG stream, the values and the gradients are those of
 // gelu_dropout_linear(linear(fc1, x)) (bit for bit on the fused path; up to the products' order of
-// summation on the plain one). Every device.
+// summation on the plain one). Every device. With `fp8` both products in fp8, x kept in e4m3 (both
+// layouts) instead: the values and gradients of the fp8 ops kept apart, bit for bit.
 torch::Tensor mlp_recomputing(const torch::Tensor& x, const torch::nn::LinearImpl& fc1,
-                              const torch::nn::LinearImpl& fc2, double p, OpPath path);
+                              const torch::nn::LinearImpl& fc2, double p, OpPath path, bool fp8 = false);
 // The same with a given mask (bits; undefined = no dropout). For tests.
 torch::Tensor mlp_recomputing_masked(const torch::Tensor& x, const torch::Tensor& bits, double p,
-                                     const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2, OpPath path);
+                                     const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2, OpPath path,
+                                     bool fp8 = false);
 
 // The same op with a given mask (bits; undefined = no dropout): the plain composition and the op
 // with explicit backward. For tests.
 torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& bits, double p,
                                         const torch::Tensor& w, const torch::Tensor& b);
 torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& bits, double p,
-                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path);
+                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path, bool fp8 = false);
 
 }  // namespace rar::model

@@ -9,6 +9,8 @@
 
 #include <torch/torch.h>
 
+#include "model/ops/fp8.h"
+
 namespace rar::model::fused {
 
 bool built();
@@ -48,8 +50,14 @@ std::optional<std::array<torch::Tensor, 3>> qk_norm_split(const torch::Tensor& q
 // GELU + dropout in one kernel: a = GELU(u)·keep/(1-p), the mask as bits (undefined: none).
 std::optional<torch::Tensor> gelu_dropout_forward(const torch::Tensor& u, const torch::Tensor& bits, double p);
 // Its backward: `g` holds the gradient of a ([rows, in], contiguous) and becomes u's in place;
-// returns a, recomputed from u and the bits.
-torch::Tensor gelu_dropout_backward(const torch::Tensor& u, const torch::Tensor& bits, double p, torch::Tensor& g);
+// returns a, recomputed from u and the bits (recompute_a false: nothing, a is not written).
+torch::Tensor gelu_dropout_backward(const torch::Tensor& u, const torch::Tensor& bits, double p, torch::Tensor& g,
+                                    bool recompute_a = true);
+
+// ---- fp8 operands (model/ops/fp8.h)
+// t [rows, cols] (float32 or bf16 on CUDA, cols a multiple of 16) in fp8: the largest magnitude in
+// one kernel, the scaled, rounded layouts in another (kernels/fp8_cast.cu).
+std::optional<Fp8Tensor> fp8_quantize(const torch::Tensor& t, at::ScalarType format, Fp8Layout layout);
 
 // ---- decode ops (model/ops/decode_ops.h)
 std::optional<torch::Tensor> qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads,

@@ -391,12 +391,13 @@ std::optional<torch::Tensor> gelu_dropout_forward(const torch::Tensor& u, const 
   return a;
 }
 
-torch::Tensor gelu_dropout_backward(const torch::Tensor& u, const torch::Tensor& bits, double p, torch::Tensor& g) {
+torch::Tensor gelu_dropout_backward(const torch::Tensor& u, const torch::Tensor& bits, double p, torch::Tensor& g,
+                                    bool recompute_a) {
   c10::cuda::CUDAGuard guard(u.device());
-  auto a = torch::empty_like(g);
+  auto a = recompute_a ? torch::empty_like(g) : torch::Tensor();
   K::gelu_dropout_backward(kdt(u), u.data_ptr(), bits.numel() ? bits.data_ptr<uint8_t>() : nullptr,
                            static_cast<float>(bits.numel() ? 1.0 / (1.0 - p) : 1.0), u.numel(), g.data_ptr(),
-                           a.data_ptr(), stream());
+                           recompute_a ? a.data_ptr() : nullptr, stream());
   return a;
 }
 

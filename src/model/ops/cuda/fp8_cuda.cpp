@@ -1,0 +1,32 @@
+// fp8_cuda.cpp — the fused path of model/ops/fp8's casts (CUDA builds only): kernels/fp8_cast.cu.
+#include <c10/cuda/CUDAGuard.h>
+
+#include "model/ops/cuda/common.h"
+#include "model/ops/fp8.h"
+#include "model/ops/fused_paths.h"
+
+namespace rar::model::fused {
+
+std::optional<Fp8Tensor> fp8_quantize(const torch::Tensor& t, at::ScalarType format, Fp8Layout layout) {
+  if (!t.is_cuda() || t.dim() != 2 || !kernel_dtype(t)) return std::nullopt;
+  const auto x = t.contiguous();
+  const int64_t rows = x.size(0), cols = x.size(1), rows_pad = fp8_rows_padded(rows);
+  if (!K::fp8_quantize_supported(x.data_ptr(), cols)) return std::nullopt;
+  c10::cuda::CUDAGuard guard(x.device());
+  auto amax = torch::empty({1}, x.options().dtype(torch::kInt32));  // the float bits of max |x|
+  auto* amax_bits = reinterpret_cast<unsigned*>(amax.data_ptr<int32_t>());
+  K::fp8_amax(kdt(x), x.data_ptr(), x.numel(), amax_bits, stream());
+  Fp8Tensor r;
+  r.rows = rows;
+  const auto o = x.options().dtype(format);
+  if (layout != Fp8Layout::transposed) r.data = torch::empty({rows_pad, cols}, o);
+  if (layout != Fp8Layout::rows) r.data_t = torch::empty({cols, rows_pad}, o);
+  r.scale_inv = torch::empty({}, x.options().dtype(torch::kFloat32));
+  K::fp8_quantize(kdt(x), format == torch::kFloat8_e5m2 ? K::Fp8Format::e5m2 : K::Fp8Format::e4m3, x.data_ptr(), rows,
+                  rows_pad, cols, amax_bits, r.data.defined() ? static_cast<uint8_t*>(r.data.data_ptr()) : nullptr,
+                  r.data_t.defined() ? static_cast<uint8_t*>(r.data_t.data_ptr()) : nullptr,
+                  r.scale_inv.data_ptr<float>(), stream());
+  return r;
+}
+
+}  // namespace rar::model::fused

@@ -1,0 +1,117 @@
+// fp8.cpp — see fp8.h. The casts' plain path here, their fused path in model/ops/cuda/fp8_cuda.cpp.
+#include "model/ops/fp8.h"
+
+#include <ATen/autocast_mode.h>
+
+#include "model/ops/block_ops.h"
+#include "model/ops/fused_paths.h"
+
+namespace rar::model {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+double largest(at::ScalarType format) { return format == torch::kFloat8_e5m2 ? 57344.0 : 448.0; }
+
+// The reference: float32 LibTorch ops, one rounding each, as the kernels compute.
+Fp8Tensor to_fp8_plain(const torch::Tensor& t, at::ScalarType format, Fp8Layout layout) {
+  const int64_t rows = t.size(0), pad = fp8_rows_padded(rows) - rows;
+  const auto t32 = t.to(torch::kFloat32);
+  const auto amax = t32.abs().amax().clamp_min(1e-30);  // all zeros: a finite scale
+  const auto top = torch::full({}, largest(format), amax.options());
+  auto scaled = (t32 * top.div(amax)).clamp(-largest(format), largest(format));
+  if (pad) scaled = torch::cat({scaled, torch::zeros({pad, t.size(1)}, scaled.options())});
+  const auto q = scaled.to(format);
+  Fp8Tensor r;
+  if (layout != Fp8Layout::transposed) r.data = q;
+  if (layout != Fp8Layout::rows) r.data_t = q.t().contiguous();
+  r.scale_inv = amax.div(top);
+  r.rows = rows;
+  return r;
+}
+
+std::optional<torch::Tensor> opt(const torch::Tensor& t) { return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt; }
+
+struct Fp8LinearFn : torch::autograd::Function<Fp8LinearFn> {
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor w, torch::Tensor b,
+                               bool fused_path) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto path = fused_path ? OpPath::fused : OpPath::plain;
+    const int64_t K = x.size(-1), N = w.size(0), M = x.numel() / K;
+    const auto dt = x.scalar_type();
+    const auto xq = to_fp8(x.reshape({M, K}), torch::kFloat8_e4m3fn, Fp8Layout::both, path);
+    const auto wq = to_fp8(w, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
+    auto y = fp8_forward(xq, wq, b.to(dt), dt);
+    ctx->save_for_backward({xq.data_t, xq.scale_inv, wq.data_t, wq.scale_inv});
+    ctx->saved_data["rows"] = M;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(dt);
+    ctx->saved_data["w_dtype"] = static_cast<int64_t>(w.scalar_type());
+    ctx->saved_data["b_dtype"] = static_cast<int64_t>(b.scalar_type());
+    ctx->saved_data["fused"] = fused_path;
+    auto sizes = x.sizes().vec();
+    sizes.back() = N;
+    return y.narrow(0, 0, M).view(sizes);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto s = ctx->get_saved_variables();
+    const int64_t M = ctx->saved_data["rows"].toInt();
+    const Fp8Tensor xq{{}, s[0], s[1], M}, wq{{}, s[2], s[3], s[2].size(1)};
+    const int64_t K = wq.data_t.size(0), N = wq.data_t.size(1);
+    const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    const auto path = ctx->saved_data["fused"].toBool() ? OpPath::fused : OpPath::plain;
+    const auto g = grads[0].to(dt).reshape({M, N}).contiguous();
+    const auto gq = to_fp8(g, torch::kFloat8_e5m2, Fp8Layout::both, path);
+    auto gx = fp8_grad_input(gq, wq, dt).narrow(0, 0, M);
+    auto gw = fp8_grad_weight(gq, xq).to(static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt()));
+    auto gb = bias_gradient(g, path).to(static_cast<at::ScalarType>(ctx->saved_data["b_dtype"].toInt()));
+    auto sizes = grads[0].sizes().vec();
+    sizes.back() = K;
+    return {gx.view(sizes), gw, gb, torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+int64_t fp8_rows_padded(int64_t rows) { return (rows + 15) / 16 * 16; }
+
+Fp8Tensor to_fp8(const torch::Tensor& t, at::ScalarType format, Fp8Layout layout, OpPath path) {
+  TORCH_CHECK(t.dim() == 2 && t.size(1) % 16 == 0, "to_fp8: expected [rows, cols] with cols a multiple of 16, got ",
+              t.sizes());
+  if (path == OpPath::fused)
+    if (auto q = fused::fp8_quantize(t, format, layout)) return *q;
+  return to_fp8_plain(t, format, layout);
+}
+
+torch::Tensor fp8_forward(const Fp8Tensor& a, const Fp8Tensor& w, const torch::Tensor& bias, at::ScalarType out) {
+  // The bias rides in the product's epilogue where the output is bf16 (the fp8 kernels take a bias
+  // only then); otherwise it is added after.
+  const bool epilogue = bias.defined() && out == torch::kBFloat16;
+  auto y = at::_scaled_mm(a.data, w.data.t(), a.scale_inv, w.scale_inv, epilogue ? opt(bias) : std::nullopt,
+                          std::nullopt, out, /*use_fast_accum=*/true);
+  if (bias.defined() && !epilogue) y.add_(bias);
+  return y;
+}
+
+torch::Tensor fp8_grad_input(const Fp8Tensor& g, const Fp8Tensor& w, at::ScalarType out) {
+  // W [N, K] as the column-major right operand is Wᵀ stored row-major: data_t
+  return at::_scaled_mm(g.data, w.data_t.t(), g.scale_inv, w.scale_inv, std::nullopt, std::nullopt, out, false);
+}
+
+torch::Tensor fp8_grad_weight(const Fp8Tensor& g, const Fp8Tensor& a) {
+  return at::_scaled_mm(g.data_t, a.data_t.t(), g.scale_inv, a.scale_inv, std::nullopt, std::nullopt,
+                        torch::kFloat32, false);
+}
+
+bool fp8_product_fits(const torch::Tensor& x, const torch::Tensor& w) {
+  return x.dim() >= 2 && w.dim() == 2 && x.size(-1) == w.size(1) && x.size(-1) % 16 == 0 && w.size(0) % 16 == 0 &&
+         x.numel() > 0 && (x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kFloat32);
+}
+
+torch::Tensor fp8_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, OpPath path) {
+  return Fp8LinearFn::apply(x, w, b, path == OpPath::fused);
+}
+
+}  // namespace rar::model

@@ -1,0 +1,54 @@
+// fp8.h — the block's products in fp8 for training (`training.fp8: true`, off by default;
+// GeneratorImpl::use_fp8): inputs and weights as e4m3, output gradients as e5m2, each with one scale
+// per tensor from its own largest magnitude ("current" scaling: nothing carried between steps, so
+// a resumed run continues exactly), multiplied by LibTorch's scaled matmul (Hopper's fp8 tensor
+// cores on CUDA; an emulation on the CPU, which is what the CPU tests run). Forward products
+// accumulate fast, gradient products precisely (Transformer Engine's recipe). Master weights,
+// AdamW, the adaLN and head products stay as they are.
+//
+// The scaled matmul takes its left operand row-major and its right one column-major, so each
+// product wants its operands in a given layout: y = a·Wᵀ reads a and W as they are; a's gradient
+// g·W reads g and Wᵀ; W's gradient gᵀ·a reads gᵀ and aᵀ. to_fp8 writes the layouts asked for in the
+// same pass (fused path: kernels/fp8_cast.cu, one pass for the largest magnitude, one that writes
+// both layouts; plain path: LibTorch ops, the reference the kernels are tested against bit for bit).
+#pragma once
+#include <torch/torch.h>
+
+#include "model/ops/fused.h"
+
+namespace rar::model {
+
+// Which layouts of a [rows, cols] operand to write: row-major, transposed ([cols, rows]), or both.
+enum class Fp8Layout { rows, transposed, both };
+
+// t ≈ data · scale_inv, rows zero-padded to a multiple of 16 (the scaled matmul's rule).
+struct Fp8Tensor {
+  torch::Tensor data;       // [rows_pad, cols] row-major (torch::kFloat8_e4m3fn or kFloat8_e5m2), or undefined
+  torch::Tensor data_t;     // [cols, rows_pad], or undefined
+  torch::Tensor scale_inv;  // float32, one element: max |t| / the format's largest finite value
+  int64_t rows = 0;         // t's rows (the rest of rows_pad are zeros)
+};
+
+// t [rows, cols] (float32 or bf16; cols a multiple of 16) in `format`: scale = largest / max(amax,
+// 1e-30), data = round(t · scale) saturated at the largest finite value (e4m3: 448, e5m2: 57344).
+Fp8Tensor to_fp8(const torch::Tensor& t, at::ScalarType format, Fp8Layout layout, OpPath path);
+int64_t fp8_rows_padded(int64_t rows);  // the next multiple of 16
+
+// The three products of y = a·Wᵀ (a [M, K], W [N, K]); each returns rows_pad rows where a or g has
+// them (callers keep the first `rows`):
+// a·Wᵀ (+ bias, undefined for none) in `out`: a.data, w.data.
+torch::Tensor fp8_forward(const Fp8Tensor& a, const Fp8Tensor& w, const torch::Tensor& bias, at::ScalarType out);
+// g·W in `out`: g.data [M, N], w.data_t.
+torch::Tensor fp8_grad_input(const Fp8Tensor& g, const Fp8Tensor& w, at::ScalarType out);
+// gᵀ·a in float32: g.data_t, a.data_t (padded rows are zeros in both: they add nothing).
+torch::Tensor fp8_grad_weight(const Fp8Tensor& g, const Fp8Tensor& a);
+
+// Whether x [.., K] · Wᵀ (W [N, K]) can run in fp8: K and N multiples of 16, a float32 or bf16 x.
+bool fp8_product_fits(const torch::Tensor& x, const torch::Tensor& w);
+
+// y = x·Wᵀ + b with x and W in e4m3, the gradients from the output gradient in e5m2: x's in x's
+// dtype, W's written in float32 by the product (then W's dtype), b's summed in float32
+// (bias_gradient). y in x's dtype. Keeps xᵀ and Wᵀ in fp8 for backward (1 byte per element).
+torch::Tensor fp8_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, OpPath path);
+
+}  // namespace rar::model

@@ -1,0 +1,299 @@
+// model/ops/fp8: the fp8 products of training.fp8. On the CPU (LibTorch's emulated scaled matmul,
+// the arithmetic of the fp8 tensor cores: products of the rounded operands summed in float32) the
+// plain path: the casts against their definition, the products against float64 products of the
+// dequantised operands (tight: each scale applied once, on the right side, each layout the right
+// one) and of the exact ones (loose: fp8 rounding), the recomputing MLP against the ops kept
+// apart, the generator's step against its twin without fp8. On CUDA (CUDA builds on a GPU): the
+// cast kernels against the plain cast bit for bit, the fused ops against the plain ones, and the
+// captured step (test_train_rar.cpp, CapturedStepEqualsTheEagerStep) with fp8 on.
+#include <ATen/autocast_mode.h>
+#include <gtest/gtest.h>
+
+#include "model/ops/block_ops.h"
+#include "model/ops/fp8.h"
+#include "small_step.h"
+#include "util/autocast.h"
+
+using namespace rar;
+
+namespace {
+
+constexpr auto kPlain = model::OpPath::plain, kFused = model::OpPath::fused;
+
+torch::Tensor f64(const torch::Tensor& t) { return t.to(torch::kFloat64); }
+// The rows layout's first q.rows rows, dequantised.
+torch::Tensor dequant(const model::Fp8Tensor& q) {
+  const auto d = q.data.defined() ? q.data : q.data_t.t();
+  return f64(d.narrow(0, 0, q.rows)) * f64(q.scale_inv);
+}
+model::Fp8Tensor cast(const torch::Tensor& t, at::ScalarType f) {
+  return model::to_fp8(t, f, model::Fp8Layout::rows, kPlain);
+}
+// ||a - b|| / ||b||
+double rel(const torch::Tensor& a, const torch::Tensor& b) {
+  return (f64(a) - f64(b)).norm().item<double>() / f64(b).norm().item<double>();
+}
+// fp8 tensors compared by their bytes (equal() on fp8 compares values: -0 == 0)
+bool same_bytes(const torch::Tensor& a, const torch::Tensor& b) {
+  return a.defined() == b.defined() &&
+         (!a.defined() || (a.sizes() == b.sizes() && torch::equal(a.view(torch::kUInt8), b.view(torch::kUInt8))));
+}
+bool have_kernels() { return torch::cuda::is_available() && model::fused_kernels_built(); }
+
+}  // namespace
+
+TEST(Fp8, CastsMapTheLargestMagnitudeOntoTheFormat) {
+  torch::manual_seed(1);
+  for (double mag : {1e-5, 1.0, 3e4})
+    for (auto fmt : {torch::kFloat8_e4m3fn, torch::kFloat8_e5m2}) {
+      const auto t = mag * torch::randn({37, 48});
+      const auto q = model::to_fp8(t, fmt, model::Fp8Layout::both, kPlain);
+      ASSERT_EQ(q.data.scalar_type(), fmt);
+      ASSERT_EQ(q.data.sizes(), (std::vector<int64_t>{48, 48}));  // rows padded to a multiple of 16
+      EXPECT_EQ(q.rows, 37);
+      EXPECT_TRUE(same_bytes(q.data_t, q.data.t().contiguous()));
+      EXPECT_EQ(f64(q.data.narrow(0, 37, 11)).abs().max().item<double>(), 0.0);  // the padding is zeros
+      const double top = fmt == torch::kFloat8_e4m3fn ? 448.0 : 57344.0;
+      EXPECT_EQ(f64(q.data).abs().max().item<double>(), top) << mag;  // the largest lands on the largest
+      EXPECT_TRUE(torch::isfinite(f64(q.data)).all().item<bool>());
+      EXPECT_FLOAT_EQ(q.scale_inv.item<float>(), t.abs().max().item<float>() / top);
+      // every element within half a step of its format (3 resp. 2 mantissa bits) of its value,
+      // or below the smallest normal's resolution
+      const double step = fmt == torch::kFloat8_e4m3fn ? 1.0 / 16 : 1.0 / 8;
+      const auto err = (dequant(q) - f64(t)).abs();
+      const auto bound = step * f64(t).abs() + 2 * t.abs().max().item<double>() / top * std::pow(2.0, -6);
+      EXPECT_TRUE((err <= bound).all().item<bool>()) << mag;
+      // one layout alone is that layout of both
+      const auto only_t = model::to_fp8(t, fmt, model::Fp8Layout::transposed, kPlain);
+      EXPECT_FALSE(only_t.data.defined());
+      EXPECT_TRUE(same_bytes(only_t.data_t, q.data_t));
+    }
+  const auto z = cast(torch::zeros({16, 16}), torch::kFloat8_e4m3fn);  // all zeros: zeros, finite scale
+  EXPECT_EQ(f64(z.data).abs().max().item<double>(), 0.0);
+  EXPECT_TRUE(std::isfinite(z.scale_inv.item<double>()));
+  EXPECT_THROW(cast(torch::zeros({4, 40}), torch::kFloat8_e4m3fn), c10::Error);  // 40 columns: no multiple of 16
+}
+
+// A row count that is no multiple of 16 (3·7): the padded rows change nothing.
+TEST(Fp8, LinearIsTheProductOfItsRoundedOperandsBothWays) {
+  torch::manual_seed(2);
+  const int64_t K = 64, N = 48;
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    auto x = (3 * torch::randn({3, 7, K})).to(dt).requires_grad_(true);
+    auto w = (0.1 * torch::randn({N, K})).requires_grad_(true);
+    auto b = torch::randn({N}).requires_grad_(true);
+    auto y = model::fp8_linear(x, w, b, kPlain);
+    ASSERT_EQ(y.scalar_type(), dt);
+    ASSERT_EQ(y.sizes(), (std::vector<int64_t>{3, 7, N}));
+    const auto g = torch::randn({3, 7, N}).to(dt);
+    y.backward(g);
+    const double tight = dt == torch::kFloat32 ? 1e-6 : 8e-3;  // the output's own rounding
+    // forward: the float64 product of the e4m3 operands, plus the bias
+    const auto xq = cast(x.detach().reshape({-1, K}), torch::kFloat8_e4m3fn);
+    const auto wq = cast(w.detach(), torch::kFloat8_e4m3fn);
+    const auto ref_y = dequant(xq).mm(dequant(wq).t()) + f64(b.detach().to(dt));
+    EXPECT_LT(rel(y.detach().reshape({-1, N}), ref_y), tight);
+    EXPECT_LT(rel(y.detach().reshape({-1, N}), f64(x.detach()).reshape({-1, K}).mm(f64(w.detach()).t()) + f64(b.detach())),
+              0.1);  // fp8 rounding of both operands
+    // backward: the e5m2 gradient against the e4m3 operands
+    const auto gq = cast(g.reshape({-1, N}), torch::kFloat8_e5m2);
+    ASSERT_EQ(x.grad().scalar_type(), dt);
+    EXPECT_LT(rel(x.grad().reshape({-1, K}), dequant(gq).mm(dequant(wq))), tight);
+    EXPECT_EQ(w.grad().scalar_type(), torch::kFloat32);
+    EXPECT_LT(rel(w.grad(), dequant(gq).t().mm(dequant(xq))), 1e-6);
+    EXPECT_LT(rel(b.grad(), f64(g).reshape({-1, N}).sum(0)), 1e-6);
+    EXPECT_LT(rel(w.grad(), f64(g).reshape({-1, N}).t().mm(f64(x.detach()).reshape({-1, K}))), 0.2);
+  }
+}
+
+// The MLP tail (GELU, dropout, fc2 in one op) with fc2 in fp8: against the float64 products of the
+// rounded operands, its input's gradient through GELU and the mask included. 21 rows (padding).
+TEST(Fp8, MlpTailIsTheProductOfItsRoundedOperandsBothWays) {
+  torch::manual_seed(3);
+  const int64_t K = 64, N = 32;
+  const double p = 0.25;
+  auto u = torch::randn({3, 7, K}).requires_grad_(true);
+  auto w = (0.1 * torch::randn({N, K})).requires_grad_(true);
+  auto b = torch::randn({N}).requires_grad_(true);
+  const auto bits = model::pack_bits(torch::rand({3, 7, K}).ge(p));
+  auto y = model::gelu_dropout_linear_saving(u, bits, p, w, b, kPlain, /*fp8=*/true);
+  const auto g = torch::randn({3, 7, N});
+  y.backward(g);
+  const auto keep = f64(model::unpack_bits(bits, {3, 7, K})).reshape({-1, K}) / (1 - p);
+  const auto a = (at::gelu(u.detach()).reshape({-1, K}) * keep.to(torch::kFloat32));
+  const auto aq = cast(a, torch::kFloat8_e4m3fn), wq = cast(w.detach(), torch::kFloat8_e4m3fn);
+  EXPECT_LT(rel(y.detach().reshape({-1, N}), dequant(aq).mm(dequant(wq).t()) + f64(b.detach())), 1e-6);
+  const auto gq = cast(g.reshape({-1, N}), torch::kFloat8_e5m2);
+  const auto ga = (dequant(gq).mm(dequant(wq)) * keep).to(torch::kFloat32).view({3, 7, K});
+  EXPECT_LT(rel(u.grad(), at::gelu_backward(ga, u.detach())), 1e-5);
+  EXPECT_LT(rel(w.grad(), dequant(gq).t().mm(dequant(aq))), 1e-6);
+  EXPECT_LT(rel(b.grad(), f64(g).reshape({-1, N}).sum(0)), 1e-6);
+  // and near the float32 op (fp8 rounding)
+  auto y32 = model::gelu_dropout_linear_saving(u.detach(), bits, p, w.detach(), b.detach(), kPlain, false);
+  EXPECT_LT(rel(y.detach(), y32), 0.1);
+  EXPECT_GT(rel(y.detach(), y32), 1e-4);  // and fp8 did run
+}
+
+// The recomputing MLP in fp8 against fc1 through the fp8 linear and the fp8 tail op: every cast is
+// recomputed from the same values (current scaling keeps no state), so outputs and gradients are
+// equal bit for bit; on CUDA too under bf16 autocast on both paths.
+TEST(Fp8, MlpRecomputingEqualsTheOpsKeptApart) {
+  std::vector<std::tuple<torch::Device, bool, model::OpPath>> cases = {{torch::kCPU, false, kPlain}};
+  if (torch::cuda::is_available())
+    cases.insert(cases.end(), {{torch::kCUDA, true, kPlain}, {torch::kCUDA, true, kFused}});
+  for (auto [dev, autocast, path] : cases)
+    for (bool dropout : {false, true}) {
+      torch::manual_seed(5);
+      const double p = 0.25;
+      const int64_t H = 32, width = 64;
+      torch::nn::Linear fc1(H, width), fc2(width, H);
+      fc1->to(dev), fc2->to(dev);
+      const auto x0 = (2 * torch::randn({3, 7, H})).to(dev).to(autocast ? torch::kBFloat16 : torch::kFloat32);
+      const auto bits = dropout ? model::pack_bits(torch::rand({3, 7, width}).gt(p).to(dev)) : torch::Tensor();
+      const auto probe = torch::randn({3, 7, H}).to(dev);
+      auto run = [&](bool recompute) {
+        auto x = x0.detach().requires_grad_(true);
+        for (auto& q : {fc1->weight, fc1->bias, fc2->weight, fc2->bias}) q.mutable_grad() = torch::Tensor();
+        torch::Tensor y;
+        {
+          Autocast ac(autocast, torch::kCUDA, torch::kBFloat16);
+          y = recompute ? model::mlp_recomputing_masked(x, bits, p, *fc1, *fc2, path, true)
+                        : model::gelu_dropout_linear_saving(model::linear(*fc1, x, path, true), bits, p, fc2->weight,
+                                                            fc2->bias, path, true);
+        }
+        (y.to(torch::kFloat32) * probe).sum().backward();
+        return std::vector<torch::Tensor>{y.detach(),          x.grad(),           fc1->weight.grad().clone(),
+                                          fc1->bias.grad().clone(), fc2->weight.grad().clone(), fc2->bias.grad().clone()};
+      };
+      const auto kept = run(false), recomputed = run(true);
+      const std::string what = c10::str(dev, " path ", static_cast<int>(path), " dropout ", dropout);
+      for (size_t i = 0; i < kept.size(); ++i) {
+        ASSERT_EQ(recomputed[i].scalar_type(), kept[i].scalar_type()) << what << " item " << i;
+        EXPECT_TRUE(torch::equal(recomputed[i], kept[i])) << what << " item " << i;
+      }
+      // fp8 ran: the float op's output differs by fp8 rounding
+      torch::Tensor y_ref;
+      {
+        Autocast ac(autocast, torch::kCUDA, torch::kBFloat16);
+        y_ref = model::gelu_dropout_linear_saving(model::linear(*fc1, x0, path), bits, p, fc2->weight, fc2->bias, path);
+      }
+      EXPECT_GT(rel(kept[0], y_ref.detach()), 1e-4) << what;
+      EXPECT_LT(rel(kept[0], y_ref.detach()), 0.1) << what;
+    }
+}
+
+TEST(Fp8, ProductsOfOtherShapesStayInTheModelsDtype) {
+  torch::nn::Linear odd(40, 48);  // K = 40: no multiple of 16
+  const auto x = torch::randn({2, 5, 40});
+  EXPECT_FALSE(model::fp8_product_fits(x, odd->weight));
+  EXPECT_TRUE(torch::equal(model::linear(*odd, x, kPlain, true), at::linear(x, odd->weight, odd->bias)));
+}
+
+// The generator with training.fp8: in training its step stays near the float32 step's loss and
+// gradients; recomputed blocks and the recomputing MLP repeat its forward exactly (fp8 is decided
+// by training mode, so a recomputation under gradients takes the same products as the forward
+// without); in evaluation the model computes as without fp8.
+TEST(Fp8, GeneratorStepNearItsTwinAndRecomputationRepeatsIt) {
+  auto s = test_support::small_step(32, 2, torch::kCPU);
+  auto [l32, g32] = s.step(false);
+  s.g->use_fp8(true);
+  auto [l8, g8] = s.step(false);
+  EXPECT_NE(l8, l32);  // the products did change
+  EXPECT_NEAR(l8, l32, 0.02 * std::abs(l32));
+  EXPECT_GT(torch::cosine_similarity(g8, g32, 0).item<double>(), 0.98);
+  EXPECT_GT(rel(g8, g32), 1e-3);
+  s.g->set_recompute_mlp(true);
+  auto [lm, gm] = s.step(false);
+  EXPECT_EQ(lm, l8);
+  EXPECT_TRUE(torch::equal(gm, g8));
+  s.g->set_recompute_mlp(false);
+  s.g->recompute_layers = 2;
+  auto [lr, gr] = s.step(false);
+  EXPECT_EQ(lr, l8);
+  // the gradients add up in another order with recomputed blocks: the same products to float32
+  // rounding, far below what fp8 changes
+  EXPECT_LT(rel(gr, g8), 1e-5) << "fp8 vs float32: " << rel(g8, g32);
+  s.g->recompute_layers = 0;
+  s.g->eval();
+  torch::NoGradGuard ng;
+  auto orders = torch::arange(64).expand({8, 64});
+  const auto with = s.g->forward(s.tokens, s.labels, orders);
+  s.g->use_fp8(false);
+  EXPECT_TRUE(torch::equal(with, s.g->forward(s.tokens, s.labels, orders)));
+}
+
+// CUDA: the cast kernels write the plain cast's bytes and scale, for both formats, float32 and bf16
+// inputs, each layout, row counts that are no multiple of 16 or of the kernel's 128-row tile,
+// column counts that are no multiple of its 64-column tile, all-zero and single-row tensors.
+TEST(Fp8Cuda, CastKernelsWriteThePlainCastsBytes) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  torch::manual_seed(6);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 16}, {37, 48}, {129, 80}, {300, 1280}, {2053, 3840}};
+  for (auto [rows, cols] : shapes)
+    for (auto dt : {torch::kFloat32, torch::kBFloat16})
+      for (auto fmt : {torch::kFloat8_e4m3fn, torch::kFloat8_e5m2})
+        for (double mag : {0.0, 1e-3, 1.0, 5e4}) {
+          // heavy tails so that saturation, subnormals and every exponent occur
+          const auto t = (mag * torch::randn({rows, cols}) * torch::randn({rows, cols}).exp()).to(dt).cuda();
+          for (auto layout : {model::Fp8Layout::both, model::Fp8Layout::rows, model::Fp8Layout::transposed}) {
+            const auto k = model::to_fp8(t, fmt, layout, kFused);
+            const auto r = model::to_fp8(t, fmt, layout, kPlain);
+            const std::string what = c10::str(rows, "x", cols, " ", dt, " ", fmt, " ", mag, " layout ",
+                                              static_cast<int>(layout));
+            EXPECT_EQ(k.rows, rows) << what;
+            EXPECT_TRUE(same_bytes(k.data, r.data)) << what;
+            EXPECT_TRUE(same_bytes(k.data_t, r.data_t)) << what;
+            EXPECT_TRUE(torch::equal(k.scale_inv, r.scale_inv)) << what << ": " << k.scale_inv.item<float>() << " vs "
+                                                                << r.scale_inv.item<float>();
+          }
+        }
+  // a view that starts off a 16-byte boundary takes the plain path, with the same result
+  const auto base = torch::randn({5, 64}, torch::kCUDA);
+  const auto view = base.view(-1).narrow(0, 4, 4 * 48).view({4, 48});
+  EXPECT_TRUE(same_bytes(model::to_fp8(view, torch::kFloat8_e4m3fn, model::Fp8Layout::both, kFused).data,
+                         model::to_fp8(view, torch::kFloat8_e4m3fn, model::Fp8Layout::both, kPlain).data));
+}
+
+// CUDA, bf16 autocast: the fp8 linear on the fused path (cast kernels, column-sum bias gradient)
+// against the plain path: the same casts, so the same products bit for bit; the bias gradient to
+// float32 summation order.
+TEST(Fp8Cuda, FusedLinearEqualsThePlainOne) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  torch::manual_seed(7);
+  torch::nn::Linear l(256, 768);
+  l->to(torch::kCUDA);
+  const auto x0 = torch::randn({4, 258, 256}, torch::kCUDA).to(torch::kBFloat16);
+  const auto probe = torch::randn({4, 258, 768}, torch::kCUDA);
+  auto run = [&](model::OpPath path) {
+    auto x = x0.detach().requires_grad_(true);
+    l->weight.mutable_grad() = l->bias.mutable_grad() = torch::Tensor();
+    torch::Tensor y;
+    {
+      Autocast ac(true, torch::kCUDA, torch::kBFloat16);
+      y = model::linear(*l, x, path, true);
+    }
+    (y.to(torch::kFloat32) * probe).sum().backward();
+    return std::vector<torch::Tensor>{y.detach(), x.grad(), l->weight.grad().clone(), l->bias.grad().clone()};
+  };
+  const auto f = run(kFused), p = run(kPlain);
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(torch::equal(f[i], p[i])) << "item " << i;
+  EXPECT_EQ(f[2].scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::allclose(f[3], p[3], 1e-5, 1e-5));
+}
+
+// CUDA, a bf16-autocast training step with fp8 on either path near the bf16 step without it.
+TEST(Fp8Cuda, Bf16StepWithFp8NearItsTwin) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  auto s = test_support::small_cuda_step(128, 4);
+  auto [l16, g16] = s.step(true);
+  s.g->use_fp8(true);
+  for (auto path : {kFused, kPlain}) {
+    s.g->use_path(path);
+    auto [l8, g8] = s.step(true);
+    EXPECT_NE(l8, l16);
+    EXPECT_NEAR(l8, l16, 0.02 * l16) << static_cast<int>(path);
+    EXPECT_GT(torch::cosine_similarity(g8, g16, 0).item<double>(), 0.98) << static_cast<int>(path);
+  }
+  s.g->use_fp8(false);
+  s.g->use_path(kFused);
+}
