@@ -3,7 +3,8 @@
 # each row REPEATS separate processes (default 3; the spread is what the table states).
 # Usage: [REPEATS=3] [QUICK=1] bench/gpu_train.sh build-gpu/rar
 #   QUICK=1: the training round's rows only (batch 64: rar_b, rar_xl, rar_xl with 12/32 recomputed, and the
-#   eager step beside each captured one; rar_xl recomputing fc1's output, alone and with 4 or 6 blocks recomputed)
+#   eager step beside each captured one; rar_xl recomputing fc1's output, alone and with 4 or 6 blocks recomputed;
+#   the fp8 rows of rar_b and rar_xl)
 set -u
 RAR=${1:-build-gpu/rar}
 REPEATS=${REPEATS:-3}
@@ -23,6 +24,9 @@ row --preset rar_xl --batch 64 --checkpoint-layers 12
 # fewer recomputed blocks
 row --preset rar_xl --batch 64 --recompute-mlp
 for n in 4 6; do row --preset rar_xl --batch 64 --recompute-mlp --checkpoint-layers $n; done
+# training.fp8: the blocks' products in fp8
+row --preset rar_b --batch 64 --fp8
+row --preset rar_xl --batch 64 --fp8
 [ "${QUICK:-0}" = 1 ] && exit 0
 row --preset rar_b --batch 64 --plain --no-graph
 for n in 4 8; do row --preset rar_b --batch 64 --checkpoint-layers $n; done

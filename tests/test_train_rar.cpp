@@ -244,6 +244,34 @@ TEST(TrainRar, StopAndResumeEndWithTheSameWeights) {
   EXPECT_EQ(metric_rows(dir / "split/metrics.jsonl", "loss").size(), 8u);
 }
 
+// training.fp8 from the command line: it reaches the model (other weights than without it), a run
+// stopped and resumed ends with the uninterrupted run's weights (current scaling carries no state
+// between steps), and a resume that switches it is refused naming the key.
+TEST(TrainRar, Fp8RunResumesToTheSameWeightsAndKeepsItsSetting) {
+  TempDir dir;
+  const std::string data = write_tiny_tokens(dir);
+  const std::string args = " --device cpu --steps 6" + tiny_model_args() +
+                           " training.per_gpu_batch_size=4 lr_scheduler.params.warmup_steps=2"
+                           " optimizer.params.learning_rate=3e-3 experiment.save_every=2";
+  auto full = run_rar("train --data " + data + " --out " + dir / "full" + args + " training.fp8=true");
+  ASSERT_EQ(full.status, 0) << full.output;
+  auto plain = run_rar("train --data " + data + " --out " + dir / "plain" + args);
+  ASSERT_EQ(plain.status, 0) << plain.output;
+  auto r1 = run_rar("train --data " + data + " --out " + dir / "split" + args + " training.fp8=true --stop-after 3");
+  ASSERT_EQ(r1.status, 0) << r1.output;
+  auto other = run_rar("train --data " + data + " --out " + dir / "split" + args + " --resume");
+  EXPECT_NE(other.status, 0);
+  EXPECT_NE(other.output.find("training.fp8: true -> false"), std::string::npos) << other.output;
+  auto r2 = run_rar("train --data " + data + " --out " + dir / "split" + args + " training.fp8=true --resume");
+  ASSERT_EQ(r2.status, 0) << r2.output;
+  auto a = io::read_safetensors(dir / "full/generator.safetensors");
+  auto b = io::read_safetensors(dir / "split/generator.safetensors");
+  auto c = io::read_safetensors(dir / "plain/generator.safetensors");
+  ASSERT_EQ(a.names(), b.names());
+  for (const auto& n : a.names()) EXPECT_TRUE(a.at(n).equal(b.at(n))) << n;
+  EXPECT_FALSE(a.at("blocks.0.mlp.fc1.weight").equal(c.at("blocks.0.mlp.fc1.weight")));
+}
+
 // What the command alone proves: data parallel over two real processes (gloo) trains what one
 // process trains with the same global batch, for every bucketing and gradient dtype.
 TEST(TrainRar, TwoGlooProcessesMatchOneProcessWithTheSameGlobalBatch) {
