@@ -280,20 +280,23 @@ TEST(TrainRar, TwoGlooProcessesMatchOneProcessWithTheSameGlobalBatch) {
   // accum 1: one bucket for the whole model; accum 2 (only the last micro-step's backward
   // communicates): ~20 KB buckets, several in flight; bf16: gradients travel as bf16.
   // split: one process accumulating two micro-batches of 4 vs two processes of 4 (the same rows and
-  // draws, the same reductions: bit-identical).
-  for (std::string tag : {"acc1", "acc2", "bf16", "split"}) {
+  // draws, the same reductions: bit-identical); fp8split: the same with training.fp8 (each
+  // micro-batch's casts take their scales from that micro-batch alone, on either side).
+  for (std::string tag : {"acc1", "acc2", "bf16", "split", "fp8split"}) {
     const int accum = tag == "acc2" ? 2 : 1;
-    const bool bf16 = tag == "bf16", split = tag == "split";
+    const bool bf16 = tag == "bf16", split = tag == "split" || tag == "fp8split";
     const std::string args = " --data " + data + " --device cpu --steps 5" + tiny_model_args() +
                              " model.generator.dropout=0 model.generator.attn_drop=0 lr_scheduler.params.warmup_steps=1"
                              " model.generator.randomness_anneal_start=0 model.generator.randomness_anneal_end=10"
                              " optimizer.params.learning_rate=3e-3 experiment.log_every=1 training.gradient_accumulation_steps=" +
-                             std::to_string(accum) + (accum == 2 ? " training.ddp_bucket_mb=0.02" : "");
+                             std::to_string(accum) + (accum == 2 ? " training.ddp_bucket_mb=0.02" : "") +
+                             (tag == "fp8split" ? " training.fp8=true" : "");
     auto one = run_rar("train --out " + dir / (tag + "one") + args +
                        (split ? " training.per_gpu_batch_size=4 training.gradient_accumulation_steps=2"
                               : " training.per_gpu_batch_size=8"));
     ASSERT_EQ(one.status, 0) << one.output;
-    const int port = 20000 + static_cast<int>((::getpid() * 5 + accum + (bf16 ? 7 : 0) + (split ? 13 : 0)) % 20000);
+    const int port = 20000 + static_cast<int>((::getpid() * 5 + accum + (bf16 ? 7 : 0) + (split ? 13 : 0) +
+                                               (tag == "fp8split" ? 17 : 0)) % 20000);
     const std::string log0 = dir / (tag + ".rank0.log");
     auto two = run_rar_two_ranks("train --out " + dir / (tag + "two") + args + " training.per_gpu_batch_size=4" +
                                      (bf16 ? " training.ddp_grad_dtype=bf16" : ""),
