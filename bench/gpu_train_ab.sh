@@ -8,7 +8,7 @@
 # It builds the old revision in /tmp/oldsrc, then writes into DIR: tests.log (TESTS, default the
 # fused ops', fp8 and training step's CUDA tests; "" skips them), fp8-first.md (training.fp8 first,
 # it being the newest: one rar_xl and one rar_b row and a rar_xl profile; FP8=0 skips it and the
-# next), fp8-products.md (bench/fp8_products.py), profile-new.md (rar_xl, eager, top 40 kernels),
+# next), fp8-products.md (bench/fp8_products.py; FP8_PRODUCTS=0 skips it), profile-new.md (rar_xl, eager, top 40 kernels),
 # train-new.md and train-old.md (rar_b, rar_xl, rar_xl with 12/32 blocks recomputed; REPEATS
 # processes each; NEW_ONLY rows for the new binary alone, default the fp8 and recompute-mlp ones),
 # numerics.md (bench/gpu_numerics.sh old vs new), and DONE.
@@ -36,6 +36,8 @@ if [ "${FP8:-1}" = 1 ]; then
       timeout 120 "$NEW" bench train --no-header --preset $p --batch 64 --fp8 2>&1 | grep '^| rar' || echo "| failed: $p --fp8 |"
     done
     timeout 200 "$NEW" bench train --preset rar_xl --batch 64 --fp8 --no-graph --profile 40 2>&1; } > "$DIR/fp8-first.md"
+fi
+if [ "${FP8:-1}" = 1 ] && [ "${FP8_PRODUCTS:-1}" = 1 ]; then
   step fp8-products; timeout 300 python3 bench/fp8_products.py rar_b rar_xl > "$DIR/fp8-products.md" 2>&1
 fi
 step profile
