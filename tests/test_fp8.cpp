@@ -182,6 +182,52 @@ TEST(Fp8, MlpRecomputingEqualsTheOpsKeptApart) {
     }
 }
 
+// A block's adaLN products in fp8 (adaln_split6 with fp8): each of the two row groups of W cast on
+// its own, x cast once; the six chunks, and x's, W's and b's gradients in W's row order, against the
+// float64 products of the rounded operands.
+TEST(Fp8, AdalnSplitIsTheProductOfItsRoundedOperandsBothWays) {
+  torch::manual_seed(4);
+  const int64_t H = 32;
+  torch::nn::Linear lin(H, 6 * H);
+  {
+    torch::NoGradGuard ng;
+    lin->bias.normal_();  // (the published init zeroes both)
+  }
+  auto x = torch::randn({3, 7, H}).requires_grad_(true);
+  const auto m = model::adaln_split6(*lin, x, /*training=*/true, kPlain, /*fp8=*/true);
+  std::vector<torch::Tensor> probes;
+  torch::Tensor loss = torch::zeros({});
+  for (const auto& c : m) {
+    probes.push_back(torch::randn(c.sizes()));
+    loss = loss + (c * probes.back()).sum();
+  }
+  loss.backward();
+  const auto [ws, wk] = model::adaln_split_rows(lin->weight.detach());
+  const auto [bs, bk] = model::adaln_split_rows(lin->bias.detach());
+  const auto xq = cast(x.detach().reshape({-1, H}), torch::kFloat8_e4m3fn);
+  const auto wsq = cast(ws, torch::kFloat8_e4m3fn), wkq = cast(wk, torch::kFloat8_e4m3fn);
+  const auto ys = dequant(xq).mm(dequant(wsq).t()) + f64(bs), yk = dequant(xq).mm(dequant(wkq).t()) + f64(bk);
+  // chunk order: shift_a, scale_a, gate_a, shift_m, scale_m, gate_m
+  const std::vector<torch::Tensor> ref = {ys.narrow(1, 0, H), yk.narrow(1, 0, H), yk.narrow(1, H, H),
+                                          ys.narrow(1, H, H), yk.narrow(1, 2 * H, H), yk.narrow(1, 3 * H, H)};
+  for (size_t i = 0; i < 6; ++i) EXPECT_LT(rel(m[i].detach().reshape({-1, H}), ref[i]), 1e-6) << "chunk " << i;
+  auto flat = [&](size_t i) { return probes[i].reshape({-1, H}); };
+  const auto gs = torch::cat({flat(0), flat(3)}, 1), gk = torch::cat({flat(1), flat(2), flat(4), flat(5)}, 1);
+  const auto gsq = cast(gs, torch::kFloat8_e5m2), gkq = cast(gk, torch::kFloat8_e5m2);
+  EXPECT_LT(rel(x.grad().reshape({-1, H}), dequant(gsq).mm(dequant(wsq)) + dequant(gkq).mm(dequant(wkq))), 1e-6);
+  EXPECT_EQ(lin->weight.grad().scalar_type(), torch::kFloat32);
+  EXPECT_LT(rel(lin->weight.grad(), model::adaln_join_rows(dequant(gsq).t().mm(dequant(xq)),
+                                                           dequant(gkq).t().mm(dequant(xq)))),
+            1e-6);
+  EXPECT_LT(rel(lin->bias.grad(), model::adaln_join_rows(f64(gs).sum(0), f64(gk).sum(0))), 1e-6);
+  // near the float32 products (fp8 rounding), and not equal to them
+  const auto y32 = at::linear(x.detach(), lin->weight.detach(), lin->bias.detach()).chunk(6, -1);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_LT(rel(m[i].detach(), y32[i]), 0.1) << i;
+    EXPECT_GT(rel(m[i].detach(), y32[i]), 1e-4) << i;
+  }
+}
+
 TEST(Fp8, ProductsOfOtherShapesStayInTheModelsDtype) {
   torch::nn::Linear odd(40, 48);  // K = 40: no multiple of 16
   const auto x = torch::randn({2, 5, 40});
@@ -254,9 +300,9 @@ TEST(Fp8Cuda, CastKernelsWriteThePlainCastsBytes) {
                          model::to_fp8(view, torch::kFloat8_e4m3fn, model::Fp8Layout::both, kPlain).data));
 }
 
-// CUDA, bf16 autocast: the fp8 linear on the fused path (cast kernels, column-sum bias gradient)
-// against the plain path: the same casts, so the same products bit for bit; the bias gradient to
-// float32 summation order.
+// CUDA, bf16 autocast: the fp8 linear and adaLN products on the fused path (cast kernels, column-sum
+// bias gradient) against the plain path: the same casts, so the same products bit for bit; the bias
+// gradient to float32 summation order.
 TEST(Fp8Cuda, FusedLinearEqualsThePlainOne) {
   if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
   torch::manual_seed(7);
@@ -279,6 +325,24 @@ TEST(Fp8Cuda, FusedLinearEqualsThePlainOne) {
   for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(torch::equal(f[i], p[i])) << "item " << i;
   EXPECT_EQ(f[2].scalar_type(), torch::kFloat32);
   EXPECT_TRUE(torch::allclose(f[3], p[3], 1e-5, 1e-5));
+  // the adaLN products (H = 256, 6H rows): the same way
+  torch::nn::Linear ada(256, 6 * 256);
+  ada->to(torch::kCUDA);
+  auto run_ada = [&](model::OpPath path) {
+    auto x = x0.detach().requires_grad_(true);
+    ada->weight.mutable_grad() = ada->bias.mutable_grad() = torch::Tensor();
+    torch::Tensor y;
+    {
+      Autocast ac(true, torch::kCUDA, torch::kBFloat16);
+      const auto m = model::adaln_split6(*ada, x, /*training=*/true, path, /*fp8=*/true);
+      y = torch::cat({m[0], m[1], m[2], m[3], m[4], m[5]}, -1);
+    }
+    (y.to(torch::kFloat32) * torch::cat({probe, probe}, -1)).sum().backward();
+    return std::vector<torch::Tensor>{y.detach(), x.grad(), ada->weight.grad().clone(), ada->bias.grad().clone()};
+  };
+  const auto fa = run_ada(kFused), pa = run_ada(kPlain);
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(torch::equal(fa[i], pa[i])) << "adaLN item " << i;
+  EXPECT_TRUE(torch::allclose(fa[3], pa[3], 1e-5, 1e-5));
 }
 
 // CUDA, a bf16-autocast training step with fp8 on either path near the bf16 step without it.

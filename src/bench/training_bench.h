@@ -17,7 +17,7 @@ struct TrainBench {
   int64_t recompute_layers = 0;  // activation checkpointing of the first N blocks
   bool recompute_mlp = false;    // every block's MLP recomputes fc1's output in backward
   bool plain = false;        // plain LibTorch ops only (no fused CUDA kernels)
-  bool fp8 = false;          // the blocks' qkv, proj, fc1 and fc2 products in fp8 (training.fp8)
+  bool fp8 = false;          // the blocks' products (adaLN, qkv, proj, fc1, fc2) in fp8 (training.fp8)
   bool graph = true;         // replay a captured step where the run allows it (CUDA, nothing recomputed)
   double dropout = 0.1;      // dropout and attention dropout (the recipe's 0.1)
 };

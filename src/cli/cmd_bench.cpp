@@ -80,7 +80,7 @@ void add_bench(CLI::App& app) {
   t->add_flag("--recompute-mlp", tb->recompute_mlp,
               "every block's MLP recomputes fc1's output in backward instead of keeping it");
   t->add_flag("--plain", tb->plain, "plain LibTorch ops only (no fused CUDA kernels)");
-  t->add_flag("--fp8", tb->fp8, "the blocks' qkv, proj, fc1 and fc2 products in fp8 (training.fp8)");
+  t->add_flag("--fp8", tb->fp8, "the blocks' products (adaLN, qkv, proj, fc1, fc2) in fp8 (training.fp8)");
   t->add_flag("!--no-graph", tb->graph, "run each step eagerly (by default a CUDA run without recomputed blocks replays a captured step)");
   t->add_option("--dropout", tb->dropout, "dropout and attention dropout (the recipe's 0.1)")->check(non_negative());
   t->callback([tb, every_block] {

@@ -94,7 +94,7 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
   // computed once for all blocks by the caller (adaLN_modulation[0] is that SiLU)
   //   (model/ops adaln_split6: in training two matmuls, so that the shifts are not kept for backward)
   const auto [shift_a, scale_a, gate_a, shift_m, scale_m, gate_m] =
-      adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training(), path);
+      adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training(), path, fp8 && is_training());
   // h += gate_a · Dropout(Attn(LN1(h)·(1 + scale_a) + shift_a))
   //   (h and its modulated LN from one op, whose backward sums h's two gradients: model/ops)
   const double p = is_training() ? dropout : 0.0;
@@ -147,7 +147,7 @@ void GeneratorImpl::use_path(OpPath p) {
 
 void GeneratorImpl::use_fp8(bool on) {
   fp8_ = on;
-  for (auto& b : block_list) b->attn->fp8 = b->mlp->fp8 = on;
+  for (auto& b : block_list) b->fp8 = b->attn->fp8 = b->mlp->fp8 = on;
 }
 
 void GeneratorImpl::set_recompute_mlp(bool on) {

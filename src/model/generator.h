@@ -75,6 +75,7 @@ struct BlockImpl : torch::nn::Module {
   torch::nn::Sequential adaLN_modulation{nullptr};  // SiLU, Linear(H, 6H)
   double dropout = 0;
   OpPath path = OpPath::fused;
+  bool fp8 = false;  // the adaLN products in fp8 in training (GeneratorImpl::use_fp8)
 };
 TORCH_MODULE(Block);
 
@@ -101,7 +102,7 @@ struct GeneratorImpl : torch::nn::Module {
   // comparisons). Set on every module of the model.
   void use_path(OpPath p);
   OpPath path() const { return path_; }
-  // `training.fp8`: the blocks' qkv, proj, fc1 and fc2 products in fp8 in training (model/ops/fp8.h).
+  // `training.fp8`: the blocks' products (adaLN, qkv, proj, fc1, fc2) in fp8 in training (model/ops/fp8.h).
   // Decided by training mode, not grad mode, so a recomputed block's recomputation repeats its
   // first forward; evaluation and sampling keep the products in the model's dtype.
   void use_fp8(bool on);

@@ -108,7 +108,7 @@ training:
   ddp_exact: true                     # ours: sum the ranks' gradients in rank order (bit-identical to one process at any number of processes)
   cuda_graph: true                    # ours: capture each step in a CUDA graph where it can be (one process, no accumulation, no recomputed blocks)
   fused_kernels: true                 # ours: the fused CUDA kernels of the block's memory-bound steps (false: the plain LibTorch path, the reference)
-  fp8: false                          # ours: the blocks' qkv, proj, fc1 and fc2 products in fp8 (e4m3 inputs and weights, e5m2 gradients, one scale per tensor; Hopper)
+  fp8: false                          # ours: the blocks' products (adaLN, qkv, proj, fc1, fc2) in fp8 (e4m3 inputs and weights, e5m2 gradients, one scale per tensor; Hopper)
 )";
 }
 

@@ -297,6 +297,56 @@ struct Fp8MlpRecomputeFn : torch::autograd::Function<Fp8MlpRecomputeFn> {
   }
 };
 
+// adaln_split6's two training products in fp8: x = SiLU(c) in e4m3 (its transposed layout kept for
+// the weight gradients), the two row groups of W cast each, the output gradients in e5m2; W's and
+// b's gradients in float32 in W's row order, x's summed from the two products in float32.
+struct Fp8AdalnSplitFn : torch::autograd::Function<Fp8AdalnSplitFn> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
+                                                torch::Tensor w, torch::Tensor b, bool fused_path) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto path = fused_path ? OpPath::fused : OpPath::plain;
+    const auto dt = x.scalar_type();
+    const auto xq = to_fp8(x.reshape({-1, x.size(-1)}), torch::kFloat8_e4m3fn, Fp8Layout::both, path);
+    const auto [ws, wk] = adaln_split_rows(w);
+    const auto [bs, bk] = adaln_split_rows(b);
+    const auto wsq = to_fp8(ws, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
+    const auto wkq = to_fp8(wk, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
+    std::vector<torch::Tensor> saved;
+    for (const auto* q : {&xq, &wsq, &wkq}) save_transposed(saved, *q);
+    ctx->save_for_backward(saved);
+    ctx->saved_data["fused"] = fused_path;
+    ctx->saved_data["x_sizes"] = x.sizes().vec();
+    ctx->saved_data["dtype"] = static_cast<int64_t>(dt);
+    ctx->saved_data["w_dtype"] = static_cast<int64_t>(w.scalar_type());
+    ctx->saved_data["b_dtype"] = static_cast<int64_t>(b.scalar_type());
+    return {fp8_product(xq, wsq, bs, dt, x.sizes()), fp8_product(xq, wkq, bk, dt, x.sizes())};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto s = ctx->get_saved_variables();
+    const auto path = ctx->saved_data["fused"].toBool() ? OpPath::fused : OpPath::plain;
+    const auto x_sizes = ctx->saved_data["x_sizes"].toIntVector();
+    const int64_t H = x_sizes.back(), rows = c10::multiply_integers(x_sizes) / H;
+    const auto xq = transposed_at(s, 0, rows), wsq = transposed_at(s, 2, 2 * H), wkq = transposed_at(s, 4, 4 * H);
+    const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    torch::Tensor gw[2], gb[2], gx;
+    const Fp8Tensor* wq[2] = {&wsq, &wkq};
+    for (int i = 0; i < 2; ++i) {
+      const auto g = grads[i].to(dt).reshape({rows, grads[i].size(-1)}).contiguous();
+      const auto gq = to_fp8(g, torch::kFloat8_e5m2, Fp8Layout::both, path);
+      gw[i] = fp8_grad_weight(gq, xq);
+      gb[i] = bias_gradient(g, path);
+      const auto part = fp8_grad_input(gq, *wq[i], torch::kFloat32).narrow(0, 0, rows);
+      gx = i == 0 ? part : gx + part;
+    }
+    return {gx.to(dt).view(x_sizes),
+            adaln_join_rows(gw[0], gw[1]).to(static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt())),
+            adaln_join_rows(gb[0], gb[1]).to(static_cast<at::ScalarType>(ctx->saved_data["b_dtype"].toInt())),
+            torch::Tensor()};
+  }
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------- the ops
@@ -430,13 +480,16 @@ torch::Tensor mlp_recomputing(const torch::Tensor& x, const torch::nn::LinearImp
 }
 
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
-                                          bool training, OpPath path) {
+                                          bool training, OpPath path, bool fp8) {
   if (!training) {
     auto m = at::linear(silu_c, lin.weight, lin.bias).chunk(6, -1);
     return {m[0], m[1], m[2], m[3], m[4], m[5]};
   }
   std::array<torch::Tensor, 2> products;  // {shifts [..,2H], the others [..,4H]}
-  if (auto r = path == OpPath::fused ? fused::adaln_split(lin, silu_c) : std::nullopt) {
+  if (fp8 && lin.bias.defined() && fp8_product_fits(silu_c, lin.weight)) {
+    const auto out = Fp8AdalnSplitFn::apply(to_compute(silu_c), lin.weight, lin.bias, path == OpPath::fused);
+    products = {out[0], out[1]};
+  } else if (auto r = path == OpPath::fused ? fused::adaln_split(lin, silu_c) : std::nullopt) {
     products = *r;
   } else {
     // The weight in the matmul dtype first (autocast's cached cast of the parameter), so the row
@@ -450,6 +503,12 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
   }
   auto shifts = products[0].chunk(2, -1), kept = products[1].chunk(4, -1);
   return {shifts[0], kept[0], kept[1], shifts[1], kept[2], kept[3]};
+}
+
+torch::Tensor adaln_join_rows(const torch::Tensor& shifts, const torch::Tensor& others) {
+  const int64_t H = shifts.size(0) / 2;
+  return torch::cat({shifts.narrow(0, 0, H), others.narrow(0, 0, 2 * H), shifts.narrow(0, H, H),
+                     others.narrow(0, 2 * H, 2 * H)});
 }
 
 std::array<torch::Tensor, 2> adaln_split_rows(const torch::Tensor& t) {

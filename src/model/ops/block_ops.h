@@ -90,12 +90,15 @@ std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t hea
 // (chunks are views: one saved chunk keeps the whole product alive). Same values either way up to
 // float rounding; decided by `training`, not by grad mode, so a recomputed block's recomputation
 // runs the very matmuls of its first forward. Fused path (a bf16-autocast step with gradients on,
-// CUDA): the same products, the parameter gradients written in float32 in W's row order.
+// CUDA): the same products, the parameter gradients written in float32 in W's row order. With
+// `fp8` (in training, H a multiple of 16) the two products in fp8 (model/ops/fp8.h), either path.
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
-                                          bool training, OpPath path);
+                                          bool training, OpPath path, bool fp8 = false);
 // The rows of an adaLN weight or bias [6H, ..] that adaln_split6's two training products use:
-// {the shifts' (shift_a, shift_m) [2H, ..], the others' (scale_a, gate_a, scale_m, gate_m) [4H, ..]}.
+// {the shifts' (shift_a, shift_m) [2H, ..], the others' (scale_a, gate_a, scale_m, gate_m) [4H, ..]};
+// adaln_join_rows puts such a pair (their gradients) back in W's row order.
 std::array<torch::Tensor, 2> adaln_split_rows(const torch::Tensor& t);
+torch::Tensor adaln_join_rows(const torch::Tensor& shifts, const torch::Tensor& others);
 
 // DESIGN §3.6 MLP tail: fc2(dropout(GELU(u))) for u = fc1(x) [B,N,hidden]. In training the dropout
 // mask is drawn here (dropout_bits) and one autograd op keeps only u and the bits — GELU and

@@ -3,8 +3,9 @@
 // per tensor from its own largest magnitude ("current" scaling: nothing carried between steps, so
 // a resumed run continues exactly), multiplied by LibTorch's scaled matmul (Hopper's fp8 tensor
 // cores on CUDA; an emulation on the CPU, which is what the CPU tests run). Forward products
-// accumulate fast, gradient products precisely (Transformer Engine's recipe). Master weights,
-// AdamW, the adaLN and head products stay as they are.
+// accumulate fast, gradient products precisely (Transformer Engine's recipe). Used by the block's
+// products (block_ops: linear, the MLP ops, adaln_split6); master weights, AdamW, the final adaLN
+// layer and the head stay as they are.
 //
 // The scaled matmul takes its left operand row-major and its right one column-major, so each
 // product wants its operands in a given layout: y = a·Wᵀ reads a and W as they are; a's gradient

@@ -208,12 +208,9 @@ struct AdalnSplitFn : torch::autograd::Function<AdalnSplitFn> {
     const auto g2 = grads[0].to(dt).reshape({-1, 2 * H}), g4 = grads[1].to(dt).reshape({-1, 4 * H});
     const auto gws = *weight_gradient(g2, x2, torch::kFloat32), gwk = *weight_gradient(g4, x2, torch::kFloat32);
     const auto bs = *bias_gradient(g2), bk = *bias_gradient(g4);
-    auto in_w_order = [H](const torch::Tensor& sh, const torch::Tensor& kp) {  // adaln_split_rows' inverse
-      return torch::cat({sh.narrow(0, 0, H), kp.narrow(0, 0, 2 * H), sh.narrow(0, H, H), kp.narrow(0, 2 * H, 2 * H)});
-    };
     auto gx = g2.mm(ws);
     gx.addmm_(g4, wk);
-    return {gx.view(x.sizes()), in_w_order(gws, gwk), in_w_order(bs, bk)};
+    return {gx.view(x.sizes()), adaln_join_rows(gws, gwk), adaln_join_rows(bs, bk)};
   }
 };
 
