@@ -157,8 +157,7 @@ struct MlpRecomputeFn : torch::autograd::Function<MlpRecomputeFn> {
   }
 };
 
-
-// ---------------------------------------------------------------- the MLP's products in fp8
+// ---------------------------------------------------------------- the MLP's and adaLN's products in fp8
 
 // fc2's input a = GELU(u)·mask in e4m3 (both layouts: the forward product reads the rows, fc2's
 // weight gradient the transposed), a by the GELU + dropout kernel where the fused path takes it.
