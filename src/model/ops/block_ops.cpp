@@ -159,16 +159,15 @@ struct MlpRecomputeFn : torch::autograd::Function<MlpRecomputeFn> {
 
 // ---------------------------------------------------------------- the MLP's and adaLN's products in fp8
 
-// fc2's input a = GELU(u)·mask in e4m3 (both layouts: the forward product reads the rows, fc2's
-// weight gradient the transposed), a by the GELU + dropout kernel where the fused path takes it.
+// fc2's input a = GELU(u)·mask in e4m3 (the forward product reads the rows, fc2's weight gradient
+// the transposed layout), a by the GELU + dropout kernel where the fused path takes it.
 // {a in fp8, whether the kernel ran}.
 std::pair<Fp8Tensor, bool> fp8_gelu_operand(const torch::Tensor& u, const torch::Tensor& bits, double p,
-                                            bool fused_path) {
+                                            bool fused_path, Fp8Layout layout) {
   const auto given = bits.numel() ? bits : torch::Tensor();
   const auto ka = fused_path ? fused::gelu_dropout_forward(u, given, p) : std::nullopt;
   const auto a = ka ? *ka : gelu_dropped(u, given, p);
-  return {to_fp8(a.reshape({-1, u.size(-1)}), torch::kFloat8_e4m3fn, Fp8Layout::both,
-                 fused_path ? OpPath::fused : OpPath::plain),
+  return {to_fp8(a.reshape({-1, u.size(-1)}), torch::kFloat8_e4m3fn, layout, fused_path ? OpPath::fused : OpPath::plain),
           ka.has_value()};
 }
 
@@ -177,7 +176,7 @@ torch::Tensor fp8_product(const Fp8Tensor& a, const Fp8Tensor& w, const torch::T
                           at::IntArrayRef lead) {
   auto sizes = lead.vec();
   sizes.back() = w.data.size(0);
-  return fp8_forward(a, w, b.to(dt), dt).narrow(0, 0, a.rows).view(sizes);
+  return fp8_forward(a, w, b, dt).view(sizes);
 }
 
 // The MLP tail's gradients with fc2 in fp8, from the output's g: {u's (u's shape), W's (w_dtype),
@@ -187,10 +186,9 @@ std::array<torch::Tensor, 3> fp8_tail_grads(const torch::Tensor& g_out, const to
                                             const torch::Tensor& bits_or_empty, double p, bool gelu_kernel,
                                             OpPath path) {
   const auto g = g_out.to(u.scalar_type()).reshape({aq.rows, wq.data_t.size(1)}).contiguous();
-  const auto gq = to_fp8(g, torch::kFloat8_e5m2, Fp8Layout::both, path);
-  auto gu = gelu_dropout_input_grad(fp8_grad_input(gq, wq, u.scalar_type()).narrow(0, 0, aq.rows), u, bits_or_empty,
-                                    p, gelu_kernel);
-  return {gu, fp8_grad_weight(gq, aq).to(w_dtype), bias_gradient(g, path).to(b_dtype)};
+  const auto d = fp8_grads(g, aq, wq, u.scalar_type(), path);
+  return {gelu_dropout_input_grad(d.input, u, bits_or_empty, p, gelu_kernel), d.weight.to(w_dtype),
+          d.bias.to(b_dtype)};
 }
 
 // An Fp8Tensor's transposed layout and scale as saved tensors, and back.
@@ -210,7 +208,7 @@ struct Fp8GeluDropoutLinearFn : torch::autograd::Function<Fp8GeluDropoutLinearFn
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto path = fused_path ? OpPath::fused : OpPath::plain;
     const auto wq = to_fp8(w, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
-    const auto [aq, kernel] = fp8_gelu_operand(u, bits, p, fused_path);
+    const auto [aq, kernel] = fp8_gelu_operand(u, bits, p, fused_path, Fp8Layout::both);
     auto y = fp8_product(aq, wq, b, u.scalar_type(), u.sizes());
     std::vector<torch::Tensor> saved{u, bits};
     save_transposed(saved, aq);
@@ -255,7 +253,7 @@ struct Fp8MlpRecomputeFn : torch::autograd::Function<Fp8MlpRecomputeFn> {
     const auto w2q = to_fp8(w2, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
     const auto b1c = b1.to(dt);
     const auto u = fp8_product(xq, w1q, b1c, dt, x.sizes());
-    const auto [aq, kernel] = fp8_gelu_operand(u, bits, p, fused_path);
+    const auto [aq, kernel] = fp8_gelu_operand(u, bits, p, fused_path, Fp8Layout::both);
     auto y = fp8_product(aq, w2q, b2, dt, x.sizes());
     ctx->save_for_backward({xq.data, xq.data_t, xq.scale_inv, w1q.data, w1q.data_t, w1q.scale_inv, w2q.data_t,
                             w2q.scale_inv, b1c, bits});
@@ -282,17 +280,15 @@ struct Fp8MlpRecomputeFn : torch::autograd::Function<Fp8MlpRecomputeFn> {
     const auto dt = b1c.scalar_type();
     const auto x_sizes = ctx->saved_data["x_sizes"].toIntVector();
     auto dtype = [&](const char* key) { return static_cast<at::ScalarType>(ctx->saved_data[key].toInt()); };
-    // the forward's u and fc2's operand again
+    // the forward's u and fc2's operand again (only the layout the weight gradient reads)
     const auto u = fp8_product(xq, w1q, b1c, dt, x_sizes);
-    const auto [aq, kernel] = fp8_gelu_operand(u, bits, ctx->saved_data["p"].toDouble(), fused_path);
+    const auto [aq, kernel] =
+        fp8_gelu_operand(u, bits, ctx->saved_data["p"].toDouble(), fused_path, Fp8Layout::transposed);
     auto [gu, gw2, gb2] = fp8_tail_grads(grads[0], u, aq, w2q, dtype("w2_dtype"), dtype("b2_dtype"), bits,
                                          ctx->saved_data["p"].toDouble(), kernel, path);
-    const auto g = gu.reshape({rows, u.size(-1)});
-    const auto gq = to_fp8(g, torch::kFloat8_e5m2, Fp8Layout::both, path);
-    auto gx = fp8_grad_input(gq, w1q, dt).narrow(0, 0, rows).view(x_sizes);
-    auto gw1 = fp8_grad_weight(gq, xq).to(dtype("w1_dtype"));
-    auto gb1 = bias_gradient(g, path).to(dtype("b1_dtype"));
-    return {gx, gw1, gb1, gw2, gb2, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const auto d = fp8_grads(gu.reshape({rows, u.size(-1)}), xq, w1q, dt, path);
+    return {d.input.view(x_sizes), d.weight.to(dtype("w1_dtype")), d.bias.to(dtype("b1_dtype")), gw2, gb2,
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -332,12 +328,11 @@ struct Fp8AdalnSplitFn : torch::autograd::Function<Fp8AdalnSplitFn> {
     torch::Tensor gw[2], gb[2], gx;
     const Fp8Tensor* wq[2] = {&wsq, &wkq};
     for (int i = 0; i < 2; ++i) {
-      const auto g = grads[i].to(dt).reshape({rows, grads[i].size(-1)}).contiguous();
-      const auto gq = to_fp8(g, torch::kFloat8_e5m2, Fp8Layout::both, path);
-      gw[i] = fp8_grad_weight(gq, xq);
-      gb[i] = bias_gradient(g, path);
-      const auto part = fp8_grad_input(gq, *wq[i], torch::kFloat32).narrow(0, 0, rows);
-      gx = i == 0 ? part : gx + part;
+      const auto d = fp8_grads(grads[i].to(dt).reshape({rows, grads[i].size(-1)}).contiguous(), xq, *wq[i],
+                               torch::kFloat32, path);
+      gw[i] = d.weight;
+      gb[i] = d.bias;
+      gx = i == 0 ? d.input : gx + d.input;
     }
     return {gx.to(dt).view(x_sizes),
             adaln_join_rows(gw[0], gw[1]).to(static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt())),

@@ -43,7 +43,7 @@ struct Fp8LinearFn : torch::autograd::Function<Fp8LinearFn> {
     const auto dt = x.scalar_type();
     const auto xq = to_fp8(x.reshape({M, K}), torch::kFloat8_e4m3fn, Fp8Layout::both, path);
     const auto wq = to_fp8(w, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
-    auto y = fp8_forward(xq, wq, b.to(dt), dt);
+    auto y = fp8_forward(xq, wq, b, dt);
     ctx->save_for_backward({xq.data_t, xq.scale_inv, wq.data_t, wq.scale_inv});
     ctx->saved_data["rows"] = M;
     ctx->saved_data["dtype"] = static_cast<int64_t>(dt);
@@ -52,7 +52,7 @@ struct Fp8LinearFn : torch::autograd::Function<Fp8LinearFn> {
     ctx->saved_data["fused"] = fused_path;
     auto sizes = x.sizes().vec();
     sizes.back() = N;
-    return y.narrow(0, 0, M).view(sizes);
+    return y.view(sizes);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
@@ -62,14 +62,11 @@ struct Fp8LinearFn : torch::autograd::Function<Fp8LinearFn> {
     const int64_t K = wq.data_t.size(0), N = wq.data_t.size(1);
     const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
     const auto path = ctx->saved_data["fused"].toBool() ? OpPath::fused : OpPath::plain;
-    const auto g = grads[0].to(dt).reshape({M, N}).contiguous();
-    const auto gq = to_fp8(g, torch::kFloat8_e5m2, Fp8Layout::both, path);
-    auto gx = fp8_grad_input(gq, wq, dt).narrow(0, 0, M);
-    auto gw = fp8_grad_weight(gq, xq).to(static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt()));
-    auto gb = bias_gradient(g, path).to(static_cast<at::ScalarType>(ctx->saved_data["b_dtype"].toInt()));
+    const auto d = fp8_grads(grads[0].to(dt).reshape({M, N}).contiguous(), xq, wq, dt, path);
     auto sizes = grads[0].sizes().vec();
     sizes.back() = K;
-    return {gx.view(sizes), gw, gb, torch::Tensor()};
+    return {d.input.view(sizes), d.weight.to(static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt())),
+            d.bias.to(static_cast<at::ScalarType>(ctx->saved_data["b_dtype"].toInt())), torch::Tensor()};
   }
 };
 
@@ -88,21 +85,23 @@ Fp8Tensor to_fp8(const torch::Tensor& t, at::ScalarType format, Fp8Layout layout
 torch::Tensor fp8_forward(const Fp8Tensor& a, const Fp8Tensor& w, const torch::Tensor& bias, at::ScalarType out) {
   // The bias rides in the product's epilogue where the output is bf16 (the fp8 kernels take a bias
   // only then); otherwise it is added after.
-  const bool epilogue = bias.defined() && out == torch::kBFloat16;
-  auto y = at::_scaled_mm(a.data, w.data.t(), a.scale_inv, w.scale_inv, epilogue ? opt(bias) : std::nullopt,
+  const auto b = bias.defined() ? bias.to(out) : bias;
+  const bool epilogue = b.defined() && out == torch::kBFloat16;
+  auto y = at::_scaled_mm(a.data, w.data.t(), a.scale_inv, w.scale_inv, epilogue ? opt(b) : std::nullopt,
                           std::nullopt, out, /*use_fast_accum=*/true);
-  if (bias.defined() && !epilogue) y.add_(bias);
-  return y;
+  if (b.defined() && !epilogue) y.add_(b);
+  return y.narrow(0, 0, a.rows);
 }
 
-torch::Tensor fp8_grad_input(const Fp8Tensor& g, const Fp8Tensor& w, at::ScalarType out) {
-  // W [N, K] as the column-major right operand is Wᵀ stored row-major: data_t
-  return at::_scaled_mm(g.data, w.data_t.t(), g.scale_inv, w.scale_inv, std::nullopt, std::nullopt, out, false);
-}
-
-torch::Tensor fp8_grad_weight(const Fp8Tensor& g, const Fp8Tensor& a) {
-  return at::_scaled_mm(g.data_t, a.data_t.t(), g.scale_inv, a.scale_inv, std::nullopt, std::nullopt,
-                        torch::kFloat32, false);
+Fp8Grads fp8_grads(const torch::Tensor& g, const Fp8Tensor& a, const Fp8Tensor& w, at::ScalarType input_dtype,
+                   OpPath path) {
+  const auto gq = to_fp8(g, torch::kFloat8_e5m2, Fp8Layout::both, path);
+  // g·W: W [N, K] as the column-major right operand is Wᵀ stored row-major (data_t)
+  auto input = at::_scaled_mm(gq.data, w.data_t.t(), gq.scale_inv, w.scale_inv, std::nullopt, std::nullopt,
+                              input_dtype, false);
+  auto weight = at::_scaled_mm(gq.data_t, a.data_t.t(), gq.scale_inv, a.scale_inv, std::nullopt, std::nullopt,
+                               torch::kFloat32, false);
+  return {input.narrow(0, 0, gq.rows), weight, bias_gradient(g, path)};
 }
 
 bool fp8_product_fits(const torch::Tensor& x, const torch::Tensor& w) {

@@ -35,14 +35,18 @@ struct Fp8Tensor {
 Fp8Tensor to_fp8(const torch::Tensor& t, at::ScalarType format, Fp8Layout layout, OpPath path);
 int64_t fp8_rows_padded(int64_t rows);  // the next multiple of 16
 
-// The three products of y = a·Wᵀ (a [M, K], W [N, K]); each returns rows_pad rows where a or g has
-// them (callers keep the first `rows`):
-// a·Wᵀ (+ bias, undefined for none) in `out`: a.data, w.data.
+// y = a·Wᵀ (+ bias, cast to `out`; undefined for none) in `out`, a's rows [a.rows, N]: reads a.data
+// and w.data (a [M, K], W [N, K]).
 torch::Tensor fp8_forward(const Fp8Tensor& a, const Fp8Tensor& w, const torch::Tensor& bias, at::ScalarType out);
-// g·W in `out`: g.data [M, N], w.data_t.
-torch::Tensor fp8_grad_input(const Fp8Tensor& g, const Fp8Tensor& w, at::ScalarType out);
-// gᵀ·a in float32: g.data_t, a.data_t (padded rows are zeros in both: they add nothing).
-torch::Tensor fp8_grad_weight(const Fp8Tensor& g, const Fp8Tensor& a);
+// Its gradients from the output gradient g [a.rows, N] (contiguous, in the product's dtype), g cast
+// to e5m2 here: a's = g·W in `input_dtype` (reads w.data_t), W's = gᵀ·a in float32 (reads a.data_t;
+// padded rows are zeros on both sides: they add nothing), b's = g's column sums in float32
+// (bias_gradient, block_ops.h).
+struct Fp8Grads {
+  torch::Tensor input, weight, bias;
+};
+Fp8Grads fp8_grads(const torch::Tensor& g, const Fp8Tensor& a, const Fp8Tensor& w, at::ScalarType input_dtype,
+                   OpPath path);
 
 // Whether x [.., K] · Wᵀ (W [N, K]) can run in fp8: K and N multiples of 16, a float32 or bf16 x.
 bool fp8_product_fits(const torch::Tensor& x, const torch::Tensor& w);
