@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Data parallel on a machine with 2+ GPUs (device kind nvidia-h200-x2 or larger), from the repository
 # root after `make gpu` and `. scripts/gpu-env.sh`: rar_b data-parallel training vs one GPU with
-# the same global batch, and sharded sampling vs one process. Writes under ${OUT:-/tmp/rar-multi}.
+# the same global batch, throughput scaling at 64 sequences per GPU (rar_b and rar_xl, bf16 and fp8;
+# SCALE_PRESETS, SCALE_FP8=0), and sharded sampling vs one process. Writes under ${OUT:-/tmp/rar-multi}.
 # Usage: bench/gpu_multi.sh build-gpu/rar [gpus]
 set -u
 RAR=${1:-build-gpu/rar}
@@ -49,6 +50,37 @@ grep -h -o -E "NCCL INFO Channel 00.*via [A-Za-z/0-9]+" "$OUT/multi-bf16.log" | 
 pair bf16-grads ${STEPS_GRADS:-100} 128 64 "training.mixed_precision=bf16" "training.ddp_grad_dtype=bf16"
 pair bf16-b256 ${STEPS_256:-100} 256 128 "training.mixed_precision=bf16"
 grep -l -E "NCCL error|unhandled system error" "$OUT"/*.log && echo "NCCL errors: see the logs above" || echo "no NCCL errors in the logs"
+
+# scale NAME PRESET "settings": sequences/s at 64 sequences per GPU (no accumulation) — one GPU with
+# its captured step, one GPU eager (a data-parallel step is not captured), NG GPUs — and how many
+# gradient buckets were all-reduced while backward was still running.
+seqs() { grep -o '"sequences_per_s":[0-9.e+-]*' "$1" | tail -3 | cut -d: -f2 | awk '{s+=$1} END {if (NR) printf "%.1f", s/NR; else print "n/a"}'; }
+scale() {
+  local name=$1 preset=$2 extra=$3 steps=${STEPS_SCALE:-60} data="$OUT/data-$2.rartok"
+  [ -f "$data" ] || "$RAR" bench tokens --preset "$preset" --count 16384 --structured --out "$data" > /dev/null
+  local c="train --data $data --preset $preset --device cuda experiment.log_every=10 experiment.save_every=100000
+    experiment.eval_every=100000 experiment.generate_every=100000 training.per_gpu_batch_size=64
+    training.gradient_accumulation_steps=1 training.mixed_precision=bf16 --steps $steps $extra"
+  rm -rf "$OUT"/scale-"$name"-*
+  "$RAR" $c --out "$OUT/scale-$name-graph" > "$OUT/scale-$name-graph.log" 2>&1 || tail -3 "$OUT/scale-$name-graph.log"
+  "$RAR" $c training.cuda_graph=false --out "$OUT/scale-$name-eager" > "$OUT/scale-$name-eager.log" 2>&1 ||
+    tail -3 "$OUT/scale-$name-eager.log"
+  torchrun --no-python --nproc-per-node "$NG" --master-port 29514 "$RAR" $c --out "$OUT/scale-$name-multi" \
+    > "$OUT/scale-$name-multi.log" 2>&1 || tail -3 "$OUT/scale-$name-multi.log"
+  local g e m
+  g=$(seqs "$OUT/scale-$name-graph/metrics.jsonl"); e=$(seqs "$OUT/scale-$name-eager/metrics.jsonl")
+  m=$(seqs "$OUT/scale-$name-multi/metrics.jsonl")
+  echo "| $name | $g | $e | $m | $(awk -v a="$g" -v b="$m" -v n="$NG" 'BEGIN {printf "%.1f%%", 100 * b / (n * a)}') |" \
+    "$(awk -v a="$e" -v b="$m" -v n="$NG" 'BEGIN {printf "%.1f%%", 100 * b / (n * a)}') |" \
+    "$(grep -o 'gradient buckets: .*' "$OUT/scale-$name-multi.log" | head -1) |"
+}
+echo "== scaling at 64 sequences per GPU (sequences/s, mean of the last 3 logged windows)"
+echo "| run | 1 GPU captured | 1 GPU eager | $NG GPUs | efficiency vs captured | vs eager | overlap |"
+echo "|---|---|---|---|---|---|---|"
+for preset in ${SCALE_PRESETS:-rar_b rar_xl}; do
+  scale "$preset" "$preset" ""
+  [ "${SCALE_FP8:-1}" = 1 ] && scale "$preset-fp8" "$preset" "training.fp8=true"
+done
 
 echo "== sharded sampling (a checkpoint from the runs above; the shared tiny tokenizer decodes)"
 VQ=${RAR_SHARED_DIR:-.devrun/shared}/reference/tiny_vq.bin
