@@ -3,7 +3,8 @@
 # (structured) tokens. rar_b, batch 64, bf16 autocast, STEPS steps (default 200), the recipe's
 # dropout 0.1: loss curves of both steps at two seeds (the seed-to-seed spread is the yardstick:
 # a new dropout stream is a new draw of the same distribution), and final weights with dropout
-# off (where the two steps should agree to rounding) and on.
+# off (where the two steps should agree to rounding) and on; with FP8=1 (default) also the new step
+# with training.fp8 at both seeds (its curves against the bf16 seed-to-seed spread).
 # Usage (on the GPU machine, after `. scripts/gpu-env.sh`): bench/gpu_numerics.sh OLD_RAR NEW_RAR [steps]
 set -u
 OLD=$1 NEW=$2 STEPS=${3:-200}
@@ -20,8 +21,13 @@ run() {  # name binary seed dropout
 losses() { grep -o '"loss":[0-9.e+-]*' "$D/$1/metrics.jsonl" | cut -d: -f2 | tr '\n' ' '; }
 for s in 42 43; do run old-$s "$OLD" $s 0.1; run new-$s "$NEW" $s 0.1; done
 run old-nodrop "$OLD" 42 0; run new-nodrop "$NEW" 42 0
+# FP8=1 (the default): the new binary with training.fp8 too, its curve beside the two seeds'
+FP8=${FP8:-1}
+if [ "$FP8" = 1 ]; then
+  C="$C training.fp8=true"; for s in 42 43; do run new-fp8-$s "$NEW" $s 0.1; done
+fi
 echo "== loss per 10 steps (dropout 0.1)"
-for r in old-42 new-42 old-43 new-43; do echo "$r: $(losses $r)"; done
+for r in old-42 new-42 old-43 new-43 $([ "$FP8" = 1 ] && echo new-fp8-42 new-fp8-43); do echo "$r: $(losses $r)"; done
 echo "== loss per 10 steps (dropout 0)"
 for r in old-nodrop new-nodrop; do echo "$r: $(losses $r)"; done
 echo "== final weights, dropout 0: new vs old (seed 42)"
@@ -30,3 +36,7 @@ echo "== final weights, dropout 0.1: new vs old (seed 42), and old seed 43 vs ol
 "$NEW" info "$D/new-42/generator.safetensors" --compare "$D/old-42/generator.safetensors" | tail -2
 "$NEW" info "$D/old-43/generator.safetensors" --compare "$D/old-42/generator.safetensors" | tail -2
 grep -h 'CUDA graph' "$D"/new-42.log | head -1
+if [ "$FP8" = 1 ]; then
+  echo "== final weights, dropout 0.1, seed 42: fp8 vs bf16 (new step)"
+  "$NEW" info "$D/new-fp8-42/generator.safetensors" --compare "$D/new-42/generator.safetensors" | tail -2
+fi

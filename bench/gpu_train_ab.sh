@@ -6,12 +6,13 @@
 # DIR/steps.log and copy DIR's .md files to $OUT):
 #   setsid nohup bench/gpu_train_ab.sh build-gpu/rar DIR < /dev/null > /dev/null 2>&1 &
 # It builds the old revision in /tmp/oldsrc, then writes into DIR: tests.log (TESTS, default the
-# fused ops', fp8 and training step's CUDA tests; "" skips them), fp8-first.md (training.fp8 first,
-# it being the newest: one rar_xl and one rar_b row and a rar_xl profile; FP8=0 skips it and the
-# next), fp8-products.md (bench/fp8_products.py; FP8_PRODUCTS=0 skips it), profile-new.md (rar_xl, eager, top 40 kernels),
-# train-new.md and train-old.md (rar_b, rar_xl, rar_xl with 12/32 blocks recomputed; REPEATS
-# processes each; NEW_ONLY rows for the new binary alone, default the fp8 and recompute-mlp ones),
-# numerics.md (bench/gpu_numerics.sh old vs new), and DONE.
+# fused ops', fp8 and training step's CUDA tests; "" skips them), fp8-profile.md (rar_xl with
+# training.fp8, eager, top 40 kernels; FP8=0 skips it and the next), fp8-products.md
+# (bench/fp8_products.py; FP8_PRODUCTS=0 skips it), train-new.md (first the NEW_ONLY rows, for the
+# new binary alone: default the fp8 and recompute-mlp ones; then rar_b, rar_xl, rar_xl with 12/32
+# blocks recomputed; REPEATS processes each), profile-new.md (rar_xl, eager, top 40 kernels),
+# numerics.md (bench/gpu_numerics.sh old vs new), train-old.md (the same rows of the old build;
+# OLD_ROWS=0 skips them), and DONE. Newest first: a chain cut short by the lease still says most.
 set -u
 NEW=${1:-build-gpu/rar}
 DIR=${2:-/tmp/train-ab}
@@ -31,17 +32,12 @@ if [ -n "$TESTS" ]; then
   grep -E '^\[  (PASSED|FAILED) |Failure' -A3 "$DIR/tests.log" | head -40 >> "$DIR/steps.log"
 fi
 if [ "${FP8:-1}" = 1 ]; then
-  step fp8-first
-  { for p in rar_xl rar_b; do
-      timeout 120 "$NEW" bench train --no-header --preset $p --batch 64 --fp8 2>&1 | grep '^| rar' || echo "| failed: $p --fp8 |"
-    done
-    timeout 200 "$NEW" bench train --preset rar_xl --batch 64 --fp8 --no-graph --profile 40 2>&1; } > "$DIR/fp8-first.md"
+  step fp8-profile  # its rows are among NEW_ONLY's
+  timeout 200 "$NEW" bench train --preset rar_xl --batch 64 --fp8 --no-graph --profile 40 > "$DIR/fp8-profile.md" 2>&1
 fi
 if [ "${FP8:-1}" = 1 ] && [ "${FP8_PRODUCTS:-1}" = 1 ]; then
   step fp8-products; timeout 300 python3 bench/fp8_products.py rar_b rar_xl > "$DIR/fp8-products.md" 2>&1
 fi
-step profile
-timeout 200 "$NEW" bench train --preset rar_xl --batch 64 --no-graph --profile 40 > "$DIR/profile-new.md" 2>&1
 rows() {  # rows BINARY: the rows, REPEATS processes each
   for args in "--preset rar_b --batch 64" "--preset rar_xl --batch 64" "--preset rar_xl --batch 64 --checkpoint-layers 12"; do
     for i in $(seq "$REPEATS"); do
@@ -49,17 +45,20 @@ rows() {  # rows BINARY: the rows, REPEATS processes each
     done
   done
 }
-step rows-new; rows "$NEW" > "$DIR/train-new.md"
-NEW_ONLY=${NEW_ONLY-"--preset rar_xl --fp8|--preset rar_b --fp8|--preset rar_xl --recompute-mlp|--preset rar_xl --recompute-mlp --checkpoint-layers 4|--preset rar_xl --recompute-mlp --checkpoint-layers 6"}
+step rows-new-only
+NEW_ONLY=${NEW_ONLY-"--preset rar_xl --fp8|--preset rar_b --fp8|--preset rar_xl --recompute-mlp --checkpoint-layers 4|--preset rar_xl --recompute-mlp --checkpoint-layers 6"}
 IFS='|' read -r -a extra <<< "$NEW_ONLY"
 for args in "${extra[@]}"; do
   [ -n "$args" ] || continue
   for i in $(seq "$REPEATS"); do
     timeout 120 "$NEW" bench train --no-header --batch 64 $args 2>&1 | grep '^| rar' || echo "| failed: $args |"
   done
-done >> "$DIR/train-new.md"
+done > "$DIR/train-new.md"
+step rows-new; rows "$NEW" >> "$DIR/train-new.md"
+step profile
+timeout 200 "$NEW" bench train --preset rar_xl --batch 64 --no-graph --profile 40 > "$DIR/profile-new.md" 2>&1
 step wait-old; while [ ! -f "$DIR/old-built" ]; do sleep 2; done; cat "$DIR/old-built" >> "$DIR/steps.log"
 OLD=/tmp/oldsrc/old/build-gpu/rar
-step rows-old; rows "$OLD" > "$DIR/train-old.md"
 step numerics; NUMERICS_DIR=/tmp/numerics bench/gpu_numerics.sh "$OLD" "$NEW" 200 > "$DIR/numerics.md" 2>&1
+if [ "${OLD_ROWS:-1}" = 1 ]; then step rows-old; rows "$OLD" > "$DIR/train-old.md"; fi
 step done; touch "$DIR/DONE"
