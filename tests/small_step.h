@@ -4,11 +4,16 @@
 #include <torch/torch.h>
 
 #include "model/generator.h"
+#include "model/ops/fused.h"
 #include "model/vqgan.h"
 #include "training/rar_objective.h"
 #include "training/train_step.h"
 
 namespace rar::test_support {
+
+// The fused paths' tests run where the build has the CUDA kernels and a GPU is present.
+inline bool have_kernels() { return torch::cuda::is_available() && model::fused_kernels_built(); }
+constexpr auto kPlain = model::OpPath::plain, kFused = model::OpPath::fused;
 
 // A VQ tokenizer small enough for CPU tests: 1 channel, 16 codes of 4 dims, 2x downsampling.
 inline model::VQConfig tiny_vq_config() {

@@ -18,7 +18,10 @@ using namespace rar;
 
 namespace {
 
-constexpr auto kPlain = model::OpPath::plain, kFused = model::OpPath::fused;
+using test_support::have_kernels;
+using test_support::kFused;
+using test_support::kPlain;
+
 
 torch::Tensor f64(const torch::Tensor& t) { return t.to(torch::kFloat64); }
 // The rows layout's first q.rows rows, dequantised.
@@ -38,7 +41,6 @@ bool same_bytes(const torch::Tensor& a, const torch::Tensor& b) {
   return a.defined() == b.defined() &&
          (!a.defined() || (a.sizes() == b.sizes() && torch::equal(a.view(torch::kUInt8), b.view(torch::kUInt8))));
 }
-bool have_kernels() { return torch::cuda::is_available() && model::fused_kernels_built(); }
 
 }  // namespace
 

@@ -20,7 +20,10 @@ using namespace rar;
 
 namespace {
 
-bool have_kernels() { return torch::cuda::is_available() && model::fused_kernels_built(); }
+using test_support::have_kernels;
+using test_support::kFused;
+using test_support::kPlain;
+
 
 // max |a - b| / max |b|
 double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
@@ -30,7 +33,6 @@ double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
 
 torch::Tensor leaf(const torch::Tensor& v) { return v.detach().requires_grad_(true); }
 
-constexpr auto kPlain = model::OpPath::plain, kFused = model::OpPath::fused;
 
 // Runs f(path) — the ops on that path; returns its output and the gradients of sum(out * probe)
 // with respect to `leaves`.

@@ -184,7 +184,7 @@ TEST(TrainTokenizer, TimeBudgetEndsLikeTheScheduleAndResumeContinues) {
 
 namespace {
 
-model::VQModel tiny_vq() { return model::VQModel(test_support::tiny_vq_config()); }
+model::VQModel tiny_vq_model() { return model::VQModel(test_support::tiny_vq_config()); }
 
 // Largest absolute gradient over a module's parameters (0 when none has one).
 double max_grad(torch::nn::Module& m) {
@@ -201,7 +201,7 @@ double max_grad(torch::nn::Module& m) {
 // and the reconstruction reaches the encoder through the straight-through estimator but not the codes.
 TEST(VqObjective, LossIsTheWeightedSumAndGradientsFollowTheStopGradients) {
   torch::manual_seed(5);
-  auto vq = tiny_vq();
+  auto vq = tiny_vq_model();
   auto x = torch::rand({4, 1, 8, 8});
   auto z = training::vq_encode(vq, x, false);
   ASSERT_EQ(z.z_flat.sizes(), (std::vector<int64_t>{4 * 4 * 4, 4}));  // 4 images of 4x4 positions, code dim 4
@@ -226,7 +226,7 @@ TEST(VqObjective, LossIsTheWeightedSumAndGradientsFollowTheStopGradients) {
 
 TEST(VqObjective, EachTermMovesOnlyWhatItShould) {
   torch::manual_seed(6);
-  auto vq = tiny_vq();
+  auto vq = tiny_vq_model();
   auto x = torch::rand({4, 1, 8, 8});
   training::init_codebook(vq, training::vq_encode(vq, x, false).z_flat.detach());
   struct Case {
@@ -248,7 +248,7 @@ TEST(VqObjective, EachTermMovesOnlyWhatItShould) {
 
 TEST(VqObjective, DeadCodesRestartOnEncoderOutputs) {
   torch::manual_seed(7);
-  auto vq = tiny_vq();
+  auto vq = tiny_vq_model();
   training::AdamW opt(training::named_parameters(*vq), training::AdamWOptions{});
   training::CodeUsage usage(16, 0.0, torch::kCPU);  // decay 0: the shares are the last batch's
   usage.add(torch::zeros({64}, torch::kInt64));     // every position on code 0: 15 codes dead
