@@ -22,7 +22,6 @@ using test_support::have_kernels;
 using test_support::kFused;
 using test_support::kPlain;
 
-
 torch::Tensor f64(const torch::Tensor& t) { return t.to(torch::kFloat64); }
 // The rows layout's first q.rows rows, dequantised.
 torch::Tensor dequant(const model::Fp8Tensor& q) {

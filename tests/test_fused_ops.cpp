@@ -24,7 +24,6 @@ using test_support::have_kernels;
 using test_support::kFused;
 using test_support::kPlain;
 
-
 // max |a - b| / max |b|
 double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
   auto bf = b.to(torch::kFloat64), af = a.to(torch::kFloat64);
@@ -32,7 +31,6 @@ double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 torch::Tensor leaf(const torch::Tensor& v) { return v.detach().requires_grad_(true); }
-
 
 // Runs f(path) — the ops on that path; returns its output and the gradients of sum(out * probe)
 // with respect to `leaves`.
