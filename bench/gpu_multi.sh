@@ -17,6 +17,9 @@ nvidia-smi topo -m 2>&1 | head -$((NG + 2))
 "$RAR" bench tokens --preset rar_b --count 65536 --structured --out "$OUT/data.rartok"
 common="train --data $OUT/data.rartok --device cuda experiment.log_every=10 experiment.save_every=100000
   experiment.eval_every=100000 experiment.generate_every=100000 lr_scheduler.params.warmup_steps=20"
+# seqs METRICS N: mean sequences/s of a run's last N logged windows; efficiency ONE MULTI: MULTI / (NG x ONE)
+seqs() { grep -o '"sequences_per_s":[0-9.e+-]*' "$1" | tail -"$2" | cut -d: -f2 | awk '{s+=$1} END {if (NR) print s/NR; else print "n/a"}'; }
+efficiency() { awk -v a="$1" -v b="$2" -v n="$NG" 'BEGIN {printf "%.1f%%", 100 * b / (n * a)}'; }
 # pair NAME STEPS GLOBAL_BATCH MICRO_BATCH "settings" ["settings of the multi-GPU run only"]
 # One GPU runs GLOBAL/MICRO accumulation steps; NG GPUs run GLOBAL/(NG*MICRO) each.
 pair() {
@@ -33,10 +36,8 @@ pair() {
   "$RAR" info "$OUT/multi-$name/generator.safetensors" --compare "$OUT/one-$name/generator.safetensors" |
     grep -v -e k_norm.bias -e '^tensor' -e '^worst' | head -2
   local s1 sn
-  s1=$(grep -o '"sequences_per_s":[0-9.e+-]*' "$OUT/one-$name/metrics.jsonl" | tail -5 | cut -d: -f2 | awk '{s+=$1} END {print s/NR}')
-  sn=$(grep -o '"sequences_per_s":[0-9.e+-]*' "$OUT/multi-$name/metrics.jsonl" | tail -5 | cut -d: -f2 | awk '{s+=$1} END {print s/NR}')
-  echo "   sequences/s (mean of the last 5 logged windows): 1 GPU $s1, $NG GPUs $sn; scaling efficiency" \
-    "$(awk -v a="$s1" -v b="$sn" -v n="$NG" 'BEGIN {printf "%.1f%%", 100 * b / (n * a)}')"
+  s1=$(seqs "$OUT/one-$name/metrics.jsonl" 5); sn=$(seqs "$OUT/multi-$name/metrics.jsonl" 5)
+  echo "   sequences/s (mean of the last 5 logged windows): 1 GPU $s1, $NG GPUs $sn; scaling efficiency $(efficiency "$s1" "$sn")"
   echo "   loss every 10 steps, 1 GPU | $NG GPUs (first 2, last 3):"
   paste <(grep -o '"loss":[0-9.e+-]*' "$OUT/one-$name/metrics.jsonl") \
         <(grep -o '"loss":[0-9.e+-]*' "$OUT/multi-$name/metrics.jsonl") | sed -n '1,2p' 
@@ -56,7 +57,6 @@ grep -l -E "NCCL error|unhandled system error" "$OUT"/*.log && echo "NCCL errors
 # scale NAME PRESET "settings": sequences/s at 64 sequences per GPU (no accumulation) — one GPU with
 # its captured step, one GPU eager (a data-parallel step is not captured), NG GPUs — and how many
 # gradient buckets were all-reduced while backward was still running.
-seqs() { grep -o '"sequences_per_s":[0-9.e+-]*' "$1" | tail -3 | cut -d: -f2 | awk '{s+=$1} END {if (NR) printf "%.1f", s/NR; else print "n/a"}'; }
 scale() {
   local name=$1 preset=$2 extra=$3 steps=${STEPS_SCALE:-60} data="$OUT/data-$2.rartok"
   [ -f "$data" ] || "$RAR" bench tokens --preset "$preset" --count 16384 --structured --out "$data" > /dev/null
@@ -70,10 +70,9 @@ scale() {
   torchrun --no-python --nproc-per-node "$NG" --master-port 29514 "$RAR" $c --out "$OUT/scale-$name-multi" \
     > "$OUT/scale-$name-multi.log" 2>&1 || tail -3 "$OUT/scale-$name-multi.log"
   local g e m
-  g=$(seqs "$OUT/scale-$name-graph/metrics.jsonl"); e=$(seqs "$OUT/scale-$name-eager/metrics.jsonl")
-  m=$(seqs "$OUT/scale-$name-multi/metrics.jsonl")
-  echo "| $name | $g | $e | $m | $(awk -v a="$g" -v b="$m" -v n="$NG" 'BEGIN {printf "%.1f%%", 100 * b / (n * a)}') |" \
-    "$(awk -v a="$e" -v b="$m" -v n="$NG" 'BEGIN {printf "%.1f%%", 100 * b / (n * a)}') |" \
+  g=$(seqs "$OUT/scale-$name-graph/metrics.jsonl" 3); e=$(seqs "$OUT/scale-$name-eager/metrics.jsonl" 3)
+  m=$(seqs "$OUT/scale-$name-multi/metrics.jsonl" 3)
+  echo "| $name | $g | $e | $m | $(efficiency "$g" "$m") | $(efficiency "$e" "$m") |" \
     "$(grep -o 'gradient buckets: .*' "$OUT/scale-$name-multi.log" | head -1) |"
 }
 echo "== scaling at 64 sequences per GPU (sequences/s, mean of the last 3 logged windows)"
