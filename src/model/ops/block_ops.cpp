@@ -80,10 +80,13 @@ torch::Tensor gelu_dropout_input_grad(torch::Tensor ga, const torch::Tensor& u, 
 }
 
 // Its gradients from the output's g: {u's [.., in] (u's shape), w's, b's} (GELU and dropout
-// recomputed from u and the bits).
+// recomputed from u and the bits, by the kernel where the forward's ran). The parameter gradients
+// take the op's path, not the kernel's: a width the kernel does not take still gets the fused
+// path's float32 products, as the linear op's gradients do.
 std::array<torch::Tensor, 3> gelu_dropout_linear_grads(const torch::Tensor& g_out, const torch::Tensor& u,
                                                        const torch::Tensor& w, const torch::Tensor& b,
-                                                       const torch::Tensor& bits_or_empty, double p, bool fused) {
+                                                       const torch::Tensor& bits_or_empty, double p, bool fused,
+                                                       OpPath path) {
   const auto dt = u.scalar_type();
   const int64_t in = u.size(-1), out = w.size(0);
   auto g = g_out.to(dt).reshape({-1, out});
@@ -97,7 +100,6 @@ std::array<torch::Tensor, 3> gelu_dropout_linear_grads(const torch::Tensor& g_ou
     a = gelu_dropped(u, bits, p).reshape({-1, in});  // recomputed
     gu = gelu_dropout_input_grad(g.mm(w.to(dt)), u, bits_or_empty, p, false);
   }
-  const auto path = fused ? OpPath::fused : OpPath::plain;
   return {gu, weight_gradient(g, a, w.scalar_type(), path), bias_gradient(g, path).to(b.scalar_type())};
 }
 
@@ -107,15 +109,17 @@ struct GeluDropoutLinearFn : torch::autograd::Function<GeluDropoutLinearFn> {
                                torch::Tensor b, torch::Tensor bits, double p, bool fused_path) {
     ctx->saved_data["p"] = p;
     ctx->save_for_backward({u, w, b, bits});
-    auto [y, fused] = gelu_dropout_linear_forward(u, w, b, bits, p, fused_path);
-    ctx->saved_data["fused"] = fused;
+    auto [y, kernel] = gelu_dropout_linear_forward(u, w, b, bits, p, fused_path);
+    ctx->saved_data["kernel"] = kernel;
+    ctx->saved_data["fused"] = fused_path;
     return y;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto s = ctx->get_saved_variables();
     auto [gu, gw, gb] = gelu_dropout_linear_grads(grads[0], s[0], s[1], s[2], s[3], ctx->saved_data["p"].toDouble(),
-                                                  ctx->saved_data["fused"].toBool());
+                                                  ctx->saved_data["kernel"].toBool(),
+                                                  ctx->saved_data["fused"].toBool() ? OpPath::fused : OpPath::plain);
     return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -131,10 +135,11 @@ struct MlpRecomputeFn : torch::autograd::Function<MlpRecomputeFn> {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto dt = x.scalar_type();
     const auto w1c = w1.to(dt), b1c = b1.to(dt);
-    auto [y, fused] = gelu_dropout_linear_forward(at::linear(x, w1c, b1c), w2, b2, bits, p, fused_path);
+    auto [y, kernel] = gelu_dropout_linear_forward(at::linear(x, w1c, b1c), w2, b2, bits, p, fused_path);
     ctx->save_for_backward({x, w1c, b1c, w2, b2, bits});
     ctx->saved_data["p"] = p;
-    ctx->saved_data["fused"] = fused;
+    ctx->saved_data["kernel"] = kernel;
+    ctx->saved_data["fused"] = fused_path;
     ctx->saved_data["w1_dtype"] = static_cast<int64_t>(w1.scalar_type());
     ctx->saved_data["b1_dtype"] = static_cast<int64_t>(b1.scalar_type());
     return y;
@@ -144,12 +149,12 @@ struct MlpRecomputeFn : torch::autograd::Function<MlpRecomputeFn> {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     auto s = ctx->get_saved_variables();
     const auto &x = s[0], &w1c = s[1], &b1c = s[2];
-    const bool fused = ctx->saved_data["fused"].toBool();
+    const auto path = ctx->saved_data["fused"].toBool() ? OpPath::fused : OpPath::plain;
     const auto u = at::linear(x, w1c, b1c);  // the forward's product again
-    auto [gu, gw2, gb2] = gelu_dropout_linear_grads(grads[0], u, s[3], s[4], s[5], ctx->saved_data["p"].toDouble(), fused);
+    auto [gu, gw2, gb2] = gelu_dropout_linear_grads(grads[0], u, s[3], s[4], s[5], ctx->saved_data["p"].toDouble(),
+                                                    ctx->saved_data["kernel"].toBool(), path);
     const int64_t H = x.size(-1);
     const auto g = gu.reshape({-1, u.size(-1)}), x2 = x.reshape({-1, H});
-    const auto path = fused ? OpPath::fused : OpPath::plain;
     auto gw1 = weight_gradient(g, x2, static_cast<at::ScalarType>(ctx->saved_data["w1_dtype"].toInt()), path);
     auto gb1 = bias_gradient(g, path).to(static_cast<at::ScalarType>(ctx->saved_data["b1_dtype"].toInt()));
     auto gx = g.mm(w1c).view(x.sizes());
