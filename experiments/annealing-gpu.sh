@@ -30,6 +30,8 @@
 # classifier.safetensors (`make demo GPU=1`; small enough to carry: ~10 MB). PARALLEL arms train
 # at once (one H200, fashion-mnist.yaml: 29.9 steps/s alone, 4 x 12.7 together). A checkpoint
 # (~230 MB) cannot leave the machine, so an arm must finish within one session's machine.
+# Another tokenizer's tokens (e.g. the CPU demo's, CODES=256) suit a paired comparison run in one
+# session (random against random-fp8), not the recorded arms.
 # Dry run on the CPU: DEVICE=cpu EPOCHS=1 N_TRAIN=2560 PER_CLASS=5 EVAL_EXAMPLES=256 experiments/annealing-gpu.sh build/rar demo /tmp/a
 set -euo pipefail
 RAR=${1:-build-gpu/rar}
@@ -42,6 +44,7 @@ PARALLEL=${PARALLEL:-2}
 DEVICE=${DEVICE:-cuda}
 PER_CLASS=${PER_CLASS:-1000}
 ARMS=${ARMS:-"raster random a50-75 a25-50"}
+CODES=${CODES:-512}  # the tokenizer's codebook: 512 for the GPU demo's, 256 for the CPU demo's
 CFG=$ROOT/configs/rar/fashion-mnist.yaml
 T0=$(date +%s)
 DEADLINE=$((T0 + 60 * STAGE_MINUTES))
@@ -68,7 +71,7 @@ train_arm() {  # train_arm ARM MINUTES: trains until done or out of minutes
   read -r start end <<< "$(anneal "$arm")"
   "$RAR" train --config "$CFG" --data "$DEMO/train.rartok" --val "$DEMO/test.rartok" --out "$OUT/$arm" --device "$DEVICE" \
     --steps "$STEPS" --minutes "$2" --resume model.generator.randomness_anneal_start="$start" \
-    model.generator.randomness_anneal_end="$end" model.vq_model.codebook_size=512 experiment.generate_every=0 experiment.eval_every=$(( (STEPS + 9) / 10 )) \
+    model.generator.randomness_anneal_end="$end" model.vq_model.codebook_size=$CODES experiment.generate_every=0 experiment.eval_every=$(( (STEPS + 9) / 10 )) \
     experiment.save_every=$(( (STEPS + 19) / 20 )) experiment.eval_examples=${EVAL_EXAMPLES:-0} \
     $([ "$arm" = random-fp8 ] && echo training.fp8=true) >> "$OUT/$arm.train.log" 2>&1 || {
     echo "$arm: training failed:"; tail -5 "$OUT/$arm.train.log"; return 1; }
@@ -144,8 +147,10 @@ if [ "${FLOOR:-1}" != 0 ]; then
 fi
 
 # ---- the fp8 KV cache on the best arm (lowest feature-FID at guidance 2): same seeds, same scoring.
-# scores.tsv may hold rows of arms trained in an earlier session (copied in): the best of all.
-best=$(awk -F'\t' '$1 ~ / g2$/ {sub(/ g2$/, "", $1); print $3, $1}' "$OUT/scores.tsv" | sort -g | head -1 | cut -d' ' -f2)
+# EARLIER_SCORES (a scores.tsv of arms trained in an earlier session on the same tokens) joins the
+# choice only: this run's arms are always scored here, never taken from it.
+best=$(cat "$OUT/scores.tsv" ${EARLIER_SCORES:+"$EARLIER_SCORES"} |
+  awk -F'\t' '$1 ~ / g2$/ {sub(/ g2$/, "", $1); print $3, $1}' | sort -g | head -1 | cut -d' ' -f2)
 [ -f "$OUT/$best/generator.safetensors" ] || scored "$best g2 fp8" || echo "best arm $best was trained elsewhere: its fp8 row must come from there"
 [ -f "$OUT/$best/generator.safetensors" ] && sample_scored "$best g2 fp8" "$best" 7 --cfg 2 --kv-cache fp8
 same=$(python3 "$ROOT/experiments/same_tokens.py" "$OUT/$best/tokens-g2.npy" "$OUT/$best/tokens-g2-fp8.npy" 2>&1 || true)

@@ -32,9 +32,10 @@ if [ ! -f "$ST/started" ]; then
   [ -n "$(echo $ARMS)" ] || { echo 0 > "$ST/arms-rc"; touch "$ST/packed" "$ST/started"; }
 fi
 if [ ! -f "$ST/started" ] && [ ! -f "$ST/arms-rc" ]; then
-  # the arms scored in earlier sessions: the best-arm choice for the fp8 row sees them
-  [ -f "$ANN/scores.tsv" ] || cp experiments/annealing-gpu/scores.tsv "$ANN/scores.tsv"
-  setsid nohup bash -c "env FLOOR=0 STAGE_MINUTES=${STAGE_MINUTES:-45} PARALLEL=2 ARMS='$ARMS' \
+  # the arms scored in earlier sessions (on the GPU demo's 512-code tokens) join the best-arm
+  # choice for the fp8 row; another tokenizer's run (CODES=256: the CPU demo's) stands alone
+  earlier=; [ "${CODES:-512}" = 512 ] && earlier=$PWD/experiments/annealing-gpu/scores.tsv
+  setsid nohup bash -c "env FLOOR=0 EARLIER_SCORES='$earlier' STAGE_MINUTES=${STAGE_MINUTES:-45} PARALLEL=2 ARMS='$ARMS' \
     experiments/annealing-gpu.sh build-gpu/rar .devrun/demo $ANN > $ANN/run.log 2>&1; echo \$? > $ST/arms-rc" \
     < /dev/null > /dev/null 2>&1 &
   touch "$ST/started"
