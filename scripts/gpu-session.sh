@@ -4,9 +4,9 @@
 # the results packed into $OUT, then the benchmarks in the background (scripts/gpu-bench-chain.sh:
 # the latency table, TARGETS=1 the target rows, SANITIZE=1 compute-sanitizer). Run it again and again
 # on the warm machine (from the repository root, .devrun/{debs,shared,dstest} carried, and
-# .devrun/demo too when ARMS trains: with it the four exceed the device's 64 MiB beside the tracked
-# files) until it prints "session: done"; each call stops by CALL_SECONDS (default 540) and says
-# what is pending.
+# .devrun/demo too when ARMS trains — or .devrun/demo.tgz in place of both, which fits beside the
+# tracked files where the four unpacked exceed the device's 64 MiB) until it prints "session: done";
+# each call stops by CALL_SECONDS (default 540) and says what is pending.
 #   export OUT; [ARMS="random a25-50"] CALL_SECONDS=540 [LATENCY=0] [QUICK=0] [GEN=g.safetensors] [SANITIZE=1]
 #     [TARGETS=1] [ADM=1] [TRAIN=1] scripts/gpu-session.sh
 # (the device tool's $OUT must be exported: only what lands there comes back)
@@ -23,6 +23,8 @@ t0=$(date +%s)
 left() { echo $(( CALL_SECONDS - ($(date +%s) - t0) )); }
 say() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 . scripts/gpu-env.sh
+# .devrun/demo.tgz (scripts/gpu-pack.sh DEMO=...): the demo's files and the test split, packed to fit a carry
+[ -f .devrun/demo.tgz ] && [ ! -d .devrun/demo ] && tar xzf .devrun/demo.tgz -C .devrun
 export RAR_DATASETS_DIR=$PWD/.devrun/dstest RAR_SHARED_DIR=$PWD/.devrun/shared
 
 # 1. the binary, then the arms in the background (its own session: it outlives this call);
