@@ -85,14 +85,14 @@ torch::Tensor gelu_dropout_input_grad(torch::Tensor ga, const torch::Tensor& u, 
 // path's float32 products, as the linear op's gradients do.
 std::array<torch::Tensor, 3> gelu_dropout_linear_grads(const torch::Tensor& g_out, const torch::Tensor& u,
                                                        const torch::Tensor& w, const torch::Tensor& b,
-                                                       const torch::Tensor& bits_or_empty, double p, bool fused,
+                                                       const torch::Tensor& bits_or_empty, double p, bool kernel,
                                                        OpPath path) {
   const auto dt = u.scalar_type();
   const int64_t in = u.size(-1), out = w.size(0);
   auto g = g_out.to(dt).reshape({-1, out});
   const auto bits = bits_or_empty.numel() ? bits_or_empty : torch::Tensor();
   torch::Tensor a, gu;
-  if (fused) {
+  if (kernel) {
     gu = g.mm(w.to(dt));  // the gradient of a, turned into u's in place
     a = fused::gelu_dropout_backward(u, bits_or_empty, p, gu);
     gu = gu.view(u.sizes());
