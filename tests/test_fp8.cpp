@@ -301,8 +301,34 @@ TEST(Fp8Cuda, CastKernelsWriteThePlainCastsBytes) {
                          model::to_fp8(view, torch::kFloat8_e4m3fn, model::Fp8Layout::both, kPlain).data));
 }
 
-// CUDA, bf16 autocast: the fp8 linear and adaLN products on the fused path (cast kernels, column-sum
-// bias gradient) against the plain path: the same casts, so the same products bit for bit; the bias
+// CUDA: a gradient's products from the fused cast, whose pass over g also sums g's columns (the
+// bias gradient), against the plain path — the same products bit for bit, the sums those of float64
+// to float32 rounding, the same bits twice — for row counts off the 16- and 128-row grids and column
+// counts off the 64-column tile, bf16 and float32 gradients.
+TEST(Fp8Cuda, GradientCastSumsTheBiasGradient) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  torch::manual_seed(8);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 16}, {37, 48}, {129, 80}, {300, 1280}, {2053, 3840}};
+  for (auto [rows, cols] : shapes)
+    for (auto dt : {torch::kBFloat16, torch::kFloat32}) {
+      const int64_t K = 32;
+      const auto g = (torch::randn({rows, cols}) + 0.5).to(dt).cuda();  // a mean, so the sums are not ~0
+      const auto a = model::to_fp8(torch::randn({rows, K}).cuda(), torch::kFloat8_e4m3fn, model::Fp8Layout::both, kPlain);
+      const auto w = model::to_fp8(torch::randn({cols, K}).cuda(), torch::kFloat8_e4m3fn, model::Fp8Layout::both, kPlain);
+      const auto f = model::fp8_grads(g, a, w, dt, kFused), p = model::fp8_grads(g, a, w, dt, kPlain);
+      const std::string what = c10::str(rows, "x", cols, " ", dt);
+      EXPECT_TRUE(torch::equal(f.input, p.input)) << what;
+      EXPECT_TRUE(torch::equal(f.weight, p.weight)) << what;
+      ASSERT_EQ(f.bias.scalar_type(), torch::kFloat32) << what;
+      ASSERT_EQ(f.bias.sizes(), (std::vector<int64_t>{cols})) << what;
+      const auto ref = f64(g).sum(0), scale = f64(g).abs().sum(0) + 1.0;
+      EXPECT_LT(((f64(f.bias) - ref).abs() / scale).max().item<double>(), 1e-6) << what;
+      EXPECT_TRUE(torch::equal(f.bias, model::fp8_grads(g, a, w, dt, kFused).bias)) << what << ": not deterministic";
+    }
+}
+
+// CUDA, bf16 autocast: the fp8 linear and adaLN products on the fused path (cast kernels, the bias
+// gradient summed by the gradient's cast) against the plain path: the same casts, so the same products bit for bit; the bias
 // gradient to float32 summation order.
 TEST(Fp8Cuda, FusedLinearEqualsThePlainOne) {
   if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";

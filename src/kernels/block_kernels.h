@@ -43,6 +43,9 @@ void residual_ln_modulate_forward(DType tx, DType t, const void* x, const void* 
 bool column_sums_supported(const void* g, int64_t rows, int64_t N);
 int64_t column_sums_partial_rows(int64_t rows);
 void column_sums(const void* g, int64_t rows, int N, float* part, float* out, cudaStream_t stream);
+// out[c] = the sum of part[b, c] over b < blocks (partial rows written by another kernel, e.g.
+// fp8_quantize's col_part), in column_sums' fixed order.
+void column_sums_of_partials(const float* part, int64_t blocks, int N, float* out, cudaStream_t stream);
 
 // Gradients of ln_modulate given gy (contiguous [rows,H], dtype t): gx (tx), gscale (t, contiguous)
 // and, with an affine, partial sums for w and b: gw_part/gb_part [ln_modulate_partial_rows(rows), H]
@@ -124,9 +127,13 @@ void fp8_amax(DType t, const void* x, int64_t n, unsigned* amax_bits, cudaStream
 // x [rows, cols] contiguous (cols % 16 == 0, 16-byte aligned: fp8_quantize_supported) quantised with
 // the scale amax_bits implies, into out [rows_pad, cols] and/or out_t [cols, rows_pad] (the
 // transposed layout; either may be null), rows past `rows` up to rows_pad written as zeros; scale_inv
-// (one float) receives amax / largest.
+// (one float) receives amax / largest. col_part (may be null): x's float32 column sums over each
+// tile of rows, [fp8_quantize_row_tiles(rows_pad), cols] (column_sums_of_partials adds them up) —
+// a gradient's bias gradient from the pass that reads it anyway.
 bool fp8_quantize_supported(const void* x, int64_t cols);
+int64_t fp8_quantize_row_tiles(int64_t rows_pad);
 void fp8_quantize(DType t, Fp8Format f, const void* x, int64_t rows, int64_t rows_pad, int64_t cols,
-                  const unsigned* amax_bits, uint8_t* out, uint8_t* out_t, float* scale_inv, cudaStream_t stream);
+                  const unsigned* amax_bits, uint8_t* out, uint8_t* out_t, float* scale_inv, float* col_part,
+                  cudaStream_t stream);
 
 }  // namespace rar::kernels

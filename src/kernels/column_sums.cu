@@ -85,6 +85,11 @@ bool column_sums_supported(const void* g, int64_t rows, int64_t N) {
 
 int64_t column_sums_partial_rows(int64_t rows) { return std::min<int64_t>(rows, kColumnSumBlocks); }
 
+void column_sums_of_partials(const float* part, int64_t blocks, int N, float* out, cudaStream_t stream) {
+  column_sums_total<<<(N + 31) / 32, dim3(32, kTotalLanes), 0, stream>>>(part, static_cast<int>(blocks), N, out);
+  check_launch("column_sums_total");
+}
+
 void column_sums(const void* g, int64_t rows, int N, float* part, float* out, cudaStream_t stream) {
   if (!column_sums_supported(g, rows, N)) throw std::runtime_error("column_sums: N not a multiple of 8 up to 8192, or g not 16-byte aligned");
   const unsigned tx = column_threads(N), R = std::max(1u, 1024u / tx);

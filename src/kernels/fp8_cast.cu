@@ -77,11 +77,14 @@ __host__ __device__ constexpr float largest() {
   return F == Fp8Format::e4m3 ? 448.f : 57344.f;
 }
 
+// col_part (may be null): the tile's float32 column sums of x, one row of [gridDim.x, cols] per row
+// tile — thread t adds its four rows' values in row order, then thread c < 64 adds the 32 row lanes'
+// sums of its column in lane order (a fixed order: the same bits every run).
 template <typename T, Fp8Format F>
 __global__ void __launch_bounds__(256)
     quantize_kernel(const T* __restrict__ x, int64_t rows, int64_t rows_pad, int64_t cols,
                     const unsigned* __restrict__ amax_bits, uint8_t* __restrict__ out, uint8_t* __restrict__ out_t,
-                    float* __restrict__ scale_inv) {
+                    float* __restrict__ scale_inv, float* __restrict__ col_part) {
   __shared__ __align__(16) uint8_t tile[kTileRows][kPitch];
   float amax = __uint_as_float(*amax_bits);
   if (amax < 1e-30f) amax = 1e-30f;  // all zeros: a finite scale (a NaN amax stays NaN)
@@ -90,6 +93,7 @@ __global__ void __launch_bounds__(256)
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kTileRows, c0 = static_cast<int64_t>(blockIdx.y) * kTileCols;
   const int vec = threadIdx.x % 8;
   const int64_t c = c0 + 8 * vec;
+  float sums[8] = {};
 #pragma unroll
   for (int k = 0; k < kTileRows / 32; ++k) {
     const int tr = threadIdx.x / 8 + 32 * k;
@@ -99,12 +103,26 @@ __global__ void __launch_bounds__(256)
       float f[8];
       load8(x + r * cols + c, f);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) b[j] = to_fp8<F>(__fmul_rn(f[j], scale));
+      for (int j = 0; j < 8; ++j) {
+        b[j] = to_fp8<F>(__fmul_rn(f[j], scale));
+        sums[j] += f[j];
+      }
     }
     uint2 packed;
     memcpy(&packed, b, 8);
     *reinterpret_cast<uint2*>(&tile[tr][8 * vec]) = packed;
     if (out && r < rows_pad && c < cols) *reinterpret_cast<uint2*>(out + r * cols + c) = packed;
+  }
+  if (col_part) {  // the same for every thread of the grid
+    __shared__ float lanes[32][kTileCols + 1];  // [row lane][column]; the pitch spreads a column's banks
+#pragma unroll
+    for (int j = 0; j < 8; ++j) lanes[threadIdx.x / 8][8 * vec + j] = sums[j];
+    __syncthreads();
+    if (threadIdx.x < kTileCols && c0 + threadIdx.x < cols) {
+      float s = 0.f;
+      for (int y = 0; y < 32; ++y) s += lanes[y][threadIdx.x];
+      col_part[static_cast<int64_t>(blockIdx.x) * cols + c0 + threadIdx.x] = s;
+    }
   }
   if (!out_t) return;
   __syncthreads();
@@ -155,17 +173,20 @@ void fp8_amax(DType t, const void* x, int64_t n, unsigned* amax_bits, cudaStream
 
 bool fp8_quantize_supported(const void* x, int64_t cols) { return cols > 0 && cols % 16 == 0 && aligned(x, 16); }
 
+int64_t fp8_quantize_row_tiles(int64_t rows_pad) { return (rows_pad + kTileRows - 1) / kTileRows; }
+
 void fp8_quantize(DType t, Fp8Format f, const void* x, int64_t rows, int64_t rows_pad, int64_t cols,
-                  const unsigned* amax_bits, uint8_t* out, uint8_t* out_t, float* scale_inv, cudaStream_t stream) {
+                  const unsigned* amax_bits, uint8_t* out, uint8_t* out_t, float* scale_inv, float* col_part,
+                  cudaStream_t stream) {
   if (!fp8_quantize_supported(x, cols) || rows_pad % 16 || rows_pad < rows)
     throw std::runtime_error("fp8_quantize: cols must be a multiple of 16, x 16-byte aligned, rows_pad a multiple of 16");
-  const dim3 grid(static_cast<unsigned>((rows_pad + kTileRows - 1) / kTileRows),
+  const dim3 grid(static_cast<unsigned>(fp8_quantize_row_tiles(rows_pad)),
                   static_cast<unsigned>((cols + kTileCols - 1) / kTileCols));
   auto launch = [&](auto tag, auto fmt) {
     using T = decltype(tag);
     constexpr Fp8Format F = decltype(fmt)::value;
     quantize_kernel<T, F><<<grid, 256, 0, stream>>>(static_cast<const T*>(x), rows, rows_pad, cols, amax_bits, out,
-                                                    out_t, scale_inv);
+                                                    out_t, scale_inv, col_part);
   };
   using E4 = std::integral_constant<Fp8Format, Fp8Format::e4m3>;
   using E5 = std::integral_constant<Fp8Format, Fp8Format::e5m2>;

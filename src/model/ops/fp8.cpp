@@ -95,13 +95,18 @@ torch::Tensor fp8_forward(const Fp8Tensor& a, const Fp8Tensor& w, const torch::T
 
 Fp8Grads fp8_grads(const torch::Tensor& g, const Fp8Tensor& a, const Fp8Tensor& w, at::ScalarType input_dtype,
                    OpPath path) {
-  const auto gq = to_fp8(g, torch::kFloat8_e5m2, Fp8Layout::both, path);
+  // The bias gradient (g's column sums) comes out of the fused cast's pass over g, which reads g anyway.
+  torch::Tensor bias;
+  auto fused_cast = path == OpPath::fused ? fused::fp8_quantize(g, torch::kFloat8_e5m2, Fp8Layout::both, &bias)
+                                          : std::nullopt;
+  const auto gq = fused_cast ? *fused_cast : to_fp8(g, torch::kFloat8_e5m2, Fp8Layout::both, path);
+  if (!fused_cast) bias = bias_gradient(g, path);
   // g·W: W [N, K] as the column-major right operand is Wᵀ stored row-major (data_t)
   auto input = at::_scaled_mm(gq.data, w.data_t.t(), gq.scale_inv, w.scale_inv, std::nullopt, std::nullopt,
                               input_dtype, false);
   auto weight = at::_scaled_mm(gq.data_t, a.data_t.t(), gq.scale_inv, a.scale_inv, std::nullopt, std::nullopt,
                                torch::kFloat32, false);
-  return {input.narrow(0, 0, gq.rows), weight, bias_gradient(g, path)};
+  return {input.narrow(0, 0, gq.rows), weight, bias};
 }
 
 bool fp8_product_fits(const torch::Tensor& x, const torch::Tensor& w) {

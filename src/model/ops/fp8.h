@@ -40,8 +40,8 @@ int64_t fp8_rows_padded(int64_t rows);  // the next multiple of 16
 torch::Tensor fp8_forward(const Fp8Tensor& a, const Fp8Tensor& w, const torch::Tensor& bias, at::ScalarType out);
 // Its gradients from the output gradient g [a.rows, N] (contiguous, in the product's dtype), g cast
 // to e5m2 here: a's = g·W in `input_dtype` (reads w.data_t), W's = gᵀ·a in float32 (reads a.data_t;
-// padded rows are zeros on both sides: they add nothing), b's = g's column sums in float32
-// (bias_gradient, block_ops.h).
+// padded rows are zeros on both sides: they add nothing), b's = g's column sums in float32 (on the
+// fused path by the cast's own pass over g, else bias_gradient, block_ops.h).
 struct Fp8Grads {
   torch::Tensor input, weight, bias;
 };

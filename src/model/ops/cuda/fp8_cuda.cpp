@@ -7,7 +7,8 @@
 
 namespace rar::model::fused {
 
-std::optional<Fp8Tensor> fp8_quantize(const torch::Tensor& t, at::ScalarType format, Fp8Layout layout) {
+std::optional<Fp8Tensor> fp8_quantize(const torch::Tensor& t, at::ScalarType format, Fp8Layout layout,
+                                      torch::Tensor* column_sums) {
   if (!t.is_cuda() || t.dim() != 2 || !kernel_dtype(t)) return std::nullopt;
   const auto x = t.contiguous();
   const int64_t rows = x.size(0), cols = x.size(1), rows_pad = fp8_rows_padded(rows);
@@ -21,11 +22,19 @@ std::optional<Fp8Tensor> fp8_quantize(const torch::Tensor& t, at::ScalarType for
   const auto o = x.options().dtype(format);
   if (layout != Fp8Layout::transposed) r.data = torch::empty({rows_pad, cols}, o);
   if (layout != Fp8Layout::rows) r.data_t = torch::empty({cols, rows_pad}, o);
-  r.scale_inv = torch::empty({}, x.options().dtype(torch::kFloat32));
+  const auto f32 = x.options().dtype(torch::kFloat32);
+  r.scale_inv = torch::empty({}, f32);
+  torch::Tensor part;
+  if (column_sums) part = torch::empty({K::fp8_quantize_row_tiles(rows_pad), cols}, f32);
   K::fp8_quantize(kdt(x), format == torch::kFloat8_e5m2 ? K::Fp8Format::e5m2 : K::Fp8Format::e4m3, x.data_ptr(), rows,
                   rows_pad, cols, amax_bits, r.data.defined() ? static_cast<uint8_t*>(r.data.data_ptr()) : nullptr,
                   r.data_t.defined() ? static_cast<uint8_t*>(r.data_t.data_ptr()) : nullptr,
-                  r.scale_inv.data_ptr<float>(), stream());
+                  r.scale_inv.data_ptr<float>(), part.defined() ? part.data_ptr<float>() : nullptr, stream());
+  if (column_sums) {
+    *column_sums = torch::empty({cols}, f32);
+    K::column_sums_of_partials(part.data_ptr<float>(), part.size(0), static_cast<int>(cols),
+                               column_sums->data_ptr<float>(), stream());
+  }
   return r;
 }
 
