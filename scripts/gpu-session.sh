@@ -7,8 +7,8 @@
 # .devrun/demo too when ARMS trains — or .devrun/demo.tgz in place of both, which fits beside the
 # tracked files where the four unpacked exceed the device's 64 MiB) until it prints "session: done";
 # each call stops by CALL_SECONDS (default 540) and says what is pending.
-#   export OUT; [ARMS="random a25-50"] CALL_SECONDS=540 [LATENCY=0] [QUICK=0] [GEN=g.safetensors] [SANITIZE=1]
-#     [TARGETS=1] [ADM=1] [TRAIN=1] scripts/gpu-session.sh
+#   export OUT; [ARMS="random a25-50"] [CODES=256] [CUDA_TESTS_FIRST=1] CALL_SECONDS=540 [LATENCY=0] [QUICK=0]
+#     [GEN=g.safetensors] [SANITIZE=1] [TARGETS=1] [ADM=1] [TRAIN=1] scripts/gpu-session.sh
 # (the device tool's $OUT must be exported: only what lands there comes back)
 # State lives in /tmp/session (markers) and /tmp/ann (the arms): a call never waits on a process
 # list (a pattern there can match the caller's own command line), only on files.
@@ -29,8 +29,17 @@ export RAR_DATASETS_DIR=$PWD/.devrun/dstest RAR_SHARED_DIR=$PWD/.devrun/shared
 
 # 1. the binary, then the arms in the background (its own session: it outlives this call);
 # ARMS="" (nothing to train): the build, the suite, the latency table and the options below only
+# CUDA_TESTS_FIRST=1: the whole build and the CUDA tests (*Cuda*:Fp8*) before the arms, which start
+# only if those pass (code no GPU has run yet decides whether the arms' minutes are worth spending)
 if [ ! -f "$ST/started" ]; then
-  make gpu JOBS=16 GPU_TARGET=rar > "$OUT/build-rar.log" 2>&1 || { tail -30 "$OUT/build-rar.log"; exit 1; }
+  make gpu JOBS=16 GPU_TARGET=$([ "${CUDA_TESTS_FIRST:-0}" = 1 ] || echo rar) > "$OUT/build-rar.log" 2>&1 ||
+    { tail -30 "$OUT/build-rar.log"; exit 1; }
+  if [ "${CUDA_TESTS_FIRST:-0}" = 1 ] && [ -n "$(echo $ARMS)" ]; then
+    (cd build-gpu && timeout 400 ./rar_tests --gtest_filter='*Cuda*:Fp8*' > "$OUT/cuda-tests.log" 2>&1)
+    rc=$?
+    say "CUDA tests rc $rc"; grep -E "^\[  (PASSED|FAILED)|Failure" -A3 "$OUT/cuda-tests.log" | head -30
+    [ "$rc" = 0 ] || { say "arms not started: a CUDA test failed"; echo 1 > "$ST/arms-rc"; touch "$ST/packed" "$ST/started"; }
+  fi
   [ -n "$(echo $ARMS)" ] || { echo 0 > "$ST/arms-rc"; touch "$ST/packed" "$ST/started"; }
 fi
 if [ ! -f "$ST/started" ] && [ ! -f "$ST/arms-rc" ]; then
