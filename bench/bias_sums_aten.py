@@ -9,21 +9,10 @@ Usage: python3 bench/bias_sums_aten.py [rar_b rar_xl]"""
 import sys
 import torch
 
+from fp8_products import timed  # beside this file: CUDA-event timing after three warm-up calls
+
 PRESETS = {"rar_b": (768, 24), "rar_l": (1024, 24), "rar_xl": (1280, 32)}
 M = 64 * 258
-
-
-def timed(f, iters=20):
-    for _ in range(3):
-        f()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(iters):
-        f()
-    b.record()
-    torch.cuda.synchronize()
-    return a.elapsed_time(b) / iters
 
 
 def main():
