@@ -4,7 +4,8 @@
 # Usage: [REPEATS=3] [QUICK=1] bench/gpu_train.sh build-gpu/rar
 #   QUICK=1: the training round's rows only (batch 64: rar_b, rar_xl, rar_xl with 12/32 recomputed, and the
 #   eager step beside each captured one; rar_xl recomputing fc1's output, alone and with 4 or 6 blocks recomputed;
-#   the fp8 rows of rar_b and rar_xl)
+#   the fp8 rows of rar_b and rar_xl); QUICK=targets: the training round's target rows alone (rar_b, rar_xl,
+#   rar_xl at <= 34 GiB by its fastest measured route, rar_xl in fp8)
 set -u
 RAR=${1:-build-gpu/rar}
 REPEATS=${REPEATS:-3}
@@ -15,6 +16,13 @@ row() {
 }
 echo "| model | batch | precision | ms/step | sequences/s | tokens/s | TFLOP/s | peak GiB |"
 echo "|---|---|---|---|---|---|---|---|"
+if [ "${QUICK:-0}" = targets ]; then
+  row --preset rar_b --batch 64
+  row --preset rar_xl --batch 64
+  row --preset rar_xl --batch 64 --recompute-mlp --checkpoint-layers 6
+  row --preset rar_xl --batch 64 --fp8
+  exit 0
+fi
 row --preset rar_b --batch 64
 row --preset rar_b --batch 64 --no-graph
 row --preset rar_xl --batch 64
