@@ -31,7 +31,9 @@ void bench_train(const TrainBench& b) {
   g->recompute_layers = std::min(b.recompute_layers, cfg.layers);
   g->set_recompute_mlp(b.recompute_mlp);
   g->use_path(b.plain ? model::OpPath::plain : model::OpPath::fused);
-  g->use_fp8(b.fp8);
+  check(b.fp8_scaling == "current" || b.fp8_scaling == "delayed", "--fp8-scaling: current or delayed, got '",
+        b.fp8_scaling, "'");
+  g->use_fp8(b.fp8, b.fp8_scaling == "delayed" ? 16 : 0);
   g->to(device);
   g->train();
   training::AdamWOptions ao;
@@ -50,6 +52,7 @@ void bench_train(const TrainBench& b) {
   training::GradientStep gs(g, params, {run.precision == "bf16" && device.is_cuda(), 1.0, why.empty()});
   auto step = [&](int64_t i) {
     gs.run(tokens, labels, training::draw_objective(run.batch, 0, run.batch, scan, 1.0, 0.1, 0, i)).cpu();  // the trainer's read-back
+    if (auto* h = g->fp8_history()) h->advance();  // as the trainer does after a step's backward
     opt.step(1e-4);
   };
   // the peak counts from before the first step: a captured step allocates its memory at capture
@@ -70,7 +73,7 @@ void bench_train(const TrainBench& b) {
                 "|---|---|---|---|---|---|---|---|\n");
   std::string mode = run.precision;
   if (b.plain) mode += " plain";
-  if (b.fp8) mode += " fp8";
+  if (b.fp8) mode += b.fp8_scaling == "delayed" ? " fp8 delayed" : " fp8";
   if (gs.graphed()) mode += " graph";
   if (g->recompute_layers > 0) mode += " ckpt " + cat(g->recompute_layers, "/", cfg.layers);
   if (g->recompute_mlp()) mode += " mlp-recompute";

@@ -116,8 +116,8 @@ void gelu_dropout_backward(DType t, const void* u, const uint8_t* bits, float sc
                            cudaStream_t stream);
 
 // ---------------------------------------------------------------- fp8 operands (fp8_cast.cu)
-// A product's operand in fp8 with one scale per tensor ("current" scaling, model/ops/fp8.h):
-// amax = max |x| over the tensor, scale = largest / max(amax, 1e-30), q = round(x · scale) saturated
+// A product's operand in fp8 with one scale per tensor (model/ops/fp8.h): amax = max |x| over the
+// tensor ("current" scaling) or a given magnitude ("delayed"), scale = largest / max(amax, 1e-30), q = round(x · scale) saturated
 // at +-largest (e4m3: 448, e5m2: 57344), scale_inv = amax / largest. Exactly the plain path's float32
 // arithmetic (correctly rounded division and product, round to nearest even).
 enum class Fp8Format { e4m3, e5m2 };
@@ -129,11 +129,12 @@ void fp8_amax(DType t, const void* x, int64_t n, unsigned* amax_bits, cudaStream
 // transposed layout; either may be null), rows past `rows` up to rows_pad written as zeros; scale_inv
 // (one float) receives amax / largest. col_part (may be null): x's float32 column sums over each
 // tile of rows, [fp8_quantize_row_tiles(rows_pad), cols] (column_sums_of_partials adds them up) —
-// a gradient's bias gradient from the pass that reads it anyway.
+// a gradient's bias gradient from the pass that reads it anyway. record (may be null): one uint32
+// holding a non-negative float's bits, atomically max'ed with max |x|'s bits (NaN wins).
 bool fp8_quantize_supported(const void* x, int64_t cols);
 int64_t fp8_quantize_row_tiles(int64_t rows_pad);
 void fp8_quantize(DType t, Fp8Format f, const void* x, int64_t rows, int64_t rows_pad, int64_t cols,
                   const unsigned* amax_bits, uint8_t* out, uint8_t* out_t, float* scale_inv, float* col_part,
-                  cudaStream_t stream);
+                  unsigned* record, cudaStream_t stream);
 
 }  // namespace rar::kernels

@@ -1,6 +1,7 @@
 // fp8_cast.cu — a training product's operand in fp8 (declared in block_kernels.h; the plain path
-// it is tested against is model/ops/fp8.cpp's): one pass for the tensor's largest magnitude, one
-// that scales, rounds and writes the layouts the scaled matmul wants. The scaled matmul takes its
+// it is tested against is model/ops/fp8.cpp's): one pass for the tensor's largest magnitude (current
+// scaling only), one that scales, rounds and writes the layouts the scaled matmul wants (and, for
+// delayed scaling, records the largest magnitude it saw). The scaled matmul takes its
 // left operand row-major and its right one column-major, so a weight gradient gᵀ·a needs g and a
 // transposed: the quantising pass writes the transposed layout from a shared-memory tile, in the
 // same pass as (or instead of) the row-major one — no fp8 transpose copies afterwards.
@@ -79,12 +80,14 @@ __host__ __device__ constexpr float largest() {
 
 // col_part (may be null): the tile's float32 column sums of x, one row of [gridDim.x, cols] per row
 // tile — thread t adds its four rows' values in row order, then thread c < 64 adds the 32 row lanes'
-// sums of its column in lane order (a fixed order: the same bits every run).
+// sums of its column in lane order (a fixed order: the same bits every run). record (may be null):
+// the tile's max |x| bits atomically max'ed into it (delayed scaling's history; amax_bits then points
+// at another element of it, which no block of this grid writes).
 template <typename T, Fp8Format F>
 __global__ void __launch_bounds__(256)
     quantize_kernel(const T* __restrict__ x, int64_t rows, int64_t rows_pad, int64_t cols,
                     const unsigned* __restrict__ amax_bits, uint8_t* __restrict__ out, uint8_t* __restrict__ out_t,
-                    float* __restrict__ scale_inv, float* __restrict__ col_part) {
+                    float* __restrict__ scale_inv, float* __restrict__ col_part, unsigned* __restrict__ record) {
   __shared__ __align__(16) uint8_t tile[kTileRows][kPitch];
   float amax = __uint_as_float(*amax_bits);
   if (amax < 1e-30f) amax = 1e-30f;  // all zeros: a finite scale (a NaN amax stays NaN)
@@ -94,6 +97,7 @@ __global__ void __launch_bounds__(256)
   const int vec = threadIdx.x % 8;
   const int64_t c = c0 + 8 * vec;
   float sums[8] = {};
+  unsigned m = 0;  // max |x| bits of this thread's values
 #pragma unroll
   for (int k = 0; k < kTileRows / 32; ++k) {
     const int tr = threadIdx.x / 8 + 32 * k;
@@ -106,12 +110,17 @@ __global__ void __launch_bounds__(256)
       for (int j = 0; j < 8; ++j) {
         b[j] = to_fp8<F>(__fmul_rn(f[j], scale));
         sums[j] += f[j];
+        m = max(m, abs_bits(f[j]));
       }
     }
     uint2 packed;
     memcpy(&packed, b, 8);
     *reinterpret_cast<uint2*>(&tile[tr][8 * vec]) = packed;
     if (out && r < rows_pad && c < cols) *reinterpret_cast<uint2*>(out + r * cols + c) = packed;
+  }
+  if (record) {  // the same for every thread of the grid (block_max synchronises the block)
+    m = block_max(m);
+    if (threadIdx.x == 0 && m) atomicMax(record, m);
   }
   if (col_part) {  // the same for every thread of the grid
     __shared__ float lanes[32][kTileCols + 1];  // [row lane][column]; the pitch spreads a column's banks
@@ -177,7 +186,7 @@ int64_t fp8_quantize_row_tiles(int64_t rows_pad) { return (rows_pad + kTileRows 
 
 void fp8_quantize(DType t, Fp8Format f, const void* x, int64_t rows, int64_t rows_pad, int64_t cols,
                   const unsigned* amax_bits, uint8_t* out, uint8_t* out_t, float* scale_inv, float* col_part,
-                  cudaStream_t stream) {
+                  unsigned* record, cudaStream_t stream) {
   if (!fp8_quantize_supported(x, cols) || rows_pad % 16 || rows_pad < rows)
     throw std::runtime_error("fp8_quantize: cols must be a multiple of 16, x 16-byte aligned, rows_pad a multiple of 16");
   const dim3 grid(static_cast<unsigned>(fp8_quantize_row_tiles(rows_pad)),
@@ -186,7 +195,7 @@ void fp8_quantize(DType t, Fp8Format f, const void* x, int64_t rows, int64_t row
     using T = decltype(tag);
     constexpr Fp8Format F = decltype(fmt)::value;
     quantize_kernel<T, F><<<grid, 256, 0, stream>>>(static_cast<const T*>(x), rows, rows_pad, cols, amax_bits, out,
-                                                    out_t, scale_inv, col_part);
+                                                    out_t, scale_inv, col_part, record);
   };
   using E4 = std::integral_constant<Fp8Format, Fp8Format::e4m3>;
   using E5 = std::integral_constant<Fp8Format, Fp8Format::e5m2>;

@@ -15,6 +15,7 @@
 
 #include <torch/torch.h>
 
+#include "model/fp8_history.h"
 #include "model/generator_config.h"
 #include "model/ops/fused.h"
 
@@ -42,6 +43,7 @@ struct AttentionImpl : torch::nn::Module {
   double attn_drop;
   OpPath path = OpPath::fused;  // the ops' path (GeneratorImpl::use_path sets every module's)
   bool fp8 = false;             // qkv and proj in fp8 in training (GeneratorImpl::use_fp8)
+  Fp8Rows fp8_rows;             // their operands' delayed scaling (the block's rows; none for current)
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   torch::nn::LayerNorm q_norm{nullptr}, k_norm{nullptr};
 };
@@ -59,6 +61,7 @@ struct MlpImpl : torch::nn::Module {
   // GeneratorImpl::set_recompute_mlp sets every block's).
   bool recompute_hidden = false;
   bool fp8 = false;  // fc1 and fc2 in fp8 in training (GeneratorImpl::use_fp8)
+  Fp8Rows fp8_rows;  // their operands' delayed scaling
 };
 TORCH_MODULE(Mlp);
 
@@ -76,6 +79,7 @@ struct BlockImpl : torch::nn::Module {
   double dropout = 0;
   OpPath path = OpPath::fused;
   bool fp8 = false;  // the adaLN products in fp8 in training (GeneratorImpl::use_fp8)
+  Fp8Rows fp8_rows;  // their operands' delayed scaling
 };
 TORCH_MODULE(Block);
 
@@ -105,8 +109,13 @@ struct GeneratorImpl : torch::nn::Module {
   // `training.fp8`: the blocks' products (adaLN, qkv, proj, fc1, fc2) in fp8 in training (model/ops/fp8.h).
   // Decided by training mode, not grad mode, so a recomputed block's recomputation repeats its
   // first forward; evaluation and sampling keep the products in the model's dtype.
-  void use_fp8(bool on);
+  // delayed_history > 0 (`training.fp8_scaling: delayed`, `training.fp8_amax_history`): delayed
+  // scaling over that many steps (model/fp8_history.h; the history is new, holding no step); 0:
+  // current scaling.
+  void use_fp8(bool on, int64_t delayed_history = 0);
   bool fp8() const { return fp8_; }
+  // Delayed scaling's history (null without it): a training step advances it after its backward.
+  Fp8History* fp8_history() const { return fp8_history_.get(); }
 
   // Class ids [B] -> condition token ids (DESIGN §3.1); drop[b] (optional bool [B]) selects the null class.
   torch::Tensor condition_tokens(const torch::Tensor& classes, const torch::Tensor& drop = {}) const;
@@ -156,6 +165,7 @@ struct GeneratorImpl : torch::nn::Module {
  private:
   OpPath path_ = OpPath::fused;
   bool fp8_ = false;
+  std::shared_ptr<Fp8History> fp8_history_;
   bool recompute_mlp_ = false;
   // DESIGN §3.6: the L blocks over new positions h, c [B,N,H] (appending to the cache if given).
   torch::Tensor run_blocks(torch::Tensor h, const torch::Tensor& c, KVCache* cache);

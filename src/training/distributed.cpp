@@ -297,6 +297,17 @@ void DataParallel::sum_(torch::Tensor& t) {
 #endif
 }
 
+void DataParallel::max_(torch::Tensor& t) {
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+  if (!impl_->pg) return;
+  std::vector<at::Tensor> v = {t.contiguous()};
+  c10d::AllreduceOptions o;
+  o.reduceOp = c10d::ReduceOp::MAX;
+  impl_->pg->allreduce(v, o)->wait();
+  if (!v[0].is_same(t)) t.copy_(v[0]);
+#endif
+}
+
 torch::Tensor DataParallel::all_gather(const torch::Tensor& t) {
   if (env_.world == 1) return t.unsqueeze(0).clone();
 #if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)

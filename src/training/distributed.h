@@ -62,6 +62,8 @@ class DataParallel {
   int64_t overlapped() const { return last_overlapped_; }
   // Sums a tensor across ranks, in place on the device (no host synchronisation).
   void sum_(torch::Tensor& t);
+  // The elementwise max across ranks, in place (t may be a view).
+  void max_(torch::Tensor& t);
   void barrier();
   // Every rank's `t` (the same shape and dtype on every rank), stacked [world, ...], on t's device.
   torch::Tensor all_gather(const torch::Tensor& t);

@@ -109,10 +109,15 @@ training:
   cuda_graph: true                    # ours: capture each step in a CUDA graph where it can be (one process, no accumulation, no recomputed blocks)
   fused_kernels: true                 # ours: the fused CUDA kernels of the block's memory-bound steps (false: the plain LibTorch path, the reference)
   fp8: false                          # ours: the blocks' products (adaLN, qkv, proj, fc1, fc2) in fp8 (e4m3 inputs and weights, e5m2 gradients, one scale per tensor; Hopper)
+  fp8_scaling: current                # ours: fp8 scales from each tensor's own largest magnitude (current: one more pass over it) or from its largest over the last steps (delayed)
+  fp8_amax_history: 16                # ours: the steps delayed scaling looks back over
 )";
 }
 
 namespace {
+
+// Delayed fp8 scaling's history in a checkpoint's optimizer file (model/fp8_history.h).
+const std::string kFp8HistoryKey = "fp8.amax_history";
 
 model::GeneratorConfig generator_config_of(const Config& c) {
   model::GeneratorConfig g;
@@ -148,6 +153,7 @@ struct RarSettings {
   double ddp_bucket_mb = 25;
   bool ddp_bf16 = false, ddp_exact = true;
   bool cuda_graph = true, fused_kernels = true, fp8 = false;
+  int64_t fp8_delayed_history = 0;  // delayed fp8 scaling over this many steps (0: current scaling)
 
   static RarSettings from(const Config& c) {
     RarSettings s;
@@ -187,6 +193,14 @@ struct RarSettings {
     s.cuda_graph = c.get_bool("training.cuda_graph");
     s.fused_kernels = c.get_bool("training.fused_kernels", true);
     s.fp8 = c.get_bool("training.fp8", false);
+    const std::string scaling = c.get_string("training.fp8_scaling", "current");
+    check(scaling == "current" || scaling == "delayed", "training.fp8_scaling: expected current or delayed, got '",
+          scaling, "'");
+    if (scaling == "delayed") {
+      s.fp8_delayed_history = c.get_int("training.fp8_amax_history", 16);
+      check(s.fp8_delayed_history >= 1 && s.fp8_delayed_history <= 4096,
+            "training.fp8_amax_history: expected 1 to 4096 steps, got ", s.fp8_delayed_history);
+    }
     s.ddp_exact = c.get_bool("training.ddp_exact");
     return s;
   }
@@ -203,7 +217,7 @@ model::Generator build_generator(const RarSettings& s, const torch::Device& devi
   }
   g->recompute_layers = s.recomputed_layers;
   g->set_recompute_mlp(s.recompute_mlp);
-  g->use_fp8(s.fp8);
+  g->use_fp8(s.fp8, s.fp8_delayed_history);
   g->to(device);
   g->train();
   dp.broadcast(g->parameters());
@@ -254,6 +268,13 @@ class RarJob final : public TrainingJob {
     }
     opt_.load_state(ck.optimizer);
     for (auto& [n, t] : ema_) t.copy_(ck.optimizer.at("ema." + n));
+    if (auto* h = g_->fp8_history()) {
+      if (ck.optimizer.has(kFp8HistoryKey))
+        h->load(ck.optimizer.at(kFp8HistoryKey), dir + ": " + kFp8HistoryKey);
+      else
+        std::fprintf(stderr, "%s: the checkpoint holds no fp8 amax history: delayed scaling starts anew (its first "
+                     "step scales each tensor by its own largest magnitude)\n", dir.c_str());
+    }
     // the log window the checkpoint fell into (its row, written after the resume, covers it whole)
     const auto w = ck.state.value("log_window", nlohmann::json::object());
     acc_loss_ = w.value("loss", 0.0), acc_correct_ = w.value("correct", 0.0), acc_tokens_ = w.value("tokens", 0.0);
@@ -333,7 +354,7 @@ class RarJob final : public TrainingJob {
             " processes, resumed with ", world, ": the dropout masks come from each process's own random stream, "
             "so the run cannot continue exactly; resume with ", saved_world, " processes (or train with dropout 0)");
     if (ck) restore(*ck, dir);
-    if (world > 1) {  // the main rank's weights, moments and EMA to every rank
+    if (world > 1) {  // the main rank's weights, moments, EMA and fp8 history to every rank
       torch::NoGradGuard ng;
       dp_.broadcast(params_);
       dp_.broadcast(opt_.state_tensors());
@@ -341,6 +362,10 @@ class RarJob final : public TrainingJob {
       for (auto& [n, t] : ema_) ema.push_back(t);
       dp_.broadcast(ema);
       opt_.set_steps(h[5]);
+      if (auto* fh = g_->fp8_history()) {
+        const bool primed = dp_.from_main(torch::tensor({int64_t{fh->primed()}}, torch::kInt64)).item<int64_t>() != 0;
+        if (primed) fh->load(dp_.from_main(fh->state()), "the main rank's fp8 amax history");
+      }
     }
     // each rank's own random streams, where the checkpoint has them
     auto share = [&](torch::Tensor t, int64_t bytes) {
@@ -409,6 +434,14 @@ class RarJob final : public TrainingJob {
       announced_buckets_ = true;
       packed = StepNumbers::pack(loss_sum / static_cast<double>(s_.accum), correct_sum,
                                  clip_grad_norm_(params_, s_.run.max_grad_norm));
+    }
+    // delayed fp8 scaling: the step's records, every rank's max, become the history's newest step
+    if (auto* h = g_->fp8_history()) {
+      if (dp_.world() > 1) {
+        auto records = h->records();
+        dp_.max_(records);
+      }
+      h->advance();
     }
     if (dp_.world() > 1) {
       const StopFlags mine = local_flags();
@@ -479,6 +512,7 @@ class RarJob final : public TrainingJob {
     ck.optimizer = opt_.state();
     for (auto& [n, t] : ema_) ck.optimizer.set("ema." + n, t.cpu());
     for (const auto& n : all.names()) ck.optimizer.set(n, all.at(n));
+    if (auto* h = g_->fp8_history(); h && h->primed()) ck.optimizer.set(kFp8HistoryKey, h->state());
     ck.state = {{"data_position", sampler_.position()}, {"kind", "rar"}, {"world_size", dp_.world()},
                 {"global_batch", global_batch_}, {"train_data", train_.identity()},
                 {"val_data", val_ ? val_->identity() : nlohmann::json(nullptr)},

@@ -77,7 +77,9 @@ torch::Tensor GradientStep::eager(const torch::Tensor& tokens, const torch::Tens
 
 torch::Tensor GradientStep::run(const torch::Tensor& tokens, const torch::Tensor& labels, const ObjectiveDraws& d) {
   const auto device = params_.at(0).device();
-  if (!options_.cuda_graph) return eager(tokens.to(device), labels.to(device), d);
+  // Delayed fp8 scaling's first step scales each tensor by its own magnitude: not the step to capture.
+  const bool priming = g_->fp8_history() && !g_->fp8_history()->primed();
+  if (!options_.cuda_graph || (priming && !graph_)) return eager(tokens.to(device), labels.to(device), d);
   if (!graph_) {
     // the input buffers of every replay, shaped by the first batch
     tokens_ = tokens.to(device, torch::kInt64, /*non_blocking=*/false, /*copy=*/true);

@@ -168,11 +168,12 @@ struct MlpRecomputeFn : torch::autograd::Function<MlpRecomputeFn> {
 // the transposed layout), a by the GELU + dropout kernel where the fused path takes it.
 // {a in fp8, whether the kernel ran}.
 std::pair<Fp8Tensor, bool> fp8_gelu_operand(const torch::Tensor& u, const torch::Tensor& bits, double p,
-                                            bool fused_path, Fp8Layout layout) {
+                                            bool fused_path, Fp8Layout layout, const Fp8Slot& slot) {
   const auto given = bits.numel() ? bits : torch::Tensor();
   const auto ka = fused_path ? fused::gelu_dropout_forward(u, given, p) : std::nullopt;
   const auto a = ka ? *ka : gelu_dropped(u, given, p);
-  return {to_fp8(a.reshape({-1, u.size(-1)}), torch::kFloat8_e4m3fn, layout, fused_path ? OpPath::fused : OpPath::plain),
+  return {to_fp8(a.reshape({-1, u.size(-1)}), torch::kFloat8_e4m3fn, layout, fused_path ? OpPath::fused : OpPath::plain,
+                 slot),
           ka.has_value()};
 }
 
@@ -189,9 +190,9 @@ torch::Tensor fp8_product(const Fp8Tensor& a, const Fp8Tensor& w, const torch::T
 std::array<torch::Tensor, 3> fp8_tail_grads(const torch::Tensor& g_out, const torch::Tensor& u, const Fp8Tensor& aq,
                                             const Fp8Tensor& wq, at::ScalarType w_dtype, at::ScalarType b_dtype,
                                             const torch::Tensor& bits_or_empty, double p, bool gelu_kernel,
-                                            OpPath path) {
+                                            OpPath path, const Fp8Slot& g_slot) {
   const auto g = g_out.to(u.scalar_type()).reshape({aq.rows, wq.data_t.size(1)}).contiguous();
-  const auto d = fp8_grads(g, aq, wq, u.scalar_type(), path);
+  const auto d = fp8_grads(g, aq, wq, u.scalar_type(), path, g_slot);
   return {gelu_dropout_input_grad(d.input, u, bits_or_empty, p, gelu_kernel), d.weight.to(w_dtype),
           d.bias.to(b_dtype)};
 }
@@ -206,14 +207,17 @@ Fp8Tensor transposed_at(const torch::autograd::variable_list& s, size_t i, int64
 }
 
 // GeluDropoutLinearFn with fc2 in fp8: keeps u, the mask, aᵀ and Wᵀ in fp8 (a is not recomputed
-// in backward: the weight gradient reads the forward's rounded copy).
+// in backward: the weight gradient reads the forward's rounded copy). Its scaling's rows are a
+// linear's (kFp8Linear...: a, W, the output's gradient).
 struct Fp8GeluDropoutLinearFn : torch::autograd::Function<Fp8GeluDropoutLinearFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor u, torch::Tensor w,
-                               torch::Tensor b, torch::Tensor bits, double p, bool fused_path) {
+                               torch::Tensor b, torch::Tensor bits, double p, bool fused_path, torch::Tensor slots,
+                               bool delayed) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto path = fused_path ? OpPath::fused : OpPath::plain;
-    const auto wq = to_fp8(w, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
-    const auto [aq, kernel] = fp8_gelu_operand(u, bits, p, fused_path, Fp8Layout::both);
+    const Fp8Scaling sc{slots, delayed};
+    const auto wq = to_fp8(w, torch::kFloat8_e4m3fn, Fp8Layout::both, path, sc.slot(kFp8LinearWeight));
+    const auto [aq, kernel] = fp8_gelu_operand(u, bits, p, fused_path, Fp8Layout::both, sc.slot(kFp8LinearInput));
     auto y = fp8_product(aq, wq, b, u.scalar_type(), u.sizes());
     std::vector<torch::Tensor> saved{u, bits};
     save_transposed(saved, aq);
@@ -224,6 +228,7 @@ struct Fp8GeluDropoutLinearFn : torch::autograd::Function<Fp8GeluDropoutLinearFn
     ctx->saved_data["fused"] = fused_path;
     ctx->saved_data["w_dtype"] = static_cast<int64_t>(w.scalar_type());
     ctx->saved_data["b_dtype"] = static_cast<int64_t>(b.scalar_type());
+    save_scaling(ctx, sc);
     return y;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -236,29 +241,33 @@ struct Fp8GeluDropoutLinearFn : torch::autograd::Function<Fp8GeluDropoutLinearFn
     auto [gu, gw, gb] = fp8_tail_grads(grads[0], u, aq, wq, static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt()),
                                        static_cast<at::ScalarType>(ctx->saved_data["b_dtype"].toInt()), s[1],
                                        ctx->saved_data["p"].toDouble(), ctx->saved_data["kernel"].toBool(),
-                                       ctx->saved_data["fused"].toBool() ? OpPath::fused : OpPath::plain);
-    return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+                                       ctx->saved_data["fused"].toBool() ? OpPath::fused : OpPath::plain,
+                                       saved_scaling(ctx).slot(kFp8LinearGrad));
+    return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
 // MlpRecomputeFn with fc1 and fc2 in fp8: keeps x in e4m3 (both layouts: fc1's forward again and
 // its weight gradient), both weights in fp8 and the mask; u, a and a's fp8 copy are recomputed in
-// backward by the forward's own calls (current scaling has no state: the same scales again), so the
-// values and gradients are those of the fp8 ops kept apart, bit for bit.
+// backward by the forward's own calls (the same scales again: current scaling has no state, and a
+// delayed one's scales change only between steps; the record sees the same magnitude twice), so
+// the values and gradients are those of the fp8 ops kept apart, bit for bit. Scaling rows kFp8Mlp...
 struct Fp8MlpRecomputeFn : torch::autograd::Function<Fp8MlpRecomputeFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor w1,
                                torch::Tensor b1, torch::Tensor w2, torch::Tensor b2, torch::Tensor bits, double p,
-                               bool fused_path) {
+                               bool fused_path, torch::Tensor slots, bool delayed) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto path = fused_path ? OpPath::fused : OpPath::plain;
     const auto dt = x.scalar_type();
     const int64_t H = x.size(-1);
-    const auto xq = to_fp8(x.reshape({-1, H}), torch::kFloat8_e4m3fn, Fp8Layout::both, path);
-    const auto w1q = to_fp8(w1, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
-    const auto w2q = to_fp8(w2, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
+    const Fp8Scaling sc{slots, delayed};
+    const auto fc1 = sc.rows(kFp8MlpFc1, kFp8LinearOperands), fc2 = sc.rows(kFp8MlpFc2, kFp8LinearOperands);
+    const auto xq = to_fp8(x.reshape({-1, H}), torch::kFloat8_e4m3fn, Fp8Layout::both, path, fc1.slot(kFp8LinearInput));
+    const auto w1q = to_fp8(w1, torch::kFloat8_e4m3fn, Fp8Layout::both, path, fc1.slot(kFp8LinearWeight));
+    const auto w2q = to_fp8(w2, torch::kFloat8_e4m3fn, Fp8Layout::both, path, fc2.slot(kFp8LinearWeight));
     const auto b1c = b1.to(dt);
     const auto u = fp8_product(xq, w1q, b1c, dt, x.sizes());
-    const auto [aq, kernel] = fp8_gelu_operand(u, bits, p, fused_path, Fp8Layout::both);
+    const auto [aq, kernel] = fp8_gelu_operand(u, bits, p, fused_path, Fp8Layout::both, fc2.slot(kFp8LinearInput));
     auto y = fp8_product(aq, w2q, b2, dt, x.sizes());
     ctx->save_for_backward({xq.data, xq.data_t, xq.scale_inv, w1q.data, w1q.data_t, w1q.scale_inv, w2q.data_t,
                             w2q.scale_inv, b1c, bits});
@@ -270,6 +279,7 @@ struct Fp8MlpRecomputeFn : torch::autograd::Function<Fp8MlpRecomputeFn> {
     ctx->saved_data["b1_dtype"] = static_cast<int64_t>(b1.scalar_type());
     ctx->saved_data["w2_dtype"] = static_cast<int64_t>(w2.scalar_type());
     ctx->saved_data["b2_dtype"] = static_cast<int64_t>(b2.scalar_type());
+    save_scaling(ctx, sc);
     return y;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -285,32 +295,38 @@ struct Fp8MlpRecomputeFn : torch::autograd::Function<Fp8MlpRecomputeFn> {
     const auto dt = b1c.scalar_type();
     const auto x_sizes = ctx->saved_data["x_sizes"].toIntVector();
     auto dtype = [&](const char* key) { return static_cast<at::ScalarType>(ctx->saved_data[key].toInt()); };
+    const auto sc = saved_scaling(ctx);
+    const auto fc1 = sc.rows(kFp8MlpFc1, kFp8LinearOperands), fc2 = sc.rows(kFp8MlpFc2, kFp8LinearOperands);
     // the forward's u and fc2's operand again (only the layout the weight gradient reads)
     const auto u = fp8_product(xq, w1q, b1c, dt, x_sizes);
-    const auto [aq, kernel] =
-        fp8_gelu_operand(u, bits, ctx->saved_data["p"].toDouble(), fused_path, Fp8Layout::transposed);
+    const auto [aq, kernel] = fp8_gelu_operand(u, bits, ctx->saved_data["p"].toDouble(), fused_path,
+                                               Fp8Layout::transposed, fc2.slot(kFp8LinearInput));
     auto [gu, gw2, gb2] = fp8_tail_grads(grads[0], u, aq, w2q, dtype("w2_dtype"), dtype("b2_dtype"), bits,
-                                         ctx->saved_data["p"].toDouble(), kernel, path);
-    const auto d = fp8_grads(gu.reshape({rows, u.size(-1)}), xq, w1q, dt, path);
+                                         ctx->saved_data["p"].toDouble(), kernel, path, fc2.slot(kFp8LinearGrad));
+    const auto d = fp8_grads(gu.reshape({rows, u.size(-1)}), xq, w1q, dt, path, fc1.slot(kFp8LinearGrad));
     return {d.input.view(x_sizes), d.weight.to(dtype("w1_dtype")), d.bias.to(dtype("b1_dtype")), gw2, gb2,
-            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
 // adaln_split6's two training products in fp8: x = SiLU(c) in e4m3 (its transposed layout kept for
 // the weight gradients), the two row groups of W cast each, the output gradients in e5m2; W's and
-// b's gradients in float32 in W's row order, x's summed from the two products in float32.
+// b's gradients in float32 in W's row order, x's summed from the two products in float32. Scaling
+// rows kFp8Adaln...
 struct Fp8AdalnSplitFn : torch::autograd::Function<Fp8AdalnSplitFn> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
-                                                torch::Tensor w, torch::Tensor b, bool fused_path) {
+                                                torch::Tensor w, torch::Tensor b, bool fused_path, torch::Tensor slots,
+                                                bool delayed) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto path = fused_path ? OpPath::fused : OpPath::plain;
     const auto dt = x.scalar_type();
-    const auto xq = to_fp8(x.reshape({-1, x.size(-1)}), torch::kFloat8_e4m3fn, Fp8Layout::both, path);
+    const Fp8Scaling sc{slots, delayed};
+    const auto xq =
+        to_fp8(x.reshape({-1, x.size(-1)}), torch::kFloat8_e4m3fn, Fp8Layout::both, path, sc.slot(kFp8AdalnInput));
     const auto [ws, wk] = adaln_split_rows(w);
     const auto [bs, bk] = adaln_split_rows(b);
-    const auto wsq = to_fp8(ws, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
-    const auto wkq = to_fp8(wk, torch::kFloat8_e4m3fn, Fp8Layout::both, path);
+    const auto wsq = to_fp8(ws, torch::kFloat8_e4m3fn, Fp8Layout::both, path, sc.slot(kFp8AdalnShiftWeight));
+    const auto wkq = to_fp8(wk, torch::kFloat8_e4m3fn, Fp8Layout::both, path, sc.slot(kFp8AdalnScaleWeight));
     std::vector<torch::Tensor> saved;
     for (const auto* q : {&xq, &wsq, &wkq}) save_transposed(saved, *q);
     ctx->save_for_backward(saved);
@@ -319,6 +335,7 @@ struct Fp8AdalnSplitFn : torch::autograd::Function<Fp8AdalnSplitFn> {
     ctx->saved_data["dtype"] = static_cast<int64_t>(dt);
     ctx->saved_data["w_dtype"] = static_cast<int64_t>(w.scalar_type());
     ctx->saved_data["b_dtype"] = static_cast<int64_t>(b.scalar_type());
+    save_scaling(ctx, sc);
     return {fp8_product(xq, wsq, bs, dt, x.sizes()), fp8_product(xq, wkq, bk, dt, x.sizes())};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -332,9 +349,11 @@ struct Fp8AdalnSplitFn : torch::autograd::Function<Fp8AdalnSplitFn> {
     const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
     torch::Tensor gw[2], gb[2], gx;
     const Fp8Tensor* wq[2] = {&wsq, &wkq};
+    const auto sc = saved_scaling(ctx);
+    const int64_t g_rows[2] = {kFp8AdalnShiftGrad, kFp8AdalnScaleGrad};
     for (int i = 0; i < 2; ++i) {
       const auto d = fp8_grads(grads[i].to(dt).reshape({rows, grads[i].size(-1)}).contiguous(), xq, *wq[i],
-                               torch::kFloat32, path);
+                               torch::kFloat32, path, sc.slot(g_rows[i]));
       gw[i] = d.weight;
       gb[i] = d.bias;
       gx = i == 0 ? d.input : gx + d.input;
@@ -342,7 +361,7 @@ struct Fp8AdalnSplitFn : torch::autograd::Function<Fp8AdalnSplitFn> {
     return {gx.to(dt).view(x_sizes),
             adaln_join_rows(gw[0], gw[1]).to(static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt())),
             adaln_join_rows(gb[0], gb[1]).to(static_cast<at::ScalarType>(ctx->saved_data["b_dtype"].toInt())),
-            torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -373,8 +392,10 @@ torch::Tensor unpack_bits(const torch::Tensor& bits, at::IntArrayRef sizes) {
   return m.narrow(0, 0, n).view(sizes);
 }
 
-torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path, bool fp8) {
-  if (fp8 && l.bias.defined() && fp8_product_fits(x, l.weight)) return fp8_linear(to_compute(x), l.weight, l.bias, path);
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path, bool fp8,
+                     const Fp8Scaling& scaling) {
+  if (fp8 && l.bias.defined() && fp8_product_fits(x, l.weight))
+    return fp8_linear(to_compute(x), l.weight, l.bias, path, scaling);
   if (path == OpPath::fused)
     if (auto y = fused::linear(l, x)) return *y;
   return at::linear(x, l.weight, l.bias);
@@ -442,51 +463,55 @@ torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Ten
 }
 
 torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& bits, double p,
-                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path, bool fp8) {
+                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path, bool fp8,
+                                         const Fp8Scaling& scaling) {
   const auto m = bits.defined() ? bits : torch::empty({0}, u.options().dtype(torch::kUInt8));
   if (fp8 && b.defined() && fp8_product_fits(u, w))
-    return Fp8GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused);
+    return Fp8GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused, scaling.slots, scaling.delayed);
   return GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused);
 }
 
 torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training,
-                                  OpPath path, bool fp8) {
+                                  OpPath path, bool fp8, const Fp8Scaling& scaling) {
   if (!training) return at::linear(at::gelu(u), fc2.weight, fc2.bias);
   // The mask is drawn the same way with or without gradients, so a recomputed block's
   // recomputation (gradients on) sees the mask its forward (gradients off) drew.
   const auto bits = dropout_bits(p > 0 ? u.numel() : 0, p, u.device(), path);
   // The same op (and kernels) with or without gradients, so that a recomputed block's recomputed
   // forward repeats its first forward exactly.
-  return gelu_dropout_linear_saving(u, bits, p, fc2.weight, fc2.bias, path, fp8);
+  return gelu_dropout_linear_saving(u, bits, p, fc2.weight, fc2.bias, path, fp8, scaling);
 }
 
 torch::Tensor mlp_recomputing_masked(const torch::Tensor& x, const torch::Tensor& bits, double p,
                                      const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2, OpPath path,
-                                     bool fp8) {
+                                     bool fp8, const Fp8Scaling& scaling) {
   const auto m = bits.defined() ? bits : torch::empty({0}, x.options().dtype(torch::kUInt8));
   if (fp8 && fc1.bias.defined() && fc2.bias.defined() && fp8_product_fits(x, fc1.weight) &&
       fc2.weight.size(1) % 16 == 0 && fc2.weight.size(0) % 16 == 0)
     return Fp8MlpRecomputeFn::apply(to_compute(x), fc1.weight, fc1.bias, fc2.weight, fc2.bias, m, p,
-                                    path == OpPath::fused);
+                                    path == OpPath::fused, scaling.slots, scaling.delayed);
   return MlpRecomputeFn::apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, m, p, path == OpPath::fused);
 }
 
 torch::Tensor mlp_recomputing(const torch::Tensor& x, const torch::nn::LinearImpl& fc1,
-                              const torch::nn::LinearImpl& fc2, double p, OpPath path, bool fp8) {
+                              const torch::nn::LinearImpl& fc2, double p, OpPath path, bool fp8,
+                              const Fp8Scaling& scaling) {
   // the mask drawn as gelu_dropout_linear draws it (fc1's product draws nothing): the same stream
   const int64_t n = x.numel() / x.size(-1) * fc1.weight.size(0);
-  return mlp_recomputing_masked(x, dropout_bits(p > 0 ? n : 0, p, x.device(), path), p, fc1, fc2, path, fp8);
+  return mlp_recomputing_masked(x, dropout_bits(p > 0 ? n : 0, p, x.device(), path), p, fc1, fc2, path, fp8,
+                                scaling);
 }
 
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
-                                          bool training, OpPath path, bool fp8) {
+                                          bool training, OpPath path, bool fp8, const Fp8Scaling& scaling) {
   if (!training) {
     auto m = at::linear(silu_c, lin.weight, lin.bias).chunk(6, -1);
     return {m[0], m[1], m[2], m[3], m[4], m[5]};
   }
   std::array<torch::Tensor, 2> products;  // {shifts [..,2H], the others [..,4H]}
   if (fp8 && lin.bias.defined() && fp8_product_fits(silu_c, lin.weight)) {
-    const auto out = Fp8AdalnSplitFn::apply(to_compute(silu_c), lin.weight, lin.bias, path == OpPath::fused);
+    const auto out = Fp8AdalnSplitFn::apply(to_compute(silu_c), lin.weight, lin.bias, path == OpPath::fused,
+                                            scaling.slots, scaling.delayed);
     products = {out[0], out[1]};
   } else if (auto r = path == OpPath::fused ? fused::adaln_split(lin, silu_c) : std::nullopt) {
     products = *r;

@@ -56,10 +56,11 @@ torch::Tensor gelu_dropout_backward(const torch::Tensor& u, const torch::Tensor&
 
 // ---- fp8 operands (model/ops/fp8.h)
 // t [rows, cols] (float32 or bf16 on CUDA, cols a multiple of 16) in fp8: the largest magnitude in
-// one kernel, the scaled, rounded layouts in another (kernels/fp8_cast.cu). column_sums (may be
-// null): also t's float32 column sums, added up by the second kernel as it reads t (deterministic).
+// one kernel (not with slot.scale_by: delayed scaling), the scaled, rounded layouts in another,
+// which also max'es the slot's record (kernels/fp8_cast.cu). column_sums (may be null): also t's
+// float32 column sums, added up by the second kernel as it reads t (deterministic).
 std::optional<Fp8Tensor> fp8_quantize(const torch::Tensor& t, at::ScalarType format, Fp8Layout layout,
-                                      torch::Tensor* column_sums = nullptr);
+                                      const Fp8Slot& slot = {}, torch::Tensor* column_sums = nullptr);
 
 // ---- decode ops (model/ops/decode_ops.h)
 std::optional<torch::Tensor> qk_norm_into_cache(const torch::Tensor& qkv, int64_t heads,

@@ -45,7 +45,7 @@ std::optional<torch::Tensor> gelu_dropout_forward(const torch::Tensor&, const to
 torch::Tensor gelu_dropout_backward(const torch::Tensor&, const torch::Tensor&, double, torch::Tensor&, bool) {
   fail("gelu_dropout_backward: no CUDA kernels in this build");  // unreachable: the forward never runs the kernel
 }
-std::optional<Fp8Tensor> fp8_quantize(const torch::Tensor&, at::ScalarType, Fp8Layout, torch::Tensor*) {
+std::optional<Fp8Tensor> fp8_quantize(const torch::Tensor&, at::ScalarType, Fp8Layout, const Fp8Slot&, torch::Tensor*) {
   return std::nullopt;
 }
 std::optional<torch::Tensor> qk_norm_into_cache(const torch::Tensor&, int64_t, const torch::nn::LayerNorm&,
