@@ -269,6 +269,250 @@ TEST(Fp8, GeneratorStepNearItsTwinAndRecomputationRepeatsIt) {
   EXPECT_TRUE(torch::equal(with, s.g->forward(s.tokens, s.labels, orders)));
 }
 
+// ---------------------------------------------------------------- delayed scaling
+
+namespace {
+float amax_of(const torch::Tensor& t) { return t.to(torch::kFloat32).abs().max().item<float>(); }
+// A fresh op's slots [n, 2]: column 0 the magnitudes to scale by, column 1 the records.
+torch::Tensor fresh_slots(int64_t n) { return torch::zeros({n, 2}); }
+}  // namespace
+
+// A delayed cast: the given magnitude maps onto the format's largest value (larger values saturate),
+// the record becomes max(record, the tensor's own largest magnitude), NaN winning; without the
+// magnitude (a history holding no step yet) it is the current cast, recorded.
+TEST(Fp8, DelayedCastScalesByTheGivenMagnitudeAndRecordsItsOwn) {
+  torch::manual_seed(11);
+  const auto t = 3 * torch::randn({37, 48});
+  const float own = amax_of(t);
+  auto slots = fresh_slots(1);
+  slots.index_put_({0, 0}, own / 2);  // half the largest: the largest values saturate
+  slots.index_put_({0, 1}, own / 4);  // a smaller record: replaced
+  const model::Fp8Scaling delayed{slots, true};
+  const auto q = model::to_fp8(t, torch::kFloat8_e4m3fn, model::Fp8Layout::both, kPlain, delayed.slot(0));
+  const auto by = torch::full({}, own / 2);
+  EXPECT_TRUE(torch::equal(q.scale_inv, by.div(448.0f)));
+  const auto expect = (t * torch::full({}, 448.0f).div(by)).clamp(-448, 448).to(torch::kFloat8_e4m3fn);
+  EXPECT_TRUE(same_bytes(q.data.narrow(0, 0, 37), expect));
+  EXPECT_TRUE(same_bytes(q.data_t, q.data.t().contiguous()));
+  EXPECT_GT(f64(q.data).abs().eq(448).sum().item<int64_t>(), 1);  // saturated, not infinite
+  EXPECT_EQ(slots[0][1].item<float>(), own);
+  EXPECT_EQ(slots[0][0].item<float>(), own / 2);  // the magnitude to scale by is only read
+  slots.index_put_({0, 1}, 2 * own);  // a larger record stays
+  model::to_fp8(t, torch::kFloat8_e4m3fn, model::Fp8Layout::rows, kPlain, delayed.slot(0));
+  EXPECT_EQ(slots[0][1].item<float>(), 2 * own);
+  // before the history holds a step: the current cast's bytes, recorded
+  auto priming = fresh_slots(1);
+  const auto p = model::to_fp8(t, torch::kFloat8_e5m2, model::Fp8Layout::both, kPlain,
+                               model::Fp8Scaling{priming, false}.slot(0));
+  const auto c = model::to_fp8(t, torch::kFloat8_e5m2, model::Fp8Layout::both, kPlain);
+  EXPECT_TRUE(same_bytes(p.data, c.data));
+  EXPECT_TRUE(torch::equal(p.scale_inv, c.scale_inv));
+  EXPECT_EQ(priming[0][1].item<float>(), own);
+  EXPECT_EQ(priming[0][0].item<float>(), 0.0f);
+  // a NaN operand's record is NaN (advance() then keeps the previous scale)
+  auto bad = t.clone();
+  bad.index_put_({3, 5}, std::nanf(""));
+  model::to_fp8(bad, torch::kFloat8_e4m3fn, model::Fp8Layout::rows, kPlain, delayed.slot(0));
+  EXPECT_TRUE(std::isnan(slots[0][1].item<float>()));
+}
+
+// The history: each operand scaled by the max of its last `length` steps' records; a non-finite
+// record enters as the operand's previous scale; records cleared at each step; a checkpoint's copy
+// (state, load) restores the scales exactly, and a copy of another shape is refused naming it.
+TEST(Fp8, HistoryScalesByItsLastStepsAndKeepsThroughACheckpoint) {
+  model::Fp8History h(2, 3);
+  EXPECT_EQ(h.operands(), 2 * model::Fp8History::kPerBlock);
+  EXPECT_EQ(model::Fp8History::kPerBlock, 17);  // qkv 3, proj 3, MLP 6, adaLN 5
+  EXPECT_FALSE(h.primed());
+  EXPECT_FALSE(h.scaling(0, 3, torch::kCPU).delayed);
+  const std::vector<float> steps = {1, 5, 2, 3, 0.5, INFINITY, NAN, 0.25};
+  const std::vector<float> scale = {1, 5, 5, 5, 3, 3, 3, 3};  // max over the last three (inf, NaN: the previous scale)
+  for (size_t i = 0; i < steps.size(); ++i) {
+    h.records().index_put_({7}, steps[i]);
+    h.records().index_put_({8}, 1.0f + static_cast<float>(i));
+    h.advance();
+    EXPECT_TRUE(h.primed());
+    const auto sc = h.scaling(0, h.operands(), torch::kCPU);
+    EXPECT_TRUE(sc.delayed);
+    EXPECT_EQ(sc.slots[7][0].item<float>(), scale[i]) << "step " << i;
+    EXPECT_EQ(sc.slots[8][0].item<float>(), 1.0f + static_cast<float>(i)) << "step " << i;  // growing: the newest
+    EXPECT_EQ(sc.slots[0][0].item<float>(), 0.0f);                                         // never recorded
+    EXPECT_EQ(h.records().abs().sum().item<float>(), 0.0f);
+  }
+  const auto saved = h.state();
+  ASSERT_EQ(saved.sizes(), (std::vector<int64_t>{h.operands(), 3}));
+  model::Fp8History back(2, 3);
+  back.load(saved, "ck/optimizer.safetensors: fp8.amax_history");
+  EXPECT_TRUE(back.primed());
+  EXPECT_TRUE(torch::equal(back.scaling(0, back.operands(), torch::kCPU).slots,
+                           h.scaling(0, h.operands(), torch::kCPU).slots));
+  model::Fp8History other(1, 3);
+  try {
+    other.load(saved, "ck/optimizer.safetensors: fp8.amax_history");
+    ADD_FAILURE() << "a history of another shape was loaded";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("ck/optimizer.safetensors: fp8.amax_history: expected"), std::string::npos)
+        << e.what();
+  }
+}
+
+// Every fp8 op records each of its operands in its own row (fp8.h's kFp8... rows): the linear's
+// input, weight and output gradient; the MLP tail's a = GELU(u)·mask, W and gradient; the
+// recomputing MLP's six, as fc1's linear and the tail op kept apart record them; the adaLN's input,
+// two weight groups and two gradients. While priming (no step in the history) the values are the
+// current-scaling ops' bit for bit; scaled by magnitudes from the history, the products are those of
+// the operands cast with those magnitudes.
+TEST(Fp8, DelayedOpsRecordEachOperandInItsRowAndScaleByIt) {
+  torch::manual_seed(12);
+  const int64_t H = 32, width = 64;
+  const double p = 0.25;
+  torch::nn::Linear fc1(H, width), fc2(width, H), ada(H, 6 * H);
+  {
+    torch::NoGradGuard ng;
+    ada->bias.normal_();
+  }
+  const auto x0 = 2 * torch::randn({3, 7, H});
+  const auto bits = model::pack_bits(torch::rand({3, 7, width}).gt(p));
+  const auto probe = torch::randn({3, 7, H});
+  auto clear = [](std::initializer_list<torch::Tensor> ps) {
+    for (auto q : ps) q.mutable_grad() = torch::Tensor();
+  };
+  // the linear (fc1): rows x, W, g
+  {
+    auto slots = fresh_slots(3);
+    auto x = x0.detach().requires_grad_(true);
+    clear({fc1->weight, fc1->bias});
+    auto y = model::linear(*fc1, x, kPlain, true, {slots, false});
+    const auto g = torch::randn(y.sizes());
+    y.backward(g);
+    EXPECT_EQ(slots[model::kFp8LinearInput][1].item<float>(), amax_of(x0));
+    EXPECT_EQ(slots[model::kFp8LinearWeight][1].item<float>(), amax_of(fc1->weight));
+    EXPECT_EQ(slots[model::kFp8LinearGrad][1].item<float>(), amax_of(g));
+    auto xc = x0.detach().requires_grad_(true);
+    const auto gw = fc1->weight.grad().clone();
+    clear({fc1->weight, fc1->bias});
+    auto yc = model::linear(*fc1, xc, kPlain, true);
+    yc.backward(g);
+    EXPECT_TRUE(torch::equal(y, yc));
+    EXPECT_TRUE(torch::equal(x.grad(), xc.grad()));
+    EXPECT_TRUE(torch::equal(gw, fc1->weight.grad()));
+    // delayed: scaled by 1.5 times each magnitude (nothing saturates; not a power of two, so the
+    // roundings differ from the current scales')
+    slots.select(1, 0).copy_(1.5 * slots.select(1, 1));
+    slots.select(1, 1).zero_();
+    auto xd = x0.detach().requires_grad_(true);
+    clear({fc1->weight, fc1->bias});
+    auto yd = model::linear(*fc1, xd, kPlain, true, {slots, true});
+    yd.backward(g);
+    const model::Fp8Scaling sc{slots, true};
+    const auto xq = model::to_fp8(x0.reshape({-1, H}), torch::kFloat8_e4m3fn, model::Fp8Layout::rows, kPlain,
+                                  {sc.slot(0).scale_by, {}});
+    const auto wq = model::to_fp8(fc1->weight.detach(), torch::kFloat8_e4m3fn, model::Fp8Layout::rows, kPlain,
+                                  {sc.slot(1).scale_by, {}});
+    const auto gq = model::to_fp8(g.reshape({-1, width}), torch::kFloat8_e5m2, model::Fp8Layout::rows, kPlain,
+                                  {sc.slot(2).scale_by, {}});
+    EXPECT_LT(rel(yd.detach().reshape({-1, width}), dequant(xq).mm(dequant(wq).t()) + f64(fc1->bias.detach())), 1e-6);
+    EXPECT_LT(rel(xd.grad().reshape({-1, H}), dequant(gq).mm(dequant(wq))), 1e-6);
+    EXPECT_LT(rel(fc1->weight.grad(), dequant(gq).t().mm(dequant(xq))), 1e-6);
+    EXPECT_FALSE(torch::equal(yd, yc));  // other scales, other roundings
+    EXPECT_EQ(slots[model::kFp8LinearGrad][1].item<float>(), amax_of(g));  // recorded while delayed too
+  }
+  // the recomputing MLP against fc1's linear and the tail op kept apart: the same six records, and
+  // (priming, then delayed by those records) the same values and gradients, bit for bit
+  for (bool delayed : {false, true}) {
+    auto kept_slots = fresh_slots(model::kFp8MlpOperands), rec_slots = fresh_slots(model::kFp8MlpOperands);
+    if (delayed) {
+      const auto m = torch::tensor({1.5f * amax_of(x0), 0.2f, 0.05f, 3.0f, 0.3f, 1.0f});
+      kept_slots.select(1, 0).copy_(m);
+      rec_slots.select(1, 0).copy_(m);
+    }
+    const model::Fp8Scaling kept_sc{kept_slots, delayed}, rec_sc{rec_slots, delayed};
+    auto run = [&](bool recompute) {
+      auto x = x0.detach().requires_grad_(true);
+      clear({fc1->weight, fc1->bias, fc2->weight, fc2->bias});
+      const auto y = recompute
+                         ? model::mlp_recomputing_masked(x, bits, p, *fc1, *fc2, kPlain, true, rec_sc)
+                         : model::gelu_dropout_linear_saving(
+                               model::linear(*fc1, x, kPlain, true, kept_sc.rows(model::kFp8MlpFc1, 3)), bits, p,
+                               fc2->weight, fc2->bias, kPlain, true, kept_sc.rows(model::kFp8MlpFc2, 3));
+      (y * probe).sum().backward();
+      return std::vector<torch::Tensor>{y.detach(), x.grad(), fc1->weight.grad().clone(), fc2->weight.grad().clone()};
+    };
+    const auto kept = run(false), recomputed = run(true);
+    for (size_t i = 0; i < kept.size(); ++i) EXPECT_TRUE(torch::equal(kept[i], recomputed[i])) << delayed << " " << i;
+    EXPECT_TRUE(torch::equal(kept_slots, rec_slots)) << delayed << "\n" << kept_slots << "\n" << rec_slots;
+    const auto a = at::gelu(fc1->forward(x0)) * model::unpack_bits(bits, {3, 7, width}).to(torch::kFloat32) / (1 - p);
+    EXPECT_EQ(kept_slots[model::kFp8MlpFc1 + model::kFp8LinearInput][1].item<float>(), amax_of(x0));
+    EXPECT_EQ(kept_slots[model::kFp8MlpFc1 + model::kFp8LinearWeight][1].item<float>(), amax_of(fc1->weight));
+    EXPECT_EQ(kept_slots[model::kFp8MlpFc2 + model::kFp8LinearWeight][1].item<float>(), amax_of(fc2->weight));
+    EXPECT_EQ(kept_slots[model::kFp8MlpFc2 + model::kFp8LinearGrad][1].item<float>(), amax_of(probe));
+    if (!delayed)  // (fc1's output differs by fp8 rounding from the float32 one: a near it)
+      EXPECT_NEAR(kept_slots[model::kFp8MlpFc2 + model::kFp8LinearInput][1].item<float>(), amax_of(a), 0.1 * amax_of(a));
+    EXPECT_GT(kept_slots[model::kFp8MlpFc1 + model::kFp8LinearGrad][1].item<float>(), 0.0f);
+  }
+  // the adaLN products: x, the shifts' and the others' weights, their two gradients
+  {
+    auto slots = fresh_slots(model::kFp8AdalnOperands);
+    auto x = x0.detach().requires_grad_(true);
+    const auto m = model::adaln_split6(*ada, x, true, kPlain, true, {slots, false});
+    std::vector<torch::Tensor> probes;
+    torch::Tensor loss = torch::zeros({});
+    for (const auto& c : m) {
+      probes.push_back(torch::randn(c.sizes()));
+      loss = loss + (c * probes.back()).sum();
+    }
+    loss.backward();
+    const auto [ws, wk] = model::adaln_split_rows(ada->weight.detach());
+    const auto gs = torch::cat({probes[0], probes[3]}, -1), gk = torch::cat({probes[1], probes[2], probes[4], probes[5]}, -1);
+    EXPECT_EQ(slots[model::kFp8AdalnInput][1].item<float>(), amax_of(x0));
+    EXPECT_EQ(slots[model::kFp8AdalnShiftWeight][1].item<float>(), amax_of(ws));
+    EXPECT_EQ(slots[model::kFp8AdalnScaleWeight][1].item<float>(), amax_of(wk));
+    EXPECT_EQ(slots[model::kFp8AdalnShiftGrad][1].item<float>(), amax_of(gs));
+    EXPECT_EQ(slots[model::kFp8AdalnScaleGrad][1].item<float>(), amax_of(gk));
+  }
+}
+
+// The generator with delayed scaling: its first step (the history empty) is the current-scaling
+// step bit for bit and records every one of the blocks' operands; scaled by a history holding that
+// very step (same batch, same weights) the second step is the current one again, bit for bit — the
+// delayed path's arithmetic is the current path's given the same magnitudes; recomputed blocks and
+// the recomputing MLP repeat it; scaled by other magnitudes it moves by fp8 rounding only.
+TEST(Fp8, DelayedGeneratorStepPrimesThenScalesByTheHistory) {
+  auto s = test_support::small_step(32, 2, torch::kCPU);
+  s.g->use_fp8(true);
+  auto [lc, gc] = s.step(false);
+  s.g->use_fp8(true, 4);
+  auto* h = s.g->fp8_history();
+  ASSERT_NE(h, nullptr);
+  auto [l1, g1] = s.step(false);
+  EXPECT_EQ(l1, lc);
+  EXPECT_TRUE(torch::equal(g1, gc));
+  EXPECT_GT(h->records().min().item<float>(), 0.0f) << "an operand without a record:\n" << h->records();
+  h->advance();
+  auto [l2, g2] = s.step(false);
+  EXPECT_EQ(l2, lc);
+  EXPECT_TRUE(torch::equal(g2, gc));
+  h->advance();
+  s.g->set_recompute_mlp(true);
+  auto [lm, gm] = s.step(false);
+  EXPECT_EQ(lm, lc);
+  EXPECT_TRUE(torch::equal(gm, gc));
+  s.g->set_recompute_mlp(false);
+  s.g->recompute_layers = 2;
+  auto [lr, gr] = s.step(false);
+  EXPECT_EQ(lr, lc);
+  EXPECT_LT(rel(gr, gc), 1e-5);  // recomputed blocks add the gradients in another order
+  s.g->recompute_layers = 0;
+  // a history whose magnitudes are 1.5x the step's: other roundings, the same step to fp8's precision
+  h->load(1.5 * h->state(), "test");
+  auto [l3, g3] = s.step(false);
+  EXPECT_NE(l3, lc);
+  EXPECT_NEAR(l3, lc, 0.02 * std::abs(lc));
+  EXPECT_GT(torch::cosine_similarity(g3, gc, 0).item<double>(), 0.98);
+  s.g->use_fp8(false);
+  EXPECT_EQ(s.g->fp8_history(), nullptr);
+}
+
 // CUDA: the cast kernels write the plain cast's bytes and scale, for both formats, float32 and bf16
 // inputs, each layout, row counts that are no multiple of 16 or of the kernel's 128-row tile,
 // column counts that are no multiple of its 64-column tile, all-zero and single-row tensors.

@@ -211,11 +211,9 @@ Fp8Tensor transposed_at(const torch::autograd::variable_list& s, size_t i, int64
 // linear's (kFp8Linear...: a, W, the output's gradient).
 struct Fp8GeluDropoutLinearFn : torch::autograd::Function<Fp8GeluDropoutLinearFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor u, torch::Tensor w,
-                               torch::Tensor b, torch::Tensor bits, double p, bool fused_path, torch::Tensor slots,
-                               bool delayed) {
+                               torch::Tensor b, torch::Tensor bits, double p, bool fused_path, Fp8Scaling sc) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto path = fused_path ? OpPath::fused : OpPath::plain;
-    const Fp8Scaling sc{slots, delayed};
     const auto wq = to_fp8(w, torch::kFloat8_e4m3fn, Fp8Layout::both, path, sc.slot(kFp8LinearWeight));
     const auto [aq, kernel] = fp8_gelu_operand(u, bits, p, fused_path, Fp8Layout::both, sc.slot(kFp8LinearInput));
     auto y = fp8_product(aq, wq, b, u.scalar_type(), u.sizes());
@@ -243,7 +241,7 @@ struct Fp8GeluDropoutLinearFn : torch::autograd::Function<Fp8GeluDropoutLinearFn
                                        ctx->saved_data["p"].toDouble(), ctx->saved_data["kernel"].toBool(),
                                        ctx->saved_data["fused"].toBool() ? OpPath::fused : OpPath::plain,
                                        saved_scaling(ctx).slot(kFp8LinearGrad));
-    return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {gu, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -255,12 +253,11 @@ struct Fp8GeluDropoutLinearFn : torch::autograd::Function<Fp8GeluDropoutLinearFn
 struct Fp8MlpRecomputeFn : torch::autograd::Function<Fp8MlpRecomputeFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, torch::Tensor w1,
                                torch::Tensor b1, torch::Tensor w2, torch::Tensor b2, torch::Tensor bits, double p,
-                               bool fused_path, torch::Tensor slots, bool delayed) {
+                               bool fused_path, Fp8Scaling sc) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto path = fused_path ? OpPath::fused : OpPath::plain;
     const auto dt = x.scalar_type();
     const int64_t H = x.size(-1);
-    const Fp8Scaling sc{slots, delayed};
     const auto fc1 = sc.rows(kFp8MlpFc1, kFp8LinearOperands), fc2 = sc.rows(kFp8MlpFc2, kFp8LinearOperands);
     const auto xq = to_fp8(x.reshape({-1, H}), torch::kFloat8_e4m3fn, Fp8Layout::both, path, fc1.slot(kFp8LinearInput));
     const auto w1q = to_fp8(w1, torch::kFloat8_e4m3fn, Fp8Layout::both, path, fc1.slot(kFp8LinearWeight));
@@ -305,7 +302,7 @@ struct Fp8MlpRecomputeFn : torch::autograd::Function<Fp8MlpRecomputeFn> {
                                          ctx->saved_data["p"].toDouble(), kernel, path, fc2.slot(kFp8LinearGrad));
     const auto d = fp8_grads(gu.reshape({rows, u.size(-1)}), xq, w1q, dt, path, fc1.slot(kFp8LinearGrad));
     return {d.input.view(x_sizes), d.weight.to(dtype("w1_dtype")), d.bias.to(dtype("b1_dtype")), gw2, gb2,
-            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -315,12 +312,10 @@ struct Fp8MlpRecomputeFn : torch::autograd::Function<Fp8MlpRecomputeFn> {
 // rows kFp8Adaln...
 struct Fp8AdalnSplitFn : torch::autograd::Function<Fp8AdalnSplitFn> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
-                                                torch::Tensor w, torch::Tensor b, bool fused_path, torch::Tensor slots,
-                                                bool delayed) {
+                                                torch::Tensor w, torch::Tensor b, bool fused_path, Fp8Scaling sc) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto path = fused_path ? OpPath::fused : OpPath::plain;
     const auto dt = x.scalar_type();
-    const Fp8Scaling sc{slots, delayed};
     const auto xq =
         to_fp8(x.reshape({-1, x.size(-1)}), torch::kFloat8_e4m3fn, Fp8Layout::both, path, sc.slot(kFp8AdalnInput));
     const auto [ws, wk] = adaln_split_rows(w);
@@ -361,7 +356,7 @@ struct Fp8AdalnSplitFn : torch::autograd::Function<Fp8AdalnSplitFn> {
     return {gx.to(dt).view(x_sizes),
             adaln_join_rows(gw[0], gw[1]).to(static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt())),
             adaln_join_rows(gb[0], gb[1]).to(static_cast<at::ScalarType>(ctx->saved_data["b_dtype"].toInt())),
-            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -467,7 +462,7 @@ torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Te
                                          const Fp8Scaling& scaling) {
   const auto m = bits.defined() ? bits : torch::empty({0}, u.options().dtype(torch::kUInt8));
   if (fp8 && b.defined() && fp8_product_fits(u, w))
-    return Fp8GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused, scaling.slots, scaling.delayed);
+    return Fp8GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused, scaling);
   return GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused);
 }
 
@@ -489,7 +484,7 @@ torch::Tensor mlp_recomputing_masked(const torch::Tensor& x, const torch::Tensor
   if (fp8 && fc1.bias.defined() && fc2.bias.defined() && fp8_product_fits(x, fc1.weight) &&
       fc2.weight.size(1) % 16 == 0 && fc2.weight.size(0) % 16 == 0)
     return Fp8MlpRecomputeFn::apply(to_compute(x), fc1.weight, fc1.bias, fc2.weight, fc2.bias, m, p,
-                                    path == OpPath::fused, scaling.slots, scaling.delayed);
+                                    path == OpPath::fused, scaling);
   return MlpRecomputeFn::apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, m, p, path == OpPath::fused);
 }
 
@@ -511,7 +506,7 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
   std::array<torch::Tensor, 2> products;  // {shifts [..,2H], the others [..,4H]}
   if (fp8 && lin.bias.defined() && fp8_product_fits(silu_c, lin.weight)) {
     const auto out = Fp8AdalnSplitFn::apply(to_compute(silu_c), lin.weight, lin.bias, path == OpPath::fused,
-                                            scaling.slots, scaling.delayed);
+                                            scaling);
     products = {out[0], out[1]};
   } else if (auto r = path == OpPath::fused ? fused::adaln_split(lin, silu_c) : std::nullopt) {
     products = *r;

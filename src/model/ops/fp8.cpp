@@ -39,15 +39,14 @@ Fp8Tensor to_fp8_plain(const torch::Tensor& t, at::ScalarType format, Fp8Layout 
 std::optional<torch::Tensor> opt(const torch::Tensor& t) { return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt; }
 
 struct Fp8LinearFn : torch::autograd::Function<Fp8LinearFn> {
-  // slots/delayed: an Fp8Scaling's (the slots are history that later casts change in place: kept
-  // in saved_data, which holds no version check, not among the saved variables)
+  // sc: not a tensor argument, so autograd neither tracks the slots nor checks their version (the
+  // casts change them in place); backward finds it in saved_data (save_scaling)
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor w, torch::Tensor b,
-                               bool fused_path, torch::Tensor slots, bool delayed) {
+                               bool fused_path, Fp8Scaling sc) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto path = fused_path ? OpPath::fused : OpPath::plain;
     const int64_t K = x.size(-1), N = w.size(0), M = x.numel() / K;
     const auto dt = x.scalar_type();
-    const Fp8Scaling sc{slots, delayed};
     const auto xq = to_fp8(x.reshape({M, K}), torch::kFloat8_e4m3fn, Fp8Layout::both, path, sc.slot(kFp8LinearInput));
     const auto wq = to_fp8(w, torch::kFloat8_e4m3fn, Fp8Layout::both, path, sc.slot(kFp8LinearWeight));
     auto y = fp8_forward(xq, wq, b, dt);
@@ -76,7 +75,7 @@ struct Fp8LinearFn : torch::autograd::Function<Fp8LinearFn> {
     sizes.back() = K;
     return {d.input.view(sizes), d.weight.to(static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt())),
             d.bias.to(static_cast<at::ScalarType>(ctx->saved_data["b_dtype"].toInt())), torch::Tensor(),
-            torch::Tensor(), torch::Tensor()};
+            torch::Tensor()};
   }
 };
 
@@ -147,7 +146,7 @@ bool fp8_product_fits(const torch::Tensor& x, const torch::Tensor& w) {
 
 torch::Tensor fp8_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, OpPath path,
                          const Fp8Scaling& scaling) {
-  return Fp8LinearFn::apply(x, w, b, path == OpPath::fused, scaling.slots, scaling.delayed);
+  return Fp8LinearFn::apply(x, w, b, path == OpPath::fused, scaling);
 }
 
 }  // namespace rar::model
