@@ -317,17 +317,26 @@ TEST(Fp8, DelayedCastScalesByTheGivenMagnitudeAndRecordsItsOwn) {
 }
 
 // The history: each operand scaled by the max of its last `length` steps' records; a non-finite
-// record enters as the operand's previous scale; records cleared at each step; a checkpoint's copy
-// (state, load) restores the scales exactly, and a copy of another shape is refused naming it.
+// record enters as the operand's previous scale; records cleared at each step; delayed only once
+// every operand has had a magnitude above zero; a checkpoint's copy (state, load) restores the
+// scales exactly, and a copy of another shape is refused naming it.
 TEST(Fp8, HistoryScalesByItsLastStepsAndKeepsThroughACheckpoint) {
   model::Fp8History h(2, 3);
   EXPECT_EQ(h.operands(), 2 * model::Fp8History::kPerBlock);
   EXPECT_EQ(model::Fp8History::kPerBlock, 17);  // qkv 3, proj 3, MLP 6, adaLN 5
   EXPECT_FALSE(h.primed());
+  EXPECT_FALSE(h.holds_step());
+  EXPECT_FALSE(h.scaling(0, 3, torch::kCPU).delayed);
+  h.records().fill_(0.125f);
+  h.records().index_put_({20}, 0.0f);  // one operand all zeros (a zero-initialised weight): not yet
+  h.advance();
+  EXPECT_TRUE(h.holds_step());
+  EXPECT_FALSE(h.primed());
   EXPECT_FALSE(h.scaling(0, 3, torch::kCPU).delayed);
   const std::vector<float> steps = {1, 5, 2, 3, 0.5, INFINITY, NAN, 0.25};
   const std::vector<float> scale = {1, 5, 5, 5, 3, 3, 3, 3};  // max over the last three (inf, NaN: the previous scale)
   for (size_t i = 0; i < steps.size(); ++i) {
+    h.records().fill_(0.125f);
     h.records().index_put_({7}, steps[i]);
     h.records().index_put_({8}, 1.0f + static_cast<float>(i));
     h.advance();
@@ -336,7 +345,7 @@ TEST(Fp8, HistoryScalesByItsLastStepsAndKeepsThroughACheckpoint) {
     EXPECT_TRUE(sc.delayed);
     EXPECT_EQ(sc.slots[7][0].item<float>(), scale[i]) << "step " << i;
     EXPECT_EQ(sc.slots[8][0].item<float>(), 1.0f + static_cast<float>(i)) << "step " << i;  // growing: the newest
-    EXPECT_EQ(sc.slots[0][0].item<float>(), 0.0f);                                         // never recorded
+    EXPECT_EQ(sc.slots[0][0].item<float>(), 0.125f);
     EXPECT_EQ(h.records().abs().sum().item<float>(), 0.0f);
   }
   const auto saved = h.state();

@@ -246,7 +246,8 @@ TEST(TrainRar, StopAndResumeEndWithTheSameWeights) {
 
 // training.fp8 from the command line: it reaches the model (other weights than without it), a run
 // stopped and resumed ends with the uninterrupted run's weights (current scaling carries no state
-// between steps), and a resume that switches it is refused naming the key.
+// between steps; delayed scaling's history is in the checkpoint), and a resume that switches it is
+// refused naming the key.
 TEST(TrainRar, Fp8RunResumesToTheSameWeightsAndKeepsItsSetting) {
   TempDir dir;
   const std::string data = write_tiny_tokens(dir);
@@ -270,6 +271,25 @@ TEST(TrainRar, Fp8RunResumesToTheSameWeightsAndKeepsItsSetting) {
   ASSERT_EQ(a.names(), b.names());
   for (const auto& n : a.names()) EXPECT_TRUE(a.at(n).equal(b.at(n))) << n;
   EXPECT_FALSE(a.at("blocks.0.mlp.fc1.weight").equal(c.at("blocks.0.mlp.fc1.weight")));
+  // delayed scaling: other weights than current scaling (the history scales from the second step
+  // on), and the same after a stop and resume (the checkpoint keeps the history)
+  const std::string delayed = " training.fp8=true training.fp8_scaling=delayed training.fp8_amax_history=2";
+  auto dfull = run_rar("train --data " + data + " --out " + dir / "dfull" + args + delayed);
+  ASSERT_EQ(dfull.status, 0) << dfull.output;
+  auto d1 = run_rar("train --data " + data + " --out " + dir / "dsplit" + args + delayed + " --stop-after 3");
+  ASSERT_EQ(d1.status, 0) << d1.output;
+  auto d2 = run_rar("train --data " + data + " --out " + dir / "dsplit" + args + delayed + " --resume");
+  ASSERT_EQ(d2.status, 0) << d2.output;
+  EXPECT_EQ(d2.output.find("no fp8 amax history"), std::string::npos) << d2.output;
+  auto da = io::read_safetensors(dir / "dfull/generator.safetensors");
+  auto db = io::read_safetensors(dir / "dsplit/generator.safetensors");
+  for (const auto& n : da.names()) EXPECT_TRUE(da.at(n).equal(db.at(n))) << "delayed " << n;
+  EXPECT_FALSE(da.at("blocks.0.mlp.fc1.weight").equal(a.at("blocks.0.mlp.fc1.weight")));
+  auto bad = run_rar("train --data " + data + " --out " + dir / "dbad" + args +
+                     " training.fp8=true training.fp8_scaling=late");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("training.fp8_scaling: expected current or delayed, got 'late'"), std::string::npos)
+      << bad.output;
 }
 
 // What the command alone proves: data parallel over two real processes (gloo) trains what one
@@ -281,22 +301,26 @@ TEST(TrainRar, TwoGlooProcessesMatchOneProcessWithTheSameGlobalBatch) {
   // communicates): ~20 KB buckets, several in flight; bf16: gradients travel as bf16.
   // split: one process accumulating two micro-batches of 4 vs two processes of 4 (the same rows and
   // draws, the same reductions: bit-identical); fp8split: the same with training.fp8 (each
-  // micro-batch's casts take their scales from that micro-batch alone, on either side).
-  for (std::string tag : {"acc1", "acc2", "bf16", "split", "fp8split"}) {
+  // micro-batch's casts take their scales from that micro-batch alone, on either side); fp8delayed:
+  // with delayed scaling (the history advances with the max over the step's micro-batches on one
+  // side, over the ranks' records on the other: the same scales).
+  for (std::string tag : {"acc1", "acc2", "bf16", "split", "fp8split", "fp8delayed"}) {
     const int accum = tag == "acc2" ? 2 : 1;
-    const bool bf16 = tag == "bf16", split = tag == "split" || tag == "fp8split";
+    const bool bf16 = tag == "bf16", split = tag == "split" || tag == "fp8split" || tag == "fp8delayed";
     const std::string args = " --data " + data + " --device cpu --steps 5" + tiny_model_args() +
                              " model.generator.dropout=0 model.generator.attn_drop=0 lr_scheduler.params.warmup_steps=1"
                              " model.generator.randomness_anneal_start=0 model.generator.randomness_anneal_end=10"
                              " optimizer.params.learning_rate=3e-3 experiment.log_every=1 training.gradient_accumulation_steps=" +
                              std::to_string(accum) + (accum == 2 ? " training.ddp_bucket_mb=0.02" : "") +
-                             (tag == "fp8split" ? " training.fp8=true" : "");
+                             (tag == "fp8split" ? " training.fp8=true" : "") +
+                             (tag == "fp8delayed" ? " training.fp8=true training.fp8_scaling=delayed" : "");
     auto one = run_rar("train --out " + dir / (tag + "one") + args +
                        (split ? " training.per_gpu_batch_size=4 training.gradient_accumulation_steps=2"
                               : " training.per_gpu_batch_size=8"));
     ASSERT_EQ(one.status, 0) << one.output;
     const int port = 20000 + static_cast<int>((::getpid() * 5 + accum + (bf16 ? 7 : 0) + (split ? 13 : 0) +
-                                               (tag == "fp8split" ? 17 : 0)) % 20000);
+                                               (tag == "fp8split" ? 17 : 0) + (tag == "fp8delayed" ? 29 : 0)) %
+                                              20000);
     const std::string log0 = dir / (tag + ".rank0.log");
     auto two = run_rar_two_ranks("train --out " + dir / (tag + "two") + args + " training.per_gpu_batch_size=4" +
                                      (bf16 ? " training.ddp_grad_dtype=bf16" : ""),

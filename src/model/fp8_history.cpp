@@ -25,7 +25,12 @@ void Fp8History::advance() {
   history_.copy_(rolled);
   scale_by.copy_(history_.amax(1));
   rec.zero_();
-  primed_ = true;
+  holds_step_ = true;
+  update_primed();
+}
+
+void Fp8History::update_primed() {
+  if (!primed_) primed_ = slots_.select(1, 0).gt(0).all().item<bool>();
 }
 
 torch::Tensor Fp8History::state() const { return history_.to(torch::kCPU).clone(); }
@@ -39,7 +44,9 @@ void Fp8History::load(const torch::Tensor& history, const std::string& what) {
   history_.copy_(history);
   slots_.select(1, 0).copy_(history_.amax(1));
   slots_.select(1, 1).zero_();
-  primed_ = true;
+  holds_step_ = true;
+  primed_ = false;
+  update_primed();
 }
 
 Fp8Scaling Fp8Rows::at(int64_t offset, int64_t n, const torch::Device& device) const {

@@ -3,8 +3,11 @@
 // the adaLN's five), the largest magnitude it had in each of the last `length` steps — their max
 // scales it in the next step, so no pass over a tensor precedes its cast — and this step's record,
 // which its casts max as they convert. The step's last backward done, advance() turns the records
-// into the history's newest step. Until the history holds a step (a run's first), the casts scale
-// by their own magnitudes (current scaling) and record them. A checkpoint keeps the history
+// into the history's newest step. Until every operand's history holds a magnitude above zero, the
+// casts scale by their own magnitudes (current scaling) and record them: with the published
+// initialisation (zero adaLN outputs) the first step's adaLN weights and the branches' output
+// gradients are all zeros, and a zero magnitude would scale the next step's values, no longer
+// zero, onto the format's edge (a scale of 448/1e-30). A checkpoint keeps the history
 // (state/load), so a resumed run continues exactly; data-parallel ranks take the max of their
 // records before advancing, so every rank scales alike and N processes train as one accumulating.
 #pragma once
@@ -30,8 +33,11 @@ class Fp8History {
   // The rows [first, first + n) as an op's scaling, on `device` (the history moves there at the
   // first call from another device; before any step, so a captured step sees fixed addresses).
   Fp8Scaling scaling(int64_t first, int64_t n, const torch::Device& device);
-  // Whether the history holds a step (else casts scale by their own magnitudes, recording them).
+  // Whether every operand's history holds a magnitude above zero (else the casts scale by their own
+  // magnitudes, recording them). Decided at advance() (a host read of the scales until it holds).
   bool primed() const { return primed_; }
+  // Whether the history holds a step (what a checkpoint keeps).
+  bool holds_step() const { return holds_step_; }
   // This step's records [operands], float32 on the history's device: a view to max across ranks in place.
   torch::Tensor records() { return slots_.select(1, 1); }
   // After a step's last backward (and the ranks' max): the records become the newest step, each
@@ -47,7 +53,8 @@ class Fp8History {
  private:
   torch::Tensor slots_;    // [operands, 2]: the magnitude to scale by, this step's record
   torch::Tensor history_;  // [operands, length]
-  bool primed_ = false;
+  bool primed_ = false, holds_step_ = false;
+  void update_primed();
 };
 
 // Where a module's fp8 operands are in the history (GeneratorImpl::use_fp8 sets them): none

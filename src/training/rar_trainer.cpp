@@ -363,8 +363,8 @@ class RarJob final : public TrainingJob {
       dp_.broadcast(ema);
       opt_.set_steps(h[5]);
       if (auto* fh = g_->fp8_history()) {
-        const bool primed = dp_.from_main(torch::tensor({int64_t{fh->primed()}}, torch::kInt64)).item<int64_t>() != 0;
-        if (primed) fh->load(dp_.from_main(fh->state()), "the main rank's fp8 amax history");
+        const bool held = dp_.from_main(torch::tensor({int64_t{fh->holds_step()}}, torch::kInt64)).item<int64_t>() != 0;
+        if (held) fh->load(dp_.from_main(fh->state()), "the main rank's fp8 amax history");
       }
     }
     // each rank's own random streams, where the checkpoint has them
@@ -512,7 +512,7 @@ class RarJob final : public TrainingJob {
     ck.optimizer = opt_.state();
     for (auto& [n, t] : ema_) ck.optimizer.set("ema." + n, t.cpu());
     for (const auto& n : all.names()) ck.optimizer.set(n, all.at(n));
-    if (auto* h = g_->fp8_history(); h && h->primed()) ck.optimizer.set(kFp8HistoryKey, h->state());
+    if (auto* h = g_->fp8_history(); h && h->holds_step()) ck.optimizer.set(kFp8HistoryKey, h->state());
     ck.state = {{"data_position", sampler_.position()}, {"kind", "rar"}, {"world_size", dp_.world()},
                 {"global_batch", global_batch_}, {"train_data", train_.identity()},
                 {"val_data", val_ ? val_->identity() : nlohmann::json(nullptr)},
