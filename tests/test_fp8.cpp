@@ -554,6 +554,47 @@ TEST(Fp8Cuda, CastKernelsWriteThePlainCastsBytes) {
                          model::to_fp8(view, torch::kFloat8_e4m3fn, model::Fp8Layout::both, kPlain).data));
 }
 
+// CUDA: the quantising kernel scaled by a given magnitude (delayed scaling: 0.6 of the tensor's
+// largest saturates its top, 1.7 does not) or by its own (a history holding no step yet) writes the
+// plain cast's bytes and scale and records the plain path's largest magnitude (an atomic max of the
+// float bits over the grid's tiles; a smaller record replaced, NaN winning), without a pass of its own.
+TEST(Fp8Cuda, DelayedCastKernelWritesThePlainBytesAndRecord) {
+  if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  torch::manual_seed(9);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 16}, {37, 48}, {129, 80}, {2053, 3840}};
+  for (auto [rows, cols] : shapes)
+    for (auto dt : {torch::kFloat32, torch::kBFloat16})
+      for (auto fmt : {torch::kFloat8_e4m3fn, torch::kFloat8_e5m2})
+        for (double by : {0.0, 0.6, 1.7}) {
+          auto t = (torch::randn({rows, cols}) * torch::randn({rows, cols}).exp()).to(dt).cuda();
+          const bool nan = by == 1.7 && rows > 1;
+          if (nan) t.index_put_({rows / 2, cols - 1}, std::nanf(""));
+          const float own = amax_of(t);
+          auto slots_for = [&] {
+            auto sl = torch::zeros({1, 2}, torch::kCUDA);
+            if (by > 0) sl.index_put_({0, 0}, static_cast<float>(by) * (nan ? 1.0f : own));
+            sl.index_put_({0, 1}, 0.01f * (nan ? 1.0f : own));
+            return sl;
+          };
+          auto ks = slots_for(), ps = slots_for();
+          const auto k = model::to_fp8(t, fmt, model::Fp8Layout::both, kFused, model::Fp8Scaling{ks, by > 0}.slot(0));
+          const auto r = model::to_fp8(t, fmt, model::Fp8Layout::both, kPlain, model::Fp8Scaling{ps, by > 0}.slot(0));
+          const std::string what = c10::str(rows, "x", cols, " ", dt, " ", fmt, " by ", by);
+          EXPECT_TRUE(torch::equal(k.scale_inv, r.scale_inv)) << what;
+          if (!nan) {  // (a NaN's fp8 bytes are the converter's choice)
+            EXPECT_TRUE(same_bytes(k.data, r.data)) << what;
+            EXPECT_TRUE(same_bytes(k.data_t, r.data_t)) << what;
+          }
+          if (nan) {
+            EXPECT_TRUE(std::isnan(ks[0][1].item<float>())) << what;
+            EXPECT_TRUE(std::isnan(ps[0][1].item<float>())) << what;
+          } else {
+            EXPECT_EQ(ks[0][1].item<float>(), own) << what;
+            EXPECT_TRUE(torch::equal(ks, ps)) << what;
+          }
+        }
+}
+
 // CUDA: a gradient's products from the fused cast, whose pass over g also sums g's columns (the
 // bias gradient), against the plain path — the same products bit for bit, the sums those of float64
 // to float32 rounding, the same bits twice — for row counts off the 16- and 128-row grids and column

@@ -577,10 +577,13 @@ TEST(TrainRarCuda, Bf16AutocastStepTracksFp32AndCheckpointingReplaysIt) {
 // both branches, the MLP's hidden units) under bf16 autocast. The graph draws its dropout masks
 // from the Philox offsets the eager step would use, so the losses, gradient norms and final
 // weights are equal bit for bit; a replay that reused its capture's masks would differ at step 2.
-// With training.fp8 too (the casts' scales live on the device: a replay computes them anew).
+// With training.fp8 too (the casts' scales live on the device: a replay computes them anew), and
+// with delayed scaling (the first step eager while the history is empty, the history advanced
+// after each step outside the graph, whose casts read it in place).
 TEST(TrainRarCuda, CapturedStepEqualsTheEagerStep) {
   if (!torch::cuda::is_available() || !gpu::built()) GTEST_SKIP() << "no CUDA device";
-  auto run = [](bool graph, bool fp8) {
+  enum { kNoFp8, kCurrent, kDelayed };
+  auto run = [](bool graph, int fp8) {
     auto s = test_support::small_cuda_step(160, 5);  // its batch, and its config with dropout
     model::GeneratorConfig cfg = s.cfg;
     cfg.dropout = cfg.attn_dropout = 0.1;
@@ -590,7 +593,7 @@ TEST(TrainRarCuda, CapturedStepEqualsTheEagerStep) {
       torch::NoGradGuard ng;
       for (auto& p : g->parameters()) p.add_(0.05 * torch::randn_like(p));  // off the zero-adaLN init
     }
-    g->use_fp8(fp8);
+    g->use_fp8(fp8 != kNoFp8, fp8 == kDelayed ? 4 : 0);
     g->to(torch::kCUDA);
     g->train();
     training::AdamWOptions ao;
@@ -601,17 +604,21 @@ TEST(TrainRarCuda, CapturedStepEqualsTheEagerStep) {
     torch::cuda::manual_seed_all(21);
     const auto scan = sampling::scan_order("raster", cfg.seq_len);
     std::vector<double> stats;
-    for (int64_t i = 0; i < 3; ++i) {
+    for (int64_t i = 0; i < 4; ++i) {
       auto d = training::draw_objective(8, 0, 8, scan, 1.0, 0.1, 3, i);
       auto st = step.run(s.tokens, s.labels, d).cpu();
       for (int j = 0; j < 3; ++j) stats.push_back(st[j].item<double>());
+      if (auto* h = g->fp8_history()) {
+        h->advance();
+        if (fp8 == kDelayed) EXPECT_TRUE(h->primed()) << "step " << i;  // (nudged off the zero-adaLN init)
+      }
       opt.step(1e-3);
     }
     std::vector<torch::Tensor> w;
     for (auto& p : g->parameters()) w.push_back(p.detach().flatten());
     return std::make_pair(stats, torch::cat(w));
   };
-  for (bool fp8 : {false, true}) {
+  for (int fp8 : {kNoFp8, kCurrent, kDelayed}) {
     auto [se, we] = run(false, fp8);
     auto [sg, wg] = run(true, fp8);
     ASSERT_EQ(se.size(), sg.size());
