@@ -5,7 +5,7 @@
 #   QUICK=1: the training round's rows only (batch 64: rar_b, rar_xl, rar_xl with 12/32 recomputed, and the
 #   eager step beside each captured one; rar_xl recomputing fc1's output, alone and with 4 or 6 blocks recomputed;
 #   the fp8 rows of rar_b and rar_xl); QUICK=targets: the training round's target rows alone (rar_b, rar_xl,
-#   rar_xl at <= 34 GiB by its fastest measured route, rar_xl in fp8)
+#   rar_xl at <= 34 GiB by its fastest measured route, rar_xl in fp8 with current and delayed scaling)
 set -u
 RAR=${1:-build-gpu/rar}
 REPEATS=${REPEATS:-3}
@@ -21,6 +21,7 @@ if [ "${QUICK:-0}" = targets ]; then
   row --preset rar_xl --batch 64
   row --preset rar_xl --batch 64 --recompute-mlp --checkpoint-layers 6
   row --preset rar_xl --batch 64 --fp8
+  row --preset rar_xl --batch 64 --fp8 --fp8-scaling delayed
   exit 0
 fi
 row --preset rar_b --batch 64
@@ -35,6 +36,9 @@ for n in 4 6; do row --preset rar_xl --batch 64 --recompute-mlp --checkpoint-lay
 # training.fp8: the blocks' products in fp8
 row --preset rar_b --batch 64 --fp8
 row --preset rar_xl --batch 64 --fp8
+# delayed scaling: no max-|x| pass before each cast
+row --preset rar_b --batch 64 --fp8 --fp8-scaling delayed
+row --preset rar_xl --batch 64 --fp8 --fp8-scaling delayed
 [ "${QUICK:-0}" = 1 ] && exit 0
 row --preset rar_b --batch 64 --plain --no-graph
 for n in 4 8; do row --preset rar_b --batch 64 --checkpoint-layers $n; done
