@@ -35,6 +35,17 @@ model::Fp8Tensor cast(const torch::Tensor& t, at::ScalarType f) {
 double rel(const torch::Tensor& a, const torch::Tensor& b) {
   return (f64(a) - f64(b)).norm().item<double>() / f64(b).norm().item<double>();
 }
+// Backward of adaln_split6's six chunks against random probes (returned, in chunk order).
+std::vector<torch::Tensor> backward_probed(const std::array<torch::Tensor, 6>& m) {
+  std::vector<torch::Tensor> probes;
+  torch::Tensor loss = torch::zeros({});
+  for (const auto& c : m) {
+    probes.push_back(torch::randn(c.sizes()));
+    loss = loss + (c * probes.back()).sum();
+  }
+  loss.backward();
+  return probes;
+}
 // fp8 tensors compared by their bytes (equal() on fp8 compares values: -0 == 0)
 bool same_bytes(const torch::Tensor& a, const torch::Tensor& b) {
   return a.defined() == b.defined() &&
@@ -196,13 +207,7 @@ TEST(Fp8, AdalnSplitIsTheProductOfItsRoundedOperandsBothWays) {
   }
   auto x = torch::randn({3, 7, H}).requires_grad_(true);
   const auto m = model::adaln_split6(*lin, x, /*training=*/true, kPlain, /*fp8=*/true);
-  std::vector<torch::Tensor> probes;
-  torch::Tensor loss = torch::zeros({});
-  for (const auto& c : m) {
-    probes.push_back(torch::randn(c.sizes()));
-    loss = loss + (c * probes.back()).sum();
-  }
-  loss.backward();
+  const auto probes = backward_probed(m);
   const auto [ws, wk] = model::adaln_split_rows(lin->weight.detach());
   const auto [bs, bk] = model::adaln_split_rows(lin->bias.detach());
   const auto xq = cast(x.detach().reshape({-1, H}), torch::kFloat8_e4m3fn);
@@ -464,13 +469,7 @@ TEST(Fp8, DelayedOpsRecordEachOperandInItsRowAndScaleByIt) {
     auto slots = fresh_slots(model::kFp8AdalnOperands);
     auto x = x0.detach().requires_grad_(true);
     const auto m = model::adaln_split6(*ada, x, true, kPlain, true, {slots, false});
-    std::vector<torch::Tensor> probes;
-    torch::Tensor loss = torch::zeros({});
-    for (const auto& c : m) {
-      probes.push_back(torch::randn(c.sizes()));
-      loss = loss + (c * probes.back()).sum();
-    }
-    loss.backward();
+    const auto probes = backward_probed(m);
     const auto [ws, wk] = model::adaln_split_rows(ada->weight.detach());
     const auto gs = torch::cat({probes[0], probes[3]}, -1), gk = torch::cat({probes[1], probes[2], probes[4], probes[5]}, -1);
     EXPECT_EQ(slots[model::kFp8AdalnInput][1].item<float>(), amax_of(x0));
