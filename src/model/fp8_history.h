@@ -43,7 +43,7 @@ class Fp8History {
   // After a step's last backward (and the ranks' max): the records become the newest step, each
   // operand's scale the max over the history, the records zero. A non-finite record enters as the
   // operand's previous scale: one overflowing step does not decide the scales of the next ones.
-  // Device ops only (no host synchronisation).
+  // Device ops only, but for one host read of the scales a step until primed().
   void advance();
   // The history [operands, length] (newest step first; float32, CPU) for a checkpoint, and back.
   torch::Tensor state() const;
