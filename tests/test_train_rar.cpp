@@ -290,6 +290,11 @@ TEST(TrainRar, Fp8RunResumesToTheSameWeightsAndKeepsItsSetting) {
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("training.fp8_scaling: expected current or delayed, got 'late'"), std::string::npos)
       << bad.output;
+  auto alone = run_rar("train --data " + data + " --out " + dir / "dalone" + args + " training.fp8_scaling=delayed");
+  EXPECT_NE(alone.status, 0);
+  EXPECT_NE(alone.output.find("training.fp8_scaling: delayed scales fp8 products, but training.fp8 is false"),
+            std::string::npos)
+      << alone.output;
 }
 
 // What the command alone proves: data parallel over two real processes (gloo) trains what one

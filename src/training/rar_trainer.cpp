@@ -197,6 +197,8 @@ struct RarSettings {
     check(scaling == "current" || scaling == "delayed", "training.fp8_scaling: expected current or delayed, got '",
           scaling, "'");
     if (scaling == "delayed") {
+      check(s.fp8, "training.fp8_scaling: delayed scales fp8 products, but training.fp8 is false (set both, or "
+            "training.fp8_scaling=current)");
       s.fp8_delayed_history = c.get_int("training.fp8_amax_history", 16);
       check(s.fp8_delayed_history >= 1 && s.fp8_delayed_history <= 4096,
             "training.fp8_amax_history: expected 1 to 4096 steps, got ", s.fp8_delayed_history);
