@@ -3,7 +3,8 @@
 # starts it once and every device call copies what it has written so far): the latency table
 # (bench/gpu_latency.sh), then with TARGETS=1 the sampling targets' rows with their spread and profiles
 # (bench/gpu_targets.sh), with ADM=1 rar eval adm end to end on 50,000 + 10,000 images
-# (bench/gpu_adm.sh), with TRAIN=1 the training rows (bench/gpu_train.sh, QUICK or TRAIN_QUICK=targets, 3 repeats),
+# (bench/gpu_adm.sh), with TRAIN=1 the training rows (bench/gpu_train.sh, QUICK or TRAIN_QUICK=targets, TRAIN_REPEATS
+# processes a row, default 3),
 # then with SANITIZE=1 the CUDA kernels' tests under compute-sanitizer
 # (memcheck: out-of-bounds and misaligned accesses; racecheck: shared-memory races). Each part
 # leaves DONE-<part> in DIR; the chain ends with DONE. Runs longer than a device call may.
@@ -26,7 +27,7 @@ if [ "${ADM:-0}" = 1 ]; then
   touch "$DIR/DONE-adm"
 fi
 if [ "${TRAIN:-0}" = 1 ]; then
-  REPEATS=3 QUICK=${TRAIN_QUICK:-1} bench/gpu_train.sh "$BUILD/rar" > "$DIR/train.md" 2>&1
+  REPEATS=${TRAIN_REPEATS:-3} QUICK=${TRAIN_QUICK:-1} bench/gpu_train.sh "$BUILD/rar" > "$DIR/train.md" 2>&1
   touch "$DIR/DONE-train"
 fi
 if [ "${SANITIZE:-0}" = 1 ]; then
