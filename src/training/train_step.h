@@ -65,7 +65,9 @@ class GradientStep {
 
   // The gradients of one batch (tokens [B,S], labels [B]; draws for its B rows) in every
   // parameter's .grad, clipped; returns the step's numbers packed (StepNumbers::pack) on the
-  // model's device (no host synchronisation). A captured step keeps the shape of its first batch.
+  // model's device (no host synchronisation). A captured step keeps the shape of its first batch;
+  // with delayed fp8 scaling it is captured at the first step after the history is primed
+  // (model/fp8_history.h), the steps before run eagerly.
   torch::Tensor run(const torch::Tensor& tokens, const torch::Tensor& labels, const ObjectiveDraws& draws);
   bool graphed() const { return options_.cuda_graph; }
 
