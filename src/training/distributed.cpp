@@ -289,22 +289,28 @@ void DataParallel::finish() {
 
 int64_t DataParallel::buckets() const { return static_cast<int64_t>(impl_->buckets.size()); }
 
+#if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
+namespace {
+// t reduced across the ranks with `op`, in place (a view goes through a contiguous copy).
+void all_reduce_(c10d::Backend& pg, torch::Tensor& t, c10d::ReduceOp::RedOpType op) {
+  std::vector<at::Tensor> v = {t.contiguous()};
+  c10d::AllreduceOptions o;
+  o.reduceOp = op;
+  pg.allreduce(v, o)->wait();
+  if (!v[0].is_same(t)) t.copy_(v[0]);
+}
+}  // namespace
+#endif
+
 void DataParallel::sum_(torch::Tensor& t) {
 #if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
-  if (!impl_->pg) return;
-  std::vector<at::Tensor> v = {t};
-  impl_->pg->allreduce(v)->wait();
+  if (impl_->pg) all_reduce_(*impl_->pg, t, c10d::ReduceOp::SUM);
 #endif
 }
 
 void DataParallel::max_(torch::Tensor& t) {
 #if defined(RAR_WITH_GLOO) || defined(RAR_WITH_NCCL)
-  if (!impl_->pg) return;
-  std::vector<at::Tensor> v = {t.contiguous()};
-  c10d::AllreduceOptions o;
-  o.reduceOp = c10d::ReduceOp::MAX;
-  impl_->pg->allreduce(v, o)->wait();
-  if (!v[0].is_same(t)) t.copy_(v[0]);
+  if (impl_->pg) all_reduce_(*impl_->pg, t, c10d::ReduceOp::MAX);
 #endif
 }
 
