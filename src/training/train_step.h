@@ -70,6 +70,7 @@ class GradientStep {
   // (model/fp8_history.h), the steps before run eagerly.
   torch::Tensor run(const torch::Tensor& tokens, const torch::Tensor& labels, const ObjectiveDraws& draws);
   bool graphed() const { return options_.cuda_graph; }
+  bool captured() const { return graph_ != nullptr; }  // a graphed step after its capture
 
  private:
   torch::Tensor eager(const torch::Tensor& tokens, const torch::Tensor& labels, const ObjectiveDraws& draws);
