@@ -50,10 +50,10 @@ NCCL_DEBUG=INFO pair bf16 ${STEPS:-200} 128 64 "training.mixed_precision=bf16"
 grep -h -o -E "NCCL INFO Channel 00.*via [A-Za-z/0-9]+" "$OUT/multi-bf16.log" | head -2
 pair bf16-grads ${STEPS_GRADS:-100} 128 64 "training.mixed_precision=bf16" "training.ddp_grad_dtype=bf16"
 pair bf16-b256 ${STEPS_256:-100} 256 128 "training.mixed_precision=bf16"
-# training.fp8: each micro-batch casts with its own scales, so N GPUs equal one GPU accumulating
-pair fp8 ${STEPS_FP8:-100} 128 64 "training.mixed_precision=bf16 training.fp8=true"
-# delayed scaling: the ranks take the max of their records each step, as one GPU does over its micro-batches
-pair fp8-delayed ${STEPS_FP8:-100} 128 64 "training.mixed_precision=bf16 training.fp8=true training.fp8_scaling=delayed"
+# training.fp8, current scaling: each micro-batch casts with its own scales, so N GPUs equal one GPU accumulating
+pair fp8-current ${STEPS_FP8:-100} 128 64 "training.mixed_precision=bf16 training.fp8=true training.fp8_scaling=current"
+# delayed scaling (the default): the ranks take the max of their records each step, as one GPU does over its micro-batches
+pair fp8-delayed ${STEPS_FP8:-100} 128 64 "training.mixed_precision=bf16 training.fp8=true"
 grep -l -E "NCCL error|unhandled system error" "$OUT"/*.log && echo "NCCL errors: see the logs above" || echo "no NCCL errors in the logs"
 
 # scale NAME PRESET "settings": sequences/s at 64 sequences per GPU (no accumulation) — one GPU with

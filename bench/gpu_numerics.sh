@@ -26,7 +26,7 @@ run old-nodrop "$OLD" 42 0; run new-nodrop "$NEW" 42 0
 FP8=${FP8:-1}
 if [ "$FP8" = 1 ]; then
   C0=$C
-  C="$C0 training.fp8=true"; for s in 42 43; do run new-fp8-$s "$NEW" $s 0.1; done
+  C="$C0 training.fp8=true training.fp8_scaling=current"; for s in 42 43; do run new-fp8-$s "$NEW" $s 0.1; done
   C="$C0 training.fp8=true training.fp8_scaling=delayed"; for s in 42 43; do run new-fp8d-$s "$NEW" $s 0.1; done
   C=$C0
 fi

@@ -10,10 +10,10 @@
 #              random  r = 1 throughout              (anneal start = end = 10·steps)
 #              a50-75  r from 1 to 0 over 50%-75%    (the paper's epochs 200-300 of 400)
 #              a25-50  r from 1 to 0 over 25%-50%    (another row of the paper's table)
-#              random-fp8  as random, with training.fp8 (the fp8 products' quality beside the bf16
-#                      random arm: same steps and seed; not in the default ARMS:
-#                      ARMS="random random-fp8")
-#              random-fp8-delayed  the same with training.fp8_scaling=delayed
+#              random-fp8  as random, with training.fp8 and its default (delayed) scaling: the fp8
+#                      products' quality beside the bf16 random arm, same steps and seed; not in the
+#                      default ARMS: ARMS="random random-fp8"
+#              random-fp8-current  the same with training.fp8_scaling=current
 #   scoring    val NLL (raster, the whole test set) at the end; 10,000 samples (1000 per class) at
 #              guidance 1, 2 and 3 (pow-cosine power 1), seed 7, raster order, exact KV cache;
 #              the demo's classifier: accuracy and feature-FID vs fashion-mnist:test, beside the
@@ -59,7 +59,7 @@ STEPS=$(( EPOCHS * N / 256 ))
 anneal() {
   case $1 in
     raster) echo "0 0" ;;
-    random | random-fp8 | random-fp8-delayed) echo "$((STEPS * 10)) $((STEPS * 10))" ;;
+    random | random-fp8 | random-fp8-current) echo "$((STEPS * 10)) $((STEPS * 10))" ;;
     a50-75) echo "$((STEPS / 2)) $((STEPS * 3 / 4))" ;;
     a25-50) echo "$((STEPS / 4)) $((STEPS / 2))" ;;
   esac
@@ -74,7 +74,7 @@ train_arm() {  # train_arm ARM MINUTES: trains until done or out of minutes
     --steps "$STEPS" --minutes "$2" --resume model.generator.randomness_anneal_start="$start" \
     model.generator.randomness_anneal_end="$end" model.vq_model.codebook_size=$CODES experiment.generate_every=0 experiment.eval_every=$(( (STEPS + 9) / 10 )) \
     experiment.save_every=$(( (STEPS + 19) / 20 )) experiment.eval_examples=${EVAL_EXAMPLES:-0} \
-    $(case $arm in random-fp8) echo training.fp8=true ;; random-fp8-delayed) echo training.fp8=true training.fp8_scaling=delayed ;; esac) \
+    $(case $arm in random-fp8) echo training.fp8=true ;; random-fp8-current) echo training.fp8=true training.fp8_scaling=current ;; esac) \
     >> "$OUT/$arm.train.log" 2>&1 || {
     echo "$arm: training failed:"; tail -5 "$OUT/$arm.train.log"; return 1; }
   if grep -q "finished at step $STEPS" "$OUT/$arm.train.log"; then touch "$OUT/$arm/DONE"; fi

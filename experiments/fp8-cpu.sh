@@ -6,8 +6,8 @@
 #   data     the CPU demo's Fashion-MNIST tokens (256 codes, 8x8 grid; `make demo` first).
 #   model    configs/rar/fashion-mnist-cpu.yaml (1.6M parameters, 1200 steps x 64), random orders
 #            throughout (r = 1: the arm where every product sees permuted sequences), float32.
-#   arms     fp32 and fp8 (training.fp8=true), each at seeds 42 and 43: the two fp32 runs give the
-#            run-to-run spread the fp8 runs are compared with. fp8delayed-s42/-s43 (not in the
+#   arms     fp32 and fp8 (training.fp8=true, current scaling), each at seeds 42 and 43: the two
+#            fp32 runs give the run-to-run spread the fp8 runs are compared with. fp8delayed-s42/-s43 (not in the
 #            default ARMS): fp8 with training.fp8_scaling=delayed (16 steps of history).
 #   scoring  validation NLL (raster, the demo's test tokens) at the end; 2000 samples (200 per
 #            class) at guidance 2 (pow-cosine power 1), seed 7, raster order; the demo's classifier:

@@ -246,24 +246,30 @@ TEST(TrainRar, StopAndResumeEndWithTheSameWeights) {
 
 // training.fp8 from the command line: it reaches the model (other weights than without it), a run
 // stopped and resumed ends with the uninterrupted run's weights (current scaling carries no state
-// between steps; delayed scaling's history is in the checkpoint), and a resume that switches it is
-// refused naming the key.
+// between steps; delayed scaling, the default, keeps its history in the checkpoint), and a resume
+// that switches it or its scaling is refused naming the key; without fp8 the scaling keys compute
+// nothing, so a run resumes with another value of them.
 TEST(TrainRar, Fp8RunResumesToTheSameWeightsAndKeepsItsSetting) {
   TempDir dir;
   const std::string data = write_tiny_tokens(dir);
   const std::string args = " --device cpu --steps 6" + tiny_model_args() +
                            " training.per_gpu_batch_size=4 lr_scheduler.params.warmup_steps=2"
                            " optimizer.params.learning_rate=3e-3 experiment.save_every=2";
-  auto full = run_rar("train --data " + data + " --out " + dir / "full" + args + " training.fp8=true");
+  const std::string current = " training.fp8=true training.fp8_scaling=current";
+  auto full = run_rar("train --data " + data + " --out " + dir / "full" + args + current);
   ASSERT_EQ(full.status, 0) << full.output;
   auto plain = run_rar("train --data " + data + " --out " + dir / "plain" + args);
   ASSERT_EQ(plain.status, 0) << plain.output;
-  auto r1 = run_rar("train --data " + data + " --out " + dir / "split" + args + " training.fp8=true --stop-after 3");
+  auto r1 = run_rar("train --data " + data + " --out " + dir / "split" + args + current + " --stop-after 3");
   ASSERT_EQ(r1.status, 0) << r1.output;
   auto other = run_rar("train --data " + data + " --out " + dir / "split" + args + " --resume");
   EXPECT_NE(other.status, 0);
   EXPECT_NE(other.output.find("training.fp8: true -> false"), std::string::npos) << other.output;
-  auto r2 = run_rar("train --data " + data + " --out " + dir / "split" + args + " training.fp8=true --resume");
+  auto rescaled = run_rar("train --data " + data + " --out " + dir / "split" + args + " training.fp8=true --resume");
+  EXPECT_NE(rescaled.status, 0);
+  EXPECT_NE(rescaled.output.find("training.fp8_scaling: \"current\" -> \"delayed\""), std::string::npos)
+      << rescaled.output;
+  auto r2 = run_rar("train --data " + data + " --out " + dir / "split" + args + current + " --resume");
   ASSERT_EQ(r2.status, 0) << r2.output;
   auto a = io::read_safetensors(dir / "full/generator.safetensors");
   auto b = io::read_safetensors(dir / "split/generator.safetensors");
@@ -271,9 +277,10 @@ TEST(TrainRar, Fp8RunResumesToTheSameWeightsAndKeepsItsSetting) {
   ASSERT_EQ(a.names(), b.names());
   for (const auto& n : a.names()) EXPECT_TRUE(a.at(n).equal(b.at(n))) << n;
   EXPECT_FALSE(a.at("blocks.0.mlp.fc1.weight").equal(c.at("blocks.0.mlp.fc1.weight")));
-  // delayed scaling: other weights than current scaling (the history scales from the second step
-  // on), and the same after a stop and resume (the checkpoint keeps the history)
-  const std::string delayed = " training.fp8=true training.fp8_scaling=delayed training.fp8_amax_history=2";
+  // delayed scaling (training.fp8's default scaling): other weights than current scaling (the
+  // history scales from the second step on), and the same after a stop and resume (the checkpoint
+  // keeps the history)
+  const std::string delayed = " training.fp8=true training.fp8_amax_history=2";
   auto dfull = run_rar("train --data " + data + " --out " + dir / "dfull" + args + delayed);
   ASSERT_EQ(dfull.status, 0) << dfull.output;
   auto d1 = run_rar("train --data " + data + " --out " + dir / "dsplit" + args + delayed + " --stop-after 3");
@@ -290,11 +297,14 @@ TEST(TrainRar, Fp8RunResumesToTheSameWeightsAndKeepsItsSetting) {
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("training.fp8_scaling: expected current or delayed, got 'late'"), std::string::npos)
       << bad.output;
-  auto alone = run_rar("train --data " + data + " --out " + dir / "dalone" + args + " training.fp8_scaling=delayed");
-  EXPECT_NE(alone.status, 0);
-  EXPECT_NE(alone.output.find("training.fp8_scaling: delayed scales fp8 products, but training.fp8 is false"),
-            std::string::npos)
-      << alone.output;
+  // without fp8: a run saved with other scaling keys resumes to the plain run's weights
+  auto p1 = run_rar("train --data " + data + " --out " + dir / "psplit" + args +
+                    " training.fp8_scaling=current training.fp8_amax_history=3 --stop-after 3");
+  ASSERT_EQ(p1.status, 0) << p1.output;
+  auto p2 = run_rar("train --data " + data + " --out " + dir / "psplit" + args + " --resume");
+  ASSERT_EQ(p2.status, 0) << p2.output;
+  auto pb = io::read_safetensors(dir / "psplit/generator.safetensors");
+  for (const auto& n : c.names()) EXPECT_TRUE(c.at(n).equal(pb.at(n))) << "plain " << n;
 }
 
 // What the command alone proves: data parallel over two real processes (gloo) trains what one
@@ -305,7 +315,7 @@ TEST(TrainRar, TwoGlooProcessesMatchOneProcessWithTheSameGlobalBatch) {
   // accum 1: one bucket for the whole model; accum 2 (only the last micro-step's backward
   // communicates): ~20 KB buckets, several in flight; bf16: gradients travel as bf16.
   // split: one process accumulating two micro-batches of 4 vs two processes of 4 (the same rows and
-  // draws, the same reductions: bit-identical); fp8split: the same with training.fp8 (each
+  // draws, the same reductions: bit-identical); fp8split: the same with training.fp8, current scaling (each
   // micro-batch's casts take their scales from that micro-batch alone, on either side); fp8delayed:
   // with delayed scaling (the history advances with the max over the step's micro-batches on one
   // side, over the ranks' records on the other: the same scales).
@@ -317,7 +327,7 @@ TEST(TrainRar, TwoGlooProcessesMatchOneProcessWithTheSameGlobalBatch) {
                              " model.generator.randomness_anneal_start=0 model.generator.randomness_anneal_end=10"
                              " optimizer.params.learning_rate=3e-3 experiment.log_every=1 training.gradient_accumulation_steps=" +
                              std::to_string(accum) + (accum == 2 ? " training.ddp_bucket_mb=0.02" : "") +
-                             (tag == "fp8split" ? " training.fp8=true" : "") +
+                             (tag == "fp8split" ? " training.fp8=true training.fp8_scaling=current" : "") +
                              (tag == "fp8delayed" ? " training.fp8=true training.fp8_scaling=delayed" : "");
     auto one = run_rar("train --out " + dir / (tag + "one") + args +
                        (split ? " training.per_gpu_batch_size=4 training.gradient_accumulation_steps=2"

@@ -79,7 +79,7 @@ void bench_train(const TrainBench& b) {
                 "|---|---|---|---|---|---|---|---|\n");
   std::string mode = run.precision;
   if (b.plain) mode += " plain";
-  if (b.fp8) mode += b.fp8_scaling == "delayed" ? " fp8 delayed" : " fp8";
+  if (b.fp8) mode += " fp8 " + b.fp8_scaling;
   if (gs.graphed()) mode += " graph";
   if (g->recompute_layers > 0) mode += " ckpt " + cat(g->recompute_layers, "/", cfg.layers);
   if (g->recompute_mlp()) mode += " mlp-recompute";

@@ -18,7 +18,7 @@ struct TrainBench {
   bool recompute_mlp = false;    // every block's MLP recomputes fc1's output in backward
   bool plain = false;        // plain LibTorch ops only (no fused CUDA kernels)
   bool fp8 = false;          // the blocks' products (adaLN, qkv, proj, fc1, fc2) in fp8 (training.fp8)
-  std::string fp8_scaling = "current";  // or delayed (training.fp8_scaling; 16 steps of history)
+  std::string fp8_scaling = "delayed";  // or current (training.fp8_scaling; delayed: 16 steps of history)
   bool graph = true;         // replay a captured step where the run allows it (CUDA, nothing recomputed)
   double dropout = 0.1;      // dropout and attention dropout (the recipe's 0.1)
 };

@@ -82,8 +82,8 @@ void add_bench(CLI::App& app) {
   t->add_flag("--plain", tb->plain, "plain LibTorch ops only (no fused CUDA kernels)");
   t->add_flag("--fp8", tb->fp8, "the blocks' products (adaLN, qkv, proj, fc1, fc2) in fp8 (training.fp8)");
   t->add_option("--fp8-scaling", tb->fp8_scaling,
-                "with --fp8: current (each tensor's own largest magnitude) or delayed (the last 16 steps', "
-                "training.fp8_scaling)")
+                "with --fp8: delayed (each tensor's largest magnitude over the last 16 steps) or current (its "
+                "own; training.fp8_scaling)")
       ->check(CLI::IsMember({"current", "delayed"}));
   t->add_flag("!--no-graph", tb->graph, "run each step eagerly (by default a CUDA run without recomputed blocks replays a captured step)");
   t->add_option("--dropout", tb->dropout, "dropout and attention dropout (the recipe's 0.1)")->check(non_negative());

@@ -146,7 +146,16 @@ void check_resume_config(const std::string& dir, const Config& current, const st
   flatten(saved.resolved(), "", a);
   flatten(current.resolved(), "", b);
   std::vector<std::string> differ;
-  auto free = [&](const std::string& k) { return steers_only(k) || job_checked.count(k) > 0; };
+  // fp8's scaling keys (training.fp8_scaling, training.fp8_amax_history) compute nothing in a run
+  // without fp8: a bf16 run saved under another default resumes
+  auto fp8_on = [](const std::map<std::string, std::string>& m) {
+    const auto it = m.find("training.fp8");
+    return it != m.end() && it->second == "true";
+  };
+  const bool no_fp8 = !fp8_on(a) && !fp8_on(b);
+  auto free = [&](const std::string& k) {
+    return steers_only(k) || job_checked.count(k) > 0 || (no_fp8 && k.rfind("training.fp8_", 0) == 0);
+  };
   for (const auto& [k, v] : b)
     if (!free(k) && (!a.count(k) || a[k] != v)) differ.push_back(k + ": " + (a.count(k) ? a[k] : "(absent)") + " -> " + v);
   for (const auto& [k, v] : a)

@@ -109,7 +109,7 @@ training:
   cuda_graph: true                    # ours: capture each step in a CUDA graph where it can be (one process, no accumulation, no recomputed blocks)
   fused_kernels: true                 # ours: the fused CUDA kernels of the block's memory-bound steps (false: the plain LibTorch path, the reference)
   fp8: false                          # ours: the blocks' products (adaLN, qkv, proj, fc1, fc2) in fp8 (e4m3 inputs and weights, e5m2 gradients, one scale per tensor; Hopper)
-  fp8_scaling: current                # ours: fp8 scales from each tensor's own largest magnitude (current: one more pass over it) or from its largest over the last steps (delayed)
+  fp8_scaling: delayed                # ours: with fp8, scale each tensor by its largest magnitude over the last steps (delayed: the cast records it) or by its own (current: one more pass over it)
   fp8_amax_history: 16                # ours: the steps delayed scaling looks back over
 )";
 }
@@ -193,12 +193,11 @@ struct RarSettings {
     s.cuda_graph = c.get_bool("training.cuda_graph");
     s.fused_kernels = c.get_bool("training.fused_kernels", true);
     s.fp8 = c.get_bool("training.fp8", false);
-    const std::string scaling = c.get_string("training.fp8_scaling", "current");
+    // the scaling and its history steer fp8 alone: read (and checked) with training.fp8 only
+    const std::string scaling = c.get_string("training.fp8_scaling", "delayed");
     check(scaling == "current" || scaling == "delayed", "training.fp8_scaling: expected current or delayed, got '",
           scaling, "'");
-    if (scaling == "delayed") {
-      check(s.fp8, "training.fp8_scaling: delayed scales fp8 products, but training.fp8 is false (set both, or "
-            "training.fp8_scaling=current)");
+    if (s.fp8 && scaling == "delayed") {
       s.fp8_delayed_history = c.get_int("training.fp8_amax_history", 16);
       check(s.fp8_delayed_history >= 1 && s.fp8_delayed_history <= 4096,
             "training.fp8_amax_history: expected 1 to 4096 steps, got ", s.fp8_delayed_history);
