@@ -193,7 +193,7 @@ struct RarSettings {
     s.cuda_graph = c.get_bool("training.cuda_graph");
     s.fused_kernels = c.get_bool("training.fused_kernels", true);
     s.fp8 = c.get_bool("training.fp8", false);
-    // the scaling and its history steer fp8 alone: read (and checked) with training.fp8 only
+    // the scaling (always checked) and its history steer nothing without training.fp8
     const std::string scaling = c.get_string("training.fp8_scaling", "delayed");
     check(scaling == "current" || scaling == "delayed", "training.fp8_scaling: expected current or delayed, got '",
           scaling, "'");
