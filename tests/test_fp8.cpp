@@ -232,6 +232,27 @@ TEST(Fp8, AdalnSplitIsTheProductOfItsRoundedOperandsBothWays) {
     EXPECT_LT(rel(m[i].detach(), y32[i]), 0.1) << i;
     EXPECT_GT(rel(m[i].detach(), y32[i]), 1e-4) << i;
   }
+  // Under bf16 autocast (the GPU step's setting; the CPU's autocast here) x comes as float32, as the
+  // generator computes SiLU(c): the chunks in bf16 (the same products, rounded to bf16), and x's
+  // gradient in float32 from the bf16 output gradients (no bf16 copy of x or of its gradient)
+  auto xa = x.detach().clone().requires_grad_(true);
+  std::array<torch::Tensor, 6> ma;
+  {
+    Autocast ac(true, torch::kCPU, torch::kBFloat16);
+    ma = model::adaln_split6(*lin, xa, /*training=*/true, kPlain, /*fp8=*/true);
+  }
+  torch::Tensor loss = torch::zeros({});
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(ma[i].scalar_type(), torch::kBFloat16) << i;
+    EXPECT_LT(rel(ma[i].detach().reshape({-1, H}), ref[i]), 5e-3) << "chunk " << i;  // bf16's rounding
+    loss = loss + (ma[i].to(torch::kFloat32) * probes[i]).sum();
+  }
+  loss.backward();
+  ASSERT_EQ(xa.grad().scalar_type(), torch::kFloat32);
+  auto flat16 = [&](size_t i) { return probes[i].to(torch::kBFloat16).to(torch::kFloat32).reshape({-1, H}); };
+  const auto gsq16 = cast(torch::cat({flat16(0), flat16(3)}, 1), torch::kFloat8_e5m2);
+  const auto gkq16 = cast(torch::cat({flat16(1), flat16(2), flat16(4), flat16(5)}, 1), torch::kFloat8_e5m2);
+  EXPECT_LT(rel(xa.grad().reshape({-1, H}), dequant(gsq16).mm(dequant(wsq)) + dequant(gkq16).mm(dequant(wkq))), 1e-6);
 }
 
 TEST(Fp8, ProductsOfOtherShapesStayInTheModelsDtype) {

@@ -209,11 +209,14 @@ torch::Tensor GeneratorImpl::condition_tokens(const torch::Tensor& classes, cons
 torch::Tensor GeneratorImpl::run_blocks(torch::Tensor h, const torch::Tensor& c, KVCache* cache) {
   const int64_t past = cache ? cache->length : 0;
   // SiLU(c), shared by every block's adaLN: computed and cast to the matmul dtype once; each block
-  // takes its own use of it so its gradients add up in float32 (model/ops shared_cast).
+  // takes its own use of it so its gradients add up in float32 (model/ops shared_cast). In fp8
+  // training the blocks take it as it is: their adaLN casts it to e4m3 itself and returns its
+  // gradient in its dtype (no bf16 copy either way).
   const auto silu = F::silu(c);
-  const auto silu_lp = to_compute(silu.detach());
+  const bool fp8_adaln = fp8_ && is_training();
+  const auto silu_lp = fp8_adaln ? silu : to_compute(silu.detach());
   for (size_t l = 0; l < block_list.size(); ++l) {
-    const auto silu_c = shared_cast(silu, silu_lp);
+    const auto silu_c = fp8_adaln ? silu : shared_cast(silu, silu_lp);
     if (cache) h = block_list[l](h, silu_c, &cache->k[l], &cache->v[l], past);
     else if (static_cast<int64_t>(l) < recompute_layers && is_training() && torch::GradMode::is_enabled())
       h = recomputed_block(block_list[l], h, silu_c);

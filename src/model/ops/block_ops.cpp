@@ -307,15 +307,17 @@ struct Fp8MlpRecomputeFn : torch::autograd::Function<Fp8MlpRecomputeFn> {
 };
 
 // adaln_split6's two training products in fp8: x = SiLU(c) in e4m3 (its transposed layout kept for
-// the weight gradients), the two row groups of W cast each, the output gradients in e5m2; W's and
-// b's gradients in float32 in W's row order, x's summed from the two products in float32. Scaling
-// rows kFp8Adaln...
+// the weight gradients), the two row groups of W cast each, the output gradients in e5m2; the
+// outputs in the matmul dtype (to_compute's), W's and b's gradients in float32 in W's row order, x's
+// summed from the two products in float32 and returned in x's dtype (x is SiLU(c) as the generator
+// computes it, float32: no cast of it to bf16 and back per block). Scaling rows kFp8Adaln...
 struct Fp8AdalnSplitFn : torch::autograd::Function<Fp8AdalnSplitFn> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
-                                                torch::Tensor w, torch::Tensor b, bool fused_path, Fp8Scaling sc) {
+                                                torch::Tensor w, torch::Tensor b, bool fused_path,
+                                                at::ScalarType compute_dtype, Fp8Scaling sc) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto path = fused_path ? OpPath::fused : OpPath::plain;
-    const auto dt = x.scalar_type();
+    const auto dt = compute_dtype;
     const auto xq =
         to_fp8(x.reshape({-1, x.size(-1)}), torch::kFloat8_e4m3fn, Fp8Layout::both, path, sc.slot(kFp8AdalnInput));
     const auto [ws, wk] = adaln_split_rows(w);
@@ -328,6 +330,7 @@ struct Fp8AdalnSplitFn : torch::autograd::Function<Fp8AdalnSplitFn> {
     ctx->saved_data["fused"] = fused_path;
     ctx->saved_data["x_sizes"] = x.sizes().vec();
     ctx->saved_data["dtype"] = static_cast<int64_t>(dt);
+    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
     ctx->saved_data["w_dtype"] = static_cast<int64_t>(w.scalar_type());
     ctx->saved_data["b_dtype"] = static_cast<int64_t>(b.scalar_type());
     save_scaling(ctx, sc);
@@ -353,10 +356,10 @@ struct Fp8AdalnSplitFn : torch::autograd::Function<Fp8AdalnSplitFn> {
       gb[i] = d.bias;
       gx = i == 0 ? d.input : gx + d.input;
     }
-    return {gx.to(dt).view(x_sizes),
+    return {gx.to(static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt())).view(x_sizes),
             adaln_join_rows(gw[0], gw[1]).to(static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt())),
             adaln_join_rows(gb[0], gb[1]).to(static_cast<at::ScalarType>(ctx->saved_data["b_dtype"].toInt())),
-            torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -505,8 +508,10 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
   }
   std::array<torch::Tensor, 2> products;  // {shifts [..,2H], the others [..,4H]}
   if (fp8 && lin.bias.defined() && fp8_product_fits(silu_c, lin.weight)) {
-    const auto out = Fp8AdalnSplitFn::apply(to_compute(silu_c), lin.weight, lin.bias, path == OpPath::fused,
-                                            scaling);
+    // SiLU(c) as it comes (float32 from the generator): cast to e4m3 from it, its gradient in its dtype
+    const auto dev = silu_c.device().type();
+    const auto dt = at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : silu_c.scalar_type();
+    const auto out = Fp8AdalnSplitFn::apply(silu_c, lin.weight, lin.bias, path == OpPath::fused, dt, scaling);
     products = {out[0], out[1]};
   } else if (auto r = path == OpPath::fused ? fused::adaln_split(lin, silu_c) : std::nullopt) {
     products = *r;
