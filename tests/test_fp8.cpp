@@ -255,6 +255,20 @@ TEST(Fp8, AdalnSplitIsTheProductOfItsRoundedOperandsBothWays) {
   EXPECT_LT(rel(xa.grad().reshape({-1, H}), dequant(gsq16).mm(dequant(wsq)) + dequant(gkq16).mm(dequant(wkq))), 1e-6);
 }
 
+// fp8 on a GPU without fp8 products is refused up front, in one line naming the setting, the device
+// and its capability; Ada (8.9), Hopper (9.0) and the CPU (an emulation) run them.
+TEST(Fp8, DevicesWithoutFp8ProductsAreRefusedInOneLine) {
+  const torch::Device gpu("cuda:1");
+  EXPECT_EQ(model::fp8_device_problem(gpu, {"NVIDIA A100-SXM4-80GB", 8, 0}, "training.fp8"),
+            "training.fp8: the fp8 products need a GPU of compute capability 8.9 or above (Ada, Hopper or later); "
+            "cuda:1 (NVIDIA A100-SXM4-80GB) is 8.0: leave it off on this GPU");
+  EXPECT_NE(model::fp8_device_problem(gpu, {"NVIDIA A10", 8, 6}, "--fp8").find("--fp8: "), std::string::npos);
+  EXPECT_EQ(model::fp8_device_problem(gpu, {"NVIDIA L4", 8, 9}, "training.fp8"), "");
+  EXPECT_EQ(model::fp8_device_problem(gpu, {"NVIDIA H100 80GB HBM3", 9, 0}, "training.fp8"), "");
+  EXPECT_EQ(model::fp8_device_problem(torch::kCPU, {}, "training.fp8"), "");
+  EXPECT_NO_THROW(model::check_fp8_device(torch::kCPU, "training.fp8"));
+}
+
 TEST(Fp8, ProductsOfOtherShapesStayInTheModelsDtype) {
   torch::nn::Linear odd(40, 48);  // K = 40: no multiple of 16
   const auto x = torch::randn({2, 5, 40});
@@ -689,6 +703,8 @@ TEST(Fp8Cuda, FusedLinearEqualsThePlainOne) {
 // CUDA, a bf16-autocast training step with fp8 on either path near the bf16 step without it.
 TEST(Fp8Cuda, Bf16StepWithFp8NearItsTwin) {
   if (!have_kernels()) GTEST_SKIP() << "no CUDA kernels or device";
+  EXPECT_NO_THROW(model::check_fp8_device(torch::kCUDA, "training.fp8"));  // a Hopper GPU: no refusal
+  EXPECT_FALSE(gpu::device_kind(torch::kCUDA).name.empty());
   auto s = test_support::small_cuda_step(128, 4);
   auto [l16, g16] = s.step(true);
   s.g->use_fp8(true);

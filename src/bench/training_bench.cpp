@@ -6,6 +6,7 @@
 
 #include "bench/timing.h"
 #include "model/generator.h"
+#include "model/ops/fp8.h"
 #include "model/ops/fused.h"
 #include "sampling/orders.h"
 #include "training/adamw.h"
@@ -33,6 +34,7 @@ void bench_train(const TrainBench& b) {
   g->use_path(b.plain ? model::OpPath::plain : model::OpPath::fused);
   check(b.fp8_scaling == "current" || b.fp8_scaling == "delayed", "--fp8-scaling: current or delayed, got '",
         b.fp8_scaling, "'");
+  if (b.fp8) model::check_fp8_device(device, "--fp8");
   g->use_fp8(b.fp8, b.fp8_scaling == "delayed" ? 16 : 0);
   g->to(device);
   g->train();

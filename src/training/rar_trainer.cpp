@@ -14,6 +14,7 @@
 #include "io/image.h"
 #include "io/metrics_log.h"
 #include "io/safetensors.h"
+#include "model/ops/fp8.h"
 #include "model/vqgan.h"
 #include "model/weights.h"
 #include "sampling/orders.h"
@@ -218,6 +219,7 @@ model::Generator build_generator(const RarSettings& s, const torch::Device& devi
   }
   g->recompute_layers = s.recomputed_layers;
   g->set_recompute_mlp(s.recompute_mlp);
+  if (s.fp8) model::check_fp8_device(device, "training.fp8");
   g->use_fp8(s.fp8, s.fp8_delayed_history);
   g->to(device);
   g->train();

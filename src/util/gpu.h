@@ -6,6 +6,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include <torch/torch.h>
 
@@ -16,6 +17,13 @@ bool built();
 
 // A generator for `device` (a CUDA device) seeded with `seed`.
 at::Generator cuda_generator(const torch::Device& device, uint64_t seed);
+
+// A CUDA device's name and compute capability (major, minor); {"", 0, 0} for other devices.
+struct DeviceKind {
+  std::string name;
+  int major = 0, minor = 0;
+};
+DeviceKind device_kind(const torch::Device& device);
 
 // Peak memory of the caching allocator on a CUDA device: reset, and read in GiB (0 elsewhere).
 void reset_peak_memory(const torch::Device& device);

@@ -11,6 +11,8 @@ at::Generator cuda_generator(const torch::Device& device, uint64_t) {
   fail("sampling on ", device.str(), " needs the CUDA build (-DRAR_CUDA=ON)");
 }
 
+DeviceKind device_kind(const torch::Device&) { return {}; }
+
 void reset_peak_memory(const torch::Device&) {}
 double peak_memory_gib(const torch::Device&) { return 0.0; }
 

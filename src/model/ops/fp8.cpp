@@ -5,6 +5,7 @@
 
 #include "model/ops/block_ops.h"
 #include "model/ops/fused_paths.h"
+#include "util/error.h"
 
 namespace rar::model {
 
@@ -142,6 +143,17 @@ Fp8Grads fp8_grads(const torch::Tensor& g, const Fp8Tensor& a, const Fp8Tensor& 
 bool fp8_product_fits(const torch::Tensor& x, const torch::Tensor& w) {
   return x.dim() >= 2 && w.dim() == 2 && x.size(-1) == w.size(1) && x.size(-1) % 16 == 0 && w.size(0) % 16 == 0 &&
          x.numel() > 0 && (x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kFloat32);
+}
+
+std::string fp8_device_problem(const torch::Device& device, const gpu::DeviceKind& kind, const std::string& what) {
+  if (!device.is_cuda() || kind.major * 10 + kind.minor >= 89) return "";
+  return cat(what, ": the fp8 products need a GPU of compute capability 8.9 or above (Ada, Hopper or later); ",
+             device.str(), " (", kind.name, ") is ", kind.major, ".", kind.minor, ": leave it off on this GPU");
+}
+
+void check_fp8_device(const torch::Device& device, const std::string& what) {
+  const auto problem = fp8_device_problem(device, gpu::device_kind(device), what);
+  check(problem.empty(), problem);
 }
 
 torch::Tensor fp8_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, OpPath path,

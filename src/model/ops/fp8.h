@@ -19,6 +19,7 @@
 #include <torch/torch.h>
 
 #include "model/ops/fused.h"
+#include "util/gpu.h"
 
 namespace rar::model {
 
@@ -86,6 +87,12 @@ Fp8Grads fp8_grads(const torch::Tensor& g, const Fp8Tensor& a, const Fp8Tensor& 
 
 // Whether x [.., K] · Wᵀ (W [N, K]) can run in fp8: K and N multiples of 16, a float32 or bf16 x.
 bool fp8_product_fits(const torch::Tensor& x, const torch::Tensor& w);
+
+// Why a device cannot run the fp8 products, as a one-line error naming `what` (the setting), or ""
+// where it can: LibTorch's scaled matmul needs a CUDA device of compute capability 8.9 or above
+// (Ada, Hopper and later); the CPU emulates it. check_fp8_device fails with that line.
+std::string fp8_device_problem(const torch::Device& device, const gpu::DeviceKind& kind, const std::string& what);
+void check_fp8_device(const torch::Device& device, const std::string& what);
 
 // y = x·Wᵀ + b with x and W in e4m3, the gradients from the output gradient in e5m2: x's in x's
 // dtype, W's written in float32 by the product (then W's dtype), b's summed in float32

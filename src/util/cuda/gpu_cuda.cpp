@@ -1,4 +1,5 @@
 // gpu_cuda.cpp — util/gpu.h in a CUDA build.
+#include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 
 #include <deque>
@@ -24,6 +25,12 @@ at::Generator cuda_generator(const torch::Device& device, uint64_t seed) {
   auto gen = at::cuda::detail::createCUDAGenerator(index_of(device));
   gen.set_current_seed(seed);
   return gen;
+}
+
+DeviceKind device_kind(const torch::Device& d) {
+  if (!d.is_cuda()) return {};
+  const auto* p = at::cuda::getDeviceProperties(index_of(d));
+  return {p->name, p->major, p->minor};
 }
 
 void reset_peak_memory(const torch::Device& d) {
