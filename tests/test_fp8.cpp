@@ -21,6 +21,7 @@ namespace {
 using test_support::have_kernels;
 using test_support::kFused;
 using test_support::kPlain;
+const model::Fp8Mode kFp8{true};  // the products in fp8, current scaling
 
 torch::Tensor f64(const torch::Tensor& t) { return t.to(torch::kFloat64); }
 // The rows layout's first q.rows rows, dequantised.
@@ -128,7 +129,7 @@ TEST(Fp8, MlpTailIsTheProductOfItsRoundedOperandsBothWays) {
   auto w = (0.1 * torch::randn({N, K})).requires_grad_(true);
   auto b = torch::randn({N}).requires_grad_(true);
   const auto bits = model::pack_bits(torch::rand({3, 7, K}).ge(p));
-  auto y = model::gelu_dropout_linear_saving(u, bits, p, w, b, kPlain, /*fp8=*/true);
+  auto y = model::gelu_dropout_linear_saving(u, bits, p, w, b, kPlain, kFp8);
   const auto g = torch::randn({3, 7, N});
   y.backward(g);
   const auto keep = f64(model::unpack_bits(bits, {3, 7, K})).reshape({-1, K}) / (1 - p);
@@ -141,7 +142,7 @@ TEST(Fp8, MlpTailIsTheProductOfItsRoundedOperandsBothWays) {
   EXPECT_LT(rel(w.grad(), dequant(gq).t().mm(dequant(aq))), 1e-6);
   EXPECT_LT(rel(b.grad(), f64(g).reshape({-1, N}).sum(0)), 1e-6);
   // and near the float32 op (fp8 rounding)
-  auto y32 = model::gelu_dropout_linear_saving(u.detach(), bits, p, w.detach(), b.detach(), kPlain, false);
+  auto y32 = model::gelu_dropout_linear_saving(u.detach(), bits, p, w.detach(), b.detach(), kPlain);
   EXPECT_LT(rel(y.detach(), y32), 0.1);
   EXPECT_GT(rel(y.detach(), y32), 1e-4);  // and fp8 did run
 }
@@ -169,9 +170,9 @@ TEST(Fp8, MlpRecomputingEqualsTheOpsKeptApart) {
         torch::Tensor y;
         {
           Autocast ac(autocast, torch::kCUDA, torch::kBFloat16);
-          y = recompute ? model::mlp_recomputing_masked(x, bits, p, *fc1, *fc2, path, true)
-                        : model::gelu_dropout_linear_saving(model::linear(*fc1, x, path, true), bits, p, fc2->weight,
-                                                            fc2->bias, path, true);
+          y = recompute ? model::mlp_recomputing_masked(x, bits, p, *fc1, *fc2, path, kFp8)
+                        : model::gelu_dropout_linear_saving(model::linear(*fc1, x, path, kFp8), bits, p, fc2->weight,
+                                                            fc2->bias, path, kFp8);
         }
         (y.to(torch::kFloat32) * probe).sum().backward();
         return std::vector<torch::Tensor>{y.detach(),          x.grad(),           fc1->weight.grad().clone(),
@@ -206,7 +207,7 @@ TEST(Fp8, AdalnSplitIsTheProductOfItsRoundedOperandsBothWays) {
     lin->bias.normal_();  // (the published init zeroes both)
   }
   auto x = torch::randn({3, 7, H}).requires_grad_(true);
-  const auto m = model::adaln_split6(*lin, x, /*training=*/true, kPlain, /*fp8=*/true);
+  const auto m = model::adaln_split6(*lin, x, /*training=*/true, kPlain, kFp8);
   const auto probes = backward_probed(m);
   const auto [ws, wk] = model::adaln_split_rows(lin->weight.detach());
   const auto [bs, bk] = model::adaln_split_rows(lin->bias.detach());
@@ -239,7 +240,7 @@ TEST(Fp8, AdalnSplitIsTheProductOfItsRoundedOperandsBothWays) {
   std::array<torch::Tensor, 6> ma;
   {
     Autocast ac(true, torch::kCPU, torch::kBFloat16);
-    ma = model::adaln_split6(*lin, xa, /*training=*/true, kPlain, /*fp8=*/true);
+    ma = model::adaln_split6(*lin, xa, /*training=*/true, kPlain, kFp8);
   }
   torch::Tensor loss = torch::zeros({});
   for (size_t i = 0; i < 6; ++i) {
@@ -273,7 +274,7 @@ TEST(Fp8, ProductsOfOtherShapesStayInTheModelsDtype) {
   torch::nn::Linear odd(40, 48);  // K = 40: no multiple of 16
   const auto x = torch::randn({2, 5, 40});
   EXPECT_FALSE(model::fp8_product_fits(x, odd->weight));
-  EXPECT_TRUE(torch::equal(model::linear(*odd, x, kPlain, true), at::linear(x, odd->weight, odd->bias)));
+  EXPECT_TRUE(torch::equal(model::linear(*odd, x, kPlain, kFp8), at::linear(x, odd->weight, odd->bias)));
 }
 
 // The generator with training.fp8: in training its step stays near the float32 step's loss and
@@ -431,7 +432,7 @@ TEST(Fp8, DelayedOpsRecordEachOperandInItsRowAndScaleByIt) {
     auto slots = fresh_slots(3);
     auto x = x0.detach().requires_grad_(true);
     clear({fc1->weight, fc1->bias});
-    auto y = model::linear(*fc1, x, kPlain, true, {slots, false});
+    auto y = model::linear(*fc1, x, kPlain, model::Fp8Mode{true, {slots, false}});
     const auto g = torch::randn(y.sizes());
     y.backward(g);
     EXPECT_EQ(slots[model::kFp8LinearInput][1].item<float>(), amax_of(x0));
@@ -440,7 +441,7 @@ TEST(Fp8, DelayedOpsRecordEachOperandInItsRowAndScaleByIt) {
     auto xc = x0.detach().requires_grad_(true);
     const auto gw = fc1->weight.grad().clone();
     clear({fc1->weight, fc1->bias});
-    auto yc = model::linear(*fc1, xc, kPlain, true);
+    auto yc = model::linear(*fc1, xc, kPlain, kFp8);
     yc.backward(g);
     EXPECT_TRUE(torch::equal(y, yc));
     EXPECT_TRUE(torch::equal(x.grad(), xc.grad()));
@@ -451,7 +452,7 @@ TEST(Fp8, DelayedOpsRecordEachOperandInItsRowAndScaleByIt) {
     slots.select(1, 1).zero_();
     auto xd = x0.detach().requires_grad_(true);
     clear({fc1->weight, fc1->bias});
-    auto yd = model::linear(*fc1, xd, kPlain, true, {slots, true});
+    auto yd = model::linear(*fc1, xd, kPlain, model::Fp8Mode{true, {slots, true}});
     yd.backward(g);
     const model::Fp8Scaling sc{slots, true};
     const auto xq = model::to_fp8(x0.reshape({-1, H}), torch::kFloat8_e4m3fn, model::Fp8Layout::rows, kPlain,
@@ -480,10 +481,10 @@ TEST(Fp8, DelayedOpsRecordEachOperandInItsRowAndScaleByIt) {
       auto x = x0.detach().requires_grad_(true);
       clear({fc1->weight, fc1->bias, fc2->weight, fc2->bias});
       const auto y = recompute
-                         ? model::mlp_recomputing_masked(x, bits, p, *fc1, *fc2, kPlain, true, rec_sc)
+                         ? model::mlp_recomputing_masked(x, bits, p, *fc1, *fc2, kPlain, {true, rec_sc})
                          : model::gelu_dropout_linear_saving(
-                               model::linear(*fc1, x, kPlain, true, kept_sc.rows(model::kFp8MlpFc1, 3)), bits, p,
-                               fc2->weight, fc2->bias, kPlain, true, kept_sc.rows(model::kFp8MlpFc2, 3));
+                               model::linear(*fc1, x, kPlain, {true, kept_sc.rows(model::kFp8MlpFc1, 3)}), bits, p,
+                               fc2->weight, fc2->bias, kPlain, {true, kept_sc.rows(model::kFp8MlpFc2, 3)});
       (y * probe).sum().backward();
       return std::vector<torch::Tensor>{y.detach(), x.grad(), fc1->weight.grad().clone(), fc2->weight.grad().clone()};
     };
@@ -503,7 +504,7 @@ TEST(Fp8, DelayedOpsRecordEachOperandInItsRowAndScaleByIt) {
   {
     auto slots = fresh_slots(model::kFp8AdalnOperands);
     auto x = x0.detach().requires_grad_(true);
-    const auto m = model::adaln_split6(*ada, x, true, kPlain, true, {slots, false});
+    const auto m = model::adaln_split6(*ada, x, true, kPlain, model::Fp8Mode{true, {slots, false}});
     const auto probes = backward_probed(m);
     const auto [ws, wk] = model::adaln_split_rows(ada->weight.detach());
     const auto gs = torch::cat({probes[0], probes[3]}, -1), gk = torch::cat({probes[1], probes[2], probes[4], probes[5]}, -1);
@@ -671,7 +672,7 @@ TEST(Fp8Cuda, FusedLinearEqualsThePlainOne) {
     torch::Tensor y;
     {
       Autocast ac(true, torch::kCUDA, torch::kBFloat16);
-      y = model::linear(*l, x, path, true);
+      y = model::linear(*l, x, path, kFp8);
     }
     (y.to(torch::kFloat32) * probe).sum().backward();
     return std::vector<torch::Tensor>{y.detach(), x.grad(), l->weight.grad().clone(), l->bias.grad().clone()};
@@ -689,7 +690,7 @@ TEST(Fp8Cuda, FusedLinearEqualsThePlainOne) {
     torch::Tensor y;
     {
       Autocast ac(true, torch::kCUDA, torch::kBFloat16);
-      const auto m = model::adaln_split6(*ada, x, /*training=*/true, path, /*fp8=*/true);
+      const auto m = model::adaln_split6(*ada, x, /*training=*/true, path, kFp8);
       y = torch::cat({m[0], m[1], m[2], m[3], m[4], m[5]}, -1);
     }
     (y.to(torch::kFloat32) * torch::cat({probe, probe}, -1)).sum().backward();

@@ -64,6 +64,10 @@ struct Fp8Rows {
   int64_t first = 0;
   // Rows [first + offset, + n) as an op's scaling on `device`; current scaling without a history.
   Fp8Scaling at(int64_t offset, int64_t n, const torch::Device& device) const;
+  // An op's fp8 mode: off unless `on`, else on with those rows as its scaling.
+  Fp8Mode mode(bool on, int64_t offset, int64_t n, const torch::Device& device) const {
+    return on ? Fp8Mode{true, at(offset, n, device)} : Fp8Mode{};
+  }
 };
 
 }  // namespace rar::model

@@ -36,11 +36,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
   const int64_t B = x.size(0), N = x.size(1), H = x.size(2);
   // qkv projection, q/k LayerNorm per head (model/ops)
   const bool in_fp8 = fp8 && is_training();  // (decided by training mode: a recomputed block repeats itself)
-  auto scaling = [&](int64_t rows) {
-    return in_fp8 ? fp8_rows.at(rows, kFp8LinearOperands, x.device()) : Fp8Scaling{};
-  };
-  auto [q, k, v] =
-      qk_norm_split(linear(*qkv, x, path, in_fp8, scaling(Fp8History::kQkv)), heads, q_norm, k_norm, path);
+  auto fp8_mode = [&](int64_t rows) { return fp8_rows.mode(in_fp8, rows, kFp8LinearOperands, x.device()); };
+  auto [q, k, v] = qk_norm_split(linear(*qkv, x, path, fp8_mode(Fp8History::kQkv)), heads, q_norm, k_norm, path);
   bool causal = true;
   std::optional<torch::Tensor> mask;  // [N, past+N] bool: keys each new query sees
   if (k_cache) {
@@ -62,7 +59,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, torch::Tensor* k_ca
   // softmax(q·kᵀ/√hd + causal mask)·v
   auto o = at::scaled_dot_product_attention(q, k, v, mask, is_training() ? attn_drop : 0.0, causal);
   o = o.transpose(1, 2).reshape({B, N, H});
-  return linear(*proj, o, path, in_fp8, scaling(Fp8History::kProj));
+  return linear(*proj, o, path, fp8_mode(Fp8History::kProj));
 }
 
 // ---------------------------------------------------------------- MLP
@@ -77,13 +74,12 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   // fc1 -> exact GELU -> dropout -> fc2 (one op keeping only fc1's output and the mask; with
   // recompute_hidden one op keeping x and the mask)
   const bool in_fp8 = fp8 && is_training();
-  auto scaling = [&](int64_t rows, int64_t n) { return in_fp8 ? fp8_rows.at(rows, n, x.device()) : Fp8Scaling{}; };
+  auto fp8_mode = [&](int64_t rows, int64_t n) { return fp8_rows.mode(in_fp8, rows, n, x.device()); };
   const int64_t mlp = Fp8History::kMlp;
   if (recompute_hidden && is_training())
-    return mlp_recomputing(x, *fc1, *fc2, drop->options.p(), path, in_fp8, scaling(mlp, kFp8MlpOperands));
-  return gelu_dropout_linear(linear(*fc1, x, path, in_fp8, scaling(mlp + kFp8MlpFc1, kFp8LinearOperands)), *fc2,
-                             drop->options.p(), is_training(), path, in_fp8,
-                             scaling(mlp + kFp8MlpFc2, kFp8LinearOperands));
+    return mlp_recomputing(x, *fc1, *fc2, drop->options.p(), path, fp8_mode(mlp, kFp8MlpOperands));
+  return gelu_dropout_linear(linear(*fc1, x, path, fp8_mode(mlp + kFp8MlpFc1, kFp8LinearOperands)), *fc2,
+                             drop->options.p(), is_training(), path, fp8_mode(mlp + kFp8MlpFc2, kFp8LinearOperands));
 }
 
 // ---------------------------------------------------------------- block
@@ -104,8 +100,8 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
   //   (model/ops adaln_split6: in training two matmuls, so that the shifts are not kept for backward)
   const bool in_fp8 = fp8 && is_training();
   const auto [shift_a, scale_a, gate_a, shift_m, scale_m, gate_m] =
-      adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training(), path, in_fp8,
-                   in_fp8 ? fp8_rows.at(Fp8History::kAdaln, kFp8AdalnOperands, silu_c.device()) : Fp8Scaling{});
+      adaln_split6(*adaLN_modulation[1]->as<torch::nn::Linear>(), silu_c, is_training(), path,
+                   fp8_rows.mode(in_fp8, Fp8History::kAdaln, kFp8AdalnOperands, silu_c.device()));
   // h += gate_a · Dropout(Attn(LN1(h)·(1 + scale_a) + shift_a))
   //   (h and its modulated LN from one op, whose backward sums h's two gradients: model/ops)
   const double p = is_training() ? dropout : 0.0;

@@ -390,10 +390,9 @@ torch::Tensor unpack_bits(const torch::Tensor& bits, at::IntArrayRef sizes) {
   return m.narrow(0, 0, n).view(sizes);
 }
 
-torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path, bool fp8,
-                     const Fp8Scaling& scaling) {
-  if (fp8 && l.bias.defined() && fp8_product_fits(x, l.weight))
-    return fp8_linear(to_compute(x), l.weight, l.bias, path, scaling);
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path, const Fp8Mode& fp8) {
+  if (fp8.on && l.bias.defined() && fp8_product_fits(x, l.weight))
+    return fp8_linear(to_compute(x), l.weight, l.bias, path, fp8.scaling);
   if (path == OpPath::fused)
     if (auto y = fused::linear(l, x)) return *y;
   return at::linear(x, l.weight, l.bias);
@@ -461,57 +460,55 @@ torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Ten
 }
 
 torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& bits, double p,
-                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path, bool fp8,
-                                         const Fp8Scaling& scaling) {
+                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path,
+                                         const Fp8Mode& fp8) {
   const auto m = bits.defined() ? bits : torch::empty({0}, u.options().dtype(torch::kUInt8));
-  if (fp8 && b.defined() && fp8_product_fits(u, w))
-    return Fp8GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused, scaling);
+  if (fp8.on && b.defined() && fp8_product_fits(u, w))
+    return Fp8GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused, fp8.scaling);
   return GeluDropoutLinearFn::apply(u, w, b, m, p, path == OpPath::fused);
 }
 
 torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training,
-                                  OpPath path, bool fp8, const Fp8Scaling& scaling) {
+                                  OpPath path, const Fp8Mode& fp8) {
   if (!training) return at::linear(at::gelu(u), fc2.weight, fc2.bias);
   // The mask is drawn the same way with or without gradients, so a recomputed block's
   // recomputation (gradients on) sees the mask its forward (gradients off) drew.
   const auto bits = dropout_bits(p > 0 ? u.numel() : 0, p, u.device(), path);
   // The same op (and kernels) with or without gradients, so that a recomputed block's recomputed
   // forward repeats its first forward exactly.
-  return gelu_dropout_linear_saving(u, bits, p, fc2.weight, fc2.bias, path, fp8, scaling);
+  return gelu_dropout_linear_saving(u, bits, p, fc2.weight, fc2.bias, path, fp8);
 }
 
 torch::Tensor mlp_recomputing_masked(const torch::Tensor& x, const torch::Tensor& bits, double p,
                                      const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2, OpPath path,
-                                     bool fp8, const Fp8Scaling& scaling) {
+                                     const Fp8Mode& fp8) {
   const auto m = bits.defined() ? bits : torch::empty({0}, x.options().dtype(torch::kUInt8));
-  if (fp8 && fc1.bias.defined() && fc2.bias.defined() && fp8_product_fits(x, fc1.weight) &&
+  if (fp8.on && fc1.bias.defined() && fc2.bias.defined() && fp8_product_fits(x, fc1.weight) &&
       fc2.weight.size(1) % 16 == 0 && fc2.weight.size(0) % 16 == 0)
     return Fp8MlpRecomputeFn::apply(to_compute(x), fc1.weight, fc1.bias, fc2.weight, fc2.bias, m, p,
-                                    path == OpPath::fused, scaling);
+                                    path == OpPath::fused, fp8.scaling);
   return MlpRecomputeFn::apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, m, p, path == OpPath::fused);
 }
 
 torch::Tensor mlp_recomputing(const torch::Tensor& x, const torch::nn::LinearImpl& fc1,
-                              const torch::nn::LinearImpl& fc2, double p, OpPath path, bool fp8,
-                              const Fp8Scaling& scaling) {
+                              const torch::nn::LinearImpl& fc2, double p, OpPath path, const Fp8Mode& fp8) {
   // the mask drawn as gelu_dropout_linear draws it (fc1's product draws nothing): the same stream
   const int64_t n = x.numel() / x.size(-1) * fc1.weight.size(0);
-  return mlp_recomputing_masked(x, dropout_bits(p > 0 ? n : 0, p, x.device(), path), p, fc1, fc2, path, fp8,
-                                scaling);
+  return mlp_recomputing_masked(x, dropout_bits(p > 0 ? n : 0, p, x.device(), path), p, fc1, fc2, path, fp8);
 }
 
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
-                                          bool training, OpPath path, bool fp8, const Fp8Scaling& scaling) {
+                                          bool training, OpPath path, const Fp8Mode& fp8) {
   if (!training) {
     auto m = at::linear(silu_c, lin.weight, lin.bias).chunk(6, -1);
     return {m[0], m[1], m[2], m[3], m[4], m[5]};
   }
   std::array<torch::Tensor, 2> products;  // {shifts [..,2H], the others [..,4H]}
-  if (fp8 && lin.bias.defined() && fp8_product_fits(silu_c, lin.weight)) {
+  if (fp8.on && lin.bias.defined() && fp8_product_fits(silu_c, lin.weight)) {
     // SiLU(c) as it comes (float32 from the generator): cast to e4m3 from it, its gradient in its dtype
     const auto dev = silu_c.device().type();
     const auto dt = at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : silu_c.scalar_type();
-    const auto out = Fp8AdalnSplitFn::apply(silu_c, lin.weight, lin.bias, path == OpPath::fused, dt, scaling);
+    const auto out = Fp8AdalnSplitFn::apply(silu_c, lin.weight, lin.bias, path == OpPath::fused, dt, fp8.scaling);
     products = {out[0], out[1]};
   } else if (auto r = path == OpPath::fused ? fused::adaln_split(lin, silu_c) : std::nullopt) {
     products = *r;

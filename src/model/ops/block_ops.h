@@ -6,9 +6,9 @@
 //   adaln_split6                                              the block's six modulation vectors
 //   gelu_dropout_linear, mlp_recomputing                      the MLP's tail, the whole MLP
 //   dropout_bits                                              dropout masks, as bits
-// With `fp8` (training.fp8; model/ops/fp8.h) linear, the MLP ops and adaln_split6 run their
-// products in fp8 where the shapes allow (multiples of 16), on either path; `scaling` says where
-// their operands' scales come from (default: current scaling; an op's rows: fp8.h's kFp8...).
+// With `fp8` on (an Fp8Mode: training.fp8; model/ops/fp8.h) linear, the MLP ops and adaln_split6
+// run their products in fp8 where the shapes allow (multiples of 16), on either path; its scaling
+// says where their operands' scales come from (none: current scaling; an op's rows: fp8.h's kFp8...).
 #pragma once
 #include <array>
 
@@ -29,8 +29,7 @@ namespace rar::model {
 // same forward, and the weight and bias gradients written in float32 directly (no bf16 gradient,
 // cast and transposed copy per parameter; the plain path's weight gradient is rounded to bf16
 // first). With `fp8` the product runs in fp8 where its shape allows (fp8_linear).
-torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path, bool fp8 = false,
-                     const Fp8Scaling& scaling = {});
+torch::Tensor linear(const torch::nn::LinearImpl& l, const torch::Tensor& x, OpPath path, const Fp8Mode& fp8 = {});
 
 // The parameter gradients of a product y = a·Wᵀ + b from its output gradient g [rows, N], for ops
 // that own their backward. weight_gradient: gᵀ·a in w_dtype (fused path: bf16 g and a on CUDA write
@@ -96,7 +95,7 @@ std::array<torch::Tensor, 3> qk_norm_split(const torch::Tensor& qkv, int64_t hea
 // CUDA): the same products, the parameter gradients written in float32 in W's row order. With
 // `fp8` (in training, H a multiple of 16) the two products in fp8 (model/ops/fp8.h), either path.
 std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, const torch::Tensor& silu_c,
-                                          bool training, OpPath path, bool fp8 = false, const Fp8Scaling& scaling = {});
+                                          bool training, OpPath path, const Fp8Mode& fp8 = {});
 // The rows of an adaLN weight or bias [6H, ..] that adaln_split6's two training products use:
 // {the shifts' (shift_a, shift_m) [2H, ..], the others' (scale_a, gate_a, scale_m, gate_m) [4H, ..]};
 // adaln_join_rows puts such a pair (their gradients) back in W's row order.
@@ -110,7 +109,7 @@ torch::Tensor adaln_join_rows(const torch::Tensor& shifts, const torch::Tensor& 
 // dtype under autocast). With `fp8` (in training) fc2's products in fp8: the op then keeps aᵀ in
 // fp8 too (1 byte per element) for fc2's weight gradient.
 torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::LinearImpl& fc2, double p, bool training,
-                                  OpPath path, bool fp8 = false, const Fp8Scaling& scaling = {});
+                                  OpPath path, const Fp8Mode& fp8 = {});
 
 // DESIGN §3.6 the whole MLP in training, fc2(dropout(GELU(fc1(x)))), as one autograd op that keeps
 // x, fc1's weight in x's dtype and the mask, and recomputes fc1's output u in backward (the
@@ -121,19 +120,18 @@ torch::Tensor gelu_dropout_linear(const torch::Tensor& u, const torch::nn::Linea
 // summation on the plain one). Every device. With `fp8` both products in fp8, x kept in e4m3 (both
 // layouts) instead: the values and gradients of the fp8 ops kept apart, bit for bit.
 torch::Tensor mlp_recomputing(const torch::Tensor& x, const torch::nn::LinearImpl& fc1,
-                              const torch::nn::LinearImpl& fc2, double p, OpPath path, bool fp8 = false,
-                              const Fp8Scaling& scaling = {});
+                              const torch::nn::LinearImpl& fc2, double p, OpPath path, const Fp8Mode& fp8 = {});
 // The same with a given mask (bits; undefined = no dropout). For tests.
 torch::Tensor mlp_recomputing_masked(const torch::Tensor& x, const torch::Tensor& bits, double p,
                                      const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2, OpPath path,
-                                     bool fp8 = false, const Fp8Scaling& scaling = {});
+                                     const Fp8Mode& fp8 = {});
 
 // The same op with a given mask (bits; undefined = no dropout): the plain composition and the op
 // with explicit backward. For tests.
 torch::Tensor gelu_dropout_linear_plain(const torch::Tensor& u, const torch::Tensor& bits, double p,
                                         const torch::Tensor& w, const torch::Tensor& b);
 torch::Tensor gelu_dropout_linear_saving(const torch::Tensor& u, const torch::Tensor& bits, double p,
-                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path, bool fp8 = false,
-                                         const Fp8Scaling& scaling = {});
+                                         const torch::Tensor& w, const torch::Tensor& b, OpPath path,
+                                         const Fp8Mode& fp8 = {});
 
 }  // namespace rar::model

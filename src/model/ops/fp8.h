@@ -44,6 +44,14 @@ struct Fp8Scaling {
   Fp8Slot slot(int64_t i) const;
   Fp8Scaling rows(int64_t first, int64_t n) const;  // operands [first, first + n) as an op's own
 };
+// Whether an op runs its products in fp8 (where their shapes allow) and how their operands are
+// scaled: off (the default: the model's dtype), or on with current scaling (`scaling` without
+// slots) or with the history's rows. The block ops take this one value (model/ops/block_ops.h).
+struct Fp8Mode {
+  bool on = false;
+  Fp8Scaling scaling;
+};
+
 // An autograd op's scaling, kept for its backward (in saved_data: the slots change in place, which
 // a saved variable's version check would refuse).
 void save_scaling(torch::autograd::AutogradContext* ctx, const Fp8Scaling& s);
