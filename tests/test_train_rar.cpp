@@ -258,6 +258,8 @@ TEST(TrainRar, Fp8RunResumesToTheSameWeightsAndKeepsItsSetting) {
   const std::string current = " training.fp8=true training.fp8_scaling=current";
   auto full = run_rar("train --data " + data + " --out " + dir / "full" + args + current);
   ASSERT_EQ(full.status, 0) << full.output;
+  EXPECT_NE(full.output.find("cpu fp32, fp8 products (current scaling), data parallel"), std::string::npos)
+      << full.output;
   auto plain = run_rar("train --data " + data + " --out " + dir / "plain" + args);
   ASSERT_EQ(plain.status, 0) << plain.output;
   auto r1 = run_rar("train --data " + data + " --out " + dir / "split" + args + current + " --stop-after 3");
@@ -283,6 +285,8 @@ TEST(TrainRar, Fp8RunResumesToTheSameWeightsAndKeepsItsSetting) {
   const std::string delayed = " training.fp8=true training.fp8_amax_history=2";
   auto dfull = run_rar("train --data " + data + " --out " + dir / "dfull" + args + delayed);
   ASSERT_EQ(dfull.status, 0) << dfull.output;
+  EXPECT_NE(dfull.output.find("fp8 products (delayed scaling, 2 steps of history)"), std::string::npos)
+      << dfull.output;
   auto d1 = run_rar("train --data " + data + " --out " + dir / "dsplit" + args + delayed + " --stop-after 3");
   ASSERT_EQ(d1.status, 0) << d1.output;
   auto d2 = run_rar("train --data " + data + " --out " + dir / "dsplit" + args + delayed + " --resume");

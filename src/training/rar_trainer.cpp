@@ -396,13 +396,17 @@ class RarJob final : public TrainingJob {
     int64_t params = 0;
     for (auto& p : g_->parameters()) params += p.numel();
     const auto& c = s_.gen;
+    const std::string fp8 = !s_.fp8 ? ""
+                            : s_.fp8_delayed_history > 0
+                                ? cat(", fp8 products (delayed scaling, ", s_.fp8_delayed_history, " steps of history)")
+                                : std::string(", fp8 products (current scaling)");
     std::fprintf(stderr,
                  "rar train: %.1fM parameters (H=%lld L=%lld), %lld sequences of %lld tokens, V=%lld, C=%lld; global "
-                 "batch %lld (%lld x %lld ranks x %lld accumulation); %s%s, data parallel: %s\n",
+                 "batch %lld (%lld x %lld ranks x %lld accumulation); %s%s%s, data parallel: %s\n",
                  params / 1e6, (long long)c.hidden, (long long)c.layers, (long long)train_.info().count,
                  (long long)c.seq_len, (long long)c.codebook, (long long)c.classes, (long long)global_batch_,
                  (long long)s_.local_batch, (long long)dp_.world(), (long long)s_.accum, device_.str().c_str(),
-                 autocast_ ? " bf16 autocast" : " fp32", dp_.backend());
+                 autocast_ ? " bf16 autocast" : " fp32", fp8.c_str(), dp_.backend());
     if (device_.is_cuda()) std::fprintf(stderr, "rar train: %s\n", step_note_.c_str());
   }
 
