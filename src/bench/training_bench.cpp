@@ -79,7 +79,8 @@ void bench_train(const TrainBench& b) {
   if (run.header)
     std::printf("| model | batch | precision | ms/step | sequences/s | tokens/s | TFLOP/s | peak GiB |\n"
                 "|---|---|---|---|---|---|---|---|\n");
-  std::string mode = run.precision;
+  // what the step ran in: bf16 autocast is CUDA's only (the trainer's rule); elsewhere float32
+  std::string mode = run.precision == "bf16" && !device.is_cuda() ? "fp32" : run.precision;
   if (b.plain) mode += " plain";
   if (b.fp8) mode += " fp8 " + b.fp8_scaling;
   if (gs.graphed()) mode += " graph";
