@@ -47,6 +47,22 @@ std::vector<torch::Tensor> backward_probed(const std::array<torch::Tensor, 6>& m
   loss.backward();
   return probes;
 }
+// Recomputation repeats a step of loss l and gradients g: the recomputing MLP bit for bit, 2
+// recomputed blocks the loss bit for bit and the gradients to float32 rounding (they add up in
+// another order). `note` joins the gradients' failure message.
+void expect_recomputation_repeats(test_support::SmallStep& s, double l, const torch::Tensor& g,
+                                  const std::string& note = "") {
+  s.g->set_recompute_mlp(true);
+  auto [lm, gm] = s.step(false);
+  EXPECT_EQ(lm, l);
+  EXPECT_TRUE(torch::equal(gm, g));
+  s.g->set_recompute_mlp(false);
+  s.g->recompute_layers = 2;
+  auto [lr, gr] = s.step(false);
+  EXPECT_EQ(lr, l);
+  EXPECT_LT(rel(gr, g), 1e-5) << note;
+  s.g->recompute_layers = 0;
+}
 // fp8 tensors compared by their bytes (equal() on fp8 compares values: -0 == 0)
 bool same_bytes(const torch::Tensor& a, const torch::Tensor& b) {
   return a.defined() == b.defined() &&
@@ -290,18 +306,8 @@ TEST(Fp8, GeneratorStepNearItsTwinAndRecomputationRepeatsIt) {
   EXPECT_NEAR(l8, l32, 0.02 * std::abs(l32));
   EXPECT_GT(torch::cosine_similarity(g8, g32, 0).item<double>(), 0.98);
   EXPECT_GT(rel(g8, g32), 1e-3);
-  s.g->set_recompute_mlp(true);
-  auto [lm, gm] = s.step(false);
-  EXPECT_EQ(lm, l8);
-  EXPECT_TRUE(torch::equal(gm, g8));
-  s.g->set_recompute_mlp(false);
-  s.g->recompute_layers = 2;
-  auto [lr, gr] = s.step(false);
-  EXPECT_EQ(lr, l8);
-  // the gradients add up in another order with recomputed blocks: the same products to float32
-  // rounding, far below what fp8 changes
-  EXPECT_LT(rel(gr, g8), 1e-5) << "fp8 vs float32: " << rel(g8, g32);
-  s.g->recompute_layers = 0;
+  // (recomputed blocks' float32 rounding: far below what fp8 changes)
+  expect_recomputation_repeats(s, l8, g8, cat("fp8 vs float32: ", rel(g8, g32)));
   s.g->eval();
   torch::NoGradGuard ng;
   auto orders = torch::arange(64).expand({8, 64});
@@ -537,16 +543,7 @@ TEST(Fp8, DelayedGeneratorStepPrimesThenScalesByTheHistory) {
   EXPECT_EQ(l2, lc);
   EXPECT_TRUE(torch::equal(g2, gc));
   h->advance();
-  s.g->set_recompute_mlp(true);
-  auto [lm, gm] = s.step(false);
-  EXPECT_EQ(lm, lc);
-  EXPECT_TRUE(torch::equal(gm, gc));
-  s.g->set_recompute_mlp(false);
-  s.g->recompute_layers = 2;
-  auto [lr, gr] = s.step(false);
-  EXPECT_EQ(lr, lc);
-  EXPECT_LT(rel(gr, gc), 1e-5);  // recomputed blocks add the gradients in another order
-  s.g->recompute_layers = 0;
+  expect_recomputation_repeats(s, lc, gc);
   // a history whose magnitudes are 1.5x the step's: other roundings, the same step to fp8's precision
   h->load(1.5 * h->state(), "test");
   auto [l3, g3] = s.step(false);

@@ -35,7 +35,7 @@ void bench_train(const TrainBench& b) {
   check(b.fp8_scaling == "current" || b.fp8_scaling == "delayed", "--fp8-scaling: current or delayed, got '",
         b.fp8_scaling, "'");
   if (b.fp8) model::check_fp8_device(device, "--fp8");
-  g->use_fp8(b.fp8, b.fp8_scaling == "delayed" ? 16 : 0);
+  g->use_fp8(b.fp8, b.fp8_scaling == "delayed" ? model::Fp8History::kDefaultLength : 0);
   g->to(device);
   g->train();
   training::AdamWOptions ao;

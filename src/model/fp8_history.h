@@ -25,6 +25,8 @@ class Fp8History {
   // A block's rows: qkv, proj (a linear's operands each), the MLP, the adaLN products.
   static constexpr int64_t kQkv = 0, kProj = kQkv + kFp8LinearOperands, kMlp = kProj + kFp8LinearOperands,
                            kAdaln = kMlp + kFp8MlpOperands, kPerBlock = kAdaln + kFp8AdalnOperands;
+  // The steps it looks back over unless told otherwise (training.fp8_amax_history, rar bench train).
+  static constexpr int64_t kDefaultLength = 16;
 
   Fp8History(int64_t blocks, int64_t length);
   int64_t operands() const { return history_.size(0); }

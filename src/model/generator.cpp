@@ -210,7 +210,7 @@ torch::Tensor GeneratorImpl::run_blocks(torch::Tensor h, const torch::Tensor& c,
   // gradient in its dtype (no bf16 copy either way).
   const auto silu = F::silu(c);
   const bool fp8_adaln = fp8_ && is_training();
-  const auto silu_lp = fp8_adaln ? silu : to_compute(silu.detach());
+  const auto silu_lp = fp8_adaln ? torch::Tensor() : to_compute(silu.detach());
   for (size_t l = 0; l < block_list.size(); ++l) {
     const auto silu_c = fp8_adaln ? silu : shared_cast(silu, silu_lp);
     if (cache) h = block_list[l](h, silu_c, &cache->k[l], &cache->v[l], past);

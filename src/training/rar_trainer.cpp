@@ -199,7 +199,7 @@ struct RarSettings {
     check(scaling == "current" || scaling == "delayed", "training.fp8_scaling: expected current or delayed, got '",
           scaling, "'");
     if (s.fp8 && scaling == "delayed") {
-      s.fp8_delayed_history = c.get_int("training.fp8_amax_history", 16);
+      s.fp8_delayed_history = c.get_int("training.fp8_amax_history", model::Fp8History::kDefaultLength);
       check(s.fp8_delayed_history >= 1 && s.fp8_delayed_history <= 4096,
             "training.fp8_amax_history: expected 1 to 4096 steps, got ", s.fp8_delayed_history);
     }
