@@ -307,7 +307,7 @@ TEST(Fp8, GeneratorStepNearItsTwinAndRecomputationRepeatsIt) {
   EXPECT_GT(torch::cosine_similarity(g8, g32, 0).item<double>(), 0.98);
   EXPECT_GT(rel(g8, g32), 1e-3);
   // (recomputed blocks' float32 rounding: far below what fp8 changes)
-  expect_recomputation_repeats(s, l8, g8, cat("fp8 vs float32: ", rel(g8, g32)));
+  expect_recomputation_repeats(s, l8, g8, "fp8 vs float32: " + std::to_string(rel(g8, g32)));
   s.g->eval();
   torch::NoGradGuard ng;
   auto orders = torch::arange(64).expand({8, 64});
