@@ -14,6 +14,8 @@
 #                      products' quality beside the bf16 random arm, same steps and seed; not in the
 #                      default ARMS: ARMS="random random-fp8"
 #              random-fp8-current  the same with training.fp8_scaling=current
+#              ARM-sN  any arm above with training seed N in place of 42 (e.g. random-s43 random-fp8-s43:
+#                      a second training seed, how far two trainings of one arm lie apart)
 #   scoring    val NLL (raster, the whole test set) at the end; 10,000 samples (1000 per class) at
 #              guidance 1, 2 and 3 (pow-cosine power 1), seed 7, raster order, exact KV cache;
 #              the demo's classifier: accuracy and feature-FID vs fashion-mnist:test, beside the
@@ -56,8 +58,10 @@ done
 mkdir -p "$OUT"
 N=${N_TRAIN:-60000}  # Fashion-MNIST's training split, one sequence per image
 STEPS=$(( EPOCHS * N / 256 ))
+base() { echo "${1%-s[0-9]*}"; }  # the arm without its seed suffix
+seed_of() { case $1 in *-s[0-9]*) echo "${1##*-s}" ;; *) echo 42 ;; esac; }
 anneal() {
-  case $1 in
+  case $(base "$1") in
     raster) echo "0 0" ;;
     random | random-fp8 | random-fp8-current) echo "$((STEPS * 10)) $((STEPS * 10))" ;;
     a50-75) echo "$((STEPS / 2)) $((STEPS * 3 / 4))" ;;
@@ -74,7 +78,8 @@ train_arm() {  # train_arm ARM MINUTES: trains until done or out of minutes
     --steps "$STEPS" --minutes "$2" --resume model.generator.randomness_anneal_start="$start" \
     model.generator.randomness_anneal_end="$end" model.vq_model.codebook_size=$CODES experiment.generate_every=0 experiment.eval_every=$(( (STEPS + 9) / 10 )) \
     experiment.save_every=$(( (STEPS + 19) / 20 )) experiment.eval_examples=${EVAL_EXAMPLES:-0} \
-    $(case $arm in random-fp8) echo training.fp8=true ;; random-fp8-current) echo training.fp8=true training.fp8_scaling=current ;; esac) \
+    training.seed="$(seed_of "$arm")" \
+    $(case $(base "$arm") in random-fp8) echo training.fp8=true ;; random-fp8-current) echo training.fp8=true training.fp8_scaling=current ;; esac) \
     >> "$OUT/$arm.train.log" 2>&1 || {
     echo "$arm: training failed:"; tail -5 "$OUT/$arm.train.log"; return 1; }
   if grep -q "finished at step $STEPS" "$OUT/$arm.train.log"; then touch "$OUT/$arm/DONE"; fi
