@@ -5,7 +5,8 @@
 # compile errors before a GPU-machine call. Nothing is linked or run.
 # The tests are checked too, each file alone: the CPU build compiles them in unity batches, where a
 # file may use what another file of its batch included; the CUDA build compiles each alone.
-# ALL=1: every source and test alone (the same hazard in src/; ~4 minutes on two cores).
+# ALL=1: every source and test alone (the same hazard in src/; ~10 minutes on two cores; the
+# default, ~3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
