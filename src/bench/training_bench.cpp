@@ -61,9 +61,10 @@ void bench_train(const TrainBench& b) {
   gpu::reset_peak_memory(device);
   // The warm-up counts from the capture: a new graph's first replays are slow (it is uploaded), and
   // with delayed fp8 scaling the step is captured only once the history is primed (eager until then).
-  const int64_t warmup = 3, timed = b.steps;
+  // (at most max_eager steps before it: delayed scaling primes in two)
+  const int64_t warmup = 3, max_eager = 16, timed = b.steps;
   int64_t done = 0;
-  for (int64_t since = 0; since < warmup && done < warmup + 16; ++done) {
+  for (int64_t since = 0; since < warmup && done < warmup + max_eager; ++done) {
     step(done);
     if (!gs.graphed() || gs.captured()) ++since;
   }

@@ -506,9 +506,8 @@ std::array<torch::Tensor, 6> adaln_split6(const torch::nn::LinearImpl& lin, cons
   std::array<torch::Tensor, 2> products;  // {shifts [..,2H], the others [..,4H]}
   if (fp8.on && lin.bias.defined() && fp8_product_fits(silu_c, lin.weight)) {
     // SiLU(c) as it comes (float32 from the generator): cast to e4m3 from it, its gradient in its dtype
-    const auto dev = silu_c.device().type();
-    const auto dt = at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : silu_c.scalar_type();
-    const auto out = Fp8AdalnSplitFn::apply(silu_c, lin.weight, lin.bias, path == OpPath::fused, dt, fp8.scaling);
+    const auto out = Fp8AdalnSplitFn::apply(silu_c, lin.weight, lin.bias, path == OpPath::fused,
+                                            compute_dtype(silu_c), fp8.scaling);
     products = {out[0], out[1]};
   } else if (auto r = path == OpPath::fused ? fused::adaln_split(lin, silu_c) : std::nullopt) {
     products = *r;

@@ -26,11 +26,12 @@ struct SharedCastFn : torch::autograd::Function<SharedCastFn> {
 
 bool fused_kernels_built() { return fused::built(); }
 
-torch::Tensor to_compute(const torch::Tensor& t) {
+at::ScalarType compute_dtype(const torch::Tensor& t) {
   const auto dev = t.device().type();
-  if (at::autocast::is_autocast_enabled(dev)) return t.to(at::autocast::get_autocast_dtype(dev));
-  return t;
+  return at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : t.scalar_type();
 }
+
+torch::Tensor to_compute(const torch::Tensor& t) { return t.to(compute_dtype(t)); }
 
 torch::Tensor shared_cast(const torch::Tensor& src, const torch::Tensor& cast) {
   if (cast.scalar_type() == src.scalar_type()) return src;

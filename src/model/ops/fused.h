@@ -18,7 +18,9 @@ enum class OpPath { plain, fused };
 // Whether this build has the CUDA kernels at all.
 bool fused_kernels_built();
 
-// The dtype the matmuls run in: autocast's when it is on (bf16 training), else the tensor's own.
+// The dtype the matmuls run in: autocast's when it is on for t's device (bf16 training), else t's
+// own; to_compute casts t to it.
+at::ScalarType compute_dtype(const torch::Tensor& t);
 torch::Tensor to_compute(const torch::Tensor& t);
 
 // A value used by every block in the matmul dtype, cast once: returns `cast` (= src in the matmul

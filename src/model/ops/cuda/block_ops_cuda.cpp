@@ -217,9 +217,7 @@ struct AdalnSplitFn : torch::autograd::Function<AdalnSplitFn> {
 // The dtype of the plain path's modulation result: the normalised value (autocast's dtype, else
 // x's) promoted with shift and scale. The fused path writes shift's dtype, so it must be that.
 at::ScalarType plain_modulate_dtype(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
-  const auto dev = x.device().type();
-  const auto n = at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : x.scalar_type();
-  return at::promote_types(at::promote_types(n, shift.scalar_type()), scale.scalar_type());
+  return at::promote_types(at::promote_types(compute_dtype(x), shift.scalar_type()), scale.scalar_type());
 }
 
 // What the LN-modulation kernels take (ln_modulate's fused path, and gated_residual_ln_modulate's).
